@@ -1,0 +1,118 @@
+"""CLIP image (and prompt) embeddings through transformers' `from_pretrained` path.
+
+One function turns pictures into features for the daemon, training and the benchmarks, so a head
+never sees inputs that were prepared differently from the ones it was trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+# Bump when anything between decoded pixels and the feature vector changes (processor settings,
+# normalisation): heads trained on features of another version are refused.
+PREPROCESSING_VERSION = "clip-processor+l2norm/1"
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ModelLoadError(Exception):
+    """The configured CLIP model cannot be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def precision(self) -> str:
+        return next(name for name, dtype in _DTYPES.items() if dtype == self.dtype)
+
+
+def resolve_runtime(*, device: str, precision: str) -> Runtime:
+    """Turn the config's `auto` choices into a concrete device and dtype."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"model.device is {device!r} but no CUDA device is available")
+    if precision == "auto":
+        # fp16 halves memory traffic on a GPU; CPUs lack fast fp16 kernels, so stay in fp32.
+        precision = "fp16" if resolved.type == "cuda" else "fp32"
+    return Runtime(device=resolved, dtype=_DTYPES[precision])
+
+
+class ClipFeatureExtractor:
+    """A loaded CLIP model with its image processor and tokenizer."""
+
+    def __init__(self, source: str, *, runtime: Runtime) -> None:
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.source = source
+        self.runtime = runtime
+        try:
+            self._model = CLIPModel.from_pretrained(source, dtype=runtime.dtype)
+            self._processor = AutoImageProcessor.from_pretrained(source)
+            self._tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError, KeyError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line}") from None
+        self._model.to(runtime.device).eval()
+        logger.info(
+            "loaded CLIP %s on %s (%s), %d-dimensional features",
+            source, runtime.device, runtime.precision, self.feature_size,
+        )
+
+    @property
+    def feature_size(self) -> int:
+        return int(self._model.config.projection_dim)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self._model.logit_scale.exp().item())
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Resize, crop and normalise with the model's own processor, on the model's device."""
+        batch = self._processor(
+            images=list(images), return_tensors="pt", device=self.runtime.device
+        )
+        return batch["pixel_values"].to(self.runtime.device, dtype=self.runtime.dtype)
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
+        """L2-normalised image embeddings (float32, one row per picture) of preprocessed pixels."""
+        output = self._model.get_image_features(pixel_values=pixel_values)
+        return _normalised_rows(_pooled(output))
+
+    def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.feature_size), dtype=np.float32)
+        return self.embed_pixels(self.preprocess(images))
+
+    @torch.inference_mode()
+    def text_features(self, prompts: Sequence[str]) -> np.ndarray:
+        tokens = self._tokenizer(list(prompts), padding=True, return_tensors="pt")
+        tokens = {name: tensor.to(self.runtime.device) for name, tensor in tokens.items()}
+        return _normalised_rows(_pooled(self._model.get_text_features(**tokens)))
+
+
+def _pooled(output: object) -> torch.Tensor:
+    # transformers 5 returns a model output whose pooler_output is the projected embedding;
+    # older releases returned the tensor itself.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output  # type: ignore[attr-defined]
+
+
+def _normalised_rows(features: torch.Tensor) -> np.ndarray:
+    features = features.float()
+    features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return features.cpu().numpy()

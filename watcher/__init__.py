@@ -1,0 +1,1 @@
+"""The cctv-gender daemon: inbox discovery, readiness, claiming, batching, results and moves."""

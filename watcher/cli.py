@@ -1,0 +1,192 @@
+"""The `cctv-gender` command line (also `python -m watcher`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import NoSuchModuleError
+
+from watcher.config import Config, ConfigError, find_config, load_config
+from watcher.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class StartupError(Exception):
+    """Something outside the config file stops the daemon from starting; the message says what."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cctv-gender",
+        description="Classify perceived gender in CCTV frames dropped into an inbox folder.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config", type=Path, default=None, metavar="PATH",
+            help="config file (default: ./config.toml, then /etc/cctv-gender/config.toml)",
+        )
+
+    watch = commands.add_parser("watch", help="run the daemon: classify frames as they arrive")
+    add_config(watch)
+    watch.add_argument(
+        "--once", action="store_true",
+        help="process what is in the inbox now, then exit (frames still being written are left)",
+    )
+
+    results = commands.add_parser("results", help="print the latest result rows")
+    add_config(results)
+    results.add_argument("--limit", type=_positive_int, default=20, help="rows to show (default 20)")
+    results.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output format (default table)"
+    )
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser("upgrade", help="apply the schema migrations (Alembic, to head)")
+    add_config(upgrade)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(find_config(args.config))
+    except ConfigError as error:
+        print(f"cctv-gender: config error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(config.logging.level)
+    try:
+        if args.command == "watch":
+            return run_watch(config, once=args.once)
+        if args.command == "results":
+            return run_results(config, limit=args.limit, output_format=args.format)
+        return run_db_upgrade(config)
+    except ConfigError as error:
+        print(f"cctv-gender: config error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except StartupError as error:
+        print(f"cctv-gender: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def open_database(config: Config, *, migrate: bool) -> Engine:
+    from watcher.migrate import current_revision, head_revision, upgrade_to_head
+    from watcher.store import make_engine
+
+    if not config.database.url:
+        config.paths.data.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = make_engine(config.database_url, busy_timeout_ms=config.database.busy_timeout_ms)
+        if migrate:
+            upgrade_to_head(engine)
+        elif current_revision(engine) != head_revision():
+            raise StartupError(
+                f"the database at {engine.url.render_as_string(hide_password=True)} is not at the "
+                "current schema; run `cctv-gender db upgrade`"
+            )
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise ConfigError(f"{config.source}: database.url: {error}") from None
+    except OperationalError as error:
+        raise StartupError(f"cannot open the database {config.database_url}: {error.orig}") from None
+    return engine
+
+
+def run_db_upgrade(config: Config) -> int:
+    from watcher.migrate import current_revision
+
+    engine = open_database(config, migrate=True)
+    print(f"database at revision {current_revision(engine)}")
+    return EXIT_OK
+
+
+def run_results(config: Config, *, limit: int, output_format: str) -> int:
+    from watcher.results_view import OutputFormat, latest_results, render
+
+    engine = open_database(config, migrate=False)
+    sys.stdout.write(render(latest_results(engine, limit=limit), output_format=OutputFormat(output_format)))
+    return EXIT_OK
+
+
+def run_watch(config: Config, *, once: bool) -> int:
+    from model.clip_features import ClipFeatureExtractor, ModelLoadError, resolve_runtime
+    from model.keras_head import KerasBackendError
+    from model.registry import RegistryError
+    from model.serving import load_serving_head
+    from watcher.daemon import Daemon
+    from watcher.processing import BatchProcessor, OutputFolders
+
+    for folder in (config.paths.inbox, config.in_progress, config.paths.processed, config.paths.failed):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StartupError(f"cannot create {folder}: {error.strerror}") from None
+    engine = open_database(config, migrate=True)
+    try:
+        extractor = ClipFeatureExtractor(
+            config.model.clip,
+            runtime=resolve_runtime(device=config.model.device, precision=config.model.precision),
+        )
+        head = load_serving_head(
+            config.registry_dir, clip=extractor, prompts=config.model.zero_shot.by_label()
+        )
+    except (ModelLoadError, RegistryError, KerasBackendError) as error:
+        raise StartupError(str(error)) from None
+
+    stop = threading.Event()
+    processor = BatchProcessor(
+        engine=engine,
+        extractor=extractor,
+        head=head,
+        folders=OutputFolders(processed=config.paths.processed, failed=config.paths.failed),
+        max_pixels=config.inbox.max_pixels,
+    )
+    daemon = Daemon(config, engine=engine, processor=processor, stop=stop)
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("%s received: finishing the batch in hand, then exiting", signal.Signals(signum).name)
+        stop.set()
+        daemon.wake()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    logger.info(
+        "watching %s (batch %d, max wait %d ms), model %s",
+        config.paths.inbox, config.batch.size, config.batch.max_wait_ms, head.version,
+    )
+    report = daemon.run(once=once)
+    logger.info(
+        "stopped: %d frames ok, %d failed in %d batches, %d recovered",
+        report.ok, report.failed, report.batches, report.recovered,
+    )
+    if report.left_incomplete:
+        logger.warning(
+            "%d frames left in the inbox, still being written: %s",
+            len(report.left_incomplete), ", ".join(report.left_incomplete[:10]),
+        )
+    return EXIT_OK

@@ -1,0 +1,206 @@
+"""The daemon's configuration: one typed object, loaded and validated once in `main()`.
+
+Every key is documented in the repository's `config.toml`. Validation errors become one
+`ConfigError` line naming the file and the key, so startup stops without a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from model.labels import Label
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG_LOCATIONS = (Path("config.toml"), Path("/etc/cctv-gender/config.toml"))
+IN_PROGRESS_DIRNAME = ".in-progress"
+
+
+class ConfigError(Exception):
+    """A configuration the daemon cannot start with; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos until proven otherwise; strict types stop "32" passing as 32.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PathsConfig(_Section):
+    inbox: Path = Path("inbox")
+    processed: Path = Path("processed")
+    failed: Path = Path("failed")
+    data: Path = Path("data")
+
+    @field_validator("inbox", "processed", "failed", "data", mode="before")
+    @classmethod
+    def _non_empty_path(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("must not be empty")
+            return Path(value)
+        return value
+
+
+class InboxConfig(_Section):
+    settle_ms: Annotated[int, Field(ge=0)] = 1000
+    readiness_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    rescan_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    poll_interval_ms: Annotated[int, Field(gt=0)] = 250
+    max_pixels: Annotated[int, Field(gt=0)] = 40_000_000
+
+
+class BatchConfig(_Section):
+    size: Annotated[int, Field(ge=1, le=4096)] = 32
+    max_wait_ms: Annotated[int, Field(ge=0)] = 500
+
+
+class ZeroShotConfig(_Section):
+    female: Annotated[list[str], Field(min_length=1)] = [
+        "a photo of a woman",
+        "a CCTV image of a woman",
+    ]
+    male: Annotated[list[str], Field(min_length=1)] = [
+        "a photo of a man",
+        "a CCTV image of a man",
+    ]
+
+    @field_validator("female", "male")
+    @classmethod
+    def _no_blank_prompts(cls, prompts: list[str]) -> list[str]:
+        if any(not prompt.strip() for prompt in prompts):
+            raise ValueError("prompts must not be blank")
+        return prompts
+
+    def by_label(self) -> dict[Label, list[str]]:
+        return {Label.FEMALE: list(self.female), Label.MALE: list(self.male)}
+
+
+class ModelConfig(_Section):
+    clip: Annotated[str, Field(min_length=1)] = "openai/clip-vit-base-patch32"
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    registry: str = ""
+    zero_shot: ZeroShotConfig = ZeroShotConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (
+            value.startswith("cuda:") and value.removeprefix("cuda:").isdigit()
+        ):
+            return value
+        raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+class DatabaseConfig(_Section):
+    url: str = ""
+    busy_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    paths: PathsConfig = PathsConfig()
+    inbox: InboxConfig = InboxConfig()
+    batch: BatchConfig = BatchConfig()
+    model: ModelConfig = ModelConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    logging: LoggingConfig = LoggingConfig()
+    # Where the file was read from; relative paths in it resolve against its folder.
+    source: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def in_progress(self) -> Path:
+        # Inside the inbox so that claiming is a rename on one filesystem, hence atomic.
+        return self.paths.inbox / IN_PROGRESS_DIRNAME
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.paths.data / 'results.sqlite3'}"
+
+    @property
+    def registry_dir(self) -> Path:
+        return Path(self.model.registry) if self.model.registry else self.paths.data / "models"
+
+
+def find_config(explicit: Path | None) -> Path:
+    """The config file to use: the one asked for, else the first default location that exists."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"{explicit}: config file not found")
+        return explicit
+    for candidate in DEFAULT_CONFIG_LOCATIONS:
+        if candidate.is_file():
+            return candidate
+    tried = " or ".join(str(path) for path in DEFAULT_CONFIG_LOCATIONS)
+    raise ConfigError(f"no config file: looked for {tried}; pass --config PATH")
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and resolve one config file, or raise `ConfigError` naming the key."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_describe_first_error(error)}") from None
+    try:
+        return _resolve_paths(config, base=path.resolve().parent, source=path.resolve())
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _describe_first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"] if not isinstance(part, int)) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{key}: {message} (got {first['input']!r})"
+
+
+def _resolve(base: Path, value: Path) -> Path:
+    return (base / value.expanduser()).resolve() if not value.is_absolute() else value
+
+
+def _resolve_paths(config: Config, *, base: Path, source: Path) -> Config:
+    paths = config.paths
+    resolved_paths = PathsConfig(
+        inbox=_resolve(base, paths.inbox),
+        processed=_resolve(base, paths.processed),
+        failed=_resolve(base, paths.failed),
+        data=_resolve(base, paths.data),
+    )
+    model = config.model
+    updates: dict[str, object] = {}
+    if model.registry:
+        updates["registry"] = str(_resolve(base, Path(model.registry)))
+    # A CLIP source that names an existing folder (relative to the config) loads offline from
+    # it; anything else is a Hugging Face model id.
+    local_clip = _resolve(base, Path(model.clip))
+    if local_clip.is_dir():
+        updates["clip"] = str(local_clip)
+    resolved_model = model.model_copy(update=updates)
+    _check_distinct_folders(resolved_paths)
+    return config.model_copy(
+        update={"paths": resolved_paths, "model": resolved_model, "source": source}
+    )
+
+
+def _check_distinct_folders(paths: PathsConfig) -> None:
+    named = {"paths.inbox": paths.inbox, "paths.processed": paths.processed, "paths.failed": paths.failed}
+    seen: dict[Path, str] = {}
+    for key, folder in named.items():
+        if folder in seen:
+            raise ConfigError(f"{key}: must differ from {seen[folder]} (both are {folder})")
+        seen[folder] = key
+    for key in ("paths.processed", "paths.failed"):
+        if named[key].is_relative_to(paths.inbox):
+            raise ConfigError(f"{key}: must not be inside paths.inbox ({paths.inbox})")

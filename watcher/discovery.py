@@ -1,0 +1,68 @@
+"""Finding candidate frames in the inbox: which names count, and where the camera comes from."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+logger = logging.getLogger(__name__)
+
+FRAME_SUFFIX = ".bmp"
+# Names that writers use while a file is still being produced.
+TEMPORARY_SUFFIXES = (".part", ".tmp")
+TEMPORARY_PREFIXES = (".", "~")
+
+
+def is_candidate_name(name: str) -> bool:
+    """A frame's file name: `*.bmp` in any case, not a dotfile nor a temporary name."""
+    if name.startswith(TEMPORARY_PREFIXES):
+        return False
+    lowered = name.lower()
+    return lowered.endswith(FRAME_SUFFIX) and not lowered.endswith(TEMPORARY_SUFFIXES)
+
+
+def camera_of(relative: PurePosixPath) -> str | None:
+    """`cam-07/x.bmp` was taken by camera `cam-07`; a frame directly in the inbox has none."""
+    return relative.parts[0] if len(relative.parts) > 1 else None
+
+
+def relative_to_inbox(inbox: Path, path: Path) -> PurePosixPath | None:
+    """The inbox-relative path of a candidate frame, or None if `path` is not one."""
+    try:
+        relative = PurePosixPath(path.relative_to(inbox).as_posix())
+    except ValueError:
+        return None
+    if not relative.parts or any(part.startswith(".") for part in relative.parts[:-1]):
+        return None
+    return relative if is_candidate_name(relative.name) else None
+
+
+def scan_inbox(inbox: Path) -> Iterator[PurePosixPath]:
+    """Every candidate frame under `inbox`, depth first, without following directory links.
+
+    Hidden folders (the in-progress area among them) are skipped. Symlinks and special files
+    with a frame's name are yielded: they are claimed and failed, never opened.
+    """
+    stack = [(inbox, PurePosixPath())]
+    while stack:
+        folder, relative_folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            logger.warning("cannot list %s: %s", folder, error)
+            continue
+        for entry in sorted(entries, key=lambda item: item.name):
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_folder = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_folder:
+                stack.append((Path(entry.path), relative_folder / entry.name))
+            elif is_candidate_name(entry.name):
+                yield relative_folder / entry.name

@@ -1,0 +1,174 @@
+"""Processing one batch of claimed frames: read, decode, classify, commit, then move.
+
+The database row is the record: every row of the batch is committed in one transaction, and only
+then are the files moved out of the in-progress area to the place the row names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import stat
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from PIL import Image
+from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session
+
+from model.clip_features import ClipFeatureExtractor
+from model.heads import Head
+from model.images import UndecodableImage, decode_rgb
+from watcher.claiming import ClaimedFrame, release
+from watcher.moving import move_no_clobber, reserve_destination
+from watcher.store import Result, Status, utc_now
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputFolders:
+    processed: Path
+    failed: Path
+
+
+@dataclass
+class BatchReport:
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)  # source path → reason
+
+    @property
+    def frames(self) -> int:
+        return self.ok + self.failed
+
+
+@dataclass
+class _Prepared:
+    frame: ClaimedFrame
+    row: Result
+    image: Image.Image | None
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        extractor: ClipFeatureExtractor,
+        head: Head,
+        folders: OutputFolders,
+        max_pixels: int,
+    ) -> None:
+        self._engine = engine
+        self._extractor = extractor
+        self.head = head
+        self._folders = folders
+        self._max_pixels = max_pixels
+
+    def process(self, frames: list[ClaimedFrame]) -> BatchReport:
+        started = time.perf_counter()
+        prepared = [self._prepare(frame) for frame in frames]
+        self._classify([item for item in prepared if item.image is not None])
+        self._assign_destinations(prepared)
+        # One transaction for the whole batch; the rows stay readable after it for the moves.
+        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+            session.add_all(item.row for item in prepared)
+        self._move_all(prepared)
+
+        report = BatchReport(seconds=time.perf_counter() - started)
+        for item in prepared:
+            if item.row.status == Status.OK:
+                report.ok += 1
+            else:
+                report.failed += 1
+                report.failures[item.row.source_path] = item.row.error or ""
+        rate = report.frames / report.seconds if report.seconds > 0 else float("inf")
+        logger.info(
+            "batch: %d frames (%d ok, %d failed) in %.2f s, %.1f frames/s, model %s",
+            report.frames, report.ok, report.failed, report.seconds, rate, self.head.version,
+        )
+        return report
+
+    def _prepare(self, frame: ClaimedFrame) -> _Prepared:
+        row = Result(
+            frame_key=frame.key,
+            camera=frame.camera,
+            source_path=frame.relative.as_posix(),
+            stored_path="",
+            received_at=frame.received_at,
+            processed_at=frame.received_at,
+            status=Status.FAILED,
+        )
+        image = None
+        try:
+            info = frame.work_path.lstat()
+            row.size_bytes = info.st_size
+            row.file_mtime = datetime.fromtimestamp(info.st_mtime, UTC)
+            if frame.failure is not None:
+                raise UndecodableImage(frame.failure)
+            if not stat.S_ISREG(info.st_mode):
+                raise UndecodableImage("not a regular file (symlink or special file); never opened")
+            data = frame.work_path.read_bytes()
+            row.size_bytes = len(data)
+            row.sha256 = hashlib.sha256(data).hexdigest()
+            image = decode_rgb(data, max_pixels=self._max_pixels)
+            row.width, row.height = image.size
+        except UndecodableImage as error:
+            row.error = str(error)
+        except OSError as error:
+            row.error = f"cannot read: {error.strerror or error}"
+        if row.error:
+            logger.warning("frame %s failed: %s", frame.relative, row.error)
+        return _Prepared(frame=frame, row=row, image=image)
+
+    def _classify(self, decodable: list[_Prepared]) -> None:
+        if not decodable:
+            return
+        try:
+            features = self._extractor.image_features([item.image for item in decodable])  # type: ignore[misc]
+            predictions = self.head.predict(features)
+        except Exception as error:  # noqa: BLE001 - a model failure must not lose the batch
+            logger.exception("model failed on a batch of %d frames", len(decodable))
+            for item in decodable:
+                item.row.error = f"model error: {type(error).__name__}: {error}"
+            return
+        for item, prediction in zip(decodable, predictions, strict=True):
+            item.row.label = prediction.label
+            item.row.probability = prediction.probability
+            item.row.model_version = self.head.version
+            item.row.status = Status.OK
+            logger.debug("frame %s: %s %.3f", item.frame.relative, prediction.label, prediction.probability)
+
+    def _assign_destinations(self, prepared: list[_Prepared]) -> None:
+        now = utc_now()
+        taken: set[Path] = set()
+        for item in prepared:
+            root = self._folders.processed if item.row.status == Status.OK else self._folders.failed
+            item.row.processed_at = now
+            item.row.stored_path = str(reserve_destination(root, item.frame.relative, taken=taken))
+
+    def _move_all(self, prepared: list[_Prepared]) -> None:
+        relocated: dict[int, str] = {}
+        for item in prepared:
+            final = move_no_clobber(item.frame.work_path, Path(item.row.stored_path))
+            if str(final) != item.row.stored_path:
+                # Something took the reserved name between commit and move.
+                relocated[item.row.id] = str(final)
+            release(item.frame)
+        if relocated:
+            with Session(self._engine) as session, session.begin():
+                for row_id, stored in relocated.items():
+                    session.execute(update(Result).where(Result.id == row_id).values(stored_path=stored))
+
+
+def finish_committed_move(frame: ClaimedFrame, row: Result, engine: Engine) -> None:
+    """Recovery: the row of `frame` was committed but the move did not happen; do it now."""
+    final = move_no_clobber(frame.work_path, Path(row.stored_path))
+    if str(final) != row.stored_path:
+        with Session(engine) as session, session.begin():
+            session.execute(update(Result).where(Result.id == row.id).values(stored_path=str(final)))
+    release(frame)

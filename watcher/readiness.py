@@ -1,0 +1,127 @@
+"""Deciding when a frame is completely written, so it is never read early.
+
+A BMP header declares the file's size: a frame is complete when that many bytes are present, and
+it is read only once its size and modification time have also been stable for `settle_ms`.
+A frame that stays incomplete with no writes for `readiness_timeout_s` is given up as truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+import struct
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+
+logger = logging.getLogger(__name__)
+
+BMP_MAGIC = b"BM"
+# 'BM', then the whole file's size as a little-endian uint32.
+BMP_SIZE_FIELD = struct.Struct("<2sI")
+# The smallest valid BMP: 14-byte file header + 12-byte core header.
+MIN_BMP_SIZE = 26
+
+
+class Verdict(StrEnum):
+    READY = "ready"  # complete and settled: claim it
+    SETTLING = "settling"  # complete but changed too recently
+    INCOMPLETE = "incomplete"  # fewer bytes than declared, or too few to tell
+    TIMED_OUT = "timed_out"  # incomplete, and no writes for the readiness timeout
+    SPECIAL = "special"  # a symlink, FIFO, socket or device with a frame's name
+    GONE = "gone"  # vanished since discovery
+
+
+@dataclass
+class _Observation:
+    size: int
+    mtime_ns: int
+    unchanged_since: float  # monotonic time this size and mtime were first seen
+    declared_size: int | None
+
+
+@dataclass(frozen=True)
+class Assessment:
+    verdict: Verdict
+    size: int = 0
+    declared_size: int | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.size == 0:
+            return "truncated: empty file (0 bytes), never completed"
+        if self.declared_size is None:
+            return f"truncated: {self.size} bytes, too short for a BMP header, never completed"
+        return f"truncated: {self.size} of {self.declared_size} declared bytes, never completed"
+
+
+def declared_bmp_size(path: Path) -> int | None:
+    """The file size a BMP header declares, or None when the file does not say (yet)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(BMP_SIZE_FIELD.size)
+    except OSError:
+        return None
+    if len(head) < BMP_SIZE_FIELD.size:
+        return None
+    magic, declared = BMP_SIZE_FIELD.unpack(head)
+    if magic != BMP_MAGIC or declared < MIN_BMP_SIZE:
+        # Not a BMP (decoding will say so), or a writer that leaves the field zero: stability
+        # alone decides.
+        return None
+    return declared
+
+
+class ReadinessTracker:
+    """Remembers what each waiting file looked like, to tell written-and-still from in-flux."""
+
+    def __init__(self, *, settle_s: float, timeout_s: float) -> None:
+        self._settle_s = settle_s
+        self._timeout_s = timeout_s
+        self._seen: dict[PurePosixPath, _Observation] = {}
+
+    def forget(self, relative: PurePosixPath) -> None:
+        self._seen.pop(relative, None)
+
+    def assess(self, root: Path, relative: PurePosixPath) -> Assessment:
+        path = root / relative
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            self.forget(relative)
+            return Assessment(Verdict.GONE)
+        except OSError as error:
+            logger.debug("cannot stat %s: %s", path, error)
+            return Assessment(Verdict.INCOMPLETE)
+        if not stat.S_ISREG(info.st_mode):
+            return Assessment(Verdict.SPECIAL)
+
+        now = time.monotonic()
+        previous = self._seen.get(relative)
+        if previous is None or (previous.size, previous.mtime_ns) != (info.st_size, info.st_mtime_ns):
+            previous = _Observation(
+                size=info.st_size,
+                mtime_ns=info.st_mtime_ns,
+                unchanged_since=now,
+                declared_size=_declared_size_if_readable(path, info.st_size),
+            )
+            self._seen[relative] = previous
+
+        idle_s = max(time.time() - info.st_mtime_ns / 1e9, now - previous.unchanged_since)
+        declared = previous.declared_size
+        if declared is not None:
+            complete = info.st_size >= declared
+        else:
+            # Without a usable declared size (not a BMP, or a writer that leaves the field zero)
+            # stability alone decides; a non-BMP then fails decoding with its reason.
+            complete = info.st_size >= BMP_SIZE_FIELD.size
+        if complete:
+            verdict = Verdict.READY if idle_s >= self._settle_s else Verdict.SETTLING
+        else:
+            verdict = Verdict.TIMED_OUT if idle_s >= self._timeout_s else Verdict.INCOMPLETE
+        return Assessment(verdict, size=info.st_size, declared_size=declared)
+
+
+def _declared_size_if_readable(path: Path, size: int) -> int | None:
+    return declared_bmp_size(path) if size >= BMP_SIZE_FIELD.size else None
