@@ -41,7 +41,7 @@ def decode_rgb(data: bytes, *, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise UndecodableImage("not a recognised image format") from None
     except Image.DecompressionBombError as error:
-        raise UndecodableImage(f"too large: {error}") from None
+        raise UndecodableImage(f"too large: {error}".rstrip(".")) from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Pillow reports truncated or unsupported variants as OSError/ValueError/SyntaxError.
         raise UndecodableImage(f"cannot decode: {error}") from None

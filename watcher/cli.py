@@ -11,11 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlalchemy.exc import NoSuchModuleError
-
 from watcher.config import Config, ConfigError, find_config, load_config
+from watcher.errors import StartupError
 from watcher.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -23,10 +20,6 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-class StartupError(Exception):
-    """Something outside the config file stops the daemon from starting; the message says what."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,29 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-def open_database(config: Config, *, migrate: bool) -> Engine:
-    from watcher.migrate import current_revision, head_revision, upgrade_to_head
-    from watcher.store import make_engine
-
-    if not config.database.url:
-        config.paths.data.mkdir(parents=True, exist_ok=True)
-    try:
-        engine = make_engine(config.database_url, busy_timeout_ms=config.database.busy_timeout_ms)
-        if migrate:
-            upgrade_to_head(engine)
-        elif current_revision(engine) != head_revision():
-            raise StartupError(
-                f"the database at {engine.url.render_as_string(hide_password=True)} is not at the "
-                "current schema; run `cctv-gender db upgrade`"
-            )
-    except (ArgumentError, NoSuchModuleError) as error:
-        raise ConfigError(f"{config.source}: database.url: {error}") from None
-    except OperationalError as error:
-        raise StartupError(f"cannot open the database {config.database_url}: {error.orig}") from None
-    return engine
-
-
 def run_db_upgrade(config: Config) -> int:
+    from watcher.database import open_database
     from watcher.migrate import current_revision
 
     engine = open_database(config, migrate=True)
@@ -126,6 +98,7 @@ def run_db_upgrade(config: Config) -> int:
 
 
 def run_results(config: Config, *, limit: int, output_format: str) -> int:
+    from watcher.database import open_database
     from watcher.results_view import OutputFormat, latest_results, render
 
     engine = open_database(config, migrate=False)
@@ -134,39 +107,10 @@ def run_results(config: Config, *, limit: int, output_format: str) -> int:
 
 
 def run_watch(config: Config, *, once: bool) -> int:
-    from model.clip_features import ClipFeatureExtractor, ModelLoadError, resolve_runtime
-    from model.keras_head import KerasBackendError
-    from model.registry import RegistryError
-    from model.serving import load_serving_head
-    from watcher.daemon import Daemon
-    from watcher.processing import BatchProcessor, OutputFolders
-
-    for folder in (config.paths.inbox, config.in_progress, config.paths.processed, config.paths.failed):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StartupError(f"cannot create {folder}: {error.strerror}") from None
-    engine = open_database(config, migrate=True)
-    try:
-        extractor = ClipFeatureExtractor(
-            config.model.clip,
-            runtime=resolve_runtime(device=config.model.device, precision=config.model.precision),
-        )
-        head = load_serving_head(
-            config.registry_dir, clip=extractor, prompts=config.model.zero_shot.by_label()
-        )
-    except (ModelLoadError, RegistryError, KerasBackendError) as error:
-        raise StartupError(str(error)) from None
+    from watcher.app import build_daemon
 
     stop = threading.Event()
-    processor = BatchProcessor(
-        engine=engine,
-        extractor=extractor,
-        head=head,
-        folders=OutputFolders(processed=config.paths.processed, failed=config.paths.failed),
-        max_pixels=config.inbox.max_pixels,
-    )
-    daemon = Daemon(config, engine=engine, processor=processor, stop=stop)
+    daemon = build_daemon(config, stop=stop)
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("%s received: finishing the batch in hand, then exiting", signal.Signals(signum).name)
@@ -175,10 +119,6 @@ def run_watch(config: Config, *, once: bool) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    logger.info(
-        "watching %s (batch %d, max wait %d ms), model %s",
-        config.paths.inbox, config.batch.size, config.batch.max_wait_ms, head.version,
-    )
     report = daemon.run(once=once)
     logger.info(
         "stopped: %d frames ok, %d failed in %d batches, %d recovered",

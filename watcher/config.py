@@ -47,7 +47,8 @@ class InboxConfig(_Section):
     readiness_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     rescan_interval_s: Annotated[float, Field(gt=0)] = 30.0
     poll_interval_ms: Annotated[int, Field(gt=0)] = 250
-    max_pixels: Annotated[int, Field(gt=0)] = 40_000_000
+    # Pillow itself refuses images over 2 × its MAX_IMAGE_PIXELS (178,956,970) when opening them.
+    max_pixels: Annotated[int, Field(gt=0, le=178_956_970)] = 40_000_000
 
 
 class BatchConfig(_Section):

@@ -1,4 +1,8 @@
-"""Filesystem events as wake-up hints: the folder stays the truth, rescans catch what events miss."""
+"""Filesystem events as wake-up hints: the folder stays the truth, rescans catch what events miss.
+
+The inbox is watched without recursion and each camera folder recursively, so the hidden
+in-progress area (one folder per claimed frame) never costs inotify watches.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
 
 from watcher.discovery import relative_to_inbox
 
@@ -24,11 +29,16 @@ class InboxEvents(FileSystemEventHandler):
         self._hints: set[PurePosixPath] = set()
         self._rescan_requested = False
         self._observer: Observer | None = None
+        self._camera_watches: dict[Path, ObservedWatch] = {}
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory and event.event_type in ("created", "moved"):
-            # A new camera folder may arrive already full (moved in); let a scan look inside.
-            self.request_rescan()
+        if event.is_directory:
+            if event.event_type in ("created", "moved"):
+                destination = Path(str(getattr(event, "dest_path", "") or event.src_path))
+                if destination.parent == self._inbox:
+                    self._watch_camera_folder(destination)
+                # A new camera folder may arrive already full (moved in); let a scan look inside.
+                self.request_rescan()
             return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             if not raw:
@@ -53,11 +63,30 @@ class InboxEvents(FileSystemEventHandler):
 
     def start(self) -> None:
         observer = Observer()
-        observer.schedule(self, str(self._inbox), recursive=True)
         observer.daemon = True
+        observer.schedule(self, str(self._inbox), recursive=False)
         observer.start()
         self._observer = observer
+        for child in self._inbox.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                self._watch_camera_folder(child)
         logger.debug("watching %s for events", self._inbox)
+
+    def _watch_camera_folder(self, folder: Path) -> None:
+        if self._observer is None or folder.name.startswith("."):
+            return
+        stale = self._camera_watches.pop(folder, None)
+        if stale is not None:
+            # The folder was removed and made again: its old watch is dead.
+            try:
+                self._observer.unschedule(stale)
+            except (KeyError, OSError):
+                pass
+        try:
+            self._camera_watches[folder] = self._observer.schedule(self, str(folder), recursive=True)
+        except OSError as error:
+            # Gone again, or out of inotify watches: the periodic rescan still finds its frames.
+            logger.warning("cannot watch %s for events (%s); relying on rescans", folder, error)
 
     def stop(self) -> None:
         if self._observer is not None:

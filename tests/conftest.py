@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import write_config
+from tests.tiny_clip import build_clip_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight CLIP saved with save_pretrained: the only fake in the suite (no downloads here)."""
+    return build_clip_checkpoint(tmp_path_factory.mktemp("tiny-clip") / "clip")
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, tiny_clip: Path) -> Callable[..., Path]:
+    """Write a config.toml in tmp_path that uses the tiny CLIP; sections override the defaults."""
+
+    def make(**sections: dict[str, Any]) -> Path:
+        merged: dict[str, dict[str, Any]] = {
+            "model": {"clip": str(tiny_clip), "device": "cpu"},
+            # Tests write frames at once; a short settle keeps them quick but still exercised.
+            "inbox": {"settle_ms": 0, "poll_interval_ms": 20},
+            "batch": {"size": 8, "max_wait_ms": 50},
+        }
+        for name, values in sections.items():
+            merged.setdefault(name, {}).update(values)
+        return write_config(tmp_path / "config.toml", merged)
+
+    return make

@@ -1,0 +1,81 @@
+"""Shared test helpers: frames on disk, config files, and waiting without sleeping blindly."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def write_bmp(path: Path, *, width: int = 64, height: int = 48, mode: str = "RGB", seed: int = 0) -> Path:
+    """A real BMP with random pixels: 24-bit for RGB, 8-bit palette for P or L."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    image.save(path, format="BMP")
+    return path
+
+
+def bmp_bytes(*, width: int = 64, height: int = 48, mode: str = "RGB", seed: int = 0) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8), "RGB")
+    (image if mode == "RGB" else image.convert(mode)).save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return repr(value)
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def query(database: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Read the results database with plain sqlite3, as an operator's SQL client would."""
+    connection = sqlite3.connect(database)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+def files_under(folder: Path) -> list[str]:
+    if not folder.exists():
+        return []
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write_bmp
+from watcher.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("command", [[], ["watch"], ["results"], ["db"], ["db", "upgrade"]], ids=" ".join)
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([*command, "--help"])
+    assert caught.value.code == 0
+    assert "usage: cctv-gender" in capsys.readouterr().out
+
+
+def test_python_dash_m_watcher_is_the_same_command_line() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "watcher", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0 and "watch" in completed.stdout and "results" in completed.stdout
+
+
+def test_db_upgrade_creates_the_database(make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config()
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    assert (tmp_path / "data" / "results.sqlite3").is_file()
+    assert "database at revision 0001" in capsys.readouterr().out
+
+
+def test_results_asks_for_an_upgrade_on_a_fresh_database(
+    make_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config()
+    assert main(["results", "--config", str(config)]) == 1
+    assert "run `cctv-gender db upgrade`" in capsys.readouterr().err
+
+
+@pytest.fixture
+def processed_config(make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    config = make_config()
+    write_bmp(tmp_path / "inbox" / "cam-01" / "a.bmp", seed=1)
+    write_bmp(tmp_path / "inbox" / "b.bmp", seed=2)
+    (tmp_path / "inbox" / "broken.bmp").write_bytes(b"nope, not an image")
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+    capsys.readouterr()
+    return config
+
+
+def test_results_table(processed_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["results", "--config", str(processed_config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["id", "processed_at", "camera", "source_path", "label", "probability", "status", "model_version", "error"]
+    assert len(lines) == 2 + 3
+    assert any("cam-01/a.bmp" in line and " ok " in line for line in lines)
+    assert any("broken.bmp" in line and "failed" in line and "not a recognised image format" in line for line in lines)
+
+
+def test_results_csv(processed_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["results", "--format", "csv", "--config", str(processed_config)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert sorted(row["source_path"] for row in rows) == ["b.bmp", "broken.bmp", "cam-01/a.bmp"]
+    by_path = {row["source_path"]: row for row in rows}
+    assert by_path["cam-01/a.bmp"]["camera"] == "cam-01" and by_path["b.bmp"]["camera"] == ""
+    assert by_path["broken.bmp"]["status"] == "failed" and by_path["broken.bmp"]["label"] == ""
+
+
+def test_results_json_with_limit(processed_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["results", "--format", "json", "--limit", "2", "--config", str(processed_config)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2
+    assert rows[0]["id"] > rows[1]["id"]  # newest first
+    ok = [row for row in rows if row["status"] == "ok"]
+    assert all(row["label"] in ("female", "male") and 0 <= row["probability"] <= 1 for row in ok)
+    assert all(row["processed_at"].endswith("+00:00") for row in rows)
+
+
+def test_results_rejects_a_bad_limit(processed_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["results", "--limit", "0", "--config", str(processed_config)])
+    assert caught.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""The real daemon loop, live: in a thread (stopped by its Event) and as a subprocess (real signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import bmp_bytes, files_under, query, wait_for, write_bmp
+from watcher.app import build_daemon
+from watcher.config import load_config
+from watcher.daemon import Daemon
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class RunningDaemon:
+    def __init__(self, daemon: Daemon, stop: threading.Event, thread: threading.Thread) -> None:
+        self.daemon, self.stop, self.thread = daemon, stop, thread
+
+    def turns_from_now(self, count: int) -> None:
+        """Wait until the loop has gone round `count` more times (it looked at the inbox again)."""
+        start = self.daemon.turns
+        wait_for(lambda: self.daemon.turns >= start + count, what=f"{count} more turns of the loop")
+
+
+@pytest.fixture
+def live_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., RunningDaemon]]:
+    running: list[RunningDaemon] = []
+
+    def start(**sections: dict) -> RunningDaemon:
+        stop = threading.Event()
+        daemon = build_daemon(load_config(make_config(**sections)), stop=stop)
+        thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+        thread.start()
+        running.append(RunningDaemon(daemon, stop, thread))
+        return running[-1]
+
+    yield start
+    for item in running:
+        item.stop.set()
+        item.daemon.wake()
+        item.thread.join(timeout=30)
+        assert not item.thread.is_alive(), "the daemon did not stop"
+
+
+def _row_count(tmp_path: Path) -> int:
+    return query(tmp_path / "data" / "results.sqlite3", "SELECT count(*) FROM results")[0][0]
+
+
+def test_frames_dropped_while_running_are_processed(live_daemon: Callable[..., RunningDaemon], tmp_path: Path) -> None:
+    running = live_daemon()
+    running.turns_from_now(1)
+
+    for index in range(5):
+        write_bmp(tmp_path / "inbox" / "cam-03" / f"{index}.bmp", seed=index)
+
+    wait_for(lambda: _row_count(tmp_path) == 5, what="5 rows")
+    wait_for(lambda: len(files_under(tmp_path / "processed")) == 5, what="5 processed files")
+    assert files_under(tmp_path / "inbox") == []
+    assert {camera for (camera,) in query(tmp_path / "data" / "results.sqlite3", "SELECT camera FROM results")} == {"cam-03"}
+
+
+def test_a_frame_written_slowly_in_two_halves_is_not_read_early(live_daemon: Callable[..., RunningDaemon], tmp_path: Path) -> None:
+    # settle_ms = 0: only the BMP header's declared size keeps the daemon from reading early.
+    running = live_daemon(inbox={"settle_ms": 0, "poll_interval_ms": 10})
+    data = bmp_bytes(width=320, height=240)
+    path = tmp_path / "inbox" / "slow.bmp"
+    with path.open("wb") as writer:
+        writer.write(data[: len(data) // 2])
+        writer.flush()
+        running.turns_from_now(5)  # the writer pauses while the daemon looks again and again
+        assert path.exists() and _row_count(tmp_path) == 0
+        writer.write(data[len(data) // 2 :])
+
+    wait_for(lambda: _row_count(tmp_path) == 1, what="the slow frame's row")
+    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT status, size_bytes, width, height FROM results")
+    assert rows == [("ok", len(data), 320, 240)]
+
+
+def test_a_partial_batch_is_flushed_after_max_wait(live_daemon: Callable[..., RunningDaemon], tmp_path: Path) -> None:
+    running = live_daemon(batch={"size": 64, "max_wait_ms": 200})
+    running.turns_from_now(1)
+    write_bmp(tmp_path / "inbox" / "only.bmp")
+
+    wait_for(lambda: _row_count(tmp_path) == 1, timeout=10, what="the lone frame's row")
+    assert running.daemon.report.batches == 1
+
+
+def _start_subprocess(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {key: value for key, value in os.environ.items() if key != "JOURNAL_STREAM"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env,
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_commits_the_batch_in_hand_then_exits_zero(
+    make_config: Callable[..., Path], tmp_path: Path, signum: signal.Signals
+) -> None:
+    # A batch that would wait a minute: the signal must flush it, not drop or abandon it.
+    config = make_config(batch={"size": 64, "max_wait_ms": 60_000})
+    log = tmp_path / "daemon.log"
+    process = _start_subprocess(config, log)
+    try:
+        wait_for(lambda: "watching" in log.read_text(), timeout=120, what="the daemon to start")
+        for index in range(3):
+            write_bmp(tmp_path / "inbox" / f"{index}.bmp", seed=index)
+        in_progress = tmp_path / "inbox" / ".in-progress"
+        wait_for(lambda: len(files_under(in_progress)) == 3, what="3 frames claimed into the batch")
+
+        process.send_signal(signum)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    assert _row_count(tmp_path) == 3
+    assert files_under(tmp_path / "processed") == ["0.bmp", "1.bmp", "2.bmp"]
+    assert files_under(in_progress) == []
+    text = log.read_text()
+    assert f"{signum.name} received" in text and "Traceback" not in text

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from tests.helpers import query
+from watcher.migrate import current_revision, head_revision, upgrade_to_head
+from watcher.store import Base, make_engine
+
+
+def test_upgrade_on_an_empty_database_creates_the_schema(tmp_path: Path) -> None:
+    database = tmp_path / "results.sqlite3"
+    engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=1000)
+
+    assert current_revision(engine) is None
+    assert upgrade_to_head(engine) == head_revision()
+
+    tables = {name for (name,) in query(database, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"results", "alembic_version"} <= tables
+    indexes = {name for (name,) in query(database, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {
+        "ix_results_processed_at",
+        "ix_results_camera_processed_at",
+        "ix_results_label_processed_at",
+        "ix_results_status_processed_at",
+    } <= indexes
+
+
+def test_upgrade_twice_is_harmless(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}", busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    assert upgrade_to_head(engine) == head_revision()
+
+
+def test_the_models_match_the_migrations(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}", busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}", busy_timeout_ms=1234)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        # 2 is FULL.
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234

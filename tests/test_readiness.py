@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from tests.helpers import bmp_bytes
+from watcher.discovery import camera_of, is_candidate_name, scan_inbox
+from watcher.readiness import ReadinessTracker, Verdict, declared_bmp_size
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("x.bmp", True, id="bmp"),
+        pytest.param("X.BMP", True, id="upper_case"),
+        pytest.param("frame 01 é.Bmp", True, id="spaces_unicode"),
+        pytest.param(".x.bmp", False, id="dotfile"),
+        pytest.param("~x.bmp", False, id="tilde_temp"),
+        pytest.param("x.bmp.part", False, id="part"),
+        pytest.param("x.bmp.tmp", False, id="tmp"),
+        pytest.param("x.png", False, id="other_format"),
+        pytest.param("bmp", False, id="bare_word"),
+    ],
+)
+def test_candidate_names(name: str, expected: bool) -> None:
+    assert is_candidate_name(name) is expected
+
+
+def test_scan_skips_hidden_folders_and_finds_cameras(tmp_path: Path) -> None:
+    for relative in ("a.bmp", "cam-07/b.BMP", "cam-07/night/c.bmp", ".in-progress/k/d.bmp", "cam-07/.e.bmp", "f.txt"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+
+    found = sorted(str(path) for path in scan_inbox(tmp_path))
+
+    assert found == ["a.bmp", "cam-07/b.BMP", "cam-07/night/c.bmp"]
+    assert camera_of(PurePosixPath("cam-07/night/c.bmp")) == "cam-07"
+    assert camera_of(PurePosixPath("a.bmp")) is None
+
+
+def test_declared_size_is_read_from_the_header(tmp_path: Path) -> None:
+    data = bmp_bytes(width=10, height=7)
+    (tmp_path / "x.bmp").write_bytes(data[:20])
+    (tmp_path / "y.bmp").write_bytes(b"PNG-ish")
+
+    assert declared_bmp_size(tmp_path / "x.bmp") == len(data)
+    assert declared_bmp_size(tmp_path / "y.bmp") is None
+
+
+def _age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_a_partial_frame_is_incomplete_however_long_it_has_been_stable(tmp_path: Path) -> None:
+    data = bmp_bytes()
+    path = tmp_path / "x.bmp"
+    path.write_bytes(data[: len(data) // 2])
+    _age(path, 10)
+    tracker = ReadinessTracker(settle_s=0.5, timeout_s=60)
+
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.INCOMPLETE
+
+    path.write_bytes(data)
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.SETTLING
+    _age(path, 1)
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.READY
+
+
+def test_an_incomplete_frame_times_out_as_truncated(tmp_path: Path) -> None:
+    data = bmp_bytes()
+    path = tmp_path / "x.bmp"
+    path.write_bytes(data[:100])
+    _age(path, 120)
+
+    assessment = ReadinessTracker(settle_s=0, timeout_s=60).assess(tmp_path, PurePosixPath("x.bmp"))
+
+    assert assessment.verdict == Verdict.TIMED_OUT
+    assert assessment.reason == f"truncated: 100 of {len(data)} declared bytes, never completed"
+
+
+def test_an_empty_file_waits_then_times_out(tmp_path: Path) -> None:
+    path = tmp_path / "x.bmp"
+    path.write_bytes(b"")
+    tracker = ReadinessTracker(settle_s=0, timeout_s=60)
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.INCOMPLETE
+
+    _age(path, 61)
+    assessment = tracker.assess(tmp_path, PurePosixPath("x.bmp"))
+    assert assessment.verdict == Verdict.TIMED_OUT
+    assert "empty file" in assessment.reason
+
+
+def test_special_files_and_vanished_files(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.bmp")
+    (tmp_path / "link.bmp").symlink_to(tmp_path / "elsewhere.bmp")
+    tracker = ReadinessTracker(settle_s=0, timeout_s=60)
+
+    assert tracker.assess(tmp_path, PurePosixPath("pipe.bmp")).verdict == Verdict.SPECIAL
+    assert tracker.assess(tmp_path, PurePosixPath("link.bmp")).verdict == Verdict.SPECIAL
+    assert tracker.assess(tmp_path, PurePosixPath("gone.bmp")).verdict == Verdict.GONE
+
+
+def test_a_non_bmp_is_taken_once_stable(tmp_path: Path) -> None:
+    path = tmp_path / "x.bmp"
+    path.write_bytes(b"this is not a bitmap at all")
+    _age(path, 5)
+    assert ReadinessTracker(settle_s=1, timeout_s=60).assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.READY

@@ -1,0 +1,49 @@
+"""Assembling the daemon from a config: folders, database, CLIP, head, processor, loop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from watcher.config import Config
+from watcher.daemon import Daemon
+from watcher.database import open_database
+from watcher.errors import StartupError
+from watcher.processing import BatchProcessor, OutputFolders
+
+logger = logging.getLogger(__name__)
+
+
+def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
+    """Everything `watch` needs, in startup order; raises StartupError with a one-line reason."""
+    from model.clip_features import ClipFeatureExtractor, ModelLoadError, resolve_runtime
+    from model.keras_head import KerasBackendError
+    from model.registry import RegistryError
+    from model.serving import load_serving_head
+
+    for folder in (config.paths.inbox, config.in_progress, config.paths.processed, config.paths.failed):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StartupError(f"cannot create {folder}: {error.strerror}") from None
+    engine = open_database(config, migrate=True)
+    try:
+        extractor = ClipFeatureExtractor(
+            config.model.clip,
+            runtime=resolve_runtime(device=config.model.device, precision=config.model.precision),
+        )
+        head = load_serving_head(config.registry_dir, clip=extractor, prompts=config.model.zero_shot.by_label())
+    except (ModelLoadError, RegistryError, KerasBackendError) as error:
+        raise StartupError(str(error)) from None
+    processor = BatchProcessor(
+        engine=engine,
+        extractor=extractor,
+        head=head,
+        folders=OutputFolders(processed=config.paths.processed, failed=config.paths.failed),
+        max_pixels=config.inbox.max_pixels,
+    )
+    logger.info(
+        "watching %s (batch %d, max wait %d ms), model %s",
+        config.paths.inbox, config.batch.size, config.batch.max_wait_ms, head.version,
+    )
+    return Daemon(config, engine=engine, processor=processor, stop=stop)

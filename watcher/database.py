@@ -1,0 +1,31 @@
+"""Opening the results database for a command: the engine, migrated or checked."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from watcher.config import Config, ConfigError
+from watcher.errors import StartupError
+from watcher.migrate import current_revision, head_revision, upgrade_to_head
+from watcher.store import make_engine
+
+
+def open_database(config: Config, *, migrate: bool) -> Engine:
+    """An engine on `database.url`; `migrate` upgrades to head, otherwise the schema must be current."""
+    if not config.database.url:
+        config.paths.data.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = make_engine(config.database_url, busy_timeout_ms=config.database.busy_timeout_ms)
+        if migrate:
+            upgrade_to_head(engine)
+        elif current_revision(engine) != head_revision():
+            raise StartupError(
+                f"the database at {engine.url.render_as_string(hide_password=True)} is not at the "
+                "current schema; run `cctv-gender db upgrade`"
+            )
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise ConfigError(f"{config.source}: database.url: {error}") from None
+    except OperationalError as error:
+        raise StartupError(f"cannot open the database {config.database_url}: {error.orig}") from None
+    return engine
