@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,7 +67,8 @@ class ClipFeatureExtractor:
             self._tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError, KeyError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line}") from None
+            hint = "" if Path(source).is_dir() else " (model.clip: a Hugging Face id needs the network once; a local folder loads offline)"
+            raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line}{hint}") from None
         self._model.to(runtime.device).eval()
         logger.info(
             "loaded CLIP %s on %s (%s), %d-dimensional features",

@@ -35,7 +35,8 @@ def decode_rgb(data: bytes, *, max_pixels: int) -> Image.Image:
                     f"too large: {width}x{height} is over the cap of {max_pixels} pixels"
                 )
             image.load()
-            return image.convert("RGB")
+            # convert() copies even when nothing changes; a 24-bit BMP is already RGB.
+            return image if image.mode == "RGB" else image.convert("RGB")
     except UndecodableImage:
         raise
     except UnidentifiedImageError:

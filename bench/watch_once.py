@@ -1,0 +1,130 @@
+"""Frames/s of `cctv-gender watch --once`, against the research script's one-frame-at-a-time loop.
+
+    .venv/bin/python bench/watch_once.py [--frames 200] [--width 640 --height 480] [--model tiny|vit-b32]
+
+Both run in this process, on the same machine, the same CLIP checkpoint (random weights, saved and
+loaded with from_pretrained; `tiny` is the test suite's model, `vit-b32` the real architecture)
+and the same frames (24-bit BMPs), alternating for `--repeats` rounds; the medians are reported
+(this shared VM's timings vary by ±20% from run to run). Prints both figures and their ratio, and
+writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import write_bmp, write_config  # noqa: E402
+from tests.tiny_clip import build_clip_checkpoint  # noqa: E402
+
+
+def research_script_baseline(clip_dir: Path, frames: list[Path]) -> float:
+    """The original loop: open, CLIPProcessor, forward, for one frame at a time. Returns frames/s."""
+    import torch
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = CLIPModel.from_pretrained(clip_dir).eval()
+    processor = CLIPProcessor.from_pretrained(clip_dir)
+    started = time.perf_counter()
+    for path in frames:
+        image = Image.open(path).convert("RGB")
+        inputs = processor(images=image, return_tensors="pt")
+        with torch.no_grad():
+            model.get_image_features(**inputs)
+    return len(frames) / (time.perf_counter() - started)
+
+
+def ours(config_path: Path) -> tuple[float, int]:
+    """`watch --once` as the command runs it, timed from the first scan to the last move."""
+    from watcher.app import build_daemon
+    from watcher.config import load_config
+
+    daemon = build_daemon(load_config(config_path), stop=threading.Event())
+    started = time.perf_counter()
+    report = daemon.run(once=True)
+    return report.ok / (time.perf_counter() - started), report.ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", choices=("tiny", "vit-b32"), default="tiny")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "watch_once.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory(prefix="cctv-bench-") as scratch:
+        root = Path(scratch)
+        clip_dir = build_clip_checkpoint(
+            root / "clip", vision=None if args.model == "tiny" else {},
+            text=None if args.model == "tiny" else {}, projection_dim=16 if args.model == "tiny" else 512,
+        )
+        originals = [
+            write_bmp(root / "frames" / f"{index:05d}.bmp", width=args.width, height=args.height, seed=index)
+            for index in range(args.frames)
+        ]
+        config = write_config(root / "config.toml", {
+            "model": {"clip": str(clip_dir), "device": "cpu"},
+            "batch": {"size": args.batch_size},
+            "inbox": {"settle_ms": 0},
+        })
+        baselines, ours_rates = [], []
+        for _ in range(args.repeats):
+            for folder in ("inbox", "processed", "data"):
+                shutil.rmtree(root / folder, ignore_errors=True)
+            (root / "inbox").mkdir()
+            for path in originals:
+                shutil.copyfile(path, root / "inbox" / path.name)
+            baselines.append(research_script_baseline(clip_dir, originals))
+            rate, processed = ours(config)
+            if processed != args.frames:
+                print(f"error: watch --once processed {processed} of {args.frames} frames", file=sys.stderr)
+                return 1
+            ours_rates.append(rate)
+        baseline, ours_rate = statistics.median(baselines), statistics.median(ours_rates)
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "frames": args.frames,
+        "frame_size": f"{args.width}x{args.height}",
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "research_script_baseline_fps": round(baseline, 1),
+        "watch_once_fps": round(ours_rate, 1),
+        "research_script_baseline_fps_each": [round(rate, 1) for rate in baselines],
+        "watch_once_fps_each": [round(rate, 1) for rate in ours_rates],
+        "ours_over_baseline": round(ours_rate / baseline, 2),
+        "peak_rss_mib": round(peak_rss_mib),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+    }
+    print(f"{args.frames} frames of {args.width}x{args.height}, {args.model} CLIP, median of {args.repeats} rounds")
+    print(f"research-script baseline (one frame at a time): {baseline:8.1f} frames/s")
+    print(f"watch --once (end to end, batch {args.batch_size}):         {ours_rate:8.1f} frames/s")
+    print(f"ours / baseline:                                {ours_rate / baseline:8.2f}x")
+    print(f"peak RSS:                                       {peak_rss_mib:8.0f} MiB")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
