@@ -28,23 +28,29 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.helpers import write_bmp, write_config  # noqa: E402
+from model.clip_features import Runtime, resolve_runtime  # noqa: E402
 from tests.tiny_clip import build_clip_checkpoint  # noqa: E402
 
 
-def research_script_baseline(clip_dir: Path, frames: list[Path]) -> float:
-    """The original loop: open, CLIPProcessor, forward, for one frame at a time. Returns frames/s."""
+def research_script_baseline(clip_dir: Path, frames: list[Path], *, runtime: Runtime) -> float:
+    """The original loop: open, CLIPProcessor, forward, for one frame at a time. Returns frames/s.
+
+    Same device and precision as ours, so the ratio measures the pipeline, not the hardware.
+    """
     import torch
     from PIL import Image
     from transformers import CLIPModel, CLIPProcessor
 
-    model = CLIPModel.from_pretrained(clip_dir).eval()
+    model = CLIPModel.from_pretrained(clip_dir, dtype=runtime.dtype).to(runtime.device).eval()
     processor = CLIPProcessor.from_pretrained(clip_dir)
     started = time.perf_counter()
     for path in frames:
         image = Image.open(path).convert("RGB")
         inputs = processor(images=image, return_tensors="pt")
         with torch.no_grad():
-            model.get_image_features(**inputs)
+            model.get_image_features(pixel_values=inputs["pixel_values"].to(runtime.device, runtime.dtype))
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize()
     return len(frames) / (time.perf_counter() - started)
 
 
@@ -67,6 +73,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--model", choices=("tiny", "vit-b32"), default="tiny")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto", help="as model.device: auto, cpu, cuda, cuda:N")
+    parser.add_argument("--precision", default="auto", help="as model.precision: auto, fp32, fp16, bf16")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "watch_once.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -82,10 +90,11 @@ def main() -> int:
             for index in range(args.frames)
         ]
         config = write_config(root / "config.toml", {
-            "model": {"clip": str(clip_dir), "device": "cpu"},
+            "model": {"clip": str(clip_dir), "device": args.device, "precision": args.precision},
             "batch": {"size": args.batch_size},
             "inbox": {"settle_ms": 0},
         })
+        runtime = resolve_runtime(device=args.device, precision=args.precision)
         baselines, ours_rates = [], []
         for _ in range(args.repeats):
             for folder in ("inbox", "processed", "data"):
@@ -93,7 +102,7 @@ def main() -> int:
             (root / "inbox").mkdir()
             for path in originals:
                 shutil.copyfile(path, root / "inbox" / path.name)
-            baselines.append(research_script_baseline(clip_dir, originals))
+            baselines.append(research_script_baseline(clip_dir, originals, runtime=runtime))
             rate, processed = ours(config)
             if processed != args.frames:
                 print(f"error: watch --once processed {processed} of {args.frames} frames", file=sys.stderr)
@@ -106,6 +115,8 @@ def main() -> int:
         "frame_size": f"{args.width}x{args.height}",
         "model": args.model,
         "batch_size": args.batch_size,
+        "device": str(runtime.device),
+        "precision": runtime.precision,
         "repeats": args.repeats,
         "research_script_baseline_fps": round(baseline, 1),
         "watch_once_fps": round(ours_rate, 1),
@@ -115,7 +126,10 @@ def main() -> int:
         "peak_rss_mib": round(peak_rss_mib),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
     }
-    print(f"{args.frames} frames of {args.width}x{args.height}, {args.model} CLIP, median of {args.repeats} rounds")
+    print(
+        f"{args.frames} frames of {args.width}x{args.height}, {args.model} CLIP on {runtime.device} "
+        f"({runtime.precision}), median of {args.repeats} rounds"
+    )
     print(f"research-script baseline (one frame at a time): {baseline:8.1f} frames/s")
     print(f"watch --once (end to end, batch {args.batch_size}):         {ours_rate:8.1f} frames/s")
     print(f"ours / baseline:                                {ours_rate / baseline:8.2f}x")
