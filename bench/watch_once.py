@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import write_bmp, write_config  # noqa: E402
 from model.clip_features import Runtime, resolve_runtime  # noqa: E402
+from tests.helpers import write_bmp, write_config  # noqa: E402
 from tests.tiny_clip import build_clip_checkpoint  # noqa: E402
 
 
@@ -82,18 +82,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cctv-bench-") as scratch:
         root = Path(scratch)
         clip_dir = build_clip_checkpoint(
-            root / "clip", vision=None if args.model == "tiny" else {},
-            text=None if args.model == "tiny" else {}, projection_dim=16 if args.model == "tiny" else 512,
+            root / "clip",
+            vision=None if args.model == "tiny" else {},
+            text=None if args.model == "tiny" else {},
+            projection_dim=16 if args.model == "tiny" else 512,
         )
         originals = [
             write_bmp(root / "frames" / f"{index:05d}.bmp", width=args.width, height=args.height, seed=index)
             for index in range(args.frames)
         ]
-        config = write_config(root / "config.toml", {
-            "model": {"clip": str(clip_dir), "device": args.device, "precision": args.precision},
-            "batch": {"size": args.batch_size},
-            "inbox": {"settle_ms": 0},
-        })
+        config = write_config(
+            root / "config.toml",
+            {
+                "model": {"clip": str(clip_dir), "device": args.device, "precision": args.precision},
+                "batch": {"size": args.batch_size},
+                "inbox": {"settle_ms": 0},
+            },
+        )
         runtime = resolve_runtime(device=args.device, precision=args.precision)
         baselines, ours_rates = [], []
         for _ in range(args.repeats):
@@ -124,7 +129,7 @@ def main() -> int:
         "watch_once_fps_each": [round(rate, 1) for rate in ours_rates],
         "ours_over_baseline": round(ours_rate / baseline, 2),
         "peak_rss_mib": round(peak_rss_mib),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+        "machine": f"{platform.machine()}, python {platform.python_version()}",
     }
     print(
         f"{args.frames} frames of {args.width}x{args.height}, {args.model} CLIP on {runtime.device} "

@@ -67,12 +67,19 @@ class ClipFeatureExtractor:
             self._tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError, KeyError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            hint = "" if Path(source).is_dir() else " (model.clip: a Hugging Face id needs the network once; a local folder loads offline)"
+            hint = (
+                ""
+                if Path(source).is_dir()
+                else " (model.clip: a Hugging Face id needs the network once; a local folder loads offline)"
+            )
             raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line}{hint}") from None
         self._model.to(runtime.device).eval()
         logger.info(
             "loaded CLIP %s on %s (%s), %d-dimensional features",
-            source, runtime.device, runtime.precision, self.feature_size,
+            source,
+            runtime.device,
+            runtime.precision,
+            self.feature_size,
         )
 
     @property
@@ -85,9 +92,7 @@ class ClipFeatureExtractor:
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Resize, crop and normalise with the model's own processor, on the model's device."""
-        batch = self._processor(
-            images=list(images), return_tensors="pt", device=self.runtime.device
-        )
+        batch = self._processor(images=list(images), return_tensors="pt", device=self.runtime.device)
         return batch["pixel_values"].to(self.runtime.device, dtype=self.runtime.dtype)
 
     @torch.inference_mode()

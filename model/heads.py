@@ -27,9 +27,7 @@ class Head(Protocol):
     def predict(self, features: np.ndarray) -> list[Prediction]: ...
 
 
-def predictions_from_positive_probability(
-    positive: np.ndarray, *, threshold: float
-) -> list[Prediction]:
+def predictions_from_positive_probability(positive: np.ndarray, *, threshold: float) -> list[Prediction]:
     """Label each row by its probability of LABEL_ORDER[1] against the decision threshold."""
     negative_label, positive_label = LABEL_ORDER
     predictions = []

@@ -31,9 +31,7 @@ def decode_rgb(data: bytes, *, max_pixels: int) -> Image.Image:
             if width <= 0 or height <= 0:
                 raise UndecodableImage(f"invalid dimensions {width}x{height}")
             if width * height > max_pixels:
-                raise UndecodableImage(
-                    f"too large: {width}x{height} is over the cap of {max_pixels} pixels"
-                )
+                raise UndecodableImage(f"too large: {width}x{height} is over the cap of {max_pixels} pixels")
             image.load()
             # convert() copies even when nothing changes; a 24-bit BMP is already RGB.
             return image if image.mode == "RGB" else image.convert("RGB")

@@ -18,9 +18,7 @@ def zero_shot_version(clip_source: str) -> str:
     return f"zero-shot:{clip_source}"
 
 
-def load_serving_head(
-    registry: Path, *, clip: ClipFeatureExtractor, prompts: dict[Label, list[str]]
-) -> Head:
+def load_serving_head(registry: Path, *, clip: ClipFeatureExtractor, prompts: dict[Label, list[str]]) -> Head:
     version = current_version(registry)
     if version is None:
         logger.info("no trained head in %s: classifying zero-shot with CLIP prompts", registry)
@@ -50,6 +48,8 @@ def check_compatible(metadata: HeadMetadata, *, clip: ClipFeatureExtractor) -> N
     if metadata.feature_size != clip.feature_size:
         problems.append(f"it expects {metadata.feature_size} features, CLIP gives {clip.feature_size}")
     if tuple(metadata.label_order) != tuple(str(label) for label in LABEL_ORDER):
-        problems.append(f"its label order {list(metadata.label_order)} is not {[str(l) for l in LABEL_ORDER]}")
+        problems.append(
+            f"its label order {list(metadata.label_order)} is not {[str(label) for label in LABEL_ORDER]}"
+        )
     if problems:
         raise RegistryError(f"head {metadata.version} refused: " + "; ".join(problems))

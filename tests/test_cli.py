@@ -26,12 +26,19 @@ def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixtur
 
 def test_python_dash_m_watcher_is_the_same_command_line() -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "watcher", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "watcher", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert completed.returncode == 0 and "watch" in completed.stdout and "results" in completed.stdout
 
 
-def test_db_upgrade_creates_the_database(make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_db_upgrade_creates_the_database(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = make_config()
     assert main(["db", "upgrade", "--config", str(config)]) == 0
     assert (tmp_path / "data" / "results.sqlite3").is_file()
@@ -47,7 +54,9 @@ def test_results_asks_for_an_upgrade_on_a_fresh_database(
 
 
 @pytest.fixture
-def processed_config(make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+def processed_config(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Path:
     config = make_config()
     write_bmp(tmp_path / "inbox" / "cam-01" / "a.bmp", seed=1)
     write_bmp(tmp_path / "inbox" / "b.bmp", seed=2)
@@ -60,10 +69,23 @@ def processed_config(make_config: Callable[..., Path], tmp_path: Path, capsys: p
 def test_results_table(processed_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["results", "--config", str(processed_config)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["id", "processed_at", "camera", "source_path", "label", "probability", "status", "model_version", "error"]
+    assert lines[0].split() == [
+        "id",
+        "processed_at",
+        "camera",
+        "source_path",
+        "label",
+        "probability",
+        "status",
+        "model_version",
+        "error",
+    ]
     assert len(lines) == 2 + 3
     assert any("cam-01/a.bmp" in line and " ok " in line for line in lines)
-    assert any("broken.bmp" in line and "failed" in line and "not a recognised image format" in line for line in lines)
+    assert any(
+        "broken.bmp" in line and "failed" in line and "not a recognised image format" in line
+        for line in lines
+    )
 
 
 def test_results_csv(processed_config: Path, capsys: pytest.CaptureFixture[str]) -> None:

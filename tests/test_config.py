@@ -38,14 +38,36 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
     [
         pytest.param({"batch": {"sise": 3}}, "batch.sise: unknown key", id="unknown_key"),
         pytest.param({"surprise": {"x": 1}}, "surprise: unknown key", id="unknown_section"),
-        pytest.param({"batch": {"size": "32"}}, "batch.size: Input should be a valid integer", id="wrong_type"),
-        pytest.param({"batch": {"size": 0}}, "batch.size: Input should be greater than or equal to 1", id="impossible_value"),
-        pytest.param({"model": {"device": "tpu"}}, "model.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N'", id="bad_device"),
+        pytest.param(
+            {"batch": {"size": "32"}}, "batch.size: Input should be a valid integer", id="wrong_type"
+        ),
+        pytest.param(
+            {"batch": {"size": 0}},
+            "batch.size: Input should be greater than or equal to 1",
+            id="impossible_value",
+        ),
+        pytest.param(
+            {"model": {"device": "tpu"}},
+            "model.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N'",
+            id="bad_device",
+        ),
         pytest.param({"model": {"precision": "fp8"}}, "model.precision: Input should be", id="bad_precision"),
         pytest.param({"paths": {"inbox": ""}}, "paths.inbox: must not be empty", id="empty_path"),
-        pytest.param({"model.zero_shot": {"male": []}}, "model.zero_shot.male: List should have at least 1 item", id="no_prompts"),
-        pytest.param({"paths": {"inbox": "a", "processed": "a"}}, "paths.processed: must differ from paths.inbox", id="same_folders"),
-        pytest.param({"paths": {"inbox": "a", "failed": "a/failed"}}, "paths.failed: must not be inside paths.inbox", id="nested_output"),
+        pytest.param(
+            {"model.zero_shot": {"male": []}},
+            "model.zero_shot.male: List should have at least 1 item",
+            id="no_prompts",
+        ),
+        pytest.param(
+            {"paths": {"inbox": "a", "processed": "a"}},
+            "paths.processed: must differ from paths.inbox",
+            id="same_folders",
+        ),
+        pytest.param(
+            {"paths": {"inbox": "a", "failed": "a/failed"}},
+            "paths.failed: must not be inside paths.inbox",
+            id="nested_output",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, sections: dict, expected: str) -> None:
@@ -67,7 +89,9 @@ def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
 
 def test_missing_config_lists_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("watcher.config.DEFAULT_CONFIG_LOCATIONS", (Path("config.toml"), tmp_path / "etc.toml"))
+    monkeypatch.setattr(
+        "watcher.config.DEFAULT_CONFIG_LOCATIONS", (Path("config.toml"), tmp_path / "etc.toml")
+    )
     with pytest.raises(ConfigError, match="looked for config.toml or .*etc.toml"):
         find_config(None)
 

@@ -54,7 +54,9 @@ def _row_count(tmp_path: Path) -> int:
     return query(tmp_path / "data" / "results.sqlite3", "SELECT count(*) FROM results")[0][0]
 
 
-def test_frames_dropped_while_running_are_processed(live_daemon: Callable[..., RunningDaemon], tmp_path: Path) -> None:
+def test_frames_dropped_while_running_are_processed(
+    live_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
     running = live_daemon()
     running.turns_from_now(1)
 
@@ -64,10 +66,14 @@ def test_frames_dropped_while_running_are_processed(live_daemon: Callable[..., R
     wait_for(lambda: _row_count(tmp_path) == 5, what="5 rows")
     wait_for(lambda: len(files_under(tmp_path / "processed")) == 5, what="5 processed files")
     assert files_under(tmp_path / "inbox") == []
-    assert {camera for (camera,) in query(tmp_path / "data" / "results.sqlite3", "SELECT camera FROM results")} == {"cam-03"}
+    assert {
+        camera for (camera,) in query(tmp_path / "data" / "results.sqlite3", "SELECT camera FROM results")
+    } == {"cam-03"}
 
 
-def test_a_frame_written_slowly_in_two_halves_is_not_read_early(live_daemon: Callable[..., RunningDaemon], tmp_path: Path) -> None:
+def test_a_frame_written_slowly_in_two_halves_is_not_read_early(
+    live_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
     # settle_ms = 0: only the BMP header's declared size keeps the daemon from reading early.
     running = live_daemon(inbox={"settle_ms": 0, "poll_interval_ms": 10})
     data = bmp_bytes(width=320, height=240)
@@ -80,11 +86,15 @@ def test_a_frame_written_slowly_in_two_halves_is_not_read_early(live_daemon: Cal
         writer.write(data[len(data) // 2 :])
 
     wait_for(lambda: _row_count(tmp_path) == 1, what="the slow frame's row")
-    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT status, size_bytes, width, height FROM results")
+    rows = query(
+        tmp_path / "data" / "results.sqlite3", "SELECT status, size_bytes, width, height FROM results"
+    )
     assert rows == [("ok", len(data), 320, 240)]
 
 
-def test_a_partial_batch_is_flushed_after_max_wait(live_daemon: Callable[..., RunningDaemon], tmp_path: Path) -> None:
+def test_a_partial_batch_is_flushed_after_max_wait(
+    live_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
     running = live_daemon(batch={"size": 64, "max_wait_ms": 200})
     running.turns_from_now(1)
     write_bmp(tmp_path / "inbox" / "only.bmp")
@@ -97,7 +107,10 @@ def _start_subprocess(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {key: value for key, value in os.environ.items() if key != "JOURNAL_STREAM"}
     return subprocess.Popen(
         [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        env=env,
     )
 
 

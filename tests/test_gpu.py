@@ -40,5 +40,7 @@ def test_watch_once_on_the_gpu(make_config: Callable[..., Path], tmp_path: Path)
 
     assert main(["watch", "--once", "--config", str(config)]) == 0
 
-    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT status, count(*) FROM results GROUP BY status")
+    rows = query(
+        tmp_path / "data" / "results.sqlite3", "SELECT status, count(*) FROM results GROUP BY status"
+    )
     assert rows == [("ok", 20)]

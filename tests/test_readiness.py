@@ -30,7 +30,14 @@ def test_candidate_names(name: str, expected: bool) -> None:
 
 
 def test_scan_skips_hidden_folders_and_finds_cameras(tmp_path: Path) -> None:
-    for relative in ("a.bmp", "cam-07/b.BMP", "cam-07/night/c.bmp", ".in-progress/k/d.bmp", "cam-07/.e.bmp", "f.txt"):
+    for relative in (
+        "a.bmp",
+        "cam-07/b.BMP",
+        "cam-07/night/c.bmp",
+        ".in-progress/k/d.bmp",
+        "cam-07/.e.bmp",
+        "f.txt",
+    ):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"x")
 
@@ -108,4 +115,7 @@ def test_a_non_bmp_is_taken_once_stable(tmp_path: Path) -> None:
     path = tmp_path / "x.bmp"
     path.write_bytes(b"this is not a bitmap at all")
     _age(path, 5)
-    assert ReadinessTracker(settle_s=1, timeout_s=60).assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.READY
+    assert (
+        ReadinessTracker(settle_s=1, timeout_s=60).assess(tmp_path, PurePosixPath("x.bmp")).verdict
+        == Verdict.READY
+    )

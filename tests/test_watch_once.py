@@ -37,7 +37,9 @@ def _rows(database: Path, columns: str = "source_path, camera, status, label, mo
     return query(database, f"SELECT {columns} FROM results ORDER BY source_path")
 
 
-def test_every_frame_gets_one_row_and_moves_to_processed(make_config: Callable[..., Path], tmp_path: Path, tiny_clip: Path) -> None:
+def test_every_frame_gets_one_row_and_moves_to_processed(
+    make_config: Callable[..., Path], tmp_path: Path, tiny_clip: Path
+) -> None:
     config = make_config()
     _drop_frames(tmp_path / "inbox")
     (tmp_path / "inbox" / "notes.txt").write_text("not a frame")
@@ -68,8 +70,8 @@ def test_a_row_records_the_file(make_config: Callable[..., Path], tmp_path: Path
 
     (row,) = query(
         tmp_path / "data" / "results.sqlite3",
-        "SELECT sha256, size_bytes, width, height, file_mtime, received_at, processed_at, stored_path, probability, error "
-        "FROM results",
+        "SELECT sha256, size_bytes, width, height, file_mtime, received_at, processed_at, "
+        "stored_path, probability, error FROM results",
     )
     sha256, size, width, height, mtime, received, processed, stored, probability, error = row
     import hashlib
@@ -86,17 +88,28 @@ def test_a_row_records_the_file(make_config: Callable[..., Path], tmp_path: Path
     ("data", "reason"),
     [
         pytest.param(b"hello, this is not an image at all", "not a recognised image format", id="not_bmp"),
-        pytest.param(b"BM" + (60).to_bytes(4, "little") + b"\0" * 54, "cannot decode", id="garbage_bmp_header"),
         pytest.param(
-            b"BM" + (58).to_bytes(4, "little") + b"\0\0\0\0" + (54).to_bytes(4, "little") + (40).to_bytes(4, "little")
-            + (100_000).to_bytes(4, "little") + (100_000).to_bytes(4, "little") + (1).to_bytes(2, "little")
-            + (24).to_bytes(2, "little") + b"\0" * 28,
+            b"BM" + (60).to_bytes(4, "little") + b"\0" * 54, "cannot decode", id="garbage_bmp_header"
+        ),
+        pytest.param(
+            b"BM"
+            + (58).to_bytes(4, "little")
+            + b"\0\0\0\0"
+            + (54).to_bytes(4, "little")
+            + (40).to_bytes(4, "little")
+            + (100_000).to_bytes(4, "little")
+            + (100_000).to_bytes(4, "little")
+            + (1).to_bytes(2, "little")
+            + (24).to_bytes(2, "little")
+            + b"\0" * 28,
             "too large",
             id="decompression_bomb",
         ),
     ],
 )
-def test_corrupt_frames_fail_with_a_reason(make_config: Callable[..., Path], tmp_path: Path, data: bytes, reason: str) -> None:
+def test_corrupt_frames_fail_with_a_reason(
+    make_config: Callable[..., Path], tmp_path: Path, data: bytes, reason: str
+) -> None:
     config = make_config()
     (tmp_path / "inbox" / "cam-01").mkdir(parents=True)
     (tmp_path / "inbox" / "cam-01" / "bad.bmp").write_bytes(data)
@@ -104,14 +117,19 @@ def test_corrupt_frames_fail_with_a_reason(make_config: Callable[..., Path], tmp
 
     assert main(["watch", "--once", "--config", str(config)]) == 0
 
-    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path, status, error, label FROM results ORDER BY source_path")
+    rows = query(
+        tmp_path / "data" / "results.sqlite3",
+        "SELECT source_path, status, error, label FROM results ORDER BY source_path",
+    )
     assert rows[0][:2] == ("cam-01/bad.bmp", "failed") and reason in rows[0][2] and rows[0][3] is None
     assert rows[1][:3] == ("cam-01/good.bmp", "ok", None)
     assert files_under(tmp_path / "failed") == ["cam-01/bad.bmp"]
     assert files_under(tmp_path / "processed") == ["cam-01/good.bmp"]
 
 
-def test_special_files_are_failed_without_being_opened(make_config: Callable[..., Path], tmp_path: Path) -> None:
+def test_special_files_are_failed_without_being_opened(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
     config = make_config()
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -122,7 +140,10 @@ def test_special_files_are_failed_without_being_opened(make_config: Callable[...
 
     assert main(["watch", "--once", "--config", str(config)]) == 0
 
-    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path, status, error FROM results ORDER BY source_path")
+    rows = query(
+        tmp_path / "data" / "results.sqlite3",
+        "SELECT source_path, status, error FROM results ORDER BY source_path",
+    )
     assert [row[:2] for row in rows] == [("link.bmp", "failed"), ("pipe.bmp", "failed")]
     assert all("not a regular file" in row[2] for row in rows)
     assert secret.exists() and (tmp_path / "failed" / "link.bmp").is_symlink()
@@ -145,7 +166,9 @@ def test_name_clashes_in_processed_get_a_suffix(make_config: Callable[..., Path]
     assert files_under(tmp_path / "processed") == ["cam-01/x-1.bmp", "cam-01/x-2.bmp", "cam-01/x.bmp"]
 
 
-def test_frames_still_being_written_are_left_for_the_next_run(make_config: Callable[..., Path], tmp_path: Path) -> None:
+def test_frames_still_being_written_are_left_for_the_next_run(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
     config = make_config(inbox={"settle_ms": 0, "readiness_timeout_s": 60})
     data = bmp_bytes(width=64, height=48)
     (tmp_path / "inbox").mkdir()
@@ -162,14 +185,24 @@ def test_frames_still_being_written_are_left_for_the_next_run(make_config: Calla
     assert files_under(tmp_path / "inbox") == ["writing.bmp"]
 
 
-def test_a_trained_head_in_the_registry_is_served(make_config: Callable[..., Path], tmp_path: Path, tiny_clip: Path) -> None:
+def test_a_trained_head_in_the_registry_is_served(
+    make_config: Callable[..., Path], tmp_path: Path, tiny_clip: Path
+) -> None:
     config = make_config()
     registry = tmp_path / "data" / "models"
     model = build_head_model(16)
-    model.fit(np.random.default_rng(0).normal(size=(8, 16)).astype("float32"), np.array([0, 1] * 4), epochs=1, verbose=0)
+    model.fit(
+        np.random.default_rng(0).normal(size=(8, 16)).astype("float32"),
+        np.array([0, 1] * 4),
+        epochs=1,
+        verbose=0,
+    )
     metadata = HeadMetadata(
-        version="20261125-test", clip_model=str(tiny_clip), feature_size=16,
-        preprocessing_version=PREPROCESSING_VERSION, threshold=0.5,
+        version="20261125-test",
+        clip_model=str(tiny_clip),
+        feature_size=16,
+        preprocessing_version=PREPROCESSING_VERSION,
+        threshold=0.5,
     )
     register_head(registry, model, metadata)
     set_current(registry, metadata.version)
@@ -177,7 +210,9 @@ def test_a_trained_head_in_the_registry_is_served(make_config: Callable[..., Pat
 
     assert main(["watch", "--once", "--config", str(config)]) == 0
 
-    assert query(tmp_path / "data" / "results.sqlite3", "SELECT status, model_version FROM results") == [("ok", "20261125-test")]
+    assert query(tmp_path / "data" / "results.sqlite3", "SELECT status, model_version FROM results") == [
+        ("ok", "20261125-test")
+    ]
     saved = json.loads((registry / "20261125-test" / "metadata.json").read_text())
     assert saved["label_order"] == ["female", "male"]
 
@@ -188,7 +223,9 @@ def test_a_head_for_another_clip_is_refused(
     config = make_config()
     registry = tmp_path / "data" / "models"
     metadata = HeadMetadata(
-        version="other", clip_model="openai/clip-vit-large-patch14", feature_size=16,
+        version="other",
+        clip_model="openai/clip-vit-large-patch14",
+        feature_size=16,
         preprocessing_version=PREPROCESSING_VERSION,
     )
     register_head(registry, build_head_model(16), metadata)
@@ -198,11 +235,15 @@ def test_a_head_for_another_clip_is_refused(
     assert main(["watch", "--once", "--config", str(config)]) == 1
 
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("cctv-gender: error: head other refused: it was trained on CLIP 'openai/clip-vit-large-patch14'")
+    assert err[-1].startswith(
+        "cctv-gender: error: head other refused: it was trained on CLIP 'openai/clip-vit-large-patch14'"
+    )
     assert files_under(tmp_path / "inbox") == ["x.bmp"]
 
 
-def test_a_missing_clip_model_is_a_clear_error(make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_clip_model_is_a_clear_error(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     config = make_config(model={"clip": str(empty)})
@@ -223,7 +264,12 @@ def test_zero_shot_prompts_come_from_the_config(make_config: Callable[..., Path]
             (tmp_path / "inbox").mkdir(exist_ok=True)
             (tmp_path / "inbox" / frame.name).write_bytes(frame.read_bytes())
         assert main(["watch", "--once", "--config", str(config)]) == 0
-        return [label for (label,) in query(tmp_path / folder / "results.sqlite3", "SELECT label FROM results ORDER BY source_path")]
+        return [
+            label
+            for (label,) in query(
+                tmp_path / folder / "results.sqlite3", "SELECT label FROM results ORDER BY source_path"
+            )
+        ]
 
     first = labels_with(["a photo of a woman"], ["a photo of a man"], "data-1")
     swapped = labels_with(["a photo of a man"], ["a photo of a woman"], "data-2")

@@ -15,15 +15,23 @@ from typing import Any
 # Small enough to run fast on two CPU cores; 224-pixel input like ViT-B/32, so preprocessing
 # (resize, crop, normalise) is exactly the real model's.
 TINY_VISION = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-    image_size=224, patch_size=32,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=224,
+    patch_size=32,
 )
 TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     # GPT-2/CLIP's reversible byte-to-character table (the byte-level BPE alphabet).
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     codes = printable[:]
     extra = 0
     for byte in range(256):
@@ -70,8 +78,11 @@ def build_clip_checkpoint(
     end_of_text = vocab["<|endoftext|>"]
     text_config = dict(TINY_TEXT if text is None else text)
     text_config.update(
-        vocab_size=len(vocab), max_position_embeddings=77,
-        eos_token_id=end_of_text, pad_token_id=end_of_text, bos_token_id=vocab["<|startoftext|>"],
+        vocab_size=len(vocab),
+        max_position_embeddings=77,
+        eos_token_id=end_of_text,
+        pad_token_id=end_of_text,
+        bos_token_id=vocab["<|startoftext|>"],
     )
     config = CLIPConfig(
         text_config=text_config,

@@ -32,7 +32,9 @@ def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
             config.model.clip,
             runtime=resolve_runtime(device=config.model.device, precision=config.model.precision),
         )
-        head = load_serving_head(config.registry_dir, clip=extractor, prompts=config.model.zero_shot.by_label())
+        head = load_serving_head(
+            config.registry_dir, clip=extractor, prompts=config.model.zero_shot.by_label()
+        )
     except (ModelLoadError, RegistryError, KerasBackendError) as error:
         raise StartupError(str(error)) from None
     processor = BatchProcessor(
@@ -44,6 +46,9 @@ def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
     )
     logger.info(
         "watching %s (batch %d, max wait %d ms), model %s",
-        config.paths.inbox, config.batch.size, config.batch.max_wait_ms, head.version,
+        config.paths.inbox,
+        config.batch.size,
+        config.batch.max_wait_ms,
+        head.version,
     )
     return Daemon(config, engine=engine, processor=processor, stop=stop)

@@ -65,7 +65,7 @@ def release(frame: ClaimedFrame) -> None:
 
 def claimed_frames(in_progress: Path) -> list[ClaimedFrame]:
     """Frames a previous run left in the in-progress area, for recovery at start."""
-    frames = []
+    frames: list[ClaimedFrame] = []
     if not in_progress.is_dir():
         return frames
     for key_dir in sorted(in_progress.iterdir()):
@@ -76,5 +76,7 @@ def claimed_frames(in_progress: Path) -> list[ClaimedFrame]:
         for work_path in files:
             relative = PurePosixPath(work_path.relative_to(key_dir).as_posix())
             received = datetime.fromtimestamp(key_dir.lstat().st_mtime, UTC)
-            frames.append(ClaimedFrame(key=key_dir.name, relative=relative, work_path=work_path, received_at=received))
+            frames.append(
+                ClaimedFrame(key=key_dir.name, relative=relative, work_path=work_path, received_at=received)
+            )
     return frames

@@ -31,14 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_config(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
-            "--config", type=Path, default=None, metavar="PATH",
+            "--config",
+            type=Path,
+            default=None,
+            metavar="PATH",
             help="config file (default: ./config.toml, then /etc/cctv-gender/config.toml)",
         )
 
     watch = commands.add_parser("watch", help="run the daemon: classify frames as they arrive")
     add_config(watch)
     watch.add_argument(
-        "--once", action="store_true",
+        "--once",
+        action="store_true",
         help="process what is in the inbox now, then exit (frames still being written are left)",
     )
 
@@ -122,11 +126,15 @@ def run_watch(config: Config, *, once: bool) -> int:
     report = daemon.run(once=once)
     logger.info(
         "stopped: %d frames ok, %d failed in %d batches, %d recovered",
-        report.ok, report.failed, report.batches, report.recovered,
+        report.ok,
+        report.failed,
+        report.batches,
+        report.recovered,
     )
     if report.left_incomplete:
         logger.warning(
             "%d frames left in the inbox, still being written: %s",
-            len(report.left_incomplete), ", ".join(report.left_incomplete[:10]),
+            len(report.left_incomplete),
+            ", ".join(report.left_incomplete[:10]),
         )
     return EXIT_OK

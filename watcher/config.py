@@ -10,8 +10,9 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from model.labels import Label
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from model.labels import Label
 
 DEFAULT_CONFIG_LOCATIONS = (Path("config.toml"), Path("/etc/cctv-gender/config.toml"))
 IN_PROGRESS_DIRNAME = ".in-progress"
@@ -190,9 +191,7 @@ def _resolve_paths(config: Config, *, base: Path, source: Path) -> Config:
         updates["clip"] = str(local_clip)
     resolved_model = model.model_copy(update=updates)
     _check_distinct_folders(resolved_paths)
-    return config.model_copy(
-        update={"paths": resolved_paths, "model": resolved_model, "source": source}
-    )
+    return config.model_copy(update={"paths": resolved_paths, "model": resolved_model, "source": source})
 
 
 def _check_distinct_folders(paths: PathsConfig) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from watcher.discovery import relative_to_inbox
 
@@ -28,7 +28,7 @@ class InboxEvents(FileSystemEventHandler):
         self._lock = threading.Lock()
         self._hints: set[PurePosixPath] = set()
         self._rescan_requested = False
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
         self._camera_watches: dict[Path, ObservedWatch] = {}
 
     def on_any_event(self, event: FileSystemEvent) -> None:

@@ -10,7 +10,11 @@ import sys
 def configure_logging(level: str) -> None:
     # The journal stamps every line itself; JOURNAL_STREAM is set when stderr goes to it.
     under_journal = bool(os.environ.get("JOURNAL_STREAM"))
-    fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if under_journal
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger()

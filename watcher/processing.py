@@ -89,7 +89,12 @@ class BatchProcessor:
         rate = report.frames / report.seconds if report.seconds > 0 else float("inf")
         logger.info(
             "batch: %d frames (%d ok, %d failed) in %.2f s, %.1f frames/s, model %s",
-            report.frames, report.ok, report.failed, report.seconds, rate, self.head.version,
+            report.frames,
+            report.ok,
+            report.failed,
+            report.seconds,
+            rate,
+            self.head.version,
         )
         return report
 

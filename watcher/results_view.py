@@ -17,11 +17,35 @@ from watcher.store import Result
 
 # Columns in the order operators read them; all of them go to CSV and JSON.
 ALL_COLUMNS = (
-    "id", "processed_at", "camera", "source_path", "label", "probability", "status", "error",
-    "model_version", "width", "height", "size_bytes", "sha256", "file_mtime", "received_at",
-    "stored_path", "frame_key",
+    "id",
+    "processed_at",
+    "camera",
+    "source_path",
+    "label",
+    "probability",
+    "status",
+    "error",
+    "model_version",
+    "width",
+    "height",
+    "size_bytes",
+    "sha256",
+    "file_mtime",
+    "received_at",
+    "stored_path",
+    "frame_key",
 )
-TABLE_COLUMNS = ("id", "processed_at", "camera", "source_path", "label", "probability", "status", "model_version", "error")
+TABLE_COLUMNS = (
+    "id",
+    "processed_at",
+    "camera",
+    "source_path",
+    "label",
+    "probability",
+    "status",
+    "model_version",
+    "error",
+)
 
 
 class OutputFormat(StrEnum):
@@ -70,5 +94,8 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(TABLE_COLUMNS)]
     lines = ["  ".join(column.ljust(width) for column, width in zip(TABLE_COLUMNS, widths, strict=True))]
     lines.append("  ".join("-" * width for width in widths))
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    ]
     return "\n".join(lines) + "\n"
