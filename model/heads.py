@@ -23,6 +23,11 @@ class Prediction:
 
 class Head(Protocol):
     version: str
+    threshold: float
+
+    def positive_probability(self, features: np.ndarray) -> np.ndarray:
+        """Probability of LABEL_ORDER[1] for each row of features."""
+        ...
 
     def predict(self, features: np.ndarray) -> list[Prediction]: ...
 
@@ -47,6 +52,7 @@ class ZeroShotHead:
         self._class_embeddings = class_embeddings
         self._logit_scale = logit_scale
         self.version = version
+        self.threshold = 0.5
 
     @classmethod
     def from_prompts(
@@ -62,8 +68,10 @@ class ZeroShotHead:
             rows.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
         return cls(class_embeddings=np.stack(rows), logit_scale=logit_scale, version=version)
 
-    def predict(self, features: np.ndarray) -> list[Prediction]:
+    def positive_probability(self, features: np.ndarray) -> np.ndarray:
         logits = self._logit_scale * features @ self._class_embeddings.T
         # Softmax over two classes is the sigmoid of the logit difference.
-        positive = 1.0 / (1.0 + np.exp(-(logits[:, 1] - logits[:, 0])))
-        return predictions_from_positive_probability(positive, threshold=0.5)
+        return 1.0 / (1.0 + np.exp(-(logits[:, 1] - logits[:, 0])))
+
+    def predict(self, features: np.ndarray) -> list[Prediction]:
+        return predictions_from_positive_probability(self.positive_probability(features), threshold=0.5)

@@ -57,7 +57,7 @@ def build_head_model(feature_size: int, *, learning_rate: float = 1e-3) -> Any:
 class KerasHead:
     def __init__(self, model: Any, *, threshold: float, version: str) -> None:
         self._model = model
-        self._threshold = threshold
+        self.threshold = threshold
         self.version = version
 
     @classmethod
@@ -65,11 +65,13 @@ class KerasHead:
         keras = import_keras()
         return cls(keras.saving.load_model(path, compile=False), threshold=threshold, version=version)
 
-    def predict(self, features: np.ndarray) -> list[Prediction]:
+    def positive_probability(self, features: np.ndarray) -> np.ndarray:
         if len(features) == 0:
-            return []
+            return np.zeros(0)
         keras = import_keras()
         # A direct call skips model.predict's per-call setup and progress output.
         output = self._model(features.astype(np.float32), training=False)
-        positive = np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float64)
-        return predictions_from_positive_probability(positive, threshold=self._threshold)
+        return np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float64).reshape(-1)
+
+    def predict(self, features: np.ndarray) -> list[Prediction]:
+        return predictions_from_positive_probability(self.positive_probability(features), threshold=self.threshold)

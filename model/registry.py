@@ -3,6 +3,7 @@
     <registry>/<version>/head.keras       the Keras model
     <registry>/<version>/metadata.json    CLIP id, feature size, preprocessing version, threshold...
     <registry>/current                    a text file naming the served version
+    <registry>/history                    the versions promoted so far, oldest first (for rollback)
 
 Versions are written under a temporary name and renamed into place; the pointer is replaced by
 a rename too, so a reader never sees half of either.
@@ -13,8 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from model.labels import LABEL_ORDER
 logger = logging.getLogger(__name__)
 
 CURRENT_POINTER = "current"
+HISTORY_FILE = "history"
 HEAD_FILE = "head.keras"
 METADATA_FILE = "metadata.json"
 
@@ -75,23 +80,96 @@ def version_dir(registry: Path, version: str) -> Path:
     return path
 
 
+def new_version_name(registry: Path) -> str:
+    """A sortable, unique version name: the UTC time of the run."""
+    base = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    name, number = base, 1
+    while (registry / name).exists():
+        number += 1
+        name = f"{base}-{number}"
+    return name
+
+
+def register_version(registry: Path, version: str, write: Callable[[Path], None]) -> Path:
+    """Let `write` fill a staging folder, then rename it into place as `<registry>/<version>`."""
+    registry.mkdir(parents=True, exist_ok=True)
+    final = registry / version
+    if final.exists():
+        raise RegistryError(f"{final}: version {version!r} already exists")
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=registry))
+    try:
+        write(staging)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
 def register_head(registry: Path, model: Any, metadata: HeadMetadata) -> Path:
     """Save a Keras head and its metadata as a new version folder, atomically."""
-    registry.mkdir(parents=True, exist_ok=True)
-    final = registry / metadata.version
-    if final.exists():
-        raise RegistryError(f"{final}: version {metadata.version!r} already exists")
-    staging = Path(tempfile.mkdtemp(prefix=f".{metadata.version}.", dir=registry))
-    model.save(staging / HEAD_FILE)
-    (staging / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
-    os.rename(staging, final)
-    return final
+
+    def write(folder: Path) -> None:
+        model.save(folder / HEAD_FILE)
+        (folder / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+
+    return register_version(registry, metadata.version, write)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, path)
 
 
 def set_current(registry: Path, version: str) -> None:
     """Point `current` at `version` with one atomic rename."""
     version_dir(registry, version)
-    staging = registry / f".{CURRENT_POINTER}.tmp"
-    staging.write_text(version + "\n", encoding="utf-8")
-    os.replace(staging, registry / CURRENT_POINTER)
+    _write_atomically(registry / CURRENT_POINTER, version + "\n")
     logger.info("registry %s: current head is now %s", registry, version)
+
+
+def promotion_history(registry: Path) -> list[str]:
+    try:
+        return (registry / HISTORY_FILE).read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        return []
+
+
+def promote(registry: Path, version: str) -> None:
+    """Serve `version` from now on, remembering it for rollback."""
+    version_dir(registry, version)
+    history = [name for name in promotion_history(registry) if name != version] + [version]
+    _write_atomically(registry / HISTORY_FILE, "\n".join(history) + "\n")
+    set_current(registry, version)
+
+
+def rollback(registry: Path) -> str | None:
+    """Return to the version promoted before the current one; None means back to zero-shot."""
+    history = promotion_history(registry)
+    current = current_version(registry)
+    if current is None:
+        raise RegistryError(f"{registry}: no current head to roll back from")
+    if history and history[-1] == current:
+        history.pop()
+    _write_atomically(registry / HISTORY_FILE, "".join(f"{name}\n" for name in history))
+    if not history:
+        (registry / CURRENT_POINTER).unlink()
+        logger.info("registry %s: rolled back to zero-shot", registry)
+        return None
+    set_current(registry, history[-1])
+    return history[-1]
+
+
+def list_versions(registry: Path) -> list[HeadMetadata]:
+    """Every complete version in the registry, oldest first."""
+    if not registry.is_dir():
+        return []
+    versions = []
+    for folder in sorted(registry.iterdir()):
+        if folder.is_dir() and not folder.name.startswith(".") and (folder / HEAD_FILE).is_file():
+            try:
+                versions.append(HeadMetadata.read(folder))
+            except RegistryError as error:
+                logger.warning("%s", error)
+    return versions

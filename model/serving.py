@@ -1,4 +1,4 @@
-"""Choosing the head the daemon serves: the registry's current head, else zero-shot CLIP."""
+"""Loading heads: a registered version, zero-shot CLIP, or whatever the registry currently serves."""
 
 from __future__ import annotations
 
@@ -13,25 +13,51 @@ from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_versi
 
 logger = logging.getLogger(__name__)
 
+ZERO_SHOT_PREFIX = "zero-shot:"
+
 
 def zero_shot_version(clip_source: str) -> str:
-    return f"zero-shot:{clip_source}"
+    return f"{ZERO_SHOT_PREFIX}{clip_source}"
+
+
+def build_zero_shot_head(clip: ClipFeatureExtractor, prompts: dict[Label, list[str]]) -> ZeroShotHead:
+    return ZeroShotHead.from_prompts(
+        {label: clip.text_features(prompts[label]) for label in LABEL_ORDER},
+        logit_scale=clip.logit_scale,
+        version=zero_shot_version(clip.source),
+    )
+
+
+def load_registered_head(registry: Path, version: str, *, clip: ClipFeatureExtractor) -> KerasHead:
+    """A registered head version, refused unless it was trained on this CLIP's features."""
+    folder = version_dir(registry, version)
+    metadata = HeadMetadata.read(folder)
+    check_compatible(metadata, clip=clip)
+    try:
+        return KerasHead.load(folder / HEAD_FILE, threshold=metadata.threshold, version=metadata.version)
+    except (OSError, ValueError) as error:
+        raise RegistryError(f"{folder / HEAD_FILE}: cannot load head {version}: {error}") from None
+
+
+def load_head(
+    registry: Path, version: str | None, *, clip: ClipFeatureExtractor, prompts: dict[Label, list[str]]
+) -> Head:
+    """`version` from the registry; `zero-shot` (or any `zero-shot:...`) for CLIP's zero-shot head;
+    None for whatever the registry currently serves."""
+    if version is None:
+        return load_serving_head(registry, clip=clip, prompts=prompts)
+    if version == "zero-shot" or version.startswith(ZERO_SHOT_PREFIX):
+        return build_zero_shot_head(clip, prompts)
+    return load_registered_head(registry, version, clip=clip)
 
 
 def load_serving_head(registry: Path, *, clip: ClipFeatureExtractor, prompts: dict[Label, list[str]]) -> Head:
     version = current_version(registry)
     if version is None:
         logger.info("no trained head in %s: classifying zero-shot with CLIP prompts", registry)
-        return ZeroShotHead.from_prompts(
-            {label: clip.text_features(prompts[label]) for label in LABEL_ORDER},
-            logit_scale=clip.logit_scale,
-            version=zero_shot_version(clip.source),
-        )
-    folder = version_dir(registry, version)
-    metadata = HeadMetadata.read(folder)
-    check_compatible(metadata, clip=clip)
-    head = KerasHead.load(folder / HEAD_FILE, threshold=metadata.threshold, version=metadata.version)
-    logger.info("serving head %s from %s (threshold %.3f)", metadata.version, folder, metadata.threshold)
+        return build_zero_shot_head(clip, prompts)
+    head = load_registered_head(registry, version, clip=clip)
+    logger.info("serving head %s from %s (threshold %.3f)", head.version, registry, head.threshold)
     return head
 
 
@@ -48,8 +74,7 @@ def check_compatible(metadata: HeadMetadata, *, clip: ClipFeatureExtractor) -> N
     if metadata.feature_size != clip.feature_size:
         problems.append(f"it expects {metadata.feature_size} features, CLIP gives {clip.feature_size}")
     if tuple(metadata.label_order) != tuple(str(label) for label in LABEL_ORDER):
-        problems.append(
-            f"its label order {list(metadata.label_order)} is not {[str(label) for label in LABEL_ORDER]}"
-        )
+        expected = [str(label) for label in LABEL_ORDER]
+        problems.append(f"its label order {list(metadata.label_order)} is not {expected}")
     if problems:
         raise RegistryError(f"head {metadata.version} refused: " + "; ".join(problems))

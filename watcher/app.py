@@ -20,6 +20,7 @@ def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
     from model.keras_head import KerasBackendError
     from model.registry import RegistryError
     from model.serving import load_serving_head
+    from watcher.head_reload import HeadReloader
 
     for folder in (config.paths.inbox, config.in_progress, config.paths.processed, config.paths.failed):
         try:
@@ -43,6 +44,7 @@ def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
         head=head,
         folders=OutputFolders(processed=config.paths.processed, failed=config.paths.failed),
         max_pixels=config.inbox.max_pixels,
+        store_embeddings=config.database.store_embeddings,
     )
     logger.info(
         "watching %s (batch %d, max wait %d ms), model %s",
@@ -51,4 +53,8 @@ def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
         config.batch.max_wait_ms,
         head.version,
     )
-    return Daemon(config, engine=engine, processor=processor, stop=stop)
+    reloader = HeadReloader(
+        config.registry_dir,
+        load=lambda: load_serving_head(config.registry_dir, clip=extractor, prompts=prompts),
+    )
+    return Daemon(config, engine=engine, processor=processor, stop=stop, reloader=reloader)

@@ -121,8 +121,13 @@ def run_watch(config: Config, *, once: bool) -> int:
         stop.set()
         daemon.wake()
 
+    def request_reload(_signum: int, _frame: FrameType | None) -> None:
+        logger.info("SIGHUP received: reloading the head before the next batch")
+        daemon.request_reload()
+
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
     report = daemon.run(once=once)
     logger.info(
         "stopped: %d frames ok, %d failed in %d batches, %d recovered",

@@ -98,6 +98,19 @@ class ModelConfig(_Section):
 class DatabaseConfig(_Section):
     url: str = ""
     busy_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
+    store_embeddings: bool = True
+
+
+class TrainingConfig(_Section):
+    validation_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.15
+    test_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.15
+    epochs: Annotated[int, Field(ge=1)] = 200
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    patience: Annotated[int, Field(ge=1)] = 10
+    learning_rate: Annotated[float, Field(gt=0)] = 0.001
+    seed: int = 42
+    extract_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    feature_cache: str = ""
 
 
 class LoggingConfig(_Section):
@@ -110,6 +123,7 @@ class Config(_Section):
     batch: BatchConfig = BatchConfig()
     model: ModelConfig = ModelConfig()
     database: DatabaseConfig = DatabaseConfig()
+    training: TrainingConfig = TrainingConfig()
     logging: LoggingConfig = LoggingConfig()
     # Where the file was read from; relative paths in it resolve against its folder.
     source: Path | None = Field(default=None, exclude=True)
@@ -126,6 +140,11 @@ class Config(_Section):
     @property
     def registry_dir(self) -> Path:
         return Path(self.model.registry) if self.model.registry else self.paths.data / "models"
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        cache = self.training.feature_cache
+        return Path(cache) if cache else self.paths.data / "feature-cache"
 
 
 def find_config(explicit: Path | None) -> Path:
@@ -190,8 +209,17 @@ def _resolve_paths(config: Config, *, base: Path, source: Path) -> Config:
     if local_clip.is_dir():
         updates["clip"] = str(local_clip)
     resolved_model = model.model_copy(update=updates)
+    training = config.training
+    if training.feature_cache:
+        training = training.model_copy(update={"feature_cache": str(_resolve(base, Path(training.feature_cache)))})
+    if training.validation_fraction + training.test_fraction > 0.8:
+        raise ConfigError(
+            "training.test_fraction: together with training.validation_fraction it leaves under 20% to train on"
+        )
     _check_distinct_folders(resolved_paths)
-    return config.model_copy(update={"paths": resolved_paths, "model": resolved_model, "source": source})
+    return config.model_copy(
+        update={"paths": resolved_paths, "model": resolved_model, "training": training, "source": source}
+    )
 
 
 def _check_distinct_folders(paths: PathsConfig) -> None:

@@ -20,6 +20,7 @@ from watcher.claiming import ClaimedFrame, claim, claimed_frames
 from watcher.config import Config
 from watcher.discovery import scan_inbox
 from watcher.events import InboxEvents
+from watcher.head_reload import HeadReloader
 from watcher.processing import BatchProcessor, BatchReport, finish_committed_move
 from watcher.readiness import ReadinessTracker, Verdict
 from watcher.store import Result
@@ -50,12 +51,15 @@ class Daemon:
         engine: Engine,
         processor: BatchProcessor,
         stop: threading.Event,
+        reloader: HeadReloader | None = None,
     ) -> None:
         self._config = config
         self._engine = engine
         self._processor = processor
         self._stop = stop
         self._wake = threading.Event()
+        self._reloader = reloader
+        self._reload_requested = threading.Event()
         self._readiness = ReadinessTracker(
             settle_s=config.inbox.settle_ms / 1000, timeout_s=config.inbox.readiness_timeout_s
         )
@@ -68,6 +72,21 @@ class Daemon:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def request_reload(self) -> None:
+        """Reload the head before the next batch (SIGHUP)."""
+        self._reload_requested.set()
+        self._wake.set()
+
+    def _maybe_switch_head(self) -> None:
+        # Called between batches only, so a batch never mixes two heads.
+        if self._reloader is None:
+            return
+        force = self._reload_requested.is_set()
+        self._reload_requested.clear()
+        head = self._reloader.check(serving=self._processor.head, force=force)
+        if head is not None:
+            self._processor.head = head
 
     def run(self, *, once: bool = False) -> RunReport:
         inbox = self._config.paths.inbox
@@ -85,6 +104,7 @@ class Daemon:
                     if rescan or time.monotonic() >= next_rescan:
                         self._rescan()
                         next_rescan = time.monotonic() + self._config.inbox.rescan_interval_s
+                self._maybe_switch_head()
                 settling = self._claim_ready()
                 if self._batch and (self._batch_due() or (once and not settling)):
                     self._flush()

@@ -18,12 +18,12 @@ from PIL import Image
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from model.clip_features import ClipFeatureExtractor
+from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head
 from model.images import UndecodableImage, decode_rgb
 from watcher.claiming import ClaimedFrame, release
 from watcher.moving import move_no_clobber, reserve_destination
-from watcher.store import Result, Status, utc_now
+from watcher.store import Result, Status, embedding_model_id, pack_embedding, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +62,22 @@ class BatchProcessor:
         head: Head,
         folders: OutputFolders,
         max_pixels: int,
+        store_embeddings: bool,
     ) -> None:
         self._engine = engine
         self._extractor = extractor
         self.head = head
         self._folders = folders
         self._max_pixels = max_pixels
+        self._embedding_model = (
+            embedding_model_id(extractor.source, PREPROCESSING_VERSION) if store_embeddings else None
+        )
 
     def process(self, frames: list[ClaimedFrame]) -> BatchReport:
         started = time.perf_counter()
+        head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
         prepared = [self._prepare(frame) for frame in frames]
-        self._classify([item for item in prepared if item.image is not None])
+        self._classify([item for item in prepared if item.image is not None], head=head)
         self._assign_destinations(prepared)
         # One transaction for the whole batch; the rows stay readable after it for the moves.
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
@@ -94,7 +99,7 @@ class BatchProcessor:
             report.failed,
             report.seconds,
             rate,
-            self.head.version,
+            head.version,
         )
         return report
 
@@ -130,21 +135,24 @@ class BatchProcessor:
             logger.warning("frame %s failed: %s", frame.relative, row.error)
         return _Prepared(frame=frame, row=row, image=image)
 
-    def _classify(self, decodable: list[_Prepared]) -> None:
+    def _classify(self, decodable: list[_Prepared], *, head: Head) -> None:
         if not decodable:
             return
         try:
             features = self._extractor.image_features([item.image for item in decodable])  # type: ignore[misc]
-            predictions = self.head.predict(features)
+            predictions = head.predict(features)
         except Exception as error:  # noqa: BLE001 - a model failure must not lose the batch
             logger.exception("model failed on a batch of %d frames", len(decodable))
             for item in decodable:
                 item.row.error = f"model error: {type(error).__name__}: {error}"
             return
-        for item, prediction in zip(decodable, predictions, strict=True):
+        for item, prediction, row_features in zip(decodable, predictions, features, strict=True):
+            if self._embedding_model is not None:
+                item.row.embedding = pack_embedding(row_features)
+                item.row.embedding_model = self._embedding_model
             item.row.label = prediction.label
             item.row.probability = prediction.probability
-            item.row.model_version = self.head.version
+            item.row.model_version = head.version
             item.row.status = Status.OK
             logger.debug("frame %s: %s %.3f", item.frame.relative, prediction.label, prediction.probability)
 

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from sqlalchemy import (
     CheckConstraint,
     DateTime,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -90,6 +93,10 @@ class Result(Base):
     model_version: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    # The CLIP features (float16, little-endian) and what produced them ("<clip id> <preprocessing
+    # version>"), for re-classifying with another head without running CLIP again.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_model: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         CheckConstraint("status IN ('ok', 'failed')", name="status"),
@@ -124,6 +131,18 @@ def make_engine(url: str, *, busy_timeout_ms: int) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def embedding_model_id(clip_model: str, preprocessing_version: str) -> str:
+    return f"{clip_model} {preprocessing_version}"
+
+
+def pack_embedding(features: np.ndarray) -> bytes:
+    return features.astype("<f2").tobytes()
+
+
+def unpack_embeddings(blobs: list[bytes]) -> np.ndarray:
+    return np.stack([np.frombuffer(blob, dtype="<f2") for blob in blobs]).astype(np.float32)
 
 
 def utc_now() -> datetime:

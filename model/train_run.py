@@ -1,0 +1,214 @@
+"""One training run: extract (cached), split, fit, evaluate against baselines, register, promote.
+
+The test split is used once, at the end, for every model in the comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
+from model.dataset import fingerprint, require_enough, scan_labelled_folder
+from model.evaluation import beats, classification_metrics, roc_points
+from model.extraction import extract_labelled
+from model.feature_cache import FeatureCache
+from model.keras_head import KerasHead
+from model.labels import LABEL_ORDER, Label
+from model.registry import (
+    HEAD_FILE,
+    METADATA_FILE,
+    HeadMetadata,
+    RegistryError,
+    current_version,
+    new_version_name,
+    promote,
+    register_version,
+)
+from model.report import REPORT, comparison_table, write_report
+from model.serving import build_zero_shot_head, load_registered_head
+from model.training import FitSettings, SplitFractions, choose_threshold, fit_head, stratified_split
+
+logger = logging.getLogger(__name__)
+
+PromotePolicy = Literal["auto", "never", "force"]
+ZERO_SHOT = "zero-shot"
+LOGISTIC = "logistic regression"
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    data: Path
+    registry: Path
+    feature_cache: Path | None
+    fractions: SplitFractions
+    fit: FitSettings
+    extract_batch_size: int
+    max_pixels: int
+    promote: PromotePolicy
+    prompts: dict[Label, list[str]]
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    version: str
+    folder: Path
+    results: dict[str, dict[str, Any]]
+    promoted: bool
+    decision: str
+    extraction_seconds: float
+    fit_seconds: float
+    skipped: dict[str, str]
+
+    def table(self) -> str:
+        return comparison_table(self.results)
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for name in ("cctv-gender", "torch", "transformers", "keras", "scikit-learn", "numpy", "pillow"):
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _decide(
+    policy: PromotePolicy, version: str, results: dict[str, dict[str, Any]], current: str | None
+) -> tuple[bool, str]:
+    if policy == "never":
+        return False, "not promoted (--promote never)"
+    if policy == "force":
+        return True, "promoted (--promote force)"
+    new = results[version]
+    rivals = [ZERO_SHOT] + ([current] if current in results else [])
+    lost = [name for name in rivals if not beats(new, results[name])]
+    if lost:
+        against = ", ".join(f"{name} {results[name]['accuracy']:.3f}" for name in lost)
+        return False, f"not promoted: accuracy {new['accuracy']:.3f} does not beat {against}; kept the current head"
+    beaten = ", ".join(f"{name} {results[name]['accuracy']:.3f}" for name in rivals)
+    return True, f"promoted: accuracy {new['accuracy']:.3f} beats {beaten}"
+
+
+def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> TrainingOutcome:
+    images = scan_labelled_folder(options.data)
+    cache = None
+    if options.feature_cache is not None:
+        cache = FeatureCache(
+            options.feature_cache, clip_model=extractor.source, preprocessing_version=PREPROCESSING_VERSION
+        )
+    extracted = extract_labelled(
+        images,
+        extractor=extractor,
+        cache=cache,
+        batch_size=options.extract_batch_size,
+        max_pixels=options.max_pixels,
+        progress=options.progress,
+    )
+    counts = {label: extracted.count(label) for label in LABEL_ORDER}
+    require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
+    logger.info(
+        "features for %d images in %.1f s (%d extracted, %d cached, %d skipped)",
+        len(extracted.items), extracted.seconds, extracted.extracted, extracted.cache_hits, len(extracted.skipped),
+    )
+
+    split = stratified_split(extracted.labels, fractions=options.fractions, seed=options.fit.seed)
+    x, y = extracted.features, extracted.labels
+    started = time.perf_counter()
+    model, history = fit_head(
+        x[split.train], y[split.train], x[split.validation], y[split.validation], settings=options.fit
+    )
+    fit_seconds = time.perf_counter() - started
+    version = new_version_name(options.registry)
+    head = KerasHead(model, threshold=0.5, version=version)
+    head.threshold = choose_threshold(y[split.validation], head.positive_probability(x[split.validation]))
+
+    x_test, y_test = x[split.test], y[split.test]
+    probabilities: dict[str, tuple[np.ndarray, float]] = {
+        version: (head.positive_probability(x_test), head.threshold),
+    }
+    zero_shot = build_zero_shot_head(extractor, options.prompts)
+    probabilities[ZERO_SHOT] = (zero_shot.positive_probability(x_test), zero_shot.threshold)
+    probe = LogisticRegression(max_iter=5000, class_weight="balanced")
+    probe.fit(x[split.train], y[split.train])
+    probabilities[LOGISTIC] = (probe.predict_proba(x_test)[:, 1], 0.5)
+    current = current_version(options.registry)
+    current_note = ""
+    if current is not None:
+        try:
+            incumbent = load_registered_head(options.registry, current, clip=extractor)
+            probabilities[current] = (incumbent.positive_probability(x_test), incumbent.threshold)
+        except RegistryError as error:
+            current_note = f" (current head {current} not compared: {error})"
+    results = {
+        name: classification_metrics(y_test, positive, threshold=threshold)
+        for name, (positive, threshold) in probabilities.items()
+    }
+    promoted, decision = _decide(options.promote, version, results, current)
+    decision += current_note
+
+    epochs_run = len(history.get("loss", []))
+    val_loss = history.get("val_loss", [])
+    summary = {
+        "data": str(options.data),
+        "counts": ", ".join(f"{label.upper()} {count}" for label, count in counts.items()),
+        "clip_model": extractor.source,
+        "seed": options.fit.seed,
+        "split": f"train {len(split.train)}, validation {len(split.validation)}, test {len(split.test)}",
+        "decision": decision,
+        "extraction_seconds": extracted.seconds,
+        "extracted": extracted.extracted,
+        "cache_hits": extracted.cache_hits,
+        "fit_seconds": fit_seconds,
+        "epochs_run": epochs_run,
+        "best_epoch": int(np.argmin(val_loss)) + 1 if val_loss else 0,
+    }
+    metadata = HeadMetadata(
+        version=version,
+        clip_model=extractor.source,
+        feature_size=extractor.feature_size,
+        preprocessing_version=PREPROCESSING_VERSION,
+        threshold=head.threshold,
+        extra={
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "dataset_fingerprint": fingerprint(list(zip(extracted.content_hashes, map(_label_of, y), strict=True))),
+            "dataset": {"path": str(options.data), "counts": {str(k): v for k, v in counts.items()}},
+            "split": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
+            "seed": options.fit.seed,
+            "metrics": {"test": results[version], "baselines": {n: r for n, r in results.items() if n != version}},
+            "package_versions": _package_versions(),
+            "report": REPORT,
+        },
+    )
+    curves = {name: roc_points(y_test, positive) for name, (positive, _) in probabilities.items()}
+
+    def write(folder: Path) -> None:
+        model.save(folder / HEAD_FILE)
+        (folder / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+        write_report(
+            folder, version=version, results=results, summary=summary,
+            skipped=extracted.skipped, history=history, curves=curves,
+        )
+
+    folder = register_version(options.registry, version, write)
+    if promoted:
+        promote(options.registry, version)
+    return TrainingOutcome(
+        version=version, folder=folder, results=results, promoted=promoted, decision=decision,
+        extraction_seconds=extracted.seconds, fit_seconds=fit_seconds, skipped=extracted.skipped,
+    )
+
+
+def _label_of(index: int) -> Label:
+    return LABEL_ORDER[int(index)]
+

@@ -1,0 +1,37 @@
+"""Switching the served head while the daemon runs: on a promotion (the registry's `current`
+pointer changes) or on SIGHUP. A head that fails to load leaves the old one serving."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from model.clip_features import ModelLoadError
+from model.heads import Head
+from model.keras_head import KerasBackendError
+from model.registry import RegistryError, current_version
+
+logger = logging.getLogger(__name__)
+
+
+class HeadReloader:
+    def __init__(self, registry: Path, *, load: Callable[[], Head]) -> None:
+        self._registry = registry
+        self._load = load
+        self._pointer_seen = current_version(registry)
+
+    def check(self, *, serving: Head, force: bool = False) -> Head | None:
+        """A newly loaded head if the pointer moved (or `force`), else None."""
+        pointer = current_version(self._registry)
+        if not force and pointer == self._pointer_seen:
+            return None
+        self._pointer_seen = pointer
+        try:
+            head = self._load()
+        except (RegistryError, ModelLoadError, KerasBackendError, OSError, ValueError) as error:
+            logger.error("keeping head %s: the new head cannot be loaded: %s", serving.version, error)
+            return None
+        if head.version != serving.version:
+            logger.info("switched head from %s to %s", serving.version, head.version)
+        return head
