@@ -1,6 +1,6 @@
 """A labelled training folder: one subfolder per class, as in the CCTV Gender Classifier Dataset.
 
-    DIR/FEMALE/*.bmp   DIR/MALE/*.bmp     (folder names in any case; .png and .jpg accepted too)
+DIR/FEMALE/*.bmp   DIR/MALE/*.bmp     (folder names in any case; .png and .jpg accepted too)
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def scan_labelled_folder(root: Path) -> list[LabelledImage]:
             unknown.append(child.name)
             continue
         if label in class_dirs:
-            raise DatasetError(f"{root}: two folders for class {label}: {class_dirs[label].name} and {child.name}")
+            raise DatasetError(
+                f"{root}: two folders for class {label}: {class_dirs[label].name} and {child.name}"
+            )
         class_dirs[label] = child
     if unknown:
         expected = " and ".join(label.upper() for label in LABEL_ORDER)

@@ -74,4 +74,6 @@ class KerasHead:
         return np.asarray(keras.ops.convert_to_numpy(output), dtype=np.float64).reshape(-1)
 
     def predict(self, features: np.ndarray) -> list[Prediction]:
-        return predictions_from_positive_probability(self.positive_probability(features), threshold=self.threshold)
+        return predictions_from_positive_probability(
+            self.positive_probability(features), threshold=self.threshold
+        )

@@ -47,7 +47,12 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + metric)
             if values:
-                axis.plot(range(1, len(values) + 1), values, style, label=("validation " if prefix else "train ") + metric)
+                axis.plot(
+                    range(1, len(values) + 1),
+                    values,
+                    style,
+                    label=("validation " if prefix else "train ") + metric,
+                )
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.legend()
@@ -102,15 +107,19 @@ def write_report(
     """Write the plots, `metrics.json` and `report.md` into `folder`."""
     plot_learning_curves(history, folder / LEARNING_CURVES)
     plot_roc(curves, folder / ROC_CURVE)
-    plot_confusion(results[version]["confusion_matrix"], folder / CONFUSION_MATRIX, title=f"{version}, test split")
+    plot_confusion(
+        results[version]["confusion_matrix"], folder / CONFUSION_MATRIX, title=f"{version}, test split"
+    )
     (folder / METRICS).write_text(
-        json.dumps({"summary": summary, "test": results, "skipped": skipped}, indent=2, sort_keys=True) + "\n",
+        json.dumps({"summary": summary, "test": results, "skipped": skipped}, indent=2, sort_keys=True)
+        + "\n",
         encoding="utf-8",
     )
     lines = [
         f"# Head {version}",
         "",
-        f"Trained on `{summary['data']}` ({summary['counts']}), CLIP `{summary['clip_model']}`, seed {summary['seed']}.",
+        f"Trained on `{summary['data']}` ({summary['counts']}), "
+        f"CLIP `{summary['clip_model']}`, seed {summary['seed']}.",
         f"Split: {summary['split']}. Every figure below is on the test split, touched once.",
         "",
         comparison_table(results),

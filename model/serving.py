@@ -61,20 +61,32 @@ def load_serving_head(registry: Path, *, clip: ClipFeatureExtractor, prompts: di
     return head
 
 
-def check_compatible(metadata: HeadMetadata, *, clip: ClipFeatureExtractor) -> None:
-    """Refuse a head trained on features other than the ones this CLIP produces."""
+def metadata_problems(metadata: HeadMetadata, *, clip_source: str) -> list[str]:
+    """What makes a head unusable with CLIP `clip_source`, judged from its metadata alone."""
     problems = []
-    if metadata.clip_model != clip.source:
-        problems.append(f"it was trained on CLIP {metadata.clip_model!r}, the daemon runs {clip.source!r}")
+    if metadata.clip_model != clip_source:
+        problems.append(f"it was trained on CLIP {metadata.clip_model!r}, the daemon runs {clip_source!r}")
     if metadata.preprocessing_version != PREPROCESSING_VERSION:
         problems.append(
             f"its preprocessing version is {metadata.preprocessing_version!r}, "
             f"the daemon's is {PREPROCESSING_VERSION!r}"
         )
-    if metadata.feature_size != clip.feature_size:
-        problems.append(f"it expects {metadata.feature_size} features, CLIP gives {clip.feature_size}")
     if tuple(metadata.label_order) != tuple(str(label) for label in LABEL_ORDER):
         expected = [str(label) for label in LABEL_ORDER]
         problems.append(f"its label order {list(metadata.label_order)} is not {expected}")
+    return problems
+
+
+def refuse_if_incompatible(metadata: HeadMetadata, *, clip_source: str) -> None:
+    problems = metadata_problems(metadata, clip_source=clip_source)
+    if problems:
+        raise RegistryError(f"head {metadata.version} refused: " + "; ".join(problems))
+
+
+def check_compatible(metadata: HeadMetadata, *, clip: ClipFeatureExtractor) -> None:
+    """Refuse a head trained on features other than the ones this CLIP produces."""
+    problems = metadata_problems(metadata, clip_source=clip.source)
+    if metadata.feature_size != clip.feature_size:
+        problems.append(f"it expects {metadata.feature_size} features, CLIP gives {clip.feature_size}")
     if problems:
         raise RegistryError(f"head {metadata.version} refused: " + "; ".join(problems))

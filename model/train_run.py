@@ -95,7 +95,10 @@ def _decide(
     lost = [name for name in rivals if not beats(new, results[name])]
     if lost:
         against = ", ".join(f"{name} {results[name]['accuracy']:.3f}" for name in lost)
-        return False, f"not promoted: accuracy {new['accuracy']:.3f} does not beat {against}; kept the current head"
+        return (
+            False,
+            f"not promoted: accuracy {new['accuracy']:.3f} does not beat {against}; kept the current head",
+        )
     beaten = ", ".join(f"{name} {results[name]['accuracy']:.3f}" for name in rivals)
     return True, f"promoted: accuracy {new['accuracy']:.3f} beats {beaten}"
 
@@ -119,7 +122,11 @@ def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> Train
     require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
     logger.info(
         "features for %d images in %.1f s (%d extracted, %d cached, %d skipped)",
-        len(extracted.items), extracted.seconds, extracted.extracted, extracted.cache_hits, len(extracted.skipped),
+        len(extracted.items),
+        extracted.seconds,
+        extracted.extracted,
+        extracted.cache_hits,
+        len(extracted.skipped),
     )
 
     split = stratified_split(extracted.labels, fractions=options.fractions, seed=options.fit.seed)
@@ -181,11 +188,20 @@ def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> Train
         threshold=head.threshold,
         extra={
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "dataset_fingerprint": fingerprint(list(zip(extracted.content_hashes, map(_label_of, y), strict=True))),
+            "dataset_fingerprint": fingerprint(
+                list(zip(extracted.content_hashes, map(_label_of, y), strict=True))
+            ),
             "dataset": {"path": str(options.data), "counts": {str(k): v for k, v in counts.items()}},
-            "split": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
+            "split": {
+                "train": len(split.train),
+                "validation": len(split.validation),
+                "test": len(split.test),
+            },
             "seed": options.fit.seed,
-            "metrics": {"test": results[version], "baselines": {n: r for n, r in results.items() if n != version}},
+            "metrics": {
+                "test": results[version],
+                "baselines": {n: r for n, r in results.items() if n != version},
+            },
             "package_versions": _package_versions(),
             "report": REPORT,
         },
@@ -196,19 +212,29 @@ def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> Train
         model.save(folder / HEAD_FILE)
         (folder / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
         write_report(
-            folder, version=version, results=results, summary=summary,
-            skipped=extracted.skipped, history=history, curves=curves,
+            folder,
+            version=version,
+            results=results,
+            summary=summary,
+            skipped=extracted.skipped,
+            history=history,
+            curves=curves,
         )
 
     folder = register_version(options.registry, version, write)
     if promoted:
         promote(options.registry, version)
     return TrainingOutcome(
-        version=version, folder=folder, results=results, promoted=promoted, decision=decision,
-        extraction_seconds=extracted.seconds, fit_seconds=fit_seconds, skipped=extracted.skipped,
+        version=version,
+        folder=folder,
+        results=results,
+        promoted=promoted,
+        decision=decision,
+        extraction_seconds=extracted.seconds,
+        fit_seconds=fit_seconds,
+        skipped=extracted.skipped,
     )
 
 
 def _label_of(index: int) -> Label:
     return LABEL_ORDER[int(index)]
-

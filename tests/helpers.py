@@ -81,3 +81,28 @@ def files_under(folder: Path) -> list[str]:
     if not folder.exists():
         return []
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
+
+
+def write_striped_bmp(path: Path, *, vertical: bool, seed: int, width: int = 64, height: int = 48) -> Path:
+    """A frame whose class shows: warm horizontal stripes, or cool vertical ones, plus noise."""
+    rng = np.random.default_rng(seed)
+    period = int(rng.integers(4, 9))
+    axis = np.arange(width if vertical else height)
+    stripes = ((axis // period) % 2).astype(np.float32)
+    band = stripes[None, :] if vertical else stripes[:, None]
+    band = np.broadcast_to(band, (height, width))
+    colour = np.array([40, 80, 220] if vertical else [220, 80, 40], dtype=np.float32)
+    pixels = band[..., None] * colour + rng.normal(0, 25, size=(height, width, 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path, format="BMP")
+    return path
+
+
+def make_labelled_folder(root: Path, *, per_class: int, seed: int = 0) -> Path:
+    """FEMALE/ (warm, horizontal) and MALE/ (cool, vertical): classes a tiny random CLIP can tell apart."""
+    for index in range(per_class):
+        write_striped_bmp(root / "FEMALE" / f"f{index:04d}.bmp", vertical=False, seed=seed * 100_000 + index)
+        write_striped_bmp(
+            root / "MALE" / f"m{index:04d}.bmp", vertical=True, seed=seed * 100_000 + 50_000 + index
+        )
+    return root

@@ -49,3 +49,24 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
         # 2 is FULL.
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+
+
+def test_upgrading_from_the_first_revision_keeps_the_rows(tmp_path: Path) -> None:
+    from alembic import command
+
+    from watcher.migrate import _alembic_config
+
+    database = tmp_path / "r.sqlite3"
+    engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=1000)
+    command.upgrade(_alembic_config(engine), "0001")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO results (frame_key, source_path, stored_path, received_at, processed_at, status) "
+            "VALUES ('k1', 'cam/x.bmp', '/p/cam/x.bmp', '2026-11-25 08:00:00', '2026-11-25 08:00:01', 'ok')"
+        )
+
+    upgrade_to_head(engine)
+
+    assert query(database, "SELECT frame_key, source_path, embedding FROM results") == [
+        ("k1", "cam/x.bmp", None)
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from watcher.config import Config
 from watcher.daemon import Daemon
@@ -11,12 +12,27 @@ from watcher.database import open_database
 from watcher.errors import StartupError
 from watcher.processing import BatchProcessor, OutputFolders
 
+if TYPE_CHECKING:
+    from model.clip_features import ClipFeatureExtractor
+
 logger = logging.getLogger(__name__)
+
+
+def load_extractor(config: Config) -> ClipFeatureExtractor:
+    """The configured CLIP model, or StartupError with a one-line reason."""
+    from model.clip_features import ClipFeatureExtractor, ModelLoadError, resolve_runtime
+
+    try:
+        return ClipFeatureExtractor(
+            config.model.clip,
+            runtime=resolve_runtime(device=config.model.device, precision=config.model.precision),
+        )
+    except ModelLoadError as error:
+        raise StartupError(str(error)) from None
 
 
 def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
     """Everything `watch` needs, in startup order; raises StartupError with a one-line reason."""
-    from model.clip_features import ClipFeatureExtractor, ModelLoadError, resolve_runtime
     from model.keras_head import KerasBackendError
     from model.registry import RegistryError
     from model.serving import load_serving_head
@@ -28,15 +44,11 @@ def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
         except OSError as error:
             raise StartupError(f"cannot create {folder}: {error.strerror}") from None
     engine = open_database(config, migrate=True)
+    extractor = load_extractor(config)
+    prompts = config.model.zero_shot.by_label()
     try:
-        extractor = ClipFeatureExtractor(
-            config.model.clip,
-            runtime=resolve_runtime(device=config.model.device, precision=config.model.precision),
-        )
-        head = load_serving_head(
-            config.registry_dir, clip=extractor, prompts=config.model.zero_shot.by_label()
-        )
-    except (ModelLoadError, RegistryError, KerasBackendError) as error:
+        head = load_serving_head(config.registry_dir, clip=extractor, prompts=prompts)
+    except (RegistryError, KerasBackendError) as error:
         raise StartupError(str(error)) from None
     processor = BatchProcessor(
         engine=engine,
@@ -46,15 +58,15 @@ def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
         max_pixels=config.inbox.max_pixels,
         store_embeddings=config.database.store_embeddings,
     )
+    reloader = HeadReloader(
+        config.registry_dir,
+        load=lambda: load_serving_head(config.registry_dir, clip=extractor, prompts=prompts),
+    )
     logger.info(
         "watching %s (batch %d, max wait %d ms), model %s",
         config.paths.inbox,
         config.batch.size,
         config.batch.max_wait_ms,
         head.version,
-    )
-    reloader = HeadReloader(
-        config.registry_dir,
-        load=lambda: load_serving_head(config.registry_dir, clip=extractor, prompts=prompts),
     )
     return Daemon(config, engine=engine, processor=processor, stop=stop, reloader=reloader)

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
@@ -53,11 +54,75 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "csv", "json"), default="table", help="output format (default table)"
     )
 
+    train = commands.add_parser(
+        "train", help="train a new head on a labelled folder, evaluate, maybe promote"
+    )
+    add_config(train)
+    train.add_argument(
+        "--data", type=Path, required=True, metavar="DIR", help="folder with FEMALE/ and MALE/"
+    )
+    train.add_argument(
+        "--promote",
+        choices=("auto", "never", "force"),
+        default="auto",
+        help="auto (default): only if it beats the current head and zero-shot on the test split",
+    )
+    train.add_argument(
+        "--seed", type=int, default=None, help="split and training seed (default training.seed)"
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics of a head on a labelled folder, without training"
+    )
+    add_config(evaluate)
+    evaluate.add_argument(
+        "--data", type=Path, required=True, metavar="DIR", help="folder with FEMALE/ and MALE/"
+    )
+    evaluate.add_argument(
+        "--model",
+        default=None,
+        metavar="VERSION",
+        help="a registry version or zero-shot (default: the current head)",
+    )
+
+    models = commands.add_parser("models", help="the model registry: list, promote, rollback")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    add_config(model_commands.add_parser("list", help="registered heads; * marks the current one"))
+    promote = model_commands.add_parser("promote", help="serve VERSION from now on")
+    add_config(promote)
+    promote.add_argument("version", metavar="VERSION")
+    add_config(model_commands.add_parser("rollback", help="return to the previously promoted head"))
+
+    rescore = commands.add_parser("rescore", help="re-classify stored rows from their stored CLIP embeddings")
+    add_config(rescore)
+    rescore.add_argument(
+        "--since",
+        type=_time,
+        default=None,
+        metavar="TIME",
+        help="only rows processed since (ISO, or 2h, 7d, today)",
+    )
+    rescore.add_argument(
+        "--model",
+        default=None,
+        metavar="VERSION",
+        help="a registry version or zero-shot (default: the current head)",
+    )
+
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_commands.add_parser("upgrade", help="apply the schema migrations (Alembic, to head)")
     add_config(upgrade)
     return parser
+
+
+def _time(text: str) -> datetime:
+    from watcher.timeparse import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -83,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_watch(config, once=args.once)
         if args.command == "results":
             return run_results(config, limit=args.limit, output_format=args.format)
+        if args.command in ("train", "evaluate", "models"):
+            return _run_model_command(config, args)
+        if args.command == "rescore":
+            from watcher.rescore import run_rescore
+
+            return run_rescore(config, since=args.since, version=args.model)
         return run_db_upgrade(config)
     except ConfigError as error:
         print(f"cctv-gender: config error: {error}", file=sys.stderr)
@@ -90,6 +161,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as error:
         print(f"cctv-gender: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _run_model_command(config: Config, args: argparse.Namespace) -> int:
+    from watcher import model_commands
+
+    if args.command == "train":
+        return model_commands.run_train(config, data=args.data, promote=args.promote, seed=args.seed)
+    if args.command == "evaluate":
+        return model_commands.run_evaluate(config, data=args.data, version=args.model)
+    if args.models_command == "list":
+        return model_commands.run_models_list(config)
+    if args.models_command == "promote":
+        return model_commands.run_models_promote(config, version=args.version)
+    return model_commands.run_models_rollback(config)
 
 
 def run_db_upgrade(config: Config) -> int:

@@ -211,10 +211,12 @@ def _resolve_paths(config: Config, *, base: Path, source: Path) -> Config:
     resolved_model = model.model_copy(update=updates)
     training = config.training
     if training.feature_cache:
-        training = training.model_copy(update={"feature_cache": str(_resolve(base, Path(training.feature_cache)))})
+        training = training.model_copy(
+            update={"feature_cache": str(_resolve(base, Path(training.feature_cache)))}
+        )
     if training.validation_fraction + training.test_fraction > 0.8:
         raise ConfigError(
-            "training.test_fraction: together with training.validation_fraction it leaves under 20% to train on"
+            "training.test_fraction: with training.validation_fraction it leaves under 20% to train on"
         )
     _check_distinct_folders(resolved_paths)
     return config.model_copy(

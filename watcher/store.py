@@ -12,7 +12,6 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-
 from sqlalchemy import (
     CheckConstraint,
     DateTime,

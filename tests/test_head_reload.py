@@ -1,0 +1,121 @@
+"""A running daemon switches heads between batches on promotion (and SIGHUP), never inside one."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.clip_features import PREPROCESSING_VERSION
+from model.keras_head import build_head_model
+from model.registry import HEAD_FILE, HeadMetadata, promote, register_head
+from tests.helpers import files_under, query, wait_for, write_bmp
+from tests.test_daemon_live import _start_subprocess
+from watcher.app import build_daemon
+from watcher.config import load_config
+
+
+def _register(registry: Path, clip: Path, version: str) -> None:
+    model = build_head_model(16)
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(size=(8, 16)).astype("float32"), np.array([0, 1] * 4), epochs=1, verbose=0)
+    metadata = HeadMetadata(
+        version=version, clip_model=str(clip), feature_size=16, preprocessing_version=PREPROCESSING_VERSION
+    )
+    register_head(registry, model, metadata)
+
+
+@pytest.fixture
+def running(make_config: Callable[..., Path]) -> Iterator[Callable[..., threading.Event]]:
+    threads: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(**sections: dict) -> threading.Event:
+        stop = threading.Event()
+        daemon = build_daemon(load_config(make_config(**sections)), stop=stop)
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        threads.append((stop, thread))
+        return stop
+
+    yield start
+    for stop, thread in threads:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def _versions(database: Path) -> list[str]:
+    return [version for (version,) in query(database, "SELECT model_version FROM results ORDER BY id")]
+
+
+def test_a_promotion_is_served_from_the_next_batch(
+    running: Callable[..., threading.Event], tmp_path: Path, tiny_clip: Path
+) -> None:
+    running()
+    database = tmp_path / "data" / "results.sqlite3"
+    write_bmp(tmp_path / "inbox" / "before.bmp", seed=1)
+    wait_for(lambda: len(_versions(database)) == 1, what="the first row")
+
+    registry = tmp_path / "data" / "models"
+    _register(registry, tiny_clip, "v-new")
+    promote(registry, "v-new")
+    write_bmp(tmp_path / "inbox" / "after.bmp", seed=2)
+    wait_for(lambda: len(_versions(database)) == 2, what="the second row")
+
+    assert _versions(database)[0].startswith("zero-shot:")
+    assert _versions(database)[1] == "v-new"
+
+
+def test_a_head_that_fails_to_load_leaves_the_old_one_serving(
+    running: Callable[..., threading.Event], tmp_path: Path, tiny_clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = tmp_path / "data" / "models"
+    _register(registry, tiny_clip, "v-good")
+    promote(registry, "v-good")
+    running()
+    database = tmp_path / "data" / "results.sqlite3"
+
+    _register(registry, tiny_clip, "v-broken")
+    (registry / "v-broken" / HEAD_FILE).write_bytes(b"this is not a keras file")
+    promote(registry, "v-broken")
+    wait_for(lambda: "keeping head v-good" in caplog.text, what="the failed reload to be logged")
+    write_bmp(tmp_path / "inbox" / "x.bmp")
+    wait_for(lambda: len(_versions(database)) == 1, what="a row")
+
+    assert _versions(database) == ["v-good"]
+
+
+def test_sighup_reloads_and_the_daemon_keeps_running(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = make_config()
+    log = tmp_path / "daemon.log"
+    process = _start_subprocess(config, log)
+    try:
+        wait_for(lambda: "watching" in log.read_text(), timeout=120, what="the daemon to start")
+        process.send_signal(signal.SIGHUP)
+        # The forced reload loads the serving head again (zero-shot here: the log says so twice).
+        wait_for(lambda: log.read_text().count("no trained head in") == 2, what="SIGHUP to reload the head")
+        write_bmp(tmp_path / "inbox" / "x.bmp")
+        wait_for(lambda: files_under(tmp_path / "processed") == ["x.bmp"], what="a frame after SIGHUP")
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_embeddings_can_be_switched_off(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    from watcher.cli import main
+
+    config = make_config(database={"store_embeddings": False})
+    write_bmp(tmp_path / "inbox" / "x.bmp")
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+    rows = query(
+        tmp_path / "data" / "results.sqlite3", "SELECT status, embedding, embedding_model FROM results"
+    )
+    assert rows == [("ok", None, None)]
