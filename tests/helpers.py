@@ -84,15 +84,16 @@ def files_under(folder: Path) -> list[str]:
 
 
 def write_striped_bmp(path: Path, *, vertical: bool, seed: int, width: int = 64, height: int = 48) -> Path:
-    """A frame whose class shows: warm horizontal stripes, or cool vertical ones, plus noise."""
+    """A frame whose class shows: warmer horizontal stripes, or cooler vertical ones, under noise."""
     rng = np.random.default_rng(seed)
     period = int(rng.integers(4, 9))
     axis = np.arange(width if vertical else height)
     stripes = ((axis // period) % 2).astype(np.float32)
     band = stripes[None, :] if vertical else stripes[:, None]
     band = np.broadcast_to(band, (height, width))
-    colour = np.array([40, 80, 220] if vertical else [220, 80, 40], dtype=np.float32)
-    pixels = band[..., None] * colour + rng.normal(0, 25, size=(height, width, 3))
+    # Close colours under heavy noise: learnable, but not trivially.
+    colour = np.array([110, 100, 150] if vertical else [150, 100, 110], dtype=np.float32)
+    pixels = 50 + band[..., None] * colour + rng.normal(0, 70, size=(height, width, 3))
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path, format="BMP")
     return path
