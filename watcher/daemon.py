@@ -134,7 +134,7 @@ class Daemon:
                 break
             assessment = self._readiness.assess(inbox, relative)
             verdict = assessment.verdict
-            if verdict in (Verdict.INCOMPLETE,):
+            if verdict == Verdict.INCOMPLETE:
                 continue
             if verdict == Verdict.SETTLING:
                 settling += 1
