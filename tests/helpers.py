@@ -78,9 +78,14 @@ def query(database: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 
 def files_under(folder: Path) -> list[str]:
+    """Files below `folder`, relative, sorted; instance lock files (`.in-progress/*.lock`) left out."""
     if not folder.exists():
         return []
-    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
+    return sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if not path.is_dir() and not (path.suffix == ".lock" and path.parent.name == ".in-progress")
+    )
 
 
 def write_striped_bmp(path: Path, *, vertical: bool, seed: int, width: int = 64, height: int = 48) -> Path:

@@ -10,6 +10,7 @@ from watcher.config import Config
 from watcher.daemon import Daemon
 from watcher.database import open_database
 from watcher.errors import StartupError
+from watcher.instance import acquire_instance
 from watcher.processing import BatchProcessor, OutputFolders
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def load_extractor(config: Config) -> ClipFeatureExtractor:
         raise StartupError(str(error)) from None
 
 
-def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
+def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | None = None) -> Daemon:
     """Everything `watch` needs, in startup order; raises StartupError with a one-line reason."""
     from model.keras_head import KerasBackendError
     from model.registry import RegistryError
@@ -44,6 +45,7 @@ def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
         except OSError as error:
             raise StartupError(f"cannot create {folder}: {error.strerror}") from None
     engine = open_database(config, migrate=True)
+    instance = acquire_instance(config.in_progress, name=instance_name)
     extractor = load_extractor(config)
     prompts = config.model.zero_shot.by_label()
     try:
@@ -69,4 +71,5 @@ def build_daemon(config: Config, *, stop: threading.Event) -> Daemon:
         config.batch.max_wait_ms,
         head.version,
     )
-    return Daemon(config, engine=engine, processor=processor, stop=stop, reloader=reloader)
+    logger.info("instance %s, in-progress area %s", instance.name, instance.area)
+    return Daemon(config, engine=engine, processor=processor, stop=stop, instance=instance, reloader=reloader)

@@ -1,6 +1,6 @@
 """Taking a frame out of the inbox by one atomic rename into the in-progress area.
 
-    <inbox>/cam-07/x.bmp  →  <inbox>/.in-progress/<frame key>/cam-07/x.bmp
+    <inbox>/cam-07/x.bmp  →  <inbox>/.in-progress/<instance>/<frame key>/cam-07/x.bmp
 
 The folder name is the frame's key (committed with its row, so a frame re-processed after a
 crash is recognised) and the path inside it keeps the original inbox-relative path.
@@ -29,6 +29,8 @@ class ClaimedFrame:
     received_at: datetime
     # Set when the frame is already known to fail (a truncated or special file).
     failure: str | None = None
+    # The inbox folder the frame was renamed out of (unknown for frames recovered at start).
+    source_dir: Path | None = None
 
     @property
     def camera(self) -> str | None:
@@ -39,22 +41,26 @@ class ClaimedFrame:
         return self.work_path.parents[len(self.relative.parts) - 1]
 
 
-def claim(
-    inbox: Path, in_progress: Path, relative: PurePosixPath, *, failure: str | None = None
-) -> ClaimedFrame | None:
-    """Move one frame into the in-progress area; None if it vanished first."""
+def claim(inbox: Path, area: Path, relative: PurePosixPath, *, failure: str | None = None) -> ClaimedFrame | None:
+    """Move one frame into this instance's in-progress area; None if it vanished (or another
+    instance claimed it) first."""
     key = uuid.uuid4().hex
-    work_path = in_progress / key / relative
+    work_path = area / key / relative
     work_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # rename() moves a symlink or special file itself, never what it points to.
         os.rename(inbox / relative, work_path)
     except FileNotFoundError:
-        shutil.rmtree(in_progress / key, ignore_errors=True)
+        shutil.rmtree(area / key, ignore_errors=True)
         logger.debug("%s vanished before it could be claimed", relative)
         return None
     return ClaimedFrame(
-        key=key, relative=relative, work_path=work_path, received_at=datetime.now(UTC), failure=failure
+        key=key,
+        relative=relative,
+        work_path=work_path,
+        received_at=datetime.now(UTC),
+        failure=failure,
+        source_dir=(inbox / relative).parent,
     )
 
 
@@ -63,12 +69,12 @@ def release(frame: ClaimedFrame) -> None:
     shutil.rmtree(frame.key_dir, ignore_errors=True)
 
 
-def claimed_frames(in_progress: Path) -> list[ClaimedFrame]:
-    """Frames a previous run left in the in-progress area, for recovery at start."""
+def claimed_frames(area: Path) -> list[ClaimedFrame]:
+    """Frames an instance left in its in-progress area, for recovery."""
     frames: list[ClaimedFrame] = []
-    if not in_progress.is_dir():
+    if not area.is_dir():
         return frames
-    for key_dir in sorted(in_progress.iterdir()):
+    for key_dir in sorted(area.iterdir()):
         files = [path for path in key_dir.rglob("*") if not path.is_dir() or path.is_symlink()]
         if not files:
             shutil.rmtree(key_dir, ignore_errors=True)

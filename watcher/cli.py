@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="process what is in the inbox now, then exit (frames still being written are left)",
     )
+    watch.add_argument(
+        "--instance",
+        default=None,
+        metavar="NAME",
+        help="this daemon's name among several sharing the inbox (default: first free <hostname>-N)",
+    )
 
     results = commands.add_parser("results", help="print the latest result rows")
     add_config(results)
@@ -145,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.logging.level)
     try:
         if args.command == "watch":
-            return run_watch(config, once=args.once)
+            return run_watch(config, once=args.once, instance=args.instance)
         if args.command == "results":
             return run_results(config, limit=args.limit, output_format=args.format)
         if args.command in ("train", "evaluate", "models"):
@@ -195,11 +201,11 @@ def run_results(config: Config, *, limit: int, output_format: str) -> int:
     return EXIT_OK
 
 
-def run_watch(config: Config, *, once: bool) -> int:
+def run_watch(config: Config, *, once: bool, instance: str | None) -> int:
     from watcher.app import build_daemon
 
     stop = threading.Event()
-    daemon = build_daemon(config, stop=stop)
+    daemon = build_daemon(config, stop=stop, instance_name=instance)
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("%s received: finishing the batch in hand, then exiting", signal.Signals(signum).name)

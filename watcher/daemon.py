@@ -7,11 +7,12 @@ claim the ones that are ready, and flush the batch when it is full or its oldest
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -20,7 +21,9 @@ from watcher.claiming import ClaimedFrame, claim, claimed_frames
 from watcher.config import Config
 from watcher.discovery import scan_inbox
 from watcher.events import InboxEvents
+from watcher.faults import kill_point
 from watcher.head_reload import HeadReloader
+from watcher.instance import InstanceLock, orphaned_instances
 from watcher.processing import BatchProcessor, BatchReport, finish_committed_move
 from watcher.readiness import ReadinessTracker, Verdict
 from watcher.store import Result
@@ -51,6 +54,7 @@ class Daemon:
         engine: Engine,
         processor: BatchProcessor,
         stop: threading.Event,
+        instance: InstanceLock,
         reloader: HeadReloader | None = None,
     ) -> None:
         self._config = config
@@ -59,6 +63,7 @@ class Daemon:
         self._stop = stop
         self._wake = threading.Event()
         self._reloader = reloader
+        self.instance = instance
         self._reload_requested = threading.Event()
         self._readiness = ReadinessTracker(
             settle_s=config.inbox.settle_ms / 1000, timeout_s=config.inbox.readiness_timeout_s
@@ -90,11 +95,11 @@ class Daemon:
 
     def run(self, *, once: bool = False) -> RunReport:
         inbox = self._config.paths.inbox
-        self._recover()
         events = None if once else InboxEvents(inbox, self._wake)
-        if events is not None:
-            events.start()
         try:
+            self._recover()
+            if events is not None:
+                events.start()
             self._rescan()
             next_rescan = time.monotonic() + self._config.inbox.rescan_interval_s
             while not self._stop.is_set():
@@ -103,6 +108,7 @@ class Daemon:
                     self._waiting.update(dict.fromkeys(hints))
                     if rescan or time.monotonic() >= next_rescan:
                         self._rescan()
+                        self._adopt_orphans()
                         next_rescan = time.monotonic() + self._config.inbox.rescan_interval_s
                 self._maybe_switch_head()
                 settling = self._claim_ready()
@@ -119,6 +125,7 @@ class Daemon:
         finally:
             if events is not None:
                 events.stop()
+            self.instance.release()
         self.report.left_incomplete = [str(path) for path in self._waiting]
         return self.report
 
@@ -128,7 +135,7 @@ class Daemon:
     def _claim_ready(self) -> int:
         """Claim every ready frame into the batch (flushing full ones); returns how many are settling."""
         settling = 0
-        inbox, in_progress = self._config.paths.inbox, self._config.in_progress
+        inbox, area = self._config.paths.inbox, self.instance.area
         for relative in list(self._waiting):
             if self._stop.is_set():
                 break
@@ -144,9 +151,10 @@ class Daemon:
             if verdict == Verdict.GONE:
                 continue
             failure = assessment.reason if verdict == Verdict.TIMED_OUT else None
-            frame = claim(inbox, in_progress, relative, failure=failure)
+            frame = claim(inbox, area, relative, failure=failure)
             if frame is None:
                 continue
+            kill_point("claimed")
             logger.debug("claimed %s as %s", relative, frame.key)
             self._add_to_batch(frame)
         return settling
@@ -174,15 +182,29 @@ class Daemon:
         self.report.add(self._processor.process(frames))
 
     def _recover(self) -> None:
-        """Finish what a previous run left in the in-progress area before taking new frames."""
-        leftovers = claimed_frames(self._config.in_progress)
+        """Finish what earlier runs left in progress (ours, and dead instances') before new frames."""
+        self._recover_area(self.instance.area)
+        self._adopt_orphans()
+
+    def _adopt_orphans(self) -> None:
+        # An instance whose lock we can take is gone: its claimed frames are ours to finish.
+        for orphan in orphaned_instances(self._config.in_progress, own=self.instance.name):
+            try:
+                if self._recover_area(orphan.area):
+                    logger.info("recovered the frames of instance %s, which is gone", orphan.name)
+                with contextlib.suppress(OSError):
+                    orphan.area.rmdir()
+            finally:
+                orphan.release()
+
+    def _recover_area(self, area: Path) -> int:
+        leftovers = claimed_frames(area)
         if not leftovers:
-            return
+            return 0
         keys = [frame.key for frame in leftovers]
         with Session(self._engine) as session:
             committed = {
-                row.frame_key: row
-                for row in session.scalars(select(Result).where(Result.frame_key.in_(keys)))
+                row.frame_key: row for row in session.scalars(select(Result).where(Result.frame_key.in_(keys)))
             }
         for frame in leftovers:
             row = committed.get(frame.key)
@@ -193,4 +215,5 @@ class Daemon:
             self.report.recovered += 1
         if self._batch:
             self._flush()
-        logger.info("recovered %d frames left in progress by a previous run", len(leftovers))
+        logger.info("recovered %d frames left in progress in %s", len(leftovers), area)
+        return len(leftovers)

@@ -22,6 +22,8 @@ from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head
 from model.images import UndecodableImage, decode_rgb
 from watcher.claiming import ClaimedFrame, release
+from watcher.durability import fsync_dir, fsync_dirs
+from watcher.faults import kill_point
 from watcher.moving import move_no_clobber, reserve_destination
 from watcher.store import Result, Status, embedding_model_id, pack_embedding, utc_now
 
@@ -77,11 +79,17 @@ class BatchProcessor:
         started = time.perf_counter()
         head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
         prepared = [self._prepare(frame) for frame in frames]
+        kill_point("decoded")
         self._classify([item for item in prepared if item.image is not None], head=head)
+        kill_point("inferred")
         self._assign_destinations(prepared)
+        # The claims must be on disk before their rows are: a claim lost in a power cut after the
+        # commit would put a counted frame back in the inbox.
+        fsync_dirs(directory for item in prepared for directory in _claim_dirs(item.frame))
         # One transaction for the whole batch; the rows stay readable after it for the moves.
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
             session.add_all(item.row for item in prepared)
+        kill_point("committed")
         self._move_all(prepared)
 
         report = BatchReport(seconds=time.perf_counter() - started)
@@ -141,10 +149,16 @@ class BatchProcessor:
         try:
             features = self._extractor.image_features([item.image for item in decodable])  # type: ignore[misc]
             predictions = head.predict(features)
-        except Exception as error:  # noqa: BLE001 - a model failure must not lose the batch
-            logger.exception("model failed on a batch of %d frames", len(decodable))
-            for item in decodable:
-                item.row.error = f"model error: {type(error).__name__}: {error}"
+        except Exception as error:  # noqa: BLE001 - one bad frame must not fail the batch
+            if len(decodable) > 1:
+                # Isolate the frame that breaks the model (out of memory, say): split and retry.
+                logger.warning("model failed on %d frames (%s); splitting the batch", len(decodable), error)
+                middle = len(decodable) // 2
+                self._classify(decodable[:middle], head=head)
+                self._classify(decodable[middle:], head=head)
+                return
+            logger.exception("model failed on frame %s", decodable[0].frame.relative)
+            decodable[0].row.error = f"model error: {type(error).__name__}: {error}"
             return
         for item, prediction, row_features in zip(decodable, predictions, features, strict=True):
             if self._embedding_model is not None:
@@ -171,6 +185,11 @@ class BatchProcessor:
             if str(final) != item.row.stored_path:
                 # Something took the reserved name between commit and move.
                 relocated[item.row.id] = str(final)
+            kill_point("moved")
+        # The new names must be on disk before the in-progress copies' names disappear.
+        fsync_dirs(Path(item.row.stored_path).parent for item in prepared)
+        fsync_dirs(Path(path).parent for path in relocated.values())
+        for item in prepared:
             release(item.frame)
         if relocated:
             with Session(self._engine) as session, session.begin():
@@ -178,9 +197,18 @@ class BatchProcessor:
                     session.execute(update(Result).where(Result.id == row_id).values(stored_path=stored))
 
 
+def _claim_dirs(frame: ClaimedFrame) -> list[Path]:
+    # Every directory whose entries the claim changed: the key folder and its subfolders, the
+    # area holding the key folder, and the inbox folder the frame left.
+    key_dir = frame.key_dir
+    inside = [frame.work_path.parent, *[p for p in frame.work_path.parents if p.is_relative_to(key_dir)]]
+    return [*inside, key_dir.parent, *([frame.source_dir] if frame.source_dir else [])]
+
+
 def finish_committed_move(frame: ClaimedFrame, row: Result, engine: Engine) -> None:
     """Recovery: the row of `frame` was committed but the move did not happen; do it now."""
     final = move_no_clobber(frame.work_path, Path(row.stored_path))
+    fsync_dir(final.parent)
     if str(final) != row.stored_path:
         with Session(engine) as session, session.begin():
             session.execute(update(Result).where(Result.id == row.id).values(stored_path=str(final)))

@@ -1,0 +1,29 @@
+"""Named kill points in a frame's life, for the fault-injection tests.
+
+Set `CCTV_GENDER_KILL_AT=<step>` (or `<step>:<n>`, the n-th time the step is reached) and the
+process SIGKILLs itself there: no special build, nothing happens when the variable is unset.
+Steps: claimed, decoded, inferred, committed, moved.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+KILL_ENV = "CCTV_GENDER_KILL_AT"
+STEPS = ("claimed", "decoded", "inferred", "committed", "moved")
+
+_reached: Counter[str] = Counter()
+
+
+def kill_point(step: str) -> None:
+    wanted = os.environ.get(KILL_ENV)
+    if not wanted:
+        return
+    name, _, count = wanted.partition(":")
+    if name != step:
+        return
+    _reached[step] += 1
+    if _reached[step] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

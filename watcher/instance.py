@@ -1,0 +1,84 @@
+"""Which daemon is this: a name, an exclusive lock, and its own in-progress area.
+
+    <inbox>/.in-progress/<name>.lock   held (flock) for as long as the instance runs
+    <inbox>/.in-progress/<name>/       the frames it has claimed
+
+Several daemons can share one inbox, on one host or over a network file system. A lock that can
+be taken proves its owner is gone, so its claimed frames can be recovered by whoever takes it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watcher.errors import StartupError
+
+logger = logging.getLogger(__name__)
+
+VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LOCK_SUFFIX = ".lock"
+
+
+@dataclass
+class InstanceLock:
+    name: str
+    area: Path
+    _descriptor: int
+
+    def release(self) -> None:
+        if self._descriptor >= 0:
+            os.close(self._descriptor)  # closing drops the flock
+            self._descriptor = -1
+
+
+def _try_lock(root: Path, name: str) -> InstanceLock | None:
+    descriptor = os.open(root / f"{name}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    area = root / name
+    area.mkdir(exist_ok=True)
+    return InstanceLock(name=name, area=area, _descriptor=descriptor)
+
+
+def acquire_instance(root: Path, *, name: str | None) -> InstanceLock:
+    """Lock `name`, or the first free `<hostname>-<n>` when no name is given."""
+    root.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        if not VALID_NAME.match(name):
+            raise StartupError(f"--instance {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
+        lock = _try_lock(root, name)
+        if lock is None:
+            raise StartupError(f"instance {name!r} is already running (its lock {root / name}{LOCK_SUFFIX} is held)")
+        return lock
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "host"
+    number = 0
+    while True:
+        lock = _try_lock(root, f"{host}-{number}")
+        if lock is not None:
+            return lock
+        number += 1
+
+
+def orphaned_instances(root: Path, *, own: str) -> Iterator[InstanceLock]:
+    """Areas of other instances whose lock is free (their owner is gone), locked for the caller.
+
+    The caller recovers the frames, then `release()`s; the area is removed once empty.
+    """
+    if not root.is_dir():
+        return
+    for area in sorted(root.iterdir()):
+        if area.name == own or not area.is_dir() or not VALID_NAME.match(area.name):
+            continue
+        lock = _try_lock(root, area.name)
+        if lock is not None:
+            yield lock
