@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import bmp_bytes
 from watcher.discovery import camera_of, is_candidate_name, scan_inbox
-from watcher.readiness import ReadinessTracker, Verdict, declared_bmp_size
+from watcher.readiness import ReadinessTracker, Verdict, declared_bmp_size, incomplete_reason
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_an_incomplete_frame_times_out_as_truncated(tmp_path: Path) -> None:
     assessment = ReadinessTracker(settle_s=0, timeout_s=60).assess(tmp_path, PurePosixPath("x.bmp"))
 
     assert assessment.verdict == Verdict.TIMED_OUT
-    assert assessment.reason == f"truncated: 100 of {len(data)} declared bytes, never completed"
+    assert incomplete_reason(path.read_bytes()) == f"truncated: 100 of {len(data)} declared bytes"
 
 
 def test_an_empty_file_waits_then_times_out(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_an_empty_file_waits_then_times_out(tmp_path: Path) -> None:
     _age(path, 61)
     assessment = tracker.assess(tmp_path, PurePosixPath("x.bmp"))
     assert assessment.verdict == Verdict.TIMED_OUT
-    assert "empty file" in assessment.reason
+    assert incomplete_reason(b"") == "truncated: empty file (0 bytes)"
 
 
 def test_special_files_and_vanished_files(tmp_path: Path) -> None:

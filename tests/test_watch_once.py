@@ -181,7 +181,7 @@ def test_frames_still_being_written_are_left_for_the_next_run(
     assert main(["watch", "--once", "--config", str(config)]) == 0
 
     rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path, status, error FROM results")
-    assert rows == [("stale.bmp", "failed", f"truncated: 200 of {len(data)} declared bytes, never completed")]
+    assert rows == [("stale.bmp", "failed", f"truncated: 200 of {len(data)} declared bytes")]
     assert files_under(tmp_path / "inbox") == ["writing.bmp"]
 
 

@@ -27,8 +27,6 @@ class ClaimedFrame:
     relative: PurePosixPath  # original path, relative to the inbox
     work_path: Path  # where the file is while it is being worked on
     received_at: datetime
-    # Set when the frame is already known to fail (a truncated or special file).
-    failure: str | None = None
     # The inbox folder the frame was renamed out of (unknown for frames recovered at start).
     source_dir: Path | None = None
 
@@ -41,7 +39,7 @@ class ClaimedFrame:
         return self.work_path.parents[len(self.relative.parts) - 1]
 
 
-def claim(inbox: Path, area: Path, relative: PurePosixPath, *, failure: str | None = None) -> ClaimedFrame | None:
+def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | None:
     """Move one frame into this instance's in-progress area; None if it vanished (or another
     instance claimed it) first."""
     key = uuid.uuid4().hex
@@ -59,7 +57,6 @@ def claim(inbox: Path, area: Path, relative: PurePosixPath, *, failure: str | No
         relative=relative,
         work_path=work_path,
         received_at=datetime.now(UTC),
-        failure=failure,
         source_dir=(inbox / relative).parent,
     )
 

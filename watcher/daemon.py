@@ -150,8 +150,8 @@ class Daemon:
             self._readiness.forget(relative)
             if verdict == Verdict.GONE:
                 continue
-            failure = assessment.reason if verdict == Verdict.TIMED_OUT else None
-            frame = claim(inbox, area, relative, failure=failure)
+            # A timed-out frame is claimed like any other: processing finds it short and fails it.
+            frame = claim(inbox, area, relative)
             if frame is None:
                 continue
             kill_point("claimed")
@@ -204,7 +204,8 @@ class Daemon:
         keys = [frame.key for frame in leftovers]
         with Session(self._engine) as session:
             committed = {
-                row.frame_key: row for row in session.scalars(select(Result).where(Result.frame_key.in_(keys)))
+                row.frame_key: row
+                for row in session.scalars(select(Result).where(Result.frame_key.in_(keys)))
             }
         for frame in leftovers:
             row = committed.get(frame.key)

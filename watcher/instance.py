@@ -58,7 +58,9 @@ def acquire_instance(root: Path, *, name: str | None) -> InstanceLock:
             raise StartupError(f"--instance {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
         lock = _try_lock(root, name)
         if lock is None:
-            raise StartupError(f"instance {name!r} is already running (its lock {root / name}{LOCK_SUFFIX} is held)")
+            raise StartupError(
+                f"instance {name!r} is already running (its lock {root / name}{LOCK_SUFFIX} is held)"
+            )
         return lock
     host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "host"
     number = 0

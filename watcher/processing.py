@@ -25,6 +25,7 @@ from watcher.claiming import ClaimedFrame, release
 from watcher.durability import fsync_dir, fsync_dirs
 from watcher.faults import kill_point
 from watcher.moving import move_no_clobber, reserve_destination
+from watcher.readiness import incomplete_reason
 from watcher.store import Result, Status, embedding_model_id, pack_embedding, utc_now
 
 logger = logging.getLogger(__name__)
@@ -126,13 +127,14 @@ class BatchProcessor:
             info = frame.work_path.lstat()
             row.size_bytes = info.st_size
             row.file_mtime = datetime.fromtimestamp(info.st_mtime, UTC)
-            if frame.failure is not None:
-                raise UndecodableImage(frame.failure)
             if not stat.S_ISREG(info.st_mode):
                 raise UndecodableImage("not a regular file (symlink or special file); never opened")
             data = frame.work_path.read_bytes()
             row.size_bytes = len(data)
             row.sha256 = hashlib.sha256(data).hexdigest()
+            truncated = incomplete_reason(data)
+            if truncated is not None:
+                raise UndecodableImage(truncated)
             image = decode_rgb(data, max_pixels=self._max_pixels)
             row.width, row.height = image.size
         except UndecodableImage as error:

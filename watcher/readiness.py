@@ -47,13 +47,21 @@ class Assessment:
     size: int = 0
     declared_size: int | None = None
 
-    @property
-    def reason(self) -> str:
-        if self.size == 0:
-            return "truncated: empty file (0 bytes), never completed"
-        if self.declared_size is None:
-            return f"truncated: {self.size} bytes, too short for a BMP header, never completed"
-        return f"truncated: {self.size} of {self.declared_size} declared bytes, never completed"
+
+def incomplete_reason(data: bytes) -> str | None:
+    """Why the bytes of a frame are an incomplete BMP, or None when they are not known to be.
+
+    Judged from the content alone, so a frame recovered after a crash fails with the same reason
+    as one given up by the readiness timeout.
+    """
+    if not data:
+        return "truncated: empty file (0 bytes)"
+    if len(data) < BMP_SIZE_FIELD.size:
+        return f"truncated: {len(data)} bytes, too short for a BMP header"
+    magic, declared = BMP_SIZE_FIELD.unpack_from(data)
+    if magic == BMP_MAGIC and declared >= MIN_BMP_SIZE and len(data) < declared:
+        return f"truncated: {len(data)} of {declared} declared bytes"
+    return None
 
 
 def declared_bmp_size(path: Path) -> int | None:
