@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
+from sqlalchemy.exc import OperationalError
+
 from watcher.config import Config, ConfigError, find_config, load_config
 from watcher.errors import StartupError
 from watcher.logs import configure_logging
@@ -219,7 +221,13 @@ def run_watch(config: Config, *, once: bool, instance: str | None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGHUP, request_reload)
-    report = daemon.run(once=once)
+    try:
+        report = daemon.run(once=once)
+    except (OSError, OperationalError) as error:
+        # Not a user mistake: an I/O error (a failed fsync, say) or a vanished output folder.
+        # Exit non-zero; the next start recovers the frames left in progress.
+        logger.exception("stopping on a storage error: %s", error)
+        return EXIT_FAILURE
     logger.info(
         "stopped: %d frames ok, %d failed in %d batches, %d recovered",
         report.ok,
@@ -233,4 +241,10 @@ def run_watch(config: Config, *, once: bool, instance: str | None) -> int:
             len(report.left_incomplete),
             ", ".join(report.left_incomplete[:10]),
         )
+    if report.left_parked:
+        logger.error(
+            "%d frames stay claimed: their batch could not be stored; the next run retries them",
+            report.left_parked,
+        )
+        return EXIT_FAILURE
     return EXIT_OK

@@ -44,6 +44,8 @@ class PathsConfig(_Section):
 
 
 class InboxConfig(_Section):
+    mode: Literal["auto", "events", "poll"] = "auto"
+    poll_scan_s: Annotated[float, Field(gt=0)] = 2.0
     settle_ms: Annotated[int, Field(ge=0)] = 1000
     readiness_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     rescan_interval_s: Annotated[float, Field(gt=0)] = 30.0

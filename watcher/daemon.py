@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from watcher.claiming import ClaimedFrame, claim, claimed_frames
@@ -24,8 +25,10 @@ from watcher.events import InboxEvents
 from watcher.faults import kill_point
 from watcher.head_reload import HeadReloader
 from watcher.instance import InstanceLock, orphaned_instances
+from watcher.mounts import filesystem_type, needs_polling
 from watcher.processing import BatchProcessor, BatchReport, finish_committed_move
 from watcher.readiness import ReadinessTracker, Verdict
+from watcher.storage_errors import MAX_RETRY_DELAY_S, is_transient
 from watcher.store import Result
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,8 @@ class RunReport:
     recovered: int = 0
     # Frames left in the inbox because they are still being written (for `--once`).
     left_incomplete: list[str] = field(default_factory=list)
+    # Frames left claimed because their batch could not be stored; the next run recovers them.
+    left_parked: int = 0
 
     def add(self, batch: BatchReport) -> None:
         self.ok += batch.ok
@@ -70,6 +75,11 @@ class Daemon:
         )
         self._waiting: dict[PurePosixPath, None] = {}  # insertion-ordered set: oldest first
         self._batch: list[ClaimedFrame] = []
+        # Frames whose batch could not be stored (database locked, disk full), waiting for a retry.
+        self._parked: list[ClaimedFrame] = []
+        self._retry_at = 0.0
+        self._retry_delay = 0.0
+        self._missing_folders = False
         self._batch_opened = 0.0
         self.report = RunReport()
         # Turns of the loop so far; tests wait on it instead of sleeping.
@@ -94,27 +104,34 @@ class Daemon:
             self._processor.head = head
 
     def run(self, *, once: bool = False) -> RunReport:
-        inbox = self._config.paths.inbox
-        events = None if once else InboxEvents(inbox, self._wake)
+        events = None if once else self._events_for_mode()
+        settings = self._config.inbox
+        rescan_every = settings.rescan_interval_s if events is not None else settings.poll_scan_s
         try:
             self._recover()
             if events is not None:
                 events.start()
             self._rescan()
-            next_rescan = time.monotonic() + self._config.inbox.rescan_interval_s
+            next_rescan = time.monotonic() + rescan_every
             while not self._stop.is_set():
-                if events is not None:
-                    hints, rescan = events.take()
+                if not once:
+                    hints, rescan = events.take() if events is not None else (set(), False)
                     self._waiting.update(dict.fromkeys(hints))
                     if rescan or time.monotonic() >= next_rescan:
                         self._rescan()
                         self._adopt_orphans()
-                        next_rescan = time.monotonic() + self._config.inbox.rescan_interval_s
+                        next_rescan = time.monotonic() + rescan_every
+                self.turns += 1
+                if not self._folders_available():
+                    if once:
+                        break
+                    self._wake.wait(timeout=rescan_every)
+                    continue
                 self._maybe_switch_head()
-                settling = self._claim_ready()
+                self._retry_parked()
+                settling = 0 if self._parked else self._claim_ready()
                 if self._batch and (self._batch_due() or (once and not settling)):
                     self._flush()
-                self.turns += 1
                 if once and not self._batch and not settling:
                     break
                 self._wake.wait(timeout=self._wait_seconds())
@@ -127,7 +144,33 @@ class Daemon:
                 events.stop()
             self.instance.release()
         self.report.left_incomplete = [str(path) for path in self._waiting]
+        self.report.left_parked = len(self._parked)
         return self.report
+
+    def _events_for_mode(self) -> InboxEvents | None:
+        inbox = self._config.paths.inbox
+        mode = self._config.inbox.mode
+        if mode == "auto":
+            fstype = filesystem_type(inbox)
+            mode = "poll" if needs_polling(fstype) else "events"
+            logger.info("inbox %s is on %s: %s", inbox, fstype or "an unknown filesystem", mode)
+        if mode == "poll":
+            logger.info("polling %s every %.1f s", inbox, self._config.inbox.poll_scan_s)
+            return None
+        return InboxEvents(inbox, self._wake)
+
+    def _folders_available(self) -> bool:
+        """False while the inbox or an output folder is missing (an unmounted share, say)."""
+        paths = self._config.paths
+        missing = [folder for folder in (paths.inbox, paths.processed, paths.failed) if not folder.is_dir()]
+        if missing and not self._missing_folders:
+            # Never recreate them: under an empty mount point they would land on the wrong disk.
+            logger.warning("%s missing (unmounted?): waiting for it to return", ", ".join(map(str, missing)))
+        elif not missing and self._missing_folders:
+            logger.info("folders are back: resuming")
+            self._wake.set()
+        self._missing_folders = bool(missing)
+        return not missing
 
     def _rescan(self) -> None:
         self._waiting.update(dict.fromkeys(scan_inbox(self._config.paths.inbox)))
@@ -179,7 +222,31 @@ class Daemon:
 
     def _flush(self) -> None:
         frames, self._batch = self._batch, []
-        self.report.add(self._processor.process(frames))
+        try:
+            self.report.add(self._processor.process(frames))
+        except (OperationalError, OSError) as error:
+            if not is_transient(error):
+                raise
+            # Locked by another process, or out of space: nothing of this batch that was not
+            # committed is lost; keep the frames claimed and retry, taking nothing new meanwhile.
+            self._parked.extend(frames)
+            self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_DELAY_S) if self._retry_delay else 1.0
+            self._retry_at = time.monotonic() + self._retry_delay
+            logger.error(
+                "cannot store a batch of %d frames (%s); retrying in %.0f s",
+                len(frames),
+                error,
+                self._retry_delay,
+            )
+
+    def _retry_parked(self) -> None:
+        if not self._parked or time.monotonic() < self._retry_at:
+            return
+        frames, self._parked = self._parked, []
+        logger.info("retrying %d parked frames", len(frames))
+        self._finish_or_process(frames)
+        if not self._parked:
+            self._retry_delay = 0.0
 
     def _recover(self) -> None:
         """Finish what earlier runs left in progress (ours, and dead instances') before new frames."""
@@ -199,22 +266,25 @@ class Daemon:
 
     def _recover_area(self, area: Path) -> int:
         leftovers = claimed_frames(area)
-        if not leftovers:
-            return 0
-        keys = [frame.key for frame in leftovers]
+        if leftovers:
+            self._finish_or_process(leftovers)
+            self.report.recovered += len(leftovers)
+            logger.info("recovered %d frames left in progress in %s", len(leftovers), area)
+        return len(leftovers)
+
+    def _finish_or_process(self, frames: list[ClaimedFrame]) -> None:
+        """Frames whose row is committed only need their move; the others are processed again."""
+        keys = [frame.key for frame in frames]
         with Session(self._engine) as session:
             committed = {
                 row.frame_key: row
                 for row in session.scalars(select(Result).where(Result.frame_key.in_(keys)))
             }
-        for frame in leftovers:
+        for frame in frames:
             row = committed.get(frame.key)
             if row is not None:
                 finish_committed_move(frame, row, self._engine)
             else:
                 self._add_to_batch(frame)
-            self.report.recovered += 1
         if self._batch:
             self._flush()
-        logger.info("recovered %d frames left in progress in %s", len(leftovers), area)
-        return len(leftovers)

@@ -19,6 +19,18 @@ from watcher.discovery import relative_to_inbox
 logger = logging.getLogger(__name__)
 
 
+class _OverflowListener(logging.Handler):
+    """watchdog only logs a kernel event-queue overflow; turn that line into a full rescan."""
+
+    def __init__(self, events: InboxEvents) -> None:
+        super().__init__(level=logging.WARNING)
+        self._events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._events.request_rescan()
+
+
 class InboxEvents(FileSystemEventHandler):
     """Collects the inbox paths that events mention and wakes the loop."""
 
@@ -30,6 +42,7 @@ class InboxEvents(FileSystemEventHandler):
         self._rescan_requested = False
         self._observer: BaseObserver | None = None
         self._camera_watches: dict[Path, ObservedWatch] = {}
+        self._overflow = _OverflowListener(self)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
@@ -62,6 +75,9 @@ class InboxEvents(FileSystemEventHandler):
         return hints, rescan
 
     def start(self) -> None:
+        self._overflow = _OverflowListener(self)
+        for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
+            logging.getLogger(name).addHandler(self._overflow)
         observer = Observer()
         observer.daemon = True
         observer.schedule(self, str(self._inbox), recursive=False)
@@ -89,6 +105,8 @@ class InboxEvents(FileSystemEventHandler):
             logger.warning("cannot watch %s for events (%s); relying on rescans", folder, error)
 
     def stop(self) -> None:
+        for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
+            logging.getLogger(name).removeHandler(self._overflow)
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)

@@ -14,8 +14,15 @@ logger = logging.getLogger(__name__)
 _NO_HARD_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
 
+NAME_MAX_BYTES = 255
+
+
 def _numbered(path: Path, number: int) -> Path:
-    return path.with_name(f"{path.stem}-{number}{path.suffix}")
+    """`x.bmp` → `x-<number>.bmp`, shortening the stem so the name still fits NAME_MAX bytes."""
+    tail = f"-{number}{path.suffix}"
+    room = NAME_MAX_BYTES - len(os.fsencode(tail))
+    stem = os.fsencode(path.stem)[:room].decode(errors="ignore")
+    return path.with_name(f"{stem}{tail}")
 
 
 def reserve_destination(root: Path, relative: PurePosixPath, *, taken: set[Path]) -> Path:

@@ -181,6 +181,11 @@ class BatchProcessor:
             item.row.stored_path = str(reserve_destination(root, item.frame.relative, taken=taken))
 
     def _move_all(self, prepared: list[_Prepared]) -> None:
+        for root in (self._folders.processed, self._folders.failed):
+            if not root.is_dir():
+                # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
+                # rows are committed; recovery finishes these moves once it is back.
+                raise FileNotFoundError(f"output folder {root} is missing")
         relocated: dict[int, str] = {}
         for item in prepared:
             final = move_no_clobber(item.frame.work_path, Path(item.row.stored_path))

@@ -1,0 +1,167 @@
+"""Discovery and storage faults: polling, network filesystems, a vanishing inbox, a locked
+database, long names."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from tests.helpers import files_under, query, wait_for, write_bmp
+from watcher.app import build_daemon
+from watcher.config import load_config
+from watcher.daemon import Daemon
+from watcher.mounts import filesystem_type, needs_polling
+from watcher.moving import move_no_clobber, reserve_destination
+from watcher.storage_errors import is_transient
+
+
+@pytest.fixture
+def start_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., Daemon]]:
+    started: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(**sections: dict) -> Daemon:
+        stop = threading.Event()
+        daemon = build_daemon(load_config(make_config(**sections)), stop=stop)
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        started.append((stop, thread))
+        return daemon
+
+    yield start
+    for stop, thread in started:
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def _rows(tmp_path: Path) -> int:
+    return query(tmp_path / "data" / "results.sqlite3", "SELECT count(*) FROM results")[0][0]
+
+
+def test_poll_mode_finds_frames_without_events(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    daemon = start_daemon(inbox={"mode": "poll", "poll_scan_s": 0.2, "settle_ms": 0})
+    wait_for(lambda: daemon.turns > 0, what="the loop to start")
+    for index in range(3):
+        write_bmp(tmp_path / "inbox" / "cam-01" / f"{index}.bmp", seed=index)
+    wait_for(lambda: _rows(tmp_path) == 3, what="3 rows from polling")
+
+
+MOUNTINFO = """\
+22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 22 0:35 / /mnt/share rw,relatime shared:2 - nfs4 server:/export rw,vers=4.2
+41 40 0:36 / /mnt/share/local rw,relatime shared:3 - tmpfs tmpfs rw
+42 22 0:37 / /mnt/with\\040space rw - cifs //host/share rw
+43 22 0:38 / /mnt/sshfs rw - fuse.sshfs host: rw
+"""
+
+
+@pytest.mark.parametrize(
+    ("folder", "fstype", "poll"),
+    [
+        pytest.param("/var/lib/cctv/inbox", "ext4", False, id="local_disk"),
+        pytest.param("/mnt/share/cameras/inbox", "nfs4", True, id="nfs"),
+        pytest.param("/mnt/share/local/inbox", "tmpfs", False, id="deeper_local_mount"),
+        pytest.param("/mnt/with space/inbox", "cifs", True, id="cifs_escaped_name"),
+        pytest.param("/mnt/sshfs/inbox", "fuse.sshfs", True, id="fuse"),
+    ],
+)
+def test_network_filesystems_are_polled(tmp_path: Path, folder: str, fstype: str, poll: bool) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(MOUNTINFO)
+    assert filesystem_type(Path(folder), mountinfo=mountinfo) == fstype
+    assert needs_polling(fstype) is poll
+
+
+def test_the_real_mount_table_is_readable(tmp_path: Path) -> None:
+    assert filesystem_type(tmp_path) is not None
+
+
+def test_a_vanished_inbox_is_waited_for_not_recreated(
+    start_daemon: Callable[..., Daemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon = start_daemon(inbox={"rescan_interval_s": 0.2, "settle_ms": 0})
+    wait_for(lambda: daemon.turns > 0, what="the loop to start")
+    inbox, away = tmp_path / "inbox", tmp_path / "unmounted"
+    inbox.rename(away)  # the share goes away
+
+    wait_for(lambda: "missing (unmounted?): waiting" in caplog.text, what="the daemon to notice")
+    turns = daemon.turns
+    wait_for(lambda: daemon.turns > turns + 2, what="a few more turns")
+    assert not inbox.exists(), "the daemon must not recreate a missing inbox"
+
+    write_bmp(away / "cam-01" / "x.bmp")
+    away.rename(inbox)  # and comes back, with a frame
+    wait_for(lambda: _rows(tmp_path) == 1, what="the frame after the inbox returned")
+    assert files_under(tmp_path / "processed") == ["cam-01/x.bmp"]
+
+
+def test_a_locked_database_is_waited_out_and_nothing_moves_before_commit(
+    start_daemon: Callable[..., Daemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon = start_daemon(database={"busy_timeout_ms": 100}, inbox={"settle_ms": 0})
+    wait_for(lambda: daemon.turns > 0, what="the loop to start")
+    # Another process takes the write lock and holds it.
+    blocker = sqlite3.connect(tmp_path / "data" / "results.sqlite3", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        for index in range(3):
+            write_bmp(tmp_path / "inbox" / f"{index}.bmp", seed=index)
+        wait_for(lambda: "cannot store a batch" in caplog.text, what="the commit to fail on the lock")
+        assert files_under(tmp_path / "processed") == [], "no file may move before its row is committed"
+        # The failed batch stays claimed; the rest waits in the inbox (nothing new is taken).
+        assert len(files_under(tmp_path / "inbox")) == 3
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    wait_for(lambda: _rows(tmp_path) == 3, timeout=60, what="the rows once the lock is gone")
+    wait_for(lambda: len(files_under(tmp_path / "processed")) == 3, what="the moves after the commit")
+
+
+def _operational(message: str) -> OperationalError:
+    return OperationalError("INSERT ...", {}, sqlite3.OperationalError(message))
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        pytest.param(_operational("database is locked"), True, id="locked"),
+        pytest.param(_operational("database or disk is full"), True, id="sqlite_full"),
+        pytest.param(OSError(errno.ENOSPC, "No space left on device"), True, id="enospc"),
+        pytest.param(_operational("disk I/O error"), False, id="io_error"),
+        pytest.param(OSError(errno.EIO, "Input/output error"), False, id="eio"),
+    ],
+)
+def test_which_storage_errors_are_waited_out(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
+
+
+def test_a_clash_on_a_very_long_name_still_fits(tmp_path: Path) -> None:
+    name = "é" * 125 + ".bmp"  # 254 bytes: a suffix would overflow NAME_MAX
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / name).write_bytes(b"old")
+    source = tmp_path / "new.bmp"
+    source.write_bytes(b"new")
+
+    destination = reserve_destination(tmp_path / "out", PurePosixPath(name), taken=set())
+    final = move_no_clobber(source, destination)
+
+    assert len(final.name.encode()) <= 255 and final.name.endswith("-1.bmp")
+    assert final.read_bytes() == b"new" and (tmp_path / "out" / name).read_bytes() == b"old"
+
+
+def test_frames_vanishing_before_the_claim_are_skipped(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    from watcher.claiming import claim
+
+    (tmp_path / "area").mkdir()
+    assert claim(tmp_path / "inbox", tmp_path / "area", PurePosixPath("gone.bmp")) is None
+    assert list((tmp_path / "area").iterdir()) == []
+    shutil.rmtree(tmp_path / "area")
