@@ -165,3 +165,56 @@ def test_frames_vanishing_before_the_claim_are_skipped(
     assert claim(tmp_path / "inbox", tmp_path / "area", PurePosixPath("gone.bmp")) is None
     assert list((tmp_path / "area").iterdir()) == []
     shutil.rmtree(tmp_path / "area")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB tmpfs mounted at tmp_path/data: the database's disk, which the test fills."""
+    import os
+    import subprocess
+
+    mount_point = tmp_path / "data"
+    mount_point.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+            capture_output=True,
+            check=False,
+        ).returncode
+    ):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with filler.open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_disk_pauses_intake_until_space_returns(
+    start_daemon: Callable[..., Daemon], small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon = start_daemon(inbox={"settle_ms": 0})
+    wait_for(lambda: daemon.turns > 0, what="the loop to start")
+    filler = _fill(small_disk)
+    for index in range(3):
+        write_bmp(tmp_path / "inbox" / f"{index}.bmp", seed=index)
+
+    wait_for(lambda: "disk is full" in caplog.text, timeout=30, what="the commit to fail on a full disk")
+    assert files_under(tmp_path / "processed") == []
+    assert len(files_under(tmp_path / "inbox")) == 3  # claimed or waiting, none lost
+
+    filler.unlink()  # space returns
+    wait_for(lambda: _rows(tmp_path) == 3, timeout=90, what="the rows once space is back")
+    wait_for(lambda: len(files_under(tmp_path / "processed")) == 3, what="the moves")
