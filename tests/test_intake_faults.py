@@ -218,3 +218,41 @@ def test_a_full_disk_pauses_intake_until_space_returns(
     filler.unlink()  # space returns
     wait_for(lambda: _rows(tmp_path) == 3, timeout=90, what="the rows once space is back")
     wait_for(lambda: len(files_under(tmp_path / "processed")) == 3, what="the moves")
+
+
+def test_instances_take_distinct_names_and_a_named_one_is_exclusive(tmp_path: Path) -> None:
+    from watcher.errors import StartupError
+    from watcher.instance import acquire_instance, orphaned_instances
+
+    first = acquire_instance(tmp_path, name=None)
+    second = acquire_instance(tmp_path, name=None)
+    named = acquire_instance(tmp_path, name="gpu-box")
+    assert len({first.name, second.name, named.name}) == 3
+    with pytest.raises(StartupError, match="instance 'gpu-box' is already running"):
+        acquire_instance(tmp_path, name="gpu-box")
+    with pytest.raises(StartupError, match="--instance '../x'"):
+        acquire_instance(tmp_path, name="../x")
+
+    assert list(orphaned_instances(tmp_path, own=first.name)) == []  # everyone else is alive
+    second.release()  # as if its process died
+    (orphan,) = orphaned_instances(tmp_path, own=first.name)
+    assert orphan.name == second.name
+    orphan.release()
+    for lock in (first, named):
+        lock.release()
+
+
+def test_an_event_queue_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
+    import logging
+
+    from watcher.events import InboxEvents
+
+    events = InboxEvents(tmp_path, threading.Event())
+    events.start()
+    try:
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
+        assert events.take() == (set(), True)
+    finally:
+        events.stop()
