@@ -11,7 +11,10 @@ from watcher.daemon import Daemon
 from watcher.database import open_database
 from watcher.errors import StartupError
 from watcher.instance import acquire_instance
+from watcher.metrics import Metrics
+from watcher.notify import SystemdNotifier
 from watcher.processing import BatchProcessor, OutputFolders
+from watcher.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from model.clip_features import ClipFeatureExtractor
@@ -72,4 +75,26 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         head.version,
     )
     logger.info("instance %s, in-progress area %s", instance.name, instance.area)
-    return Daemon(config, engine=engine, processor=processor, stop=stop, instance=instance, reloader=reloader)
+    metrics = None
+    if config.metrics.listen:
+        metrics = Metrics()
+        try:
+            metrics.serve(config.metrics.listen)
+        except OSError as error:
+            raise StartupError(f"metrics.listen {config.metrics.listen}: {error.strerror or error}") from None
+    telemetry = Telemetry(
+        instance=instance.name,
+        data=config.paths.data,
+        model_version=head.version,
+        notifier=SystemdNotifier(),
+        metrics=metrics,
+    )
+    return Daemon(
+        config,
+        engine=engine,
+        processor=processor,
+        stop=stop,
+        instance=instance,
+        reloader=reloader,
+        telemetry=telemetry,
+    )

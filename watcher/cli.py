@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "csv", "json"), default="table", help="output format (default table)"
     )
 
+    status = commands.add_parser(
+        "status", help="is the daemon running and keeping up (exit 1 when unhealthy, for monitoring)"
+    )
+    add_config(status)
+    status.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
+
     train = commands.add_parser(
         "train", help="train a new head on a labelled folder, evaluate, maybe promote"
     )
@@ -156,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_watch(config, once=args.once, instance=args.instance)
         if args.command == "results":
             return run_results(config, limit=args.limit, output_format=args.format)
+        if args.command == "status":
+            from watcher.status_command import collect_status, render_status
+
+            report = collect_status(config)
+            sys.stdout.write(render_status(report, output_format=args.format))
+            return EXIT_OK if report["healthy"] else EXIT_FAILURE
         if args.command in ("train", "evaluate", "models"):
             return _run_model_command(config, args)
         if args.command == "rescore":

@@ -115,6 +115,23 @@ class TrainingConfig(_Section):
     feature_cache: str = ""
 
 
+class MetricsConfig(_Section):
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("must be HOST:PORT, like 127.0.0.1:9464, or empty to switch metrics off")
+        return value
+
+
+class StatusConfig(_Section):
+    stall_after_s: Annotated[float, Field(gt=0)] = 300.0
+
+
 class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -126,6 +143,8 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     database: DatabaseConfig = DatabaseConfig()
     training: TrainingConfig = TrainingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    status: StatusConfig = StatusConfig()
     logging: LoggingConfig = LoggingConfig()
     # Where the file was read from; relative paths in it resolve against its folder.
     source: Path | None = Field(default=None, exclude=True)

@@ -30,6 +30,7 @@ from watcher.processing import BatchProcessor, BatchReport, finish_committed_mov
 from watcher.readiness import ReadinessTracker, Verdict
 from watcher.storage_errors import MAX_RETRY_DELAY_S, is_transient
 from watcher.store import Result
+from watcher.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Daemon:
         stop: threading.Event,
         instance: InstanceLock,
         reloader: HeadReloader | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._config = config
         self._engine = engine
@@ -69,6 +71,9 @@ class Daemon:
         self._wake = threading.Event()
         self._reloader = reloader
         self.instance = instance
+        self._telemetry = telemetry or Telemetry(
+            instance=instance.name, data=config.paths.data, model_version=processor.head.version
+        )
         self._reload_requested = threading.Event()
         self._readiness = ReadinessTracker(
             settle_s=config.inbox.settle_ms / 1000, timeout_s=config.inbox.readiness_timeout_s
@@ -112,6 +117,8 @@ class Daemon:
             if events is not None:
                 events.start()
             self._rescan()
+            # Migrated, model loaded, earlier work recovered: only now is the service ready.
+            self._telemetry.ready(waiting=len(self._waiting))
             next_rescan = time.monotonic() + rescan_every
             while not self._stop.is_set():
                 if not once:
@@ -122,6 +129,7 @@ class Daemon:
                         self._adopt_orphans()
                         next_rescan = time.monotonic() + rescan_every
                 self.turns += 1
+                self._telemetry.turn(waiting=len(self._waiting))
                 if not self._folders_available():
                     if once:
                         break
@@ -137,6 +145,7 @@ class Daemon:
                 self._wake.wait(timeout=self._wait_seconds())
                 self._wake.clear()
             # Stopping: the batch in hand is finished and committed, nothing new is taken.
+            self._telemetry.stopping()
             if self._batch:
                 self._flush()
         finally:
@@ -223,7 +232,7 @@ class Daemon:
     def _flush(self) -> None:
         frames, self._batch = self._batch, []
         try:
-            self.report.add(self._processor.process(frames))
+            batch = self._processor.process(frames)
         except (OperationalError, OSError) as error:
             if not is_transient(error):
                 raise
@@ -238,6 +247,9 @@ class Daemon:
                 error,
                 self._retry_delay,
             )
+            return
+        self.report.add(batch)
+        self._telemetry.batch_done(batch)
 
     def _retry_parked(self) -> None:
         if not self._parked or time.monotonic() < self._retry_at:

@@ -1,4 +1,5 @@
-"""Logging setup for the command line: plain lines on stderr, without timestamps under systemd."""
+"""Logging setup for the command line: plain lines on stderr; under systemd, no timestamps (the
+journal adds its own) and a `<N>` syslog priority prefix that journald turns into the priority."""
 
 from __future__ import annotations
 
@@ -6,17 +7,32 @@ import logging
 import os
 import sys
 
+# Python level → syslog priority (journald's SyslogLevelPrefix reads "<N>" at the line start).
+SYSLOG_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = SYSLOG_PRIORITY.get(record.levelno, 6)
+        # Every line of a traceback gets the prefix too, so it keeps its priority in the journal.
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
 
 def configure_logging(level: str) -> None:
-    # The journal stamps every line itself; JOURNAL_STREAM is set when stderr goes to it.
-    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
-    fmt = (
-        "%(levelname)s %(name)s: %(message)s"
-        if under_journal
-        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
+    if os.environ.get("JOURNAL_STREAM"):  # set by systemd when stderr goes to the journal
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

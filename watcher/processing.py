@@ -43,6 +43,8 @@ class BatchReport:
     failed: int = 0
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)  # source path → reason
+    arrival_delays: list[float] = field(default_factory=list)  # file's last write → committed row
+    model_version: str = ""
 
     @property
     def frames(self) -> int:
@@ -93,8 +95,10 @@ class BatchProcessor:
         kill_point("committed")
         self._move_all(prepared)
 
-        report = BatchReport(seconds=time.perf_counter() - started)
+        report = BatchReport(seconds=time.perf_counter() - started, model_version=head.version)
         for item in prepared:
+            if item.row.file_mtime is not None:
+                report.arrival_delays.append((item.row.processed_at - item.row.file_mtime).total_seconds())
             if item.row.status == Status.OK:
                 report.ok += 1
             else:

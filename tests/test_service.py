@@ -1,0 +1,275 @@
+"""Running as a systemd service: the unit, the install script, sd_notify and the watchdog,
+journal priorities, `cctv-gender status`, Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import files_under, query, wait_for, write_bmp
+from watcher.app import build_daemon
+from watcher.cli import main
+from watcher.config import load_config
+from watcher.logs import JournalFormatter
+from watcher.status_command import collect_status
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd" / "cctv-gender.service"
+EXPOSURE_TARGET = 3.0
+
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"
+)
+
+
+@needs_systemd_analyze
+def test_the_unit_verifies(tmp_path: Path) -> None:
+    # The install location does not exist here; point ExecStart at this checkout's executable and
+    # verify everything else exactly as shipped.
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text().replace("/opt/cctv-gender/.venv/bin/cctv-gender", sys.executable))
+    completed = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr.strip() == ""
+
+
+@needs_systemd_analyze
+def test_the_unit_exposure_is_at_most_the_target() -> None:
+    completed = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", completed.stdout)
+    assert match, completed.stdout + completed.stderr
+    assert float(match.group(1)) <= EXPOSURE_TARGET, completed.stdout
+
+
+def test_the_unit_keeps_the_documented_settings() -> None:
+    text = UNIT.read_text()
+    for line in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "TimeoutStopSec=",
+        "RequiresMountsFor=",
+        "ProtectSystem=strict",
+        "ReadWritePaths=",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "StateDirectory=cctv-gender",
+        "DeviceAllow=/dev/nvidiactl rw",
+    ):
+        assert line in text, line
+    assert "\nMemoryDenyWriteExecute=yes" not in text and "\nPrivateDevices=yes" not in text
+
+
+def test_the_install_scripts_parse_and_the_service_config_is_valid(tmp_path: Path) -> None:
+    for script in ("install.sh", "uninstall.sh"):
+        assert subprocess.run(["bash", "-n", str(REPO / "systemd" / script)], check=False).returncode == 0
+    printed = subprocess.run(
+        ["bash", str(REPO / "systemd" / "install.sh"), "--print-config"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(printed)
+    config = load_config(config_path)
+    assert config.paths.inbox == Path("/srv/cctv-gender/inbox")
+    assert config.paths.processed == Path("/srv/cctv-gender/processed")
+    assert config.paths.failed == Path("/srv/cctv-gender/failed")
+    assert config.paths.data == Path("/var/lib/cctv-gender")
+    # Everything the unit lets the service write is what the config writes to.
+    unit = UNIT.read_text()
+    assert "ReadWritePaths=/srv/cctv-gender" in unit and "StateDirectory=cctv-gender" in unit
+
+
+class NotifySocket:
+    """A real datagram socket standing in for systemd's end of NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(str(path))
+        self.socket.settimeout(0.2)
+        self.messages: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.socket.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def lines(self) -> list[str]:
+        return [line for message in list(self.messages) for line in message.splitlines()]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.socket.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    receiver = NotifySocket(tmp_path / "notify.sock")
+    yield receiver
+    receiver.close()
+
+
+def test_ready_status_watchdog_and_stopping(
+    make_config: Callable[..., Path], tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    config = make_config()
+    # A frame a killed run left in progress: READY=1 must wait until it is recovered.
+    instance = f"{re.sub(r'[^A-Za-z0-9._-]', '-', socket.gethostname())}-0"
+    write_bmp(tmp_path / "inbox" / ".in-progress" / instance / "0123abcd" / "cam-01" / "left.bmp")
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    env.update(NOTIFY_SOCKET=str(notify_socket.path), WATCHDOG_USEC="1000000")
+    log = (tmp_path / "daemon.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        wait_for(lambda: "READY=1" in notify_socket.lines(), timeout=120, what="READY=1")
+        # Recovery was done before READY: the leftover frame's row is there.
+        assert query(tmp_path / "data" / "results.sqlite3", "SELECT source_path FROM results") == [
+            ("cam-01/left.bmp",)
+        ]
+        assert any(line.startswith("STATUS=") and "waiting" in line for line in notify_socket.lines())
+        # The loop keeps turning, so the watchdog keeps being fed (at half the 1 s interval).
+        wait_for(lambda: notify_socket.lines().count("WATCHDOG=1") >= 3, what="watchdog pings")
+        write_bmp(tmp_path / "inbox" / "cam-01" / "new.bmp")
+        wait_for(lambda: len(files_under(tmp_path / "processed")) == 2, what="a frame after READY")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    lines = notify_socket.lines()
+    assert "STOPPING=1" in lines and lines.index("READY=1") < lines.index("STOPPING=1")
+
+
+def test_the_watchdog_is_fed_only_for_our_pid() -> None:
+    from watcher.notify import SystemdNotifier
+
+    assert (
+        SystemdNotifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_interval_s
+        == 2.0
+    )
+    assert SystemdNotifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}).watchdog_interval_s is None
+    assert not SystemdNotifier({}).enabled
+
+
+@pytest.mark.parametrize(
+    ("level", "prefix"),
+    [(logging.DEBUG, "<7>"), (logging.INFO, "<6>"), (logging.WARNING, "<4>"), (logging.ERROR, "<3>")],
+)
+def test_journal_lines_carry_their_priority_and_no_timestamp(level: int, prefix: str) -> None:
+    record = logging.LogRecord("watcher.daemon", level, __file__, 1, "batch: %d frames", (3,), None)
+    line = JournalFormatter().format(record)
+    assert line == f"{prefix}watcher.daemon: batch: 3 frames"
+
+
+@pytest.fixture
+def running_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., threading.Event]]:
+    threads: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(**sections: dict) -> threading.Event:
+        stop = threading.Event()
+        daemon = build_daemon(load_config(make_config(**sections)), stop=stop)
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        threads.append((stop, thread))
+        return stop
+
+    yield start
+    for stop, thread in threads:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def test_status_reports_a_running_daemon_and_flags_a_stall(
+    running_daemon: Callable[..., threading.Event],
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stop = running_daemon()
+    config_path = tmp_path / "config.toml"
+    for index in range(3):
+        write_bmp(tmp_path / "inbox" / f"{index}.bmp", seed=index)
+    wait_for(lambda: len(files_under(tmp_path / "processed")) == 3, what="3 frames")
+
+    assert main(["status", "--format", "json", "--config", str(config_path)]) == 0
+    import json
+
+    status = json.loads(capsys.readouterr().out)
+    assert status["running"] and status["healthy"] and len(status["instances"]) == 1
+    assert status["processed_last_hour"] == 3 and status["failed_last_hour"] == 0
+    assert status["waiting"] == 0 and status["model_version"].startswith("zero-shot:")
+    assert status["last_batch_age_s"] is not None and status["last_batch_age_s"] < 60
+
+    stop.set()
+    wait_for(lambda: not collect_status(load_config(config_path))["running"], what="the daemon to stop")
+    write_bmp(tmp_path / "inbox" / "late.bmp")
+    assert main(["status", "--config", str(config_path)]) == 1
+    assert "UNHEALTHY: 1 frames waiting and no daemon running" in capsys.readouterr().out
+
+    # With a daemon that stopped making progress: waiting frames, nothing processed for long.
+    later = datetime.now(UTC) + timedelta(hours=1)
+    stalled = collect_status(load_config(config_path), now=later)
+    assert not stalled["healthy"]
+
+
+def test_metrics_are_served_when_asked(
+    running_daemon: Callable[..., threading.Event], tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    running_daemon(metrics={"listen": f"127.0.0.1:{port}"})
+    write_bmp(tmp_path / "inbox" / "a.bmp", seed=1)
+    write_bmp(tmp_path / "inbox" / "b.bmp", seed=2)
+    (tmp_path / "inbox" / "c.bmp").write_bytes(b"not an image")
+    wait_for(
+        lambda: len(files_under(tmp_path / "processed")) == 2 and files_under(tmp_path / "failed"),
+        what="3 frames",
+    )
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    wait_for(lambda: "cctv_gender_frames_processed_total 2.0" in scrape(), what="the counters")
+    text = scrape()
+    assert 'cctv_gender_frames_failed_total{reason="not_an_image"} 1.0' in text
+    assert "cctv_gender_batch_seconds_count" in text and "cctv_gender_arrival_to_row_seconds_bucket" in text
+    assert "cctv_gender_queue_depth 0.0" in text
+    assert re.search(r'cctv_gender_model_info\{version="zero-shot:[^"]+"\} 1\.0', text)

@@ -1,0 +1,112 @@
+"""`cctv-gender status`: is the daemon running and keeping up? Exit code 1 when unhealthy, for
+monitoring: frames are waiting and nothing has been processed for `status.stall_after_s`."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from model.registry import current_version
+from watcher.config import Config
+from watcher.database import open_database
+from watcher.discovery import scan_inbox
+from watcher.instance import LOCK_SUFFIX
+from watcher.store import Result, Status
+from watcher.telemetry import DaemonStatus, status_dir
+
+
+def _running_instances(in_progress: Path) -> list[str]:
+    """Instances whose lock is held right now (a lock that can be taken belongs to nobody)."""
+    running = []
+    for lock in sorted(in_progress.glob(f"*{LOCK_SUFFIX}")) if in_progress.is_dir() else []:
+        descriptor = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            running.append(lock.name.removesuffix(LOCK_SUFFIX))
+        finally:
+            os.close(descriptor)  # also drops the shared lock if we got it
+    return running
+
+
+def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    running = _running_instances(config.in_progress)
+    statuses = [
+        status
+        for name in running
+        if (status := DaemonStatus.read(status_dir(config.paths.data) / f"{name}.json")) is not None
+    ]
+    waiting = sum(1 for _ in scan_inbox(config.paths.inbox)) if config.paths.inbox.is_dir() else 0
+    in_progress = (
+        sum(1 for path in config.in_progress.rglob("*") if not path.is_dir() and path.suffix != LOCK_SUFFIX)
+        if config.in_progress.is_dir()
+        else 0
+    )
+    engine = open_database(config, migrate=False)
+    hour_ago = now - timedelta(hours=1)
+    with Session(engine) as session:
+        counts = dict(
+            session.execute(
+                select(Result.status, func.count())
+                .where(Result.processed_at >= hour_ago)
+                .group_by(Result.status)
+            ).all()
+        )
+        last_row = session.scalar(select(func.max(Result.processed_at)))
+    if last_row is not None and last_row.tzinfo is None:
+        last_row = last_row.replace(tzinfo=UTC)
+    last_age = (now - last_row).total_seconds() if last_row else None
+    model = statuses[0].model_version if statuses else (current_version(config.registry_dir) or "zero-shot")
+    problems = []
+    if waiting and not running:
+        problems.append(f"{waiting} frames waiting and no daemon running")
+    elif waiting:
+        started = min(datetime.fromisoformat(status.started_at) for status in statuses) if statuses else now
+        idle_since = max(last_row, started) if last_row else started
+        idle_s = (now - idle_since).total_seconds()
+        if idle_s > config.status.stall_after_s:
+            problems.append(
+                f"{waiting} frames waiting and nothing processed for {idle_s:.0f} s "
+                f"(status.stall_after_s = {config.status.stall_after_s:g})"
+            )
+    return {
+        "healthy": not problems,
+        "problems": problems,
+        "running": bool(running),
+        "instances": running,
+        "model_version": model,
+        "waiting": waiting,
+        "in_progress": in_progress,
+        "processed_last_hour": counts.get(Status.OK, 0),
+        "failed_last_hour": counts.get(Status.FAILED, 0),
+        "frames_per_s": round(sum(status.frames_per_s for status in statuses), 1),
+        "last_batch_age_s": round(last_age, 1) if last_age is not None else None,
+    }
+
+
+def render_status(status: dict[str, Any], *, output_format: str) -> str:
+    if output_format == "json":
+        return json.dumps(status, indent=2) + "\n"
+    age = status["last_batch_age_s"]
+    health = "ok" if status["healthy"] else "UNHEALTHY: " + "; ".join(status["problems"])
+    daemon = f"running ({', '.join(status['instances'])})" if status["running"] else "not running"
+    lines = [
+        f"health:              {health}",
+        f"daemon:              {daemon}",
+        f"model:               {status['model_version']}",
+        f"waiting in inbox:    {status['waiting']}",
+        f"in progress:         {status['in_progress']}",
+        f"processed last hour: {status['processed_last_hour']}",
+        f"failed last hour:    {status['failed_last_hour']}",
+        f"frames/s (recent):   {status['frames_per_s']}",
+        f"last batch:          {'never' if age is None else f'{age:.0f} s ago'}",
+    ]
+    return "\n".join(lines) + "\n"
