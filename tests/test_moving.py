@@ -46,3 +46,16 @@ def test_a_symlink_is_moved_as_a_link_not_followed(tmp_path: Path) -> None:
 
     assert final.is_symlink() and not link.exists()
     assert target.read_text() == "do not touch"
+
+
+def test_a_move_interrupted_between_link_and_unlink_is_finished_not_copied(tmp_path: Path) -> None:
+    source = tmp_path / "x.bmp"
+    source.write_bytes(b"frame")
+    destination = tmp_path / "out" / "x.bmp"
+    destination.parent.mkdir()
+    destination.hardlink_to(source)  # where a killed move stopped
+
+    assert move_no_clobber(source, destination) == destination
+
+    assert not source.exists() and destination.read_bytes() == b"frame"
+    assert sorted(path.name for path in destination.parent.iterdir()) == ["x.bmp"]

@@ -2,7 +2,8 @@
 
 Set `CCTV_GENDER_KILL_AT=<step>` (or `<step>:<n>`, the n-th time the step is reached) and the
 process SIGKILLs itself there: no special build, nothing happens when the variable is unset.
-Steps: claimed, decoded, inferred, committed, moved.
+Steps: claimed, decoded, inferred, committed, linked (a frame's new name made, its old one not
+yet removed), moved.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 from collections import Counter
 
 KILL_ENV = "CCTV_GENDER_KILL_AT"
-STEPS = ("claimed", "decoded", "inferred", "committed", "moved")
+STEPS = ("claimed", "decoded", "inferred", "committed", "linked", "moved")
 
 _reached: Counter[str] = Counter()
 

@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path, PurePosixPath
 
+from watcher.faults import kill_point
+
 logger = logging.getLogger(__name__)
 
 # link() fails with these where hard links are impossible (another filesystem, some shares).
@@ -45,6 +47,10 @@ def move_no_clobber(source: Path, destination: Path) -> Path:
             # link() refuses to replace an existing name, which rename() would silently do.
             os.link(source, destination, follow_symlinks=False)
         except FileExistsError:
+            if _same_file(source, destination):
+                # A move interrupted between link() and unlink(): finish it, do not copy again.
+                os.unlink(source)
+                return destination
             number += 1
             destination = _numbered(wanted, number)
             continue
@@ -56,8 +62,17 @@ def move_no_clobber(source: Path, destination: Path) -> Path:
                 destination = _numbered(wanted, number)
                 continue
             _copy_then_rename(source, destination)
+        kill_point("linked")  # both names exist: recovery must not make a second copy
         os.unlink(source)
         return destination
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        a, b = first.lstat(), second.lstat()
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _copy_then_rename(source: Path, destination: Path) -> None:
