@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -273,3 +274,46 @@ def test_metrics_are_served_when_asked(
     assert "cctv_gender_batch_seconds_count" in text and "cctv_gender_arrival_to_row_seconds_bucket" in text
     assert "cctv_gender_queue_depth 0.0" in text
     assert re.search(r'cctv_gender_model_info\{version="zero-shot:[^"]+"\} 1\.0', text)
+
+
+def test_a_hung_model_call_starves_the_watchdog(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    notify_socket: NotifySocket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from model.clip_features import ClipFeatureExtractor
+
+    # Simulated hang inside the model call (a stuck GPU, say): it blocks until released.
+    release, entered = threading.Event(), threading.Event()
+    original = ClipFeatureExtractor.image_features
+
+    def hanging(self: ClipFeatureExtractor, images: list) -> object:
+        entered.set()
+        release.wait(timeout=60)
+        return original(self, images)
+
+    monkeypatch.setattr(ClipFeatureExtractor, "image_features", hanging)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    stop = threading.Event()
+    daemon = build_daemon(load_config(make_config()), stop=stop)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: notify_socket.lines().count("WATCHDOG=1") >= 3, what="pings while idle")
+        write_bmp(tmp_path / "inbox" / "x.bmp")
+        assert entered.wait(timeout=30)
+        pings = notify_socket.lines().count("WATCHDOG=1")
+        # Not synchronisation but the observation window: ten watchdog intervals of the hang must
+        # pass without a single ping (systemd would restart the service).
+        time.sleep(2.0)
+        assert notify_socket.lines().count("WATCHDOG=1") == pings
+        release.set()
+        wait_for(
+            lambda: notify_socket.lines().count("WATCHDOG=1") > pings, what="pings once the loop moves again"
+        )
+    finally:
+        release.set()
+        stop.set()
+        thread.join(timeout=30)
