@@ -7,6 +7,7 @@
 # Re-running upgrades the application and never overwrites an edited config.
 # `systemd/install.sh --print-config` only prints the config a fresh install writes.
 set -euo pipefail
+umask 022
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=/opt/cctv-gender
@@ -15,6 +16,9 @@ STATE_DIR=/var/lib/cctv-gender
 FRAMES_DIR=/srv/cctv-gender
 SERVICE_USER=cctv-gender
 UNIT=cctv-gender.service
+# The system interpreter: the service user must be able to run it (a pyenv or conda Python under
+# someone's home directory usually is not readable to it).
+PYTHON=${PYTHON:-/usr/bin/python3}
 
 service_config() {
     # The repository's documented config.toml, with the service's folders.
@@ -45,7 +49,7 @@ done
 
 echo "== application in $PREFIX"
 install -d -m 0755 "$PREFIX"
-[ -x "$PREFIX/.venv/bin/python" ] || python3 -m venv "$PREFIX/.venv"
+[ -x "$PREFIX/.venv/bin/python" ] || "$PYTHON" -m venv "$PREFIX/.venv"
 "$PREFIX/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$REPO"
 install -m 0644 "$REPO/README.md" "$PREFIX/README.md"
 

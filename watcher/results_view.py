@@ -1,101 +1,119 @@
-"""`cctv-gender results`: the latest rows, as a table, CSV or JSON."""
+"""`cctv-gender results`: filtered rows as a table, CSV, JSON or JSON Lines, streamed.
+
+Field names are stable (they are the `results` columns); times are ISO 8601 in UTC.
+"""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
 
+from watcher.queries import ResultFilter
 from watcher.store import Result
 
-# Columns in the order operators read them; all of them go to CSV and JSON.
+# Columns in the order operators read them; all of them go to CSV, JSON and JSON Lines.
 ALL_COLUMNS = (
-    "id",
-    "processed_at",
-    "camera",
-    "source_path",
-    "label",
-    "probability",
-    "status",
-    "error",
-    "model_version",
-    "width",
-    "height",
-    "size_bytes",
-    "sha256",
-    "file_mtime",
-    "received_at",
-    "stored_path",
-    "frame_key",
-)
+    "id", "processed_at", "camera", "source_path", "label", "probability", "status", "error",
+    "model_version", "width", "height", "size_bytes", "sha256", "file_mtime", "received_at",
+    "stored_path", "frame_key",
+)  # fmt: skip
 TABLE_COLUMNS = (
-    "id",
-    "processed_at",
-    "camera",
-    "source_path",
-    "label",
-    "probability",
-    "status",
-    "model_version",
-    "error",
-)
+    "id", "processed_at", "camera", "source_path", "label", "probability", "status", "model_version", "error",
+)  # fmt: skip
+# Rows fetched from the database at a time while streaming an export.
+STREAM_CHUNK = 1000
 
 
 class OutputFormat(StrEnum):
     TABLE = "table"
     CSV = "csv"
     JSON = "json"
+    JSONL = "jsonl"
+
+
+def iter_results(engine: Engine, *, filters: ResultFilter, limit: int | None) -> Iterator[dict[str, Any]]:
+    """Matching rows, newest first, fetched in chunks so a million rows never sit in memory."""
+    statement = filters.apply(select(*(getattr(Result, column) for column in ALL_COLUMNS)))
+    statement = statement.order_by(Result.id.desc())
+    if limit is not None:
+        statement = statement.limit(limit)
+    with engine.connect() as connection:
+        result = connection.execution_options(yield_per=STREAM_CHUNK).execute(statement)
+        for row in result:
+            yield dict(zip(ALL_COLUMNS, row, strict=True))
 
 
 def latest_results(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` rows, newest first, as plain dictionaries."""
-    with Session(engine) as session:
-        rows = session.scalars(select(Result).order_by(Result.id.desc()).limit(limit)).all()
-        return [{column: getattr(row, column) for column in ALL_COLUMNS} for row in rows]
+    return list(iter_results(engine, filters=ResultFilter(), limit=limit))
 
 
-def render(rows: Sequence[dict[str, Any]], *, output_format: OutputFormat) -> str:
-    if output_format == OutputFormat.JSON:
-        return json.dumps([{k: _json_value(v) for k, v in row.items()} for row in rows], indent=2) + "\n"
+def write_results(rows: Iterator[dict[str, Any]], out: TextIO, *, output_format: OutputFormat) -> int:
+    """Write rows in the chosen format as they come; returns how many were written."""
+    count = 0
+    if output_format == OutputFormat.TABLE:
+        materialised = list(rows)  # column widths need every row (the table is for a screen's worth)
+        out.write(_table(materialised))
+        return len(materialised)
     if output_format == OutputFormat.CSV:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=ALL_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=ALL_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: _text(v) for k, v in row.items()} for row in rows)
-        return buffer.getvalue()
-    return _table(rows)
+        for row in rows:
+            writer.writerow({key: _text(value, precise=True) for key, value in row.items()})
+            count += 1
+        return count
+    if output_format == OutputFormat.JSONL:
+        for row in rows:
+            out.write(json.dumps(_json_row(row)) + "\n")
+            count += 1
+        return count
+    out.write("[")
+    for row in rows:
+        out.write(("\n  " if count == 0 else ",\n  ") + json.dumps(_json_row(row)))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
 
 
-def _json_value(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
+def render(rows: list[dict[str, Any]], *, output_format: OutputFormat) -> str:
+    import io
+
+    buffer = io.StringIO()
+    write_results(iter(rows), buffer, output_format=output_format)
+    return buffer.getvalue()
 
 
-def _text(value: Any) -> str:
+def iso_utc(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds")
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: iso_utc(value) if isinstance(value, datetime) else value for key, value in row.items()}
+
+
+def _text(value: Any, *, precise: bool = False) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
+        return iso_utc(value) if precise else value.isoformat(timespec="seconds")
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return repr(value) if precise else f"{value:.4f}"
     return str(value)
 
 
-def _table(rows: Sequence[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        return "no results yet\n"
+        return "no results\n"
     cells = [[_text(row[column]) for column in TABLE_COLUMNS] for row in rows]
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(TABLE_COLUMNS)]
-    lines = ["  ".join(column.ljust(width) for column, width in zip(TABLE_COLUMNS, widths, strict=True))]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(TABLE_COLUMNS, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * width for width in widths))
     lines += [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in cells
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells
     ]
     return "\n".join(lines) + "\n"
