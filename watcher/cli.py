@@ -14,9 +14,11 @@ from types import FrameType
 
 from sqlalchemy.exc import OperationalError
 
+from watcher import query_commands
 from watcher.config import Config, ConfigError, find_config, load_config
 from watcher.errors import StartupError
 from watcher.logs import configure_logging
+from watcher.query_commands import add_filter_arguments, check_filter_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="this daemon's name among several sharing the inbox (default: first free <hostname>-N)",
     )
 
-    results = commands.add_parser("results", help="print the latest result rows")
+    results = commands.add_parser("results", help="result rows, newest first, filtered; tables or exports")
     add_config(results)
-    results.add_argument("--limit", type=_positive_int, default=20, help="rows to show (default 20)")
+    add_filter_arguments(results, time_type=_time, probability_type=_probability)
     results.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table", help="output format (default table)"
+        "--limit",
+        type=_positive_int,
+        default=None,
+        help="at most N rows (default: 20 for a table, all for exports)",
     )
+
+    summary = commands.add_parser("summary", help="counts per camera and per hour or day, with shares")
+    add_config(summary)
+    add_filter_arguments(summary, time_type=_time, probability_type=_probability)
+    summary.add_argument(
+        "--by",
+        type=_dimensions,
+        default=("camera",),
+        metavar="DIMS",
+        help="comma-separated: camera, hour, day (default camera); times are UTC",
+    )
+    summary.add_argument("--plot", metavar="FILE.png", help="also draw the counts over time per camera")
 
     status = commands.add_parser(
         "status", help="is the daemon running and keeping up (exit 1 when unhealthy, for monitoring)"
@@ -141,6 +158,30 @@ def _time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _dimensions(text: str) -> tuple[str, ...]:
+    from watcher.summary import DIMENSIONS
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in DIMENSIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"use a comma-separated list of {', '.join(DIMENSIONS)}; got {text!r}"
+        )
+    if "hour" in names and "day" in names:
+        raise argparse.ArgumentTypeError("choose hour or day, not both")
+    return names
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -152,7 +193,10 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("results", "summary"):
+        check_filter_arguments(parser, args)
     try:
         config = load_config(find_config(args.config))
     except ConfigError as error:
@@ -163,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "watch":
             return run_watch(config, once=args.once, instance=args.instance)
         if args.command == "results":
-            return run_results(config, limit=args.limit, output_format=args.format)
+            return query_commands.run_results(config, args)
+        if args.command == "summary":
+            return query_commands.run_summary(config, args)
         if args.command == "status":
             from watcher.status_command import collect_status, render_status
 
@@ -205,15 +251,6 @@ def run_db_upgrade(config: Config) -> int:
 
     engine = open_database(config, migrate=True)
     print(f"database at revision {current_revision(engine)}")
-    return EXIT_OK
-
-
-def run_results(config: Config, *, limit: int, output_format: str) -> int:
-    from watcher.database import open_database
-    from watcher.results_view import OutputFormat, latest_results, render
-
-    engine = open_database(config, migrate=False)
-    sys.stdout.write(render(latest_results(engine, limit=limit), output_format=OutputFormat(output_format)))
     return EXIT_OK
 
 

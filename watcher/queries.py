@@ -51,5 +51,7 @@ def unseen_cameras(engine: Engine, cameras: tuple[str, ...]) -> list[str]:
 
 def known_cameras(engine: Engine) -> list[str]:
     with engine.connect() as connection:
-        rows = connection.execute(select(Result.camera).where(Result.camera.is_not(None)).distinct()).scalars()
+        rows = connection.execute(
+            select(Result.camera).where(Result.camera.is_not(None)).distinct()
+        ).scalars()
         return sorted(rows)

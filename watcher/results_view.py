@@ -53,15 +53,22 @@ def latest_results(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
     return list(iter_results(engine, filters=ResultFilter(), limit=limit))
 
 
-def write_results(rows: Iterator[dict[str, Any]], out: TextIO, *, output_format: OutputFormat) -> int:
+def write_results(
+    rows: Iterator[dict[str, Any]],
+    out: TextIO,
+    *,
+    output_format: OutputFormat,
+    columns: tuple[str, ...] = ALL_COLUMNS,
+    table_columns: tuple[str, ...] = TABLE_COLUMNS,
+) -> int:
     """Write rows in the chosen format as they come; returns how many were written."""
     count = 0
     if output_format == OutputFormat.TABLE:
         materialised = list(rows)  # column widths need every row (the table is for a screen's worth)
-        out.write(_table(materialised))
+        out.write(_table(materialised, table_columns))
         return len(materialised)
     if output_format == OutputFormat.CSV:
-        writer = csv.DictWriter(out, fieldnames=ALL_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({key: _text(value, precise=True) for key, value in row.items()})
@@ -106,14 +113,15 @@ def _text(value: Any, *, precise: bool = False) -> str:
     return str(value)
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     if not rows:
         return "no results\n"
-    cells = [[_text(row[column]) for column in TABLE_COLUMNS] for row in rows]
-    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(TABLE_COLUMNS)]
-    lines = ["  ".join(column.ljust(width) for column, width in zip(TABLE_COLUMNS, widths, strict=True)).rstrip()]
+    cells = [[_text(row[column]) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * width for width in widths))
     lines += [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
     ]
     return "\n".join(lines) + "\n"
