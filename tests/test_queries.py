@@ -1,0 +1,213 @@
+"""`cctv-gender results` filters and exports, `summary`, the v_results view, bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from tests.helpers import query
+from watcher.cli import main
+from watcher.migrate import upgrade_to_head
+from watcher.results_view import ALL_COLUMNS, OutputFormat, write_results
+from watcher.store import Result, make_engine
+
+BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+def seed(database: Path, rows: list[dict[str, Any]]) -> None:
+    engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    with Session(engine) as session, session.begin():
+        for index, values in enumerate(rows):
+            processed = values.pop("at")
+            status = values.pop("status", "ok")
+            session.add(
+                Result(
+                    frame_key=f"k{index:06d}",
+                    source_path=f"{values.get('camera') or '.'}/{index}.bmp",
+                    stored_path=f"/processed/{index}.bmp",
+                    received_at=processed,
+                    processed_at=processed,
+                    status=status,
+                    model_version=values.pop("model", "v1"),
+                    error=None if status == "ok" else "not a recognised image format",
+                    **values,
+                )
+            )
+    engine.dispose()
+
+
+@pytest.fixture
+def seeded(make_config: Callable[..., Path], tmp_path: Path) -> Path:
+    config = make_config()
+    (tmp_path / "data").mkdir()
+    seed(
+        tmp_path / "data" / "results.sqlite3",
+        [
+            {"at": BASE, "camera": "cam-07", "label": "female", "probability": 0.9},
+            {"at": BASE + timedelta(minutes=30), "camera": "cam-07", "label": "male", "probability": 0.6},
+            {
+                "at": BASE + timedelta(hours=1, minutes=5),
+                "camera": "cam-07",
+                "label": "male",
+                "probability": 0.8,
+            },
+            {
+                "at": BASE + timedelta(hours=1),
+                "camera": "cam-01",
+                "label": "female",
+                "probability": 0.7,
+                "model": "v2",
+            },
+            {"at": BASE + timedelta(hours=3), "camera": "cam-01", "status": "failed"},
+            {"at": BASE - timedelta(days=1), "camera": None, "label": "male", "probability": 0.55},
+        ],
+    )
+    return config
+
+
+def _run(config: Path, *args: str) -> int:
+    return main([*args, "--config", str(config)])
+
+
+def _json(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected_ids"),
+    [
+        pytest.param([], [6, 5, 4, 3, 2, 1], id="everything_newest_first"),
+        pytest.param(["--camera", "cam-07"], [3, 2, 1], id="one_camera"),
+        pytest.param(["--camera", "cam-07", "--camera", "cam-01"], [5, 4, 3, 2, 1], id="two_cameras"),
+        pytest.param(
+            ["--since", "2026-11-25T08:30", "--until", "2026-11-25T10:00"], [4, 3, 2], id="time_range"
+        ),
+        pytest.param(["--label", "male"], [6, 3, 2], id="label"),
+        pytest.param(["--min-probability", "0.75"], [3, 1], id="min_probability"),
+        pytest.param(["--status", "failed"], [5], id="failed_only"),
+        pytest.param(["--model", "v2"], [4], id="model_version"),
+        pytest.param(["--camera", "cam-07", "--limit", "2"], [3, 2], id="limit"),
+    ],
+)
+def test_results_filters(
+    seeded: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], expected_ids: list[int]
+) -> None:
+    assert _run(seeded, "results", "--format", "json", *arguments) == 0
+    assert [row["id"] for row in _json(capsys)] == expected_ids
+
+
+def test_relative_times(seeded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(seeded, "results", "--format", "json", "--since", "1h") == 0
+    assert _json(capsys) == []  # every seeded row is older than an hour
+
+
+def test_export_formats_have_stable_fields_and_utc_times(
+    seeded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(seeded, "results", "--format", "jsonl", "--camera", "cam-07") == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [tuple(line) for line in lines] == [ALL_COLUMNS] * 3
+    assert lines[-1]["processed_at"] == "2026-11-25T08:00:00.000+00:00"
+
+    assert _run(seeded, "results", "--format", "csv", "--status", "failed") == 0
+    (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert tuple(row) == ALL_COLUMNS
+    assert row["processed_at"] == "2026-11-25T11:00:00.000+00:00" and row["label"] == ""
+
+
+def test_exports_are_written_as_rows_arrive() -> None:
+    # A failure after two rows: both must already be out (nothing buffered until the end).
+    def rows() -> Iterator[dict[str, Any]]:
+        for index in range(2):
+            yield dict.fromkeys(ALL_COLUMNS) | {"id": index}
+        raise RuntimeError("the database went away")
+
+    for output_format in (OutputFormat.JSONL, OutputFormat.CSV, OutputFormat.JSON):
+        out = io.StringIO()
+        with pytest.raises(RuntimeError):
+            write_results(rows(), out, output_format=output_format)
+        assert out.getvalue().count('"id": 1') + out.getvalue().count("\n1,") == 1, output_format
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        pytest.param(["--since", "2026-02-30"], "not a time: '2026-02-30'", id="impossible_date"),
+        pytest.param(
+            ["--since", "2026-11-26", "--until", "2026-11-25"], "must be before --until", id="reversed"
+        ),
+        pytest.param(["--min-probability", "1.5"], "must be between 0 and 1", id="probability"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(
+    seeded: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+) -> None:
+    for command in ("results", "summary"):
+        with pytest.raises(SystemExit) as caught:
+            _run(seeded, command, *arguments)
+        assert caught.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+def test_an_empty_result_is_fine_and_an_unseen_camera_is_hinted(
+    seeded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(seeded, "results", "--camera", "cam-7") == 0
+    captured = capsys.readouterr()
+    assert captured.out == "no results\n"
+    assert "camera cam-7 has never been seen (known: cam-01, cam-07)" in captured.err
+
+
+def test_summary_by_camera_and_hour(seeded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(seeded, "summary", "--by", "camera,hour", "--since", "2026-11-25", "--format", "json") == 0
+    rows = _json(capsys)
+    assert [(row["camera"], row["hour"], row["total"]) for row in rows] == [
+        ("cam-01", "2026-11-25T09:00:00Z", 1),
+        ("cam-01", "2026-11-25T11:00:00Z", 1),
+        ("cam-07", "2026-11-25T08:00:00Z", 2),
+        ("cam-07", "2026-11-25T09:00:00Z", 1),
+    ]
+    cam07_8h = rows[2]
+    assert (cam07_8h["female"], cam07_8h["male"], cam07_8h["failed"]) == (1, 1, 0)
+    assert cam07_8h["female_share"] == 0.5 and cam07_8h["mean_probability"] == 0.75
+    assert rows[1]["failed"] == 1 and rows[1]["failed_share"] == 1.0 and rows[1]["mean_probability"] is None
+
+
+def test_summary_by_day_table_and_plot(
+    seeded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "counts.png"
+    assert _run(seeded, "summary", "--by", "day", "--plot", str(plot)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["day", "total", "female"]
+    assert [line.split()[:2] for line in out[2:]] == [["2026-11-24", "1"], ["2026-11-25", "5"]]
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_summary_rejects_unknown_dimensions(seeded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        _run(seeded, "summary", "--by", "camera,week")
+    assert (
+        caught.value.code == 2
+        and "use a comma-separated list of camera, hour, day" in capsys.readouterr().err
+    )
+
+
+def test_the_view_reads_plainly(seeded: Path, tmp_path: Path) -> None:
+    rows = query(
+        tmp_path / "data" / "results.sqlite3",
+        "SELECT camera, label, probability, processed_utc, day_local, hour_local FROM v_results "
+        "WHERE camera = 'cam-07' ORDER BY id",
+    )
+    assert rows[0][:4] == ("cam-07", "female", 0.9, "2026-11-25 08:00:00.000000")
+    assert all(isinstance(row[5], int) and len(row[4]) == 10 for row in rows)
