@@ -6,6 +6,7 @@ never sees inputs that were prepared differently from the ones it was trained on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,24 +32,45 @@ class ModelLoadError(Exception):
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
-    dtype: torch.dtype
+    # What the model computes in: "fp32", "fp16" or "bf16".
+    precision: str
 
     @property
-    def precision(self) -> str:
-        return next(name for name, dtype in _DTYPES.items() if dtype == self.dtype)
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype. bf16 on a CPU keeps fp32 weights and runs under autocast."""
+        if self.device.type == "cpu" and self.precision == "bf16":
+            return torch.float32
+        return _DTYPES[self.precision]
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.device.type == "cpu" and self.precision == "bf16" else None
+
+
+def cpu_has_fast_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """AVX512-BF16 or AMX: the CPU multiplies bf16 natively (about twice fp32's speed for CLIP)."""
+    try:
+        flags = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def resolve_runtime(*, device: str, precision: str) -> Runtime:
-    """Turn the config's `auto` choices into a concrete device and dtype."""
+    """Turn the config's `auto` choices into a concrete device and precision."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"model.device is {device!r} but no CUDA device is available")
     if precision == "auto":
-        # fp16 halves memory traffic on a GPU; CPUs lack fast fp16 kernels, so stay in fp32.
-        precision = "fp16" if resolved.type == "cuda" else "fp32"
-    return Runtime(device=resolved, dtype=_DTYPES[precision])
+        # fp16 halves memory traffic on a GPU. CPUs lack fast fp16 kernels; bf16 autocast pays
+        # where the CPU has native bf16 instructions, fp32 elsewhere.
+        if resolved.type == "cuda":
+            precision = "fp16"
+        else:
+            precision = "bf16" if cpu_has_fast_bf16() else "fp32"
+    return Runtime(device=resolved, precision=precision)
 
 
 class ClipFeatureExtractor:
@@ -98,8 +120,15 @@ class ClipFeatureExtractor:
     @torch.inference_mode()
     def embed_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
         """L2-normalised image embeddings (float32, one row per picture) of preprocessed pixels."""
-        output = self._model.get_image_features(pixel_values=pixel_values)
+        with self._autocast():
+            output = self._model.get_image_features(pixel_values=pixel_values)
         return _normalised_rows(_pooled(output))
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        dtype = self.runtime.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.runtime.device.type, dtype=dtype)
 
     def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
@@ -110,7 +139,8 @@ class ClipFeatureExtractor:
     def text_features(self, prompts: Sequence[str]) -> np.ndarray:
         tokens = self._tokenizer(list(prompts), padding=True, return_tensors="pt")
         tokens = {name: tensor.to(self.runtime.device) for name, tensor in tokens.items()}
-        return _normalised_rows(_pooled(self._model.get_text_features(**tokens)))
+        with self._autocast():
+            return _normalised_rows(_pooled(self._model.get_text_features(**tokens)))
 
 
 def _pooled(output: object) -> torch.Tensor:

@@ -173,6 +173,7 @@ class BatchProcessor:
             item.row.label = prediction.label
             item.row.probability = prediction.probability
             item.row.model_version = head.version
+            item.row.precision = self._extractor.runtime.precision
             item.row.status = Status.OK
             logger.debug("frame %s: %s %.3f", item.frame.relative, prediction.label, prediction.probability)
 

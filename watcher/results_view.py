@@ -20,7 +20,7 @@ from watcher.store import Result
 # Columns in the order operators read them; all of them go to CSV, JSON and JSON Lines.
 ALL_COLUMNS = (
     "id", "processed_at", "camera", "source_path", "label", "probability", "status", "error",
-    "model_version", "width", "height", "size_bytes", "sha256", "file_mtime", "received_at",
+    "model_version", "precision", "width", "height", "size_bytes", "sha256", "file_mtime", "received_at",
     "stored_path", "frame_key",
 )  # fmt: skip
 TABLE_COLUMNS = (

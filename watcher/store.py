@@ -90,6 +90,8 @@ class Result(Base):
     label: Mapped[str | None] = mapped_column(String(16))
     probability: Mapped[float | None] = mapped_column(Float)
     model_version: Mapped[str | None] = mapped_column(String(255))
+    # What CLIP computed in for this row: fp32, fp16 or bf16 (features differ slightly).
+    precision: Mapped[str | None] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     # The CLIP features (float16, little-endian) and what produced them ("<clip id> <preprocessing
