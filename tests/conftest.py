@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import write_config
+from tests.helpers import RunningDaemon, write_config
 from tests.tiny_clip import build_clip_checkpoint
 
 
@@ -32,3 +33,27 @@ def make_config(tmp_path: Path, tiny_clip: Path) -> Callable[..., Path]:
         return write_config(tmp_path / "config.toml", merged)
 
     return make
+
+
+@pytest.fixture
+def start_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., RunningDaemon]]:
+    """The real daemon loop in a thread, on a config from `make_config`; stopped at teardown."""
+    from watcher.app import build_daemon
+    from watcher.config import load_config
+
+    started: list[RunningDaemon] = []
+
+    def start(**sections: dict[str, Any]) -> RunningDaemon:
+        stop = threading.Event()
+        daemon = build_daemon(load_config(make_config(**sections)), stop=stop)
+        thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+        thread.start()
+        started.append(RunningDaemon(daemon, stop, thread))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop.set()
+        running.daemon.wake()
+        running.thread.join(timeout=30)
+        assert not running.thread.is_alive(), "the daemon did not stop"

@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from watcher.daemon import Daemon
+
+# A BMP header declaring 100000×100000 pixels: a decompression bomb, refused before decoding.
+BOMB_BMP = (
+    b"BM" + (58).to_bytes(4, "little") + b"\0\0\0\0" + (54).to_bytes(4, "little") + (40).to_bytes(4, "little")
+    + (100_000).to_bytes(4, "little") + (100_000).to_bytes(4, "little") + (1).to_bytes(2, "little")
+    + (24).to_bytes(2, "little") + b"\0" * 28
+)  # fmt: skip
+
+
+@dataclass
+class RunningDaemon:
+    daemon: Daemon
+    stop: threading.Event
+    thread: threading.Thread
+
+    def turns_from_now(self, count: int) -> None:
+        """Wait until the loop has gone round `count` more times (it looked at the inbox again)."""
+        start = self.daemon.turns
+        wait_for(lambda: self.daemon.turns >= start + count, what=f"{count} more turns of the loop")
 
 
 def write_bmp(path: Path, *, width: int = 64, height: int = 48, mode: str = "RGB", seed: int = 0) -> Path:

@@ -6,48 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import bmp_bytes, files_under, query, wait_for, write_bmp
-from watcher.app import build_daemon
-from watcher.config import load_config
-from watcher.daemon import Daemon
+from tests.helpers import RunningDaemon, bmp_bytes, files_under, query, wait_for, write_bmp
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class RunningDaemon:
-    def __init__(self, daemon: Daemon, stop: threading.Event, thread: threading.Thread) -> None:
-        self.daemon, self.stop, self.thread = daemon, stop, thread
-
-    def turns_from_now(self, count: int) -> None:
-        """Wait until the loop has gone round `count` more times (it looked at the inbox again)."""
-        start = self.daemon.turns
-        wait_for(lambda: self.daemon.turns >= start + count, what=f"{count} more turns of the loop")
-
-
-@pytest.fixture
-def live_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., RunningDaemon]]:
-    running: list[RunningDaemon] = []
-
-    def start(**sections: dict) -> RunningDaemon:
-        stop = threading.Event()
-        daemon = build_daemon(load_config(make_config(**sections)), stop=stop)
-        thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
-        thread.start()
-        running.append(RunningDaemon(daemon, stop, thread))
-        return running[-1]
-
-    yield start
-    for item in running:
-        item.stop.set()
-        item.daemon.wake()
-        item.thread.join(timeout=30)
-        assert not item.thread.is_alive(), "the daemon did not stop"
 
 
 def _row_count(tmp_path: Path) -> int:
@@ -55,9 +21,9 @@ def _row_count(tmp_path: Path) -> int:
 
 
 def test_frames_dropped_while_running_are_processed(
-    live_daemon: Callable[..., RunningDaemon], tmp_path: Path
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path
 ) -> None:
-    running = live_daemon()
+    running = start_daemon()
     running.turns_from_now(1)
 
     for index in range(5):
@@ -72,10 +38,10 @@ def test_frames_dropped_while_running_are_processed(
 
 
 def test_a_frame_written_slowly_in_two_halves_is_not_read_early(
-    live_daemon: Callable[..., RunningDaemon], tmp_path: Path
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path
 ) -> None:
     # settle_ms = 0: only the BMP header's declared size keeps the daemon from reading early.
-    running = live_daemon(inbox={"settle_ms": 0, "poll_interval_ms": 10})
+    running = start_daemon(inbox={"settle_ms": 0, "poll_interval_ms": 10})
     data = bmp_bytes(width=320, height=240)
     path = tmp_path / "inbox" / "slow.bmp"
     with path.open("wb") as writer:
@@ -93,9 +59,9 @@ def test_a_frame_written_slowly_in_two_halves_is_not_read_early(
 
 
 def test_a_partial_batch_is_flushed_after_max_wait(
-    live_daemon: Callable[..., RunningDaemon], tmp_path: Path
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path
 ) -> None:
-    running = live_daemon(batch={"size": 64, "max_wait_ms": 200})
+    running = start_daemon(batch={"size": 64, "max_wait_ms": 200})
     running.turns_from_now(1)
     write_bmp(tmp_path / "inbox" / "only.bmp")
 

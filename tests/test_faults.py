@@ -18,25 +18,13 @@ import numpy as np
 import pytest
 
 from model.clip_features import ClipFeatureExtractor
-from tests.helpers import bmp_bytes, files_under, query, wait_for, write_bmp
+from tests.helpers import BOMB_BMP, bmp_bytes, files_under, query, wait_for, write_bmp
 from watcher.cli import main
 from watcher.faults import KILL_ENV, STEPS
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_FRAMES = 120
 PREEXISTING = b"an older frame that must never be overwritten"
-BOMB = (
-    b"BM"
-    + (58).to_bytes(4, "little")
-    + b"\0\0\0\0"
-    + (54).to_bytes(4, "little")
-    + (40).to_bytes(4, "little")
-    + (100_000).to_bytes(4, "little")
-    + (100_000).to_bytes(4, "little")
-    + (1).to_bytes(2, "little")
-    + (24).to_bytes(2, "little")
-    + b"\0" * 28
-)
 
 
 def _old(path: Path) -> None:
@@ -70,7 +58,7 @@ def drop_inputs(inbox: Path, processed: Path) -> dict[str, str | None]:
     put("broken/truncated.bmp", bmp_bytes(width=64, height=48, seed=11)[:500], old=True)
     put("broken/empty.bmp", b"", old=True)
     put("broken/not-a-bmp.bmp", b"GIF89a, or anything else at all")
-    put("broken/bomb.bmp", BOMB)
+    put("broken/bomb.bmp", BOMB_BMP)
     put("broken/bad-header.bmp", b"BM" + (60).to_bytes(4, "little") + b"\xff" * 54)
     os.mkfifo(inbox / "broken" / "pipe.bmp")
     expected["broken/pipe.bmp"] = None

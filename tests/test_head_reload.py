@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,8 @@ import pytest
 from model.clip_features import PREPROCESSING_VERSION
 from model.keras_head import build_head_model
 from model.registry import HEAD_FILE, HeadMetadata, promote, register_head
-from tests.helpers import files_under, query, wait_for, write_bmp
+from tests.helpers import RunningDaemon, files_under, query, wait_for, write_bmp
 from tests.test_daemon_live import _start_subprocess
-from watcher.app import build_daemon
-from watcher.config import load_config
 
 
 def _register(registry: Path, clip: Path, version: str) -> None:
@@ -29,32 +26,14 @@ def _register(registry: Path, clip: Path, version: str) -> None:
     register_head(registry, model, metadata)
 
 
-@pytest.fixture
-def running(make_config: Callable[..., Path]) -> Iterator[Callable[..., threading.Event]]:
-    threads: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start(**sections: dict) -> threading.Event:
-        stop = threading.Event()
-        daemon = build_daemon(load_config(make_config(**sections)), stop=stop)
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        threads.append((stop, thread))
-        return stop
-
-    yield start
-    for stop, thread in threads:
-        stop.set()
-        thread.join(timeout=30)
-
-
 def _versions(database: Path) -> list[str]:
     return [version for (version,) in query(database, "SELECT model_version FROM results ORDER BY id")]
 
 
 def test_a_promotion_is_served_from_the_next_batch(
-    running: Callable[..., threading.Event], tmp_path: Path, tiny_clip: Path
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, tiny_clip: Path
 ) -> None:
-    running()
+    start_daemon()
     database = tmp_path / "data" / "results.sqlite3"
     write_bmp(tmp_path / "inbox" / "before.bmp", seed=1)
     wait_for(lambda: len(_versions(database)) == 1, what="the first row")
@@ -70,12 +49,15 @@ def test_a_promotion_is_served_from_the_next_batch(
 
 
 def test_a_head_that_fails_to_load_leaves_the_old_one_serving(
-    running: Callable[..., threading.Event], tmp_path: Path, tiny_clip: Path, caplog: pytest.LogCaptureFixture
+    start_daemon: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    tiny_clip: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = tmp_path / "data" / "models"
     _register(registry, tiny_clip, "v-good")
     promote(registry, "v-good")
-    running()
+    start_daemon()
     database = tmp_path / "data" / "results.sqlite3"
 
     _register(registry, tiny_clip, "v-broken")

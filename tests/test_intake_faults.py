@@ -13,40 +13,20 @@ from pathlib import Path, PurePosixPath
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tests.helpers import files_under, query, wait_for, write_bmp
-from watcher.app import build_daemon
-from watcher.config import load_config
-from watcher.daemon import Daemon
+from tests.helpers import RunningDaemon, files_under, query, wait_for, write_bmp
 from watcher.mounts import filesystem_type, needs_polling
 from watcher.moving import move_no_clobber, reserve_destination
 from watcher.storage_errors import is_transient
-
-
-@pytest.fixture
-def start_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., Daemon]]:
-    started: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start(**sections: dict) -> Daemon:
-        stop = threading.Event()
-        daemon = build_daemon(load_config(make_config(**sections)), stop=stop)
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        started.append((stop, thread))
-        return daemon
-
-    yield start
-    for stop, thread in started:
-        stop.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
 
 
 def _rows(tmp_path: Path) -> int:
     return query(tmp_path / "data" / "results.sqlite3", "SELECT count(*) FROM results")[0][0]
 
 
-def test_poll_mode_finds_frames_without_events(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
-    daemon = start_daemon(inbox={"mode": "poll", "poll_scan_s": 0.2, "settle_ms": 0})
+def test_poll_mode_finds_frames_without_events(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    daemon = start_daemon(inbox={"mode": "poll", "poll_scan_s": 0.2, "settle_ms": 0}).daemon
     wait_for(lambda: daemon.turns > 0, what="the loop to start")
     for index in range(3):
         write_bmp(tmp_path / "inbox" / "cam-01" / f"{index}.bmp", seed=index)
@@ -84,9 +64,9 @@ def test_the_real_mount_table_is_readable(tmp_path: Path) -> None:
 
 
 def test_a_vanished_inbox_is_waited_for_not_recreated(
-    start_daemon: Callable[..., Daemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    daemon = start_daemon(inbox={"rescan_interval_s": 0.2, "settle_ms": 0})
+    daemon = start_daemon(inbox={"rescan_interval_s": 0.2, "settle_ms": 0}).daemon
     wait_for(lambda: daemon.turns > 0, what="the loop to start")
     inbox, away = tmp_path / "inbox", tmp_path / "unmounted"
     inbox.rename(away)  # the share goes away
@@ -103,9 +83,9 @@ def test_a_vanished_inbox_is_waited_for_not_recreated(
 
 
 def test_a_locked_database_is_waited_out_and_nothing_moves_before_commit(
-    start_daemon: Callable[..., Daemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    daemon = start_daemon(database={"busy_timeout_ms": 100}, inbox={"settle_ms": 0})
+    daemon = start_daemon(database={"busy_timeout_ms": 100}, inbox={"settle_ms": 0}).daemon
     wait_for(lambda: daemon.turns > 0, what="the loop to start")
     # Another process takes the write lock and holds it.
     blocker = sqlite3.connect(tmp_path / "data" / "results.sqlite3", isolation_level=None)
@@ -203,9 +183,12 @@ def _fill(folder: Path) -> Path:
 
 
 def test_a_full_disk_pauses_intake_until_space_returns(
-    start_daemon: Callable[..., Daemon], small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    start_daemon: Callable[..., RunningDaemon],
+    small_disk: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    daemon = start_daemon(inbox={"settle_ms": 0})
+    daemon = start_daemon(inbox={"settle_ms": 0}).daemon
     wait_for(lambda: daemon.turns > 0, what="the loop to start")
     filler = _fill(small_disk)
     for index in range(3):

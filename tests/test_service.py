@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import files_under, query, wait_for, write_bmp
-from watcher.app import build_daemon
+from tests.helpers import RunningDaemon, files_under, query, wait_for, write_bmp
 from watcher.cli import main
 from watcher.config import load_config
 from watcher.logs import JournalFormatter
@@ -198,31 +197,13 @@ def test_journal_lines_carry_their_priority_and_no_timestamp(level: int, prefix:
     assert line == f"{prefix}watcher.daemon: batch: 3 frames"
 
 
-@pytest.fixture
-def running_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., threading.Event]]:
-    threads: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start(**sections: dict) -> threading.Event:
-        stop = threading.Event()
-        daemon = build_daemon(load_config(make_config(**sections)), stop=stop)
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        threads.append((stop, thread))
-        return stop
-
-    yield start
-    for stop, thread in threads:
-        stop.set()
-        thread.join(timeout=30)
-
-
 def test_status_reports_a_running_daemon_and_flags_a_stall(
-    running_daemon: Callable[..., threading.Event],
+    start_daemon: Callable[..., RunningDaemon],
     make_config: Callable[..., Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    stop = running_daemon()
+    stop = start_daemon().stop
     config_path = tmp_path / "config.toml"
     for index in range(3):
         write_bmp(tmp_path / "inbox" / f"{index}.bmp", seed=index)
@@ -249,13 +230,11 @@ def test_status_reports_a_running_daemon_and_flags_a_stall(
     assert not stalled["healthy"]
 
 
-def test_metrics_are_served_when_asked(
-    running_daemon: Callable[..., threading.Event], tmp_path: Path
-) -> None:
+def test_metrics_are_served_when_asked(start_daemon: Callable[..., RunningDaemon], tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    running_daemon(metrics={"listen": f"127.0.0.1:{port}"})
+    start_daemon(metrics={"listen": f"127.0.0.1:{port}"})
     write_bmp(tmp_path / "inbox" / "a.bmp", seed=1)
     write_bmp(tmp_path / "inbox" / "b.bmp", seed=2)
     (tmp_path / "inbox" / "c.bmp").write_bytes(b"not an image")
@@ -277,7 +256,7 @@ def test_metrics_are_served_when_asked(
 
 
 def test_a_hung_model_call_starves_the_watchdog(
-    make_config: Callable[..., Path],
+    start_daemon: Callable[..., RunningDaemon],
     tmp_path: Path,
     notify_socket: NotifySocket,
     monkeypatch: pytest.MonkeyPatch,
@@ -296,10 +275,7 @@ def test_a_hung_model_call_starves_the_watchdog(
     monkeypatch.setattr(ClipFeatureExtractor, "image_features", hanging)
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
-    stop = threading.Event()
-    daemon = build_daemon(load_config(make_config()), stop=stop)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
+    start_daemon()  # built after the environment above: its notifier reads it
     try:
         wait_for(lambda: notify_socket.lines().count("WATCHDOG=1") >= 3, what="pings while idle")
         write_bmp(tmp_path / "inbox" / "x.bmp")
@@ -314,6 +290,4 @@ def test_a_hung_model_call_starves_the_watchdog(
             lambda: notify_socket.lines().count("WATCHDOG=1") > pings, what="pings once the loop moves again"
         )
     finally:
-        release.set()
-        stop.set()
-        thread.join(timeout=30)
+        release.set()  # before the fixture stops the daemon, or it would wait for the hang

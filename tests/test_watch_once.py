@@ -14,7 +14,7 @@ import pytest
 from model.clip_features import PREPROCESSING_VERSION
 from model.keras_head import build_head_model
 from model.registry import HeadMetadata, register_head, set_current
-from tests.helpers import bmp_bytes, files_under, query, write_bmp
+from tests.helpers import BOMB_BMP, bmp_bytes, files_under, query, write_bmp
 from watcher.cli import main
 
 FRAMES = {
@@ -92,16 +92,7 @@ def test_a_row_records_the_file(make_config: Callable[..., Path], tmp_path: Path
             b"BM" + (60).to_bytes(4, "little") + b"\0" * 54, "cannot decode", id="garbage_bmp_header"
         ),
         pytest.param(
-            b"BM"
-            + (58).to_bytes(4, "little")
-            + b"\0\0\0\0"
-            + (54).to_bytes(4, "little")
-            + (40).to_bytes(4, "little")
-            + (100_000).to_bytes(4, "little")
-            + (100_000).to_bytes(4, "little")
-            + (1).to_bytes(2, "little")
-            + (24).to_bytes(2, "little")
-            + b"\0" * 28,
+            BOMB_BMP,
             "too large",
             id="decompression_bomb",
         ),
