@@ -66,7 +66,8 @@ def test_a_partial_batch_is_flushed_after_max_wait(
     write_bmp(tmp_path / "inbox" / "only.bmp")
 
     wait_for(lambda: _row_count(tmp_path) == 1, timeout=10, what="the lone frame's row")
-    assert running.daemon.report.batches == 1
+    # The report is updated once the batch's moves are done, just after the commit.
+    wait_for(lambda: running.daemon.report.batches == 1, what="the batch to be reported")
 
 
 def _start_subprocess(config: Path, log: Path) -> subprocess.Popen[bytes]:

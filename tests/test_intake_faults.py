@@ -79,7 +79,8 @@ def test_a_vanished_inbox_is_waited_for_not_recreated(
     write_bmp(away / "cam-01" / "x.bmp")
     away.rename(inbox)  # and comes back, with a frame
     wait_for(lambda: _rows(tmp_path) == 1, what="the frame after the inbox returned")
-    assert files_under(tmp_path / "processed") == ["cam-01/x.bmp"]
+    # The row is committed first, the move follows: wait for it rather than race it.
+    wait_for(lambda: files_under(tmp_path / "processed") == ["cam-01/x.bmp"], what="the move to processed/")
 
 
 def test_a_locked_database_is_waited_out_and_nothing_moves_before_commit(
