@@ -58,6 +58,22 @@ def bmp_bytes(*, width: int = 64, height: int = 48, mode: str = "RGB", seed: int
     return buffer.getvalue()
 
 
+def feature_cosines(clip: Path, *, reference: tuple[str, str], candidate: tuple[str, str]) -> np.ndarray:
+    """Cosine similarity, frame by frame, of CLIP features at two (device, precision) settings."""
+    from model.clip_features import ClipFeatureExtractor, resolve_runtime
+    from model.images import decode_rgb
+
+    images = [decode_rgb(bmp_bytes(width=640, height=480, seed=seed), max_pixels=10**8) for seed in range(8)]
+    features = [
+        ClipFeatureExtractor(
+            str(clip), runtime=resolve_runtime(device=device, precision=precision)
+        ).image_features(images)
+        for device, precision in (reference, candidate)
+    ]
+    # Features are L2-normalised, so the dot product is the cosine similarity.
+    return np.sum(features[0] * features[1], axis=1)
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from model.clip_features import ClipFeatureExtractor, resolve_runtime
-from model.images import decode_rgb
-from tests.helpers import bmp_bytes, query, write_bmp
+from model.clip_features import resolve_runtime
+from tests.helpers import feature_cosines, query, write_bmp
 from watcher.cli import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -23,13 +21,7 @@ def test_auto_picks_cuda_in_fp16() -> None:
 
 
 def test_gpu_fp16_features_match_cpu_fp32(tiny_clip: Path) -> None:
-    images = [decode_rgb(bmp_bytes(width=640, height=480, seed=seed), max_pixels=10**8) for seed in range(8)]
-    cpu = ClipFeatureExtractor(str(tiny_clip), runtime=resolve_runtime(device="cpu", precision="fp32"))
-    gpu = ClipFeatureExtractor(str(tiny_clip), runtime=resolve_runtime(device="cuda", precision="fp16"))
-
-    cosine = np.sum(cpu.image_features(images) * gpu.image_features(images), axis=1)
-
-    # Features are L2-normalised, so the dot product is the cosine similarity.
+    cosine = feature_cosines(tiny_clip, reference=("cpu", "fp32"), candidate=("cuda", "fp16"))
     assert cosine.min() > 0.999, cosine
 
 

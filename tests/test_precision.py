@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from model.clip_features import ClipFeatureExtractor, cpu_has_fast_bf16, resolve_runtime
-from model.images import decode_rgb
-from tests.helpers import bmp_bytes, query, write_bmp
+from model.clip_features import cpu_has_fast_bf16, resolve_runtime
+from tests.helpers import feature_cosines, query, write_bmp
 from watcher.cli import main
 
 
@@ -36,12 +34,7 @@ def test_auto_precision_on_cpu_follows_the_hardware() -> None:
 
 
 def test_bf16_features_match_fp32_within_tolerance(tiny_clip: Path) -> None:
-    images = [decode_rgb(bmp_bytes(width=640, height=480, seed=seed), max_pixels=10**8) for seed in range(8)]
-    fp32 = ClipFeatureExtractor(str(tiny_clip), runtime=resolve_runtime(device="cpu", precision="fp32"))
-    bf16 = ClipFeatureExtractor(str(tiny_clip), runtime=resolve_runtime(device="cpu", precision="bf16"))
-
-    cosine = np.sum(fp32.image_features(images) * bf16.image_features(images), axis=1)
-
+    cosine = feature_cosines(tiny_clip, reference=("cpu", "fp32"), candidate=("cpu", "bf16"))
     # The stated tolerance: bf16 features stay within cosine 0.99 of the fp32 reference.
     assert cosine.min() > 0.99, cosine
 

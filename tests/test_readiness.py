@@ -69,12 +69,12 @@ def test_a_partial_frame_is_incomplete_however_long_it_has_been_stable(tmp_path:
     _age(path, 10)
     tracker = ReadinessTracker(settle_s=0.5, timeout_s=60)
 
-    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.INCOMPLETE
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.INCOMPLETE
 
     path.write_bytes(data)
-    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.SETTLING
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.SETTLING
     _age(path, 1)
-    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.READY
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.READY
 
 
 def test_an_incomplete_frame_times_out_as_truncated(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_an_incomplete_frame_times_out_as_truncated(tmp_path: Path) -> None:
 
     assessment = ReadinessTracker(settle_s=0, timeout_s=60).assess(tmp_path, PurePosixPath("x.bmp"))
 
-    assert assessment.verdict == Verdict.TIMED_OUT
+    assert assessment == Verdict.TIMED_OUT
     assert incomplete_reason(path.read_bytes()) == f"truncated: 100 of {len(data)} declared bytes"
 
 
@@ -93,11 +93,11 @@ def test_an_empty_file_waits_then_times_out(tmp_path: Path) -> None:
     path = tmp_path / "x.bmp"
     path.write_bytes(b"")
     tracker = ReadinessTracker(settle_s=0, timeout_s=60)
-    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")).verdict == Verdict.INCOMPLETE
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.INCOMPLETE
 
     _age(path, 61)
     assessment = tracker.assess(tmp_path, PurePosixPath("x.bmp"))
-    assert assessment.verdict == Verdict.TIMED_OUT
+    assert assessment == Verdict.TIMED_OUT
     assert incomplete_reason(b"") == "truncated: empty file (0 bytes)"
 
 
@@ -106,9 +106,9 @@ def test_special_files_and_vanished_files(tmp_path: Path) -> None:
     (tmp_path / "link.bmp").symlink_to(tmp_path / "elsewhere.bmp")
     tracker = ReadinessTracker(settle_s=0, timeout_s=60)
 
-    assert tracker.assess(tmp_path, PurePosixPath("pipe.bmp")).verdict == Verdict.SPECIAL
-    assert tracker.assess(tmp_path, PurePosixPath("link.bmp")).verdict == Verdict.SPECIAL
-    assert tracker.assess(tmp_path, PurePosixPath("gone.bmp")).verdict == Verdict.GONE
+    assert tracker.assess(tmp_path, PurePosixPath("pipe.bmp")) == Verdict.SPECIAL
+    assert tracker.assess(tmp_path, PurePosixPath("link.bmp")) == Verdict.SPECIAL
+    assert tracker.assess(tmp_path, PurePosixPath("gone.bmp")) == Verdict.GONE
 
 
 def test_a_non_bmp_is_taken_once_stable(tmp_path: Path) -> None:
@@ -116,6 +116,5 @@ def test_a_non_bmp_is_taken_once_stable(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a bitmap at all")
     _age(path, 5)
     assert (
-        ReadinessTracker(settle_s=1, timeout_s=60).assess(tmp_path, PurePosixPath("x.bmp")).verdict
-        == Verdict.READY
+        ReadinessTracker(settle_s=1, timeout_s=60).assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.READY
     )

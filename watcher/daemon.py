@@ -191,8 +191,7 @@ class Daemon:
         for relative in list(self._waiting):
             if self._stop.is_set():
                 break
-            assessment = self._readiness.assess(inbox, relative)
-            verdict = assessment.verdict
+            verdict = self._readiness.assess(inbox, relative)
             if verdict == Verdict.INCOMPLETE:
                 continue
             if verdict == Verdict.SETTLING:

@@ -41,13 +41,6 @@ class _Observation:
     declared_size: int | None
 
 
-@dataclass(frozen=True)
-class Assessment:
-    verdict: Verdict
-    size: int = 0
-    declared_size: int | None = None
-
-
 def incomplete_reason(data: bytes) -> str | None:
     """Why the bytes of a frame are an incomplete BMP, or None when they are not known to be.
 
@@ -92,18 +85,18 @@ class ReadinessTracker:
     def forget(self, relative: PurePosixPath) -> None:
         self._seen.pop(relative, None)
 
-    def assess(self, root: Path, relative: PurePosixPath) -> Assessment:
+    def assess(self, root: Path, relative: PurePosixPath) -> Verdict:
         path = root / relative
         try:
             info = path.lstat()
         except FileNotFoundError:
             self.forget(relative)
-            return Assessment(Verdict.GONE)
+            return Verdict.GONE
         except OSError as error:
             logger.debug("cannot stat %s: %s", path, error)
-            return Assessment(Verdict.INCOMPLETE)
+            return Verdict.INCOMPLETE
         if not stat.S_ISREG(info.st_mode):
-            return Assessment(Verdict.SPECIAL)
+            return Verdict.SPECIAL
 
         now = time.monotonic()
         previous = self._seen.get(relative)
@@ -125,10 +118,8 @@ class ReadinessTracker:
             # stability alone decides; a non-BMP then fails decoding with its reason.
             complete = info.st_size >= BMP_SIZE_FIELD.size
         if complete:
-            verdict = Verdict.READY if idle_s >= self._settle_s else Verdict.SETTLING
-        else:
-            verdict = Verdict.TIMED_OUT if idle_s >= self._timeout_s else Verdict.INCOMPLETE
-        return Assessment(verdict, size=info.st_size, declared_size=declared)
+            return Verdict.READY if idle_s >= self._settle_s else Verdict.SETTLING
+        return Verdict.TIMED_OUT if idle_s >= self._timeout_s else Verdict.INCOMPLETE
 
 
 def _declared_size_if_readable(path: Path, size: int) -> int | None:

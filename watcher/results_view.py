@@ -49,10 +49,6 @@ def iter_results(engine: Engine, *, filters: ResultFilter, limit: int | None) ->
             yield dict(zip(ALL_COLUMNS, row, strict=True))
 
 
-def latest_results(engine: Engine, *, limit: int) -> list[dict[str, Any]]:
-    return list(iter_results(engine, filters=ResultFilter(), limit=limit))
-
-
 def write_results(
     rows: Iterator[dict[str, Any]],
     out: TextIO,
@@ -85,14 +81,6 @@ def write_results(
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
-
-
-def render(rows: list[dict[str, Any]], *, output_format: OutputFormat) -> str:
-    import io
-
-    buffer = io.StringIO()
-    write_results(iter(rows), buffer, output_format=output_format)
-    return buffer.getvalue()
 
 
 def iso_utc(value: datetime) -> str:
