@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 # normalisation): heads trained on features of another version are refused.
 PREPROCESSING_VERSION = "clip-processor+l2norm/1"
 
+# A decoded picture: a PIL image, or its (height, width, 3) uint8 RGB array.
+Picture = Image.Image | np.ndarray
+
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -112,10 +115,31 @@ class ClipFeatureExtractor:
     def logit_scale(self) -> float:
         return float(self._model.logit_scale.exp().item())
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Resize, crop and normalise with the model's own processor, on the model's device."""
-        batch = self._processor(images=list(images), return_tensors="pt", device=self.runtime.device)
-        return batch["pixel_values"].to(self.runtime.device, dtype=self.runtime.dtype)
+    def preprocess(self, images: Sequence[Picture]) -> torch.Tensor:
+        """Resize, crop and normalise with the model's own processor, on the model's device.
+
+        Pictures travel as uint8 (a quarter of float32's bytes), batched by size, through pinned
+        memory with a non-blocking copy on CUDA; the processor's torchvision transforms then run
+        on the device. A PIL image and its uint8 array give the same pixel values.
+        """
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        arrays = [as_uint8_array(image) for image in images]
+        for index, array in enumerate(arrays):
+            by_shape.setdefault(array.shape, []).append(index)
+        pixel_values: list[torch.Tensor | None] = [None] * len(arrays)
+        for indices in by_shape.values():
+            stacked = torch.from_numpy(np.stack([arrays[index] for index in indices]))
+            on_device = self._to_device(stacked).permute(0, 3, 1, 2)  # NHWC → NCHW, a view
+            batch = self._processor(images=on_device, return_tensors="pt", device=self.runtime.device)
+            for index, pixels in zip(indices, batch["pixel_values"], strict=True):
+                pixel_values[index] = pixels
+        return torch.stack(pixel_values).to(self.runtime.device, dtype=self.runtime.dtype)  # type: ignore[arg-type]
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        if self.runtime.device.type != "cuda":
+            return host
+        # Pinned pages let the copy run asynchronously, overlapping the next launches.
+        return host.pin_memory().to(self.runtime.device, non_blocking=True)
 
     @torch.inference_mode()
     def embed_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
@@ -130,7 +154,7 @@ class ClipFeatureExtractor:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.runtime.device.type, dtype=dtype)
 
-    def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def image_features(self, images: Sequence[Picture]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.feature_size), dtype=np.float32)
         return self.embed_pixels(self.preprocess(images))
@@ -141,6 +165,13 @@ class ClipFeatureExtractor:
         tokens = {name: tensor.to(self.runtime.device) for name, tensor in tokens.items()}
         with self._autocast():
             return _normalised_rows(_pooled(self._model.get_text_features(**tokens)))
+
+
+def as_uint8_array(picture: Picture) -> np.ndarray:
+    """The (height, width, 3) uint8 RGB array of a picture, without a copy when it already is one."""
+    if isinstance(picture, np.ndarray):
+        return picture
+    return np.asarray(picture if picture.mode == "RGB" else picture.convert("RGB"))
 
 
 def _pooled(output: object) -> torch.Tensor:

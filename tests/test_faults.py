@@ -170,7 +170,7 @@ def test_a_frame_that_breaks_the_model_is_isolated(
     original = ClipFeatureExtractor.image_features
 
     def failing(self: ClipFeatureExtractor, images: list) -> np.ndarray:
-        if any(image.size == (13, 7) for image in images):
+        if any(image.shape[:2] == (7, 13) for image in images):  # (height, width) arrays
             raise RuntimeError("CUDA out of memory (simulated)")
         return original(self, images)
 

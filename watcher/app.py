@@ -62,6 +62,7 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         folders=OutputFolders(processed=config.paths.processed, failed=config.paths.failed),
         max_pixels=config.inbox.max_pixels,
         store_embeddings=config.database.store_embeddings,
+        decode_workers=config.batch.decode_threads,
     )
     reloader = HeadReloader(
         config.registry_dir,

@@ -6,6 +6,8 @@ Every key is documented in the repository's `config.toml`. Validation errors bec
 
 from __future__ import annotations
 
+import os
+
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -57,6 +59,12 @@ class InboxConfig(_Section):
 class BatchConfig(_Section):
     size: Annotated[int, Field(ge=1, le=4096)] = 32
     max_wait_ms: Annotated[int, Field(ge=0)] = 500
+    # Threads reading, hashing and decoding frames; 0 means one per CPU core.
+    decode_workers: Annotated[int, Field(ge=0, le=256)] = 0
+
+    @property
+    def decode_threads(self) -> int:
+        return self.decode_workers or os.cpu_count() or 1
 
 
 class ZeroShotConfig(_Section):

@@ -151,6 +151,7 @@ class Daemon:
         finally:
             if events is not None:
                 events.stop()
+            self._processor.close()
             self.instance.release()
         self.report.left_incomplete = [str(path) for path in self._waiting]
         self.report.left_parked = len(self._parked)

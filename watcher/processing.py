@@ -10,15 +10,16 @@ import hashlib
 import logging
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
+from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor, as_uint8_array
 from model.heads import Head
 from model.images import UndecodableImage, decode_rgb
 from watcher.claiming import ClaimedFrame, release
@@ -55,7 +56,7 @@ class BatchReport:
 class _Prepared:
     frame: ClaimedFrame
     row: Result
-    image: Image.Image | None
+    pixels: np.ndarray | None  # (height, width, 3) uint8 RGB
 
 
 class BatchProcessor:
@@ -68,12 +69,16 @@ class BatchProcessor:
         folders: OutputFolders,
         max_pixels: int,
         store_embeddings: bool,
+        decode_workers: int = 1,
     ) -> None:
         self._engine = engine
         self._extractor = extractor
         self.head = head
         self._folders = folders
         self._max_pixels = max_pixels
+        # Reading, hashing and decoding release the GIL: threads keep several cores busy on them
+        # while the model waits for its batch.
+        self._decoders = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
         self._embedding_model = (
             embedding_model_id(extractor.source, PREPROCESSING_VERSION) if store_embeddings else None
         )
@@ -81,9 +86,9 @@ class BatchProcessor:
     def process(self, frames: list[ClaimedFrame]) -> BatchReport:
         started = time.perf_counter()
         head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
-        prepared = [self._prepare(frame) for frame in frames]
+        prepared = list(self._decoders.map(self._prepare, frames))
         kill_point("decoded")
-        self._classify([item for item in prepared if item.image is not None], head=head)
+        self._classify([item for item in prepared if item.pixels is not None], head=head)
         kill_point("inferred")
         self._assign_destinations(prepared)
         # The claims must be on disk before their rows are: a claim lost in a power cut after the
@@ -116,6 +121,9 @@ class BatchProcessor:
         )
         return report
 
+    def close(self) -> None:
+        self._decoders.shutdown(wait=True)
+
     def _prepare(self, frame: ClaimedFrame) -> _Prepared:
         row = Result(
             frame_key=frame.key,
@@ -126,7 +134,7 @@ class BatchProcessor:
             processed_at=frame.received_at,
             status=Status.FAILED,
         )
-        image = None
+        pixels = None
         try:
             info = frame.work_path.lstat()
             row.size_bytes = info.st_size
@@ -139,21 +147,21 @@ class BatchProcessor:
             truncated = incomplete_reason(data)
             if truncated is not None:
                 raise UndecodableImage(truncated)
-            image = decode_rgb(data, max_pixels=self._max_pixels)
-            row.width, row.height = image.size
+            pixels = as_uint8_array(decode_rgb(data, max_pixels=self._max_pixels))
+            row.height, row.width = pixels.shape[:2]
         except UndecodableImage as error:
             row.error = str(error)
         except OSError as error:
             row.error = f"cannot read: {error.strerror or error}"
         if row.error:
             logger.warning("frame %s failed: %s", frame.relative, row.error)
-        return _Prepared(frame=frame, row=row, image=image)
+        return _Prepared(frame=frame, row=row, pixels=pixels)
 
     def _classify(self, decodable: list[_Prepared], *, head: Head) -> None:
         if not decodable:
             return
         try:
-            features = self._extractor.image_features([item.image for item in decodable])  # type: ignore[misc]
+            features = self._extractor.image_features([item.pixels for item in decodable])  # type: ignore[misc]
             predictions = head.predict(features)
         except Exception as error:  # noqa: BLE001 - one bad frame must not fail the batch
             if len(decodable) > 1:
