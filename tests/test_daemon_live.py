@@ -58,6 +58,21 @@ def test_a_frame_written_slowly_in_two_halves_is_not_read_early(
     assert rows == [("ok", len(data), 320, 240)]
 
 
+def test_a_frame_its_writer_closed_skips_the_settle_time(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    # A minute of settling: only the writer's close event can make this frame ready in time.
+    running = start_daemon(inbox={"mode": "events", "settle_ms": 60_000, "poll_interval_ms": 20})
+    running.turns_from_now(1)
+    (tmp_path / "inbox" / "cam").mkdir()
+    running.turns_from_now(2)  # the new camera folder gets its watch
+    write_bmp(tmp_path / "inbox" / "cam" / "closed.bmp")
+
+    wait_for(lambda: _row_count(tmp_path) == 1, timeout=10, what="the row, well before settling")
+    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path, status FROM results")
+    assert rows == [("cam/closed.bmp", "ok")]
+
+
 def test_a_partial_batch_is_flushed_after_max_wait(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path
 ) -> None:

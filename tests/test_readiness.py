@@ -118,3 +118,38 @@ def test_a_non_bmp_is_taken_once_stable(tmp_path: Path) -> None:
     assert (
         ReadinessTracker(settle_s=1, timeout_s=60).assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.READY
     )
+
+
+def test_a_frame_its_writer_closed_needs_no_settling(tmp_path: Path) -> None:
+    path = tmp_path / "x.bmp"
+    path.write_bytes(bmp_bytes())
+    tracker = ReadinessTracker(settle_s=60, timeout_s=600)
+    relative = PurePosixPath("x.bmp")
+    assert tracker.assess(tmp_path, relative) == Verdict.SETTLING
+
+    tracker.writers_finished(tmp_path, {relative})
+    assert tracker.assess(tmp_path, relative) == Verdict.READY
+
+
+def test_a_close_mark_goes_stale_when_the_file_is_written_again(tmp_path: Path) -> None:
+    data = bmp_bytes()
+    path = tmp_path / "x.bmp"
+    path.write_bytes(data)
+    tracker = ReadinessTracker(settle_s=60, timeout_s=600)
+    relative = PurePosixPath("x.bmp")
+    tracker.writers_finished(tmp_path, {relative})
+
+    # Reopened and rewritten since the close: settling decides again.
+    path.write_bytes(data + b"trailing")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert tracker.assess(tmp_path, relative) == Verdict.SETTLING
+
+
+def test_a_closed_but_short_frame_is_still_incomplete(tmp_path: Path) -> None:
+    # A writer that closes between chunks: the header's declared size still rules.
+    data = bmp_bytes()
+    path = tmp_path / "x.bmp"
+    path.write_bytes(data[: len(data) // 2])
+    tracker = ReadinessTracker(settle_s=0, timeout_s=600)
+    tracker.writers_finished(tmp_path, {PurePosixPath("x.bmp")})
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.INCOMPLETE

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from watcher.claiming import ClaimedFrame, claim, claimed_frames
 from watcher.config import Config
 from watcher.discovery import scan_inbox
-from watcher.events import InboxEvents
+from watcher.events import EventBatch, InboxEvents
 from watcher.faults import kill_point
 from watcher.head_reload import HeadReloader
 from watcher.instance import InstanceLock, orphaned_instances
@@ -122,9 +122,10 @@ class Daemon:
             next_rescan = time.monotonic() + rescan_every
             while not self._stop.is_set():
                 if not once:
-                    hints, rescan = events.take() if events is not None else (set(), False)
-                    self._waiting.update(dict.fromkeys(hints))
-                    if rescan or time.monotonic() >= next_rescan:
+                    taken = events.take() if events is not None else EventBatch()
+                    self._waiting.update(dict.fromkeys(taken.hints))
+                    self._readiness.writers_finished(self._config.paths.inbox, taken.finished)
+                    if taken.rescan or time.monotonic() >= next_rescan:
                         self._rescan()
                         self._adopt_orphans()
                         next_rescan = time.monotonic() + rescan_every

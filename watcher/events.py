@@ -1,5 +1,8 @@
 """Filesystem events as wake-up hints: the folder stays the truth, rescans catch what events miss.
 
+A frame closed by the program that wrote it is marked finished: the readiness check then need not
+wait `settle_ms` to believe it is complete (the latency path). A rename from outside the watched
+tree arrives as a plain "created" and settles as before.
 The inbox is watched without recursion and each camera folder recursively, so the hidden
 in-progress area (one folder per claimed frame) never costs inotify watches.
 """
@@ -8,15 +11,23 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import EVENT_TYPE_CLOSED, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from watcher.discovery import relative_to_inbox
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    hints: set[PurePosixPath] = field(default_factory=set)
+    finished: set[PurePosixPath] = field(default_factory=set)
+    rescan: bool = False
 
 
 class _OverflowListener(logging.Handler):
@@ -39,6 +50,7 @@ class InboxEvents(FileSystemEventHandler):
         self._wake = wake
         self._lock = threading.Lock()
         self._hints: set[PurePosixPath] = set()
+        self._finished: set[PurePosixPath] = set()
         self._rescan_requested = False
         self._observer: BaseObserver | None = None
         self._camera_watches: dict[Path, ObservedWatch] = {}
@@ -57,22 +69,29 @@ class InboxEvents(FileSystemEventHandler):
             if not raw:
                 continue
             relative = relative_to_inbox(self._inbox, Path(str(raw)))
-            if relative is not None:
-                with self._lock:
-                    self._hints.add(relative)
-                self._wake.set()
+            if relative is None:
+                continue
+            # Closed after writing (our own header reads close without writing): the writer is
+            # done with it.
+            finished = event.event_type == EVENT_TYPE_CLOSED
+            with self._lock:
+                self._hints.add(relative)
+                if finished:
+                    self._finished.add(relative)
+            self._wake.set()
 
     def request_rescan(self) -> None:
         with self._lock:
             self._rescan_requested = True
         self._wake.set()
 
-    def take(self) -> tuple[set[PurePosixPath], bool]:
-        """The paths hinted since the last call, and whether a full rescan was asked for."""
+    def take(self) -> EventBatch:
+        """The paths hinted since the last call, which of them writers finished, and whether a full
+        rescan was asked for."""
         with self._lock:
-            hints, self._hints = self._hints, set()
-            rescan, self._rescan_requested = self._rescan_requested, False
-        return hints, rescan
+            batch = EventBatch(hints=self._hints, finished=self._finished, rescan=self._rescan_requested)
+            self._hints, self._finished, self._rescan_requested = set(), set(), False
+        return batch
 
     def start(self) -> None:
         self._overflow = _OverflowListener(self)

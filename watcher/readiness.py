@@ -1,7 +1,8 @@
 """Deciding when a frame is completely written, so it is never read early.
 
 A BMP header declares the file's size: a frame is complete when that many bytes are present, and
-it is read only once its size and modification time have also been stable for `settle_ms`.
+it is read only once its size and modification time have also been stable for `settle_ms`, or
+once an event said its writer closed it and nothing changed since.
 A frame that stays incomplete with no writes for `readiness_timeout_s` is given up as truncated.
 """
 
@@ -81,9 +82,20 @@ class ReadinessTracker:
         self._settle_s = settle_s
         self._timeout_s = timeout_s
         self._seen: dict[PurePosixPath, _Observation] = {}
+        # Frames whose writer closed them after writing (inotify says so), with the (size, mtime) they had then: a later write makes the mark stale.
+        self._finished: dict[PurePosixPath, tuple[int, int]] = {}
 
     def forget(self, relative: PurePosixPath) -> None:
         self._seen.pop(relative, None)
+        self._finished.pop(relative, None)
+
+    def writers_finished(self, root: Path, paths: set[PurePosixPath]) -> None:
+        for relative in paths:
+            try:
+                info = (root / relative).lstat()
+            except OSError:
+                continue  # gone already; assess will say so
+            self._finished[relative] = (info.st_size, info.st_mtime_ns)
 
     def assess(self, root: Path, relative: PurePosixPath) -> Verdict:
         path = root / relative
@@ -100,6 +112,8 @@ class ReadinessTracker:
 
         now = time.monotonic()
         previous = self._seen.get(relative)
+        # Unchanged since its writer closed it; written again since, it waits for the next close.
+        finished = self._finished.get(relative) == (info.st_size, info.st_mtime_ns)
         if previous is None or (previous.size, previous.mtime_ns) != (info.st_size, info.st_mtime_ns):
             previous = _Observation(
                 size=info.st_size,
@@ -118,6 +132,10 @@ class ReadinessTracker:
             # stability alone decides; a non-BMP then fails decoding with its reason.
             complete = info.st_size >= BMP_SIZE_FIELD.size
         if complete:
+            # A closed BMP with every declared byte present needs no settling; without a declared
+            # size only stability can tell.
+            if finished and declared is not None:
+                return Verdict.READY
             return Verdict.READY if idle_s >= self._settle_s else Verdict.SETTLING
         return Verdict.TIMED_OUT if idle_s >= self._timeout_s else Verdict.INCOMPLETE
 
