@@ -1,12 +1,14 @@
 """Frames/s of `cctv-gender watch --once`, against the research script's one-frame-at-a-time loop.
 
-    .venv/bin/python bench/watch_once.py [--frames 200] [--width 640 --height 480] [--model tiny|vit-b32]
+    .venv/bin/python bench/watch_once.py [--frames 200] [--width 640 --height 480] [--model vit-b32|tiny]
 
-Both run in this process, on the same machine, the same CLIP checkpoint (random weights, saved and
-loaded with from_pretrained; `tiny` is the test suite's model, `vit-b32` the real architecture)
-and the same frames (24-bit BMPs), alternating for `--repeats` rounds; the medians are reported
-(this shared VM's timings vary by ±20% from run to run). Prints both figures and their ratio, and
-writes them as JSON.
+Three figures from one run, on the same machine, the same CLIP checkpoint (random weights, saved
+and loaded with from_pretrained; `vit-b32` is the real architecture, `tiny` the test suite's
+model), the same precision and the same frames (24-bit BMPs), for `--repeats` rounds; the medians
+are reported (this shared VM's timings vary by ±20% from run to run):
+the ceiling (bare forward on preprocessed tensors), the research script's loop, and ours
+(`watch --once` in a process of its own, timed from its first scan to its last move; its peak RSS
+is that process's). Prints the figures and ratios, and writes them as JSON.
 """
 
 from __future__ import annotations
@@ -19,18 +21,17 @@ import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from harness import MODELS, REPO, build_model
 
-from model.clip_features import Runtime, resolve_runtime  # noqa: E402
-from tests.helpers import write_bmp, write_config  # noqa: E402
-from tests.tiny_clip import build_clip_checkpoint  # noqa: E402
+from model.clip_features import Runtime, resolve_runtime
+from tests.helpers import write_bmp, write_config
 
 
 def research_script_baseline(clip_dir: Path, frames: list[Path], *, runtime: Runtime) -> float:
@@ -75,15 +76,29 @@ def ceiling(clip_dir: Path, *, runtime: Runtime, batch_size: int, batches: int) 
     return batch_size * batches / (time.perf_counter() - started)
 
 
-def ours(config_path: Path) -> tuple[float, int]:
-    """`watch --once` as the command runs it, timed from the first scan to the last move."""
+def ours(config_path: Path) -> dict[str, float]:
+    """`watch --once` in a fresh process (see `measure_watch_once`): frames/s, frames, peak RSS."""
+    completed = subprocess.run(
+        [sys.executable, __file__, "--measure-watch-once", str(config_path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def measure_watch_once(config_path: Path) -> int:
+    """The child: the daemon as the command builds it, timed from the first scan to the last move."""
     from watcher.app import build_daemon
     from watcher.config import load_config
 
     daemon = build_daemon(load_config(config_path), stop=threading.Event())
     started = time.perf_counter()
     report = daemon.run(once=True)
-    return report.ok / (time.perf_counter() - started), report.ok
+    seconds = time.perf_counter() - started
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"fps": report.ok / seconds, "ok": report.ok, "peak_rss_mib": peak_rss_mib}))
+    return 0
 
 
 def main() -> int:
@@ -92,22 +107,20 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--model", choices=("tiny", "vit-b32"), default="tiny")
+    parser.add_argument("--model", choices=MODELS, default="vit-b32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto", help="as model.device: auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", help="as model.precision: auto, fp32, fp16, bf16")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "watch_once.json")
+    parser.add_argument("--measure-watch-once", type=Path, help=argparse.SUPPRESS)  # the child's role
     args = parser.parse_args()
+    if args.measure_watch_once:
+        return measure_watch_once(args.measure_watch_once)
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory(prefix="cctv-bench-") as scratch:
         root = Path(scratch)
-        clip_dir = build_clip_checkpoint(
-            root / "clip",
-            vision=None if args.model == "tiny" else {},
-            text=None if args.model == "tiny" else {},
-            projection_dim=16 if args.model == "tiny" else 512,
-        )
+        clip_dir = build_model(root / "clip", args.model)
         originals = [
             write_bmp(root / "frames" / f"{index:05d}.bmp", width=args.width, height=args.height, seed=index)
             for index in range(args.frames)
@@ -121,7 +134,7 @@ def main() -> int:
             },
         )
         runtime = resolve_runtime(device=args.device, precision=args.precision)
-        baselines, ours_rates, ceilings = [], [], []
+        baselines, ours_rates, ceilings, peaks = [], [], [], []
         batches = max(1, args.frames // args.batch_size)
         for _ in range(args.repeats):
             ceilings.append(ceiling(clip_dir, runtime=runtime, batch_size=args.batch_size, batches=batches))
@@ -131,14 +144,15 @@ def main() -> int:
             for path in originals:
                 shutil.copyfile(path, root / "inbox" / path.name)
             baselines.append(research_script_baseline(clip_dir, originals, runtime=runtime))
-            rate, processed = ours(config)
-            if processed != args.frames:
-                print(f"error: watch --once processed {processed} of {args.frames} frames", file=sys.stderr)
+            measured = ours(config)
+            if measured["ok"] != args.frames:
+                print(f"error: watch --once processed {measured['ok']} of {args.frames} frames", file=sys.stderr)
                 return 1
-            ours_rates.append(rate)
+            ours_rates.append(measured["fps"])
+            peaks.append(measured["peak_rss_mib"])
         baseline, ours_rate = statistics.median(baselines), statistics.median(ours_rates)
         top = statistics.median(ceilings)
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss_mib = max(peaks)
     result = {
         "frames": args.frames,
         "frame_size": f"{args.width}x{args.height}",
@@ -166,7 +180,7 @@ def main() -> int:
     print(f"watch --once (end to end, batch {args.batch_size}):         {ours_rate:8.1f} frames/s")
     print(f"ours / baseline:                                {ours_rate / baseline:8.2f}x")
     print(f"ours / ceiling:                                 {ours_rate / top:8.2f}x")
-    print(f"peak RSS:                                       {peak_rss_mib:8.0f} MiB")
+    print(f"peak RSS of watch --once:                       {peak_rss_mib:8.0f} MiB")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.json}")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,37 @@ def start_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., Run
         running.daemon.wake()
         running.thread.join(timeout=30)
         assert not running.thread.is_alive(), "the daemon did not stop"
+
+
+# The machine's PostgreSQL (`make test` starts it when it is down); override with this variable.
+POSTGRES_SERVER = os.environ.get("CCTV_GENDER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database URL on the real PostgreSQL whose tables live in a schema of this test's own,
+    dropped afterwards: tests (and CI runs) never see each other's rows."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    # pre_ping: a test may restart the server under this engine's pooled connection.
+    admin = create_engine(POSTGRES_SERVER, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as error:
+        pytest.fail(f"PostgreSQL at {POSTGRES_SERVER} is not reachable (`make test` starts it): {error.orig}")
+    separator = "&" if "?" in POSTGRES_SERVER else "?"
+    yield f"{POSTGRES_SERVER}{separator}options=-csearch_path%3D{schema}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each engine in turn: a SQLite file in tmp_path, then a PostgreSQL schema of the test's own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
+    return request.getfixturevalue("postgres_url")

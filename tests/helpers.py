@@ -117,6 +117,19 @@ def query(database: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         connection.close()
 
 
+def query_url(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Read any results database (SQLite or PostgreSQL) by URL, on a connection of its own."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
 def files_under(folder: Path) -> list[str]:
     """Files below `folder`, relative, sorted; instance lock files (`.in-progress/*.lock`) left out."""
     if not folder.exists():

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from model.clip_features import ClipFeatureExtractor
-from tests.helpers import BOMB_BMP, bmp_bytes, files_under, query, wait_for, write_bmp
+from tests.helpers import BOMB_BMP, bmp_bytes, files_under, query, query_url, wait_for, write_bmp
 from watcher.cli import main
 from watcher.faults import KILL_ENV, STEPS
 
@@ -67,9 +67,8 @@ def drop_inputs(inbox: Path, processed: Path) -> dict[str, str | None]:
     return expected
 
 
-def assert_invariant(root: Path, expected: dict[str, str | None]) -> None:
-    database = root / "data" / "results.sqlite3"
-    rows = query(database, "SELECT source_path, status, stored_path, sha256, error, frame_key FROM results")
+def assert_invariant(root: Path, expected: dict[str, str | None], url: str) -> None:
+    rows = query_url(url, "SELECT source_path, status, stored_path, sha256, error, frame_key FROM results")
     sources = [row[0] for row in rows]
     assert sorted(sources) == sorted(expected), "each input must have exactly one row"
     assert len({row[5] for row in rows}) == len(rows)
@@ -87,7 +86,8 @@ def assert_invariant(root: Path, expected: dict[str, str | None]) -> None:
     assert len(stored_files) == len(rows) + 1  # + the pre-existing processed/cam-02/clash.bmp
     assert (root / "processed" / "cam-02" / "clash.bmp").read_bytes() == PREEXISTING
     assert files_under(root / "inbox") == [], "inbox and in-progress area must be empty"
-    assert query(database, "PRAGMA integrity_check") == [("ok",)]
+    if url.startswith("sqlite"):
+        assert query(root / "data" / "results.sqlite3", "PRAGMA integrity_check") == [("ok",)]
     ok = {row[0] for row in rows if row[1] == "ok"}
     assert {f"cam-{i % 4:02d}/frame-{i:04d}.bmp" for i in range(GOOD_FRAMES)} <= ok
     failed = {row[0]: row[4] for row in rows if row[1] == "failed"}
@@ -127,14 +127,19 @@ def _log(process: subprocess.Popen[bytes]) -> str:
 
 
 @pytest.fixture
-def fault_config(make_config: Callable[..., Path]) -> Path:
+def fault_config(make_config: Callable[..., Path], database_url: str) -> Path:
+    # Every crash test runs on SQLite and on PostgreSQL: the frame key is the idempotency key on both.
     return make_config(
-        batch={"size": 16, "max_wait_ms": 50}, inbox={"settle_ms": 0, "readiness_timeout_s": 5}
+        batch={"size": 16, "max_wait_ms": 50},
+        inbox={"settle_ms": 0, "readiness_timeout_s": 5},
+        database={"url": database_url},
     )
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_killed_at_each_step_then_restarted(fault_config: Path, tmp_path: Path, step: str) -> None:
+def test_killed_at_each_step_then_restarted(
+    fault_config: Path, tmp_path: Path, step: str, database_url: str
+) -> None:
     expected = drop_inputs(tmp_path / "inbox", tmp_path / "processed")
 
     killed = _run(fault_config, "--once", kill_at=f"{step}:3")
@@ -143,11 +148,11 @@ def test_killed_at_each_step_then_restarted(fault_config: Path, tmp_path: Path, 
     assert drained.returncode == 0, _log(drained)
     assert "recovered" in _log(drained)
 
-    assert_invariant(tmp_path, expected)
+    assert_invariant(tmp_path, expected, database_url)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_killed_at_random_moments(fault_config: Path, tmp_path: Path, seed: int) -> None:
+def test_killed_at_random_moments(fault_config: Path, tmp_path: Path, seed: int, database_url: str) -> None:
     expected = drop_inputs(tmp_path / "inbox", tmp_path / "processed")
     rng = random.Random(seed)
     for _ in range(2):
@@ -160,7 +165,7 @@ def test_killed_at_random_moments(fault_config: Path, tmp_path: Path, seed: int)
     drained = _run(fault_config, "--once")
     assert drained.returncode == 0, _log(drained)
 
-    assert_invariant(tmp_path, expected)
+    assert_invariant(tmp_path, expected, database_url)
 
 
 def test_a_frame_that_breaks_the_model_is_isolated(
@@ -192,34 +197,35 @@ def test_a_frame_that_breaks_the_model_is_isolated(
 
 
 def test_three_daemons_share_an_inbox_and_survive_losing_one(
-    make_config: Callable[..., Path], tmp_path: Path
+    make_config: Callable[..., Path], tmp_path: Path, database_url: str
 ) -> None:
+    # On SQLite (one host) and on PostgreSQL (what a site with several hosts uses).
     config = make_config(
         batch={"size": 32, "max_wait_ms": 100},
         inbox={"settle_ms": 0, "rescan_interval_s": 1.0, "poll_interval_ms": 50},
+        database={"url": database_url},
     )
     frames = 2000
     for index in range(frames):
         write_bmp(
             tmp_path / "inbox" / f"cam-{index % 8}" / f"{index:05d}.bmp", width=16, height=12, seed=index
         )
-    database = tmp_path / "data" / "results.sqlite3"
     assert main(["db", "upgrade", "--config", str(config)]) == 0
+
+    def row_count() -> int:
+        return query_url(database_url, "SELECT count(*) FROM results")[0][0]
 
     daemons = [_run(config, wait=False) for _ in range(3)]
     try:
         wait_for(
-            lambda: query(database, "SELECT count(*) FROM results")[0][0] >= frames // 4,
+            lambda: row_count() >= frames // 4,
             timeout=240,
             what="a quarter of the frames",
         )
         daemons[0].kill()
         daemons[0].wait(timeout=60)
         wait_for(
-            lambda: (
-                query(database, "SELECT count(*) FROM results")[0][0] == frames
-                and not files_under(tmp_path / "inbox")
-            ),
+            lambda: row_count() == frames and not files_under(tmp_path / "inbox"),
             timeout=300,
             what="the survivors to drain everything",
         )
@@ -229,10 +235,11 @@ def test_three_daemons_share_an_inbox_and_survive_losing_one(
         for process in daemons[1:]:
             assert process.wait(timeout=60) == 0
 
-    rows = query(database, "SELECT source_path, status FROM results")
+    rows = query_url(database_url, "SELECT source_path, status FROM results")
     assert len(rows) == frames and len({source for source, _ in rows}) == frames
     assert {status for _, status in rows} == {"ok"}
     assert len(files_under(tmp_path / "processed")) == frames
-    assert query(database, "PRAGMA integrity_check") == [("ok",)]
+    if database_url.startswith("sqlite"):
+        assert query(tmp_path / "data" / "results.sqlite3", "PRAGMA integrity_check") == [("ok",)]
     instances = {path.name for path in (tmp_path / "inbox" / ".in-progress").glob("*.lock")}
     assert len(instances) == 3  # each daemon took its own identity

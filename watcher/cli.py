@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from watcher import query_commands
 from watcher.config import Config, ConfigError, find_config, load_config
@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_commands.add_parser("upgrade", help="apply the schema migrations (Alembic, to head)")
     add_config(upgrade)
+    copy = db_commands.add_parser(
+        "copy",
+        help="copy every result to another database (e.g. SQLite → PostgreSQL); safe to repeat",
+    )
+    copy.add_argument(
+        "--to", required=True, metavar="URL", help="target database URL, e.g. postgresql+psycopg://host/db"
+    )
+    add_config(copy)
     return parser
 
 
@@ -222,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from watcher.rescore import run_rescore
 
             return run_rescore(config, since=args.since, version=args.model)
+        if args.db_command == "copy":
+            return run_db_copy(config, target_url=args.to)
         return run_db_upgrade(config)
     except ConfigError as error:
         print(f"cctv-gender: config error: {error}", file=sys.stderr)
@@ -243,6 +253,32 @@ def _run_model_command(config: Config, args: argparse.Namespace) -> int:
     if args.models_command == "promote":
         return model_commands.run_models_promote(config, version=args.version)
     return model_commands.run_models_rollback(config)
+
+
+def run_db_copy(config: Config, *, target_url: str) -> int:
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    from watcher.database import open_database
+    from watcher.db_copy import copy_results
+    from watcher.store import make_engine
+
+    source = open_database(config, migrate=False)
+    try:
+        target = make_engine(target_url, busy_timeout_ms=config.database.busy_timeout_ms)
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise StartupError(f"--to: {error}") from None
+    shown = target.url.render_as_string(hide_password=True)
+    if shown == source.url.render_as_string(hide_password=True):
+        raise StartupError("--to names the database this config already uses")
+    try:
+        report = copy_results(source, target)
+    except OperationalError as error:
+        raise StartupError(f"cannot copy to {shown}: {error.orig}") from None
+    print(
+        f"copied {report.copied} rows to {shown} in {report.seconds:.1f} s "
+        f"({report.already_there} were already there)"
+    )
+    return EXIT_OK
 
 
 def run_db_upgrade(config: Config) -> int:
@@ -274,7 +310,7 @@ def run_watch(config: Config, *, once: bool, instance: str | None) -> int:
     signal.signal(signal.SIGHUP, request_reload)
     try:
         report = daemon.run(once=once)
-    except (OSError, OperationalError) as error:
+    except (OSError, DBAPIError) as error:
         # Not a user mistake: an I/O error (a failed fsync, say) or a vanished output folder.
         # Exit non-zero; the next start recovers the frames left in progress.
         logger.exception("stopping on a storage error: %s", error)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from watcher.claiming import ClaimedFrame, claim, claimed_frames
@@ -89,6 +89,11 @@ class Daemon:
         self.report = RunReport()
         # Turns of the loop so far; tests wait on it instead of sleeping.
         self.turns = 0
+
+    @property
+    def parked_frames(self) -> int:
+        """Frames claimed whose batch waits for the database (or disk) to come back."""
+        return len(self._parked)
 
     def wake(self) -> None:
         self._wake.set()
@@ -234,30 +239,40 @@ class Daemon:
         frames, self._batch = self._batch, []
         try:
             batch = self._processor.process(frames)
-        except (OperationalError, OSError) as error:
+        except (DBAPIError, OSError) as error:
             if not is_transient(error):
                 raise
-            # Locked by another process, or out of space: nothing of this batch that was not
-            # committed is lost; keep the frames claimed and retry, taking nothing new meanwhile.
-            self._parked.extend(frames)
-            self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_DELAY_S) if self._retry_delay else 1.0
-            self._retry_at = time.monotonic() + self._retry_delay
-            logger.error(
-                "cannot store a batch of %d frames (%s); retrying in %.0f s",
-                len(frames),
-                error,
-                self._retry_delay,
-            )
+            # Locked by another process, out of space, or the database server restarting: nothing
+            # of this batch that was not committed is lost; keep the frames claimed and retry,
+            # taking nothing new meanwhile.
+            self._park(frames, error)
             return
         self.report.add(batch)
         self._telemetry.batch_done(batch)
+
+    def _park(self, frames: list[ClaimedFrame], error: BaseException) -> None:
+        self._parked.extend(frames)
+        self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_DELAY_S) if self._retry_delay else 1.0
+        self._retry_at = time.monotonic() + self._retry_delay
+        logger.error(
+            "cannot store a batch of %d frames (%s); retrying in %.0f s",
+            len(frames),
+            _first_line(error),
+            self._retry_delay,
+        )
 
     def _retry_parked(self) -> None:
         if not self._parked or time.monotonic() < self._retry_at:
             return
         frames, self._parked = self._parked, []
         logger.info("retrying %d parked frames", len(frames))
-        self._finish_or_process(frames)
+        try:
+            self._finish_or_process(frames)
+        except (DBAPIError, OSError) as error:
+            if not is_transient(error):
+                raise
+            self._park([frame for frame in frames if frame not in self._parked], error)
+            return
         if not self._parked:
             self._retry_delay = 0.0
 
@@ -274,6 +289,12 @@ class Daemon:
                     logger.info("recovered the frames of instance %s, which is gone", orphan.name)
                 with contextlib.suppress(OSError):
                     orphan.area.rmdir()
+            except DBAPIError as error:
+                if not is_transient(error):
+                    raise
+                # The database is away: the next rescan tries again; the frames stay where they are.
+                logger.warning("cannot adopt instance %s's frames yet: %s", orphan.name, _first_line(error))
+                return
             finally:
                 orphan.release()
 
@@ -301,3 +322,8 @@ class Daemon:
                 self._add_to_batch(frame)
         if self._batch:
             self._flush()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from pathlib import Path
+
+from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from watcher.config import Config, ConfigError
@@ -13,9 +15,8 @@ from watcher.store import make_engine
 
 def open_database(config: Config, *, migrate: bool) -> Engine:
     """An engine on `database.url`; `migrate` upgrades to head, otherwise the schema must be current."""
-    if not config.database.url:
-        config.paths.data.mkdir(parents=True, exist_ok=True)
     try:
+        _make_sqlite_folder(config.database_url)
         engine = make_engine(config.database_url, busy_timeout_ms=config.database.busy_timeout_ms)
         if migrate:
             upgrade_to_head(engine)
@@ -29,3 +30,10 @@ def open_database(config: Config, *, migrate: bool) -> Engine:
     except OperationalError as error:
         raise StartupError(f"cannot open the database {config.database_url}: {error.orig}") from None
     return engine
+
+
+def _make_sqlite_folder(url: str) -> None:
+    # SQLite creates the file but not its folder (paths.data on a first start, say).
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -16,6 +18,8 @@ import migrations
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+# Any fixed 64-bit number: the advisory lock's name, shared by every cctv-gender process.
+MIGRATION_LOCK_KEY = 0x6363_7476_6D69_67  # "cctvmig"
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
@@ -29,12 +33,31 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 def upgrade_to_head(engine: Engine) -> str | None:
     """Bring the schema to the newest revision; returns that revision."""
     config = _alembic_config(engine)
-    before = current_revision(engine)
-    command.upgrade(config, "head")
-    after = current_revision(engine)
+    with _one_migrator_at_a_time(engine):
+        before = current_revision(engine)
+        command.upgrade(config, "head")
+        after = current_revision(engine)
     if before != after:
         logger.info("database migrated from %s to %s", before or "empty", after)
     return after
+
+
+@contextmanager
+def _one_migrator_at_a_time(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, daemons starting together on several hosts would race to create the same
+    tables: an advisory lock lets one migrate while the others wait, then find nothing to do.
+    (SQLite serialises writers itself.)"""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as holder:
+        holder.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        holder.commit()
+        try:
+            yield
+        finally:
+            holder.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+            holder.commit()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor, as_uint8_array
@@ -27,7 +27,7 @@ from watcher.durability import fsync_dir, fsync_dirs
 from watcher.faults import kill_point
 from watcher.moving import move_no_clobber, reserve_destination
 from watcher.readiness import incomplete_reason
-from watcher.store import Result, Status, embedding_model_id, pack_embedding, utc_now
+from watcher.store import Result, Status, embedding_model_id, insert_new_rows, pack_embedding, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +94,7 @@ class BatchProcessor:
         # The claims must be on disk before their rows are: a claim lost in a power cut after the
         # commit would put a counted frame back in the inbox.
         fsync_dirs(directory for item in prepared for directory in _claim_dirs(item.frame))
-        # One transaction for the whole batch; the rows stay readable after it for the moves.
-        with Session(self._engine, expire_on_commit=False) as session, session.begin():
-            session.add_all(item.row for item in prepared)
+        self._commit(prepared)
         kill_point("committed")
         self._move_all(prepared)
 
@@ -185,6 +183,25 @@ class BatchProcessor:
             item.row.status = Status.OK
             logger.debug("frame %s: %s %.3f", item.frame.relative, prediction.label, prediction.probability)
 
+    def _commit(self, prepared: list[_Prepared]) -> None:
+        """One transaction for the whole batch. A frame that already has its row (a retry after a
+        commit whose answer was lost) keeps that row, and its file goes where that row says."""
+        with self._engine.begin() as connection:
+            inserted = insert_new_rows(connection, [item.row for item in prepared])
+        earlier = [item for item in prepared if item.row.frame_key not in inserted]
+        if not earlier:
+            return
+        with Session(self._engine, expire_on_commit=False) as session:
+            existing = {
+                row.frame_key: row
+                for row in session.scalars(
+                    select(Result).where(Result.frame_key.in_([item.row.frame_key for item in earlier]))
+                )
+            }
+        for item in earlier:
+            logger.info("frame %s already had its row: keeping it", item.frame.relative)
+            item.row = existing[item.row.frame_key]
+
     def _assign_destinations(self, prepared: list[_Prepared]) -> None:
         now = utc_now()
         taken: set[Path] = set()
@@ -199,12 +216,12 @@ class BatchProcessor:
                 # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
                 # rows are committed; recovery finishes these moves once it is back.
                 raise FileNotFoundError(f"output folder {root} is missing")
-        relocated: dict[int, str] = {}
+        relocated: dict[str, str] = {}  # frame key → where the file went instead
         for item in prepared:
             final = move_no_clobber(item.frame.work_path, Path(item.row.stored_path))
             if str(final) != item.row.stored_path:
                 # Something took the reserved name between commit and move.
-                relocated[item.row.id] = str(final)
+                relocated[item.row.frame_key] = str(final)
             kill_point("moved")
         # The new names must be on disk before the in-progress copies' names disappear.
         fsync_dirs(Path(item.row.stored_path).parent for item in prepared)
@@ -213,8 +230,8 @@ class BatchProcessor:
             release(item.frame)
         if relocated:
             with Session(self._engine) as session, session.begin():
-                for row_id, stored in relocated.items():
-                    session.execute(update(Result).where(Result.id == row_id).values(stored_path=stored))
+                for key, stored in relocated.items():
+                    session.execute(update(Result).where(Result.frame_key == key).values(stored_path=stored))
 
 
 def _claim_dirs(frame: ClaimedFrame) -> list[Path]:
@@ -231,5 +248,7 @@ def finish_committed_move(frame: ClaimedFrame, row: Result, engine: Engine) -> N
     fsync_dir(final.parent)
     if str(final) != row.stored_path:
         with Session(engine) as session, session.begin():
-            session.execute(update(Result).where(Result.id == row.id).values(stored_path=str(final)))
+            session.execute(
+                update(Result).where(Result.frame_key == row.frame_key).values(stored_path=str(final))
+            )
     release(frame)

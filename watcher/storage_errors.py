@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 MAX_RETRY_DELAY_S = 30.0
 # SQLite's messages for SQLITE_BUSY / SQLITE_LOCKED / SQLITE_FULL.
@@ -12,8 +12,15 @@ _TRANSIENT_SQLITE = ("database is locked", "database table is locked", "database
 
 
 def is_transient(error: BaseException) -> bool:
-    """Locked or busy databases and full disks pass; I/O errors (a failed fsync) do not."""
+    """Locked or busy databases, lost server connections and full disks pass; I/O errors (a failed
+    fsync) do not."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True  # the server went away (restarted): the pool reconnects on the next try
     if isinstance(error, OperationalError):
+        if type(error.orig).__module__.startswith("psycopg"):
+            # psycopg's OperationalError: connection refused or lost, server shutting down or
+            # starting up, out of disk: all outlast a retry. Bad SQL is ProgrammingError.
+            return True
         message = str(error.orig).lower()
         return any(text in message for text in _TRANSIENT_SQLITE)
     if isinstance(error, OSError):

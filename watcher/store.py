@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     CheckConstraint,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -27,6 +28,8 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 logger = logging.getLogger(__name__)
@@ -109,10 +112,31 @@ class Result(Base):
     )
 
 
+def insert_new_rows(connection: Connection, rows: list[Result]) -> set[str]:
+    """INSERT the rows whose frame key has no row yet; returns the keys that were inserted.
+
+    The frame key is the idempotency key: a batch retried after a commit whose answer was lost
+    (a connection dropped mid-commit) inserts nothing twice, on SQLite and PostgreSQL alike.
+    Rows go in key order, so concurrent writers take their index locks in the same order.
+    """
+    if not rows:
+        return set()
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    columns = [column.key for column in Result.__table__.columns if column.key != "id"]
+    values = [{name: getattr(row, name) for name in columns} for row in sorted(rows, key=lambda r: r.frame_key)]
+    statement = insert(Result).on_conflict_do_nothing(index_elements=["frame_key"]).returning(Result.frame_key)
+    return set(connection.execute(statement, values).scalars())
+
+
 def make_engine(url: str, *, busy_timeout_ms: int) -> Engine:
-    """An engine for `url`; SQLite gets WAL, synchronous=FULL, a busy timeout and BEGIN IMMEDIATE."""
+    """An engine for `url`; SQLite gets WAL, synchronous=FULL, a busy timeout and BEGIN IMMEDIATE.
+
+    Other servers (PostgreSQL) get a connection check on checkout, so a restarted server costs a
+    reconnect instead of an error, and a name that shows in pg_stat_activity.
+    """
     if not url.startswith("sqlite"):
-        return create_engine(url)
+        connect_args = {"application_name": "cctv-gender"} if url.startswith("postgresql") else {}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine, "connect")

@@ -45,7 +45,7 @@ SELECT
     id,
     camera,
     label,
-    round(probability::numeric, 3) AS probability,
+    round(probability::numeric, 3)::double precision AS probability,
     status,
     error,
     model_version,

@@ -1,0 +1,107 @@
+"""Memory under a backlog: the daemon's peak RSS while 20,000 frames of 640×480 wait.
+
+    .venv/bin/python bench/backlog.py [--frames 20000] [--seconds 60] [--model vit-b32|tiny]
+
+Writes the frames into 16 camera folders (about 18 GB at 640×480), starts `cctv-gender watch` as
+a process of its own, lets it work through the backlog for `--seconds`, then stops it with
+SIGTERM. Samples the process's RSS every 100 ms and reports the kernel's peak (VmHWM) against the
+2 GiB budget, the frames done meanwhile, and checks that every frame is either in the inbox
+(untouched) or in processed/ with its row: nothing lost by the stop. Writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model
+
+from tests.helpers import files_under, write_config
+
+BUDGET_MIB = 2048
+CAMERAS = 16
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--model", choices=MODELS, default="vit-b32")
+    parser.add_argument("--device", default="auto", help="as model.device: auto, cpu, cuda, cuda:N")
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "backlog.json")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="cctv-backlog-", dir=REPO / "bench") as scratch:
+        # Inside the repository: /tmp may be a small tmpfs, and 20,000 frames need about 18 GB.
+        root = Path(scratch)
+        clip = build_model(root / "clip", args.model)
+        frames = FrameMaker(width=args.width, height=args.height)
+        started = time.perf_counter()
+        for index in range(args.frames):
+            frames.write(root / "inbox" / f"cam-{index % CAMERAS:02d}" / f"{index:06d}.bmp", index)
+        print(f"wrote {args.frames} frames in {time.perf_counter() - started:.0f} s", flush=True)
+        for folder in ("processed", "failed", "data"):
+            (root / folder).mkdir()
+        config = write_config(
+            root / "config.toml",
+            {
+                "paths": {name: str(root / name) for name in ("inbox", "processed", "failed", "data")},
+                "model": {"clip": str(clip), "device": args.device},
+            },
+        )
+        daemon = DaemonProcess(config, data=root / "data", log=root / "daemon.log")
+        samples: list[float] = []
+        peak = 0.0
+        try:
+            daemon.wait_ready()
+            ready = time.perf_counter()
+            while time.perf_counter() - ready < args.seconds:
+                current, peak = daemon.memory_mib()
+                samples.append(current)
+                time.sleep(0.1)
+            _, peak = daemon.memory_mib()
+        finally:
+            code = daemon.stop()
+        worked = time.perf_counter() - ready
+        with sqlite3.connect(root / "data" / "results.sqlite3") as connection:
+            rows = dict(connection.execute("SELECT source_path, status FROM results").fetchall())
+        left = set(files_under(root / "inbox"))
+        moved = set(files_under(root / "processed"))
+        log = daemon.log.read_text()
+
+    lost = args.frames - len(left) - len(moved)
+    consistent = set(rows) == moved and not (left & moved) and lost == 0
+    result = {
+        "frames": args.frames,
+        "frame_size": f"{args.width}x{args.height}",
+        "model": args.model,
+        "seconds": round(worked, 1),
+        "frames_done": len(rows),
+        "frames_per_s": round(len(rows) / worked, 1),
+        "peak_rss_mib": round(peak),
+        "median_rss_mib": round(sorted(samples)[len(samples) // 2]) if samples else None,
+        "budget_mib": BUDGET_MIB,
+        "exit_code": code,
+        "every_frame_accounted_for": consistent,
+    }
+    print(f"{args.frames} frames of {args.width}x{args.height} waiting, {args.model} CLIP, {worked:.0f} s of work")
+    print(f"done: {len(rows)} frames ({len(rows) / worked:.1f} frames/s); left waiting: {len(left)}")
+    print(f"peak RSS {peak:.0f} MiB (budget {BUDGET_MIB} MiB): {'within' if peak < BUDGET_MIB else 'OVER'}")
+    print(f"stopped with SIGTERM: exit {code}; every frame in the inbox or moved with its row: {consistent}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if code != 0 or not consistent:
+        print(log[-4000:], file=sys.stderr)
+        return 1
+    return 0 if peak < BUDGET_MIB else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
