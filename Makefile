@@ -7,7 +7,7 @@ CONFIG ?= config.toml
 # pip leaves this stamp only after a successful install; pyproject.toml changes re-install.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench clean
+.PHONY: venv run test postgres bench clean
 
 venv: $(STAMP)
 
@@ -20,8 +20,14 @@ run: $(STAMP)
 	$(BIN)/cctv-gender db upgrade --config $(CONFIG)
 	$(BIN)/cctv-gender watch --config $(CONFIG)
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(BIN)/python -m pytest
+
+# The suite runs against the local PostgreSQL (127.0.0.1:5432, database test): start it when down.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | sort -V | tail -1) main start
+	@pg_isready -h 127.0.0.1 -p 5432 -t 30
 
 bench: $(STAMP)
 	$(BIN)/python bench/watch_once.py

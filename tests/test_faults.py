@@ -20,6 +20,8 @@ import pytest
 from model.clip_features import ClipFeatureExtractor
 from tests.helpers import BOMB_BMP, bmp_bytes, files_under, query, query_url, wait_for, write_bmp
 from watcher.cli import main
+from watcher.config import load_config
+from watcher.status_command import collect_status, instance_state
 from watcher.faults import KILL_ENV, STEPS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -222,6 +224,8 @@ def test_three_daemons_share_an_inbox_and_survive_losing_one(
             timeout=240,
             what="a quarter of the frames",
         )
+        seen = collect_status(load_config(config))["instances_seen"]
+        assert len(seen) == 3 and all(item["running"] for item in seen), seen
         daemons[0].kill()
         daemons[0].wait(timeout=60)
         wait_for(
@@ -243,3 +247,8 @@ def test_three_daemons_share_an_inbox_and_survive_losing_one(
         assert query(tmp_path / "data" / "results.sqlite3", "PRAGMA integrity_check") == [("ok",)]
     instances = {path.name for path in (tmp_path / "inbox" / ".in-progress").glob("*.lock")}
     assert len(instances) == 3  # each daemon took its own identity
+    # status: the killed one is gone (it never said it stopped), the others stopped; none holds frames.
+    seen = collect_status(load_config(config))["instances_seen"]
+    assert sorted(item["state"] for item in seen) == ["running", "stopped", "stopped"]
+    assert sorted(instance_state(item) for item in seen) == ["gone", "stopped", "stopped"]
+    assert all(item["claimed"] == 0 and not item["running"] for item in seen)

@@ -24,6 +24,7 @@ from watcher.discovery import scan_inbox
 from watcher.events import EventBatch, InboxEvents
 from watcher.faults import kill_point
 from watcher.head_reload import HeadReloader
+from watcher.heartbeat import Heartbeat, Progress
 from watcher.instance import InstanceLock, orphaned_instances
 from watcher.mounts import filesystem_type, needs_polling
 from watcher.processing import BatchProcessor, BatchReport, finish_committed_move
@@ -74,6 +75,7 @@ class Daemon:
         self._telemetry = telemetry or Telemetry(
             instance=instance.name, data=config.paths.data, model_version=processor.head.version
         )
+        self._heartbeat = Heartbeat(engine, instance=instance.name)
         self._reload_requested = threading.Event()
         self._readiness = ReadinessTracker(
             settle_s=config.inbox.settle_ms / 1000, timeout_s=config.inbox.readiness_timeout_s
@@ -136,6 +138,7 @@ class Daemon:
                         next_rescan = time.monotonic() + rescan_every
                 self.turns += 1
                 self._telemetry.turn(waiting=len(self._waiting))
+                self._heartbeat.beat(self._progress())
                 if not self._folders_available():
                     if once:
                         break
@@ -154,6 +157,7 @@ class Daemon:
             self._telemetry.stopping()
             if self._batch:
                 self._flush()
+            self._heartbeat.beat(self._progress(), state="stopped", force=True)
         finally:
             if events is not None:
                 events.stop()
@@ -162,6 +166,15 @@ class Daemon:
         self.report.left_incomplete = [str(path) for path in self._waiting]
         self.report.left_parked = len(self._parked)
         return self.report
+
+    def _progress(self) -> Progress:
+        return Progress(
+            claimed=len(self._batch) + len(self._parked),
+            frames_ok=self.report.ok,
+            frames_failed=self.report.failed,
+            frames_per_s=self._telemetry.status.frames_per_s,
+            model_version=self._processor.head.version,
+        )
 
     def _events_for_mode(self) -> InboxEvents | None:
         inbox = self._config.paths.inbox

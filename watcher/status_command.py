@@ -1,5 +1,9 @@
 """`cctv-gender status`: is the daemon running and keeping up? Exit code 1 when unhealthy, for
-monitoring: frames are waiting and nothing has been processed for `status.stall_after_s`."""
+monitoring: frames are waiting and nothing has been processed for `status.stall_after_s`.
+
+With several daemons on a shared inbox and one database, it lists every instance seen in the last
+15 minutes (their heartbeats in the `instances` table), whether its lock is held now, and what it
+has claimed (counted in its in-progress area, which lives in the shared inbox)."""
 
 from __future__ import annotations
 
@@ -18,8 +22,12 @@ from watcher.config import Config
 from watcher.database import open_database
 from watcher.discovery import scan_inbox
 from watcher.instance import LOCK_SUFFIX
-from watcher.store import Result, Status
+from watcher.store import Instance, Result, Status
 from watcher.telemetry import DaemonStatus, status_dir
+
+
+RECENTLY = timedelta(minutes=15)
+RECENTLY_TEXT = "15 minutes"
 
 
 def _running_instances(in_progress: Path) -> list[str]:
@@ -34,6 +42,44 @@ def _running_instances(in_progress: Path) -> list[str]:
         finally:
             os.close(descriptor)  # also drops the shared lock if we got it
     return running
+
+
+def _claimed_by(in_progress: Path, name: str) -> int | None:
+    area = in_progress / name
+    if not area.is_dir():
+        return None
+    return sum(1 for key_dir in area.iterdir() if key_dir.is_dir())
+
+
+def _instances_seen(
+    session: Session, *, in_progress: Path, running: list[str], now: datetime
+) -> list[dict[str, Any]]:
+    rows = {
+        row.name: row
+        for row in session.scalars(
+            select(Instance).where(Instance.last_seen_at >= now - RECENTLY).order_by(Instance.name)
+        )
+    }
+    seen = []
+    for name in sorted(set(rows) | set(running)):
+        row = rows.get(name)
+        claimed = _claimed_by(in_progress, name)
+        seen.append(
+            {
+                "name": name,
+                "host": row.host if row else None,
+                "pid": row.pid if row else None,
+                "running": name in running,  # its lock is held right now
+                "state": row.state if row else None,
+                "last_seen_s": round((now - row.last_seen_at).total_seconds(), 1) if row else None,
+                "claimed": claimed if claimed is not None else (row.claimed if row else 0),
+                "frames_ok": row.frames_ok if row else None,
+                "frames_failed": row.frames_failed if row else None,
+                "frames_per_s": row.frames_per_s if row else None,
+                "model_version": row.model_version if row else None,
+            }
+        )
+    return seen
 
 
 def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, Any]:
@@ -61,6 +107,7 @@ def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, 
             ).all()
         )
         last_row = session.scalar(select(func.max(Result.processed_at)))
+        seen = _instances_seen(session, in_progress=config.in_progress, running=running, now=now)
     if last_row is not None and last_row.tzinfo is None:
         last_row = last_row.replace(tzinfo=UTC)
     last_age = (now - last_row).total_seconds() if last_row else None
@@ -82,6 +129,7 @@ def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, 
         "problems": problems,
         "running": bool(running),
         "instances": running,
+        "instances_seen": seen,
         "model_version": model,
         "waiting": waiting,
         "in_progress": in_progress,
@@ -109,4 +157,34 @@ def render_status(status: dict[str, Any], *, output_format: str) -> str:
         f"frames/s (recent):   {status['frames_per_s']}",
         f"last batch:          {'never' if age is None else f'{age:.0f} s ago'}",
     ]
+    if status["instances_seen"]:
+        lines += ["", f"instances seen in the last {RECENTLY_TEXT}:", _instance_table(status["instances_seen"])]
     return "\n".join(lines) + "\n"
+
+
+def instance_state(item: dict[str, Any]) -> str:
+    if item["running"]:
+        return "running"
+    # Its lock is free: it stopped cleanly, or it died without saying so (its frames are adopted).
+    return "stopped" if item["state"] == "stopped" else "gone"
+
+
+def _instance_table(seen: list[dict[str, Any]]) -> str:
+    header = ("instance", "host", "pid", "state", "last seen", "claimed", "ok", "failed", "frames/s")
+    rows = [
+        (
+            item["name"],
+            item["host"] or "?",
+            str(item["pid"] or "?"),
+            instance_state(item),
+            "?" if item["last_seen_s"] is None else f"{item['last_seen_s']:.0f} s ago",
+            str(item["claimed"]),
+            str(item["frames_ok"] if item["frames_ok"] is not None else "?"),
+            str(item["frames_failed"] if item["frames_failed"] is not None else "?"),
+            str(item["frames_per_s"] if item["frames_per_s"] is not None else "?"),
+        )
+        for item in seen
+    ]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)

@@ -112,6 +112,26 @@ class Result(Base):
     )
 
 
+class Instance(Base):
+    """One row per daemon instance, refreshed every few seconds while it runs: the one place where
+    daemons on several hosts sharing an inbox and a database can all be seen."""
+
+    __tablename__ = "instances"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # running, stopped
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Frames it holds claimed (in its batch, or waiting for the database) at its last heartbeat.
+    claimed: Mapped[int] = mapped_column(Integer)
+    frames_ok: Mapped[int] = mapped_column(Integer)
+    frames_failed: Mapped[int] = mapped_column(Integer)
+    frames_per_s: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(255))
+
+
 def insert_new_rows(connection: Connection, rows: list[Result]) -> set[str]:
     """INSERT the rows whose frame key has no row yet; returns the keys that were inserted.
 

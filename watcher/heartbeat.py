@@ -1,0 +1,79 @@
+"""The daemon's heartbeat row in the `instances` table, so `status` sees every node of a site.
+
+Written every few seconds and once when stopping. A database that is away (restarting) costs a
+warning, never the work: the next beat tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
+
+from watcher.store import Instance, utc_now
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 5.0
+
+
+@dataclass
+class Progress:
+    claimed: int
+    frames_ok: int
+    frames_failed: int
+    frames_per_s: float
+    model_version: str
+
+
+class Heartbeat:
+    def __init__(self, engine: Engine, *, instance: str, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+        self._engine = engine
+        self._instance = instance
+        self._interval_s = interval_s
+        self._host = socket.gethostname()
+        self._started_at: datetime = utc_now()
+        self._next_beat = 0.0
+        self._failing = False
+
+    def beat(self, progress: Progress, *, state: str = "running", force: bool = False) -> None:
+        if not force and time.monotonic() < self._next_beat:
+            return
+        self._next_beat = time.monotonic() + self._interval_s
+        values = {
+            "name": self._instance,
+            "host": self._host,
+            "pid": os.getpid(),
+            "state": state,
+            "started_at": self._started_at,
+            "last_seen_at": utc_now(),
+            "claimed": progress.claimed,
+            "frames_ok": progress.frames_ok,
+            "frames_failed": progress.frames_failed,
+            "frames_per_s": progress.frames_per_s,
+            "model_version": progress.model_version,
+        }
+        insert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        statement = insert(Instance).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["name"], set_={key: value for key, value in values.items() if key != "name"}
+        )
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(statement)
+        except DBAPIError as error:
+            if not self._failing:
+                logger.warning("cannot record the heartbeat of %s: %s", self._instance, error.orig)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("heartbeat of %s recorded again", self._instance)
+        self._failing = False
