@@ -26,6 +26,10 @@ def load_extractor(config: Config) -> ClipFeatureExtractor:
     """The configured CLIP model, or StartupError with a one-line reason."""
     from model.clip_features import ClipFeatureExtractor, ModelLoadError, resolve_runtime
 
+    if config.model.cpu_threads:
+        import torch
+
+        torch.set_num_threads(config.model.cpu_threads)
     try:
         return ClipFeatureExtractor(
             config.model.clip,

@@ -92,6 +92,9 @@ class ModelConfig(_Section):
     clip: Annotated[str, Field(min_length=1)] = "openai/clip-vit-base-patch32"
     device: str = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # CPU threads for CLIP on the CPU; 0 keeps torch's default (one per core). Several daemons on
+    # one host should split the cores between them: oversubscribed threads spin against each other.
+    cpu_threads: Annotated[int, Field(ge=0, le=1024)] = 0
     registry: str = ""
     zero_shot: ZeroShotConfig = ZeroShotConfig()
 
