@@ -91,7 +91,10 @@ def main() -> int:
         "exit_code": code,
         "every_frame_accounted_for": consistent,
     }
-    print(f"{args.frames} frames of {args.width}x{args.height} waiting, {args.model} CLIP, {worked:.0f} s of work")
+    print(
+        f"{args.frames} frames of {args.width}x{args.height} waiting, {args.model} CLIP, "
+        f"{worked:.0f} s of work"
+    )
     print(f"done: {len(rows)} frames ({len(rows) / worked:.1f} frames/s); left waiting: {len(left)}")
     print(f"peak RSS {peak:.0f} MiB (budget {BUDGET_MIB} MiB): {'within' if peak < BUDGET_MIB else 'OVER'}")
     print(f"stopped with SIGTERM: exit {code}; every frame in the inbox or moved with its row: {consistent}")

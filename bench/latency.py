@@ -102,7 +102,9 @@ def main() -> int:
                 name = f"drop-{index:02d}.bmp"
                 frames.write(root / "inbox" / "cam-01" / name, index)
                 dropped = time.perf_counter()
-                latencies.append((wait_for_row(root / "data" / "results.sqlite3", f"cam-01/{name}") - dropped) * 1000)
+                latencies.append(
+                    (wait_for_row(root / "data" / "results.sqlite3", f"cam-01/{name}") - dropped) * 1000
+                )
                 wait_for_file(root / "processed" / "cam-01" / name)  # idle again before the next drop
         finally:
             code = daemon.stop()

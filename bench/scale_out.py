@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -63,7 +62,9 @@ def run_count(root: Path, clip: Path, *, daemons: int, frames: int, server: str,
                     "inbox": {"settle_ms": 200},
                 },
             )
-            processes.append(DaemonProcess(config, data=work / f"data-{number}", log=work / f"daemon-{number}.log"))
+            processes.append(
+                DaemonProcess(config, data=work / f"data-{number}", log=work / f"daemon-{number}.log")
+            )
         try:
             for process in processes:
                 process.wait_ready()
@@ -79,7 +80,9 @@ def run_count(root: Path, clip: Path, *, daemons: int, frames: int, server: str,
                 time.sleep(0.05)
             seconds = time.perf_counter() - started
             with engine.connect() as connection:
-                distinct = connection.execute(text("SELECT count(DISTINCT source_path) FROM results")).scalar_one()
+                distinct = connection.execute(
+                    text("SELECT count(DISTINCT source_path) FROM results")
+                ).scalar_one()
                 per_instance = connection.execute(
                     text("SELECT name, frames_ok FROM instances ORDER BY name")
                 ).all()
@@ -123,7 +126,9 @@ def main() -> int:
         clip = build_model(root / "clip", args.model)
         maker = FrameMaker(width=args.width, height=args.height)
         for daemons in counts:
-            result = run_count(root, clip, daemons=daemons, frames=args.frames, server=args.postgres, maker=maker)
+            result = run_count(
+                root, clip, daemons=daemons, frames=args.frames, server=args.postgres, maker=maker
+            )
             results.append(result)
             print(
                 f"{daemons} daemon(s): {args.frames} frames in {result['seconds']:.1f} s = "
@@ -135,7 +140,10 @@ def main() -> int:
         result["over_one_daemon"] = round(result["frames_per_s"] / base, 2)
     print(f"{args.model} CLIP, {args.width}x{args.height}, one PostgreSQL database, one inbox:")
     for result in results:
-        print(f"  {result['daemons']} daemon(s): {result['frames_per_s']:8.1f} frames/s ({result['over_one_daemon']:.2f}x)")
+        print(
+            f"  {result['daemons']} daemon(s): {result['frames_per_s']:8.1f} frames/s "
+            f"({result['over_one_daemon']:.2f}x)"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"model": args.model, "runs": results}, indent=2) + "\n")
     print(f"written to {args.json}")

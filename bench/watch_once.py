@@ -146,7 +146,9 @@ def main() -> int:
             baselines.append(research_script_baseline(clip_dir, originals, runtime=runtime))
             measured = ours(config)
             if measured["ok"] != args.frames:
-                print(f"error: watch --once processed {measured['ok']} of {args.frames} frames", file=sys.stderr)
+                print(
+                    f"error: watch --once processed {measured['ok']} of {args.frames} frames", file=sys.stderr
+                )
                 return 1
             ours_rates.append(measured["fps"])
             peaks.append(measured["peak_rss_mib"])

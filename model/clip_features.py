@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 PREPROCESSING_VERSION = "clip-processor+l2norm/1"
 
 # A decoded picture: a PIL image, or its (height, width, 3) uint8 RGB array.
-Picture = Image.Image | np.ndarray
+Picture: TypeAlias = Image.Image | np.ndarray
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -62,7 +62,9 @@ def start_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., Run
 
 
 # The machine's PostgreSQL (`make test` starts it when it is down); override with this variable.
-POSTGRES_SERVER = os.environ.get("CCTV_GENDER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_SERVER = os.environ.get(
+    "CCTV_GENDER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture

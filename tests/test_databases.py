@@ -45,7 +45,11 @@ def test_a_frame_key_gets_one_row_however_often_it_is_inserted(database_url: str
     with engine.begin() as connection:
         assert insert_new_rows(connection, [_row("b"), _row("a"), _row("c")]) == {"c"}
     engine.dispose()
-    assert query_url(database_url, "SELECT frame_key FROM results ORDER BY frame_key") == [("a",), ("b",), ("c",)]
+    assert query_url(database_url, "SELECT frame_key FROM results ORDER BY frame_key") == [
+        ("a",),
+        ("b",),
+        ("c",),
+    ]
 
 
 def test_daemons_starting_together_migrate_once(postgres_url: str) -> None:
@@ -88,7 +92,10 @@ def test_a_commit_whose_answer_was_lost_is_not_counted_twice(
         if not lost:
             lost.append(True)
             raise OperationalError(
-                "COMMIT", None, ConnectionError("server closed the connection unexpectedly"), connection_invalidated=True
+                "COMMIT",
+                None,
+                ConnectionError("server closed the connection unexpectedly"),
+                connection_invalidated=True,
             )
 
     monkeypatch.setattr(BatchProcessor, "_commit", commit_then_lose_the_answer)
@@ -105,7 +112,11 @@ def test_a_commit_whose_answer_was_lost_is_not_counted_twice(
 
 def _cluster() -> list[str] | None:
     """`pg_ctlcluster VERSION main`, when this machine runs its PostgreSQL that way (as root)."""
-    versions = sorted(path.name for path in Path("/etc/postgresql").glob("*")) if Path("/etc/postgresql").is_dir() else []
+    versions = (
+        sorted(path.name for path in Path("/etc/postgresql").glob("*"))
+        if Path("/etc/postgresql").is_dir()
+        else []
+    )
     if not versions or shutil.which("pg_ctlcluster") is None:
         return None
     return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"]
@@ -142,7 +153,9 @@ def test_the_daemon_survives_a_postgresql_restart(
     finally:
         subprocess.run([*postgres_control, "start"], check=True, capture_output=True)
 
-    wait_for(lambda: len(files_under(tmp_path / "processed")) == 10, timeout=90, what="the rest after the restart")
+    wait_for(
+        lambda: len(files_under(tmp_path / "processed")) == 10, timeout=90, what="the rest after the restart"
+    )
     rows = query_url(postgres_url, "SELECT source_path FROM results")
     assert sorted(source for (source,) in rows) == sorted(
         [f"cam/before-{index}.bmp" for index in range(4)] + [f"cam/during-{index}.bmp" for index in range(6)]
@@ -166,7 +179,9 @@ def test_db_copy_moves_sqlite_results_to_postgresql_and_can_be_repeated(
     repeated = capsys.readouterr().out
     assert "copied 0 rows" in repeated and "6 were already there" in repeated
 
-    columns = "frame_key, camera, source_path, stored_path, sha256, label, probability, status, error, embedding"
+    columns = (
+        "frame_key, camera, source_path, stored_path, sha256, label, probability, status, error, embedding"
+    )
     sqlite_url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
     copied = sorted(query_url(postgres_url, f"SELECT {columns} FROM results"))
     assert copied == sorted(query_url(sqlite_url, f"SELECT {columns} FROM results"))
@@ -186,7 +201,9 @@ def test_db_copy_moves_sqlite_results_to_postgresql_and_can_be_repeated(
     assert on_postgres == on_sqlite, (on_postgres, on_sqlite)
 
 
-def test_db_copy_refuses_a_bad_target(make_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_db_copy_refuses_a_bad_target(
+    make_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     config = make_config()
     assert main(["db", "upgrade", "--config", str(config)]) == 0
     assert main(["db", "copy", "--to", "nosuchdb://x", "--config", str(config)]) == 1

@@ -52,7 +52,9 @@ def _reference_pixels(clip: Path, data: list[bytes]) -> torch.Tensor:
     return processor(images=images, return_tensors="pt")["pixel_values"]
 
 
-def test_fast_preprocessing_matches_the_pil_reference(tiny_clip: Path, extractor: ClipFeatureExtractor) -> None:
+def test_fast_preprocessing_matches_the_pil_reference(
+    tiny_clip: Path, extractor: ClipFeatureExtractor
+) -> None:
     data = [bmp_bytes(**frame) for frame in FRAMES]  # type: ignore[arg-type]
     arrays = [as_uint8_array(decode_rgb(item, max_pixels=10**8)) for item in data]
 

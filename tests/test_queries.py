@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from tests.helpers import query
 from watcher.cli import main
 from watcher.migrate import upgrade_to_head
 from watcher.results_view import ALL_COLUMNS, OutputFormat, write_results

@@ -7,7 +7,6 @@ Every key is documented in the repository's `config.toml`. Validation errors bec
 from __future__ import annotations
 
 import os
-
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal

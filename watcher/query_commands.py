@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from watcher.config import Config
 from watcher.queries import ResultFilter, known_cameras, unseen_cameras
@@ -16,7 +18,10 @@ FORMATS = ("table", "csv", "json", "jsonl")
 
 
 def add_filter_arguments(
-    parser: argparse.ArgumentParser, *, time_type: object, probability_type: object
+    parser: argparse.ArgumentParser,
+    *,
+    time_type: Callable[[str], Any],
+    probability_type: Callable[[str], Any],
 ) -> None:
     parser.add_argument(
         "--camera", action="append", default=[], metavar="NAME", help="only this camera (repeatable)"

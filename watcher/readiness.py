@@ -82,7 +82,8 @@ class ReadinessTracker:
         self._settle_s = settle_s
         self._timeout_s = timeout_s
         self._seen: dict[PurePosixPath, _Observation] = {}
-        # Frames whose writer closed them after writing (inotify says so), with the (size, mtime) they had then: a later write makes the mark stale.
+        # Frames whose writer closed them after writing (inotify says so), with the (size, mtime)
+        # they had then: a later write makes the mark stale.
         self._finished: dict[PurePosixPath, tuple[int, int]] = {}
 
     def forget(self, relative: PurePosixPath) -> None:

@@ -25,7 +25,6 @@ from watcher.instance import LOCK_SUFFIX
 from watcher.store import Instance, Result, Status
 from watcher.telemetry import DaemonStatus, status_dir
 
-
 RECENTLY = timedelta(minutes=15)
 RECENTLY_TEXT = "15 minutes"
 
@@ -158,7 +157,11 @@ def render_status(status: dict[str, Any], *, output_format: str) -> str:
         f"last batch:          {'never' if age is None else f'{age:.0f} s ago'}",
     ]
     if status["instances_seen"]:
-        lines += ["", f"instances seen in the last {RECENTLY_TEXT}:", _instance_table(status["instances_seen"])]
+        lines += [
+            "",
+            f"instances seen in the last {RECENTLY_TEXT}:",
+            _instance_table(status["instances_seen"]),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -186,5 +189,8 @@ def _instance_table(seen: list[dict[str, Any]]) -> str:
         for item in seen
     ]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
     return "\n".join(line.rstrip() for line in lines)

@@ -143,8 +143,12 @@ def insert_new_rows(connection: Connection, rows: list[Result]) -> set[str]:
         return set()
     insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     columns = [column.key for column in Result.__table__.columns if column.key != "id"]
-    values = [{name: getattr(row, name) for name in columns} for row in sorted(rows, key=lambda r: r.frame_key)]
-    statement = insert(Result).on_conflict_do_nothing(index_elements=["frame_key"]).returning(Result.frame_key)
+    values = [
+        {name: getattr(row, name) for name in columns} for row in sorted(rows, key=lambda r: r.frame_key)
+    ]
+    statement = (
+        insert(Result).on_conflict_do_nothing(index_elements=["frame_key"]).returning(Result.frame_key)
+    )
     return set(connection.execute(statement, values).scalars())
 
 
