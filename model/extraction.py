@@ -13,7 +13,7 @@ from tqdm import tqdm
 from model.clip_features import ClipFeatureExtractor
 from model.dataset import LabelledImage
 from model.feature_cache import FeatureCache
-from model.images import UndecodableImage, decode_rgb
+from model.images import UndecodableImage, decode_pixels
 from model.labels import LABEL_ORDER, Label
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def extract_labelled(
             hits += 1
             continue
         try:
-            pending.append((index, decode_rgb(data, max_pixels=max_pixels)))
+            pending.append((index, decode_pixels(data, max_pixels=max_pixels)))
         except UndecodableImage as error:
             skipped[item.name] = str(error)
             continue

@@ -22,7 +22,7 @@ from transformers import CLIPImageProcessorPil
 from model.clip_features import ClipFeatureExtractor, Runtime, as_uint8_array
 from model.dataset import LabelledImage
 from model.extraction import extract_labelled
-from model.images import decode_rgb
+from model.images import decode_pixels, decode_rgb
 from model.labels import Label
 from tests.helpers import bmp_bytes, query, write_bmp
 from watcher.cli import main
@@ -56,7 +56,7 @@ def test_fast_preprocessing_matches_the_pil_reference(
     tiny_clip: Path, extractor: ClipFeatureExtractor
 ) -> None:
     data = [bmp_bytes(**frame) for frame in FRAMES]  # type: ignore[arg-type]
-    arrays = [as_uint8_array(decode_rgb(item, max_pixels=10**8)) for item in data]
+    arrays = [decode_pixels(item, max_pixels=10**8) for item in data]  # as the daemon decodes
 
     fast = extractor.preprocess(arrays)
     reference = _reference_pixels(tiny_clip, data)
@@ -69,7 +69,7 @@ def test_fast_preprocessing_matches_the_pil_reference(
 
 def test_mixed_sizes_keep_their_order(extractor: ClipFeatureExtractor) -> None:
     # Frames are batched by size on their way to the device; each must come back in its place.
-    arrays = [as_uint8_array(decode_rgb(bmp_bytes(**frame), max_pixels=10**8)) for frame in FRAMES]  # type: ignore[arg-type]
+    arrays = [decode_pixels(bmp_bytes(**frame), max_pixels=10**8) for frame in FRAMES]  # type: ignore[arg-type]
     together = extractor.preprocess(arrays)
     one_by_one = torch.cat([extractor.preprocess([array]) for array in arrays])
     assert torch.equal(together, one_by_one)
@@ -106,3 +106,51 @@ def test_daemon_embeddings_match_the_training_features(
     # Stored as float16: the cosine still clears the tolerance.
     cosines = np.sum(daemon * training, axis=1) / np.linalg.norm(daemon, axis=1)
     assert cosines.min() >= COSINE_TOLERANCE, cosines
+
+
+def test_batched_steps_equal_the_processor_itself(tiny_clip: Path, extractor: ClipFeatureExtractor) -> None:
+    # The fast path runs the processor's resize, crop and normalisation on whole batches; calling
+    # the processor (what `CLIPProcessor` does) must give exactly the same values.
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(tiny_clip)
+    data = [bmp_bytes(**frame) for frame in FRAMES]  # type: ignore[arg-type]
+    pil_images = [decode_rgb(item, max_pixels=10**8) for item in data]
+    reference = torch.cat(
+        [processor(images=[image], return_tensors="pt")["pixel_values"] for image in pil_images]
+    )
+    # Pixel views of BMPs (BGR, bottom-up, staged in stored order) and Pillow's RGB arrays, mixed.
+    arrays = [decode_pixels(item, max_pixels=10**8) for item in data]
+    mixed = [array if index % 2 else as_uint8_array(pil_images[index]) for index, array in enumerate(arrays)]
+    assert torch.equal(extractor.preprocess(arrays), reference)
+    assert torch.equal(extractor.preprocess(mixed), reference)
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [
+        pytest.param(640, 480, id="aligned_rows"),
+        pytest.param(13, 7, id="padded_rows"),
+        pytest.param(1, 1, id="one_pixel"),
+    ],
+)
+@pytest.mark.parametrize("top_down", [False, True], ids=["bottom_up", "top_down"])
+def test_bmp_pixel_views_equal_pillow(width: int, height: int, top_down: bool) -> None:
+    data = bytearray(bmp_bytes(width=width, height=height, seed=width))
+    if top_down:
+        # The same picture stored top-down: negative height, rows in reading order.
+        stride = (width * 3 + 3) // 4 * 4
+        offset = int.from_bytes(data[10:14], "little")
+        rows = [data[offset + row * stride : offset + (row + 1) * stride] for row in range(height)]
+        data[offset:] = b"".join(reversed(rows))
+        data[22:26] = (-height).to_bytes(4, "little", signed=True)
+    view = decode_pixels(bytes(data), max_pixels=10**8)
+    assert view.base is not None  # not decoded: a view of the file's bytes
+    assert np.array_equal(view, np.asarray(decode_rgb(bytes(data), max_pixels=10**8)))
+
+
+def test_other_bmp_variants_go_through_pillow() -> None:
+    palette = bmp_bytes(width=20, height=10, mode="P")
+    assert np.array_equal(
+        decode_pixels(palette, max_pixels=10**8), np.asarray(decode_rgb(palette, max_pixels=10**8))
+    )

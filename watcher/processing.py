@@ -19,9 +19,9 @@ import numpy as np
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor, as_uint8_array
+from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head
-from model.images import UndecodableImage, decode_rgb
+from model.images import UndecodableImage, decode_pixels
 from watcher.claiming import ClaimedFrame, release
 from watcher.durability import fsync_dir, fsync_dirs
 from watcher.faults import kill_point
@@ -88,12 +88,14 @@ class BatchProcessor:
         head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
         prepared = list(self._decoders.map(self._prepare, frames))
         kill_point("decoded")
+        # The claims must be on disk before their rows are: a claim lost in a power cut after the
+        # commit would put a counted frame back in the inbox. Their fsyncs wait for the disk
+        # while the model computes.
+        claims_synced = self._decoders.submit(_sync_claims, frames)
         self._classify([item for item in prepared if item.pixels is not None], head=head)
         kill_point("inferred")
         self._assign_destinations(prepared)
-        # The claims must be on disk before their rows are: a claim lost in a power cut after the
-        # commit would put a counted frame back in the inbox.
-        fsync_dirs(directory for item in prepared for directory in _claim_dirs(item.frame))
+        claims_synced.result()
         self._commit(prepared)
         kill_point("committed")
         self._move_all(prepared)
@@ -145,7 +147,7 @@ class BatchProcessor:
             truncated = incomplete_reason(data)
             if truncated is not None:
                 raise UndecodableImage(truncated)
-            pixels = as_uint8_array(decode_rgb(data, max_pixels=self._max_pixels))
+            pixels = decode_pixels(data, max_pixels=self._max_pixels)
             row.height, row.width = pixels.shape[:2]
         except UndecodableImage as error:
             row.error = str(error)
@@ -234,11 +236,19 @@ class BatchProcessor:
                     session.execute(update(Result).where(Result.frame_key == key).values(stored_path=stored))
 
 
+def _sync_claims(frames: list[ClaimedFrame]) -> None:
+    fsync_dirs(directory for frame in frames for directory in _claim_dirs(frame))
+
+
 def _claim_dirs(frame: ClaimedFrame) -> list[Path]:
     # Every directory whose entries the claim changed: the key folder and its subfolders, the
     # area holding the key folder, and the inbox folder the frame left.
     key_dir = frame.key_dir
-    inside = [frame.work_path.parent, *[p for p in frame.work_path.parents if p.is_relative_to(key_dir)]]
+    inside = []
+    for folder in frame.work_path.parents:
+        inside.append(folder)
+        if folder == key_dir:
+            break
     return [*inside, key_dir.parent, *([frame.source_dir] if frame.source_dir else [])]
 
 

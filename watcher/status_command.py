@@ -43,11 +43,20 @@ def _running_instances(in_progress: Path) -> list[str]:
     return running
 
 
+def _files_in_progress(in_progress: Path) -> int:
+    # Running daemons create and remove these folders while we count: os.walk skips what vanished.
+    return sum(
+        sum(1 for name in files if not name.endswith(LOCK_SUFFIX)) for _, _, files in os.walk(in_progress)
+    )
+
+
 def _claimed_by(in_progress: Path, name: str) -> int | None:
-    area = in_progress / name
-    if not area.is_dir():
+    """Frames in an instance's in-progress area (one folder each), or None without the area."""
+    try:
+        with os.scandir(in_progress / name) as entries:
+            return sum(1 for entry in entries if entry.is_dir(follow_symlinks=False))
+    except OSError:
         return None
-    return sum(1 for key_dir in area.iterdir() if key_dir.is_dir())
 
 
 def _instances_seen(
@@ -90,11 +99,7 @@ def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, 
         if (status := DaemonStatus.read(status_dir(config.paths.data) / f"{name}.json")) is not None
     ]
     waiting = sum(1 for _ in scan_inbox(config.paths.inbox)) if config.paths.inbox.is_dir() else 0
-    in_progress = (
-        sum(1 for path in config.in_progress.rglob("*") if not path.is_dir() and path.suffix != LOCK_SUFFIX)
-        if config.in_progress.is_dir()
-        else 0
-    )
+    in_progress = _files_in_progress(config.in_progress)
     engine = open_database(config, migrate=False)
     hour_ago = now - timedelta(hours=1)
     with Session(engine) as session:
