@@ -275,11 +275,15 @@ def test_a_hung_model_call_starves_the_watchdog(
     monkeypatch.setattr(ClipFeatureExtractor, "image_features", hanging)
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
-    start_daemon()  # built after the environment above: its notifier reads it
+    running = start_daemon()  # built after the environment above: its notifier reads it
     try:
         wait_for(lambda: notify_socket.lines().count("WATCHDOG=1") >= 3, what="pings while idle")
         write_bmp(tmp_path / "inbox" / "x.bmp")
         assert entered.wait(timeout=30)
+        # Up to half an interval into a batch the loop may still ping; past that it must not.
+        wait_for(
+            lambda: (running.daemon.in_flight_seconds or 0) > 0.1, what="the batch to be half an interval old"
+        )
         pings = notify_socket.lines().count("WATCHDOG=1")
         # Not synchronisation but the observation window: ten watchdog intervals of the hang must
         # pass without a single ping (systemd would restart the service).
@@ -291,3 +295,36 @@ def test_a_hung_model_call_starves_the_watchdog(
         )
     finally:
         release.set()  # before the fixture stops the daemon, or it would wait for the hang
+
+
+def test_a_long_backlog_keeps_feeding_the_watchdog(
+    start_daemon: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    notify_socket: NotifySocket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from model.clip_features import ClipFeatureExtractor
+
+    # A backlog many watchdog intervals long, each batch well inside half an interval: the
+    # service is working, and systemd must not restart it.
+    original = ClipFeatureExtractor.image_features
+    calls: list[float] = []
+
+    def slow(self: ClipFeatureExtractor, images: list) -> object:
+        calls.append(time.monotonic())
+        time.sleep(0.05)  # the model's time for a batch, simulated
+        return original(self, images)
+
+    for index in range(48):
+        write_bmp(tmp_path / "inbox" / f"{index:02d}.bmp", seed=index)
+    monkeypatch.setattr(ClipFeatureExtractor, "image_features", slow)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    start_daemon(batch={"size": 2, "max_wait_ms": 50})
+
+    wait_for(lambda: len(files_under(tmp_path / "processed")) == 48, what="the backlog")
+    pings_during_backlog = [
+        line for line in notify_socket.lines() if line == "WATCHDOG=1"
+    ]  # the first ping comes with the first turn, after the backlog was scanned
+    assert len(calls) == 24 and calls[-1] - calls[0] > 1.0  # many intervals of work
+    assert len(pings_during_backlog) >= 5

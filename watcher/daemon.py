@@ -3,6 +3,10 @@
 Each turn: take event hints (and, now and then, a full rescan) into the set of waiting files,
 claim the ones that are ready, and flush the batch when it is full or its oldest frame has waited
 `batch.max_wait_ms`.
+
+A flushed batch is processed on a worker thread while the loop claims the next one, whose frames
+are read and decoded as they are claimed: the model never waits for file handling. One batch is in
+flight at a time, and its outcome (a report, or a storage error that parks it) is taken back here.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -82,6 +87,9 @@ class Daemon:
         )
         self._waiting: dict[PurePosixPath, None] = {}  # insertion-ordered set: oldest first
         self._batch: list[ClaimedFrame] = []
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
+        self._in_flight: tuple[list[ClaimedFrame], Future[BatchReport]] | None = None
+        self._in_flight_since = 0.0
         # Frames whose batch could not be stored (database locked, disk full), waiting for a retry.
         self._parked: list[ClaimedFrame] = []
         self._retry_at = 0.0
@@ -96,6 +104,11 @@ class Daemon:
     def parked_frames(self) -> int:
         """Frames claimed whose batch waits for the database (or disk) to come back."""
         return len(self._parked)
+
+    @property
+    def in_flight_seconds(self) -> float | None:
+        """How long the batch on the worker has been running; None when there is none."""
+        return time.monotonic() - self._in_flight_since if self._in_flight is not None else None
 
     def wake(self) -> None:
         self._wake.set()
@@ -137,19 +150,20 @@ class Daemon:
                         self._adopt_orphans()
                         next_rescan = time.monotonic() + rescan_every
                 self.turns += 1
-                self._telemetry.turn(waiting=len(self._waiting))
+                self._telemetry.turn(waiting=len(self._waiting), busy_s=self.in_flight_seconds)
                 self._heartbeat.beat(self._progress())
                 if not self._folders_available():
                     if once:
                         break
                     self._wake.wait(timeout=rescan_every)
                     continue
+                self._collect(wait=False)
                 self._maybe_switch_head()
                 self._retry_parked()
                 settling = 0 if self._parked else self._claim_ready()
                 if self._batch and (self._batch_due() or (once and not settling)):
                     self._flush()
-                if once and not self._batch and not settling:
+                if once and not self._batch and not settling and self._in_flight is None:
                     break
                 self._wake.wait(timeout=self._wait_seconds())
                 self._wake.clear()
@@ -157,10 +171,14 @@ class Daemon:
             self._telemetry.stopping()
             if self._batch:
                 self._flush()
+            self._collect(wait=True)
             self._heartbeat.beat(self._progress(), state="stopped", force=True)
         finally:
             if events is not None:
                 events.stop()
+            # Whatever happened, the batch in flight ends before the lock goes: another instance
+            # must never adopt frames this one is still moving.
+            self._runner.shutdown(wait=True)
             self._processor.close()
             self.instance.release()
         self.report.left_incomplete = [str(path) for path in self._waiting]
@@ -169,7 +187,7 @@ class Daemon:
 
     def _progress(self) -> Progress:
         return Progress(
-            claimed=len(self._batch) + len(self._parked),
+            claimed=len(self._batch) + len(self._parked) + len(self._in_flight_frames()),
             frames_ok=self.report.ok,
             frames_failed=self.report.failed,
             frames_per_s=self._telemetry.status.frames_per_s,
@@ -226,6 +244,8 @@ class Daemon:
             if frame is None:
                 continue
             kill_point("claimed")
+            # A long backlog is claimed within one turn: the watchdog is fed as it goes.
+            self._telemetry.alive(busy_s=self.in_flight_seconds)
             logger.debug("claimed %s as %s", relative, frame.key)
             self._add_to_batch(frame)
         return settling
@@ -234,6 +254,7 @@ class Daemon:
         if not self._batch:
             self._batch_opened = time.monotonic()
         self._batch.append(frame)
+        self._processor.prefetch(frame)
         if len(self._batch) >= self._config.batch.size:
             self._flush()
 
@@ -249,9 +270,22 @@ class Daemon:
         return wait
 
     def _flush(self) -> None:
+        """Hand the batch to the worker, once the one before it is done."""
         frames, self._batch = self._batch, []
+        self._collect(wait=True)
+        future = self._runner.submit(self._processor.process, frames)
+        future.add_done_callback(lambda _: self._wake.set())
+        self._in_flight, self._in_flight_since = (frames, future), time.monotonic()
+
+    def _collect(self, *, wait: bool) -> None:
+        """Take back the outcome of the batch in flight (when it is done, or waiting for it)."""
+        if self._in_flight is None or (not wait and not self._in_flight[1].done()):
+            return
+        frames, future = self._in_flight
+        self._in_flight = None
+        self._telemetry.alive(busy_s=None)  # a batch finished: the pipeline moves
         try:
-            batch = self._processor.process(frames)
+            batch = future.result()
         except (DBAPIError, OSError) as error:
             if not is_transient(error):
                 raise
@@ -260,6 +294,7 @@ class Daemon:
             # taking nothing new meanwhile.
             self._park(frames, error)
             return
+        self._retry_delay = 0.0
         self.report.add(batch)
         self._telemetry.batch_done(batch)
 
@@ -284,15 +319,17 @@ class Daemon:
         except (DBAPIError, OSError) as error:
             if not is_transient(error):
                 raise
-            self._park([frame for frame in frames if frame not in self._parked], error)
-            return
-        if not self._parked:
-            self._retry_delay = 0.0
+            handed_on = {frame.key for frame in [*self._parked, *self._batch, *self._in_flight_frames()]}
+            self._park([frame for frame in frames if frame.key not in handed_on], error)
+
+    def _in_flight_frames(self) -> list[ClaimedFrame]:
+        return self._in_flight[0] if self._in_flight is not None else []
 
     def _recover(self) -> None:
         """Finish what earlier runs left in progress (ours, and dead instances') before new frames."""
         self._recover_area(self.instance.area)
         self._adopt_orphans()
+        self._collect(wait=True)  # recovered, committed and moved before READY
 
     def _adopt_orphans(self) -> None:
         # An instance whose lock we can take is gone: its claimed frames are ours to finish.

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import stat
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +79,7 @@ class BatchProcessor:
         # Reading, hashing and decoding release the GIL: threads keep several cores busy on them
         # while the model waits for its batch.
         self._decoders = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
+        self._prefetched: dict[str, Future[_Prepared]] = {}
         self._embedding_model = (
             embedding_model_id(extractor.source, PREPROCESSING_VERSION) if store_embeddings else None
         )
@@ -86,7 +87,12 @@ class BatchProcessor:
     def process(self, frames: list[ClaimedFrame]) -> BatchReport:
         started = time.perf_counter()
         head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
-        prepared = list(self._decoders.map(self._prepare, frames))
+        # Frames the loop prefetched were read and decoded while the batch before them ran.
+        pending = [
+            self._prefetched.pop(frame.key) if frame.key in self._prefetched else self._start(frame)
+            for frame in frames
+        ]
+        prepared = [future.result() for future in pending]
         kill_point("decoded")
         # The claims must be on disk before their rows are: a claim lost in a power cut after the
         # commit would put a counted frame back in the inbox. Their fsyncs wait for the disk
@@ -120,6 +126,13 @@ class BatchProcessor:
             head.version,
         )
         return report
+
+    def prefetch(self, frame: ClaimedFrame) -> None:
+        """Start reading, hashing and decoding a claimed frame now, before its batch is processed."""
+        self._prefetched[frame.key] = self._start(frame)
+
+    def _start(self, frame: ClaimedFrame) -> Future[_Prepared]:
+        return self._decoders.submit(self._prepare, frame)
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)

@@ -72,9 +72,19 @@ class Telemetry:
         self._write()
         self._notifier.ready(self._summary())
 
-    def turn(self, *, waiting: int) -> None:
-        """Once per loop turn: the loop is alive, so the watchdog is fed."""
+    def alive(self, *, busy_s: float | None) -> None:
+        """The loop is turning: feed the watchdog, unless the batch in flight (busy for `busy_s`)
+        has run for more than half the watchdog interval. A model call that hangs then starves
+        the watchdog and systemd restarts the service; a long backlog, batch after batch, does not.
+        """
+        interval = self._notifier.watchdog_interval_s
+        if interval is not None and busy_s is not None and busy_s > interval / 2:
+            return
         self._notifier.watchdog()
+
+    def turn(self, *, waiting: int, busy_s: float | None) -> None:
+        """Once per loop turn."""
+        self.alive(busy_s=busy_s)
         self.status.waiting = waiting
         if self._metrics is not None:
             self._metrics.queue_depth.set(waiting)
