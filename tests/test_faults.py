@@ -207,7 +207,7 @@ def test_three_daemons_share_an_inbox_and_survive_losing_one(
         inbox={"settle_ms": 0, "rescan_interval_s": 1.0, "poll_interval_ms": 50},
         database={"url": database_url},
     )
-    frames = 2000
+    frames = 3000
     for index in range(frames):
         write_bmp(
             tmp_path / "inbox" / f"cam-{index % 8}" / f"{index:05d}.bmp", width=16, height=12, seed=index

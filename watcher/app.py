@@ -54,6 +54,7 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
     engine = open_database(config, migrate=True)
     instance = acquire_instance(config.in_progress, name=instance_name)
     extractor = load_extractor(config)
+    extractor.warm_up(config.batch.size)
     prompts = config.model.zero_shot.by_label()
     try:
         head = load_serving_head(config.registry_dir, clip=extractor, prompts=prompts)
