@@ -240,3 +240,17 @@ def test_an_event_queue_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
         assert events.take().rescan is True
     finally:
         events.stop()
+
+
+def test_default_names_say_host_and_config(tmp_path: Path) -> None:
+    import socket
+
+    from watcher.instance import acquire_instance, default_prefix
+
+    host = socket.gethostname()
+    assert default_prefix(Path("/etc/cctv-gender/config.toml")) == host
+    gpu1 = acquire_instance(tmp_path, name=None, prefix=default_prefix(Path("/etc/cctv-gender/gpu1.toml")))
+    try:
+        assert gpu1.name == f"{host}-gpu1-0"
+    finally:
+        gpu1.release()

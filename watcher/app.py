@@ -10,7 +10,7 @@ from watcher.config import Config
 from watcher.daemon import Daemon
 from watcher.database import open_database
 from watcher.errors import StartupError
-from watcher.instance import acquire_instance
+from watcher.instance import acquire_instance, default_prefix
 from watcher.metrics import Metrics
 from watcher.notify import SystemdNotifier
 from watcher.processing import BatchProcessor, OutputFolders
@@ -52,7 +52,7 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         except OSError as error:
             raise StartupError(f"cannot create {folder}: {error.strerror}") from None
     engine = open_database(config, migrate=True)
-    instance = acquire_instance(config.in_progress, name=instance_name)
+    instance = acquire_instance(config.in_progress, name=instance_name, prefix=default_prefix(config.source))
     extractor = load_extractor(config)
     extractor.warm_up(config.batch.size)
     prompts = config.model.zero_shot.by_label()

@@ -50,8 +50,17 @@ def _try_lock(root: Path, name: str) -> InstanceLock | None:
     return InstanceLock(name=name, area=area, _descriptor=descriptor)
 
 
-def acquire_instance(root: Path, *, name: str | None) -> InstanceLock:
-    """Lock `name`, or the first free `<hostname>-<n>` when no name is given."""
+def default_prefix(config_file: Path | None) -> str:
+    """`<hostname>`, plus the config file's name when it is not `config.toml`: two daemons on one
+    host (one per GPU, say, with gpu0.toml and gpu1.toml) get names that say which is which."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "host"
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", config_file.stem) if config_file is not None else "config"
+    return host if stem in ("config", "") else f"{host}-{stem}"[:60]
+
+
+def acquire_instance(root: Path, *, name: str | None, prefix: str | None = None) -> InstanceLock:
+    """Lock `name`, or the first free `<prefix>-<n>` when no name is given (prefix: see
+    `default_prefix`)."""
     root.mkdir(parents=True, exist_ok=True)
     if name is not None:
         if not VALID_NAME.match(name):
@@ -62,10 +71,10 @@ def acquire_instance(root: Path, *, name: str | None) -> InstanceLock:
                 f"instance {name!r} is already running (its lock {root / name}{LOCK_SUFFIX} is held)"
             )
         return lock
-    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "host"
+    prefix = prefix or default_prefix(None)
     number = 0
     while True:
-        lock = _try_lock(root, f"{host}-{number}")
+        lock = _try_lock(root, f"{prefix}-{number}")
         if lock is not None:
             return lock
         number += 1
