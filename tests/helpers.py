@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -132,13 +133,14 @@ def query_url(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
 
 def files_under(folder: Path) -> list[str]:
     """Files below `folder`, relative, sorted; instance lock files (`.in-progress/*.lock`) left out."""
-    if not folder.exists():
-        return []
-    return sorted(
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if not path.is_dir() and not (path.suffix == ".lock" and path.parent.name == ".in-progress")
-    )
+    # os.walk, not rglob: running daemons remove folders while we look, and walk skips those.
+    found = []
+    for directory, _, names in os.walk(folder):
+        parent = Path(directory)
+        for name in names:
+            if not (name.endswith(".lock") and parent.name == ".in-progress"):
+                found.append((parent / name).relative_to(folder).as_posix())
+    return sorted(found)
 
 
 def write_striped_bmp(path: Path, *, vertical: bool, seed: int, width: int = 64, height: int = 48) -> Path:

@@ -122,3 +122,24 @@ def test_a_signal_commits_the_batch_in_hand_then_exits_zero(
     assert files_under(in_progress) == []
     text = log.read_text()
     assert f"{signum.name} received" in text and "Traceback" not in text
+
+
+def test_the_overlapped_pipeline_drains_a_backlog_exactly_once(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the model on a GPU the loop claims and decodes the next batch while one is in flight.
+    # No GPU here: the processor is told its model is on one, so this path runs on the CPU.
+    from watcher.processing import BatchProcessor
+
+    monkeypatch.setattr(BatchProcessor, "model_on_accelerator", property(lambda self: True))
+    for index in range(100):
+        write_bmp(tmp_path / "inbox" / f"cam-{index % 4}" / f"{index:03d}.bmp", seed=index)
+    running = start_daemon(batch={"size": 8, "max_wait_ms": 50})
+
+    wait_for(lambda: len(files_under(tmp_path / "processed")) == 100, what="the backlog")
+    wait_for(lambda: running.daemon.report.ok == 100, what="every batch taken back")
+    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path, status FROM results")
+    assert len(rows) == 100 and {source for source, _ in rows} == {
+        f"cam-{index % 4}/{index:03d}.bmp" for index in range(100)
+    }
+    assert files_under(tmp_path / "inbox") == [] and running.daemon.report.batches >= 13

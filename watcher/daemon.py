@@ -5,8 +5,9 @@ claim the ones that are ready, and flush the batch when it is full or its oldest
 `batch.max_wait_ms`.
 
 A flushed batch is processed on a worker thread while the loop claims the next one, whose frames
-are read and decoded as they are claimed: the model never waits for file handling. One batch is in
+are read and decoded as they are claimed: a GPU never waits for file handling. One batch is in
 flight at a time, and its outcome (a report, or a storage error that parks it) is taken back here.
+When the model runs on the CPU the loop waits for each batch instead (see `_flush`).
 """
 
 from __future__ import annotations
@@ -276,17 +277,21 @@ class Daemon:
         future = self._runner.submit(self._processor.process, frames)
         future.add_done_callback(lambda _: self._wake.set())
         self._in_flight, self._in_flight_since = (frames, future), time.monotonic()
+        if not self._processor.model_on_accelerator:
+            # On the CPU the model needs every core to itself: one busy core elsewhere (decoding
+            # the next batch) made a 2-thread forward pass 5 times slower here. So the next
+            # batch's file work waits for this one, and then has every core.
+            self._collect(wait=True)
 
     def _collect(self, *, wait: bool) -> None:
         """Take back the outcome of the batch in flight (when it is done, or waiting for it)."""
         if self._in_flight is None or (not wait and not self._in_flight[1].done()):
             return
         frames, future = self._in_flight
-        self._in_flight = None
-        self._telemetry.alive(busy_s=None)  # a batch finished: the pipeline moves
         try:
-            batch = future.result()
+            batch = future.result()  # in flight (and so counted by in_flight_seconds) until done
         except (DBAPIError, OSError) as error:
+            self._in_flight = None
             if not is_transient(error):
                 raise
             # Locked by another process, out of space, or the database server restarting: nothing
@@ -294,6 +299,8 @@ class Daemon:
             # taking nothing new meanwhile.
             self._park(frames, error)
             return
+        self._in_flight = None
+        self._telemetry.alive(busy_s=None)  # a batch finished: the pipeline moves
         self._retry_delay = 0.0
         self.report.add(batch)
         self._telemetry.batch_done(batch)

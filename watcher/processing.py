@@ -127,6 +127,11 @@ class BatchProcessor:
         )
         return report
 
+    @property
+    def model_on_accelerator(self) -> bool:
+        """The model runs on a GPU, leaving the CPU free for the next batch's file work."""
+        return self._extractor.runtime.device.type != "cpu"
+
     def prefetch(self, frame: ClaimedFrame) -> None:
         """Start reading, hashing and decoding a claimed frame now, before its batch is processed."""
         self._prefetched[frame.key] = self._start(frame)
