@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
-from watcher.store import Instance, utc_now
+from watcher.store import Instance, upsert_capable_insert, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ class Heartbeat:
             "frames_per_s": progress.frames_per_s,
             "model_version": progress.model_version,
         }
-        insert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        insert = upsert_capable_insert(self._engine.dialect.name)
         statement = insert(Instance).values(values)
         statement = statement.on_conflict_do_update(
             index_elements=["name"], set_={key: value for key, value in values.items() if key != "name"}

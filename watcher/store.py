@@ -132,6 +132,11 @@ class Instance(Base):
     model_version: Mapped[str | None] = mapped_column(String(255))
 
 
+def upsert_capable_insert(dialect: str) -> Any:
+    """The dialect's INSERT construct, which has ON CONFLICT (both engines we support do)."""
+    return postgresql_insert if dialect == "postgresql" else sqlite_insert
+
+
 def insert_new_rows(connection: Connection, rows: list[Result]) -> set[str]:
     """INSERT the rows whose frame key has no row yet; returns the keys that were inserted.
 
@@ -141,7 +146,7 @@ def insert_new_rows(connection: Connection, rows: list[Result]) -> set[str]:
     """
     if not rows:
         return set()
-    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    insert = upsert_capable_insert(connection.dialect.name)
     columns = [column.key for column in Result.__table__.columns if column.key != "id"]
     values = [
         {name: getattr(row, name) for name in columns} for row in sorted(rows, key=lambda r: r.frame_key)
