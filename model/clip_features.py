@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,10 @@ class ClipFeatureExtractor:
             )
             raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line}{hint}") from None
         self._model.to(runtime.device).eval()
-        self._staging: dict[tuple[int, ...], torch.Tensor] = {}
+        # Staging buffers are per thread: on a CPU several batches run through the model at once.
+        self._staging_by_thread = threading.local()
+        # torch's threads for the model, as configured when it was loaded (model.cpu_threads).
+        self.cpu_threads = torch.get_num_threads()
         logger.info(
             "loaded CLIP %s on %s (%s), %d-dimensional features",
             source,
@@ -117,6 +121,22 @@ class ClipFeatureExtractor:
     @property
     def feature_size(self) -> int:
         return int(self._model.config.projection_dim)
+
+    def use_cpu_threads(self, count: int) -> None:
+        """How many CPU threads the calling thread's model work uses from now on.
+
+        torch's OpenMP setting belongs to the thread that calls it, so each batch worker sets its
+        own. A no-op on a GPU.
+        """
+        if self.runtime.device.type == "cpu" and torch.get_num_threads() != count:
+            torch.set_num_threads(count)
+
+    @property
+    def _staging(self) -> dict[tuple[int, ...], torch.Tensor]:
+        cache: dict[tuple[int, ...], torch.Tensor] | None = getattr(self._staging_by_thread, "cache", None)
+        if cache is None:
+            cache = self._staging_by_thread.cache = {}
+        return cache
 
     @property
     def logit_scale(self) -> float:
@@ -154,18 +174,20 @@ class ClipFeatureExtractor:
         13 times a plain copy, so its bytes are copied in stored order and the channels are
         swapped after resizing and cropping, on a few KB instead of the whole frame (resizing
         and cropping treat channels alike, so the result is the same).
-        Buffers up to STAGING_CACHE_BYTES are kept per frame size and reused: a fresh allocation
-        costs page faults every batch (and pinning, on CUDA, costs more than the copy).
+        Buffers up to STAGING_CACHE_BYTES are kept per frame size (and per thread) and reused: a
+        fresh allocation costs page faults every batch (and pinning, on CUDA, costs more than the
+        copy).
         """
         count, shape = len(arrays), arrays[0].shape
-        buffer = self._staging.get(shape)
+        cache = self._staging
+        buffer = cache.get(shape)
         if buffer is None or buffer.shape[0] < count:
             pinned = self.runtime.device.type == "cuda"
             buffer = torch.empty((count, *shape), dtype=torch.uint8, pin_memory=pinned)
             if buffer.numel() <= STAGING_CACHE_BYTES:
-                if len(self._staging) >= STAGING_CACHE_SHAPES:
-                    self._staging.pop(next(iter(self._staging)))  # the oldest frame size
-                self._staging[shape] = buffer
+                if len(cache) >= STAGING_CACHE_SHAPES:
+                    cache.pop(next(iter(cache)))  # the oldest frame size
+                cache[shape] = buffer
         slots = buffer[:count].numpy()
         bgr = [array.strides[-1] < 0 for array in arrays]
         for slot, array, reversed_channels in zip(slots, arrays, bgr, strict=True):

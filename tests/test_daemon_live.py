@@ -143,3 +143,51 @@ def test_the_overlapped_pipeline_drains_a_backlog_exactly_once(
         f"cam-{index % 4}/{index:03d}.bmp" for index in range(100)
     }
     assert files_under(tmp_path / "inbox") == [] and running.daemon.report.batches >= 13
+
+
+def test_cpu_lanes_run_full_batches_side_by_side_and_a_partial_one_alone(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two model threads on the CPU: full batches run two at a time, one thread each; the partial
+    # batch at the end of the backlog runs alone on both. The first batch holds on until a second
+    # one has started beside it: with one batch at a time that never happens and the test fails.
+    import threading
+
+    from watcher.processing import BatchProcessor
+
+    original = BatchProcessor.process
+    lock = threading.Lock()
+    running_now: list[int] = []
+    calls: list[tuple[int, int | None, int]] = []  # frames, threads, batches already running
+    second_started = threading.Event()
+
+    def observed(self: BatchProcessor, frames: list, *, cpu_threads: int | None = None) -> object:
+        with lock:
+            calls.append((len(frames), cpu_threads, len(running_now)))
+            running_now.append(len(frames))
+            first = len(calls) == 1
+            if len(calls) == 2:
+                second_started.set()
+        try:
+            if first:
+                second_started.wait(timeout=30)
+            return original(self, frames, cpu_threads=cpu_threads)
+        finally:
+            with lock:
+                running_now.remove(len(frames))
+
+    monkeypatch.setattr(BatchProcessor, "process", observed)
+    for index in range(52):
+        write_bmp(tmp_path / "inbox" / f"{index:03d}.bmp", seed=index)
+    running = start_daemon(model={"cpu_threads": 2}, batch={"size": 8, "max_wait_ms": 50})
+
+    wait_for(lambda: running.daemon.report.ok == 52, what="the backlog")
+    assert second_started.is_set() and calls[1][2] == 1, "the second batch did not run beside the first"
+    full = [threads for frames, threads, _ in calls if frames == 8]
+    partial = [(threads, beside) for frames, threads, beside in calls if frames < 8]
+    assert len(full) == 6 and set(full) == {1}
+    assert partial == [(2, 0)]
+    assert len(files_under(tmp_path / "processed")) == 52 and files_under(tmp_path / "inbox") == []
+    assert query(
+        tmp_path / "data" / "results.sqlite3", "SELECT count(DISTINCT source_path) FROM results"
+    ) == [(52,)]

@@ -154,3 +154,49 @@ def test_other_bmp_variants_go_through_pillow() -> None:
     assert np.array_equal(
         decode_pixels(palette, max_pixels=10**8), np.asarray(decode_rgb(palette, max_pixels=10**8))
     )
+
+
+def test_batches_preprocessed_in_two_threads_at_once_stay_apart(extractor: ClipFeatureExtractor) -> None:
+    # On a CPU the daemon runs batches side by side (watcher.lanes); frames of the same size are
+    # staged in a reused buffer, which must not be shared between them.
+    import threading
+
+    batches = [
+        [
+            decode_pixels(bmp_bytes(width=320, height=240, seed=10 * lane + index), max_pixels=10**8)
+            for index in range(4)
+        ]
+        for lane in range(2)
+    ]
+    expected = [extractor.preprocess(batch) for batch in batches]
+    together = threading.Barrier(2)
+    mismatches: list[int] = []
+
+    def lane(number: int) -> None:
+        for _ in range(20):
+            together.wait(timeout=30)
+            if not torch.equal(extractor.preprocess(batches[number]), expected[number]):
+                mismatches.append(number)
+
+    threads = [threading.Thread(target=lane, args=(number,)) for number in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert mismatches == []
+
+
+def test_a_batch_worker_sets_its_own_cpu_threads(extractor: ClipFeatureExtractor) -> None:
+    # torch's thread count belongs to the calling thread: a lane asking for one thread leaves the
+    # others (and the main thread) as they were.
+    from concurrent.futures import ThreadPoolExecutor
+
+    main_threads = torch.get_num_threads()
+
+    def one_thread() -> int:
+        extractor.use_cpu_threads(1)
+        return torch.get_num_threads()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(one_thread).result() == 1
+    assert torch.get_num_threads() == main_threads

@@ -315,16 +315,17 @@ def test_a_long_backlog_keeps_feeding_the_watchdog(
         time.sleep(0.05)  # the model's time for a batch, simulated
         return original(self, images)
 
-    for index in range(48):
+    # Two batches run at once on a 2-thread CPU (watcher.lanes): 48 batches span over a second.
+    for index in range(96):
         write_bmp(tmp_path / "inbox" / f"{index:02d}.bmp", seed=index)
     monkeypatch.setattr(ClipFeatureExtractor, "image_features", slow)
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     start_daemon(batch={"size": 2, "max_wait_ms": 50})
 
-    wait_for(lambda: len(files_under(tmp_path / "processed")) == 48, what="the backlog")
+    wait_for(lambda: len(files_under(tmp_path / "processed")) == 96, what="the backlog")
     pings_during_backlog = [
         line for line in notify_socket.lines() if line == "WATCHDOG=1"
     ]  # the first ping comes with the first turn, after the backlog was scanned
-    assert len(calls) == 24 and calls[-1] - calls[0] > 1.0  # many intervals of work
+    assert len(calls) == 48 and calls[-1] - calls[0] > 1.0  # many intervals of work
     assert len(pings_during_backlog) >= 5

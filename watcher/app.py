@@ -81,6 +81,13 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         head.version,
     )
     logger.info("instance %s, in-progress area %s", instance.name, instance.area)
+    lanes = processor.lanes
+    logger.info(
+        "model on %s: up to %d batches at once, %d CPU threads each",
+        extractor.runtime.device,
+        lanes.count,
+        lanes.threads_each,
+    )
     metrics = None
     if config.metrics.listen:
         metrics = Metrics()

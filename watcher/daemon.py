@@ -5,9 +5,10 @@ claim the ones that are ready, and flush the batch when it is full or its oldest
 `batch.max_wait_ms`.
 
 A flushed batch is processed on a worker thread while the loop claims the next one, whose frames
-are read and decoded as they are claimed: a GPU never waits for file handling. One batch is in
-flight at a time, and its outcome (a report, or a storage error that parks it) is taken back here.
-When the model runs on the CPU the loop waits for each batch instead (see `_flush`).
+are read and decoded as they are claimed: the model never waits for file handling. How many
+batches are in flight at once is the processor's `lanes` (one on a GPU; one per CPU thread, each
+with one thread, on a CPU; see watcher.lanes). A batch flushed before it is full runs alone with
+every thread. Each batch's outcome (a report, or a storage error that parks it) is taken back here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import contextlib
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_any
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -40,6 +42,14 @@ from watcher.store import Result
 from watcher.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    frames: list[ClaimedFrame]
+    outcome: Future[BatchReport]
+    since: float  # time.monotonic() when it was handed to a worker
+    alone: bool  # runs with every model thread: nothing else may run beside it
 
 
 @dataclass
@@ -88,9 +98,9 @@ class Daemon:
         )
         self._waiting: dict[PurePosixPath, None] = {}  # insertion-ordered set: oldest first
         self._batch: list[ClaimedFrame] = []
-        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
-        self._in_flight: tuple[list[ClaimedFrame], Future[BatchReport]] | None = None
-        self._in_flight_since = 0.0
+        self._lanes = processor.lanes
+        self._runner = ThreadPoolExecutor(max_workers=self._lanes.count, thread_name_prefix="batch")
+        self._in_flight: list[_InFlight] = []
         # Frames whose batch could not be stored (database locked, disk full), waiting for a retry.
         self._parked: list[ClaimedFrame] = []
         self._retry_at = 0.0
@@ -108,8 +118,10 @@ class Daemon:
 
     @property
     def in_flight_seconds(self) -> float | None:
-        """How long the batch on the worker has been running; None when there is none."""
-        return time.monotonic() - self._in_flight_since if self._in_flight is not None else None
+        """How long the oldest batch on a worker has been running; None when there is none."""
+        if not self._in_flight:
+            return None
+        return time.monotonic() - min(batch.since for batch in self._in_flight)
 
     def wake(self) -> None:
         self._wake.set()
@@ -164,7 +176,7 @@ class Daemon:
                 settling = 0 if self._parked else self._claim_ready()
                 if self._batch and (self._batch_due() or (once and not settling)):
                     self._flush()
-                if once and not self._batch and not settling and self._in_flight is None:
+                if once and not self._batch and not settling and not self._in_flight:
                     break
                 self._wake.wait(timeout=self._wait_seconds())
                 self._wake.clear()
@@ -271,39 +283,56 @@ class Daemon:
         return wait
 
     def _flush(self) -> None:
-        """Hand the batch to the worker, once the one before it is done."""
+        """Hand the batch to a worker once there is room for it (see watcher.lanes)."""
         frames, self._batch = self._batch, []
-        self._collect(wait=True)
-        future = self._runner.submit(self._processor.process, frames)
+        lanes = self._lanes
+        # A full batch on a CPU shares the cores with the batches beside it, one thread each; a
+        # partial one (a quiet inbox) is about latency and runs alone on every thread.
+        alone = lanes.concurrent and len(frames) < self._config.batch.size
+        if alone:
+            self._collect(wait=True)
+        else:
+            self._wait_for_room(lanes.count)
+        threads = lanes.all_threads if alone else lanes.threads_each
+        future = self._runner.submit(self._processor.process, frames, cpu_threads=threads)
         future.add_done_callback(lambda _: self._wake.set())
-        self._in_flight, self._in_flight_since = (frames, future), time.monotonic()
-        if not self._processor.model_on_accelerator:
-            # On the CPU the model needs every core to itself: one busy core elsewhere (decoding
-            # the next batch) made a 2-thread forward pass 5 times slower here. So the next
-            # batch's file work waits for this one, and then has every core.
+        self._in_flight.append(_InFlight(frames, future, since=time.monotonic(), alone=alone))
+        if alone or not (lanes.concurrent or self._processor.model_on_accelerator):
+            # On the CPU a pass on every thread needs every core to itself: one busy core elsewhere
+            # (decoding the next batch) made a 2-thread forward pass 5 times slower here. So the
+            # next batch's file work waits for this one, and then has every core.
             self._collect(wait=True)
 
+    def _wait_for_room(self, lanes: int) -> None:
+        """Take back finished batches until fewer than `lanes` run and none runs alone."""
+        self._collect(wait=False)
+        while len(self._in_flight) >= lanes or any(batch.alone for batch in self._in_flight):
+            wait_for_any([batch.outcome for batch in self._in_flight], return_when=FIRST_COMPLETED)
+            self._collect(wait=False)
+
     def _collect(self, *, wait: bool) -> None:
-        """Take back the outcome of the batch in flight (when it is done, or waiting for it)."""
-        if self._in_flight is None or (not wait and not self._in_flight[1].done()):
-            return
-        frames, future = self._in_flight
+        """Take back the outcomes of the batches in flight: those done, or all of them (waiting)."""
+        for batch in list(self._in_flight):
+            if wait or batch.outcome.done():
+                self._take_back(batch)
+
+    def _take_back(self, batch: _InFlight) -> None:
         try:
-            batch = future.result()  # in flight (and so counted by in_flight_seconds) until done
+            report = batch.outcome.result()  # in flight (and so counted by in_flight_seconds) until done
         except (DBAPIError, OSError) as error:
-            self._in_flight = None
+            self._in_flight.remove(batch)
             if not is_transient(error):
                 raise
             # Locked by another process, out of space, or the database server restarting: nothing
             # of this batch that was not committed is lost; keep the frames claimed and retry,
             # taking nothing new meanwhile.
-            self._park(frames, error)
+            self._park(batch.frames, error)
             return
-        self._in_flight = None
+        self._in_flight.remove(batch)
         self._telemetry.alive(busy_s=None)  # a batch finished: the pipeline moves
         self._retry_delay = 0.0
-        self.report.add(batch)
-        self._telemetry.batch_done(batch)
+        self.report.add(report)
+        self._telemetry.batch_done(report)
 
     def _park(self, frames: list[ClaimedFrame], error: BaseException) -> None:
         self._parked.extend(frames)
@@ -330,7 +359,7 @@ class Daemon:
             self._park([frame for frame in frames if frame.key not in handed_on], error)
 
     def _in_flight_frames(self) -> list[ClaimedFrame]:
-        return self._in_flight[0] if self._in_flight is not None else []
+        return [frame for batch in self._in_flight for frame in batch.frames]
 
     def _recover(self) -> None:
         """Finish what earlier runs left in progress (ours, and dead instances') before new frames."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import stat
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from model.images import UndecodableImage, decode_pixels
 from watcher.claiming import ClaimedFrame, release
 from watcher.durability import fsync_dir, fsync_dirs
 from watcher.faults import kill_point
+from watcher.lanes import Lanes, plan_lanes
 from watcher.moving import move_no_clobber, reserve_destination
 from watcher.readiness import incomplete_reason
 from watcher.store import Result, Status, embedding_model_id, insert_new_rows, pack_embedding, utc_now
@@ -80,13 +82,20 @@ class BatchProcessor:
         # while the model waits for its batch.
         self._decoders = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
         self._prefetched: dict[str, Future[_Prepared]] = {}
+        # Batches may run at once (see watcher.lanes); a Keras model is not documented as safe to
+        # call from two threads, and the head takes well under a millisecond a batch.
+        self._head_lock = threading.Lock()
         self._embedding_model = (
             embedding_model_id(extractor.source, PREPROCESSING_VERSION) if store_embeddings else None
         )
 
-    def process(self, frames: list[ClaimedFrame]) -> BatchReport:
+    def process(self, frames: list[ClaimedFrame], *, cpu_threads: int | None = None) -> BatchReport:
+        """Run one batch to the end (rows committed, files moved); `cpu_threads` is how many CPU
+        threads its model work may use (see watcher.lanes)."""
         started = time.perf_counter()
         head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
+        if cpu_threads is not None:
+            self._extractor.use_cpu_threads(cpu_threads)
         # Frames the loop prefetched were read and decoded while the batch before them ran.
         pending = [
             self._prefetched.pop(frame.key) if frame.key in self._prefetched else self._start(frame)
@@ -131,6 +140,10 @@ class BatchProcessor:
     def model_on_accelerator(self) -> bool:
         """The model runs on a GPU, leaving the CPU free for the next batch's file work."""
         return self._extractor.runtime.device.type != "cpu"
+
+    @property
+    def lanes(self) -> Lanes:
+        return plan_lanes(on_accelerator=self.model_on_accelerator, cpu_threads=self._extractor.cpu_threads)
 
     def prefetch(self, frame: ClaimedFrame) -> None:
         """Start reading, hashing and decoding a claimed frame now, before its batch is processed."""
@@ -180,7 +193,8 @@ class BatchProcessor:
             return
         try:
             features = self._extractor.image_features([item.pixels for item in decodable])  # type: ignore[misc]
-            predictions = head.predict(features)
+            with self._head_lock:
+                predictions = head.predict(features)
         except Exception as error:  # noqa: BLE001 - one bad frame must not fail the batch
             if len(decodable) > 1:
                 # Isolate the frame that breaks the model (out of memory, say): split and retry.

@@ -1,0 +1,41 @@
+"""How many batches go through the model at once, and with how many CPU threads each.
+
+On a GPU one batch is in flight while the CPU claims and decodes the next: one lane.
+
+On a CPU the model's threads are the bottleneck. One batch on all cores suffers from anything
+else that runs meanwhile: torch's OpenMP threads meet at a barrier after every operation, so a
+core lent to file work for a moment stalls the whole pass (a 2-thread ViT-B/32 forward ran 2.5 to
+5 times slower beside one hashing thread). Several batches at once, one thread each, have no
+barrier between them: file work slows them only by the CPU time it takes, and the model is never
+idle while frames are read, hashed, moved and committed. Measured on a 2-core VM: two 1-thread
+forwards at once 35 frames/s, one 2-thread forward 27 to 32 (`bench/watch_once.py` prints both).
+
+A batch flushed before it is full (a quiet inbox, `batch.max_wait_ms`) is about latency, not
+throughput: it gets every thread, alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# More lanes hold more frames in memory (a batch each) for little gain beyond a few cores.
+MAX_CPU_LANES = 4
+
+
+@dataclass(frozen=True)
+class Lanes:
+    count: int  # batches in the model at once
+    threads_each: int  # CPU threads of each (all of the model's threads when count is 1)
+    all_threads: int  # the model's CPU threads, for a batch that runs alone
+
+    @property
+    def concurrent(self) -> bool:
+        return self.count > 1
+
+
+def plan_lanes(*, on_accelerator: bool, cpu_threads: int) -> Lanes:
+    threads = max(1, cpu_threads)
+    if on_accelerator:
+        return Lanes(count=1, threads_each=threads, all_threads=threads)
+    count = min(threads, MAX_CPU_LANES)
+    return Lanes(count=count, threads_each=threads // count, all_threads=threads)
