@@ -36,3 +36,15 @@ def test_watch_once_on_the_gpu(make_config: Callable[..., Path], tmp_path: Path)
         tmp_path / "data" / "results.sqlite3", "SELECT status, count(*) FROM results GROUP BY status"
     )
     assert rows == [("ok", 20)]
+
+
+def test_frames_are_staged_in_pinned_memory(tiny_clip: Path) -> None:
+    import numpy as np
+
+    from model.clip_features import ClipFeatureExtractor
+
+    extractor = ClipFeatureExtractor(str(tiny_clip), runtime=resolve_runtime(device="cuda", precision="fp16"))
+    frames = [np.zeros((480, 640, 3), dtype=np.uint8) for _ in range(4)]
+    pixels = extractor.preprocess(frames)
+    assert pixels.device.type == "cuda"
+    assert all(buffer.is_pinned() for buffer in extractor._staging.values())

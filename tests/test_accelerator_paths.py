@@ -1,0 +1,49 @@
+"""The GPU-only decisions, checked on the CPU (CI has no GPU; tests/test_gpu.py runs them for real).
+
+What cannot run here is the device itself; what decides to use it can: `auto` picking CUDA in
+fp16, a clear error for a CUDA device that is missing, one batch in flight beside the CPU's file
+work, and the CPU thread settings left alone. The overlapped daemon loop itself is driven on the
+CPU in tests/test_daemon_live.py.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.clip_features import ClipFeatureExtractor, ModelLoadError, Runtime, resolve_runtime
+from watcher.lanes import plan_lanes
+
+
+def test_auto_picks_cuda_in_fp16_where_a_gpu_is_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # nothing is allocated on it here
+    runtime = resolve_runtime(device="auto", precision="auto")
+    assert runtime.device == torch.device("cuda") and runtime.precision == "fp16"
+    # fp16 weights on the GPU; CPU-style bf16 autocast is not used there.
+    assert runtime.dtype == torch.float16 and runtime.autocast_dtype is None
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelLoadError, match="model.device is 'cuda:1' but no CUDA device is available"):
+        resolve_runtime(device="cuda:1", precision="auto")
+
+
+def test_on_a_gpu_one_batch_is_in_flight_with_the_threads_as_configured(tiny_clip: Path) -> None:
+    extractor = ClipFeatureExtractor(
+        str(tiny_clip), runtime=Runtime(device=torch.device("cpu"), precision="fp32")
+    )
+    extractor.runtime = Runtime(device=torch.device("cuda"), precision="fp16")  # as if loaded on one
+    lanes = plan_lanes(on_accelerator=True, cpu_threads=extractor.cpu_threads)
+    assert lanes.count == 1
+
+    def threads_after_asking_for_one() -> int:
+        before = torch.get_num_threads()
+        extractor.use_cpu_threads(1)  # the GPU does the model's work: the CPU's threads stay
+        return torch.get_num_threads() - before
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(threads_after_asking_for_one).result() == 0
