@@ -217,15 +217,20 @@ def test_three_daemons_share_an_inbox_and_survive_losing_one(
     def row_count() -> int:
         return query_url(database_url, "SELECT count(*) FROM results")[0][0]
 
+    def all_at_work() -> bool:
+        # Locked and past their first heartbeat: started, not just starting (on 2 busy cores one
+        # daemon can still be loading its model when the others have done a quarter).
+        seen = collect_status(load_config(config))["instances_seen"]
+        return len(seen) == 3 and all(item["running"] and item["state"] == "running" for item in seen)
+
     daemons = [_run(config, wait=False) for _ in range(3)]
     try:
+        wait_for(all_at_work, timeout=240, what="three daemons at work")
         wait_for(
             lambda: row_count() >= frames // 4,
             timeout=240,
             what="a quarter of the frames",
         )
-        seen = collect_status(load_config(config))["instances_seen"]
-        assert len(seen) == 3 and all(item["running"] for item in seen), seen
         daemons[0].kill()
         daemons[0].wait(timeout=60)
         wait_for(
