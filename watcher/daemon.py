@@ -49,7 +49,6 @@ class _InFlight:
     frames: list[ClaimedFrame]
     outcome: Future[BatchReport]
     since: float  # time.monotonic() when it was handed to a worker
-    alone: bool  # runs with every model thread: nothing else may run beside it
 
 
 @dataclass
@@ -296,17 +295,17 @@ class Daemon:
         threads = lanes.all_threads if alone else lanes.threads_each
         future = self._runner.submit(self._processor.process, frames, cpu_threads=threads)
         future.add_done_callback(lambda _: self._wake.set())
-        self._in_flight.append(_InFlight(frames, future, since=time.monotonic(), alone=alone))
-        if alone or not (lanes.concurrent or self._processor.model_on_accelerator):
+        self._in_flight.append(_InFlight(frames, future, since=time.monotonic()))
+        if threads == lanes.all_threads and not self._processor.model_on_accelerator:
             # On the CPU a pass on every thread needs every core to itself: one busy core elsewhere
             # (decoding the next batch) made a 2-thread forward pass 5 times slower here. So the
             # next batch's file work waits for this one, and then has every core.
             self._collect(wait=True)
 
     def _wait_for_room(self, lanes: int) -> None:
-        """Take back finished batches until fewer than `lanes` run and none runs alone."""
+        """Take back finished batches until fewer than `lanes` are in flight."""
         self._collect(wait=False)
-        while len(self._in_flight) >= lanes or any(batch.alone for batch in self._in_flight):
+        while len(self._in_flight) >= lanes:
             wait_for_any([batch.outcome for batch in self._in_flight], return_when=FIRST_COMPLETED)
             self._collect(wait=False)
 
