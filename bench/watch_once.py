@@ -36,7 +36,7 @@ from harness import MODELS, REPO, build_model
 
 from model.clip_features import ClipFeatureExtractor, Runtime, resolve_runtime
 from tests.helpers import write_bmp, write_config
-from watcher.lanes import plan_lanes
+from watcher.lanes import lanes_for
 
 
 def research_script_baseline(clip_dir: Path, frames: list[Path], *, runtime: Runtime) -> float:
@@ -74,7 +74,7 @@ def ceiling(extractor: ClipFeatureExtractor, *, batch_size: int, batches: int) -
 
     runtime = extractor.runtime
     pixels = torch.randn(batch_size, 3, 224, 224).to(runtime.device, runtime.dtype)
-    lanes = plan_lanes(on_accelerator=runtime.device.type != "cpu", cpu_threads=extractor.cpu_threads)
+    lanes = lanes_for(extractor)
 
     def timed(count: int, threads: int, ready: threading.Barrier) -> tuple[float, float]:
         """Start and end (perf_counter) of `count` passes on `threads` threads, after a warm-up."""
@@ -193,7 +193,7 @@ def main() -> int:
     def median(key: str) -> float:
         return statistics.median(entry[key] for entry in rounds)
 
-    lanes = plan_lanes(on_accelerator=runtime.device.type != "cpu", cpu_threads=extractor.cpu_threads)
+    lanes = lanes_for(extractor)
     result = {
         "frames": args.frames,
         "frame_size": f"{args.width}x{args.height}",
@@ -225,29 +225,24 @@ def main() -> int:
         f"({runtime.precision}), {lanes.count} lane(s) of {lanes.threads_each} thread(s), "
         f"median of {args.repeats} rounds"
     )
+    batch = args.batch_size
     lines = [
         (
-            f"ceiling, one pass on every thread (batch {args.batch_size})",
-            result["ceiling_one_pass_fps"],
-            "frames/s",
+            f"ceiling, one pass on every thread (batch {batch})",
+            f"{result['ceiling_one_pass_fps']:8.1f} frames/s",
         ),
-        (f"ceiling, the daemon's lanes (batch {args.batch_size})", result["ceiling_lanes_fps"], "frames/s"),
+        (f"ceiling, the daemon's lanes (batch {batch})", f"{result['ceiling_lanes_fps']:8.1f} frames/s"),
         (
             "research-script baseline (one frame at a time)",
-            result["research_script_baseline_fps"],
-            "frames/s",
+            f"{result['research_script_baseline_fps']:8.1f} frames/s",
         ),
-        (f"watch --once (end to end, batch {args.batch_size})", result["watch_once_fps"], "frames/s"),
-        ("ours / baseline", result["ours_over_baseline"], "x"),
-        ("ours / ceiling (the faster of the two)", result["ours_over_ceiling"], "x"),
-        ("peak RSS of watch --once", result["peak_rss_mib"], "MiB"),
+        (f"watch --once (end to end, batch {batch})", f"{result['watch_once_fps']:8.1f} frames/s"),
+        ("ours / baseline", f"{result['ours_over_baseline']:8.2f} x"),
+        ("ours / ceiling (the faster of the two)", f"{result['ours_over_ceiling']:8.2f} x"),
+        ("peak RSS of watch --once", f"{result['peak_rss_mib']:8.1f} MiB"),
     ]
-    for label, value, unit in lines:
-        print(
-            f"{label + ':':50s} {value:8.2f} {unit}"
-            if unit == "x"
-            else f"{label + ':':50s} {value:8.1f} {unit}"
-        )
+    for label, figure in lines:
+        print(f"{label + ':':50s} {figure}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.json}")

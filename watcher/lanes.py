@@ -17,6 +17,10 @@ throughput: it gets every thread, alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.clip_features import ClipFeatureExtractor
 
 # More lanes hold more frames in memory (a batch each) for little gain beyond a few cores.
 MAX_CPU_LANES = 4
@@ -39,3 +43,10 @@ def plan_lanes(*, on_accelerator: bool, cpu_threads: int) -> Lanes:
         return Lanes(count=1, threads_each=threads, all_threads=threads)
     count = min(threads, MAX_CPU_LANES)
     return Lanes(count=count, threads_each=threads // count, all_threads=threads)
+
+
+def lanes_for(extractor: ClipFeatureExtractor) -> Lanes:
+    """The lanes of a loaded model: its device, and the CPU threads it was loaded with."""
+    return plan_lanes(
+        on_accelerator=extractor.runtime.device.type != "cpu", cpu_threads=extractor.cpu_threads
+    )

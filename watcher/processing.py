@@ -26,7 +26,7 @@ from model.images import UndecodableImage, decode_pixels
 from watcher.claiming import ClaimedFrame, release
 from watcher.durability import fsync_dir, fsync_dirs
 from watcher.faults import kill_point
-from watcher.lanes import Lanes, plan_lanes
+from watcher.lanes import Lanes, lanes_for
 from watcher.moving import move_no_clobber, reserve_destination
 from watcher.readiness import incomplete_reason
 from watcher.store import Result, Status, embedding_model_id, insert_new_rows, pack_embedding, utc_now
@@ -143,7 +143,7 @@ class BatchProcessor:
 
     @property
     def lanes(self) -> Lanes:
-        return plan_lanes(on_accelerator=self.model_on_accelerator, cpu_threads=self._extractor.cpu_threads)
+        return lanes_for(self._extractor)
 
     def prefetch(self, frame: ClaimedFrame) -> None:
         """Start reading, hashing and decoding a claimed frame now, before its batch is processed."""
