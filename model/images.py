@@ -23,6 +23,16 @@ class UndecodableImage(Exception):
     """The bytes are not a picture we can read; the message is the reason stored for the frame."""
 
 
+# CLIP's processor scales the shortest side to 224 (336 for some models) before cropping: a frame
+# of 40,000 x 1 pixels, a few KB on disk, would become 224 x 8,960,000 (gigabytes as floats). At
+# most 20:1, a resized frame stays under 20 MB whatever its size on disk.
+MAX_ASPECT_RATIO = 20
+# A BMP may carry a few bytes after its pixels (padding, a trailing profile); more than this over
+# what its header declares is not a frame (a sparse file, or one written over another).
+DECLARED_SIZE_SLACK = 64 * 1024
+# Enough of a file to know its declared size and dimensions: file header + BITMAPINFOHEADER.
+HEADER_BYTES = 54
+
 # BITMAPFILEHEADER's pixel-data offset, then BITMAPINFOHEADER (or a later, larger version):
 # header size, width, height, planes, bits per pixel, compression.
 _BMP_LAYOUT = struct.Struct("<10xI I i i H H I")
@@ -45,8 +55,7 @@ def _plain_bmp_view(data: bytes, *, max_pixels: int) -> np.ndarray | None:
     if header_size < 40 or planes != 1 or bits != 24 or compression != _BI_RGB or width <= 0 or height == 0:
         return None
     rows = abs(height)
-    if width * rows > max_pixels:
-        raise UndecodableImage(f"too large: {width}x{rows} is over the cap of {max_pixels} pixels")
+    check_dimensions(width, rows, max_pixels=max_pixels)
     stride = (width * 3 + 3) // 4 * 4  # rows are padded to 4 bytes
     if offset < _BMP_LAYOUT.size or offset + stride * rows > len(data):
         return None  # short or odd: Pillow says what is wrong with it
@@ -54,6 +63,39 @@ def _plain_bmp_view(data: bytes, *, max_pixels: int) -> np.ndarray | None:
     bgr = pixels[:, : width * 3].reshape(rows, width, 3)
     # Positive height: rows are stored bottom-up. Channels are stored B, G, R.
     return bgr[::-1, :, ::-1] if height > 0 else bgr[:, :, ::-1]
+
+
+def check_dimensions(width: int, height: int, *, max_pixels: int) -> None:
+    """Refuse, before any allocation, a picture too large to decode or too thin to resize."""
+    if width * height > max_pixels:
+        raise UndecodableImage(f"too large: {width}x{height} is over the cap of {max_pixels} pixels")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise UndecodableImage(
+            f"too large: {width}x{height} is over the aspect ratio cap of {MAX_ASPECT_RATIO}:1 "
+            "(resizing it for CLIP would take gigabytes)"
+        )
+
+
+def check_before_reading(head: bytes, file_size: int, *, max_pixels: int, max_file_bytes: int) -> None:
+    """Refuse a file from its size and its first HEADER_BYTES alone, before reading the rest:
+    over `max_file_bytes`, far larger than its BMP header declares, or of impossible dimensions."""
+    is_bmp = len(head) >= 26 and head[:2] == b"BM"
+    declared = struct.unpack_from("<I", head, 2)[0] if is_bmp else 0
+    if declared >= 26 and file_size > declared + DECLARED_SIZE_SLACK:
+        raise UndecodableImage(f"too large: {file_size} bytes on disk, its header declares {declared}")
+    if file_size > max_file_bytes:
+        raise UndecodableImage(f"too large: {file_size} bytes (inbox.max_file_bytes is {max_file_bytes})")
+    if not is_bmp:
+        return  # not a BMP (Pillow says what it is), or too short to tell: size alone decides
+    (header_size,) = struct.unpack_from("<I", head, 14)
+    if header_size == 12:  # BITMAPCOREHEADER: unsigned 16-bit dimensions
+        width, height = struct.unpack_from("<HH", head, 18)
+    elif header_size >= 40 and len(head) >= 26:
+        width, height = struct.unpack_from("<ii", head, 18)
+    else:
+        return
+    if width > 0 and height != 0:
+        check_dimensions(width, abs(height), max_pixels=max_pixels)
 
 
 def decode_rgb(data: bytes, *, max_pixels: int) -> Image.Image:
@@ -68,8 +110,7 @@ def decode_rgb(data: bytes, *, max_pixels: int) -> Image.Image:
             width, height = image.size
             if width <= 0 or height <= 0:
                 raise UndecodableImage(f"invalid dimensions {width}x{height}")
-            if width * height > max_pixels:
-                raise UndecodableImage(f"too large: {width}x{height} is over the cap of {max_pixels} pixels")
+            check_dimensions(width, height, max_pixels=max_pixels)
             image.load()
             # convert() copies even when nothing changes; a 24-bit BMP is already RGB.
             return image if image.mode == "RGB" else image.convert("RGB")

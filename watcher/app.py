@@ -13,7 +13,8 @@ from watcher.errors import StartupError
 from watcher.instance import acquire_instance, default_prefix
 from watcher.metrics import Metrics
 from watcher.notify import SystemdNotifier
-from watcher.processing import BatchProcessor, OutputFolders
+from watcher.database_file import DatabaseFileGuard
+from watcher.processing import BatchProcessor, FrameBounds, OutputFolders
 from watcher.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -65,9 +66,10 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         extractor=extractor,
         head=head,
         folders=OutputFolders(processed=config.paths.processed, failed=config.paths.failed),
-        max_pixels=config.inbox.max_pixels,
+        bounds=FrameBounds(max_pixels=config.inbox.max_pixels, max_file_bytes=config.inbox.max_file_bytes),
         store_embeddings=config.database.store_embeddings,
         decode_workers=config.batch.decode_threads,
+        database_guard=DatabaseFileGuard(engine),
     )
     reloader = HeadReloader(
         config.registry_dir,

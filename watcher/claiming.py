@@ -3,11 +3,20 @@
     <inbox>/cam-07/x.bmp  →  <inbox>/.in-progress/<instance>/<frame key>/cam-07/x.bmp
 
 The folder name is the frame's key (committed with its row, so a frame re-processed after a
-crash is recognised) and the path inside it keeps the original inbox-relative path.
+crash is recognised) and the path inside it keeps the original inbox-relative path. A path too
+long for that (the area adds about 60 bytes to a path that may already be near PATH_MAX) is
+claimed flat instead, with its inbox path written beside it first:
+
+    <inbox>/.in-progress/<instance>/<frame key>/frame      the file
+    <inbox>/.in-progress/<instance>/<frame key>/.source    its inbox-relative path (raw bytes)
+
+Names starting with '.' inside a key folder are bookkeeping, never frames (the inbox never
+yields such names): `.source` above, `.attempts` (see watcher.suspects).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -19,6 +28,14 @@ from pathlib import Path, PurePosixPath
 from watcher.discovery import camera_of
 
 logger = logging.getLogger(__name__)
+
+SOURCE_FILE = ".source"
+FLAT_NAME = "frame"
+
+
+class ClaimRefused(Exception):
+    """The frame cannot be taken out of the inbox (its folder is not writable for the daemon, say);
+    it stays where it is, untouched, and the message says why."""
 
 
 @dataclass(frozen=True)
@@ -36,22 +53,30 @@ class ClaimedFrame:
 
     @property
     def key_dir(self) -> Path:
+        if self.work_path.name == FLAT_NAME:  # claimed flat: a frame's own name ends in .bmp
+            return self.work_path.parent
         return self.work_path.parents[len(self.relative.parts) - 1]
 
 
 def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | None:
     """Move one frame into this instance's in-progress area; None if it vanished (or another
-    instance claimed it) first."""
+    instance claimed it) first; ClaimRefused when the filesystem will not let it go."""
     key = uuid.uuid4().hex
-    work_path = area / key / relative
-    work_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # rename() moves a symlink or special file itself, never what it points to.
-        os.rename(inbox / relative, work_path)
+        try:
+            work_path = _claim_nested(inbox, area, key, relative)
+        except OSError as error:
+            if error.errno != errno.ENAMETOOLONG:
+                raise
+            shutil.rmtree(area / key, ignore_errors=True)
+            work_path = _claim_flat(inbox, area, key, relative)
     except FileNotFoundError:
         shutil.rmtree(area / key, ignore_errors=True)
         logger.debug("%s vanished before it could be claimed", relative)
         return None
+    except OSError as error:
+        shutil.rmtree(area / key, ignore_errors=True)
+        raise ClaimRefused(f"cannot take it out of the inbox: {error.strerror or error}") from None
     return ClaimedFrame(
         key=key,
         relative=relative,
@@ -59,6 +84,27 @@ def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | No
         received_at=datetime.now(UTC),
         source_dir=(inbox / relative).parent,
     )
+
+
+def _claim_nested(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
+    work_path = area / key / relative
+    work_path.parent.mkdir(parents=True, exist_ok=True)
+    # rename() moves a symlink or special file itself, never what it points to.
+    os.rename(inbox / relative, work_path)
+    return work_path
+
+
+def _claim_flat(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
+    key_dir = area / key
+    key_dir.mkdir()
+    # Written (and flushed) before the rename: recovery must always know where the frame came from.
+    with (key_dir / SOURCE_FILE).open("wb") as handle:
+        handle.write(os.fsencode(str(relative)))
+        handle.flush()
+        os.fsync(handle.fileno())
+    work_path = key_dir / FLAT_NAME
+    os.rename(inbox / relative, work_path)
+    return work_path
 
 
 def release(frame: ClaimedFrame) -> None:
@@ -86,13 +132,26 @@ def claimed_frames(area: Path) -> list[ClaimedFrame]:
     if not area.is_dir():
         return frames
     for key_dir in sorted(area.iterdir()):
-        files = [path for path in key_dir.rglob("*") if not path.is_dir() or path.is_symlink()]
+        if key_dir.name.startswith(".") or not key_dir.is_dir() or key_dir.is_symlink():
+            continue  # bookkeeping of the area (see watcher.suspects), not a claim
+        received = datetime.fromtimestamp(key_dir.lstat().st_mtime, UTC)
+        source = key_dir / SOURCE_FILE
+        if source.is_file() and (key_dir / FLAT_NAME).exists():
+            relative = PurePosixPath(os.fsdecode(source.read_bytes()))
+            frames.append(
+                ClaimedFrame(key=key_dir.name, relative=relative, work_path=key_dir / FLAT_NAME, received_at=received)
+            )
+            continue
+        files = [
+            path
+            for path in key_dir.rglob("*")
+            if (not path.is_dir() or path.is_symlink()) and not path.relative_to(key_dir).parts[0].startswith(".")
+        ]
         if not files:
             shutil.rmtree(key_dir, ignore_errors=True)
             continue
         for work_path in files:
             relative = PurePosixPath(work_path.relative_to(key_dir).as_posix())
-            received = datetime.fromtimestamp(key_dir.lstat().st_mtime, UTC)
             frames.append(
                 ClaimedFrame(key=key_dir.name, relative=relative, work_path=work_path, received_at=received)
             )

@@ -26,7 +26,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from watcher.claiming import ClaimedFrame, claim, claimed_frames
+from watcher import suspects
+from watcher.claiming import ClaimedFrame, ClaimRefused, claim, claimed_frames
 from watcher.config import Config
 from watcher.discovery import scan_inbox
 from watcher.events import EventBatch, InboxEvents
@@ -35,7 +36,7 @@ from watcher.head_reload import HeadReloader
 from watcher.heartbeat import Heartbeat, Progress
 from watcher.instance import InstanceLock, orphaned_instances
 from watcher.mounts import filesystem_type, needs_polling
-from watcher.processing import BatchProcessor, BatchReport, finish_committed_move
+from watcher.processing import BatchProcessor, BatchReport
 from watcher.readiness import ReadinessTracker, Verdict
 from watcher.storage_errors import MAX_RETRY_DELAY_S, is_transient
 from watcher.store import Result
@@ -105,6 +106,9 @@ class Daemon:
         self._retry_at = 0.0
         self._retry_delay = 0.0
         self._missing_folders = False
+        # Frames the filesystem will not let go (a camera folder the daemon may not write), with
+        # the reason last logged: tried again at each rescan, logged again only if it changes.
+        self._refused: dict[PurePosixPath, str] = {}
         self._batch_opened = 0.0
         self.report = RunReport()
         # Turns of the loop so far; tests wait on it instead of sleeping.
@@ -145,6 +149,7 @@ class Daemon:
         settings = self._config.inbox
         rescan_every = settings.rescan_interval_s if events is not None else settings.poll_scan_s
         try:
+            self._heartbeat.record_start()
             self._recover()
             if events is not None:
                 events.start()
@@ -185,6 +190,7 @@ class Daemon:
                 self._flush()
             self._collect(wait=True)
             self._heartbeat.beat(self._progress(), state="stopped", force=True)
+            suspects.mark_clean_stop(self.instance.area)
         finally:
             if events is not None:
                 events.stop()
@@ -252,7 +258,11 @@ class Daemon:
             if verdict == Verdict.GONE:
                 continue
             # A timed-out frame is claimed like any other: processing finds it short and fails it.
-            frame = claim(inbox, area, relative)
+            try:
+                frame = claim(inbox, area, relative)
+            except ClaimRefused as error:
+                self._refuse(relative, str(error))
+                continue
             if frame is None:
                 continue
             kill_point("claimed")
@@ -261,6 +271,12 @@ class Daemon:
             logger.debug("claimed %s as %s", relative, frame.key)
             self._add_to_batch(frame)
         return settling
+
+    def _refuse(self, relative: PurePosixPath, reason: str) -> None:
+        # It stays in the inbox, untouched; the next rescan tries again (the operator may fix it).
+        if self._refused.get(relative) != reason:
+            logger.error("frame %s stays in the inbox: %s", self._config.paths.inbox / relative, reason)
+        self._refused[relative] = reason
 
     def _add_to_batch(self, frame: ClaimedFrame) -> None:
         if not self._batch:
@@ -284,6 +300,9 @@ class Daemon:
     def _flush(self) -> None:
         """Hand the batch to a worker once there is room for it (see watcher.lanes)."""
         frames, self._batch = self._batch, []
+        self._submit(frames)
+
+    def _submit(self, frames: list[ClaimedFrame], *, refused: dict[str, str] | None = None) -> None:
         lanes = self._lanes
         # A full batch on a CPU shares the cores with the batches beside it, one thread each; a
         # partial one (a quiet inbox) is about latency and runs alone on every thread.
@@ -293,7 +312,7 @@ class Daemon:
         else:
             self._wait_for_room(lanes.count)
         threads = lanes.all_threads if alone else lanes.threads_each
-        future = self._runner.submit(self._processor.process, frames, cpu_threads=threads)
+        future = self._runner.submit(self._processor.process, frames, cpu_threads=threads, refused=refused)
         future.add_done_callback(lambda _: self._wake.set())
         self._in_flight.append(_InFlight(frames, future, since=time.monotonic()))
         if threads == lanes.all_threads and not self._processor.model_on_accelerator:
@@ -362,7 +381,9 @@ class Daemon:
 
     def _recover(self) -> None:
         """Finish what earlier runs left in progress (ours, and dead instances') before new frames."""
-        self._recover_area(self.instance.area)
+        # Frames left by a run that crashed are suspects (see watcher.suspects).
+        crashed = not suspects.take_clean_stop(self.instance.area)
+        self._recover_area(self.instance.area, crashed=crashed)
         self._adopt_orphans()
         self._collect(wait=True)  # recovered, committed and moved before READY
 
@@ -370,8 +391,10 @@ class Daemon:
         # An instance whose lock we can take is gone: its claimed frames are ours to finish.
         for orphan in orphaned_instances(self._config.in_progress, own=self.instance.name):
             try:
-                if self._recover_area(orphan.area):
+                crashed = not (orphan.area / suspects.CLEAN_STOP_FILE).exists()
+                if self._recover_area(orphan.area, crashed=crashed):
                     logger.info("recovered the frames of instance %s, which is gone", orphan.name)
+                suspects.take_clean_stop(orphan.area)
                 with contextlib.suppress(OSError):
                     orphan.area.rmdir()
             except DBAPIError as error:
@@ -383,16 +406,22 @@ class Daemon:
             finally:
                 orphan.release()
 
-    def _recover_area(self, area: Path) -> int:
+    def _recover_area(self, area: Path, *, crashed: bool) -> int:
         leftovers = claimed_frames(area)
         if leftovers:
-            self._finish_or_process(leftovers)
+            logger.info(
+                "recovering %d frames left in progress in %s%s",
+                len(leftovers),
+                area,
+                " by a run that crashed: each is processed alone" if crashed else "",
+            )
+            self._finish_or_process(leftovers, crashed=crashed)
             self.report.recovered += len(leftovers)
-            logger.info("recovered %d frames left in progress in %s", len(leftovers), area)
         return len(leftovers)
 
-    def _finish_or_process(self, frames: list[ClaimedFrame]) -> None:
-        """Frames whose row is committed only need their move; the others are processed again."""
+    def _finish_or_process(self, frames: list[ClaimedFrame], *, crashed: bool = False) -> None:
+        """Frames whose row is committed only need their move; the others are processed again,
+        each alone when a crash left them (one of them may be what crashed the daemon)."""
         keys = [frame.key for frame in frames]
         with Session(self._engine) as session:
             committed = {
@@ -402,11 +431,28 @@ class Daemon:
         for frame in frames:
             row = committed.get(frame.key)
             if row is not None:
-                finish_committed_move(frame, row, self._engine)
+                self._processor.finish_committed_move(frame, row)
+            elif crashed:
+                self._process_suspect(frame)
             else:
                 self._add_to_batch(frame)
         if self._batch:
             self._flush()
+
+    def _process_suspect(self, frame: ClaimedFrame) -> None:
+        crashes = suspects.crashes_survived(frame)
+        if crashes >= suspects.MAX_CRASHES:
+            logger.error("frame %s was in progress during %d crashes: failing it unopened", frame.relative, crashes)
+            self._submit([frame], refused={frame.key: suspects.crash_reason()})
+        else:
+            try:
+                suspects.record_attempt(frame, crashes + 1)
+            except OSError as error:
+                logger.warning("cannot count the attempts of %s: %s", frame.relative, error.strerror)
+            self._submit([frame])
+        self._collect(wait=True)
+        self._telemetry.alive(busy_s=None)
+        self._heartbeat.beat(self._progress())
 
 
 def _first_line(error: BaseException) -> str:

@@ -3,28 +3,45 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
-import shutil
+import uuid
 from pathlib import Path, PurePosixPath
 
 from watcher.faults import kill_point
+from watcher.names import NAME_MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
 # link() fails with these where hard links are impossible (another filesystem, some shares).
 _NO_HARD_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+# Errors about one destination (its name, or what is in the way of it), not about the disk: the
+# frame goes somewhere else, the service carries on. Anything else (a full disk, an I/O error)
+# concerns every frame and is raised.
+PLACEMENT_ERRORS = {
+    errno.ENAMETOOLONG,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.EISDIR,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ELOOP,
+    errno.EINVAL,  # a name the filesystem refuses (':' or '?' on an SMB share)
+    errno.EILSEQ,  # bytes a filesystem's charset cannot hold
+}
 
 
-NAME_MAX_BYTES = 255
+def is_placement_error(error: OSError) -> bool:
+    return error.errno in PLACEMENT_ERRORS
 
 
 def _numbered(path: Path, number: int) -> Path:
     """`x.bmp` → `x-<number>.bmp`, shortening the stem so the name still fits NAME_MAX bytes."""
     tail = f"-{number}{path.suffix}"
     room = NAME_MAX_BYTES - len(os.fsencode(tail))
-    stem = os.fsencode(path.stem)[:room].decode(errors="ignore")
-    return path.with_name(f"{stem}{tail}")
+    # Destination names are storable text (see watcher.names): cut on a character boundary.
+    return path.with_name(path.stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore") + tail)
 
 
 def reserve_destination(root: Path, relative: PurePosixPath, *, taken: set[Path]) -> Path:
@@ -38,8 +55,13 @@ def reserve_destination(root: Path, relative: PurePosixPath, *, taken: set[Path]
     return candidate
 
 
-def move_no_clobber(source: Path, destination: Path) -> Path:
-    """Move `source` to `destination`, or to the next free numbered name; returns where it went."""
+def move_no_clobber(source: Path, destination: Path, *, sha256: str | None = None) -> Path:
+    """Move `source` to `destination`, or to the next free numbered name; returns where it went.
+
+    Safe to repeat after an interruption: a destination that already is the source (a hard link
+    made before a kill), or a complete copy of it (`sha256` matches: a cross-filesystem copy made
+    before a kill), finishes the move instead of making a second file.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     wanted, number = destination, 0
     while True:
@@ -47,8 +69,8 @@ def move_no_clobber(source: Path, destination: Path) -> Path:
             # link() refuses to replace an existing name, which rename() would silently do.
             os.link(source, destination, follow_symlinks=False)
         except FileExistsError:
-            if _same_file(source, destination):
-                # A move interrupted between link() and unlink(): finish it, do not copy again.
+            if _same_file(source, destination) or _same_content(source, destination, sha256):
+                # A move interrupted before its last step: finish it, do not copy again.
                 os.unlink(source)
                 return destination
             number += 1
@@ -58,10 +80,16 @@ def move_no_clobber(source: Path, destination: Path) -> Path:
             if error.errno not in _NO_HARD_LINK:
                 raise
             if os.path.lexists(destination):
+                if _same_content(source, destination, sha256):
+                    os.unlink(source)
+                    return destination
                 number += 1
                 destination = _numbered(wanted, number)
                 continue
-            _copy_then_rename(source, destination)
+            if not _copy_then_link(source, destination):
+                number += 1
+                destination = _numbered(wanted, number)
+                continue
         kill_point("linked")  # both names exist: recovery must not make a second copy
         os.unlink(source)
         return destination
@@ -75,7 +103,57 @@ def _same_file(first: Path, second: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _copy_then_rename(source: Path, destination: Path) -> None:
-    staging = destination.with_name(f".{destination.name}.moving")
-    shutil.copy2(source, staging, follow_symlinks=False)
-    os.rename(staging, destination)
+def _same_content(source: Path, destination: Path, sha256: str | None) -> bool:
+    """`destination` is a complete copy of `source`, as its known SHA-256 says."""
+    if sha256 is None:
+        return False
+    try:
+        if source.is_symlink() or destination.is_symlink():
+            return False
+        if source.stat().st_size != destination.stat().st_size:
+            return False
+        digest = hashlib.sha256()
+        with destination.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == sha256
+
+
+def _copy_then_link(source: Path, destination: Path) -> bool:
+    """Copy across filesystems under a short temporary name (one that always fits NAME_MAX, unlike
+    `.<name>.moving`), flush it, then give it the final name without replacing anything.
+    False when the final name was taken meanwhile."""
+    staging = destination.with_name(f".cctv-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        if source.is_symlink():
+            os.symlink(os.readlink(source), staging)
+        else:
+            _copy_file(source, staging)
+        try:
+            os.link(staging, destination, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        except OSError as error:
+            if error.errno not in _NO_HARD_LINK:
+                raise
+            if os.path.lexists(destination):
+                return False
+            os.rename(staging, destination)  # no hard links here at all: a checked rename
+        return True
+    finally:
+        try:
+            os.unlink(staging)
+        except FileNotFoundError:
+            pass
+
+
+def _copy_file(source: Path, staging: Path) -> None:
+    with source.open("rb") as reader, staging.open("xb") as writer:
+        while chunk := reader.read(1 << 20):
+            writer.write(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+    info = source.stat()
+    os.utime(staging, ns=(info.st_atime_ns, info.st_mtime_ns))

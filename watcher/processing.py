@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import stat
 import threading
 import time
@@ -18,26 +19,42 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head
-from model.images import UndecodableImage, decode_pixels
+from model.images import HEADER_BYTES, UndecodableImage, check_before_reading, decode_pixels
 from watcher.claiming import ClaimedFrame, release
+from watcher.database_file import DatabaseFileGuard
 from watcher.durability import fsync_dir, fsync_dirs
-from watcher.faults import kill_point
+from watcher.faults import kill_on_frame, kill_point
 from watcher.lanes import Lanes, lanes_for
-from watcher.moving import move_no_clobber, reserve_destination
+from watcher.moving import is_placement_error
+from watcher.names import storable
+from watcher.placement import move_frame, place, place_flat
 from watcher.readiness import incomplete_reason
 from watcher.store import Result, Status, embedding_model_id, insert_new_rows, pack_embedding, utc_now
 
 logger = logging.getLogger(__name__)
 
 
+# Errors that one row brings on itself (a value the column cannot hold), not the database.
+_ROW_ERRORS = (DataError, IntegrityError, UnicodeError, OverflowError, ValueError)
+
+
 @dataclass(frozen=True)
 class OutputFolders:
     processed: Path
     failed: Path
+
+
+@dataclass(frozen=True)
+class FrameBounds:
+    """What the daemon refuses before reading a frame (see model.images.check_before_reading)."""
+
+    max_pixels: int
+    max_file_bytes: int
 
 
 @dataclass
@@ -69,15 +86,17 @@ class BatchProcessor:
         extractor: ClipFeatureExtractor,
         head: Head,
         folders: OutputFolders,
-        max_pixels: int,
+        bounds: FrameBounds,
         store_embeddings: bool,
         decode_workers: int = 1,
+        database_guard: DatabaseFileGuard | None = None,
     ) -> None:
         self._engine = engine
         self._extractor = extractor
         self.head = head
         self._folders = folders
-        self._max_pixels = max_pixels
+        self._bounds = bounds
+        self._database_guard = database_guard or DatabaseFileGuard(engine)
         # Reading, hashing and decoding release the GIL: threads keep several cores busy on them
         # while the model waits for its batch.
         self._decoders = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
@@ -89,16 +108,26 @@ class BatchProcessor:
             embedding_model_id(extractor.source, PREPROCESSING_VERSION) if store_embeddings else None
         )
 
-    def process(self, frames: list[ClaimedFrame], *, cpu_threads: int | None = None) -> BatchReport:
+    def process(
+        self,
+        frames: list[ClaimedFrame],
+        *,
+        cpu_threads: int | None = None,
+        refused: dict[str, str] | None = None,
+    ) -> BatchReport:
         """Run one batch to the end (rows committed, files moved); `cpu_threads` is how many CPU
-        threads its model work may use (see watcher.lanes)."""
+        threads its model work may use (see watcher.lanes). Frames named in `refused` (key →
+        reason) fail with that reason without being opened (see watcher.suspects)."""
         started = time.perf_counter()
         head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
         if cpu_threads is not None:
             self._extractor.use_cpu_threads(cpu_threads)
+        refused = refused or {}
         # Frames the loop prefetched were read and decoded while the batch before them ran.
         pending = [
-            self._prefetched.pop(frame.key) if frame.key in self._prefetched else self._start(frame)
+            self._prefetched.pop(frame.key)
+            if frame.key in self._prefetched
+            else self._start(frame, refused=refused.get(frame.key))
             for frame in frames
         ]
         prepared = [future.result() for future in pending]
@@ -145,21 +174,26 @@ class BatchProcessor:
     def lanes(self) -> Lanes:
         return lanes_for(self._extractor)
 
+    def finish_committed_move(self, frame: ClaimedFrame, row: Result) -> None:
+        """Recovery: the row of `frame` was committed but its move did not happen (or not all)."""
+        finish_committed_move(frame, row, self._engine, self._folders)
+
     def prefetch(self, frame: ClaimedFrame) -> None:
         """Start reading, hashing and decoding a claimed frame now, before its batch is processed."""
         self._prefetched[frame.key] = self._start(frame)
 
-    def _start(self, frame: ClaimedFrame) -> Future[_Prepared]:
-        return self._decoders.submit(self._prepare, frame)
+    def _start(self, frame: ClaimedFrame, *, refused: str | None = None) -> Future[_Prepared]:
+        return self._decoders.submit(self._prepare, frame, refused)
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
 
-    def _prepare(self, frame: ClaimedFrame) -> _Prepared:
+    def _prepare(self, frame: ClaimedFrame, refused: str | None = None) -> _Prepared:
+        camera = frame.camera
         row = Result(
             frame_key=frame.key,
-            camera=frame.camera,
-            source_path=frame.relative.as_posix(),
+            camera=storable(camera) if camera is not None else None,
+            source_path=storable(frame.relative.as_posix()),
             stored_path="",
             received_at=frame.received_at,
             processed_at=frame.received_at,
@@ -167,26 +201,51 @@ class BatchProcessor:
         )
         pixels = None
         try:
-            info = frame.work_path.lstat()
-            row.size_bytes = info.st_size
-            row.file_mtime = datetime.fromtimestamp(info.st_mtime, UTC)
-            if not stat.S_ISREG(info.st_mode):
-                raise UndecodableImage("not a regular file (symlink or special file); never opened")
-            data = frame.work_path.read_bytes()
-            row.size_bytes = len(data)
+            if refused is not None:
+                raise UndecodableImage(refused)
+            data = self._read(frame, row)
+            kill_on_frame(frame.relative)
             row.sha256 = hashlib.sha256(data).hexdigest()
             truncated = incomplete_reason(data)
             if truncated is not None:
                 raise UndecodableImage(truncated)
-            pixels = decode_pixels(data, max_pixels=self._max_pixels)
+            pixels = decode_pixels(data, max_pixels=self._bounds.max_pixels)
             row.height, row.width = pixels.shape[:2]
         except UndecodableImage as error:
             row.error = str(error)
         except OSError as error:
             row.error = f"cannot read: {error.strerror or error}"
+        except Exception as error:  # noqa: BLE001 - whatever one frame's bytes do, it is that frame's
+            row.error = f"cannot decode: {type(error).__name__}: {error}"
         if row.error:
             logger.warning("frame %s failed: %s", frame.relative, row.error)
         return _Prepared(frame=frame, row=row, pixels=pixels)
+
+    def _read(self, frame: ClaimedFrame, row: Result) -> bytes:
+        """The frame's bytes, refused from its size and header before the rest is read."""
+        info = frame.work_path.lstat()
+        row.size_bytes = info.st_size
+        row.file_mtime = datetime.fromtimestamp(info.st_mtime, UTC)
+        if not stat.S_ISREG(info.st_mode):
+            raise UndecodableImage("not a regular file (symlink or special file); never opened")
+        # O_NOFOLLOW | O_NONBLOCK: a file swapped for a link or a FIFO since lstat is never followed
+        # or waited on.
+        descriptor = os.open(frame.work_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UndecodableImage("not a regular file (symlink or special file); never opened")
+            head = handle.read(HEADER_BYTES)
+            bounds = self._bounds
+            check_before_reading(
+                head, info.st_size, max_pixels=bounds.max_pixels, max_file_bytes=bounds.max_file_bytes
+            )
+            # At most one byte more than allowed: a file still growing is refused, not slurped.
+            rest = handle.read(max(min(info.st_size, bounds.max_file_bytes) + 1 - len(head), 0))
+        data = head + rest
+        row.size_bytes = len(data)
+        if len(data) > bounds.max_file_bytes:
+            raise UndecodableImage(f"too large: over {bounds.max_file_bytes} bytes (inbox.max_file_bytes)")
+        return data
 
     def _classify(self, decodable: list[_Prepared], *, head: Head) -> None:
         if not decodable:
@@ -220,8 +279,16 @@ class BatchProcessor:
     def _commit(self, prepared: list[_Prepared]) -> None:
         """One transaction for the whole batch. A frame that already has its row (a retry after a
         commit whose answer was lost) keeps that row, and its file goes where that row says."""
-        with self._engine.begin() as connection:
-            inserted = insert_new_rows(connection, [item.row for item in prepared])
+        self._database_guard.check()
+        rows = [item.row for item in prepared]
+        try:
+            with self._engine.begin() as connection:
+                inserted = insert_new_rows(connection, rows)
+        except _ROW_ERRORS as error:
+            # A value some row cannot store: find it, row by row (each row is keyed by its frame,
+            # so rows already in stay single), and store that frame as failed instead.
+            logger.warning("the batch's rows cannot be stored together (%s): storing them one by one", error)
+            inserted = self._commit_one_by_one(prepared)
         earlier = [item for item in prepared if item.row.frame_key not in inserted]
         if not earlier:
             return
@@ -236,13 +303,59 @@ class BatchProcessor:
             logger.info("frame %s already had its row: keeping it", item.frame.relative)
             item.row = existing[item.row.frame_key]
 
+    def _commit_one_by_one(self, prepared: list[_Prepared]) -> set[str]:
+        inserted: set[str] = set()
+        for item in prepared:
+            try:
+                with self._engine.begin() as connection:
+                    inserted |= insert_new_rows(connection, [item.row])
+                continue
+            except _ROW_ERRORS as error:
+                reason = f"cannot store its row: {type(error).__name__}: {str(error).splitlines()[0]}"
+            logger.warning("frame %s failed: %s", item.frame.relative, reason)
+            item.row = self._bare_failed_row(item, reason)
+            with self._engine.begin() as connection:  # a bare row that fails too is the database's fault
+                inserted |= insert_new_rows(connection, [item.row])
+        return inserted
+
+    def _bare_failed_row(self, item: _Prepared, reason: str) -> Result:
+        """The least a frame's row can say: its key, its path in plain ASCII, why, and where it went."""
+        original = item.row
+        ascii_source = original.source_path.encode("ascii", "backslashreplace").decode("ascii")
+        return Result(
+            frame_key=original.frame_key,
+            source_path=ascii_source,
+            stored_path=str(place_flat(self._folders.failed, item.frame, taken=set())),
+            received_at=original.received_at,
+            processed_at=original.processed_at,
+            status=Status.FAILED,
+            error=reason[:1000],
+        )
+
     def _assign_destinations(self, prepared: list[_Prepared]) -> None:
         now = utc_now()
         taken: set[Path] = set()
         for item in prepared:
-            root = self._folders.processed if item.row.status == Status.OK else self._folders.failed
             item.row.processed_at = now
-            item.row.stored_path = str(reserve_destination(root, item.frame.relative, taken=taken))
+            root = self._folders.processed if item.row.status == Status.OK else self._folders.failed
+            try:
+                destination = place(root, item.frame, taken=taken)
+            except OSError as error:
+                if not is_placement_error(error):
+                    raise
+                # Its own path cannot be made there (a file where its folder should be, a folder
+                # the daemon may not write): the frame fails, and goes flat into failed/.
+                self._fail(item, f"cannot be placed in {root}: {error.strerror or error}")
+                destination = place_flat(self._folders.failed, item.frame, taken=taken)
+            item.row.stored_path = str(destination)
+
+    @staticmethod
+    def _fail(item: _Prepared, reason: str) -> None:
+        logger.warning("frame %s failed: %s", item.frame.relative, reason)
+        row = item.row
+        row.status, row.error = Status.FAILED, reason
+        row.label = row.probability = row.model_version = row.precision = None
+        row.embedding = row.embedding_model = None
 
     def _move_all(self, prepared: list[_Prepared]) -> None:
         for root in (self._folders.processed, self._folders.failed):
@@ -252,10 +365,12 @@ class BatchProcessor:
                 raise FileNotFoundError(f"output folder {root} is missing")
         relocated: dict[str, str] = {}  # frame key → where the file went instead
         for item in prepared:
-            final = move_no_clobber(item.frame.work_path, Path(item.row.stored_path))
-            if str(final) != item.row.stored_path:
+            row = item.row
+            root = self._folders.processed if row.status == Status.OK else self._folders.failed
+            final = move_frame(item.frame, Path(row.stored_path), root=root, sha256=row.sha256)
+            if str(final) != row.stored_path:
                 # Something took the reserved name between commit and move.
-                relocated[item.row.frame_key] = str(final)
+                relocated[row.frame_key] = str(final)
             kill_point("moved")
         # The new names must be on disk before the in-progress copies' names disappear.
         fsync_dirs(Path(item.row.stored_path).parent for item in prepared)
@@ -263,9 +378,13 @@ class BatchProcessor:
         for item in prepared:
             release(item.frame)
         if relocated:
-            with Session(self._engine) as session, session.begin():
-                for key, stored in relocated.items():
-                    session.execute(update(Result).where(Result.frame_key == key).values(stored_path=stored))
+            _record_relocations(self._engine, relocated)
+
+
+def _record_relocations(engine: Engine, relocated: dict[str, str]) -> None:
+    with Session(engine) as session, session.begin():
+        for key, stored in relocated.items():
+            session.execute(update(Result).where(Result.frame_key == key).values(stored_path=stored))
 
 
 def _sync_claims(frames: list[ClaimedFrame]) -> None:
@@ -284,13 +403,11 @@ def _claim_dirs(frame: ClaimedFrame) -> list[Path]:
     return [*inside, key_dir.parent, *([frame.source_dir] if frame.source_dir else [])]
 
 
-def finish_committed_move(frame: ClaimedFrame, row: Result, engine: Engine) -> None:
-    """Recovery: the row of `frame` was committed but the move did not happen; do it now."""
-    final = move_no_clobber(frame.work_path, Path(row.stored_path))
+def finish_committed_move(frame: ClaimedFrame, row: Result, engine: Engine, folders: OutputFolders) -> None:
+    """Recovery: the row of `frame` was committed but the move did not happen (or not all of it)."""
+    root = folders.processed if row.status == Status.OK else folders.failed
+    final = move_frame(frame, Path(row.stored_path), root=root, sha256=row.sha256)
     fsync_dir(final.parent)
     if str(final) != row.stored_path:
-        with Session(engine) as session, session.begin():
-            session.execute(
-                update(Result).where(Result.frame_key == row.frame_key).values(stored_path=str(final))
-            )
+        _record_relocations(engine, {row.frame_key: str(final)})
     release(frame)

@@ -1,0 +1,344 @@
+"""Issue 13: no file, name, folder or shape stops or stalls the daemon; a frame that keeps killing
+it is failed after 3 crashes; a database file deleted under it stops it before anything moves.
+
+Everything is real (files, SQLite and PostgreSQL, the daemon's loop, subprocesses, signals); only
+CLIP's weights are random (the tiny checkpoint: no downloads here).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import bmp_bytes, files_under, query, query_url, wait_for, write_bmp, write_config
+from watcher.faults import KILL_ENV, POISON_ENV
+from watcher.names import original_bytes, storable
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _watch(config: Path, *args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items() if key not in (KILL_ENV, POISON_ENV, "JOURNAL_STREAM")}
+    return subprocess.run(
+        [*(prefix or []), sys.executable, "-m", "watcher", "watch", "--config", str(config), *args],
+        cwd=REPO, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def _rows(url: str) -> dict[str, tuple[str, str | None, str]]:
+    """source_path → (status, error, stored_path)."""
+    rows = query_url(url, "SELECT source_path, status, error, stored_path FROM results")
+    assert len(rows) == len({row[0] for row in rows}), "a frame has two rows"
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+# -- the property: whatever lands in the inbox, everything ends with one row and one file ----------
+
+_NAME_BYTES = st.binary(min_size=1, max_size=251).filter(
+    lambda raw: b"/" not in raw and b"\0" not in raw and raw[:1] not in (b".", b"~")
+)
+_FOLDER_BYTES = st.binary(min_size=1, max_size=255).filter(
+    lambda raw: b"/" not in raw and b"\0" not in raw and raw[:1] != b"." and raw not in (b"..",)
+)
+
+
+def _content(kind: str, width: int, height: int, seed: int) -> bytes:
+    good = bmp_bytes(width=width, height=height, seed=seed)
+    return {
+        "good": good,
+        "palette": bmp_bytes(width=width, height=height, seed=seed, mode="P"),
+        "truncated": good[: max(len(good) // 2, 1)],
+        "oversized": good + b"\0" * (128 * 1024),
+        "garbage": bytes((seed * 7 + index) % 256 for index in range(width * 13)),
+        "empty": b"",
+    }[kind]
+
+
+_FRAMES = st.lists(
+    st.tuples(
+        st.lists(_FOLDER_BYTES, max_size=3),
+        _NAME_BYTES,
+        st.sampled_from(["good", "palette", "truncated", "oversized", "garbage", "empty"]),
+        st.integers(1, 90),
+        st.integers(1, 90),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=_FRAMES, deep=st.booleans())
+def test_any_names_and_contents_end_with_one_row_and_one_file(
+    frames: list[tuple[list[bytes], bytes, str, int, int]], deep: bool, tmp_path: Path, tiny_clip: Path
+) -> None:
+    from watcher.app import build_daemon
+    from watcher.config import load_config
+
+    site = tmp_path / uuid.uuid4().hex[:8]
+    inbox = site / "inbox"
+    dropped: dict[bytes, str] = {}
+    # Known-good frames beside the odd ones: they must come out `ok`.
+    for index in range(2):
+        write_bmp(inbox / "known" / f"good-{index}.bmp", seed=index)
+        dropped[f"known/good-{index}.bmp".encode()] = "good"
+    if deep:
+        # Nesting up to PATH_MAX: the in-progress area and processed/ add bytes to this path.
+        room = 4095 - len(os.fsencode(inbox)) - 260 - 2
+        frames = [([b"d" * 200] * (room // 201), b"deep.bmp", "good", 16, 16), *frames]
+    for folders, name, kind, width, height in frames:
+        relative = b"/".join([*folders, name + b".bmp"])
+        path = os.fsencode(inbox) + b"/" + relative
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            continue  # a generated folder clashes with a generated file: not a drop
+        if os.path.isdir(path):
+            continue
+        with open(path, "wb") as handle:
+            handle.write(_content(kind, width, height, seed=len(dropped)))
+        dropped[relative] = kind
+    config = write_config(site / "config.toml", {
+        "model": {"clip": str(tiny_clip), "device": "cpu"},
+        "inbox": {"settle_ms": 0, "readiness_timeout_s": 0.01},
+        "batch": {"size": 4, "max_wait_ms": 0},
+    })  # fmt: skip
+
+    import threading
+
+    report = build_daemon(load_config(config), stop=threading.Event()).run(once=True)
+
+    assert report.left_parked == 0
+    rows = _rows(f"sqlite:///{site / 'data' / 'results.sqlite3'}")
+    for relative, kind in dropped.items():
+        stored = storable(os.fsdecode(relative))
+        assert stored in rows, f"{relative!r} has no row"
+        status, error, stored_path = rows[stored]
+        assert original_bytes(stored) == relative
+        assert os.path.lexists(stored_path), f"{relative!r}: {stored_path} does not exist"
+        assert Path(stored_path).is_relative_to(site / ("processed" if status == "ok" else "failed"))
+        if kind == "good" and relative.startswith(b"known/"):
+            assert status == "ok", error
+    assert files_under(inbox) == [], "something stayed in the inbox or in progress"
+    assert len(rows) == len(dropped)
+
+
+# -- names and destinations ---------------------------------------------------------------------
+
+
+def test_a_latin1_name_is_stored_escaped_and_found_again(
+    make_config: Callable[..., Path], tmp_path: Path, database_url: str
+) -> None:
+    inbox = tmp_path / "inbox"
+    latin1 = os.fsdecode("caméra-1.bmp".encode("latin-1"))  # as a Windows exporter writes it
+    camera = os.fsdecode("entrée".encode("latin-1"))
+    write_bmp(inbox / camera / latin1, seed=1)
+    write_bmp(inbox / camera / "innocent.bmp", seed=2)
+    config = make_config(database={"url": database_url})
+
+    result = _watch(config, "--once")
+
+    assert result.returncode == 0, result.stderr
+    rows = _rows(database_url)
+    assert set(rows) == {"entr\\xe9e/cam\\xe9ra-1.bmp", "entr\\xe9e/innocent.bmp"}
+    status, _, stored = rows["entr\\xe9e/cam\\xe9ra-1.bmp"]
+    assert status == "ok" and Path(stored).is_file(), "stored_path must find the file"
+    assert original_bytes("entr\\xe9e/cam\\xe9ra-1.bmp") == "entrée/caméra-1.bmp".encode("latin-1")
+    cameras = {camera for (camera,) in query_url(database_url, "SELECT camera FROM results")}
+    assert cameras == {"entr\\xe9e"}
+
+
+def test_a_file_where_the_camera_folder_should_be_fails_that_frame_only(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "processed").mkdir()
+    (tmp_path / "processed" / "cam-07").write_bytes(b"an operator's file")
+    write_bmp(tmp_path / "inbox" / "cam-07" / "x.bmp", seed=1)
+    write_bmp(tmp_path / "inbox" / "cam-08" / "y.bmp", seed=2)
+
+    result = _watch(make_config(), "--once")
+
+    assert result.returncode == 0, result.stderr
+    rows = _rows(f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}")
+    status, error, stored = rows["cam-07/x.bmp"]
+    assert status == "failed" and error.startswith("cannot be placed in"), error
+    assert Path(stored).parent == tmp_path / "failed" and Path(stored).is_file()
+    assert rows["cam-08/y.bmp"][0] == "ok"
+    assert (tmp_path / "processed" / "cam-07").read_bytes() == b"an operator's file"
+
+
+def test_a_camera_folder_the_daemon_may_not_write_leaves_its_frames_and_stops_nothing(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("drops root's override capabilities with setpriv: needs root")
+    locked = tmp_path / "inbox" / "cam-locked"
+    write_bmp(locked / "x.bmp", seed=1)
+    write_bmp(tmp_path / "inbox" / "cam-open" / "y.bmp", seed=2)
+    locked.chmod(0o555)  # an operator's mkdir under another umask
+    config = make_config()
+    # Without CAP_DAC_OVERRIDE root is held to the folder's mode, as the service user would be.
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+    try:
+        result = _watch(config, "--once", prefix=prefix)
+    finally:
+        locked.chmod(0o755)
+
+    assert result.returncode == 0, result.stderr
+    assert "stays in the inbox: cannot take it out of the inbox: Permission denied" in result.stderr
+    assert (locked / "x.bmp").is_file(), "the refused frame must be left untouched"
+    rows = _rows(f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}")
+    assert set(rows) == {"cam-open/y.bmp"} and rows["cam-open/y.bmp"][0] == "ok"
+
+
+# -- bounds before work -------------------------------------------------------------------------
+
+
+def _bmp_header(*, width: int, height: int, declared: int) -> bytes:
+    return (
+        b"BM" + declared.to_bytes(4, "little") + b"\0\0\0\0" + (54).to_bytes(4, "little")
+        + (40).to_bytes(4, "little") + width.to_bytes(4, "little", signed=True)
+        + height.to_bytes(4, "little", signed=True) + (1).to_bytes(2, "little") + (24).to_bytes(2, "little")
+        + b"\0" * 24
+    )  # fmt: skip
+
+
+# Runs the command after it and prints the child's peak RSS last on stderr (a process of its own, so
+# no earlier child of the test process counts).
+_PEAK_RSS_WRAPPER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print('peak-rss-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(code)"
+)
+
+
+def test_huge_sparse_and_extreme_shapes_are_refused_before_reading(
+    make_config: Callable[..., Path], tmp_path: Path, database_url: str
+) -> None:
+    inbox = tmp_path / "inbox" / "cam"
+    inbox.mkdir(parents=True)
+    # A 40000 x 1 frame is 120 KB on disk and would resize to 224 x 8,960,000 for CLIP.
+    thin = _bmp_header(width=40_000, height=1, declared=54 + 120_000)
+    (inbox / "thin.bmp").write_bytes(thin + bytes(120_000))
+    tall = _bmp_header(width=1, height=-40_000, declared=54 + 160_000)
+    (inbox / "tall.bmp").write_bytes(tall + bytes(160_000))
+    # 2.5 GB, sparse, declaring a small frame: over the 32-bit size PostgreSQL's INTEGER holds.
+    with (inbox / "sparse.bmp").open("wb") as handle:
+        handle.write(_bmp_header(width=16, height=16, declared=54 + 16 * 48))
+        handle.truncate(2_500_000_000)
+    # A header that declares nothing, over inbox.max_file_bytes.
+    with (inbox / "undeclared.bmp").open("wb") as handle:
+        handle.write(_bmp_header(width=16, height=16, declared=0))
+        handle.truncate(3 * 1024 * 1024)
+    write_bmp(inbox / "good.bmp", seed=3)
+    config = make_config(database={"url": database_url}, inbox={"settle_ms": 0, "max_file_bytes": 2 * 1024 * 1024})
+
+    result = _watch(config, "--once", prefix=[sys.executable, "-c", _PEAK_RSS_WRAPPER])
+    peak_mib = int(result.stderr.splitlines()[-1].removeprefix("peak-rss-kib ")) / 1024
+
+    assert result.returncode == 0, result.stderr
+    rows = _rows(database_url)
+    assert rows["cam/good.bmp"][0] == "ok"
+    for name, reason in [
+        ("thin", "aspect ratio cap"),
+        ("tall", "aspect ratio cap"),
+        ("sparse", "bytes on disk, its header declares"),
+        ("undeclared", "inbox.max_file_bytes"),
+    ]:
+        status, error, _ = rows[f"cam/{name}.bmp"]
+        assert status == "failed" and error.startswith("too large") and reason in error, (name, error)
+    sizes = dict(query_url(database_url, "SELECT source_path, size_bytes FROM results"))
+    assert sizes["cam/sparse.bmp"] == 2_500_000_000
+    # The whole daemon (torch included) stays far below what reading or resizing these would take.
+    assert peak_mib < 1536, f"peak RSS {peak_mib:.0f} MiB"
+
+
+# -- the crash-loop breaker ------------------------------------------------------------------------
+
+
+def test_a_frame_that_kills_the_daemon_is_failed_after_3_crashes_and_innocents_are_not(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox" / "cam"
+    for index in range(7):
+        write_bmp(inbox / f"innocent-{index}.bmp", seed=index)
+    write_bmp(inbox / "poison.bmp", seed=99)
+    config = make_config(batch={"size": 8, "max_wait_ms": 50})
+    poison = {POISON_ENV: "poison.bmp"}
+
+    crashes = 0
+    while True:
+        result = _watch(config, "--once", env=poison)
+        if result.returncode == 0:
+            break
+        assert result.returncode == -9, result.stderr
+        crashes += 1
+        assert crashes <= 3, "the poison frame was processed again after 3 crashes"
+
+    assert crashes == 3
+    rows = _rows(f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}")
+    assert rows.pop("cam/poison.bmp")[:2] == ("failed", "crashed the daemon 3 times")
+    assert {path: row[0] for path, row in rows.items()} == {f"cam/innocent-{i}.bmp": "ok" for i in range(7)}
+    assert files_under(tmp_path / "inbox") == []
+    assert (tmp_path / "failed" / "cam" / "poison.bmp").is_file()
+
+
+def test_frames_left_by_a_clean_stop_are_not_suspects(tmp_path: Path) -> None:
+    from watcher.claiming import claim
+    from watcher.suspects import crashes_survived, mark_clean_stop, record_attempt, take_clean_stop
+
+    inbox, area = tmp_path / "inbox", tmp_path / "inbox" / ".in-progress" / "a"
+    write_bmp(inbox / "x.bmp")
+    area.mkdir(parents=True)
+    frame = claim(inbox, area, PurePosixPath("x.bmp"))
+    assert frame is not None
+    assert crashes_survived(frame) == 1
+    record_attempt(frame, 2)
+    assert crashes_survived(frame) == 2
+    mark_clean_stop(area)
+    assert take_clean_stop(area) is True
+    assert take_clean_stop(area) is False, "the mark is used once"
+
+
+# -- the database file is the one it opened ---------------------------------------------------------
+
+
+def test_a_database_file_deleted_under_the_daemon_stops_it_before_anything_moves(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = make_config()
+    database = tmp_path / "data" / "results.sqlite3"
+    clean = {key: value for key, value in os.environ.items() if key not in (KILL_ENV, POISON_ENV)}
+    with (tmp_path / "daemon.log").open("w") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
+            cwd=REPO, env=clean, stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )  # fmt: skip
+    try:
+        write_bmp(tmp_path / "inbox" / "cam" / "first.bmp", seed=1)
+        wait_for(lambda: database.exists() and query(database, "SELECT count(*) FROM results")[0][0] == 1,
+                 timeout=120, what="the first row")  # fmt: skip
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+        write_bmp(tmp_path / "inbox" / "cam" / "second.bmp", seed=2)
+        assert daemon.wait(timeout=120) == 1
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+    lines = [line for line in (tmp_path / "daemon.log").read_text().splitlines() if "cctv-gender: error" in line]
+    assert len(lines) == 1 and "was removed while the daemon ran" in lines[0], lines
+    assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+    assert not (tmp_path / "processed" / "cam" / "second.bmp").exists(), "moved without a row"
+    in_progress = files_under(tmp_path / "inbox" / ".in-progress")
+    assert [path for path in in_progress if path.endswith("second.bmp")], in_progress

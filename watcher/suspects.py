@@ -1,0 +1,66 @@
+"""The crash-loop breaker: a frame that keeps killing the daemon is failed, not retried forever.
+
+Frames still in an in-progress area when its daemon starts were being worked on when the previous
+run died, unless that run stopped cleanly (it leaves `<area>/.clean-stop`; a SIGTERM can leave
+frames claimed whose batch waited for the database). After a crash they are suspects: each is
+processed alone, so an innocent frame never shares a batch with the one that kills the daemon,
+and before that its count of crashes is raised in `<area>/<key>/.attempts`, beside the claim, so
+it survives restarts:
+
+- a frame left over from a crash has been in progress during 1 crash (its `.attempts` is absent);
+- processing it alone, the file says 2: if the daemon dies now, that is its second crash;
+- one whose count has reached `MAX_CRASHES` goes to `failed/` without being opened again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from watcher.claiming import ClaimedFrame
+
+logger = logging.getLogger(__name__)
+
+MAX_CRASHES = 3
+CLEAN_STOP_FILE = ".clean-stop"
+ATTEMPTS_FILE = ".attempts"
+
+
+def crash_reason() -> str:
+    return f"crashed the daemon {MAX_CRASHES} times"
+
+
+def mark_clean_stop(area: Path) -> None:
+    """The run ends cleanly: frames left claimed (parked) are not suspects at the next start."""
+    with contextlib.suppress(OSError):
+        (area / CLEAN_STOP_FILE).touch()
+
+
+def take_clean_stop(area: Path) -> bool:
+    """Whether the last run in `area` stopped cleanly; the mark is removed, so that a crash of
+    this run is never mistaken for a clean stop."""
+    try:
+        (area / CLEAN_STOP_FILE).unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        logger.warning("cannot remove %s: %s", area / CLEAN_STOP_FILE, error.strerror)
+    return True
+
+
+def crashes_survived(frame: ClaimedFrame) -> int:
+    """How many crashes the frame has been in progress during (1 when it has no count yet)."""
+    try:
+        return max(int((frame.key_dir / ATTEMPTS_FILE).read_text(encoding="ascii").strip()), 1)
+    except (OSError, ValueError):
+        return 1  # absent, or torn by the crash it counts
+
+
+def record_attempt(frame: ClaimedFrame, crashes: int) -> None:
+    """Before the frame is processed alone: if the daemon dies now, that is crash `crashes`."""
+    path = frame.key_dir / ATTEMPTS_FILE
+    staging = path.with_name(f"{ATTEMPTS_FILE}.new")
+    staging.write_text(f"{crashes}\n", encoding="ascii")
+    os.replace(staging, path)
