@@ -80,6 +80,104 @@ def test_bad_values_name_the_key(tmp_path: Path, sections: dict, expected: str) 
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("paths", "expected"),
+    [
+        pytest.param(
+            {"inbox": "{tmp}/in", "processed": "{tmp}/in/cam/.."},
+            "paths.processed: must differ from paths.inbox",
+            id="absolute_dotdot_is_the_inbox",
+        ),
+        pytest.param(
+            {"inbox": "in", "failed": "elsewhere/../in/failed"},
+            "paths.failed: must not be inside paths.inbox",
+            id="relative_dotdot_inside_the_inbox",
+        ),
+        pytest.param(
+            {"inbox": "{tmp}/srv/inbox", "processed": "{tmp}/srv/inbox/.."},
+            "paths.inbox: must not be inside paths.processed",
+            id="inbox_inside_processed",
+        ),
+        pytest.param(
+            {"inbox": "srv/in", "failed": "srv"},
+            "paths.inbox: must not be inside paths.failed",
+            id="inbox_inside_failed",
+        ),
+        pytest.param(
+            {"processed": "out", "failed": "{tmp}/out/"},
+            "paths.failed: must differ from paths.processed",
+            id="processed_is_failed",
+        ),
+        pytest.param(
+            {"inbox": "{tmp}/inbox", "processed": "{tmp}/link-to-inbox"},
+            "paths.processed: must differ from paths.inbox",
+            id="symlink_to_the_inbox",
+        ),
+        pytest.param(
+            {"inbox": "{tmp}/inbox", "failed": "{tmp}/link-to-inbox/failed"},
+            "paths.failed: must not be inside paths.inbox",
+            id="inside_a_symlink_to_the_inbox",
+        ),
+    ],
+)
+def test_folders_are_compared_as_the_filesystem_sees_them(
+    tmp_path: Path, paths: dict[str, str], expected: str
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "link-to-inbox").symlink_to(tmp_path / "inbox")
+    sections = {"paths": {key: value.replace("{tmp}", str(tmp_path)) for key, value in paths.items()}}
+    path = write_config(tmp_path / "config.toml", sections)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
+
+
+def test_the_cli_refuses_a_disguised_inbox_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "processed").symlink_to(tmp_path / "inbox")
+    path = write_config(tmp_path / "config.toml", {"paths": {"processed": str(tmp_path / "processed")}})
+
+    assert main(["status", "--config", str(path)]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "paths.processed" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("sqlite:///results.db", "sqlite:///{config}/results.db", id="relative"),
+        pytest.param("sqlite:///../x.db", "sqlite:///{parent}/x.db", id="relative_up"),
+        pytest.param(
+            "sqlite:///db/r.sqlite3?timeout=30", "sqlite:///{config}/db/r.sqlite3?timeout=30", id="with_query"
+        ),
+        pytest.param("sqlite:////var/lib/r.sqlite3", "sqlite:////var/lib/r.sqlite3", id="absolute"),
+        pytest.param("sqlite:///:memory:", "sqlite:///:memory:", id="memory"),
+        pytest.param("sqlite://", "sqlite://", id="memory_by_default"),
+        pytest.param(
+            "postgresql+psycopg://user@db/cctv", "postgresql+psycopg://user@db/cctv", id="other_backend"
+        ),
+    ],
+)
+def test_a_relative_sqlite_url_resolves_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, expected: str
+) -> None:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the command runs from another folder: it must not matter
+
+    config = load_config(write_config(folder / "config.toml", {"database": {"url": url}}))
+
+    assert config.database_url == expected.format(config=folder, parent=tmp_path)
+
+
 def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[batch\nsize = 3\n")

@@ -161,7 +161,9 @@ def test_cpu_lanes_run_full_batches_side_by_side_and_a_partial_one_alone(
     calls: list[tuple[int, int | None, int]] = []  # frames, threads, batches already running
     second_started = threading.Event()
 
-    def observed(self: BatchProcessor, frames: list, *, cpu_threads: int | None = None, **rest: object) -> object:
+    def observed(
+        self: BatchProcessor, frames: list, *, cpu_threads: int | None = None, **rest: object
+    ) -> object:
         with lock:
             calls.append((len(frames), cpu_threads, len(running_now)))
             running_now.append(len(frames))

@@ -61,6 +61,7 @@ def drop_inputs(inbox: Path, processed: Path) -> dict[str, str | None]:
     put("broken/empty.bmp", b"", old=True)
     put("broken/not-a-bmp.bmp", b"GIF89a, or anything else at all")
     put("broken/bomb.bmp", BOMB_BMP)
+    expected["broken/bomb.bmp"] = None  # refused from its header before it is read: no hash
     put("broken/bad-header.bmp", b"BM" + (60).to_bytes(4, "little") + b"\xff" * 54)
     os.mkfifo(inbox / "broken" / "pipe.bmp")
     expected["broken/pipe.bmp"] = None

@@ -75,3 +75,78 @@ def test_upgrading_from_the_first_revision_keeps_the_rows(tmp_path: Path) -> Non
     assert query(database, "SELECT frame_key, source_path, embedding FROM results") == [
         ("k1", "cam/x.bmp", None)
     ]
+
+
+def test_upgrading_from_0005_keeps_the_rows_and_makes_room(database_url: str, tmp_path: Path) -> None:
+    # 0006 rewrites column types on PostgreSQL, around the view that depends on them.
+    from alembic import command
+
+    from watcher.migrate import _alembic_config
+
+    (tmp_path / "data").mkdir()
+    engine = make_engine(database_url, busy_timeout_ms=1000)
+    command.upgrade(_alembic_config(engine), "0005")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO results (frame_key, camera, source_path, stored_path, size_bytes, received_at, "
+            "processed_at, status) VALUES ('k1', 'cam-01', 'cam-01/x.bmp', '/p/cam-01/x.bmp', 1234, "
+            "'2026-11-25 08:00:00', '2026-11-25 08:00:01', 'ok')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO instances (name, host, pid, state, started_at, last_seen_at, claimed, frames_ok, "
+            "frames_failed, frames_per_s) VALUES ('node-0', 'h', 1, 'stopped', '2026-11-25 08:00:00', "
+            "'2026-11-25 09:00:00', 0, 5, 0, 1.5)"
+        )
+
+    upgrade_to_head(engine)
+
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql(
+            "SELECT frame_key, camera, size_bytes, status FROM results"
+        ).all() == [("k1", "cam-01", 1234, "ok")]
+        assert connection.exec_driver_sql("SELECT camera, size_bytes FROM v_results").all() == [
+            ("cam-01", 1234)
+        ]
+        assert connection.exec_driver_sql(
+            "SELECT name, frames_ok, crashes, last_crash_at FROM instances"
+        ).all() == [("node-0", 5, 0, None)]
+    # And back, and forth again (the view is rebuilt each way on PostgreSQL).
+    command.downgrade(_alembic_config(engine), "0005")
+    assert upgrade_to_head(engine) == head_revision()
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT size_bytes FROM v_results").all() == [(1234,)]
+    engine.dispose()
+
+
+def test_any_real_file_size_and_a_long_camera_name_are_stored(database_url: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from watcher.store import Result, insert_new_rows
+
+    (tmp_path / "data").mkdir()
+    engine = make_engine(database_url, busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    now = datetime.now(UTC)
+    # A non-UTF-8 folder name escaped byte by byte (\xNN) grows four times over.
+    camera = "".join(f"\\x{byte:02x}" for byte in range(100))
+    row = Result(
+        frame_key="f" * 32,
+        camera=camera,
+        source_path=f"{camera}/huge.bmp",
+        stored_path=f"/failed/{camera}/huge.bmp",
+        size_bytes=3_000_000_000,
+        received_at=now,
+        processed_at=now,
+        status="failed",
+        error="too large: 3000000000 bytes",
+    )
+    with engine.begin() as connection:
+        assert insert_new_rows(connection, [row]) == {"f" * 32}
+    with engine.connect() as connection:
+        stored = connection.execute(select(Result.size_bytes, Result.camera)).one()
+        in_view = connection.exec_driver_sql("SELECT size_bytes FROM v_results").scalar()
+    engine.dispose()
+    assert tuple(stored) == (3_000_000_000, camera) and len(camera) == 400
+    assert in_view == 3_000_000_000

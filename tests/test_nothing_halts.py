@@ -8,6 +8,7 @@ CLIP's weights are random (the tiny checkpoint: no downloads here).
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -18,7 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import bmp_bytes, files_under, query, query_url, wait_for, write_bmp, write_config
+from tests.helpers import (
+    RunningDaemon,
+    bmp_bytes,
+    files_under,
+    query,
+    query_url,
+    wait_for,
+    write_bmp,
+    write_config,
+)
 from watcher.faults import KILL_ENV, POISON_ENV
 from watcher.names import original_bytes, storable
 
@@ -27,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _watch(config: Path, *args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None,
            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    clean = {key: value for key, value in os.environ.items() if key not in (KILL_ENV, POISON_ENV, "JOURNAL_STREAM")}
+    dropped = (KILL_ENV, POISON_ENV, "JOURNAL_STREAM")
+    clean = {key: value for key, value in os.environ.items() if key not in dropped}
     return subprocess.run(
         [*(prefix or []), sys.executable, "-m", "watcher", "watch", "--config", str(config), *args],
         cwd=REPO, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=timeout,
@@ -241,7 +252,9 @@ def test_huge_sparse_and_extreme_shapes_are_refused_before_reading(
         handle.write(_bmp_header(width=16, height=16, declared=0))
         handle.truncate(3 * 1024 * 1024)
     write_bmp(inbox / "good.bmp", seed=3)
-    config = make_config(database={"url": database_url}, inbox={"settle_ms": 0, "max_file_bytes": 2 * 1024 * 1024})
+    config = make_config(
+        database={"url": database_url}, inbox={"settle_ms": 0, "max_file_bytes": 2 * 1024 * 1024}
+    )
 
     result = _watch(config, "--once", prefix=[sys.executable, "-c", _PEAK_RSS_WRAPPER])
     peak_mib = int(result.stderr.splitlines()[-1].removeprefix("peak-rss-kib ")) / 1024
@@ -313,6 +326,13 @@ def test_frames_left_by_a_clean_stop_are_not_suspects(tmp_path: Path) -> None:
 # -- the database file is the one it opened ---------------------------------------------------------
 
 
+def _count_rows(database: Path) -> int:
+    try:
+        return query(database, "SELECT count(*) FROM results")[0][0]
+    except sqlite3.OperationalError:
+        return 0  # not there yet, or not migrated yet
+
+
 def test_a_database_file_deleted_under_the_daemon_stops_it_before_anything_moves(
     make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -326,8 +346,7 @@ def test_a_database_file_deleted_under_the_daemon_stops_it_before_anything_moves
         )  # fmt: skip
     try:
         write_bmp(tmp_path / "inbox" / "cam" / "first.bmp", seed=1)
-        wait_for(lambda: database.exists() and query(database, "SELECT count(*) FROM results")[0][0] == 1,
-                 timeout=120, what="the first row")  # fmt: skip
+        wait_for(lambda: _count_rows(database) == 1, timeout=120, what="the first row")
         for suffix in ("", "-wal", "-shm"):
             Path(f"{database}{suffix}").unlink(missing_ok=True)
         write_bmp(tmp_path / "inbox" / "cam" / "second.bmp", seed=2)
@@ -336,9 +355,44 @@ def test_a_database_file_deleted_under_the_daemon_stops_it_before_anything_moves
         daemon.kill()
         daemon.wait()
 
-    lines = [line for line in (tmp_path / "daemon.log").read_text().splitlines() if "cctv-gender: error" in line]
+    log = (tmp_path / "daemon.log").read_text()
+    lines = [line for line in log.splitlines() if "cctv-gender: error" in line]
     assert len(lines) == 1 and "was removed while the daemon ran" in lines[0], lines
-    assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+    assert "Traceback" not in log
     assert not (tmp_path / "processed" / "cam" / "second.bmp").exists(), "moved without a row"
     in_progress = files_under(tmp_path / "inbox" / ".in-progress")
     assert [path for path in in_progress if path.endswith("second.bmp")], in_progress
+
+
+# -- moves that cannot half-happen -----------------------------------------------------------------
+
+
+def test_processed_on_another_full_filesystem_with_long_names_finishes_once_space_returns(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    processed = tmp_path / "processed"
+    processed.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(processed)], capture_output=True, check=False
+    ).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        # Another filesystem: every move is a copy. Names of 250 bytes: `.<name>.moving` would not fit.
+        names = [f"{index:02d}-{'n' * 240}.bmp" for index in range(40)]  # ~9 KB each, 360 KB in all
+        daemon = start_daemon(inbox={"settle_ms": 0}, batch={"size": 8, "max_wait_ms": 50}).daemon
+        for index, name in enumerate(names):
+            write_bmp(tmp_path / "inbox" / "cam" / name, seed=index)
+        wait_for(lambda: daemon.parked_frames > 0, timeout=120, what="the full disk to park a batch")
+
+        subprocess.run(["mount", "-o", "remount,size=4m", str(processed)], check=True)
+
+        database = tmp_path / "data" / "results.sqlite3"
+        wait_for(lambda: len(files_under(processed)) == len(names) and daemon.parked_frames == 0,
+                 timeout=120, what="every frame moved once space returned")  # fmt: skip
+        rows = query(database, "SELECT source_path, status, stored_path FROM results")
+        assert sorted(row[0] for row in rows) == sorted(f"cam/{name}" for name in names)
+        assert all(status == "ok" and Path(stored).is_file() for _, status, stored in rows)
+        assert files_under(processed) == sorted(f"cam/{name}" for name in names), "a copy left behind"
+        wait_for(lambda: files_under(tmp_path / "inbox") == [], what="the claims released")
+    finally:
+        subprocess.run(["umount", "-l", str(processed)], check=False)  # lazily: the daemon stops after

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from watcher.config import Config
 from watcher.daemon import Daemon
 from watcher.database import open_database
+from watcher.database_file import DatabaseFileGuard
 from watcher.errors import StartupError
 from watcher.instance import acquire_instance, default_prefix
 from watcher.metrics import Metrics
 from watcher.notify import SystemdNotifier
-from watcher.database_file import DatabaseFileGuard
 from watcher.processing import BatchProcessor, FrameBounds, OutputFolders
 from watcher.telemetry import Telemetry
 

@@ -139,13 +139,16 @@ def claimed_frames(area: Path) -> list[ClaimedFrame]:
         if source.is_file() and (key_dir / FLAT_NAME).exists():
             relative = PurePosixPath(os.fsdecode(source.read_bytes()))
             frames.append(
-                ClaimedFrame(key=key_dir.name, relative=relative, work_path=key_dir / FLAT_NAME, received_at=received)
+                ClaimedFrame(
+                    key=key_dir.name, relative=relative, work_path=key_dir / FLAT_NAME, received_at=received
+                )
             )
             continue
         files = [
             path
             for path in key_dir.rglob("*")
-            if (not path.is_dir() or path.is_symlink()) and not path.relative_to(key_dir).parts[0].startswith(".")
+            if (not path.is_dir() or path.is_symlink())
+            and not path.relative_to(key_dir).parts[0].startswith(".")
         ]
         if not files:
             shutil.rmtree(key_dir, ignore_errors=True)

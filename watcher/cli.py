@@ -262,7 +262,7 @@ def run_db_copy(config: Config, *, target_url: str) -> int:
     from watcher.db_copy import copy_results
     from watcher.store import make_engine
 
-    source = open_database(config, migrate=False)
+    source = open_database(config, migrate=False, read_only=True)
     try:
         target = make_engine(target_url, busy_timeout_ms=config.database.busy_timeout_ms)
     except (ArgumentError, NoSuchModuleError) as error:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 from model.labels import Label
 
@@ -53,6 +55,9 @@ class InboxConfig(_Section):
     poll_interval_ms: Annotated[int, Field(gt=0)] = 250
     # Pillow itself refuses images over 2 × its MAX_IMAGE_PIXELS (178,956,970) when opening them.
     max_pixels: Annotated[int, Field(gt=0, le=178_956_970)] = 40_000_000
+    # A file over this size is refused before a byte of it is read (so is one far larger than its
+    # BMP header declares): a huge or sparse file must not cost the daemon its memory.
+    max_file_bytes: Annotated[int, Field(ge=1024, le=2**40)] = 256 * 1024 * 1024
 
 
 class BatchConfig(_Section):
@@ -219,7 +224,29 @@ def _describe_first_error(error: ValidationError) -> str:
 
 
 def _resolve(base: Path, value: Path) -> Path:
-    return (base / value.expanduser()).resolve() if not value.is_absolute() else value
+    # Absolute paths too: folders are compared as the filesystem sees them (`inbox/..`, or a
+    # symlink to the inbox, must not pass as a different folder). strict=False: they may not
+    # exist yet.
+    return (base / value.expanduser()).resolve()
+
+
+def _resolve_database_url(base: Path, url: str) -> str:
+    """A relative SQLite path in `database.url` resolves against the config's folder, like every
+    other path, instead of against whatever folder the command was started from."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # opening the database reports it, naming database.url
+    database = parsed.database
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or database in (None, "", ":memory:")
+        or database.startswith("file:")  # a SQLite URI (uri=true): left as written
+        or Path(database).is_absolute()
+    ):
+        return url
+    resolved = parsed.set(database=str(_resolve(base, Path(database))))
+    return resolved.render_as_string(hide_password=False)
 
 
 def _resolve_paths(config: Config, *, base: Path, source: Path) -> Config:
@@ -250,18 +277,31 @@ def _resolve_paths(config: Config, *, base: Path, source: Path) -> Config:
             "training.test_fraction: with training.validation_fraction it leaves under 20% to train on"
         )
     _check_distinct_folders(resolved_paths)
+    database = config.database
+    if database.url:
+        database = database.model_copy(update={"url": _resolve_database_url(base, database.url)})
     return config.model_copy(
-        update={"paths": resolved_paths, "model": resolved_model, "training": training, "source": source}
+        update={
+            "paths": resolved_paths,
+            "model": resolved_model,
+            "training": training,
+            "database": database,
+            "source": source,
+        }
     )
 
 
 def _check_distinct_folders(paths: PathsConfig) -> None:
-    named = {"paths.inbox": paths.inbox, "paths.processed": paths.processed, "paths.failed": paths.failed}
-    seen: dict[Path, str] = {}
-    for key, folder in named.items():
-        if folder in seen:
-            raise ConfigError(f"{key}: must differ from {seen[folder]} (both are {folder})")
-        seen[folder] = key
-    for key in ("paths.processed", "paths.failed"):
-        if named[key].is_relative_to(paths.inbox):
-            raise ConfigError(f"{key}: must not be inside paths.inbox ({paths.inbox})")
+    """The paths are resolved: `..` and symlinks no longer disguise one folder as another."""
+    inbox = paths.inbox
+    for key, folder in (("paths.processed", paths.processed), ("paths.failed", paths.failed)):
+        if folder == inbox:
+            raise ConfigError(f"{key}: must differ from paths.inbox (both are {folder})")
+        # Frames moved there would be found in the inbox again and processed twice.
+        if folder.is_relative_to(inbox):
+            raise ConfigError(f"{key}: must not be inside paths.inbox ({inbox}); it is {folder}")
+        # A camera folder named like the path down to the inbox would move frames back into it.
+        if inbox.is_relative_to(folder):
+            raise ConfigError(f"paths.inbox: must not be inside {key} ({folder}); it is {inbox}")
+    if paths.failed == paths.processed:
+        raise ConfigError(f"paths.failed: must differ from paths.processed (both are {paths.failed})")

@@ -442,7 +442,9 @@ class Daemon:
     def _process_suspect(self, frame: ClaimedFrame) -> None:
         crashes = suspects.crashes_survived(frame)
         if crashes >= suspects.MAX_CRASHES:
-            logger.error("frame %s was in progress during %d crashes: failing it unopened", frame.relative, crashes)
+            logger.error(
+                "frame %s was in progress during %d crashes: failing it unopened", frame.relative, crashes
+            )
             self._submit([frame], refused={frame.key: suspects.crash_reason()})
         else:
             try:

@@ -13,11 +13,19 @@ from watcher.migrate import current_revision, head_revision, upgrade_to_head
 from watcher.store import make_engine
 
 
-def open_database(config: Config, *, migrate: bool) -> Engine:
-    """An engine on `database.url`; `migrate` upgrades to head, otherwise the schema must be current."""
+def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> Engine:
+    """An engine on `database.url`; `migrate` upgrades to head, otherwise the schema must be current.
+
+    `read_only` (commands that only read) gives an engine that refuses writes and never holds
+    the write lock the daemon needs (see `make_engine`); it cannot migrate.
+    """
+    if migrate and read_only:
+        raise ValueError("a read-only engine cannot migrate")
     try:
         _make_sqlite_folder(config.database_url)
-        engine = make_engine(config.database_url, busy_timeout_ms=config.database.busy_timeout_ms)
+        engine = make_engine(
+            config.database_url, busy_timeout_ms=config.database.busy_timeout_ms, read_only=read_only
+        )
         if migrate:
             upgrade_to_head(engine)
         elif current_revision(engine) != head_revision():

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import DBAPIError
 
 from watcher.store import Instance, upsert_capable_insert, utc_now
@@ -42,6 +42,34 @@ class Heartbeat:
         self._next_beat = 0.0
         self._failing = False
 
+    def record_start(self) -> bool:
+        """Called once as the daemon starts, before its first beat. This instance's row still
+        saying `running` means the previous run never said it stopped: it crashed or was killed.
+        That is counted in `crashes`, with the run's last heartbeat as `last_crash_at`, so
+        `status` can say so; returns True then. A database that is away costs a warning, never
+        the start."""
+        statement = (
+            update(Instance)
+            .where(Instance.name == self._instance, Instance.state == "running")
+            .values(crashes=Instance.crashes + 1, last_crash_at=Instance.last_seen_at)
+            .returning(Instance.crashes, Instance.last_crash_at)
+        )
+        try:
+            with self._engine.begin() as connection:
+                crashed = connection.execute(statement).first()
+        except DBAPIError as error:
+            logger.warning("cannot check how %s stopped last time: %s", self._instance, error.orig)
+            return False
+        if crashed is None:
+            return False
+        logger.warning(
+            "instance %s did not stop cleanly last time (last seen %s): %d crashes so far",
+            self._instance,
+            crashed.last_crash_at.isoformat(timespec="seconds"),
+            crashed.crashes,
+        )
+        return True
+
     def beat(self, progress: Progress, *, state: str = "running", force: bool = False) -> None:
         if not force and time.monotonic() < self._next_beat:
             return
@@ -59,6 +87,7 @@ class Heartbeat:
             "frames_per_s": progress.frames_per_s,
             "model_version": progress.model_version,
         }
+        # `crashes` and `last_crash_at` are not among the values: a beat never resets them.
         insert = upsert_capable_insert(self._engine.dialect.name)
         statement = insert(Instance).values(values)
         statement = statement.on_conflict_do_update(

@@ -41,7 +41,9 @@ def _numbered(path: Path, number: int) -> Path:
     tail = f"-{number}{path.suffix}"
     room = NAME_MAX_BYTES - len(os.fsencode(tail))
     # Destination names are storable text (see watcher.names): cut on a character boundary.
-    return path.with_name(path.stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore") + tail)
+    return path.with_name(
+        path.stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore") + tail
+    )
 
 
 def reserve_destination(root: Path, relative: PurePosixPath, *, taken: set[Path]) -> Path:

@@ -50,5 +50,7 @@ def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | N
     except OSError as error:
         if not is_placement_error(error):
             raise
-        logger.warning("cannot move %s to %s (%s): moving it into %s", frame.relative, stored, error.strerror, root)
+        logger.warning(
+            "cannot move %s to %s (%s): moving it into %s", frame.relative, stored, error.strerror, root
+        )
         return move_no_clobber(frame.work_path, root / flat_name(frame.key, frame.relative), sha256=sha256)

@@ -71,7 +71,7 @@ def run_results(config: Config, args: argparse.Namespace) -> int:
     from watcher.database import open_database
     from watcher.results_view import OutputFormat, iter_results, write_results
 
-    engine = open_database(config, migrate=False)
+    engine = open_database(config, migrate=False, read_only=True)
     filters = filters_from(args)
     _warn_unseen(engine, filters)
     output_format = OutputFormat(args.format)
@@ -86,7 +86,7 @@ def run_summary(config: Config, args: argparse.Namespace) -> int:
     from watcher.results_view import OutputFormat, write_results
     from watcher.summary import COUNT_COLUMNS, plot_counts, summarize
 
-    engine = open_database(config, migrate=False)
+    engine = open_database(config, migrate=False, read_only=True)
     filters = filters_from(args)
     _warn_unseen(engine, filters)
     by = tuple(args.by)

@@ -1,5 +1,8 @@
 """`cctv-gender status`: is the daemon running and keeping up? Exit code 1 when unhealthy, for
-monitoring: frames are waiting and nothing has been processed for `status.stall_after_s`.
+monitoring, with one line per problem saying why: frames waiting and no daemon, or nothing
+processed for `status.stall_after_s`; frames left in progress that no live instance holds; an
+instance that holds frames but stopped its heartbeat (frozen); an instance that crashed or died
+in the last 15 minutes.
 
 With several daemons on a shared inbox and one database, it lists every instance seen in the last
 15 minutes (their heartbeats in the `instances` table), whether its lock is held now, and what it
@@ -21,12 +24,15 @@ from model.registry import current_version
 from watcher.config import Config
 from watcher.database import open_database
 from watcher.discovery import scan_inbox
+from watcher.heartbeat import HEARTBEAT_INTERVAL_S
 from watcher.instance import LOCK_SUFFIX
 from watcher.store import Instance, Result, Status
 from watcher.telemetry import DaemonStatus, status_dir
 
 RECENTLY = timedelta(minutes=15)
 RECENTLY_TEXT = "15 minutes"
+# A running instance that holds frames and has not beaten for this long is frozen.
+FROZEN_AFTER = timedelta(seconds=3 * HEARTBEAT_INTERVAL_S)
 
 
 def _running_instances(in_progress: Path) -> list[str]:
@@ -43,24 +49,38 @@ def _running_instances(in_progress: Path) -> list[str]:
     return running
 
 
-def _files_in_progress(in_progress: Path) -> int:
-    # Running daemons create and remove these folders while we count: os.walk skips what vanished.
-    return sum(
-        sum(1 for name in files if not name.endswith(LOCK_SUFFIX)) for _, _, files in os.walk(in_progress)
-    )
+def _frames_in(area: Path) -> int | None:
+    """Frames in one in-progress area (a folder each, named by its key), or None without the area.
 
-
-def _claimed_by(in_progress: Path, name: str) -> int | None:
-    """Frames in an instance's in-progress area (one folder each), or None without the area."""
+    Names starting with '.' are bookkeeping (`.clean-stop`, see watcher.suspects), not frames.
+    """
     try:
-        with os.scandir(in_progress / name) as entries:
-            return sum(1 for entry in entries if entry.is_dir(follow_symlinks=False))
-    except OSError:
+        with os.scandir(area) as entries:
+            return sum(
+                1
+                for entry in entries
+                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+            )
+    except OSError:  # gone, or removed by its daemon while we counted
         return None
 
 
+def _frames_per_area(in_progress: Path) -> dict[str, int]:
+    """Frames in each instance's in-progress area, by instance name."""
+    try:
+        with os.scandir(in_progress) as entries:
+            areas = [
+                entry.name
+                for entry in entries
+                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+            ]
+    except OSError:
+        return {}
+    return {name: count for name in sorted(areas) if (count := _frames_in(in_progress / name)) is not None}
+
+
 def _instances_seen(
-    session: Session, *, in_progress: Path, running: list[str], now: datetime
+    session: Session, *, areas: dict[str, int], running: list[str], now: datetime
 ) -> list[dict[str, Any]]:
     rows = {
         row.name: row
@@ -71,7 +91,7 @@ def _instances_seen(
     seen = []
     for name in sorted(set(rows) | set(running)):
         row = rows.get(name)
-        claimed = _claimed_by(in_progress, name)
+        claimed = areas.get(name)
         seen.append(
             {
                 "name": name,
@@ -81,17 +101,58 @@ def _instances_seen(
                 "state": row.state if row else None,
                 "last_seen_s": round((now - row.last_seen_at).total_seconds(), 1) if row else None,
                 "claimed": claimed if claimed is not None else (row.claimed if row else 0),
+                "claimed_at_last_beat": row.claimed if row else None,
                 "frames_ok": row.frames_ok if row else None,
                 "frames_failed": row.frames_failed if row else None,
                 "frames_per_s": row.frames_per_s if row else None,
                 "model_version": row.model_version if row else None,
+                "crashes": row.crashes if row else None,
+                "last_crash_s": (
+                    round((now - row.last_crash_at).total_seconds(), 1)
+                    if row and row.last_crash_at is not None
+                    else None
+                ),
             }
         )
     return seen
 
 
+def _instance_problems(seen: list[dict[str, Any]], *, areas: dict[str, int], running: list[str]) -> list[str]:
+    """What is wrong with the instances, one line each."""
+    problems = []
+    # Counted before the locks were looked at: an instance that started meanwhile holds its own.
+    for name, frames in areas.items():
+        if frames and name not in running:
+            problems.append(
+                f"{frames} frames in progress in the area of instance {name}, "
+                "which no live instance holds (its lock is free)"
+            )
+    for item in seen:
+        name = item["name"]
+        if item["running"] and item["state"] == "running":
+            silent_s = item["last_seen_s"]
+            holds = max(item["claimed"] or 0, item["claimed_at_last_beat"] or 0)
+            if holds and silent_s > FROZEN_AFTER.total_seconds():
+                problems.append(
+                    f"instance {name} holds {holds} frames but its last heartbeat was {silent_s:.0f} s ago "
+                    f"(more than {FROZEN_AFTER.total_seconds():.0f} s): frozen"
+                )
+        if instance_state(item) == "gone":
+            problems.append(
+                f"instance {name} died without stopping (last seen {item['last_seen_s']:.0f} s ago)"
+            )
+        crashed_s = item["last_crash_s"]
+        if crashed_s is not None and crashed_s <= RECENTLY.total_seconds():
+            problems.append(
+                f"instance {name} crashed {crashed_s:.0f} s ago ({item['crashes']} crashes so far)"
+            )
+    return problems
+
+
 def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
+    # Areas before locks: frames of an instance that started in between are not taken for orphans.
+    areas = _frames_per_area(config.in_progress)
     running = _running_instances(config.in_progress)
     statuses = [
         status
@@ -99,8 +160,8 @@ def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, 
         if (status := DaemonStatus.read(status_dir(config.paths.data) / f"{name}.json")) is not None
     ]
     waiting = sum(1 for _ in scan_inbox(config.paths.inbox)) if config.paths.inbox.is_dir() else 0
-    in_progress = _files_in_progress(config.in_progress)
-    engine = open_database(config, migrate=False)
+    in_progress = sum(areas.values())
+    engine = open_database(config, migrate=False, read_only=True)
     hour_ago = now - timedelta(hours=1)
     with Session(engine) as session:
         counts = dict(
@@ -111,7 +172,7 @@ def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, 
             ).all()
         )
         last_row = session.scalar(select(func.max(Result.processed_at)))
-        seen = _instances_seen(session, in_progress=config.in_progress, running=running, now=now)
+        seen = _instances_seen(session, areas=areas, running=running, now=now)
     if last_row is not None and last_row.tzinfo is None:
         last_row = last_row.replace(tzinfo=UTC)
     last_age = (now - last_row).total_seconds() if last_row else None
@@ -128,6 +189,7 @@ def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, 
                 f"{waiting} frames waiting and nothing processed for {idle_s:.0f} s "
                 f"(status.stall_after_s = {config.status.stall_after_s:g})"
             )
+    problems += _instance_problems(seen, areas=areas, running=running)
     return {
         "healthy": not problems,
         "problems": problems,
@@ -178,7 +240,9 @@ def instance_state(item: dict[str, Any]) -> str:
 
 
 def _instance_table(seen: list[dict[str, Any]]) -> str:
-    header = ("instance", "host", "pid", "state", "last seen", "claimed", "ok", "failed", "frames/s")
+    header = (
+        "instance", "host", "pid", "state", "last seen", "claimed", "ok", "failed", "frames/s", "crashes",
+    )  # fmt: skip
     rows = [
         (
             item["name"],
@@ -190,6 +254,7 @@ def _instance_table(seen: list[dict[str, Any]]) -> str:
             str(item["frames_ok"] if item["frames_ok"] is not None else "?"),
             str(item["frames_failed"] if item["frames_failed"] is not None else "?"),
             str(item["frames_per_s"] if item["frames_per_s"] is not None else "?"),
+            _crashes(item),
         )
         for item in seen
     ]
@@ -199,3 +264,11 @@ def _instance_table(seen: list[dict[str, Any]]) -> str:
         for row in [header, *rows]
     ]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _crashes(item: dict[str, Any]) -> str:
+    if item["crashes"] is None:
+        return "?"
+    if item["last_crash_s"] is None:
+        return str(item["crashes"])
+    return f"{item['crashes']} (last {item['last_crash_s']:.0f} s ago)"

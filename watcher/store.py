@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Connection,
     DateTime,
@@ -80,11 +81,14 @@ class Result(Base):
     # Identity of one intake of one file (its claim); unique so a re-processed frame can never
     # produce a second row.
     frame_key: Mapped[str] = mapped_column(String(32), unique=True)
-    camera: Mapped[str | None] = mapped_column(String(255))
+    # TEXT: a camera folder's name escaped from non-UTF-8 bytes can pass 255 characters. (SQLite
+    # keeps its declared VARCHAR(255), which it never enforces; see migration 0006.)
+    camera: Mapped[str | None] = mapped_column(Text().with_variant(String(255), "sqlite"))
     source_path: Mapped[str] = mapped_column(Text)
     stored_path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str | None] = mapped_column(String(64))
-    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    # BIGINT: a 2.5 GB file overflows PostgreSQL's INTEGER. (SQLite's INTEGER is 64-bit already.)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     file_mtime: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -130,6 +134,10 @@ class Instance(Base):
     frames_failed: Mapped[int] = mapped_column(Integer)
     frames_per_s: Mapped[float] = mapped_column(Float)
     model_version: Mapped[str | None] = mapped_column(String(255))
+    # Starts that found this row still `running` (the previous run never said it stopped: it
+    # crashed or was killed), and when that run was last seen. Kept across heartbeats.
+    crashes: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_crash_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def upsert_capable_insert(dialect: str) -> Any:
@@ -157,15 +165,30 @@ def insert_new_rows(connection: Connection, rows: list[Result]) -> set[str]:
     return set(connection.execute(statement, values).scalars())
 
 
-def make_engine(url: str, *, busy_timeout_ms: int) -> Engine:
+def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> Engine:
     """An engine for `url`; SQLite gets WAL, synchronous=FULL, a busy timeout and BEGIN IMMEDIATE.
 
     Other servers (PostgreSQL) get a connection check on checkout, so a restarted server costs a
     reconnect instead of an error, and a name that shows in pg_stat_activity.
+
+    `read_only` is for commands that only read (`results`, `summary`, `status`, the source of
+    `db copy`): writes are refused, and on SQLite transactions start deferred, so a reader left
+    open (an export piped into `less`) holds a WAL snapshot and never the daemon's write lock.
     """
     if not url.startswith("sqlite"):
         connect_args = {"application_name": "cctv-gender"} if url.startswith("postgresql") else {}
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        if read_only:
+            # A session setting, not connect options: the URL may carry its own `options`
+            # (a search_path, say), which connect_args would replace.
+            @event.listens_for(engine, "connect")
+            def _read_only_session(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                cursor.close()
+                dbapi_connection.commit()
+
+        return engine
     engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine, "connect")
@@ -176,10 +199,16 @@ def make_engine(url: str, *, busy_timeout_ms: int) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
+    def _begin(connection: Any) -> None:
+        if read_only:
+            # Deferred: in WAL a reader takes a snapshot and no lock that a writer waits for.
+            connection.exec_driver_sql("BEGIN")
+            return
         # Take the write lock up front: a deferred transaction that later upgrades to a writer
         # can fail with SQLITE_BUSY instead of waiting out the busy timeout.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
