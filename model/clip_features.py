@@ -31,6 +31,9 @@ Picture: TypeAlias = Image.Image | np.ndarray
 # 640×480 are 29 MB; a 4K batch is allocated per use instead of held).
 STAGING_CACHE_BYTES = 64 * 1024 * 1024
 STAGING_CACHE_SHAPES = 4
+# Preprocessing converts a group of frames to float at their full size before resizing: at most
+# this many bytes of them at once (about 290 frames of 640x480, two of 40 megapixels).
+PREPROCESS_CHUNK_BYTES = 1024 * 1024 * 1024
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -156,9 +159,14 @@ class ClipFeatureExtractor:
             by_shape.setdefault(array.shape, []).append(index)
         batches = []
         for indices in by_shape.values():
-            staged, bgr = self._stage([arrays[index] for index in indices])
-            on_device = self._to_device(staged).permute(0, 3, 1, 2)  # NHWC → NCHW, a view
-            batches.append(self._transform(on_device, bgr))
+            chunks = _chunks(indices, frame_bytes=int(np.prod(arrays[indices[0]].shape)) * 4)
+            for number, chunk in enumerate(chunks):
+                staged, bgr = self._stage([arrays[index] for index in chunk])
+                on_device = self._to_device(staged).permute(0, 3, 1, 2)  # NHWC → NCHW, a view
+                batches.append(self._transform(on_device, bgr))
+                if number < len(chunks) - 1 and self.runtime.device.type == "cuda":
+                    # The next chunk reuses the staging buffer its copy to the GPU may still read.
+                    torch.cuda.current_stream(self.runtime.device).synchronize()
         if len(batches) == 1:
             pixel_values = batches[0]  # one frame size, in order: nothing to reassemble
         else:
@@ -261,6 +269,13 @@ class ClipFeatureExtractor:
         tokens = {name: tensor.to(self.runtime.device) for name, tensor in tokens.items()}
         with self._autocast():
             return _normalised_rows(_pooled(self._model.get_text_features(**tokens)))
+
+
+def _chunks(indices: list[int], *, frame_bytes: int) -> list[list[int]]:
+    """Frames of one size in groups whose float copy (resizing converts to float) stays under
+    PREPROCESS_CHUNK_BYTES: 32 frames of 40 megapixels would otherwise take 15 GB at once."""
+    per_chunk = max(1, PREPROCESS_CHUNK_BYTES // max(frame_bytes, 1))
+    return [indices[start : start + per_chunk] for start in range(0, len(indices), per_chunk)]
 
 
 def _to_rgb(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -154,13 +154,18 @@ def test_a_latin1_name_is_stored_escaped_and_found_again(
     camera = os.fsdecode("entrée".encode("latin-1"))
     write_bmp(inbox / camera / latin1, seed=1)
     write_bmp(inbox / camera / "innocent.bmp", seed=2)
+    write_bmp(inbox / camera / "cam\\xe9ra-1.bmp", seed=3)  # a real backslash: another name
     config = make_config(database={"url": database_url})
 
     result = _watch(config, "--once")
 
     assert result.returncode == 0, result.stderr
     rows = _rows(database_url)
-    assert set(rows) == {"entr\\xe9e/cam\\xe9ra-1.bmp", "entr\\xe9e/innocent.bmp"}
+    assert set(rows) == {
+        "entr\\xe9e/cam\\xe9ra-1.bmp",
+        "entr\\xe9e/cam\\\\xe9ra-1.bmp",
+        "entr\\xe9e/innocent.bmp",
+    }
     status, _, stored = rows["entr\\xe9e/cam\\xe9ra-1.bmp"]
     assert status == "ok" and Path(stored).is_file(), "stored_path must find the file"
     assert original_bytes("entr\\xe9e/cam\\xe9ra-1.bmp") == "entrée/caméra-1.bmp".encode("latin-1")
@@ -396,3 +401,185 @@ def test_processed_on_another_full_filesystem_with_long_names_finishes_once_spac
         wait_for(lambda: files_under(tmp_path / "inbox") == [], what="the claims released")
     finally:
         subprocess.run(["umount", "-l", str(processed)], check=False)  # lazily: the daemon stops after
+
+
+def _mount_tmpfs(folder: Path, size: str = "8m") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, check=False
+    ).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+
+
+def _make_socket(path: Path) -> None:
+    import socket
+
+    here = Path.cwd()
+    os.chdir(path.parent)  # an AF_UNIX address holds 108 bytes: bind by the short relative name
+    try:
+        socket.socket(socket.AF_UNIX).bind(path.name)
+    finally:
+        os.chdir(here)
+
+
+def test_special_and_unreadable_files_never_stop_moves_to_another_filesystem(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: tmpfs, mknod, chown, and setpriv to drop root's overrides")
+    _mount_tmpfs(tmp_path / "failed")
+    try:
+        inbox = tmp_path / "inbox" / "cam"
+        inbox.mkdir(parents=True)
+        _make_socket(inbox / "socket.bmp")
+        os.mkfifo(inbox / "fifo.bmp")
+        os.mknod(inbox / "zero.bmp", 0o600 | 0o020000, os.makedev(1, 5))  # like /dev/zero: never ends
+        secret = write_bmp(inbox / "secret.bmp", seed=1)  # an exporter's umask 077, another user
+        os.chown(secret, 1000, 1000)
+        secret.chmod(0o600)
+        write_bmp(inbox / "good.bmp", seed=2)
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+        result = _watch(make_config(), "--once", prefix=prefix, timeout=120)
+
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        rows = _rows(f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}")
+        assert rows.pop("cam/good.bmp")[0] == "ok"
+        for name in ("socket", "fifo", "zero"):
+            status, error, stored = rows.pop(f"cam/{name}.bmp")
+            assert status == "failed" and "never opened" in error, (name, error)
+            assert Path(stored).parent == tmp_path / "failed" / "cam" and os.path.lexists(stored)
+        status, error, stored = rows.pop("cam/secret.bmp")
+        assert status == "failed" and error.startswith("cannot read"), error
+        assert Path(stored).is_file(), "the unreadable frame's row must say where it is"
+        assert Path(stored).parent == tmp_path / "inbox" / ".in-progress" / ".unmovable"
+        assert rows == {}
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path / "failed")], check=False)
+
+
+def test_an_unreadable_frame_on_the_same_filesystem_is_renamed_not_linked(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: chown, and setpriv to drop root's overrides")
+    # fs.protected_hardlinks: a file the daemon neither owns nor may read cannot be hard-linked.
+    secret = write_bmp(tmp_path / "inbox" / "cam" / "secret.bmp", seed=1)
+    os.chown(secret, 1000, 1000)
+    secret.chmod(0o600)
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+    result = _watch(make_config(), "--once", prefix=prefix)
+
+    assert result.returncode == 0, result.stderr
+    status, error, stored = _rows(f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}")["cam/secret.bmp"]
+    assert status == "failed" and error.startswith("cannot read")
+    assert Path(stored) == tmp_path / "failed" / "cam" / "secret.bmp" and Path(stored).is_file()
+
+
+def _remove_tree(top: Path) -> None:
+    """rm -r without recursion: Python 3.11's rmtree (pytest's clean-up of old tmp_paths too)
+    recurses once per level, and a tree a thousand levels deep would end it."""
+    folders, stack = [], [os.fsencode(top)]
+    while stack:
+        folder = stack.pop()
+        folders.append(folder)
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    os.unlink(entry.path)
+    for folder in reversed(folders):
+        os.rmdir(folder)
+
+
+@pytest.fixture
+def deep_trees(tmp_path: Path) -> Iterator[None]:
+    yield
+    for top in (tmp_path / "inbox" / "deep", tmp_path / "processed" / "deep"):
+        if top.exists():
+            _remove_tree(top)
+
+
+@pytest.mark.usefixtures("deep_trees")
+def test_deep_nesting_and_paths_over_path_max(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    from watcher.moving import make_folders
+
+    inbox = tmp_path / "inbox"
+    deep = inbox.joinpath("deep", *["d"] * 1000)  # 2 bytes a level: legal, and deeper than recursion goes
+    make_folders(deep)
+    write_bmp(deep / "x.bmp", seed=1)
+    # A folder that can still be listed, holding a name that takes the whole path over PATH_MAX:
+    # only a writer that walks down (chdir) can make it, and nothing can open it by its path.
+    here = Path.cwd()
+    os.chdir(inbox)
+    try:
+        remaining = 3950 - len(os.fsencode(inbox))
+        while remaining > 0:  # each level adds "/" and its name; never leave a lone "/" to fill
+            part = remaining - 1 if remaining <= 251 else (249 if remaining == 252 else 250)
+            os.mkdir("n" * part)
+            os.chdir("n" * part)
+            remaining -= part + 1
+        assert len(os.fsencode(Path.cwd())) == 3950  # listable; with the name below, over 4095
+        Path("f" * 240 + ".bmp").write_bytes(bmp_bytes(seed=2))
+    finally:
+        os.chdir(here)
+    write_bmp(inbox / "cam" / "good.bmp", seed=3)
+
+    result = _watch(make_config(), "--once")
+
+    assert result.returncode == 0, result.stderr
+    rows = _rows(f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}")
+    assert rows["cam/good.bmp"][0] == "ok"
+    deep_row = rows["/".join(["deep", *["d"] * 1000, "x.bmp"])]
+    assert deep_row[0] == "ok" and Path(deep_row[2]).is_file()
+    assert "longer than PATH_MAX: it cannot be opened" in result.stderr
+    assert "still being written" not in result.stderr
+    assert len(rows) == 2
+
+
+def test_an_output_folder_vanishing_mid_batch_parks_it_until_it_returns(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watcher.processing import BatchProcessor
+
+    processed, away = tmp_path / "processed", tmp_path / "unmounted"
+    original = BatchProcessor._classify
+
+    def classify_then_unmount(self: BatchProcessor, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        if processed.exists():
+            processed.rename(away)  # the share goes away while the batch is in flight
+
+    monkeypatch.setattr(BatchProcessor, "_classify", classify_then_unmount)
+    daemon = start_daemon(inbox={"settle_ms": 0, "rescan_interval_s": 0.2}).daemon
+    for index in range(3):
+        write_bmp(tmp_path / "inbox" / "cam" / f"{index}.bmp", seed=index)
+
+    wait_for(lambda: daemon.parked_frames == 3, what="the batch to wait for processed/")
+    assert not processed.exists(), "processed/ must never be made again (it would land on the wrong disk)"
+    monkeypatch.setattr(BatchProcessor, "_classify", original)
+    away.rename(processed)
+
+    wait_for(lambda: len(files_under(processed)) == 3 and daemon.parked_frames == 0, what="the moves")
+    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path, status FROM results")
+    assert sorted(rows) == [(f"cam/{index}.bmp", "ok") for index in range(3)]
+
+
+@pytest.mark.parametrize("kind", ["garbage_database_file", "data_is_a_file"])
+def test_a_broken_database_location_is_one_line_not_a_traceback(
+    make_config: Callable[..., Path], tmp_path: Path, kind: str
+) -> None:
+    if kind == "garbage_database_file":
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "results.sqlite3").write_bytes(b"this is not a database" * 100)
+    else:
+        (tmp_path / "data").write_bytes(b"a file where the data folder should be")
+
+    result = _watch(make_config(), "--once")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("cctv-gender: error: cannot open the database")

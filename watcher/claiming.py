@@ -5,7 +5,8 @@
 The folder name is the frame's key (committed with its row, so a frame re-processed after a
 crash is recognised) and the path inside it keeps the original inbox-relative path. A path too
 long for that (the area adds about 60 bytes to a path that may already be near PATH_MAX) is
-claimed flat instead, with its inbox path written beside it first:
+claimed flat instead (and so is one nested deeper than MAX_NESTED_PARTS), with its inbox path
+written beside it first:
 
     <inbox>/.in-progress/<instance>/<frame key>/frame      the file
     <inbox>/.in-progress/<instance>/<frame key>/.source    its inbox-relative path (raw bytes)
@@ -26,11 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from watcher.discovery import camera_of
+from watcher.moving import make_folders
 
 logger = logging.getLogger(__name__)
 
 SOURCE_FILE = ".source"
 FLAT_NAME = "frame"
+# Deeper paths are claimed flat too: Python 3.11's rglob and rmtree recurse once per level.
+MAX_NESTED_PARTS = 32
 
 
 class ClaimRefused(Exception):
@@ -63,13 +67,16 @@ def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | No
     instance claimed it) first; ClaimRefused when the filesystem will not let it go."""
     key = uuid.uuid4().hex
     try:
-        try:
-            work_path = _claim_nested(inbox, area, key, relative)
-        except OSError as error:
-            if error.errno != errno.ENAMETOOLONG:
-                raise
-            shutil.rmtree(area / key, ignore_errors=True)
+        if len(relative.parts) > MAX_NESTED_PARTS:
             work_path = _claim_flat(inbox, area, key, relative)
+        else:
+            try:
+                work_path = _claim_nested(inbox, area, key, relative)
+            except OSError as error:
+                if error.errno != errno.ENAMETOOLONG:
+                    raise
+                shutil.rmtree(area / key, ignore_errors=True)
+                work_path = _claim_flat(inbox, area, key, relative)
     except FileNotFoundError:
         shutil.rmtree(area / key, ignore_errors=True)
         logger.debug("%s vanished before it could be claimed", relative)
@@ -88,7 +95,7 @@ def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | No
 
 def _claim_nested(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
     work_path = area / key / relative
-    work_path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(work_path.parent)
     # rename() moves a symlink or special file itself, never what it points to.
     os.rename(inbox / relative, work_path)
     return work_path

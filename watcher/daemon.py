@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
@@ -36,6 +37,7 @@ from watcher.head_reload import HeadReloader
 from watcher.heartbeat import Heartbeat, Progress
 from watcher.instance import InstanceLock, orphaned_instances
 from watcher.mounts import filesystem_type, needs_polling
+from watcher.names import PATH_MAX_BYTES
 from watcher.processing import BatchProcessor, BatchReport
 from watcher.readiness import ReadinessTracker, Verdict
 from watcher.storage_errors import MAX_RETRY_DELAY_S, is_transient
@@ -247,6 +249,12 @@ class Daemon:
         for relative in list(self._waiting):
             if self._stop.is_set():
                 break
+            if len(os.fsencode(inbox / relative)) >= PATH_MAX_BYTES:
+                # Written through a relative path, deeper than any absolute path may be: nothing
+                # can open it by name (lstat says ENAMETOOLONG), so it is not "still being written".
+                del self._waiting[relative]
+                self._refuse(relative, "its path is longer than PATH_MAX: it cannot be opened")
+                continue
             verdict = self._readiness.assess(inbox, relative)
             if verdict == Verdict.INCOMPLETE:
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from watcher.config import Config, ConfigError
 from watcher.errors import StartupError
@@ -35,8 +35,13 @@ def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> 
             )
     except (ArgumentError, NoSuchModuleError) as error:
         raise ConfigError(f"{config.source}: database.url: {error}") from None
-    except OperationalError as error:
+    except DBAPIError as error:
+        # Unreachable, locked, or not a database at all ("file is not a database").
         raise StartupError(f"cannot open the database {config.database_url}: {error.orig}") from None
+    except OSError as error:
+        raise StartupError(
+            f"cannot open the database {config.database_url}: {error.strerror or error}"
+        ) from None
     return engine
 
 

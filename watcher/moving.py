@@ -6,6 +6,7 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 import uuid
 from pathlib import Path, PurePosixPath
 
@@ -36,6 +37,24 @@ def is_placement_error(error: OSError) -> bool:
     return error.errno in PLACEMENT_ERRORS
 
 
+def make_folders(folder: Path) -> None:
+    """`mkdir -p` without recursion: Path.mkdir(parents=True) recurses once per level, and a frame
+    nested a thousand folders deep (legal: 2 bytes a level is far under PATH_MAX) would end it in
+    a RecursionError."""
+    missing = []
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for each in reversed(missing):
+        try:
+            os.mkdir(each)
+        except FileExistsError:
+            if not os.path.isdir(each):
+                raise
+
+
 def _numbered(path: Path, number: int) -> Path:
     """`x.bmp` → `x-<number>.bmp`, shortening the stem so the name still fits NAME_MAX bytes."""
     tail = f"-{number}{path.suffix}"
@@ -64,7 +83,7 @@ def move_no_clobber(source: Path, destination: Path, *, sha256: str | None = Non
     made before a kill), or a complete copy of it (`sha256` matches: a cross-filesystem copy made
     before a kill), finishes the move instead of making a second file.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(destination.parent)
     wanted, number = destination, 0
     while True:
         try:
@@ -88,6 +107,11 @@ def move_no_clobber(source: Path, destination: Path, *, sha256: str | None = Non
                 number += 1
                 destination = _numbered(wanted, number)
                 continue
+            if _same_filesystem(source, destination.parent):
+                # No hard link allowed here (a share without them, or a file the daemon neither
+                # owns nor may read under fs.protected_hardlinks): a rename, checked just before.
+                os.rename(source, destination)
+                return destination
             if not _copy_then_link(source, destination):
                 number += 1
                 destination = _numbered(wanted, number)
@@ -129,10 +153,13 @@ def _copy_then_link(source: Path, destination: Path) -> bool:
     False when the final name was taken meanwhile."""
     staging = destination.with_name(f".cctv-{uuid.uuid4().hex[:12]}.tmp")
     try:
-        if source.is_symlink():
+        info = source.lstat()
+        if stat.S_ISLNK(info.st_mode):
             os.symlink(os.readlink(source), staging)
-        else:
+        elif stat.S_ISREG(info.st_mode):
             _copy_file(source, staging)
+        else:
+            _copy_node(info, staging)
         try:
             os.link(staging, destination, follow_symlinks=False)
         except FileExistsError:
@@ -149,6 +176,23 @@ def _copy_then_link(source: Path, destination: Path) -> bool:
             os.unlink(staging)
         except FileNotFoundError:
             pass
+
+
+def _same_filesystem(source: Path, folder: Path) -> bool:
+    try:
+        return source.lstat().st_dev == folder.stat().st_dev
+    except OSError:
+        return False
+
+
+def _copy_node(info: os.stat_result, staging: Path) -> None:
+    """A FIFO, socket or device is never opened (a FIFO would block, a device never end): the node
+    itself is made again on the other side, or an empty file stands for it where that is refused
+    (a device without CAP_MKNOD)."""
+    try:
+        os.mknod(staging, stat.S_IFMT(info.st_mode) | 0o600, info.st_rdev)
+    except PermissionError:
+        staging.touch(exist_ok=False)
 
 
 def _copy_file(source: Path, staging: Path) -> None:

@@ -2,8 +2,10 @@
 
 A frame's name is whatever bytes its exporter wrote: a Windows exporter writing Latin-1 gives names
 that are not UTF-8, which neither SQLite nor PostgreSQL text can hold. Such a name is stored with
-each byte that is not UTF-8 written as `\\xNN` (Python's `backslashreplace`), and the frame's file in
-`processed/` or `failed/` gets that same text as its name, so `stored_path` finds the file exactly.
+each byte that is not UTF-8 written as `\\xNN` (Python's `backslashreplace`) and each backslash
+doubled (so a name that really contains the characters `\\xe9` stays another name), and the
+frame's file in `processed/` or `failed/` gets that same text as its name, so `stored_path` finds
+the file exactly.
 """
 
 from __future__ import annotations
@@ -13,20 +15,27 @@ import re
 from pathlib import Path, PurePosixPath
 
 NAME_MAX_BYTES = 255
-# Linux's PATH_MAX counts the terminating NUL; keep room for a numbered suffix (`-12`) too.
-PATH_MAX_BYTES = 4096 - 1 - 16
+# Linux's PATH_MAX counts the terminating NUL.
+PATH_MAX_BYTES = 4096 - 1
+# What a destination may take of it: room is left for a numbered suffix (`-12`).
+_DESTINATION_MAX_BYTES = PATH_MAX_BYTES - 16
 
-_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
 
 
 def storable(text: str | PurePosixPath) -> str:
-    """`text` with every byte that is not UTF-8 written as `\\xNN`; valid names are unchanged."""
-    return os.fsencode(str(text)).decode("utf-8", "backslashreplace")
+    """`text` with every byte that is not UTF-8 written as `\\xNN` and `\\` doubled."""
+    return os.fsencode(str(text)).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 def original_bytes(stored: str) -> bytes:
-    """The bytes of a name `storable` wrote (`\\xNN` back to the byte)."""
-    return _ESCAPED_BYTE.sub(lambda match: bytes([int(match.group(1), 16)]), stored.encode("utf-8"))
+    """The bytes of a name `storable` wrote."""
+
+    def unescape(match: re.Match[bytes]) -> bytes:
+        escaped = match.group(1)
+        return b"\\" if escaped == b"\\" else bytes([int(escaped[1:], 16)])
+
+    return _ESCAPE.sub(unescape, stored.encode("utf-8"))
 
 
 def fit_name(name: str, *, limit: int = NAME_MAX_BYTES) -> str:
@@ -56,4 +65,4 @@ def flat_name(key: str, relative: PurePosixPath) -> str:
 
 def fits(path: Path) -> bool:
     """Whether `path` is short enough to be created (with room for a numbered suffix)."""
-    return len(os.fsencode(path)) <= PATH_MAX_BYTES
+    return len(os.fsencode(path)) <= _DESTINATION_MAX_BYTES

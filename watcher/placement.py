@@ -14,10 +14,13 @@ import os
 from pathlib import Path, PurePosixPath
 
 from watcher.claiming import ClaimedFrame
-from watcher.moving import is_placement_error, move_no_clobber, reserve_destination
+from watcher.moving import is_placement_error, make_folders, move_no_clobber, reserve_destination
 from watcher.names import destination_relative, fits, flat_name
 
 logger = logging.getLogger(__name__)
+
+# Inside the in-progress root (`<inbox>/.in-progress/`), beside the instances' areas.
+UNMOVABLE_DIRNAME = ".unmovable"
 
 
 def place(root: Path, frame: ClaimedFrame, *, taken: set[Path]) -> Path:
@@ -25,7 +28,7 @@ def place(root: Path, frame: ClaimedFrame, *, taken: set[Path]) -> Path:
     relative = destination_relative(frame.relative)
     if not fits(root / relative):
         return place_flat(root, frame, taken=taken)
-    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    make_folders((root / relative).parent)
     return reserve_destination(root, relative, taken=taken)
 
 
@@ -42,9 +45,10 @@ def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | N
     move (a file now in the way, say) sends the frame flat into `root`.
     """
     if not os.path.lexists(frame.work_path):
-        if os.path.lexists(stored):
-            return stored  # moved by an earlier attempt at this batch
-        raise FileNotFoundError(f"claimed file {frame.work_path} is gone and {stored} is not there")
+        if not os.path.lexists(stored):
+            # Nothing left to move, whatever happened to it: its row stays, and so does the daemon.
+            logger.error("frame %s: its claimed file is gone and %s is not there", frame.relative, stored)
+        return stored  # moved by an earlier attempt at this batch
     try:
         return move_no_clobber(frame.work_path, stored, sha256=sha256)
     except OSError as error:
@@ -53,4 +57,26 @@ def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | N
         logger.warning(
             "cannot move %s to %s (%s): moving it into %s", frame.relative, stored, error.strerror, root
         )
+    try:
         return move_no_clobber(frame.work_path, root / flat_name(frame.key, frame.relative), sha256=sha256)
+    except OSError as error:
+        if not is_placement_error(error):
+            raise
+        return _set_aside(frame, error)
+
+
+def _set_aside(frame: ClaimedFrame, error: OSError) -> Path:
+    """The last resort for a file that can go nowhere in the output folders (one the daemon may not
+    read, on another filesystem): renamed, on its own filesystem, out of the area that recovery
+    works through, so it never stops the daemon again; its row's stored_path says where."""
+    aside = frame.key_dir.parent.parent / UNMOVABLE_DIRNAME
+    make_folders(aside)
+    final = aside / flat_name(frame.key, frame.relative)
+    os.rename(frame.work_path, final)
+    logger.error(
+        "frame %s cannot be moved to processed/ or failed/ (%s): left at %s",
+        frame.relative,
+        error.strerror or error,
+        final,
+    )
+    return final

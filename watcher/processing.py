@@ -6,6 +6,7 @@ then are the files moved out of the in-progress area to the place the row names.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -34,6 +35,7 @@ from watcher.moving import is_placement_error
 from watcher.names import storable
 from watcher.placement import move_frame, place, place_flat
 from watcher.readiness import incomplete_reason
+from watcher.storage_errors import OutputFolderMissing
 from watcher.store import Result, Status, embedding_model_id, insert_new_rows, pack_embedding, utc_now
 
 logger = logging.getLogger(__name__)
@@ -231,17 +233,20 @@ class BatchProcessor:
         # O_NOFOLLOW | O_NONBLOCK: a file swapped for a link or a FIFO since lstat is never followed
         # or waited on.
         descriptor = os.open(frame.work_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(descriptor, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        with open(descriptor, "rb", buffering=0) as handle:  # closes the descriptor
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
                 raise UndecodableImage("not a regular file (symlink or special file); never opened")
-            head = handle.read(HEADER_BYTES)
             bounds = self._bounds
             check_before_reading(
-                head, info.st_size, max_pixels=bounds.max_pixels, max_file_bytes=bounds.max_file_bytes
+                os.pread(descriptor, HEADER_BYTES, 0),
+                info.st_size,
+                max_pixels=bounds.max_pixels,
+                max_file_bytes=bounds.max_file_bytes,
             )
+            # One allocation, filled by one read with the GIL released: joining the header to the
+            # rest would copy every frame under the GIL, which the GPU pipeline feels at once.
             # At most one byte more than allowed: a file still growing is refused, not slurped.
-            rest = handle.read(max(min(info.st_size, bounds.max_file_bytes) + 1 - len(head), 0))
-        data = head + rest
+            data = handle.read(min(info.st_size, bounds.max_file_bytes) + 1)
         row.size_bytes = len(data)
         if len(data) > bounds.max_file_bytes:
             raise UndecodableImage(f"too large: over {bounds.max_file_bytes} bytes (inbox.max_file_bytes)")
@@ -333,6 +338,7 @@ class BatchProcessor:
         )
 
     def _assign_destinations(self, prepared: list[_Prepared]) -> None:
+        _check_output_folders(self._folders)  # placing would otherwise make them again
         now = utc_now()
         taken: set[Path] = set()
         for item in prepared:
@@ -358,11 +364,7 @@ class BatchProcessor:
         row.embedding = row.embedding_model = None
 
     def _move_all(self, prepared: list[_Prepared]) -> None:
-        for root in (self._folders.processed, self._folders.failed):
-            if not root.is_dir():
-                # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
-                # rows are committed; recovery finishes these moves once it is back.
-                raise FileNotFoundError(f"output folder {root} is missing")
+        _check_output_folders(self._folders)
         relocated: dict[str, str] = {}  # frame key → where the file went instead
         for item in prepared:
             row = item.row
@@ -379,6 +381,14 @@ class BatchProcessor:
             release(item.frame)
         if relocated:
             _record_relocations(self._engine, relocated)
+
+
+def _check_output_folders(folders: OutputFolders) -> None:
+    for root in (folders.processed, folders.failed):
+        if not root.is_dir():
+            # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
+            # rows are committed; the batch waits, and its moves are finished once it is back.
+            raise OutputFolderMissing(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
 
 
 def _record_relocations(engine: Engine, relocated: dict[str, str]) -> None:
@@ -405,6 +415,7 @@ def _claim_dirs(frame: ClaimedFrame) -> list[Path]:
 
 def finish_committed_move(frame: ClaimedFrame, row: Result, engine: Engine, folders: OutputFolders) -> None:
     """Recovery: the row of `frame` was committed but the move did not happen (or not all of it)."""
+    _check_output_folders(folders)
     root = folders.processed if row.status == Status.OK else folders.failed
     final = move_frame(frame, Path(row.stored_path), root=root, sha256=row.sha256)
     fsync_dir(final.parent)
