@@ -35,8 +35,13 @@ from watcher.names import original_bytes, storable
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _watch(config: Path, *args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None,
-           timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _watch(
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     dropped = (KILL_ENV, POISON_ENV, "JOURNAL_STREAM")
     clean = {key: value for key, value in os.environ.items() if key not in dropped}
     return subprocess.run(
@@ -377,9 +382,14 @@ def test_processed_on_another_full_filesystem_with_long_names_finishes_once_spac
 ) -> None:
     processed = tmp_path / "processed"
     processed.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(processed)], capture_output=True, check=False
-    ).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(processed)],
+            capture_output=True,
+            check=False,
+        ).returncode
+    ):
         pytest.skip("needs root to mount a small tmpfs")
     try:
         # Another filesystem: every move is a copy. Names of 250 bytes: `.<name>.moving` would not fit.
@@ -405,9 +415,14 @@ def test_processed_on_another_full_filesystem_with_long_names_finishes_once_spac
 
 def _mount_tmpfs(folder: Path, size: str = "8m") -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, check=False
-    ).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            check=False,
+        ).returncode
+    ):
         pytest.skip("needs root to mount a small tmpfs")
 
 
@@ -536,7 +551,7 @@ def test_deep_nesting_and_paths_over_path_max(make_config: Callable[..., Path], 
     deep_row = rows["/".join(["deep", *["d"] * 1000, "x.bmp"])]
     assert deep_row[0] == "ok" and Path(deep_row[2]).is_file()
     assert "longer than PATH_MAX: it cannot be opened" in result.stderr
-    assert "still being written" not in result.stderr
+    assert "left in the inbox for the next run" not in result.stderr
     assert len(rows) == 2
 
 
@@ -583,3 +598,92 @@ def test_a_broken_database_location_is_one_line_not_a_traceback(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("cctv-gender: error: cannot open the database")
+
+
+def test_a_database_file_deleted_while_a_commit_waits_for_the_lock_moves_nothing(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    import sqlite3 as sqlite
+    import threading
+
+    from watcher.app import build_daemon
+    from watcher.config import load_config
+    from watcher.database_file import DatabaseFileReplaced
+
+    daemon = build_daemon(
+        load_config(make_config(database={"busy_timeout_ms": 60_000})), stop=threading.Event()
+    )
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except BaseException as error:  # noqa: BLE001 - the test reads it
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_for(lambda: daemon.turns > 0, what="the loop to start")
+    database = tmp_path / "data" / "results.sqlite3"
+    holder = sqlite.connect(database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer: the batch's BEGIN IMMEDIATE waits for it
+    try:
+        write_bmp(tmp_path / "inbox" / "cam" / "waiting.bmp", seed=1)
+        # The tiny model takes milliseconds: a batch in flight for a second waits for the lock.
+        wait_for(lambda: (daemon.in_flight_seconds or 0) > 1.0, what="the commit waiting for the lock")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    thread.join(timeout=60)
+
+    assert not thread.is_alive() and len(outcome) == 1 and isinstance(outcome[0], DatabaseFileReplaced)
+    assert files_under(tmp_path / "processed") == [], "moved while its row went into a deleted file"
+    assert [path for path in files_under(tmp_path / "inbox") if path.endswith("waiting.bmp")]
+
+
+def test_a_table_locked_on_postgresql_parks_the_batch_instead_of_blocking(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, postgres_url: str
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    daemon = start_daemon(database={"url": postgres_url, "busy_timeout_ms": 300}).daemon
+    wait_for(lambda: daemon.turns > 0, what="the loop to start")
+    locker = create_engine(postgres_url).connect()
+    transaction = locker.begin()
+    locker.execute(text("LOCK TABLE results IN ACCESS EXCLUSIVE MODE"))  # VACUUM FULL, say
+    try:
+        write_bmp(tmp_path / "inbox" / "cam" / "x.bmp", seed=1)
+        wait_for(lambda: daemon.parked_frames == 1, what="the batch parked after lock_timeout")
+    finally:
+        transaction.rollback()
+        locker.close()
+    wait_for(lambda: query_url(postgres_url, "SELECT count(*) FROM results")[0][0] == 1, what="the row")
+    wait_for(lambda: files_under(tmp_path / "processed") == ["cam/x.bmp"], what="the move")
+
+
+def test_a_clean_stop_whose_last_heartbeat_was_lost_is_not_a_crash(tmp_path: Path) -> None:
+    from watcher.heartbeat import Heartbeat, Progress
+    from watcher.migrate import upgrade_to_head
+    from watcher.store import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}", busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    Heartbeat(engine, instance="a").beat(Progress(3, 0, 0, 0.0, "zero-shot"), force=True)  # then stopped,
+    # its `stopped` beat refused by a locked database: the row still says `running`
+    assert Heartbeat(engine, instance="a").record_start(stopped_cleanly=True) is False
+    assert query(tmp_path / "r.sqlite3", "SELECT crashes FROM instances") == [(0,)]
+    assert Heartbeat(engine, instance="a").record_start() is True  # without the mark: a crash
+
+
+def test_a_database_inside_the_inbox_is_refused(tmp_path: Path) -> None:
+    from watcher.config import ConfigError, load_config
+
+    for database in ("sqlite:///inbox/cam/db.bmp", ""):
+        sections: dict[str, dict[str, object]] = {"database": {"url": database}}
+        if not database:
+            sections["paths"] = {"data": "inbox/state"}
+        config = write_config(tmp_path / "config.toml", sections)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="must not be inside paths.inbox"):
+            load_config(config)

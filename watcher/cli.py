@@ -324,7 +324,8 @@ def run_watch(config: Config, *, once: bool, instance: str | None) -> int:
     )
     if report.left_incomplete:
         logger.warning(
-            "%d frames left in the inbox, still being written: %s",
+            "%d frames left in the inbox for the next run (still being written, or not taken while "
+            "a batch waited for the database): %s",
             len(report.left_incomplete),
             ", ".join(report.left_incomplete[:10]),
         )

@@ -280,7 +280,7 @@ def _resolve_paths(config: Config, *, base: Path, source: Path) -> Config:
     database = config.database
     if database.url:
         database = database.model_copy(update={"url": _resolve_database_url(base, database.url)})
-    return config.model_copy(
+    resolved = config.model_copy(
         update={
             "paths": resolved_paths,
             "model": resolved_model,
@@ -289,6 +289,26 @@ def _resolve_paths(config: Config, *, base: Path, source: Path) -> Config:
             "source": source,
         }
     )
+    _check_database_outside_inbox(resolved)
+    return resolved
+
+
+def _check_database_outside_inbox(config: Config) -> None:
+    """A SQLite file in the inbox could be taken for a frame (`db.bmp`) and moved away under the
+    daemon, with every row in it."""
+    try:
+        parsed = make_url(config.database_url)
+    except ArgumentError:
+        return  # reported where the engine is made
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    database = Path(parsed.database.removeprefix("file:").partition("?")[0]).resolve()
+    if database.is_relative_to(config.paths.inbox):
+        key = "database.url" if config.database.url else "paths.data"
+        raise ConfigError(
+            f"{key}: the database file must not be inside paths.inbox ({config.paths.inbox}); "
+            f"it is {database}"
+        )
 
 
 def _check_distinct_folders(paths: PathsConfig) -> None:

@@ -151,8 +151,10 @@ class Daemon:
         settings = self._config.inbox
         rescan_every = settings.rescan_interval_s if events is not None else settings.poll_scan_s
         try:
-            self._heartbeat.record_start()
-            self._recover()
+            # Frames left by a run that crashed are suspects (see watcher.suspects).
+            stopped_cleanly = suspects.take_clean_stop(self.instance.area)
+            self._heartbeat.record_start(stopped_cleanly=stopped_cleanly)
+            self._recover(crashed=not stopped_cleanly)
             if events is not None:
                 events.start()
             self._rescan()
@@ -387,10 +389,8 @@ class Daemon:
     def _in_flight_frames(self) -> list[ClaimedFrame]:
         return [frame for batch in self._in_flight for frame in batch.frames]
 
-    def _recover(self) -> None:
+    def _recover(self, *, crashed: bool) -> None:
         """Finish what earlier runs left in progress (ours, and dead instances') before new frames."""
-        # Frames left by a run that crashed are suspects (see watcher.suspects).
-        crashed = not suspects.take_clean_stop(self.instance.area)
         self._recover_area(self.instance.area, crashed=crashed)
         self._adopt_orphans()
         self._collect(wait=True)  # recovered, committed and moved before READY

@@ -26,6 +26,9 @@ class DatabaseFileReplaced(StartupError):
 class DatabaseFileGuard:
     def __init__(self, engine: Engine) -> None:
         database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+        if database and engine.url.query.get("uri") == "true":
+            # sqlite:///file:/path/results.sqlite3?uri=true: the file is the URI's path.
+            database = database.removeprefix("file:").partition("?")[0]
         self._path = Path(database) if database and database != ":memory:" else None
         self._identity = self._current() if self._path is not None else None
 

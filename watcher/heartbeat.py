@@ -42,12 +42,16 @@ class Heartbeat:
         self._next_beat = 0.0
         self._failing = False
 
-    def record_start(self) -> bool:
+    def record_start(self, *, stopped_cleanly: bool = False) -> bool:
         """Called once as the daemon starts, before its first beat. This instance's row still
         saying `running` means the previous run never said it stopped: it crashed or was killed.
         That is counted in `crashes`, with the run's last heartbeat as `last_crash_at`, so
         `status` can say so; returns True then. A database that is away costs a warning, never
-        the start."""
+        the start. `stopped_cleanly` (the run left its clean-stop mark, see watcher.suspects)
+        settles it the other way: its last beat, `stopped`, may not have reached a locked
+        database."""
+        if stopped_cleanly:
+            return False
         statement = (
             update(Instance)
             .where(Instance.name == self._instance, Instance.state == "running")

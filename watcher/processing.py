@@ -284,10 +284,11 @@ class BatchProcessor:
     def _commit(self, prepared: list[_Prepared]) -> None:
         """One transaction for the whole batch. A frame that already has its row (a retry after a
         commit whose answer was lost) keeps that row, and its file goes where that row says."""
-        self._database_guard.check()
         rows = [item.row for item in prepared]
         try:
             with self._engine.begin() as connection:
+                # Checked with the write lock held: the file may go while BEGIN waits for it.
+                self._database_guard.check()
                 inserted = insert_new_rows(connection, rows)
         except _ROW_ERRORS as error:
             # A value some row cannot store: find it, row by row (each row is keyed by its frame,
@@ -313,6 +314,7 @@ class BatchProcessor:
         for item in prepared:
             try:
                 with self._engine.begin() as connection:
+                    self._database_guard.check()
                     inserted |= insert_new_rows(connection, [item.row])
                 continue
             except _ROW_ERRORS as error:
@@ -320,6 +322,7 @@ class BatchProcessor:
             logger.warning("frame %s failed: %s", item.frame.relative, reason)
             item.row = self._bare_failed_row(item, reason)
             with self._engine.begin() as connection:  # a bare row that fails too is the database's fault
+                self._database_guard.check()
                 inserted |= insert_new_rows(connection, [item.row])
         return inserted
 

@@ -27,6 +27,7 @@ from watcher.discovery import scan_inbox
 from watcher.heartbeat import HEARTBEAT_INTERVAL_S
 from watcher.instance import LOCK_SUFFIX
 from watcher.store import Instance, Result, Status
+from watcher.suspects import CLEAN_STOP_FILE
 from watcher.telemetry import DaemonStatus, status_dir
 
 RECENTLY = timedelta(minutes=15)
@@ -80,7 +81,7 @@ def _frames_per_area(in_progress: Path) -> dict[str, int]:
 
 
 def _instances_seen(
-    session: Session, *, areas: dict[str, int], running: list[str], now: datetime
+    session: Session, *, in_progress: Path, areas: dict[str, int], running: list[str], now: datetime
 ) -> list[dict[str, Any]]:
     rows = {
         row.name: row
@@ -99,6 +100,8 @@ def _instances_seen(
                 "pid": row.pid if row else None,
                 "running": name in running,  # its lock is held right now
                 "state": row.state if row else None,
+                # Its last run stopped cleanly, even if its last beat never reached the database.
+                "stopped_cleanly": (in_progress / name / CLEAN_STOP_FILE).exists(),
                 "last_seen_s": round((now - row.last_seen_at).total_seconds(), 1) if row else None,
                 "claimed": claimed if claimed is not None else (row.claimed if row else 0),
                 "claimed_at_last_beat": row.claimed if row else None,
@@ -172,7 +175,7 @@ def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, 
             ).all()
         )
         last_row = session.scalar(select(func.max(Result.processed_at)))
-        seen = _instances_seen(session, areas=areas, running=running, now=now)
+        seen = _instances_seen(session, in_progress=config.in_progress, areas=areas, running=running, now=now)
     if last_row is not None and last_row.tzinfo is None:
         last_row = last_row.replace(tzinfo=UTC)
     last_age = (now - last_row).total_seconds() if last_row else None
@@ -236,7 +239,7 @@ def instance_state(item: dict[str, Any]) -> str:
     if item["running"]:
         return "running"
     # Its lock is free: it stopped cleanly, or it died without saying so (its frames are adopted).
-    return "stopped" if item["state"] == "stopped" else "gone"
+    return "stopped" if item["state"] == "stopped" or item.get("stopped_cleanly") else "gone"
 
 
 def _instance_table(seen: list[dict[str, Any]]) -> str:

@@ -177,19 +177,25 @@ def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> E
     """
     if not url.startswith("sqlite"):
         connect_args = {"application_name": "cctv-gender"} if url.startswith("postgresql") else {}
-        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-        if read_only:
-            # A session setting, not connect options: the URL may carry its own `options`
-            # (a search_path, say), which connect_args would replace.
-            @event.listens_for(engine, "connect")
-            def _read_only_session(dbapi_connection: Any, _record: Any) -> None:
-                cursor = dbapi_connection.cursor()
+        # hide_parameters: an error's message never carries a batch's rows (embeddings included).
+        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
+
+        @event.listens_for(engine, "connect")
+        def _session_settings(dbapi_connection: Any, _record: Any) -> None:
+            # Session settings, not connect options: the URL may carry its own `options` (a
+            # search_path, say), which connect_args would replace. lock_timeout is the busy
+            # timeout's PostgreSQL twin: a table locked by another session (VACUUM FULL, a
+            # migration) parks the batch after it, instead of blocking the daemon and its SIGTERM.
+            cursor = dbapi_connection.cursor()
+            if url.startswith("postgresql"):
+                cursor.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
+            if read_only:
                 cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-                cursor.close()
-                dbapi_connection.commit()
+            cursor.close()
+            dbapi_connection.commit()
 
         return engine
-    engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
