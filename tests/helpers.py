@@ -169,3 +169,22 @@ def make_labelled_folder(root: Path, *, per_class: int, seed: int = 0) -> Path:
             root / "MALE" / f"m{index:04d}.bmp", vertical=True, seed=seed * 100_000 + 50_000 + index
         )
     return root
+
+
+def mount_tmpfs(folder: Path, *, size: str) -> None:
+    """A real tmpfs of `size` at `folder` (made if missing): another filesystem, small enough to
+    fill. Skips the test where mounting is not allowed; the caller unmounts (`umount -l`)."""
+    import subprocess
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            check=False,
+        ).returncode
+    ):
+        pytest.skip("needs root to mount a small tmpfs")

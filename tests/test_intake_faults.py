@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tests.helpers import RunningDaemon, files_under, query, wait_for, write_bmp
+from tests.helpers import RunningDaemon, files_under, mount_tmpfs, query, wait_for, write_bmp
 from watcher.mounts import filesystem_type, needs_polling
 from watcher.moving import move_no_clobber, reserve_destination
 from watcher.storage_errors import is_transient
@@ -151,20 +151,10 @@ def test_frames_vanishing_before_the_claim_are_skipped(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 4 MiB tmpfs mounted at tmp_path/data: the database's disk, which the test fills."""
-    import os
     import subprocess
 
     mount_point = tmp_path / "data"
-    mount_point.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-            capture_output=True,
-            check=False,
-        ).returncode
-    ):
-        pytest.skip("needs root to mount a small tmpfs")
+    mount_tmpfs(mount_point, size="4m")
     try:
         yield mount_point
     finally:

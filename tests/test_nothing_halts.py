@@ -23,6 +23,7 @@ from tests.helpers import (
     RunningDaemon,
     bmp_bytes,
     files_under,
+    mount_tmpfs,
     query,
     query_url,
     wait_for,
@@ -381,16 +382,7 @@ def test_processed_on_another_full_filesystem_with_long_names_finishes_once_spac
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path
 ) -> None:
     processed = tmp_path / "processed"
-    processed.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(processed)],
-            capture_output=True,
-            check=False,
-        ).returncode
-    ):
-        pytest.skip("needs root to mount a small tmpfs")
+    mount_tmpfs(processed, size="256k")
     try:
         # Another filesystem: every move is a copy. Names of 250 bytes: `.<name>.moving` would not fit.
         names = [f"{index:02d}-{'n' * 240}.bmp" for index in range(40)]  # ~9 KB each, 360 KB in all
@@ -413,19 +405,6 @@ def test_processed_on_another_full_filesystem_with_long_names_finishes_once_spac
         subprocess.run(["umount", "-l", str(processed)], check=False)  # lazily: the daemon stops after
 
 
-def _mount_tmpfs(folder: Path, size: str = "8m") -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-            capture_output=True,
-            check=False,
-        ).returncode
-    ):
-        pytest.skip("needs root to mount a small tmpfs")
-
-
 def _make_socket(path: Path) -> None:
     import socket
 
@@ -442,7 +421,7 @@ def test_special_and_unreadable_files_never_stop_moves_to_another_filesystem(
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: tmpfs, mknod, chown, and setpriv to drop root's overrides")
-    _mount_tmpfs(tmp_path / "failed")
+    mount_tmpfs(tmp_path / "failed", size="8m")
     try:
         inbox = tmp_path / "inbox" / "cam"
         inbox.mkdir(parents=True)
