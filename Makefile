@@ -7,7 +7,7 @@ CONFIG ?= config.toml
 # pip leaves this stamp only after a successful install; pyproject.toml changes re-install.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test postgres bench clean
+.PHONY: venv run test lint postgres bench clean
 
 venv: $(STAMP)
 
@@ -20,8 +20,14 @@ run: $(STAMP)
 	$(BIN)/cctv-gender db upgrade --config $(CONFIG)
 	$(BIN)/cctv-gender watch --config $(CONFIG)
 
-test: $(STAMP) postgres
+test: $(STAMP) postgres lint
 	$(BIN)/python -m pytest
+
+# Lint, strict types over watcher/ and model/, and the layers in pyproject.toml's importlinter.
+lint: $(STAMP)
+	$(BIN)/python -m ruff check watcher model tests bench migrations
+	$(BIN)/python -m mypy
+	$(BIN)/lint-imports
 
 # The suite runs against the local PostgreSQL (127.0.0.1:5432, database test): start it when down.
 postgres:

@@ -93,12 +93,12 @@ class ClipFeatureExtractor:
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers: unannotated
         self.source = source
         self.runtime = runtime
         try:
             self._model = CLIPModel.from_pretrained(source, dtype=runtime.dtype)
-            self._processor = AutoImageProcessor.from_pretrained(source)
+            self._processor = AutoImageProcessor.from_pretrained(source)  # type: ignore[no-untyped-call]  # unannotated
             self._tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError, KeyError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -108,7 +108,7 @@ class ClipFeatureExtractor:
                 else " (model.clip: a Hugging Face id needs the network once; a local folder loads offline)"
             )
             raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line}{hint}") from None
-        self._model.to(runtime.device).eval()
+        self._model.to(runtime.device).eval()  # type: ignore[arg-type]  # transformers types `to` as a decorator
         # Staging buffers are per thread: on a CPU several batches run through the model at once.
         self._staging_by_thread = threading.local()
         # torch's threads for the model, as configured when it was loaded (model.cpu_threads).
@@ -123,7 +123,9 @@ class ClipFeatureExtractor:
 
     @property
     def feature_size(self) -> int:
-        return int(self._model.config.projection_dim)
+        dimensions = self._model.config.projection_dim
+        assert dimensions is not None, "a CLIP config always has projection_dim"
+        return int(dimensions)
 
     def use_cpu_threads(self, count: int) -> None:
         """How many CPU threads the calling thread's model work uses from now on.
@@ -212,15 +214,16 @@ class ClipFeatureExtractor:
         steps = ("resize", "center_crop", "rescale_and_normalize")
         if not all(hasattr(processor, step) for step in steps):
             # Not a torchvision-backed processor: let it do everything itself.
-            return processor(images=_to_rgb(batch, bgr), return_tensors="pt", device=self.runtime.device)[
-                "pixel_values"
-            ]
+            processed: torch.Tensor = processor(
+                images=_to_rgb(batch, bgr), return_tensors="pt", device=self.runtime.device
+            )["pixel_values"]
+            return processed
         if processor.do_resize:
             batch = processor.resize(batch, size=processor.size, resample=processor.resample)
         if processor.do_center_crop:
             batch = processor.center_crop(batch, processor.crop_size)
         batch = _to_rgb(batch, bgr)  # after resizing and cropping: a few KB a frame (see _stage)
-        return processor.rescale_and_normalize(
+        normalised: torch.Tensor = processor.rescale_and_normalize(
             batch,
             processor.do_rescale,
             processor.rescale_factor,
@@ -228,6 +231,7 @@ class ClipFeatureExtractor:
             processor.image_mean,
             processor.image_std,
         )
+        return normalised
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         if self.runtime.device.type != "cuda":

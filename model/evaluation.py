@@ -53,5 +53,5 @@ def roc_points(y_true: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np
 def beats(candidate: dict[str, Any], incumbent: dict[str, Any]) -> bool:
     """Higher accuracy wins; on equal accuracy, the lower log loss."""
     if candidate["accuracy"] != incumbent["accuracy"]:
-        return candidate["accuracy"] > incumbent["accuracy"]
-    return candidate["log_loss"] < incumbent["log_loss"]
+        return bool(candidate["accuracy"] > incumbent["accuracy"])
+    return bool(candidate["log_loss"] < incumbent["log_loss"])

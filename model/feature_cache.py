@@ -27,7 +27,8 @@ class FeatureCache:
 
     def get(self, content_hash: str) -> np.ndarray | None:
         try:
-            return np.load(self._path(content_hash), allow_pickle=False)
+            features: np.ndarray = np.load(self._path(content_hash), allow_pickle=False)
+            return features
         except (FileNotFoundError, ValueError, OSError):
             # Missing, or damaged by a crash: extract again.
             return None

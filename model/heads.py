@@ -71,7 +71,8 @@ class ZeroShotHead:
     def positive_probability(self, features: np.ndarray) -> np.ndarray:
         logits = self._logit_scale * features @ self._class_embeddings.T
         # Softmax over two classes is the sigmoid of the logit difference.
-        return 1.0 / (1.0 + np.exp(-(logits[:, 1] - logits[:, 0])))
+        probability: np.ndarray = 1.0 / (1.0 + np.exp(-(logits[:, 1] - logits[:, 0])))
+        return probability
 
     def predict(self, features: np.ndarray) -> list[Prediction]:
         return predictions_from_positive_probability(self.positive_probability(features), threshold=0.5)

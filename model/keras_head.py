@@ -30,7 +30,8 @@ def import_keras() -> ModuleType:
             f"keras was imported with the {keras.backend.backend()!r} backend before cctv-gender "
             "could select 'torch'; unset KERAS_BACKEND or set it to 'torch'"
         )
-    return keras
+    module: ModuleType = keras  # keras ships no type information: name what it is
+    return module
 
 
 def build_head_model(feature_size: int, *, learning_rate: float = 1e-3) -> Any:

@@ -38,8 +38,9 @@ from watcher.heartbeat import Heartbeat, Progress
 from watcher.instance import InstanceLock, orphaned_instances
 from watcher.mounts import filesystem_type, needs_polling
 from watcher.names import PATH_MAX_BYTES
-from watcher.processing import BatchProcessor, BatchReport
+from watcher.processing import BatchProcessor
 from watcher.readiness import ReadinessTracker, Verdict
+from watcher.reports import BatchReport
 from watcher.storage_errors import MAX_RETRY_DELAY_S, is_transient
 from watcher.store import Result
 from watcher.telemetry import Telemetry

@@ -7,7 +7,7 @@ import re
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
-from watcher.processing import BatchReport
+from watcher.reports import BatchReport
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import stat
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from watcher.moving import is_placement_error
 from watcher.names import storable
 from watcher.placement import move_frame, place, place_flat
 from watcher.readiness import incomplete_reason
+from watcher.reports import BatchReport
 from watcher.storage_errors import OutputFolderMissing
 from watcher.store import Result, Status, embedding_model_id, insert_new_rows, pack_embedding, utc_now
 
@@ -57,20 +58,6 @@ class FrameBounds:
 
     max_pixels: int
     max_file_bytes: int
-
-
-@dataclass
-class BatchReport:
-    ok: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    failures: dict[str, str] = field(default_factory=dict)  # source path → reason
-    arrival_delays: list[float] = field(default_factory=list)  # file's last write → committed row
-    model_version: str = ""
-
-    @property
-    def frames(self) -> int:
-        return self.ok + self.failed
 
 
 @dataclass

@@ -54,4 +54,4 @@ def known_cameras(engine: Engine) -> list[str]:
         rows = connection.execute(
             select(Result.camera).where(Result.camera.is_not(None)).distinct()
         ).scalars()
-        return sorted(rows)
+        return sorted(camera for camera in rows if camera is not None)

@@ -72,7 +72,7 @@ def declared_bmp_size(path: Path) -> int | None:
         # Not a BMP (decoding will say so), or a writer that leaves the field zero: stability
         # alone decides.
         return None
-    return declared
+    return int(declared)
 
 
 class ReadinessTracker:

@@ -47,7 +47,9 @@ def rescore(engine: Engine, head: Head, *, embedding_model: str, since: datetime
             ).all()
             if not chunk:
                 break
-            predictions = head.predict(unpack_embeddings([embedding for _, embedding in chunk]))
+            # The query takes only rows whose embedding is not null.
+            blobs = [embedding for _, embedding in chunk if embedding is not None]
+            predictions = head.predict(unpack_embeddings(blobs))
             for (row_id, _), prediction in zip(chunk, predictions, strict=True):
                 session.execute(
                     update(Result)

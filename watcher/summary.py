@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, Select, case, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from watcher.queries import ResultFilter
@@ -29,7 +29,7 @@ def _bucket(engine: Engine, unit: str) -> ColumnElement[Any]:
 def summarize(engine: Engine, *, filters: ResultFilter, by: tuple[str, ...]) -> list[dict[str, Any]]:
     dimensions = [(Result.camera if name == "camera" else _bucket(engine, name)).label(name) for name in by]
     ok = Result.status == Status.OK
-    statement = select(
+    statement: Select[Any] = select(
         *dimensions,
         func.count().label("total"),
         func.sum(case((ok & (Result.label == "female"), 1), else_=0)).label("female"),

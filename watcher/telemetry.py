@@ -14,7 +14,7 @@ from pathlib import Path
 
 from watcher.metrics import Metrics
 from watcher.notify import SystemdNotifier
-from watcher.processing import BatchReport
+from watcher.reports import BatchReport
 
 logger = logging.getLogger(__name__)
 
