@@ -666,3 +666,25 @@ def test_a_database_inside_the_inbox_is_refused(tmp_path: Path) -> None:
         config = write_config(tmp_path / "config.toml", sections)  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match="must not be inside paths.inbox"):
             load_config(config)
+
+
+def test_a_uri_form_sqlite_url_is_guarded_and_makes_no_stray_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watcher.database import _make_sqlite_folder
+    from watcher.database_file import DatabaseFileGuard, DatabaseFileReplaced
+    from watcher.migrate import upgrade_to_head
+    from watcher.store import make_engine
+
+    monkeypatch.chdir(tmp_path)
+    database = tmp_path / "state" / "results.sqlite3"
+    url = f"sqlite:///file:{database}?uri=true"
+    _make_sqlite_folder(url)
+    assert database.parent.is_dir() and not (tmp_path / "file:").exists()
+    engine = make_engine(url, busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    guard = DatabaseFileGuard(engine)
+    guard.check()
+    database.unlink()
+    with pytest.raises(DatabaseFileReplaced, match="was removed"):
+        guard.check()

@@ -49,4 +49,7 @@ def _make_sqlite_folder(url: str) -> None:
     # SQLite creates the file but not its folder (paths.data on a first start, say).
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        database = parsed.database
+        if parsed.query.get("uri") == "true":
+            database = database.removeprefix("file:").partition("?")[0]  # file:/path?mode=...
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
