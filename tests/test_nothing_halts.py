@@ -449,6 +449,11 @@ def test_special_and_unreadable_files_never_stop_moves_to_another_filesystem(
         assert Path(stored).is_file(), "the unreadable frame's row must say where it is"
         assert Path(stored).parent == tmp_path / "inbox" / ".in-progress" / ".unmovable"
         assert rows == {}
+        status = subprocess.run(
+            [sys.executable, "-m", "watcher", "status", "--config", str(tmp_path / "config.toml")],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert status.returncode == 1 and "1 frames could not be moved" in status.stdout, status.stdout
     finally:
         subprocess.run(["umount", "-l", str(tmp_path / "failed")], check=False)
 

@@ -26,6 +26,7 @@ from watcher.database import open_database
 from watcher.discovery import scan_inbox
 from watcher.heartbeat import HEARTBEAT_INTERVAL_S
 from watcher.instance import LOCK_SUFFIX
+from watcher.placement import UNMOVABLE_DIRNAME
 from watcher.store import Instance, Result, Status
 from watcher.suspects import CLEAN_STOP_FILE
 from watcher.telemetry import DaemonStatus, status_dir
@@ -152,6 +153,14 @@ def _instance_problems(seen: list[dict[str, Any]], *, areas: dict[str, int], run
     return problems
 
 
+def _files_in(folder: Path) -> int:
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for entry in entries if not entry.name.startswith("."))
+    except OSError:
+        return 0
+
+
 def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     # Areas before locks: frames of an instance that started in between are not taken for orphans.
@@ -193,6 +202,12 @@ def collect_status(config: Config, *, now: datetime | None = None) -> dict[str, 
                 f"(status.stall_after_s = {config.status.stall_after_s:g})"
             )
     problems += _instance_problems(seen, areas=areas, running=running)
+    set_aside = _files_in(config.in_progress / UNMOVABLE_DIRNAME)
+    if set_aside:
+        problems.append(
+            f"{set_aside} frames could not be moved to processed/ or failed/ and wait in "
+            f"{config.in_progress / UNMOVABLE_DIRNAME} (their rows say so; see the daemon's log)"
+        )
     return {
         "healthy": not problems,
         "problems": problems,
