@@ -693,3 +693,37 @@ def test_a_uri_form_sqlite_url_is_guarded_and_makes_no_stray_folder(
     database.unlink()
     with pytest.raises(DatabaseFileReplaced, match="was removed"):
         guard.check()
+
+
+def test_an_export_held_open_in_a_pager_never_delays_the_daemon(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    daemon = start_daemon(database={"busy_timeout_ms": 1000}).daemon
+    wait_for(lambda: daemon.turns > 0, what="the loop to start")
+    database = tmp_path / "data" / "results.sqlite3"
+    with sqlite3.connect(database) as connection:  # megabytes of CSV: far more than a pipe holds
+        connection.executemany(
+            "INSERT INTO results (frame_key, source_path, stored_path, received_at, processed_at, status) "
+            "VALUES (?, ?, '/x', '2026-11-25 08:00:00', '2026-11-25 08:00:01', 'ok')",
+            [(f"old-{index}", f"cam/old-{index:06d}.bmp") for index in range(20_000)],
+        )
+    # `cctv-gender results --format csv | less`, and nobody pages: it blocks writing, mid-export.
+    export = ["results", "--format", "csv", "--config", str(tmp_path / "config.toml")]
+    pager = subprocess.Popen(
+        [sys.executable, "-m", "watcher", *export], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert pager.stdout is not None and pager.stdout.read(16_384).count(b"\n") > 10
+        for index in range(3):
+            write_bmp(tmp_path / "inbox" / "cam" / f"new-{index}.bmp", seed=index)
+        wait_for(
+            lambda: len(files_under(tmp_path / "processed")) == 3, timeout=30, what="3 new frames stored"
+        )
+        assert pager.poll() is None, "the export finished early: the test proved nothing"
+    finally:
+        pager.kill()
+        pager.wait(timeout=30)
+        if pager.stdout is not None:
+            pager.stdout.close()
+    rows = query(database, "SELECT count(*) FROM results WHERE source_path LIKE 'cam/new-%'")
+    assert rows == [(3,)]
