@@ -710,7 +710,10 @@ def test_an_export_held_open_in_a_pager_never_delays_the_daemon(
     # `cctv-gender results --format csv | less`, and nobody pages: it blocks writing, mid-export.
     export = ["results", "--format", "csv", "--config", str(tmp_path / "config.toml")]
     pager = subprocess.Popen(
-        [sys.executable, "-m", "watcher", *export], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "watcher", *export],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert pager.stdout is not None and pager.stdout.read(16_384).count(b"\n") > 10
