@@ -16,6 +16,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from model.labels import Label
+from watcher.store import sqlite_file
 
 DEFAULT_CONFIG_LOCATIONS = (Path("config.toml"), Path("/etc/cctv-gender/config.toml"))
 IN_PROGRESS_DIRNAME = ".in-progress"
@@ -297,12 +298,12 @@ def _check_database_outside_inbox(config: Config) -> None:
     """A SQLite file in the inbox could be taken for a frame (`db.bmp`) and moved away under the
     daemon, with every row in it."""
     try:
-        parsed = make_url(config.database_url)
+        file = sqlite_file(config.database_url)
     except ArgumentError:
         return  # reported where the engine is made
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if file is None:
         return
-    database = Path(parsed.database.removeprefix("file:").partition("?")[0]).resolve()
+    database = file.resolve()
     if database.is_relative_to(config.paths.inbox):
         key = "database.url" if config.database.url else "paths.data"
         raise ConfigError(

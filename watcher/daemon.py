@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
@@ -37,7 +36,6 @@ from watcher.head_reload import HeadReloader
 from watcher.heartbeat import Heartbeat, Progress
 from watcher.instance import InstanceLock, orphaned_instances
 from watcher.mounts import filesystem_type, needs_polling
-from watcher.names import PATH_MAX_BYTES
 from watcher.processing import BatchProcessor
 from watcher.readiness import ReadinessTracker, Verdict
 from watcher.reports import BatchReport
@@ -252,12 +250,6 @@ class Daemon:
         for relative in list(self._waiting):
             if self._stop.is_set():
                 break
-            if len(os.fsencode(inbox / relative)) >= PATH_MAX_BYTES:
-                # Written through a relative path, deeper than any absolute path may be: nothing
-                # can open it by name (lstat says ENAMETOOLONG), so it is not "still being written".
-                del self._waiting[relative]
-                self._refuse(relative, "its path is longer than PATH_MAX: it cannot be opened")
-                continue
             verdict = self._readiness.assess(inbox, relative)
             if verdict == Verdict.INCOMPLETE:
                 continue
@@ -267,6 +259,9 @@ class Daemon:
             del self._waiting[relative]
             self._readiness.forget(relative)
             if verdict == Verdict.GONE:
+                continue
+            if verdict == Verdict.UNREACHABLE:
+                self._refuse(relative, "its path is longer than PATH_MAX: it cannot be opened")
                 continue
             # A timed-out frame is claimed like any other: processing finds it short and fails it.
             try:
@@ -400,7 +395,7 @@ class Daemon:
         # An instance whose lock we can take is gone: its claimed frames are ours to finish.
         for orphan in orphaned_instances(self._config.in_progress, own=self.instance.name):
             try:
-                crashed = not (orphan.area / suspects.CLEAN_STOP_FILE).exists()
+                crashed = not suspects.stopped_cleanly(orphan.area)
                 if self._recover_area(orphan.area, crashed=crashed):
                     logger.info("recovered the frames of instance %s, which is gone", orphan.name)
                 suspects.take_clean_stop(orphan.area)

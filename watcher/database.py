@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from watcher.config import Config, ConfigError
 from watcher.errors import StartupError
 from watcher.migrate import current_revision, head_revision, upgrade_to_head
-from watcher.store import make_engine
+from watcher.store import make_engine, sqlite_file
 
 
 def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> Engine:
@@ -47,9 +45,6 @@ def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> 
 
 def _make_sqlite_folder(url: str) -> None:
     # SQLite creates the file but not its folder (paths.data on a first start, say).
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        database = parsed.database
-        if parsed.query.get("uri") == "true":
-            database = database.removeprefix("file:").partition("?")[0]  # file:/path?mode=...
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    file = sqlite_file(url)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)

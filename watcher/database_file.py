@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from sqlalchemy import Engine
 
 from watcher.errors import StartupError
+from watcher.store import sqlite_file
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +25,7 @@ class DatabaseFileReplaced(StartupError):
 
 class DatabaseFileGuard:
     def __init__(self, engine: Engine) -> None:
-        database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
-        if database and engine.url.query.get("uri") == "true":
-            # sqlite:///file:/path/results.sqlite3?uri=true: the file is the URI's path.
-            database = database.removeprefix("file:").partition("?")[0]
-        self._path = Path(database) if database and database != ":memory:" else None
+        self._path = sqlite_file(engine.url)
         self._identity = self._current() if self._path is not None else None
 
     def _current(self) -> tuple[int, int] | None:

@@ -51,6 +51,9 @@ class OutputFolders:
     processed: Path
     failed: Path
 
+    def for_status(self, status: str) -> Path:
+        return self.processed if status == Status.OK else self.failed
+
 
 @dataclass(frozen=True)
 class FrameBounds:
@@ -271,12 +274,8 @@ class BatchProcessor:
     def _commit(self, prepared: list[_Prepared]) -> None:
         """One transaction for the whole batch. A frame that already has its row (a retry after a
         commit whose answer was lost) keeps that row, and its file goes where that row says."""
-        rows = [item.row for item in prepared]
         try:
-            with self._engine.begin() as connection:
-                # Checked with the write lock held: the file may go while BEGIN waits for it.
-                self._database_guard.check()
-                inserted = insert_new_rows(connection, rows)
+            inserted = self._insert([item.row for item in prepared])
         except _ROW_ERRORS as error:
             # A value some row cannot store: find it, row by row (each row is keyed by its frame,
             # so rows already in stay single), and store that frame as failed instead.
@@ -300,18 +299,21 @@ class BatchProcessor:
         inserted: set[str] = set()
         for item in prepared:
             try:
-                with self._engine.begin() as connection:
-                    self._database_guard.check()
-                    inserted |= insert_new_rows(connection, [item.row])
+                inserted |= self._insert([item.row])
                 continue
             except _ROW_ERRORS as error:
                 reason = f"cannot store its row: {type(error).__name__}: {str(error).splitlines()[0]}"
             logger.warning("frame %s failed: %s", item.frame.relative, reason)
             item.row = self._bare_failed_row(item, reason)
-            with self._engine.begin() as connection:  # a bare row that fails too is the database's fault
-                self._database_guard.check()
-                inserted |= insert_new_rows(connection, [item.row])
+            inserted |= self._insert([item.row])  # a bare row that fails too is the database's fault
         return inserted
+
+    def _insert(self, rows: list[Result]) -> set[str]:
+        """One transaction: the rows whose frame has none yet; returns their frame keys."""
+        with self._engine.begin() as connection:
+            # Checked with the write lock held: the file may go while BEGIN waits for it.
+            self._database_guard.check()
+            return insert_new_rows(connection, rows)
 
     def _bare_failed_row(self, item: _Prepared, reason: str) -> Result:
         """The least a frame's row can say: its key, its path in plain ASCII, why, and where it went."""
@@ -333,7 +335,7 @@ class BatchProcessor:
         taken: set[Path] = set()
         for item in prepared:
             item.row.processed_at = now
-            root = self._folders.processed if item.row.status == Status.OK else self._folders.failed
+            root = self._folders.for_status(item.row.status)
             try:
                 destination = place(root, item.frame, taken=taken)
             except OSError as error:
@@ -358,8 +360,12 @@ class BatchProcessor:
         relocated: dict[str, str] = {}  # frame key → where the file went instead
         for item in prepared:
             row = item.row
-            root = self._folders.processed if row.status == Status.OK else self._folders.failed
-            final = move_frame(item.frame, Path(row.stored_path), root=root, sha256=row.sha256)
+            final = move_frame(
+                item.frame,
+                Path(row.stored_path),
+                root=self._folders.for_status(row.status),
+                sha256=row.sha256,
+            )
             if str(final) != row.stored_path:
                 # Something took the reserved name between commit and move.
                 relocated[row.frame_key] = str(final)
@@ -406,8 +412,7 @@ def _claim_dirs(frame: ClaimedFrame) -> list[Path]:
 def finish_committed_move(frame: ClaimedFrame, row: Result, engine: Engine, folders: OutputFolders) -> None:
     """Recovery: the row of `frame` was committed but the move did not happen (or not all of it)."""
     _check_output_folders(folders)
-    root = folders.processed if row.status == Status.OK else folders.failed
-    final = move_frame(frame, Path(row.stored_path), root=root, sha256=row.sha256)
+    final = move_frame(frame, Path(row.stored_path), root=folders.for_status(row.status), sha256=row.sha256)
     fsync_dir(final.parent)
     if str(final) != row.stored_path:
         _record_relocations(engine, {row.frame_key: str(final)})

@@ -8,6 +8,7 @@ A frame that stays incomplete with no writes for `readiness_timeout_s` is given 
 
 from __future__ import annotations
 
+import errno
 import logging
 import stat
 import struct
@@ -32,6 +33,7 @@ class Verdict(StrEnum):
     TIMED_OUT = "timed_out"  # incomplete, and no writes for the readiness timeout
     SPECIAL = "special"  # a symlink, FIFO, socket or device with a frame's name
     GONE = "gone"  # vanished since discovery
+    UNREACHABLE = "unreachable"  # its whole path is longer than PATH_MAX: nothing can open it
 
 
 @dataclass
@@ -106,6 +108,10 @@ class ReadinessTracker:
             self.forget(relative)
             return Verdict.GONE
         except OSError as error:
+            if error.errno == errno.ENAMETOOLONG:
+                # Written through a relative path (a writer that walked down with chdir): not
+                # "still being written", and never will be readable by its name.
+                return Verdict.UNREACHABLE
             logger.debug("cannot stat %s: %s", path, error)
             return Verdict.INCOMPLETE
         if not stat.S_ISREG(info.st_mode):

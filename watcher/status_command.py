@@ -28,7 +28,7 @@ from watcher.heartbeat import HEARTBEAT_INTERVAL_S
 from watcher.instance import LOCK_SUFFIX
 from watcher.placement import UNMOVABLE_DIRNAME
 from watcher.store import Instance, Result, Status
-from watcher.suspects import CLEAN_STOP_FILE
+from watcher.suspects import stopped_cleanly
 from watcher.telemetry import DaemonStatus, status_dir
 
 RECENTLY = timedelta(minutes=15)
@@ -102,7 +102,7 @@ def _instances_seen(
                 "running": name in running,  # its lock is held right now
                 "state": row.state if row else None,
                 # Its last run stopped cleanly, even if its last beat never reached the database.
-                "stopped_cleanly": (in_progress / name / CLEAN_STOP_FILE).exists(),
+                "stopped_cleanly": stopped_cleanly(in_progress / name),
                 "last_seen_s": round((now - row.last_seen_at).total_seconds(), 1) if row else None,
                 "claimed": claimed if claimed is not None else (row.claimed if row else 0),
                 "claimed_at_last_beat": row.claimed if row else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,11 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    make_url,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 logger = logging.getLogger(__name__)
@@ -163,6 +166,19 @@ def insert_new_rows(connection: Connection, rows: list[Result]) -> set[str]:
         insert(Result).on_conflict_do_nothing(index_elements=["frame_key"]).returning(Result.frame_key)
     )
     return set(connection.execute(statement, values).scalars())
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file a SQLite URL names (also in URI form, `sqlite:///file:/path?uri=true`), or None
+    for another database or an in-memory one. Raises ArgumentError for a URL that is not one."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    assert database is not None
+    if parsed.query.get("uri") == "true" or database.startswith("file:"):
+        database = database.removeprefix("file:").partition("?")[0]
+    return Path(database)
 
 
 def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> Engine:

@@ -38,6 +38,11 @@ def mark_clean_stop(area: Path) -> None:
         (area / CLEAN_STOP_FILE).touch()
 
 
+def stopped_cleanly(area: Path) -> bool:
+    """Whether the last run in `area` stopped cleanly (its mark is left where it is)."""
+    return (area / CLEAN_STOP_FILE).exists()
+
+
 def take_clean_stop(area: Path) -> bool:
     """Whether the last run in `area` stopped cleanly; the mark is removed, so that a crash of
     this run is never mistaken for a clean stop."""
