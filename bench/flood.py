@@ -32,8 +32,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "flood.json")
     args = parser.parse_args()
 
-    from watcher.app import build_daemon
     from watcher.config import load_config
+    from watcher.pipeline.assembly import build_daemon
 
     with tempfile.TemporaryDirectory(prefix="cctv-flood-") as scratch:
         root = Path(scratch)

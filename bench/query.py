@@ -27,11 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from watcher.migrate import upgrade_to_head  # noqa: E402
-from watcher.queries import ResultFilter  # noqa: E402
-from watcher.results_view import OutputFormat, iter_results, write_results  # noqa: E402
-from watcher.store import make_engine  # noqa: E402
-from watcher.summary import summarize  # noqa: E402
+from watcher.store.engine import make_engine  # noqa: E402
+from watcher.store.export import OutputFormat, iter_results, write_results  # noqa: E402
+from watcher.store.migrate import upgrade_to_head  # noqa: E402
+from watcher.store.queries import ResultFilter  # noqa: E402
+from watcher.store.summary import summarize  # noqa: E402
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 CAMERAS = [f"cam-{index:02d}" for index in range(50)]

@@ -6,7 +6,7 @@ Three figures from one run, on the same machine, the same CLIP checkpoint (rando
 and loaded with from_pretrained; `vit-b32` is the real architecture, `tiny` the test suite's
 model), the same precision and the same frames (24-bit BMPs), for `--repeats` rounds:
 the ceiling (bare forward on preprocessed tensors: the faster of one pass on every thread and the
-daemon's lanes, see watcher.lanes), the research script's loop, and ours (`watch --once` in a
+daemon's lanes, see watcher.pipeline.lanes), the research script's loop, and ours (`watch --once` in a
 process of its own, timed from its first scan to its last move; its peak RSS is that process's).
 This shared VM's speed drifts by ±15% within minutes, so each round measures the ceiling just
 before and just after ours and divides by their mean; the ratios printed are the medians of the
@@ -36,7 +36,7 @@ from harness import MODELS, REPO, build_model
 
 from model.clip_features import ClipFeatureExtractor, Runtime, resolve_runtime
 from tests.helpers import write_bmp, write_config
-from watcher.lanes import lanes_for
+from watcher.pipeline.lanes import lanes_for
 
 
 def research_script_baseline(clip_dir: Path, frames: list[Path], *, runtime: Runtime) -> float:
@@ -68,7 +68,7 @@ def research_script_baseline(clip_dir: Path, frames: list[Path], *, runtime: Run
 
 def ceiling(extractor: ClipFeatureExtractor, *, batch_size: int, batches: int) -> dict[str, float]:
     """The bare CLIP image forward on already-preprocessed tensors, at the batch size: frames/s of
-    one pass at a time on every thread, and of the daemon's lanes (see watcher.lanes: on a CPU,
+    one pass at a time on every thread, and of the daemon's lanes (see watcher.pipeline.lanes: on a CPU,
     one batch per thread at once, one thread each). The ceiling is the faster of the two."""
     import torch
 
@@ -111,8 +111,8 @@ def ours(config_path: Path) -> dict[str, float]:
 
 def measure_watch_once(config_path: Path) -> int:
     """The child: the daemon as the command builds it, timed from the first scan to the last move."""
-    from watcher.app import build_daemon
     from watcher.config import load_config
+    from watcher.pipeline.assembly import build_daemon
 
     daemon = build_daemon(load_config(config_path), stop=threading.Event())
     started = time.perf_counter()

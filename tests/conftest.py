@@ -40,8 +40,8 @@ def make_config(tmp_path: Path, tiny_clip: Path) -> Callable[..., Path]:
 @pytest.fixture
 def start_daemon(make_config: Callable[..., Path]) -> Iterator[Callable[..., RunningDaemon]]:
     """The real daemon loop in a thread, on a config from `make_config`; stopped at teardown."""
-    from watcher.app import build_daemon
     from watcher.config import load_config
+    from watcher.pipeline.assembly import build_daemon
 
     started: list[RunningDaemon] = []
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from watcher.daemon import Daemon
+    from watcher.pipeline.daemon import Daemon
 
 # A BMP header declaring 100000×100000 pixels: a decompression bomb, refused before decoding.
 BOMB_BMP = (

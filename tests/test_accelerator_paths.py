@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from model.clip_features import ClipFeatureExtractor, ModelLoadError, Runtime, resolve_runtime
-from watcher.lanes import plan_lanes
+from watcher.pipeline.lanes import plan_lanes
 
 
 def test_auto_picks_cuda_in_fp16_where_a_gpu_is_present(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_bmp
-from watcher.cli import main
-from watcher.migrate import head_revision
+from watcher.commands.main import main
+from watcher.store.migrate import head_revision
 
 REPO = Path(__file__).resolve().parent.parent
 

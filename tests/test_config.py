@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_config
-from watcher.cli import main
+from watcher.commands.main import main
 from watcher.config import ConfigError, find_config, load_config
 
 

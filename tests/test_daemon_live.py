@@ -129,7 +129,7 @@ def test_the_overlapped_pipeline_drains_a_backlog_exactly_once(
 ) -> None:
     # With the model on a GPU the loop claims and decodes the next batch while one is in flight.
     # No GPU here: the processor is told its model is on one, so this path runs on the CPU.
-    from watcher.processing import BatchProcessor
+    from watcher.pipeline.processing import BatchProcessor
 
     monkeypatch.setattr(BatchProcessor, "model_on_accelerator", property(lambda self: True))
     for index in range(100):
@@ -153,7 +153,7 @@ def test_cpu_lanes_run_full_batches_side_by_side_and_a_partial_one_alone(
     # one has started beside it: with one batch at a time that never happens and the test fails.
     import threading
 
-    from watcher.processing import BatchProcessor
+    from watcher.pipeline.processing import BatchProcessor
 
     original = BatchProcessor.process
     lock = threading.Lock()

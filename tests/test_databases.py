@@ -17,15 +17,17 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from tests.helpers import RunningDaemon, files_under, query_url, wait_for, write_bmp
-from watcher.cli import main
-from watcher.migrate import head_revision, upgrade_to_head
-from watcher.processing import BatchProcessor
-from watcher.store import Result, insert_new_rows, make_engine
+from watcher.commands.main import main
+from watcher.pipeline.processing import BatchProcessor
+from watcher.store.engine import make_engine
+from watcher.store.migrate import head_revision, upgrade_to_head
+from watcher.store.records import ResultRecord
+from watcher.store.writes import insert_new_rows
 
 
-def _row(key: str) -> Result:
+def _row(key: str) -> ResultRecord:
     now = datetime.now(UTC)
-    return Result(
+    return ResultRecord(
         frame_key=key,
         source_path=f"cam/{key}.bmp",
         stored_path=f"/processed/cam/{key}.bmp",

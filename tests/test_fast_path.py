@@ -25,8 +25,8 @@ from model.extraction import extract_labelled
 from model.images import decode_pixels, decode_rgb
 from model.labels import Label
 from tests.helpers import bmp_bytes, query, write_bmp
-from watcher.cli import main
-from watcher.store import unpack_embeddings
+from watcher.commands.main import main
+from watcher.store.embeddings import unpack_embeddings
 
 PIXEL_TOLERANCE = 0.03
 COSINE_TOLERANCE = 0.999
@@ -157,7 +157,7 @@ def test_other_bmp_variants_go_through_pillow() -> None:
 
 
 def test_batches_preprocessed_in_two_threads_at_once_stay_apart(extractor: ClipFeatureExtractor) -> None:
-    # On a CPU the daemon runs batches side by side (watcher.lanes); frames of the same size are
+    # On a CPU the daemon runs batches side by side (watcher.pipeline.lanes); frames of the same size are
     # staged in a reused buffer, which must not be shared between them.
     import threading
 

@@ -19,10 +19,10 @@ import pytest
 
 from model.clip_features import ClipFeatureExtractor
 from tests.helpers import BOMB_BMP, bmp_bytes, files_under, query, query_url, wait_for, write_bmp
-from watcher.cli import main
+from watcher.commands.main import main
 from watcher.config import load_config
 from watcher.faults import KILL_ENV, STEPS
-from watcher.status_command import collect_status, instance_state
+from watcher.service.status import collect_status, instance_state
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_FRAMES = 120

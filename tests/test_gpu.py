@@ -10,7 +10,7 @@ import torch
 
 from model.clip_features import resolve_runtime
 from tests.helpers import feature_cosines, query, write_bmp
-from watcher.cli import main
+from watcher.commands.main import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

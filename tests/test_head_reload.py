@@ -92,7 +92,7 @@ def test_sighup_reloads_and_the_daemon_keeps_running(
 
 
 def test_embeddings_can_be_switched_off(make_config: Callable[..., Path], tmp_path: Path) -> None:
-    from watcher.cli import main
+    from watcher.commands.main import main
 
     config = make_config(database={"store_embeddings": False})
     write_bmp(tmp_path / "inbox" / "x.bmp")

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from tests.helpers import RunningDaemon, files_under, mount_tmpfs, query, wait_for, write_bmp
-from watcher.mounts import filesystem_type, needs_polling
-from watcher.moving import move_no_clobber, reserve_destination
-from watcher.storage_errors import is_transient
+from watcher.intake.mounts import filesystem_type, needs_polling
+from watcher.intake.moving import move_no_clobber, reserve_destination
+from watcher.pipeline.backoff import is_transient
 
 
 def _rows(tmp_path: Path) -> int:
@@ -140,7 +140,7 @@ def test_a_clash_on_a_very_long_name_still_fits(tmp_path: Path) -> None:
 def test_frames_vanishing_before_the_claim_are_skipped(
     make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from watcher.claiming import claim
+    from watcher.intake.claiming import claim
 
     (tmp_path / "area").mkdir()
     assert claim(tmp_path / "inbox", tmp_path / "area", PurePosixPath("gone.bmp")) is None
@@ -196,7 +196,7 @@ def test_a_full_disk_pauses_intake_until_space_returns(
 
 def test_instances_take_distinct_names_and_a_named_one_is_exclusive(tmp_path: Path) -> None:
     from watcher.errors import StartupError
-    from watcher.instance import acquire_instance, orphaned_instances
+    from watcher.service.instance import acquire_instance, orphaned_instances
 
     first = acquire_instance(tmp_path, name=None)
     second = acquire_instance(tmp_path, name=None)
@@ -219,7 +219,7 @@ def test_instances_take_distinct_names_and_a_named_one_is_exclusive(tmp_path: Pa
 def test_an_event_queue_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
     import logging
 
-    from watcher.events import InboxEvents
+    from watcher.intake.events import InboxEvents
 
     events = InboxEvents(tmp_path, threading.Event())
     events.start()
@@ -235,7 +235,7 @@ def test_an_event_queue_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
 def test_default_names_say_host_and_config(tmp_path: Path) -> None:
     import socket
 
-    from watcher.instance import acquire_instance, default_prefix
+    from watcher.service.instance import acquire_instance, default_prefix
 
     host = socket.gethostname()
     assert default_prefix(Path("/etc/cctv-gender/config.toml")) == host
@@ -249,7 +249,7 @@ def test_default_names_say_host_and_config(tmp_path: Path) -> None:
 def test_a_released_claim_leaves_no_folder_behind(tmp_path: Path) -> None:
     from pathlib import PurePosixPath
 
-    from watcher.claiming import claim, release
+    from watcher.intake.claiming import claim, release
 
     inbox, area = tmp_path / "inbox", tmp_path / "area"
     write_bmp(inbox / "site-a" / "cam-07" / "x.bmp")

@@ -1,10 +1,10 @@
-"""How many batches the model runs at once, and with how many threads each (watcher.lanes)."""
+"""How many batches the model runs at once, and with how many threads each (watcher.pipeline.lanes)."""
 
 from __future__ import annotations
 
 import pytest
 
-from watcher.lanes import MAX_CPU_LANES, Lanes, plan_lanes
+from watcher.pipeline.lanes import MAX_CPU_LANES, Lanes, plan_lanes
 
 
 @pytest.mark.parametrize(

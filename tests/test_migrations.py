@@ -6,8 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from tests.helpers import query
-from watcher.migrate import current_revision, head_revision, upgrade_to_head
-from watcher.store import Base, make_engine
+from watcher.store.engine import make_engine
+from watcher.store.migrate import current_revision, head_revision, upgrade_to_head
+from watcher.store.schema import Base
 
 
 def test_upgrade_on_an_empty_database_creates_the_schema(tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
 def test_upgrading_from_the_first_revision_keeps_the_rows(tmp_path: Path) -> None:
     from alembic import command
 
-    from watcher.migrate import _alembic_config
+    from watcher.store.migrate import _alembic_config
 
     database = tmp_path / "r.sqlite3"
     engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=1000)
@@ -81,7 +82,7 @@ def test_upgrading_from_0005_keeps_the_rows_and_makes_room(database_url: str, tm
     # 0006 rewrites column types on PostgreSQL, around the view that depends on them.
     from alembic import command
 
-    from watcher.migrate import _alembic_config
+    from watcher.store.migrate import _alembic_config
 
     (tmp_path / "data").mkdir()
     engine = make_engine(database_url, busy_timeout_ms=1000)
@@ -123,7 +124,9 @@ def test_any_real_file_size_and_a_long_camera_name_are_stored(database_url: str,
 
     from sqlalchemy import select
 
-    from watcher.store import Result, insert_new_rows
+    from watcher.store.records import ResultRecord
+    from watcher.store.schema import Result
+    from watcher.store.writes import insert_new_rows
 
     (tmp_path / "data").mkdir()
     engine = make_engine(database_url, busy_timeout_ms=1000)
@@ -131,7 +134,7 @@ def test_any_real_file_size_and_a_long_camera_name_are_stored(database_url: str,
     now = datetime.now(UTC)
     # A non-UTF-8 folder name escaped byte by byte (\xNN) grows four times over.
     camera = "".join(f"\\x{byte:02x}" for byte in range(100))
-    row = Result(
+    row = ResultRecord(
         frame_key="f" * 32,
         camera=camera,
         source_path=f"{camera}/huge.bmp",

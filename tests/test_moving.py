@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from watcher.moving import move_no_clobber, reserve_destination
+from watcher.intake.moving import move_no_clobber, reserve_destination
 
 
 def test_clashing_names_get_a_numbered_suffix_and_nothing_is_overwritten(tmp_path: Path) -> None:

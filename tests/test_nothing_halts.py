@@ -31,7 +31,7 @@ from tests.helpers import (
     write_config,
 )
 from watcher.faults import KILL_ENV, POISON_ENV
-from watcher.names import original_bytes, storable
+from watcher.intake.names import original_bytes, storable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,8 +98,8 @@ _FRAMES = st.lists(
 def test_any_names_and_contents_end_with_one_row_and_one_file(
     frames: list[tuple[list[bytes], bytes, str, int, int]], deep: bool, tmp_path: Path, tiny_clip: Path
 ) -> None:
-    from watcher.app import build_daemon
     from watcher.config import load_config
+    from watcher.pipeline.assembly import build_daemon
 
     site = tmp_path / uuid.uuid4().hex[:8]
     inbox = site / "inbox"
@@ -318,8 +318,8 @@ def test_a_frame_that_kills_the_daemon_is_failed_after_3_crashes_and_innocents_a
 
 
 def test_frames_left_by_a_clean_stop_are_not_suspects(tmp_path: Path) -> None:
-    from watcher.claiming import claim
-    from watcher.suspects import crashes_survived, mark_clean_stop, record_attempt, take_clean_stop
+    from watcher.intake.claiming import claim
+    from watcher.intake.suspects import crashes_survived, mark_clean_stop, record_attempt, take_clean_stop
 
     inbox, area = tmp_path / "inbox", tmp_path / "inbox" / ".in-progress" / "a"
     write_bmp(inbox / "x.bmp")
@@ -504,7 +504,7 @@ def deep_trees(tmp_path: Path) -> Iterator[None]:
 
 @pytest.mark.usefixtures("deep_trees")
 def test_deep_nesting_and_paths_over_path_max(make_config: Callable[..., Path], tmp_path: Path) -> None:
-    from watcher.moving import make_folders
+    from watcher.intake.moving import make_folders
 
     inbox = tmp_path / "inbox"
     deep = inbox.joinpath("deep", *["d"] * 1000)  # 2 bytes a level: legal, and deeper than recursion goes
@@ -542,7 +542,7 @@ def test_deep_nesting_and_paths_over_path_max(make_config: Callable[..., Path], 
 def test_an_output_folder_vanishing_mid_batch_parks_it_until_it_returns(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from watcher.processing import BatchProcessor
+    from watcher.pipeline.processing import BatchProcessor
 
     processed, away = tmp_path / "processed", tmp_path / "unmounted"
     original = BatchProcessor._classify
@@ -590,9 +590,9 @@ def test_a_database_file_deleted_while_a_commit_waits_for_the_lock_moves_nothing
     import sqlite3 as sqlite
     import threading
 
-    from watcher.app import build_daemon
     from watcher.config import load_config
-    from watcher.database_file import DatabaseFileReplaced
+    from watcher.pipeline.assembly import build_daemon
+    from watcher.store.file_guard import DatabaseFileReplaced
 
     daemon = build_daemon(
         load_config(make_config(database={"busy_timeout_ms": 60_000})), stop=threading.Event()
@@ -648,9 +648,9 @@ def test_a_table_locked_on_postgresql_parks_the_batch_instead_of_blocking(
 
 
 def test_a_clean_stop_whose_last_heartbeat_was_lost_is_not_a_crash(tmp_path: Path) -> None:
-    from watcher.heartbeat import Heartbeat, Progress
-    from watcher.migrate import upgrade_to_head
-    from watcher.store import make_engine
+    from watcher.service.heartbeat import Heartbeat, Progress
+    from watcher.store.engine import make_engine
+    from watcher.store.migrate import upgrade_to_head
 
     engine = make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}", busy_timeout_ms=1000)
     upgrade_to_head(engine)
@@ -676,10 +676,10 @@ def test_a_database_inside_the_inbox_is_refused(tmp_path: Path) -> None:
 def test_a_uri_form_sqlite_url_is_guarded_and_makes_no_stray_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from watcher.database import _make_sqlite_folder
-    from watcher.database_file import DatabaseFileGuard, DatabaseFileReplaced
-    from watcher.migrate import upgrade_to_head
-    from watcher.store import make_engine
+    from watcher.store.engine import make_engine
+    from watcher.store.file_guard import DatabaseFileGuard, DatabaseFileReplaced
+    from watcher.store.migrate import upgrade_to_head
+    from watcher.store.opening import _make_sqlite_folder
 
     monkeypatch.chdir(tmp_path)
     database = tmp_path / "state" / "results.sqlite3"

@@ -9,7 +9,7 @@ import pytest
 
 from model.clip_features import cpu_has_fast_bf16, resolve_runtime
 from tests.helpers import feature_cosines, query, write_bmp
-from watcher.cli import main
+from watcher.commands.main import main
 
 
 @pytest.mark.parametrize(

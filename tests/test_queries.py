@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from watcher.cli import main
-from watcher.migrate import upgrade_to_head
-from watcher.results_view import ALL_COLUMNS, OutputFormat, write_results
-from watcher.store import Result, make_engine
+from watcher.commands.main import main
+from watcher.store.engine import make_engine
+from watcher.store.export import ALL_COLUMNS, OutputFormat, write_results
+from watcher.store.migrate import upgrade_to_head
+from watcher.store.schema import Result
 
 BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 

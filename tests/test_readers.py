@@ -15,10 +15,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from tests.helpers import write_config
-from watcher.migrate import upgrade_to_head
-from watcher.queries import ResultFilter
-from watcher.results_view import iter_results
-from watcher.store import Result, insert_new_rows, make_engine
+from watcher.store.engine import make_engine
+from watcher.store.export import iter_results
+from watcher.store.migrate import upgrade_to_head
+from watcher.store.queries import ResultFilter
+from watcher.store.records import ResultRecord
+from watcher.store.schema import Result
+from watcher.store.writes import insert_new_rows
 
 REPO = Path(__file__).resolve().parent.parent
 # Short, so that a writer kept waiting by a reader fails fast ("database is locked").
@@ -28,7 +31,7 @@ WRITER_BUSY_TIMEOUT_MS = 500
 def _rows(prefix: str, count: int) -> list[Result]:
     now = datetime.now(UTC)
     return [
-        Result(
+        ResultRecord(
             frame_key=f"{prefix}{index:08d}",
             camera="cam-01",
             source_path=f"cam-01/{prefix}{index:08d}.bmp",
@@ -134,23 +137,23 @@ def test_a_read_only_engine_refuses_writes(database_url: str, tmp_path: Path) ->
 def test_read_commands_open_the_database_read_only(
     command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import watcher.database
-    import watcher.status_command
-    from watcher.cli import main
+    import watcher.service.status
+    import watcher.store.opening
+    from watcher.commands.main import main
 
     database = tmp_path / "data" / "results.sqlite3"
     database.parent.mkdir()
     _writer(f"sqlite:///{database}", rows=1).dispose()
     config = write_config(tmp_path / "config.toml", {})
     opened: list[bool] = []
-    real_open = watcher.database.open_database
+    real_open = watcher.store.opening.open_database
 
     def recording_open(config: object, *, migrate: bool, read_only: bool = False) -> Engine:
         opened.append(read_only)
         return real_open(config, migrate=migrate, read_only=read_only)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(watcher.database, "open_database", recording_open)
-    monkeypatch.setattr(watcher.status_command, "open_database", recording_open)
+    monkeypatch.setattr(watcher.store.opening, "open_database", recording_open)
+    monkeypatch.setattr(watcher.service.status, "open_database", recording_open)
 
     arguments = [part.format(tmp=tmp_path) for part in command]
     assert main([*arguments, "--config", str(config)]) == 0

@@ -7,8 +7,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from tests.helpers import bmp_bytes
-from watcher.discovery import camera_of, is_candidate_name, scan_inbox
-from watcher.readiness import ReadinessTracker, Verdict, declared_bmp_size, incomplete_reason
+from watcher.intake.discovery import camera_of, is_candidate_name, scan_inbox
+from watcher.intake.readiness import ReadinessTracker, Verdict, declared_bmp_size, incomplete_reason
 
 
 @pytest.mark.parametrize(

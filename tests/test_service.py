@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import RunningDaemon, files_under, query, wait_for, write_bmp
-from watcher.cli import main
+from watcher.commands.main import main
 from watcher.config import load_config
-from watcher.logs import JournalFormatter
-from watcher.status_command import collect_status
+from watcher.service.logs import JournalFormatter
+from watcher.service.status import collect_status
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "cctv-gender.service"
@@ -177,7 +177,7 @@ def test_ready_status_watchdog_and_stopping(
 
 
 def test_the_watchdog_is_fed_only_for_our_pid() -> None:
-    from watcher.notify import SystemdNotifier
+    from watcher.service.notify import SystemdNotifier
 
     assert (
         SystemdNotifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_interval_s
@@ -192,9 +192,9 @@ def test_the_watchdog_is_fed_only_for_our_pid() -> None:
     [(logging.DEBUG, "<7>"), (logging.INFO, "<6>"), (logging.WARNING, "<4>"), (logging.ERROR, "<3>")],
 )
 def test_journal_lines_carry_their_priority_and_no_timestamp(level: int, prefix: str) -> None:
-    record = logging.LogRecord("watcher.daemon", level, __file__, 1, "batch: %d frames", (3,), None)
+    record = logging.LogRecord("watcher.pipeline.daemon", level, __file__, 1, "batch: %d frames", (3,), None)
     line = JournalFormatter().format(record)
-    assert line == f"{prefix}watcher.daemon: batch: 3 frames"
+    assert line == f"{prefix}watcher.pipeline.daemon: batch: 3 frames"
 
 
 def test_status_reports_a_running_daemon_and_flags_a_stall(
@@ -315,7 +315,7 @@ def test_a_long_backlog_keeps_feeding_the_watchdog(
         time.sleep(0.05)  # the model's time for a batch, simulated
         return original(self, images)
 
-    # Two batches run at once on a 2-thread CPU (watcher.lanes): 48 batches span over a second.
+    # Two batches run at once on a 2-thread CPU (watcher.pipeline.lanes): 48 batches span over a second.
     for index in range(96):
         write_bmp(tmp_path / "inbox" / f"{index:02d}.bmp", seed=index)
     monkeypatch.setattr(ClipFeatureExtractor, "image_features", slow)

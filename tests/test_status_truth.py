@@ -20,12 +20,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from tests.helpers import write_config
-from watcher.cli import main
+from watcher.commands.main import main
 from watcher.config import Config, load_config
-from watcher.heartbeat import Heartbeat, Progress
-from watcher.migrate import upgrade_to_head
-from watcher.status_command import collect_status, render_status
-from watcher.store import Instance, make_engine
+from watcher.service.heartbeat import Heartbeat, Progress
+from watcher.service.status import collect_status, render_status
+from watcher.store.engine import make_engine
+from watcher.store.migrate import upgrade_to_head
+from watcher.store.schema import Instance
 
 
 @pytest.fixture
@@ -264,6 +265,6 @@ def test_record_start_does_not_fail_the_daemon_when_the_database_is_away(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'r.sqlite3'}", busy_timeout_ms=100)
-    with caplog.at_level(logging.WARNING, logger="watcher.heartbeat"):
+    with caplog.at_level(logging.WARNING, logger="watcher.service.heartbeat"):
         assert not Heartbeat(engine, instance="node-0").record_start()
     assert "cannot check how node-0 stopped last time" in caplog.text

@@ -13,7 +13,7 @@ from model.clip_features import ClipFeatureExtractor
 from model.registry import current_version, promotion_history
 from model.train_run import _decide
 from tests.helpers import make_labelled_folder, query, write_bmp
-from watcher.cli import main
+from watcher.commands.main import main
 
 PER_CLASS = 40
 

@@ -15,7 +15,7 @@ from model.clip_features import PREPROCESSING_VERSION
 from model.keras_head import build_head_model
 from model.registry import HeadMetadata, register_head, set_current
 from tests.helpers import BOMB_BMP, bmp_bytes, files_under, query, write_bmp
-from watcher.cli import main
+from watcher.commands.main import main
 
 FRAMES = {
     # relative path: (width, height, mode)

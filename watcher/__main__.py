@@ -1,5 +1,5 @@
 """`python -m watcher` is the same command line as `cctv-gender`."""
 
-from watcher.cli import main
+from watcher.commands.main import main
 
 raise SystemExit(main())

@@ -16,7 +16,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from model.labels import Label
-from watcher.store import sqlite_file
+from watcher.store.engine import sqlite_file
 
 DEFAULT_CONFIG_LOCATIONS = (Path("config.toml"), Path("/etc/cctv-gender/config.toml"))
 IN_PROGRESS_DIRNAME = ".in-progress"

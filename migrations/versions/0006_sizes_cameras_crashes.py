@@ -6,7 +6,7 @@ which enforces both, around a drop and re-creation of the view `v_results` that 
 SQLite enforces neither (its INTEGER is 64-bit, VARCHAR(255) holds any length), so its declared
 types stay: changing them would copy the whole table, embeddings and all, at a daemon's start.
 
-`instances` gains `crashes` and `last_crash_at` (see watcher.heartbeat.Heartbeat.record_start).
+`instances` gains `crashes` and `last_crash_at` (see watcher.service.heartbeat.Heartbeat.record_start).
 
 Revision ID: 0006
 Revises: 0005

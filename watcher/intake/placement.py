@@ -1,6 +1,6 @@
 """Where a finished frame goes in `processed/` or `failed/`, and the move there, frame by frame.
 
-A frame's own path is kept when it can be: its inbox path as storable text (see watcher.names).
+A frame's own path is kept when it can be: its inbox path as storable text (see watcher.intake.names).
 When that path cannot exist (too long with the output folder in front of it) the frame goes
 directly in the output folder under its key and name instead. Trouble with one destination (a
 file where its camera folder should be, a folder the daemon may not write, a name the filesystem
@@ -13,9 +13,9 @@ import logging
 import os
 from pathlib import Path, PurePosixPath
 
-from watcher.claiming import ClaimedFrame
-from watcher.moving import is_placement_error, make_folders, move_no_clobber, reserve_destination
-from watcher.names import destination_relative, fits, flat_name
+from watcher.intake.claiming import ClaimedFrame
+from watcher.intake.moving import is_placement_error, make_folders, move_no_clobber, reserve_destination
+from watcher.intake.names import destination_relative, fits, flat_name
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +80,7 @@ def _set_aside(frame: ClaimedFrame, error: OSError) -> Path:
         final,
     )
     return final
+
+
+class OutputFolderMissing(FileNotFoundError):
+    """`processed/` or `failed/` is gone (an unmounted share): the batch waits for it to return."""

@@ -14,7 +14,7 @@ import os
 from sqlalchemy import Engine
 
 from watcher.errors import StartupError
-from watcher.store import sqlite_file
+from watcher.store.engine import sqlite_file
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ written beside it first:
     <inbox>/.in-progress/<instance>/<frame key>/.source    its inbox-relative path (raw bytes)
 
 Names starting with '.' inside a key folder are bookkeeping, never frames (the inbox never
-yields such names): `.source` above, `.attempts` (see watcher.suspects).
+yields such names): `.source` above, `.attempts` (see watcher.intake.suspects).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from watcher.discovery import camera_of
-from watcher.moving import make_folders
+from watcher.intake.discovery import camera_of
+from watcher.intake.moving import make_folders
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def claimed_frames(area: Path) -> list[ClaimedFrame]:
         return frames
     for key_dir in sorted(area.iterdir()):
         if key_dir.name.startswith(".") or not key_dir.is_dir() or key_dir.is_symlink():
-            continue  # bookkeeping of the area (see watcher.suspects), not a claim
+            continue  # bookkeeping of the area (see watcher.intake.suspects), not a claim
         received = datetime.fromtimestamp(key_dir.lstat().st_mtime, UTC)
         source = key_dir / SOURCE_FILE
         if source.is_file() and (key_dir / FLAT_NAME).exists():

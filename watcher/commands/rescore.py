@@ -15,7 +15,9 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from model.heads import Head
-from watcher.store import Result, Status, unpack_embeddings
+from watcher.store.embeddings import unpack_embeddings
+from watcher.store.records import Status
+from watcher.store.schema import Result
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +71,11 @@ def run_rescore(config: object, *, since: datetime | None, version: str | None) 
     from model.keras_head import KerasHead
     from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_version, version_dir
     from model.serving import ZERO_SHOT_PREFIX, build_zero_shot_head, refuse_if_incompatible
-    from watcher.app import load_extractor
     from watcher.config import Config
-    from watcher.database import open_database
     from watcher.errors import StartupError
-    from watcher.store import embedding_model_id
+    from watcher.pipeline.assembly import load_extractor
+    from watcher.store.embeddings import embedding_model_id
+    from watcher.store.opening import open_database
 
     assert isinstance(config, Config)
     engine = open_database(config, migrate=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.config import Config
-from watcher.queries import ResultFilter, known_cameras, unseen_cameras
+from watcher.store.queries import ResultFilter, known_cameras, unseen_cameras
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ def _warn_unseen(engine: object, filters: ResultFilter) -> None:
 
 
 def run_results(config: Config, args: argparse.Namespace) -> int:
-    from watcher.database import open_database
-    from watcher.results_view import OutputFormat, iter_results, write_results
+    from watcher.store.export import OutputFormat, iter_results, write_results
+    from watcher.store.opening import open_database
 
     engine = open_database(config, migrate=False, read_only=True)
     filters = filters_from(args)
@@ -82,9 +82,9 @@ def run_results(config: Config, args: argparse.Namespace) -> int:
 
 
 def run_summary(config: Config, args: argparse.Namespace) -> int:
-    from watcher.database import open_database
-    from watcher.results_view import OutputFormat, write_results
-    from watcher.summary import COUNT_COLUMNS, plot_counts, summarize
+    from watcher.store.export import OutputFormat, write_results
+    from watcher.store.opening import open_database
+    from watcher.store.summary import COUNT_COLUMNS, plot_counts, summarize
 
     engine = open_database(config, migrate=False, read_only=True)
     filters = filters_from(args)

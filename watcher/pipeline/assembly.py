@@ -7,15 +7,15 @@ import threading
 from typing import TYPE_CHECKING
 
 from watcher.config import Config
-from watcher.daemon import Daemon
-from watcher.database import open_database
-from watcher.database_file import DatabaseFileGuard
 from watcher.errors import StartupError
-from watcher.instance import acquire_instance, default_prefix
-from watcher.metrics import Metrics
-from watcher.notify import SystemdNotifier
-from watcher.processing import BatchProcessor, FrameBounds, OutputFolders
-from watcher.telemetry import Telemetry
+from watcher.pipeline.daemon import Daemon
+from watcher.pipeline.processing import BatchProcessor, FrameBounds, OutputFolders
+from watcher.service.instance import acquire_instance, default_prefix
+from watcher.service.metrics import Metrics
+from watcher.service.notify import SystemdNotifier
+from watcher.service.telemetry import Telemetry
+from watcher.store.file_guard import DatabaseFileGuard
+from watcher.store.opening import open_database
 
 if TYPE_CHECKING:
     from model.clip_features import ClipFeatureExtractor
@@ -45,7 +45,7 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
     from model.keras_head import KerasBackendError
     from model.registry import RegistryError
     from model.serving import load_serving_head
-    from watcher.head_reload import HeadReloader
+    from watcher.pipeline.head_reload import HeadReloader
 
     for folder in (config.paths.inbox, config.in_progress, config.paths.processed, config.paths.failed):
         try:

@@ -14,11 +14,11 @@ from types import FrameType
 
 from sqlalchemy.exc import DBAPIError
 
-from watcher import query_commands
+from watcher.commands import queries as query_commands
+from watcher.commands.queries import add_filter_arguments, check_filter_arguments
 from watcher.config import Config, ConfigError, find_config, load_config
 from watcher.errors import StartupError
-from watcher.logs import configure_logging
-from watcher.query_commands import add_filter_arguments, check_filter_arguments
+from watcher.service.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _time(text: str) -> datetime:
-    from watcher.timeparse import parse_time
+    from watcher.commands.arguments import parse_time
 
     try:
         return parse_time(text)
@@ -177,7 +177,7 @@ def _probability(text: str) -> float:
 
 
 def _dimensions(text: str) -> tuple[str, ...]:
-    from watcher.summary import DIMENSIONS
+    from watcher.store.summary import DIMENSIONS
 
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in DIMENSIONS]
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "summary":
             return query_commands.run_summary(config, args)
         if args.command == "status":
-            from watcher.status_command import collect_status, render_status
+            from watcher.service.status import collect_status, render_status
 
             report = collect_status(config)
             sys.stdout.write(render_status(report, output_format=args.format))
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("train", "evaluate", "models"):
             return _run_model_command(config, args)
         if args.command == "rescore":
-            from watcher.rescore import run_rescore
+            from watcher.commands.rescore import run_rescore
 
             return run_rescore(config, since=args.since, version=args.model)
         if args.db_command == "copy":
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_model_command(config: Config, args: argparse.Namespace) -> int:
-    from watcher import model_commands
+    from watcher.commands import models as model_commands
 
     if args.command == "train":
         return model_commands.run_train(config, data=args.data, promote=args.promote, seed=args.seed)
@@ -256,11 +256,12 @@ def _run_model_command(config: Config, args: argparse.Namespace) -> int:
 
 
 def run_db_copy(config: Config, *, target_url: str) -> int:
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    from watcher.database import open_database
-    from watcher.db_copy import copy_results
-    from watcher.store import make_engine
+    from watcher.store.copy import copy_results
+    from watcher.store.engine import make_engine
+    from watcher.store.errors import StorageError
+    from watcher.store.opening import open_database
 
     source = open_database(config, migrate=False, read_only=True)
     try:
@@ -272,8 +273,8 @@ def run_db_copy(config: Config, *, target_url: str) -> int:
         raise StartupError("--to names the database this config already uses")
     try:
         report = copy_results(source, target)
-    except OperationalError as error:
-        raise StartupError(f"cannot copy to {shown}: {error.orig}") from None
+    except StorageError as error:
+        raise StartupError(f"cannot copy to {shown}: {error}") from None
     print(
         f"copied {report.copied} rows to {shown} in {report.seconds:.1f} s "
         f"({report.already_there} were already there)"
@@ -282,8 +283,8 @@ def run_db_copy(config: Config, *, target_url: str) -> int:
 
 
 def run_db_upgrade(config: Config) -> int:
-    from watcher.database import open_database
-    from watcher.migrate import current_revision
+    from watcher.store.migrate import current_revision
+    from watcher.store.opening import open_database
 
     engine = open_database(config, migrate=True)
     print(f"database at revision {current_revision(engine)}")
@@ -291,7 +292,7 @@ def run_db_upgrade(config: Config) -> int:
 
 
 def run_watch(config: Config, *, once: bool, instance: str | None) -> int:
-    from watcher.app import build_daemon
+    from watcher.pipeline.assembly import build_daemon
 
     stop = threading.Event()
     daemon = build_daemon(config, stop=stop, instance_name=instance)

@@ -22,14 +22,15 @@ from sqlalchemy.orm import Session
 
 from model.registry import current_version
 from watcher.config import Config
-from watcher.database import open_database
-from watcher.discovery import scan_inbox
-from watcher.heartbeat import HEARTBEAT_INTERVAL_S
-from watcher.instance import LOCK_SUFFIX
-from watcher.placement import UNMOVABLE_DIRNAME
-from watcher.store import Instance, Result, Status
-from watcher.suspects import stopped_cleanly
-from watcher.telemetry import DaemonStatus, status_dir
+from watcher.intake.discovery import scan_inbox
+from watcher.intake.placement import UNMOVABLE_DIRNAME
+from watcher.intake.suspects import stopped_cleanly
+from watcher.service.heartbeat import HEARTBEAT_INTERVAL_S
+from watcher.service.instance import LOCK_SUFFIX
+from watcher.service.telemetry import DaemonStatus, status_dir
+from watcher.store.opening import open_database
+from watcher.store.records import Status
+from watcher.store.schema import Instance, Result
 
 RECENTLY = timedelta(minutes=15)
 RECENTLY_TEXT = "15 minutes"
@@ -54,7 +55,7 @@ def _running_instances(in_progress: Path) -> list[str]:
 def _frames_in(area: Path) -> int | None:
     """Frames in one in-progress area (a folder each, named by its key), or None without the area.
 
-    Names starting with '.' are bookkeeping (`.clean-stop`, see watcher.suspects), not frames.
+    Names starting with '.' are bookkeeping (`.clean-stop`, see watcher.intake.suspects), not frames.
     """
     try:
         with os.scandir(area) as entries:

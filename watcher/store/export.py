@@ -14,8 +14,8 @@ from typing import Any, TextIO
 
 from sqlalchemy import Engine, select
 
-from watcher.queries import ResultFilter
-from watcher.store import Result
+from watcher.store.queries import ResultFilter
+from watcher.store.schema import Result
 
 # Columns in the order operators read them; all of them go to CSV, JSON and JSON Lines.
 ALL_COLUMNS = (

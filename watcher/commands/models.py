@@ -23,7 +23,7 @@ def _training_failure_types() -> tuple[type[Exception], ...]:
 def run_train(config: Config, *, data: Path, promote: str, seed: int | None) -> int:
     from model.train_run import TrainingOptions, train
     from model.training import FitSettings, SplitFractions
-    from watcher.app import load_extractor
+    from watcher.pipeline.assembly import load_extractor
 
     settings = config.training
     options = TrainingOptions(
@@ -69,7 +69,7 @@ def run_evaluate(config: Config, *, data: Path, version: str | None) -> int:
     from model.feature_cache import FeatureCache
     from model.report import comparison_table
     from model.serving import load_head
-    from watcher.app import load_extractor
+    from watcher.pipeline.assembly import load_extractor
 
     extractor = load_extractor(config)
     try:

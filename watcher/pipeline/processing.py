@@ -26,18 +26,20 @@ from sqlalchemy.orm import Session
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head
 from model.images import HEADER_BYTES, UndecodableImage, check_before_reading, decode_pixels
-from watcher.claiming import ClaimedFrame, release
-from watcher.database_file import DatabaseFileGuard
-from watcher.durability import fsync_dir, fsync_dirs
 from watcher.faults import kill_on_frame, kill_point
-from watcher.lanes import Lanes, lanes_for
-from watcher.moving import is_placement_error
-from watcher.names import storable
-from watcher.placement import move_frame, place, place_flat
-from watcher.readiness import incomplete_reason
+from watcher.intake.claiming import ClaimedFrame, release
+from watcher.intake.durability import fsync_dir, fsync_dirs
+from watcher.intake.moving import is_placement_error
+from watcher.intake.names import storable
+from watcher.intake.placement import OutputFolderMissing, move_frame, place, place_flat
+from watcher.intake.readiness import incomplete_reason
+from watcher.pipeline.lanes import Lanes, lanes_for
 from watcher.reports import BatchReport
-from watcher.storage_errors import OutputFolderMissing
-from watcher.store import Result, Status, embedding_model_id, insert_new_rows, pack_embedding, utc_now
+from watcher.store.embeddings import embedding_model_id, pack_embedding
+from watcher.store.file_guard import DatabaseFileGuard
+from watcher.store.records import Status, result_record
+from watcher.store.schema import Result, utc_now
+from watcher.store.writes import insert_new_rows
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class BatchProcessor:
         # while the model waits for its batch.
         self._decoders = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
         self._prefetched: dict[str, Future[_Prepared]] = {}
-        # Batches may run at once (see watcher.lanes); a Keras model is not documented as safe to
+        # Batches may run at once (see watcher.pipeline.lanes); a Keras model is not documented as safe to
         # call from two threads, and the head takes well under a millisecond a batch.
         self._head_lock = threading.Lock()
         self._embedding_model = (
@@ -108,8 +110,8 @@ class BatchProcessor:
         refused: dict[str, str] | None = None,
     ) -> BatchReport:
         """Run one batch to the end (rows committed, files moved); `cpu_threads` is how many CPU
-        threads its model work may use (see watcher.lanes). Frames named in `refused` (key →
-        reason) fail with that reason without being opened (see watcher.suspects)."""
+        threads its model work may use (see watcher.pipeline.lanes). Frames named in `refused` (key →
+        reason) fail with that reason without being opened (see watcher.intake.suspects)."""
         started = time.perf_counter()
         head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
         if cpu_threads is not None:
@@ -313,7 +315,7 @@ class BatchProcessor:
         with self._engine.begin() as connection:
             # Checked with the write lock held: the file may go while BEGIN waits for it.
             self._database_guard.check()
-            return insert_new_rows(connection, rows)
+            return insert_new_rows(connection, map(result_record, rows))
 
     def _bare_failed_row(self, item: _Prepared, reason: str) -> Result:
         """The least a frame's row can say: its key, its path in plain ASCII, why, and where it went."""

@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
 
-from watcher.migrate import upgrade_to_head
-from watcher.store import Result, insert_new_rows
+from watcher.store.migrate import upgrade_to_head
+from watcher.store.records import result_record
+from watcher.store.schema import Result
+from watcher.store.session import orm_session, transaction
+from watcher.store.writes import insert_new_rows
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +40,11 @@ def copy_results(source: Engine, target: Engine, *, chunk_rows: int = CHUNK_ROWS
     upgrade_to_head(target)
     report = CopyReport()
     started = time.perf_counter()
-    with Session(source) as session:
+    with orm_session(source) as session:
         rows = session.scalars(select(Result).order_by(Result.id).execution_options(yield_per=chunk_rows))
         for chunk in rows.partitions():
-            with target.begin() as connection:
-                report.copied += len(insert_new_rows(connection, list(chunk)))
+            with transaction(target) as connection:
+                report.copied += len(insert_new_rows(connection, map(result_record, chunk)))
             report.read += len(chunk)
             logger.info("copied %d of %d rows read so far", report.copied, report.read)
     report.seconds = time.perf_counter() - started

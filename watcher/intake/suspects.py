@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from watcher.claiming import ClaimedFrame
+from watcher.intake.claiming import ClaimedFrame
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ claim the ones that are ready, and flush the batch when it is full or its oldest
 A flushed batch is processed on a worker thread while the loop claims the next one, whose frames
 are read and decoded as they are claimed: the model never waits for file handling. How many
 batches are in flight at once is the processor's `lanes` (one on a GPU; one per CPU thread, each
-with one thread, on a CPU; see watcher.lanes). A batch flushed before it is full runs alone with
+with one thread, on a CPU; see watcher.pipeline.lanes). A batch flushed before it is full runs alone with
 every thread. Each batch's outcome (a report, or a storage error that parks it) is taken back here.
 """
 
@@ -26,22 +26,22 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from watcher import suspects
-from watcher.claiming import ClaimedFrame, ClaimRefused, claim, claimed_frames
 from watcher.config import Config
-from watcher.discovery import scan_inbox
-from watcher.events import EventBatch, InboxEvents
 from watcher.faults import kill_point
-from watcher.head_reload import HeadReloader
-from watcher.heartbeat import Heartbeat, Progress
-from watcher.instance import InstanceLock, orphaned_instances
-from watcher.mounts import filesystem_type, needs_polling
-from watcher.processing import BatchProcessor
-from watcher.readiness import ReadinessTracker, Verdict
+from watcher.intake import suspects
+from watcher.intake.claiming import ClaimedFrame, ClaimRefused, claim, claimed_frames
+from watcher.intake.discovery import scan_inbox
+from watcher.intake.events import EventBatch, InboxEvents
+from watcher.intake.mounts import filesystem_type, needs_polling
+from watcher.intake.readiness import ReadinessTracker, Verdict
+from watcher.pipeline.backoff import MAX_RETRY_DELAY_S, is_transient
+from watcher.pipeline.head_reload import HeadReloader
+from watcher.pipeline.processing import BatchProcessor
 from watcher.reports import BatchReport
-from watcher.storage_errors import MAX_RETRY_DELAY_S, is_transient
-from watcher.store import Result
-from watcher.telemetry import Telemetry
+from watcher.service.heartbeat import Heartbeat, Progress
+from watcher.service.instance import InstanceLock, orphaned_instances
+from watcher.service.telemetry import Telemetry
+from watcher.store.schema import Result
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Daemon:
         settings = self._config.inbox
         rescan_every = settings.rescan_interval_s if events is not None else settings.poll_scan_s
         try:
-            # Frames left by a run that crashed are suspects (see watcher.suspects).
+            # Frames left by a run that crashed are suspects (see watcher.intake.suspects).
             stopped_cleanly = suspects.take_clean_stop(self.instance.area)
             self._heartbeat.record_start(stopped_cleanly=stopped_cleanly)
             self._recover(crashed=not stopped_cleanly)
@@ -304,7 +304,7 @@ class Daemon:
         return wait
 
     def _flush(self) -> None:
-        """Hand the batch to a worker once there is room for it (see watcher.lanes)."""
+        """Hand the batch to a worker once there is room for it (see watcher.pipeline.lanes)."""
         frames, self._batch = self._batch, []
         self._submit(frames)
 

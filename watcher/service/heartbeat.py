@@ -16,7 +16,8 @@ from datetime import datetime
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import DBAPIError
 
-from watcher.store import Instance, upsert_capable_insert, utc_now
+from watcher.store.schema import Instance, utc_now
+from watcher.store.writes import upsert_capable_insert
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Heartbeat:
         saying `running` means the previous run never said it stopped: it crashed or was killed.
         That is counted in `crashes`, with the run's last heartbeat as `last_crash_at`, so
         `status` can say so; returns True then. A database that is away costs a warning, never
-        the start. `stopped_cleanly` (the run left its clean-stop mark, see watcher.suspects)
+        the start. `stopped_cleanly` (the run left its clean-stop mark, see watcher.intake.suspects)
         settles it the other way: its last beat, `stopped`, may not have reached a locked
         database."""
         if stopped_cleanly:

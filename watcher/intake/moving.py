@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 from watcher.faults import kill_point
-from watcher.names import NAME_MAX_BYTES
+from watcher.intake.names import NAME_MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _numbered(path: Path, number: int) -> Path:
     """`x.bmp` → `x-<number>.bmp`, shortening the stem so the name still fits NAME_MAX bytes."""
     tail = f"-{number}{path.suffix}"
     room = NAME_MAX_BYTES - len(os.fsencode(tail))
-    # Destination names are storable text (see watcher.names): cut on a character boundary.
+    # Destination names are storable text (see watcher.intake.names): cut on a character boundary.
     return path.with_name(
         path.stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore") + tail
     )

@@ -18,7 +18,7 @@ from watchdog.events import EVENT_TYPE_CLOSED, FileSystemEvent, FileSystemEventH
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from watcher.discovery import relative_to_inbox
+from watcher.intake.discovery import relative_to_inbox
 
 logger = logging.getLogger(__name__)
 

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    Connection,
     DateTime,
-    Engine,
     Float,
     Index,
     Integer,
@@ -27,13 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
-    create_engine,
-    event,
-    make_url,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 logger = logging.getLogger(__name__)
@@ -46,11 +35,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class Status(StrEnum):
-    OK = "ok"
-    FAILED = "failed"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -141,113 +125,6 @@ class Instance(Base):
     # crashed or was killed), and when that run was last seen. Kept across heartbeats.
     crashes: Mapped[int] = mapped_column(Integer, server_default="0")
     last_crash_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-def upsert_capable_insert(dialect: str) -> Any:
-    """The dialect's INSERT construct, which has ON CONFLICT (both engines we support do)."""
-    return postgresql_insert if dialect == "postgresql" else sqlite_insert
-
-
-def insert_new_rows(connection: Connection, rows: list[Result]) -> set[str]:
-    """INSERT the rows whose frame key has no row yet; returns the keys that were inserted.
-
-    The frame key is the idempotency key: a batch retried after a commit whose answer was lost
-    (a connection dropped mid-commit) inserts nothing twice, on SQLite and PostgreSQL alike.
-    Rows go in key order, so concurrent writers take their index locks in the same order.
-    """
-    if not rows:
-        return set()
-    insert = upsert_capable_insert(connection.dialect.name)
-    columns = [column.key for column in Result.__table__.columns if column.key != "id"]
-    values = [
-        {name: getattr(row, name) for name in columns} for row in sorted(rows, key=lambda r: r.frame_key)
-    ]
-    statement = (
-        insert(Result).on_conflict_do_nothing(index_elements=["frame_key"]).returning(Result.frame_key)
-    )
-    return set(connection.execute(statement, values).scalars())
-
-
-def sqlite_file(url: str | URL) -> Path | None:
-    """The file a SQLite URL names (also in URI form, `sqlite:///file:/path?uri=true`), or None
-    for another database or an in-memory one. Raises ArgumentError for a URL that is not one."""
-    parsed = make_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
-        return None
-    assert database is not None
-    if parsed.query.get("uri") == "true" or database.startswith("file:"):
-        database = database.removeprefix("file:").partition("?")[0]
-    return Path(database)
-
-
-def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> Engine:
-    """An engine for `url`; SQLite gets WAL, synchronous=FULL, a busy timeout and BEGIN IMMEDIATE.
-
-    Other servers (PostgreSQL) get a connection check on checkout, so a restarted server costs a
-    reconnect instead of an error, and a name that shows in pg_stat_activity.
-
-    `read_only` is for commands that only read (`results`, `summary`, `status`, the source of
-    `db copy`): writes are refused, and on SQLite transactions start deferred, so a reader left
-    open (an export piped into `less`) holds a WAL snapshot and never the daemon's write lock.
-    """
-    if not url.startswith("sqlite"):
-        connect_args = {"application_name": "cctv-gender"} if url.startswith("postgresql") else {}
-        # hide_parameters: an error's message never carries a batch's rows (embeddings included).
-        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
-
-        @event.listens_for(engine, "connect")
-        def _session_settings(dbapi_connection: Any, _record: Any) -> None:
-            # Session settings, not connect options: the URL may carry its own `options` (a
-            # search_path, say), which connect_args would replace. lock_timeout is the busy
-            # timeout's PostgreSQL twin: a table locked by another session (VACUUM FULL, a
-            # migration) parks the batch after it, instead of blocking the daemon and its SIGTERM.
-            cursor = dbapi_connection.cursor()
-            if url.startswith("postgresql"):
-                cursor.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
-            if read_only:
-                cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-            cursor.close()
-            dbapi_connection.commit()
-
-        return engine
-    engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, hide_parameters=True)
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's begin event below issue BEGIN itself (pysqlite would defer it).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        if read_only:
-            cursor.execute("PRAGMA query_only=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        if read_only:
-            # Deferred: in WAL a reader takes a snapshot and no lock that a writer waits for.
-            connection.exec_driver_sql("BEGIN")
-            return
-        # Take the write lock up front: a deferred transaction that later upgrades to a writer
-        # can fail with SQLITE_BUSY instead of waiting out the busy timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-def embedding_model_id(clip_model: str, preprocessing_version: str) -> str:
-    return f"{clip_model} {preprocessing_version}"
-
-
-def pack_embedding(features: np.ndarray) -> bytes:
-    return features.astype("<f2").tobytes()
-
-
-def unpack_embeddings(blobs: list[bytes]) -> np.ndarray:
-    return np.stack([np.frombuffer(blob, dtype="<f2") for blob in blobs]).astype(np.float32)
 
 
 def utc_now() -> datetime:

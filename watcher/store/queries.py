@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, select
 
-from watcher.store import Result
+from watcher.store.schema import Result
 
 
 @dataclass(frozen=True)

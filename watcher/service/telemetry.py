@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from watcher.metrics import Metrics
-from watcher.notify import SystemdNotifier
 from watcher.reports import BatchReport
+from watcher.service.metrics import Metrics
+from watcher.service.notify import SystemdNotifier
 
 logger = logging.getLogger(__name__)
 

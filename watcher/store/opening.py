@@ -7,8 +7,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from watcher.config import Config, ConfigError
 from watcher.errors import StartupError
-from watcher.migrate import current_revision, head_revision, upgrade_to_head
-from watcher.store import make_engine, sqlite_file
+from watcher.store.engine import make_engine, sqlite_file
+from watcher.store.migrate import current_revision, head_revision, upgrade_to_head
 
 
 def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> Engine:

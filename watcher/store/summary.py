@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import Engine, Select, case, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from watcher.queries import ResultFilter
-from watcher.store import Result, Status
+from watcher.store.queries import ResultFilter
+from watcher.store.records import Status
+from watcher.store.schema import Result
 
 DIMENSIONS = ("camera", "hour", "day")
 COUNT_COLUMNS = (

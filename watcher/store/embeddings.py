@@ -1,0 +1,17 @@
+"""CLIP features as stored in a row: float16, little-endian, with what produced them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def embedding_model_id(clip_model: str, preprocessing_version: str) -> str:
+    return f"{clip_model} {preprocessing_version}"
+
+
+def pack_embedding(features: np.ndarray) -> bytes:
+    return features.astype("<f2").tobytes()
+
+
+def unpack_embeddings(blobs: list[bytes]) -> np.ndarray:
+    return np.stack([np.frombuffer(blob, dtype="<f2") for blob in blobs]).astype(np.float32)

@@ -1,0 +1,97 @@
+"""The statements that write result rows: each frame's row inserted once, then where its file went.
+
+The frame key is the idempotency key: a batch retried after a commit whose answer was lost (a
+connection dropped mid-commit) inserts nothing twice, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError, IntegrityError
+
+from watcher.store.records import ResultRecord, result_record
+from watcher.store.schema import Result
+from watcher.store.session import orm_session, transaction
+
+logger = logging.getLogger(__name__)
+
+# Errors that one row brings on itself (a value its column cannot hold), not the database.
+_ROW_ERRORS = (DataError, IntegrityError, UnicodeError, OverflowError, ValueError)
+
+
+@dataclass
+class InsertOutcome:
+    inserted: set[str] = field(default_factory=set)
+    # Frame key → why its row cannot be stored; those rows are not in the database.
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+def upsert_capable_insert(dialect: str) -> Any:
+    """The dialect's INSERT construct, which has ON CONFLICT (both engines we support do)."""
+    return postgresql_insert if dialect == "postgresql" else sqlite_insert
+
+
+def insert_new_rows(connection: Connection, records: Iterable[ResultRecord]) -> set[str]:
+    """INSERT the records whose frame key has no row yet; returns the keys that were inserted.
+
+    Rows go in key order, so concurrent writers take their index locks in the same order.
+    """
+    values = [record.columns() for record in sorted(records, key=lambda r: r.frame_key)]
+    if not values:
+        return set()
+    insert = upsert_capable_insert(connection.dialect.name)
+    statement = (
+        insert(Result).on_conflict_do_nothing(index_elements=["frame_key"]).returning(Result.frame_key)
+    )
+    return set(connection.execute(statement, values).scalars())
+
+
+def insert_new(
+    engine: Engine, records: list[ResultRecord], *, before_write: Callable[[], None] = lambda: None
+) -> InsertOutcome:
+    """One transaction for all the records; if some value cannot be stored, one per record, so
+    only the records at fault are rejected. `before_write` runs with the write lock held."""
+    try:
+        return InsertOutcome(inserted=_insert(engine, records, before_write))
+    except _ROW_ERRORS as error:
+        logger.warning("the batch's rows cannot be stored together (%s): storing them one by one", error)
+    outcome = InsertOutcome()
+    for record in records:
+        try:
+            outcome.inserted |= _insert(engine, [record], before_write)
+        except _ROW_ERRORS as error:
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            outcome.rejected[record.frame_key] = f"cannot store its row: {type(error).__name__}: {first_line}"
+    return outcome
+
+
+def _insert(engine: Engine, records: list[ResultRecord], before_write: Callable[[], None]) -> set[str]:
+    with transaction(engine) as connection:
+        before_write()
+        return insert_new_rows(connection, records)
+
+
+def committed(engine: Engine, keys: Iterable[str]) -> dict[str, ResultRecord]:
+    """The rows already stored for these frame keys."""
+    wanted = list(keys)
+    if not wanted:
+        return {}
+    with orm_session(engine) as session:
+        rows = session.scalars(select(Result).where(Result.frame_key.in_(wanted)))
+        return {row.frame_key: result_record(row) for row in rows}
+
+
+def set_stored_paths(engine: Engine, stored: dict[str, str]) -> None:
+    """Frame key → where its file is now (it could not go where its row first said)."""
+    if not stored:
+        return
+    with transaction(engine) as connection:
+        for key, path in stored.items():
+            connection.execute(update(Result).where(Result.frame_key == key).values(stored_path=path))
