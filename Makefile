@@ -20,8 +20,9 @@ run: $(STAMP)
 	$(BIN)/cctv-gender db upgrade --config $(CONFIG)
 	$(BIN)/cctv-gender watch --config $(CONFIG)
 
+# The whole suite, slow soak tests included, one worker per core (at most 4: each holds a model).
 test: $(STAMP) postgres lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses=4
 
 # Lint, strict types over watcher/ and model/, and the layers in pyproject.toml's importlinter.
 lint: $(STAMP)

@@ -19,9 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model
-
-from tests.helpers import files_under, write_config
+from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model, files_under, write_config
 
 BUDGET_MIB = 2048
 CAMERAS = 16

@@ -12,23 +12,21 @@ import argparse
 import json
 import os
 import resource
-import sys
+import sqlite3
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from harness import MODELS, REPO, build_model, write_config
 
-from tests.helpers import bmp_bytes, query, write_config  # noqa: E402
-from tests.tiny_clip import build_clip_checkpoint  # noqa: E402
+from model.synthetic import bmp_bytes
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20_000)
-    parser.add_argument("--model", choices=("tiny", "vit-b32"), default="tiny")
+    parser.add_argument("--model", choices=MODELS, default="tiny")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "flood.json")
     args = parser.parse_args()
 
@@ -37,13 +35,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="cctv-flood-") as scratch:
         root = Path(scratch)
-        real = args.model == "vit-b32"
-        clip = build_clip_checkpoint(
-            root / "clip",
-            vision={} if real else None,
-            text={} if real else None,
-            projection_dim=512 if real else 16,
-        )
+        clip = build_model(root / "clip", args.model)
         frame = bmp_bytes(width=64, height=48)
         for index in range(args.frames):
             folder = root / "inbox" / f"cam-{index % 16:02d}"
@@ -67,7 +59,8 @@ def main() -> int:
         seconds = time.perf_counter() - started
         done.set()
         sampler.join()
-        rows = query(root / "data" / "results.sqlite3", "SELECT count(*) FROM results")[0][0]
+        with sqlite3.connect(root / "data" / "results.sqlite3") as connection:
+            rows = connection.execute("SELECT count(*) FROM results").fetchone()[0]
 
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {

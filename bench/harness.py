@@ -1,7 +1,9 @@
-"""What the benchmarks share: the model they build, frames to drop, and the daemon as a process.
+"""What the benchmarks share: the model they build, frames to drop, config files, and the daemon as
+a process.
 
 Run the benchmarks from the repository root with the project's venv, e.g.
-`.venv/bin/python bench/latency.py`; this module is imported by them, not run.
+`.venv/bin/python bench/latency.py`; this module is imported by them, not run. The generated
+inputs (CLIP checkpoint, frames) come from `model.synthetic`, as the test suite's do.
 """
 
 from __future__ import annotations
@@ -12,43 +14,49 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from model.synthetic import ClipSize, FrameMaker, build_clip_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+MODELS: tuple[ClipSize, ...] = ("vit-b32", "tiny")
 
-from tests.helpers import bmp_bytes  # noqa: E402
-from tests.tiny_clip import build_clip_checkpoint  # noqa: E402
-
-MODELS = ("vit-b32", "tiny")
+__all__ = ["MODELS", "REPO", "DaemonProcess", "FrameMaker", "build_model", "files_under", "write_config"]
 
 
-def build_model(folder: Path, kind: str) -> Path:
-    """A random-weight CLIP saved with save_pretrained: the real ViT-B/32 architecture (the default
-    CLIPConfig) or the tests' tiny one. The weights do not change the speed."""
-    real = kind == "vit-b32"
-    return build_clip_checkpoint(
-        folder, vision={} if real else None, text={} if real else None, projection_dim=512 if real else 16
-    )
+def build_model(folder: Path, kind: ClipSize) -> Path:
+    """A random-weight CLIP saved with save_pretrained: the real ViT-B/32 architecture or the tests'
+    tiny one. The weights do not change the speed."""
+    return build_clip_checkpoint(folder, size=kind)
 
 
-class FrameMaker:
-    """Distinct 24-bit BMP frames of one size, fast: one random picture, each copy stamped with
-    its index so no two files have the same content."""
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
 
-    def __init__(self, *, width: int, height: int) -> None:
-        self._template = bytearray(bmp_bytes(width=width, height=height, seed=1))
-        self._pixels_at = int.from_bytes(self._template[10:14], "little")
 
-    def frame(self, index: int) -> bytes:
-        data = self._template
-        data[self._pixels_at : self._pixels_at + 8] = index.to_bytes(8, "little")
-        return bytes(data)
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """A config.toml of `sections` (strings, numbers, booleans): the keys the shipped defaults don't suit."""
+    lines = []
+    for section, values in sections.items():
+        lines += [f"[{section}]", *(f"{key} = {_toml_value(value)}" for key, value in values.items()), ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
 
-    def write(self, path: Path, index: int) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.frame(index))  # opened, written, closed: as an exporter does
-        return path
+
+def files_under(folder: Path) -> list[str]:
+    """Frame files below `folder`, relative, sorted: instance locks and clean-stop marks left out."""
+    found = []
+    # os.walk, not rglob: running daemons remove folders while we look, and walk skips those.
+    for directory, _, names in os.walk(folder):
+        parent = Path(directory)
+        for name in names:
+            if not (name.endswith(".lock") and parent.name == ".in-progress") and name != ".clean-stop":
+                found.append((parent / name).relative_to(folder).as_posix())
+    return sorted(found)
 
 
 class DaemonProcess:

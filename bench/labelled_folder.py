@@ -11,30 +11,21 @@ OUT/clip the checkpoint and OUT/config.toml a config that uses it. Then:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from harness import MODELS, build_model, write_config
 
-from tests.helpers import make_labelled_folder, write_config  # noqa: E402
-from tests.tiny_clip import build_clip_checkpoint  # noqa: E402
+from model.synthetic import make_labelled_folder
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-class", type=int, default=300)
-    parser.add_argument("--model", choices=("tiny", "vit-b32"), default="tiny")
+    parser.add_argument("--model", choices=MODELS, default="tiny")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    real_size = args.model == "vit-b32"
-    build_clip_checkpoint(
-        args.out / "clip",
-        vision={} if real_size else None,
-        text={} if real_size else None,
-        projection_dim=512 if real_size else 16,
-    )
+    build_model(args.out / "clip", args.model)
     make_labelled_folder(args.out / "labelled", per_class=args.per_class, seed=args.seed)
     write_config(args.out / "config.toml", {"model": {"clip": "clip"}})
     print(f"wrote {2 * args.per_class} images to {args.out / 'labelled'}; try:")

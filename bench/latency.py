@@ -21,9 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model
-
-from tests.helpers import write_config
+from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model, write_config
 
 MAX_WAIT_MS = 500  # the shipped default, written into the config below
 MARGIN_MS = 100
@@ -33,7 +31,8 @@ def forward_ms(clip: Path, *, device: str, precision: str, repeats: int = 10) ->
     """Median time of one bare CLIP image forward on one preprocessed frame, and the precision."""
     import torch
 
-    from model.clip_features import ClipFeatureExtractor, resolve_runtime
+    from model.clip_features import ClipFeatureExtractor
+    from model.runtime import resolve_runtime
 
     runtime = resolve_runtime(device=device, precision=precision)
     extractor = ClipFeatureExtractor(str(clip), runtime=runtime)

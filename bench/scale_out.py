@@ -25,10 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model
+from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model, files_under, write_config
 from sqlalchemy import create_engine, text
-
-from tests.helpers import files_under, write_config
 
 CAMERAS = 8
 

@@ -32,10 +32,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import MODELS, REPO, build_model
+from harness import MODELS, REPO, build_model, write_config
 
-from model.clip_features import ClipFeatureExtractor, Runtime, resolve_runtime
-from tests.helpers import write_bmp, write_config
+from model.clip_features import ClipFeatureExtractor
+from model.runtime import Runtime, resolve_runtime
+from model.synthetic import write_bmp
 from watcher.pipeline.lanes import lanes_for
 
 

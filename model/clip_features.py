@@ -10,13 +10,14 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
 import torch
 from PIL import Image
+
+from model.runtime import ModelLoadError, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -34,57 +35,6 @@ STAGING_CACHE_SHAPES = 4
 # Preprocessing converts a group of frames to float at their full size before resizing: at most
 # this many bytes of them at once (about 290 frames of 640x480, two of 40 megapixels).
 PREPROCESS_CHUNK_BYTES = 1024 * 1024 * 1024
-
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class ModelLoadError(Exception):
-    """The configured CLIP model cannot be loaded; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Runtime:
-    device: torch.device
-    # What the model computes in: "fp32", "fp16" or "bf16".
-    precision: str
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The weights' dtype. bf16 on a CPU keeps fp32 weights and runs under autocast."""
-        if self.device.type == "cpu" and self.precision == "bf16":
-            return torch.float32
-        return _DTYPES[self.precision]
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.device.type == "cpu" and self.precision == "bf16" else None
-
-
-def cpu_has_fast_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """AVX512-BF16 or AMX: the CPU multiplies bf16 natively (about twice fp32's speed for CLIP)."""
-    try:
-        flags = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_runtime(*, device: str, precision: str) -> Runtime:
-    """Turn the config's `auto` choices into a concrete device and precision."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"model.device is {device!r} but no CUDA device is available")
-    if precision == "auto":
-        # fp16 halves memory traffic on a GPU. CPUs lack fast fp16 kernels; bf16 autocast pays
-        # where the CPU has native bf16 instructions, fp32 elsewhere.
-        if resolved.type == "cuda":
-            precision = "fp16"
-        else:
-            precision = "bf16" if cpu_has_fast_bf16() else "fp32"
-    return Runtime(device=resolved, precision=precision)
-
 
 class ClipFeatureExtractor:
     """A loaded CLIP model with its image processor and tokenizer."""
@@ -181,7 +131,7 @@ class ClipFeatureExtractor:
         and which slots hold BGR.
 
         A BMP's pixel view reads its BGR bytes backwards to give RGB: copied that way it costs
-        13 times a plain copy, so its bytes are copied in stored order and the channels are
+        many times a plain copy, so its bytes are copied in stored order and the channels are
         swapped after resizing and cropping, on a few KB instead of the whole frame (resizing
         and cropping treat channels alike, so the result is the same).
         Buffers up to STAGING_CACHE_BYTES are kept per frame size (and per thread) and reused: a
@@ -207,8 +157,8 @@ class ClipFeatureExtractor:
     def _transform(self, batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
         """The processor's own resize, crop and normalisation, applied to the whole batch at once.
 
-        Calling the processor itself splits a batch into single images again (about 2.5 times
-        slower on a CPU); its steps on the batch give identical values (tested).
+        Calling the processor itself splits a batch into single images again (slower on a CPU);
+        its steps on the batch give identical values (tested).
         """
         processor = self._processor
         steps = ("resize", "center_crop", "rescale_and_normalize")
@@ -249,7 +199,7 @@ class ClipFeatureExtractor:
 
     def warm_up(self, batch_size: int) -> None:
         """One forward pass on a blank batch: kernel selection, weight packing and allocator growth
-        happen here, at start-up, instead of in the first real batch (3 to 4 times slower)."""
+        happen here, at start-up, instead of in the first real batch."""
         crop = getattr(self._processor, "crop_size", None) or {"height": 224, "width": 224}
         height, width = crop["height"], crop["width"]
         self.embed_pixels(

@@ -45,58 +45,65 @@ def extract_labelled(
 ) -> ExtractedFeatures:
     """Features for every readable image; unreadable ones are skipped with their reason."""
     started = time.perf_counter()
-    rows: dict[int, np.ndarray] = {}
-    hashes: dict[int, str] = {}
-    skipped: dict[str, str] = {}
-    pending: list[tuple[int, object]] = []
-    hits = extracted = 0
-
-    def flush() -> None:
-        nonlocal extracted
-        if not pending:
-            return
-        features = extractor.image_features([image for _, image in pending])  # type: ignore[misc]
-        for (index, _), row in zip(pending, features, strict=True):
-            rows[index] = row
-            if cache is not None:
-                cache.put(hashes[index], row)
-        extracted += len(pending)
-        pending.clear()
-
+    run = _Extraction(extractor, cache)
     for index, item in enumerate(tqdm(images, desc="features", unit="img", disable=not progress)):
+        run.add(index, item, max_pixels=max_pixels)
+        if len(run.pending) >= batch_size:
+            run.flush()
+    run.flush()
+    for name, reason in run.skipped.items():
+        logger.warning("skipped %s: %s", name, reason)
+    kept = sorted(run.rows)
+    return ExtractedFeatures(
+        features=np.stack([run.rows[i] for i in kept]).astype(np.float32)
+        if kept
+        else np.zeros((0, extractor.feature_size), np.float32),
+        labels=np.array([LABEL_ORDER.index(images[i].label) for i in kept], dtype=np.int64),
+        items=[images[i] for i in kept],
+        content_hashes=[run.hashes[i] for i in kept],
+        skipped=run.skipped,
+        cache_hits=run.hits,
+        extracted=run.extracted,
+        seconds=time.perf_counter() - started,
+    )
+
+
+class _Extraction:
+    """Images in, feature rows out: from the cache by content hash, or through CLIP in batches."""
+
+    def __init__(self, extractor: ClipFeatureExtractor, cache: FeatureCache | None) -> None:
+        self._extractor = extractor
+        self._cache = cache
+        self.rows: dict[int, np.ndarray] = {}
+        self.hashes: dict[int, str] = {}
+        self.skipped: dict[str, str] = {}  # image name → reason
+        self.pending: list[tuple[int, np.ndarray]] = []
+        self.hits = self.extracted = 0
+
+    def add(self, index: int, item: LabelledImage, *, max_pixels: int) -> None:
         try:
             data = item.path.read_bytes()
         except OSError as error:
-            skipped[item.name] = f"cannot read: {error.strerror or error}"
-            continue
-        hashes[index] = hashlib.sha256(data).hexdigest()
-        cached = cache.get(hashes[index]) if cache is not None else None
+            self.skipped[item.name] = f"cannot read: {error.strerror or error}"
+            return
+        self.hashes[index] = hashlib.sha256(data).hexdigest()
+        cached = self._cache.get(self.hashes[index]) if self._cache is not None else None
         if cached is not None:
-            rows[index] = cached
-            hits += 1
-            continue
+            self.rows[index] = cached
+            self.hits += 1
+            return
         try:
-            pending.append((index, decode_pixels(data, max_pixels=max_pixels)))
+            self.pending.append((index, decode_pixels(data, max_pixels=max_pixels)))
         except UndecodableImage as error:
-            skipped[item.name] = str(error)
-            continue
-        if len(pending) >= batch_size:
-            flush()
-    flush()
+            self.skipped[item.name] = str(error)
 
-    kept = sorted(rows)
-    for name, reason in skipped.items():
-        logger.warning("skipped %s: %s", name, reason)
-    feature_size = extractor.feature_size
-    return ExtractedFeatures(
-        features=np.stack([rows[i] for i in kept]).astype(np.float32)
-        if kept
-        else np.zeros((0, feature_size), np.float32),
-        labels=np.array([LABEL_ORDER.index(images[i].label) for i in kept], dtype=np.int64),
-        items=[images[i] for i in kept],
-        content_hashes=[hashes[i] for i in kept],
-        skipped=skipped,
-        cache_hits=hits,
-        extracted=extracted,
-        seconds=time.perf_counter() - started,
-    )
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        features = self._extractor.image_features([image for _, image in self.pending])
+        for (index, _), row in zip(self.pending, features, strict=True):
+            self.rows[index] = row
+            if self._cache is not None:
+                self._cache.put(self.hashes[index], row)
+        self.extracted += len(self.pending)
+        self.pending.clear()

@@ -9,14 +9,11 @@ the model's batch. Everything else goes through Pillow, which gives the same val
 from __future__ import annotations
 
 import io
-import logging
 import struct
 import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-
-logger = logging.getLogger(__name__)
 
 
 class UndecodableImage(Exception):

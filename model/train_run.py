@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.dataset import fingerprint, require_enough, scan_labelled_folder
 from model.evaluation import beats, classification_metrics, roc_points
-from model.extraction import extract_labelled
+from model.extraction import ExtractedFeatures, extract_labelled
 from model.feature_cache import FeatureCache
 from model.keras_head import KerasHead
 from model.labels import LABEL_ORDER, Label
@@ -35,7 +35,7 @@ from model.registry import (
 )
 from model.report import REPORT, comparison_table, write_report
 from model.serving import build_zero_shot_head, load_registered_head
-from model.training import FitSettings, SplitFractions, choose_threshold, fit_head, stratified_split
+from model.training import FitSettings, Split, SplitFractions, choose_threshold, fit_head, stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -103,23 +103,79 @@ def _decide(
     return True, f"promoted: accuracy {new['accuracy']:.3f} beats {beaten}"
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    version: str
+    model: Any  # the Keras model, saved into the registry
+    head: KerasHead
+    history: dict[str, list[float]]
+    split: Split
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    probabilities: dict[str, tuple[np.ndarray, float]]  # name → (test probabilities, threshold)
+    results: dict[str, dict[str, Any]]
+    current: str | None
+    note: str  # why the current head is missing from the comparison, if it is
+
+
 def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> TrainingOutcome:
-    images = scan_labelled_folder(options.data)
+    extracted = _extract(options, extractor)
+    counts = {label: extracted.count(label) for label in LABEL_ORDER}
+    require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
+    fitted = _fit(options, extracted)
+    comparison = _compare(options, extractor, extracted, fitted)
+    promoted, decision = _decide(options.promote, fitted.version, comparison.results, comparison.current)
+    decision += comparison.note
+    metadata = _metadata(options, extractor, extracted, fitted, comparison, counts)
+    summary = _summary(options, extractor, extracted, fitted, counts, decision)
+    y_test = extracted.labels[fitted.split.test]
+    curves = {name: roc_points(y_test, positive) for name, (positive, _) in comparison.probabilities.items()}
+
+    def write(folder: Path) -> None:
+        fitted.model.save(folder / HEAD_FILE)
+        (folder / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+        write_report(
+            folder,
+            version=fitted.version,
+            results=comparison.results,
+            summary=summary,
+            skipped=extracted.skipped,
+            history=fitted.history,
+            curves=curves,
+        )
+
+    folder = register_version(options.registry, fitted.version, write)
+    if promoted:
+        promote(options.registry, fitted.version)
+    return TrainingOutcome(
+        version=fitted.version,
+        folder=folder,
+        results=comparison.results,
+        promoted=promoted,
+        decision=decision,
+        extraction_seconds=extracted.seconds,
+        fit_seconds=fitted.seconds,
+        skipped=extracted.skipped,
+    )
+
+
+def _extract(options: TrainingOptions, extractor: ClipFeatureExtractor) -> ExtractedFeatures:
     cache = None
     if options.feature_cache is not None:
         cache = FeatureCache(
             options.feature_cache, clip_model=extractor.source, preprocessing_version=PREPROCESSING_VERSION
         )
     extracted = extract_labelled(
-        images,
+        scan_labelled_folder(options.data),
         extractor=extractor,
         cache=cache,
         batch_size=options.extract_batch_size,
         max_pixels=options.max_pixels,
         progress=options.progress,
     )
-    counts = {label: extracted.count(label) for label in LABEL_ORDER}
-    require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
     logger.info(
         "features for %d images in %.1f s (%d extracted, %d cached, %d skipped)",
         len(extracted.items),
@@ -128,45 +184,60 @@ def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> Train
         extracted.cache_hits,
         len(extracted.skipped),
     )
+    return extracted
 
+
+def _fit(options: TrainingOptions, extracted: ExtractedFeatures) -> _Fitted:
     split = stratified_split(extracted.labels, fractions=options.fractions, seed=options.fit.seed)
     x, y = extracted.features, extracted.labels
     started = time.perf_counter()
     model, history = fit_head(
         x[split.train], y[split.train], x[split.validation], y[split.validation], settings=options.fit
     )
-    fit_seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     version = new_version_name(options.registry)
     head = KerasHead(model, threshold=0.5, version=version)
     head.threshold = choose_threshold(y[split.validation], head.positive_probability(x[split.validation]))
+    return _Fitted(version, model, head, history, split, seconds)
 
+
+def _compare(
+    options: TrainingOptions, extractor: ClipFeatureExtractor, extracted: ExtractedFeatures, fitted: _Fitted
+) -> _Comparison:
+    """The new head, zero-shot, a logistic probe and the current head, on the test split only."""
+    x, y, split = extracted.features, extracted.labels, fitted.split
     x_test, y_test = x[split.test], y[split.test]
-    probabilities: dict[str, tuple[np.ndarray, float]] = {
-        version: (head.positive_probability(x_test), head.threshold),
-    }
+    probabilities = {fitted.version: (fitted.head.positive_probability(x_test), fitted.head.threshold)}
     zero_shot = build_zero_shot_head(extractor, options.prompts)
     probabilities[ZERO_SHOT] = (zero_shot.positive_probability(x_test), zero_shot.threshold)
     probe = LogisticRegression(max_iter=5000, class_weight="balanced")
     probe.fit(x[split.train], y[split.train])
     probabilities[LOGISTIC] = (probe.predict_proba(x_test)[:, 1], 0.5)
     current = current_version(options.registry)
-    current_note = ""
+    note = ""
     if current is not None:
         try:
             incumbent = load_registered_head(options.registry, current, clip=extractor)
             probabilities[current] = (incumbent.positive_probability(x_test), incumbent.threshold)
         except RegistryError as error:
-            current_note = f" (current head {current} not compared: {error})"
+            note = f" (current head {current} not compared: {error})"
     results = {
         name: classification_metrics(y_test, positive, threshold=threshold)
         for name, (positive, threshold) in probabilities.items()
     }
-    promoted, decision = _decide(options.promote, version, results, current)
-    decision += current_note
+    return _Comparison(probabilities, results, current, note)
 
-    epochs_run = len(history.get("loss", []))
-    val_loss = history.get("val_loss", [])
-    summary = {
+
+def _summary(
+    options: TrainingOptions,
+    extractor: ClipFeatureExtractor,
+    extracted: ExtractedFeatures,
+    fitted: _Fitted,
+    counts: dict[Label, int],
+    decision: str,
+) -> dict[str, Any]:
+    split, val_loss = fitted.split, fitted.history.get("val_loss", [])
+    return {
         "data": str(options.data),
         "counts": ", ".join(f"{label.upper()} {count}" for label, count in counts.items()),
         "clip_model": extractor.source,
@@ -176,21 +247,31 @@ def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> Train
         "extraction_seconds": extracted.seconds,
         "extracted": extracted.extracted,
         "cache_hits": extracted.cache_hits,
-        "fit_seconds": fit_seconds,
-        "epochs_run": epochs_run,
+        "fit_seconds": fitted.seconds,
+        "epochs_run": len(fitted.history.get("loss", [])),
         "best_epoch": int(np.argmin(val_loss)) + 1 if val_loss else 0,
     }
-    metadata = HeadMetadata(
+
+
+def _metadata(
+    options: TrainingOptions,
+    extractor: ClipFeatureExtractor,
+    extracted: ExtractedFeatures,
+    fitted: _Fitted,
+    comparison: _Comparison,
+    counts: dict[Label, int],
+) -> HeadMetadata:
+    split, version, results = fitted.split, fitted.version, comparison.results
+    labelled = zip(extracted.content_hashes, map(_label_of, extracted.labels), strict=True)
+    return HeadMetadata(
         version=version,
         clip_model=extractor.source,
         feature_size=extractor.feature_size,
         preprocessing_version=PREPROCESSING_VERSION,
-        threshold=head.threshold,
+        threshold=fitted.head.threshold,
         extra={
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "dataset_fingerprint": fingerprint(
-                list(zip(extracted.content_hashes, map(_label_of, y), strict=True))
-            ),
+            "dataset_fingerprint": fingerprint(list(labelled)),
             "dataset": {"path": str(options.data), "counts": {str(k): v for k, v in counts.items()}},
             "split": {
                 "train": len(split.train),
@@ -205,34 +286,6 @@ def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> Train
             "package_versions": _package_versions(),
             "report": REPORT,
         },
-    )
-    curves = {name: roc_points(y_test, positive) for name, (positive, _) in probabilities.items()}
-
-    def write(folder: Path) -> None:
-        model.save(folder / HEAD_FILE)
-        (folder / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
-        write_report(
-            folder,
-            version=version,
-            results=results,
-            summary=summary,
-            skipped=extracted.skipped,
-            history=history,
-            curves=curves,
-        )
-
-    folder = register_version(options.registry, version, write)
-    if promoted:
-        promote(options.registry, version)
-    return TrainingOutcome(
-        version=version,
-        folder=folder,
-        results=results,
-        promoted=promoted,
-        decision=decision,
-        extraction_seconds=extracted.seconds,
-        fit_seconds=fit_seconds,
-        skipped=extracted.skipped,
     )
 
 

@@ -1,6 +1,18 @@
+"""Fixtures for the whole suite, and how it is scheduled.
+
+`make test` runs it on every core (pytest-xdist, `-n auto`): each worker process builds its own
+tiny CLIP once (session scope), and PostgreSQL tests get a schema of their own, so tests never see
+each other's files or rows. The one test that restarts the PostgreSQL server takes a lock that the
+other PostgreSQL tests share (`_postgres_lock`), so no worker's connection is cut under it.
+Soak tests (`SLOW`) are marked `slow` and scheduled first, so the longest run beside the rest;
+`pytest -m "not slow"` is the quick loop, and `make test` (CI) runs everything.
+"""
+
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -9,8 +21,52 @@ from typing import Any
 
 import pytest
 
+from model.synthetic import build_clip_checkpoint
 from tests.helpers import RunningDaemon, write_config
-from tests.tiny_clip import build_clip_checkpoint
+
+# Soak tests: many daemon processes started, killed and restarted each (file::function, every
+# parametrisation). Each runs for 10 s or more on two cores.
+SLOW = frozenset(
+    {
+        "test_faults.py::test_killed_at_each_step_then_restarted",
+        "test_faults.py::test_killed_at_random_moments",
+        "test_faults.py::test_three_daemons_share_an_inbox_and_survive_losing_one",
+        "test_nothing_halts.py::test_a_frame_that_kills_the_daemon_is_failed_after_3_crashes_and_innocents_are_not",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the soak tests `slow` and move them to the front: with xdist the longest tests start
+    first, and the short ones fill in around them (the suite ends when its last worker does)."""
+    modules = {item.path.name: item.module for item in items if isinstance(item, pytest.Function)}
+    for name in SLOW:  # a renamed test must not drop out of the list unnoticed
+        file, function = name.split("::")
+        if file in modules and not hasattr(modules[file], function):
+            raise pytest.UsageError(f"tests/conftest.py: SLOW names {name}, which does not exist")
+    for item in items:
+        if f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in SLOW:
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept otherwise
+
+
+def _utf8(text: str) -> str:
+    """`text` with lone surrogates (undecodable bytes of file names, as os.fsdecode keeps them)
+    written as escapes: xdist sends reports between processes as UTF-8, which refuses them."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """Reports that cross to the xdist controller intact: the suite drops frames with names that are
+    not UTF-8, and their paths end up in captured logs and assertion messages."""
+    report: pytest.TestReport = yield
+    report.sections = [(title, _utf8(content)) for title, content in report.sections]
+    if report.failed and report.longrepr is not None:
+        text = str(report.longrepr)
+        if _utf8(text) != text:
+            report.longrepr = _utf8(text)
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +123,27 @@ POSTGRES_SERVER = os.environ.get(
 )
 
 
+# The fixture by which a test stops and starts the PostgreSQL server (tests/test_databases.py).
+RESTARTS_POSTGRES = "postgres_control"
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def _postgres_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Shared by every test on the PostgreSQL server, exclusive for a test that restarts it: the
+    restart waits until no other test (in any xdist worker, or another run on this machine) is
+    connected, and holds the others off until the server is back. A lock file, not a wait."""
+    exclusive = RESTARTS_POSTGRES in request.fixturenames
+    path = Path(tempfile.gettempdir()) / "cctv-gender-tests-postgres.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def postgres_url(_postgres_lock: None) -> Iterator[str]:
     """A database URL on the real PostgreSQL whose tables live in a schema of this test's own,
     dropped afterwards: tests (and CI runs) never see each other's rows."""
     from sqlalchemy import create_engine, text

@@ -1,9 +1,12 @@
-"""Shared test helpers: frames on disk, config files, and waiting without sleeping blindly."""
+"""Shared test helpers: config files, reading results, daemons as processes, and waiting without
+sleeping blindly. Generated inputs (the tiny CLIP, BMP frames) are `model.synthetic`'s."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -12,10 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
+
+from model.synthetic import bmp_bytes
 
 if TYPE_CHECKING:
     from watcher.pipeline.daemon import Daemon
+
+REPO = Path(__file__).resolve().parents[1]
 
 # A BMP header declaring 100000×100000 pixels: a decompression bomb, refused before decoding.
 BOMB_BMP = (
@@ -37,32 +43,11 @@ class RunningDaemon:
         wait_for(lambda: self.daemon.turns >= start + count, what=f"{count} more turns of the loop")
 
 
-def write_bmp(path: Path, *, width: int = 64, height: int = 48, mode: str = "RGB", seed: int = 0) -> Path:
-    """A real BMP with random pixels: 24-bit for RGB, 8-bit palette for P or L."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    image = Image.fromarray(pixels, "RGB")
-    if mode != "RGB":
-        image = image.convert(mode)
-    image.save(path, format="BMP")
-    return path
-
-
-def bmp_bytes(*, width: int = 64, height: int = 48, mode: str = "RGB", seed: int = 0) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8), "RGB")
-    (image if mode == "RGB" else image.convert(mode)).save(buffer, format="BMP")
-    return buffer.getvalue()
-
-
 def feature_cosines(clip: Path, *, reference: tuple[str, str], candidate: tuple[str, str]) -> np.ndarray:
     """Cosine similarity, frame by frame, of CLIP features at two (device, precision) settings."""
-    from model.clip_features import ClipFeatureExtractor, resolve_runtime
+    from model.clip_features import ClipFeatureExtractor
     from model.images import decode_rgb
+    from model.runtime import resolve_runtime
 
     images = [decode_rgb(bmp_bytes(width=640, height=480, seed=seed), max_pixels=10**8) for seed in range(8)]
     features = [
@@ -73,6 +58,18 @@ def feature_cosines(clip: Path, *, reference: tuple[str, str], candidate: tuple[
     ]
     # Features are L2-normalised, so the dot product is the cosine similarity.
     return np.sum(features[0] * features[1], axis=1)
+
+
+def start_watch_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`cctv-gender watch` as a process of its own (real signals), its log (stderr) in `log`."""
+    env = {key: value for key, value in os.environ.items() if key != "JOURNAL_STREAM"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        env=env,
+    )
 
 
 def toml_value(value: Any) -> str:
@@ -145,37 +142,9 @@ def files_under(folder: Path) -> list[str]:
     return sorted(found)
 
 
-def write_striped_bmp(path: Path, *, vertical: bool, seed: int, width: int = 64, height: int = 48) -> Path:
-    """A frame whose class shows: warmer horizontal stripes, or cooler vertical ones, under noise."""
-    rng = np.random.default_rng(seed)
-    period = int(rng.integers(4, 9))
-    axis = np.arange(width if vertical else height)
-    stripes = ((axis // period) % 2).astype(np.float32)
-    band = stripes[None, :] if vertical else stripes[:, None]
-    band = np.broadcast_to(band, (height, width))
-    # Close colours under heavy noise: learnable, but not trivially.
-    colour = np.array([110, 100, 150] if vertical else [150, 100, 110], dtype=np.float32)
-    pixels = 50 + band[..., None] * colour + rng.normal(0, 70, size=(height, width, 3))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path, format="BMP")
-    return path
-
-
-def make_labelled_folder(root: Path, *, per_class: int, seed: int = 0) -> Path:
-    """FEMALE/ (warm, horizontal) and MALE/ (cool, vertical): classes a tiny random CLIP can tell apart."""
-    for index in range(per_class):
-        write_striped_bmp(root / "FEMALE" / f"f{index:04d}.bmp", vertical=False, seed=seed * 100_000 + index)
-        write_striped_bmp(
-            root / "MALE" / f"m{index:04d}.bmp", vertical=True, seed=seed * 100_000 + 50_000 + index
-        )
-    return root
-
-
 def mount_tmpfs(folder: Path, *, size: str) -> None:
     """A real tmpfs of `size` at `folder` (made if missing): another filesystem, small enough to
     fill. Skips the test where mounting is not allowed; the caller unmounts (`umount -l`)."""
-    import subprocess
-
     import pytest
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.clip_features import ClipFeatureExtractor, ModelLoadError, Runtime, resolve_runtime
+from model.clip_features import ClipFeatureExtractor
+from model.runtime import ModelLoadError, Runtime, resolve_runtime
 from watcher.pipeline.lanes import plan_lanes
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_bmp
+from model.synthetic import write_bmp
+from tests.helpers import write_config
 from watcher.commands.main import main
 from watcher.store.migrate import head_revision
 
@@ -35,6 +36,27 @@ def test_python_dash_m_watcher_is_the_same_command_line() -> None:
         check=False,
     )
     assert completed.returncode == 0 and "watch" in completed.stdout and "results" in completed.stdout
+
+
+def test_the_commands_that_only_read_never_load_torch(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", {})
+    script = (
+        "import sys\n"
+        "from watcher.commands.main import main\n"
+        "for command in (['db', 'upgrade'], ['status'], ['results'], ['summary']):\n"
+        "    main([*command, '--config', sys.argv[1]])\n"
+        "print('heavy:', [name for name in ('torch', 'transformers', 'keras') if name in sys.modules])\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "heavy: []" in completed.stdout, completed.stdout
 
 
 def test_db_upgrade_creates_the_database(

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import re
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from tests.helpers import write_config
-from watcher.commands.main import main
-from watcher.config import ConfigError, find_config, load_config
+from watcher.config import Config, ConfigError, ConfigSource, find_config, load_config
+
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
 
 def test_defaults_resolve_against_the_config_folder(tmp_path: Path) -> None:
@@ -20,11 +27,118 @@ def test_defaults_resolve_against_the_config_folder(tmp_path: Path) -> None:
     assert config.model.clip == "openai/clip-vit-base-patch32"
 
 
-def test_repository_config_is_valid_and_documents_the_defaults() -> None:
-    repo_config = Path(__file__).resolve().parent.parent / "config.toml"
-    config = load_config(repo_config)
-    assert config.paths.inbox == repo_config.parent / "inbox"
-    assert config.model.device == "auto" and config.model.precision == "auto"
+def test_repository_config_is_valid_and_its_values_are_the_defaults() -> None:
+    config = load_config(REPO_CONFIG)
+    assert config.paths.inbox == REPO_CONFIG.parent / "inbox"
+    assert config.source == REPO_CONFIG
+    # Validated in the same folder, the file and an empty config are the same configuration.
+    assert config == Config.model_validate({}, context=ConfigSource(REPO_CONFIG))
+
+
+@dataclass(frozen=True)
+class Documented:
+    comment: str
+    commented_out: bool
+    value: str | None
+
+
+_TABLE = re.compile(r"^\[(?P<name>[a-z_.]+)\]$")
+_KEY = re.compile(r"^(?P<commented_out># )?(?P<key>[a-z_]+) = (?P<value>.+)$")
+
+
+def _documented(text: str) -> dict[str, Documented]:
+    """Every table and key of config.toml (keys shown commented out too) with the comment lines
+    right above it, joined into one sentence."""
+    found: dict[str, Documented] = {}
+    table, comment = "", []
+    for line in text.splitlines():
+        if match := _TABLE.match(line):
+            table = match["name"]
+            found[table] = Documented(" ".join(comment), commented_out=False, value=None)
+        elif match := _KEY.match(line):
+            found[f"{table}.{match['key']}"] = Documented(
+                " ".join(comment), commented_out=bool(match["commented_out"]), value=match["value"]
+            )
+        elif line.startswith("#"):
+            comment.append(line.removeprefix("#").strip())
+            continue
+        comment = []
+    return found
+
+
+def _described(model: type[BaseModel], prefix: str = "") -> dict[str, FieldInfo]:
+    """Every section and key of the model, dotted, with its field."""
+    fields: dict[str, FieldInfo] = {}
+    for name, field in model.model_fields.items():
+        fields[prefix + name] = field
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            fields |= _described(field.annotation, f"{prefix}{name}.")
+    return fields
+
+
+def test_config_toml_documents_every_key_with_its_description() -> None:
+    documented = _documented(REPO_CONFIG.read_text(encoding="utf-8"))
+    described = _described(Config)
+
+    assert sorted(documented) == sorted(described), "config.toml and the model name different keys"
+    differing = {
+        key: (documented[key].comment, " ".join((field.description or "").split()))
+        for key, field in described.items()
+        if not field.description or documented[key].comment != " ".join(field.description.split())
+    }
+    assert differing == {}, "(config.toml's comment, the field's description) differ"
+    # A key left out means "not set": only keys whose default is None are shown commented out.
+    unset = {key for key, field in described.items() if field.default is None}
+    assert {key for key, doc in documented.items() if doc.commented_out} == unset
+
+
+def test_the_commented_out_examples_are_valid_values(tmp_path: Path) -> None:
+    examples = {key: doc for key, doc in _documented(REPO_CONFIG.read_text()).items() if doc.commented_out}
+    assert examples
+    for key, doc in examples.items():
+        *tables, name = key.split(".")
+        raw: dict[str, Any] = {name: tomllib.loads(f"v = {doc.value}")["v"]}
+        for table in reversed(tables):
+            raw = {table: raw}
+        config = Config.model_validate(raw, context=ConfigSource(tmp_path / "config.toml"))
+        section: Any = config
+        for part in key.split("."):
+            section = getattr(section, part)
+        assert section is not None, key
+
+
+@pytest.mark.parametrize("placeholder", ["", None], ids=["empty_string", "left_out"])
+def test_optional_settings_not_set(tmp_path: Path, placeholder: str | None) -> None:
+    sections: dict[str, dict[str, Any]] = {}
+    if placeholder is not None:  # how earlier config files said "not set"
+        sections = {
+            "model": {"registry": ""},
+            "training": {"feature_cache": ""},
+            "database": {"url": ""},
+            "metrics": {"listen": ""},
+        }
+    config = load_config(write_config(tmp_path / "config.toml", sections))
+
+    assert config.model.registry is None and config.training.feature_cache is None
+    assert config.database.url is None and config.metrics.listen is None
+    assert config.registry_dir == tmp_path / "data" / "models"
+    assert config.feature_cache_dir == tmp_path / "data" / "feature-cache"
+    assert config.database_url == f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
+
+
+def test_optional_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "site"
+    folder.mkdir()
+    sections = {"model": {"registry": "heads"}, "training": {"feature_cache": "../cache"}}
+
+    config = load_config(write_config(folder / "config.toml", sections))
+
+    assert config.registry_dir == folder / "heads"
+    assert config.feature_cache_dir == tmp_path / "cache"
+    assert config.source == folder / "config.toml"
 
 
 def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None:
@@ -67,6 +181,25 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
             {"paths": {"inbox": "a", "failed": "a/failed"}},
             "paths.failed: must not be inside paths.inbox",
             id="nested_output",
+        ),
+        pytest.param({"paths": {"data": 3}}, "paths.data: Input should be a valid string", id="not_text"),
+        pytest.param(
+            {"model": {"registry": 3}},
+            "model.registry: Input should be a valid string",
+            id="optional_not_text",
+        ),
+        pytest.param(
+            {"metrics": {"listen": "9464"}}, "metrics.listen: must be HOST:PORT", id="listen_without_host"
+        ),
+        pytest.param(
+            {"training": {"validation_fraction": 0.45, "test_fraction": 0.4}},
+            "training.test_fraction: with training.validation_fraction it leaves under 20% to train on",
+            id="nothing_left_to_train_on",
+        ),
+        pytest.param(
+            {"paths": {"data": "inbox/state"}},
+            "paths.data: the database file must not be inside paths.inbox",
+            id="database_in_the_inbox",
         ),
     ],
 )
@@ -138,6 +271,8 @@ def test_folders_are_compared_as_the_filesystem_sees_them(
 def test_the_cli_refuses_a_disguised_inbox_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from watcher.commands.main import main
+
     (tmp_path / "inbox").mkdir()
     (tmp_path / "processed").symlink_to(tmp_path / "inbox")
     path = write_config(tmp_path / "config.toml", {"paths": {"processed": str(tmp_path / "processed")}})
@@ -178,11 +313,39 @@ def test_a_relative_sqlite_url_resolves_against_the_config_folder(
     assert config.database_url == expected.format(config=folder, parent=tmp_path)
 
 
+def test_every_problem_is_reported_one_line_each(tmp_path: Path) -> None:
+    sections = {
+        "paths": {"inbox": "a", "processed": "a"},
+        "batch": {"size": 0, "sise": 3},
+        "model": {"device": "tpu"},
+        "model.zero_shot": {"male": ["a man", ""]},
+        "training": {"validation_fraction": 0.45, "test_fraction": 0.45},
+        "metrics": {"listen": "nowhere"},
+    }
+    path = write_config(tmp_path / "config.toml", sections)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    lines = str(caught.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == [
+        "paths.processed",
+        "batch.size",
+        "batch.sise",
+        "model.device",
+        "model.zero_shot.male",
+        "training.test_fraction",
+        "metrics.listen",
+    ]
+    assert all(line.startswith(f"{path}: ") for line in lines)
+
+
 def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[batch\nsize = 3\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
         load_config(path)
+    assert "\n" not in str(caught.value)
 
 
 def test_missing_config_lists_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,6 +364,8 @@ def test_default_config_is_the_working_directory_one(tmp_path: Path, monkeypatch
 
 
 def test_cli_stops_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from watcher.commands.main import main
+
     path = write_config(tmp_path / "config.toml", {"batch": {"max_wait_ms": -1}})
 
     code = main(["watch", "--once", "--config", str(path)])
@@ -211,3 +376,17 @@ def test_cli_stops_with_one_line_naming_the_key(tmp_path: Path, capsys: pytest.C
     assert "batch.max_wait_ms" in err and "Traceback" not in err
     # Nothing was created: startup stopped before touching the disk.
     assert not (tmp_path / "inbox").exists()
+
+
+def test_the_cli_lists_every_problem_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from watcher.commands.main import main
+
+    path = write_config(tmp_path / "config.toml", {"batch": {"size": 0, "max_wait_ms": -1}})
+
+    assert main(["status", "--config", str(path)]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "Traceback" not in err
+    assert "batch.size" in err.splitlines()[0] and "batch.max_wait_ms" in err.splitlines()[1]

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningDaemon, bmp_bytes, files_under, query, wait_for, write_bmp
-
-REPO = Path(__file__).resolve().parent.parent
+from model.synthetic import bmp_bytes, write_bmp
+from tests.helpers import RunningDaemon, files_under, query, start_watch_process, wait_for
 
 
 def _row_count(tmp_path: Path) -> int:
@@ -85,17 +81,6 @@ def test_a_partial_batch_is_flushed_after_max_wait(
     wait_for(lambda: running.daemon.report.batches == 1, what="the batch to be reported")
 
 
-def _start_subprocess(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {key: value for key, value in os.environ.items() if key != "JOURNAL_STREAM"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-        env=env,
-    )
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_commits_the_batch_in_hand_then_exits_zero(
     make_config: Callable[..., Path], tmp_path: Path, signum: signal.Signals
@@ -103,7 +88,7 @@ def test_a_signal_commits_the_batch_in_hand_then_exits_zero(
     # A batch that would wait a minute: the signal must flush it, not drop or abandon it.
     config = make_config(batch={"size": 64, "max_wait_ms": 60_000})
     log = tmp_path / "daemon.log"
-    process = _start_subprocess(config, log)
+    process = start_watch_process(config, log)
     try:
         wait_for(lambda: "watching" in log.read_text(), timeout=120, what="the daemon to start")
         for index in range(3):

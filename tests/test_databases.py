@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tests.helpers import RunningDaemon, files_under, query_url, wait_for, write_bmp
+from model.synthetic import write_bmp
+from tests.helpers import RunningDaemon, files_under, query_url, wait_for
 from watcher.commands.main import main
-from watcher.pipeline.processing import BatchProcessor
+from watcher.pipeline.recording import Recorder
+from watcher.pipeline.stages import Classified, Stored
 from watcher.store.engine import make_engine
+from watcher.store.errors import translate
 from watcher.store.migrate import head_revision, upgrade_to_head
 from watcher.store.records import ResultRecord
 from watcher.store.writes import insert_new_rows
@@ -86,21 +89,25 @@ def test_a_commit_whose_answer_was_lost_is_not_counted_twice(
     # The rows are committed, then the connection drops before the daemon hears so (simulated
     # here: real code raises what psycopg raises for a lost server). The batch is retried after
     # reconnecting and finds its rows.
-    original = BatchProcessor._commit
+    original = Recorder.record
     lost: list[bool] = []
 
-    def commit_then_lose_the_answer(self: BatchProcessor, prepared: list) -> None:
-        original(self, prepared)
+    def commit_then_lose_the_answer(self: Recorder, classified: list[Classified]) -> list[Stored]:
+        stored = original(self, classified)
         if not lost:
             lost.append(True)
-            raise OperationalError(
-                "COMMIT",
-                None,
-                ConnectionError("server closed the connection unexpectedly"),
-                connection_invalidated=True,
+            # What the store's boundary makes of psycopg's error for a dropped connection.
+            raise translate(
+                OperationalError(
+                    "COMMIT",
+                    None,
+                    ConnectionError("server closed the connection unexpectedly"),
+                    connection_invalidated=True,
+                )
             )
+        return stored
 
-    monkeypatch.setattr(BatchProcessor, "_commit", commit_then_lose_the_answer)
+    monkeypatch.setattr(Recorder, "record", commit_then_lose_the_answer)
     start_daemon(batch={"size": 4, "max_wait_ms": 50}, database={"url": database_url})
     for index in range(4):
         write_bmp(tmp_path / "inbox" / "cam" / f"{index}.bmp", seed=index)

@@ -19,12 +19,14 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
-from model.clip_features import ClipFeatureExtractor, Runtime, as_uint8_array
+from model.clip_features import ClipFeatureExtractor, as_uint8_array
 from model.dataset import LabelledImage
 from model.extraction import extract_labelled
 from model.images import decode_pixels, decode_rgb
 from model.labels import Label
-from tests.helpers import bmp_bytes, query, write_bmp
+from model.runtime import Runtime
+from model.synthetic import bmp_bytes, write_bmp
+from tests.helpers import query
 from watcher.commands.main import main
 from watcher.store.embeddings import unpack_embeddings
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from model.clip_features import ClipFeatureExtractor
-from tests.helpers import BOMB_BMP, bmp_bytes, files_under, query, query_url, wait_for, write_bmp
+from model.synthetic import bmp_bytes, write_bmp
+from tests.helpers import BOMB_BMP, files_under, query, query_url, wait_for
 from watcher.commands.main import main
 from watcher.config import load_config
 from watcher.faults import KILL_ENV, STEPS
@@ -221,8 +222,8 @@ def test_three_daemons_share_an_inbox_and_survive_losing_one(
     def all_at_work() -> bool:
         # Locked and past their first heartbeat: started, not just starting (on 2 busy cores one
         # daemon can still be loading its model when the others have done a quarter).
-        seen = collect_status(load_config(config))["instances_seen"]
-        return len(seen) == 3 and all(item["running"] and item["state"] == "running" for item in seen)
+        seen = collect_status(load_config(config)).instances_seen
+        return len(seen) == 3 and all(item.running and item.state == "running" for item in seen)
 
     daemons = [_run(config, wait=False) for _ in range(3)]
     try:
@@ -254,7 +255,7 @@ def test_three_daemons_share_an_inbox_and_survive_losing_one(
     instances = {path.name for path in (tmp_path / "inbox" / ".in-progress").glob("*.lock")}
     assert len(instances) == 3  # each daemon took its own identity
     # status: the killed one is gone (it never said it stopped), the others stopped; none holds frames.
-    seen = collect_status(load_config(config))["instances_seen"]
-    assert sorted(item["state"] for item in seen) == ["running", "stopped", "stopped"]
+    seen = collect_status(load_config(config)).instances_seen
+    assert sorted(item.state for item in seen) == ["running", "stopped", "stopped"]
     assert sorted(instance_state(item) for item in seen) == ["gone", "stopped", "stopped"]
-    assert all(item["claimed"] == 0 and not item["running"] for item in seen)
+    assert all(item.claimed == 0 and not item.running for item in seen)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.clip_features import resolve_runtime
-from tests.helpers import feature_cosines, query, write_bmp
+from model.runtime import resolve_runtime
+from model.synthetic import write_bmp
+from tests.helpers import feature_cosines, query
 from watcher.commands.main import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -12,8 +12,8 @@ import pytest
 from model.clip_features import PREPROCESSING_VERSION
 from model.keras_head import build_head_model
 from model.registry import HEAD_FILE, HeadMetadata, promote, register_head
-from tests.helpers import RunningDaemon, files_under, query, wait_for, write_bmp
-from tests.test_daemon_live import _start_subprocess
+from model.synthetic import write_bmp
+from tests.helpers import RunningDaemon, files_under, query, start_watch_process, wait_for
 
 
 def _register(registry: Path, clip: Path, version: str) -> None:
@@ -75,7 +75,7 @@ def test_sighup_reloads_and_the_daemon_keeps_running(
 ) -> None:
     config = make_config()
     log = tmp_path / "daemon.log"
-    process = _start_subprocess(config, log)
+    process = start_watch_process(config, log)
     try:
         wait_for(lambda: "watching" in log.read_text(), timeout=120, what="the daemon to start")
         process.send_signal(signal.SIGHUP)

@@ -13,10 +13,12 @@ from pathlib import Path, PurePosixPath
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tests.helpers import RunningDaemon, files_under, mount_tmpfs, query, wait_for, write_bmp
+from model.synthetic import write_bmp
+from tests.helpers import RunningDaemon, files_under, mount_tmpfs, query, wait_for
 from watcher.intake.mounts import filesystem_type, needs_polling
 from watcher.intake.moving import move_no_clobber, reserve_destination
 from watcher.pipeline.backoff import is_transient
+from watcher.store.errors import StorageError, translate
 
 
 def _rows(tmp_path: Path) -> int:
@@ -105,8 +107,9 @@ def test_a_locked_database_is_waited_out_and_nothing_moves_before_commit(
     wait_for(lambda: len(files_under(tmp_path / "processed")) == 3, what="the moves after the commit")
 
 
-def _operational(message: str) -> OperationalError:
-    return OperationalError("INSERT ...", {}, sqlite3.OperationalError(message))
+def _operational(message: str) -> StorageError:
+    # What the store's boundary makes of SQLite's error (see watcher.store.session).
+    return translate(OperationalError("INSERT ...", {}, sqlite3.OperationalError(message)))
 
 
 @pytest.mark.parametrize(

@@ -14,22 +14,14 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import (
-    RunningDaemon,
-    bmp_bytes,
-    files_under,
-    mount_tmpfs,
-    query,
-    query_url,
-    wait_for,
-    write_bmp,
-    write_config,
-)
+from model.synthetic import bmp_bytes, write_bmp
+from tests.helpers import RunningDaemon, files_under, mount_tmpfs, query, query_url, wait_for, write_config
 from watcher.faults import KILL_ENV, POISON_ENV
 from watcher.intake.names import original_bytes, storable
 
@@ -542,24 +534,26 @@ def test_deep_nesting_and_paths_over_path_max(make_config: Callable[..., Path], 
 def test_an_output_folder_vanishing_mid_batch_parks_it_until_it_returns(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from watcher.pipeline.processing import BatchProcessor
+    from watcher.pipeline.classifying import Classifier
 
     processed, away = tmp_path / "processed", tmp_path / "unmounted"
-    original = BatchProcessor._classify
+    original = Classifier.classify
 
-    def classify_then_unmount(self: BatchProcessor, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def classify_then_unmount(self: Classifier, *args: Any, **kwargs: Any) -> Any:
+        classified = original(self, *args, **kwargs)
         if processed.exists():
             processed.rename(away)  # the share goes away while the batch is in flight
+        return classified
 
-    monkeypatch.setattr(BatchProcessor, "_classify", classify_then_unmount)
-    daemon = start_daemon(inbox={"settle_ms": 0, "rescan_interval_s": 0.2}).daemon
+    monkeypatch.setattr(Classifier, "classify", classify_then_unmount)
+    # Written before the start, so that the first scan claims all three into one batch.
     for index in range(3):
         write_bmp(tmp_path / "inbox" / "cam" / f"{index}.bmp", seed=index)
+    daemon = start_daemon(inbox={"settle_ms": 0, "rescan_interval_s": 0.2}).daemon
 
     wait_for(lambda: daemon.parked_frames == 3, what="the batch to wait for processed/")
     assert not processed.exists(), "processed/ must never be made again (it would land on the wrong disk)"
-    monkeypatch.setattr(BatchProcessor, "_classify", original)
+    monkeypatch.setattr(Classifier, "classify", original)
     away.rename(processed)
 
     wait_for(lambda: len(files_under(processed)) == 3 and daemon.parked_frames == 0, what="the moves")

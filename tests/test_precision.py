@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from model.clip_features import cpu_has_fast_bf16, resolve_runtime
-from tests.helpers import feature_cosines, query, write_bmp
+from model.runtime import cpu_has_fast_bf16, resolve_runtime
+from model.synthetic import write_bmp
+from tests.helpers import feature_cosines, query
 from watcher.commands.main import main
 
 

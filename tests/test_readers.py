@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from tests.helpers import write_config
+from watcher.config import Config
 from watcher.store.engine import make_engine
 from watcher.store.export import iter_results
 from watcher.store.migrate import upgrade_to_head
@@ -137,6 +138,9 @@ def test_a_read_only_engine_refuses_writes(database_url: str, tmp_path: Path) ->
 def test_read_commands_open_the_database_read_only(
     command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import watcher.commands.db
+    import watcher.commands.results
+    import watcher.commands.summary
     import watcher.service.status
     import watcher.store.opening
     from watcher.commands.main import main
@@ -148,12 +152,18 @@ def test_read_commands_open_the_database_read_only(
     opened: list[bool] = []
     real_open = watcher.store.opening.open_database
 
-    def recording_open(config: object, *, migrate: bool, read_only: bool = False) -> Engine:
+    def recording_open(config: Config, *, migrate: bool, read_only: bool = False) -> Engine:
         opened.append(read_only)
-        return real_open(config, migrate=migrate, read_only=read_only)  # type: ignore[arg-type]
+        return real_open(config, migrate=migrate, read_only=read_only)
 
-    monkeypatch.setattr(watcher.store.opening, "open_database", recording_open)
-    monkeypatch.setattr(watcher.service.status, "open_database", recording_open)
+    # Each module that opens the database, under the name it imported.
+    for module in (
+        watcher.commands.db,
+        watcher.commands.results,
+        watcher.commands.summary,
+        watcher.service.status,
+    ):
+        monkeypatch.setattr(module, "open_database", recording_open)
 
     arguments = [part.format(tmp=tmp_path) for part in command]
     assert main([*arguments, "--config", str(config)]) == 0

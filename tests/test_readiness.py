@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tests.helpers import bmp_bytes
+from model.synthetic import bmp_bytes
 from watcher.intake.discovery import camera_of, is_candidate_name, scan_inbox
 from watcher.intake.readiness import ReadinessTracker, Verdict, declared_bmp_size, incomplete_reason
 

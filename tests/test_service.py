@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningDaemon, files_under, query, wait_for, write_bmp
+from model.synthetic import write_bmp
+from tests.helpers import RunningDaemon, files_under, query, wait_for
 from watcher.commands.main import main
 from watcher.config import load_config
 from watcher.service.logs import JournalFormatter
@@ -219,7 +220,7 @@ def test_status_reports_a_running_daemon_and_flags_a_stall(
     assert status["last_batch_age_s"] is not None and status["last_batch_age_s"] < 60
 
     stop.set()
-    wait_for(lambda: not collect_status(load_config(config_path))["running"], what="the daemon to stop")
+    wait_for(lambda: not collect_status(load_config(config_path)).running, what="the daemon to stop")
     write_bmp(tmp_path / "inbox" / "late.bmp")
     assert main(["status", "--config", str(config_path)]) == 1
     assert "UNHEALTHY: 1 frames waiting and no daemon running" in capsys.readouterr().out
@@ -227,7 +228,7 @@ def test_status_reports_a_running_daemon_and_flags_a_stall(
     # With a daemon that stopped making progress: waiting frames, nothing processed for long.
     later = datetime.now(UTC) + timedelta(hours=1)
     stalled = collect_status(load_config(config_path), now=later)
-    assert not stalled["healthy"]
+    assert not stalled.healthy
 
 
 def test_metrics_are_served_when_asked(start_daemon: Callable[..., RunningDaemon], tmp_path: Path) -> None:

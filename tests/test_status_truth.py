@@ -126,11 +126,11 @@ def test_a_running_instance_with_fresh_heartbeats_is_healthy(
 
     status = collect_status(config)
 
-    assert status["healthy"], status["problems"]
+    assert status.healthy, status.problems
     # Frames are key folders; `.clean-stop`, `.attempts` and `.source` are bookkeeping.
-    assert status["in_progress"] == 3
-    [item] = status["instances_seen"]
-    assert item["claimed"] == 3 and item["running"] and item["crashes"] == 0
+    assert status.in_progress == 3
+    [item] = status.instances_seen
+    assert item.claimed == 3 and item.running and item.crashes == 0
 
 
 def test_frames_in_progress_that_no_live_instance_holds(
@@ -186,7 +186,7 @@ def test_a_quiet_heartbeat_with_nothing_claimed_is_not_frozen(
     hold_lock("node-0")
     _heartbeat_row(engine, "node-0", seen_ago_s=60, claimed=0)
 
-    assert collect_status(config)["healthy"]
+    assert collect_status(config).healthy
 
 
 def test_an_instance_that_died_without_stopping(
@@ -217,8 +217,8 @@ def test_a_restart_after_a_crash_is_counted_and_reported(
     [problem] = _unhealthy_because(config_path, capsys)
 
     assert re.fullmatch(r"instance node-0 crashed 9\d s ago \(1 crashes so far\)", problem)
-    [item] = collect_status(config)["instances_seen"]
-    assert item["crashes"] == 1 and item["running"] and item["state"] == "running"
+    [item] = collect_status(config).instances_seen
+    assert item.crashes == 1 and item.running and item.state == "running"
     assert re.search(r"\b1 \(last 9\d s ago\)", render_status(collect_status(config), output_format="text"))
 
 
@@ -231,8 +231,8 @@ def test_a_crash_longer_ago_than_15_minutes_is_history(
 
     status = collect_status(config)
 
-    assert status["healthy"], status["problems"]
-    assert status["instances_seen"][0]["crashes"] == 3
+    assert status.healthy, status.problems
+    assert status.instances_seen[0].crashes == 3
     table = render_status(status, output_format="text")
     assert "crashes" in table and re.search(r"\b3 \(last 12\d\d s ago\)", table)
 

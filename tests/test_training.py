@@ -11,8 +11,9 @@ import pytest
 
 from model.clip_features import ClipFeatureExtractor
 from model.registry import current_version, promotion_history
+from model.synthetic import make_labelled_folder, write_bmp
 from model.train_run import _decide
-from tests.helpers import make_labelled_folder, query, write_bmp
+from tests.helpers import query
 from watcher.commands.main import main
 
 PER_CLASS = 40

@@ -14,7 +14,8 @@ import pytest
 from model.clip_features import PREPROCESSING_VERSION
 from model.keras_head import build_head_model
 from model.registry import HeadMetadata, register_head, set_current
-from tests.helpers import BOMB_BMP, bmp_bytes, files_under, query, write_bmp
+from model.synthetic import bmp_bytes, write_bmp
+from tests.helpers import BOMB_BMP, files_under, query
 from watcher.commands.main import main
 
 FRAMES = {

@@ -21,3 +21,22 @@ class BatchReport:
     @property
     def frames(self) -> int:
         return self.ok + self.failed
+
+
+@dataclass
+class RunReport:
+    """What one run of the daemon did, for its last log lines and `watch --once`'s exit code."""
+
+    ok: int = 0
+    failed: int = 0
+    batches: int = 0
+    recovered: int = 0
+    # Frames left in the inbox because they are still being written (for `--once`).
+    left_incomplete: list[str] = field(default_factory=list)
+    # Frames left claimed because their batch could not be stored; the next run recovers them.
+    left_parked: int = 0
+
+    def add(self, batch: BatchReport) -> None:
+        self.ok += batch.ok
+        self.failed += batch.failed
+        self.batches += 1

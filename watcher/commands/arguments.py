@@ -1,12 +1,34 @@
-"""Parsing the times operators type: ISO timestamps, or relative ones like `2h`, `30m`, `yesterday`."""
+"""Argument types: what operators type, parsed once by argparse (a bad value is exit code 2).
+
+Times are ISO timestamps or relative ones like `2h`, `30m`, `yesterday`; probabilities lie in
+[0, 1]; summary dimensions are a comma-separated list; limits are positive whole numbers.
+"""
 
 from __future__ import annotations
 
+import argparse
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from watcher.store.summary import DIMENSIONS
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class UsageError(Exception):
+    """Arguments that are each valid but do not go together; reported like argparse's own errors."""
+
+
+def add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=path_type,
+        default=None,
+        metavar="PATH",
+        help="config file (default: ./config.toml, then /etc/cctv-gender/config.toml)",
+    )
 
 
 def parse_time(text: str, *, now: datetime | None = None) -> datetime:
@@ -30,3 +52,46 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
             "or a relative one like 30m, 2h, 7d, today, yesterday)"
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def time_type(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def probability_type(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def dimensions_type(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in DIMENSIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"use a comma-separated list of {', '.join(DIMENSIONS)}; got {text!r}"
+        )
+    if "hour" in names and "day" in names:
+        raise argparse.ArgumentTypeError("choose hour or day, not both")
+    return names
+
+
+def positive_int_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def path_type(text: str) -> Path:
+    return Path(text)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 # Filesystems where changes made by other hosts deliver no inotify events.

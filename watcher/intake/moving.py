@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import stat
 import uuid
@@ -12,8 +11,6 @@ from pathlib import Path, PurePosixPath
 
 from watcher.faults import kill_point
 from watcher.intake.names import NAME_MAX_BYTES
-
-logger = logging.getLogger(__name__)
 
 # link() fails with these where hard links are impossible (another filesystem, some shares).
 _NO_HARD_LINK = {errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}

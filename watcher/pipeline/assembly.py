@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
 
+import torch
+
+from model.clip_features import ClipFeatureExtractor
+from model.heads import Head
+from model.keras_head import KerasBackendError
+from model.registry import RegistryError
+from model.runtime import ModelLoadError, resolve_runtime
+from model.serving import load_serving_head
 from watcher.config import Config
 from watcher.errors import StartupError
 from watcher.pipeline.daemon import Daemon
-from watcher.pipeline.processing import BatchProcessor, FrameBounds, OutputFolders
-from watcher.service.instance import acquire_instance, default_prefix
+from watcher.pipeline.head_reload import HeadReloader
+from watcher.pipeline.processing import BatchProcessor
+from watcher.pipeline.stages import FrameBounds, OutputFolders
+from watcher.service.instance import InstanceLock, acquire_instance, default_prefix
 from watcher.service.metrics import Metrics
 from watcher.service.notify import SystemdNotifier
 from watcher.service.telemetry import Telemetry
 from watcher.store.file_guard import DatabaseFileGuard
 from watcher.store.opening import open_database
 
-if TYPE_CHECKING:
-    from model.clip_features import ClipFeatureExtractor
-
 logger = logging.getLogger(__name__)
 
 
 def load_extractor(config: Config) -> ClipFeatureExtractor:
     """The configured CLIP model, or StartupError with a one-line reason."""
-    from model.clip_features import ClipFeatureExtractor, ModelLoadError, resolve_runtime
-
     if config.model.cpu_threads:
-        import torch
-
         torch.set_num_threads(config.model.cpu_threads)
     try:
         return ClipFeatureExtractor(
@@ -42,23 +44,18 @@ def load_extractor(config: Config) -> ClipFeatureExtractor:
 
 def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | None = None) -> Daemon:
     """Everything `watch` needs, in startup order; raises StartupError with a one-line reason."""
-    from model.keras_head import KerasBackendError
-    from model.registry import RegistryError
-    from model.serving import load_serving_head
-    from watcher.pipeline.head_reload import HeadReloader
-
-    for folder in (config.paths.inbox, config.in_progress, config.paths.processed, config.paths.failed):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StartupError(f"cannot create {folder}: {error.strerror}") from None
+    _make_folders(config)
     engine = open_database(config, migrate=True)
     instance = acquire_instance(config.in_progress, name=instance_name, prefix=default_prefix(config.source))
     extractor = load_extractor(config)
     extractor.warm_up(config.batch.size)
     prompts = config.model.zero_shot.by_label()
+
+    def load_head() -> Head:
+        return load_serving_head(config.registry_dir, clip=extractor, prompts=prompts)
+
     try:
-        head = load_serving_head(config.registry_dir, clip=extractor, prompts=prompts)
+        head = load_head()
     except (RegistryError, KerasBackendError) as error:
         raise StartupError(str(error)) from None
     processor = BatchProcessor(
@@ -71,39 +68,15 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         decode_workers=config.batch.decode_threads,
         database_guard=DatabaseFileGuard(engine),
     )
-    reloader = HeadReloader(
-        config.registry_dir,
-        load=lambda: load_serving_head(config.registry_dir, clip=extractor, prompts=prompts),
-    )
-    logger.info(
-        "watching %s (batch %d, max wait %d ms), model %s",
-        config.paths.inbox,
-        config.batch.size,
-        config.batch.max_wait_ms,
-        head.version,
-    )
-    logger.info("instance %s, in-progress area %s", instance.name, instance.area)
-    lanes = processor.lanes
-    logger.info(
-        "model on %s: up to %d batches at once, %d CPU threads each",
-        extractor.runtime.device,
-        lanes.count,
-        lanes.threads_each,
-    )
-    metrics = None
-    if config.metrics.listen:
-        metrics = Metrics()
-        try:
-            metrics.serve(config.metrics.listen)
-        except OSError as error:
-            raise StartupError(f"metrics.listen {config.metrics.listen}: {error.strerror or error}") from None
+    _log_plan(config, processor, instance, extractor)
     telemetry = Telemetry(
         instance=instance.name,
         data=config.paths.data,
         model_version=head.version,
         notifier=SystemdNotifier(),
-        metrics=metrics,
+        metrics=_serve_metrics(config),
     )
+    reloader = HeadReloader(config.registry_dir, load=load_head)
     return Daemon(
         config,
         engine=engine,
@@ -113,3 +86,42 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         reloader=reloader,
         telemetry=telemetry,
     )
+
+
+def _make_folders(config: Config) -> None:
+    for folder in (config.paths.inbox, config.in_progress, config.paths.processed, config.paths.failed):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StartupError(f"cannot create {folder}: {error.strerror}") from None
+
+
+def _log_plan(
+    config: Config, processor: BatchProcessor, instance: InstanceLock, extractor: ClipFeatureExtractor
+) -> None:
+    logger.info(
+        "watching %s (batch %d, max wait %d ms), model %s",
+        config.paths.inbox,
+        config.batch.size,
+        config.batch.max_wait_ms,
+        processor.head.version,
+    )
+    logger.info("instance %s, in-progress area %s", instance.name, instance.area)
+    lanes = processor.lanes
+    logger.info(
+        "model on %s: up to %d batches at once, %d CPU threads each",
+        extractor.runtime.device,
+        lanes.count,
+        lanes.threads_each,
+    )
+
+
+def _serve_metrics(config: Config) -> Metrics | None:
+    if not config.metrics.listen:
+        return None
+    metrics = Metrics()
+    try:
+        metrics.serve(config.metrics.listen)
+    except OSError as error:
+        raise StartupError(f"metrics.listen {config.metrics.listen}: {error.strerror or error}") from None
+    return metrics

@@ -5,10 +5,8 @@ from __future__ import annotations
 import errno
 import time
 
-from sqlalchemy.exc import DBAPIError
-
 from watcher.intake.placement import OutputFolderMissing
-from watcher.store.errors import StorageUnavailable, is_transient_driver_error
+from watcher.store.errors import StorageUnavailable
 
 MAX_RETRY_DELAY_S = 30.0
 
@@ -17,8 +15,6 @@ def is_transient(error: BaseException) -> bool:
     """A database away or locked, a full disk, a missing output folder pass; I/O errors do not."""
     if isinstance(error, StorageUnavailable | OutputFolderMissing):
         return True
-    if isinstance(error, DBAPIError):
-        return is_transient_driver_error(error)
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
     return False

@@ -7,10 +7,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from model.clip_features import ModelLoadError
 from model.heads import Head
 from model.keras_head import KerasBackendError
 from model.registry import RegistryError, current_version
+from model.runtime import ModelLoadError
 
 logger = logging.getLogger(__name__)
 

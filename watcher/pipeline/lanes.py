@@ -4,11 +4,10 @@ On a GPU one batch is in flight while the CPU claims and decodes the next: one l
 
 On a CPU the model's threads are the bottleneck. One batch on all cores suffers from anything
 else that runs meanwhile: torch's OpenMP threads meet at a barrier after every operation, so a
-core lent to file work for a moment stalls the whole pass (a 2-thread ViT-B/32 forward ran 2.5 to
-5 times slower beside one hashing thread). Several batches at once, one thread each, have no
-barrier between them: file work slows them only by the CPU time it takes, and the model is never
-idle while frames are read, hashed, moved and committed. Measured on a 2-core VM: two 1-thread
-forwards at once 35 frames/s, one 2-thread forward 27 to 32 (`bench/watch_once.py` prints both).
+core lent to file work for a moment stalls the whole pass. Several batches at once, one thread
+each, have no barrier between them: file work slows them only by the CPU time it takes, and the
+model is never idle while frames are read, hashed, moved and committed (`bench/watch_once.py`
+measures both ways; the README's benchmark section has the figures).
 
 A batch flushed before it is full (a quiet inbox, `batch.max_wait_ms`) is about latency, not
 throughput: it gets every thread, alone.

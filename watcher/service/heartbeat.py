@@ -11,13 +11,12 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import Engine, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine
 
-from watcher.store.schema import Instance, utc_now
-from watcher.store.writes import upsert_capable_insert
+from watcher.store.errors import StorageError
+from watcher.store.instances import Beat, count_crash, record_beat
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class Heartbeat:
         self._instance = instance
         self._interval_s = interval_s
         self._host = socket.gethostname()
-        self._started_at: datetime = utc_now()
+        self._started_at = datetime.now(UTC)
         self._next_beat = 0.0
         self._failing = False
 
@@ -53,17 +52,10 @@ class Heartbeat:
         database."""
         if stopped_cleanly:
             return False
-        statement = (
-            update(Instance)
-            .where(Instance.name == self._instance, Instance.state == "running")
-            .values(crashes=Instance.crashes + 1, last_crash_at=Instance.last_seen_at)
-            .returning(Instance.crashes, Instance.last_crash_at)
-        )
         try:
-            with self._engine.begin() as connection:
-                crashed = connection.execute(statement).first()
-        except DBAPIError as error:
-            logger.warning("cannot check how %s stopped last time: %s", self._instance, error.orig)
+            crashed = count_crash(self._engine, self._instance)
+        except StorageError as error:
+            logger.warning("cannot check how %s stopped last time: %s", self._instance, error)
             return False
         if crashed is None:
             return False
@@ -79,31 +71,24 @@ class Heartbeat:
         if not force and time.monotonic() < self._next_beat:
             return
         self._next_beat = time.monotonic() + self._interval_s
-        values = {
-            "name": self._instance,
-            "host": self._host,
-            "pid": os.getpid(),
-            "state": state,
-            "started_at": self._started_at,
-            "last_seen_at": utc_now(),
-            "claimed": progress.claimed,
-            "frames_ok": progress.frames_ok,
-            "frames_failed": progress.frames_failed,
-            "frames_per_s": progress.frames_per_s,
-            "model_version": progress.model_version,
-        }
-        # `crashes` and `last_crash_at` are not among the values: a beat never resets them.
-        insert = upsert_capable_insert(self._engine.dialect.name)
-        statement = insert(Instance).values(values)
-        statement = statement.on_conflict_do_update(
-            index_elements=["name"], set_={key: value for key, value in values.items() if key != "name"}
+        beat = Beat(
+            name=self._instance,
+            host=self._host,
+            pid=os.getpid(),
+            state=state,
+            started_at=self._started_at,
+            last_seen_at=datetime.now(UTC),
+            claimed=progress.claimed,
+            frames_ok=progress.frames_ok,
+            frames_failed=progress.frames_failed,
+            frames_per_s=progress.frames_per_s,
+            model_version=progress.model_version,
         )
         try:
-            with self._engine.begin() as connection:
-                connection.execute(statement)
-        except DBAPIError as error:
+            record_beat(self._engine, beat)
+        except StorageError as error:
             if not self._failing:
-                logger.warning("cannot record the heartbeat of %s: %s", self._instance, error.orig)
+                logger.warning("cannot record the heartbeat of %s: %s", self._instance, error)
             self._failing = True
             return
         if self._failing:

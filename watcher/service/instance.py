@@ -10,7 +10,6 @@ be taken proves its owner is gone, so its claimed frames can be recovered by who
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import re
 import socket
@@ -19,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watcher.errors import StartupError
-
-logger = logging.getLogger(__name__)
 
 VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LOCK_SUFFIX = ".lock"

@@ -6,7 +6,7 @@ these two, so no caller has to read a driver's message to know whether to retry.
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 # SQLite's messages for SQLITE_BUSY / SQLITE_LOCKED / SQLITE_FULL.
 _TRANSIENT_SQLITE = ("database is locked", "database table is locked", "database is busy", "disk is full")
@@ -22,6 +22,11 @@ class StorageUnavailable(StorageError):
 
 class StorageFailed(StorageError):
     """Anything else (an I/O error, a corrupt file, bad SQL): retrying will not help."""
+
+
+class RowRejected(StorageFailed):
+    """A value that its column cannot hold (too long, out of range, a constraint): the row's own
+    fault, not the database's; the rest of its batch can still be stored."""
 
 
 def is_transient_driver_error(error: DBAPIError) -> bool:
@@ -44,4 +49,6 @@ def translate(error: DBAPIError) -> StorageError:
     message = text.splitlines()[0]
     if is_transient_driver_error(error):
         return StorageUnavailable(message)
+    if isinstance(error, DataError | IntegrityError):
+        return RowRejected(message)
     return StorageFailed(message)

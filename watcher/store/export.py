@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 
 from watcher.store.queries import ResultFilter
 from watcher.store.schema import Result
+from watcher.store.session import translated_errors
 
 # Columns in the order operators read them; all of them go to CSV, JSON and JSON Lines.
 ALL_COLUMNS = (
@@ -43,7 +44,7 @@ def iter_results(engine: Engine, *, filters: ResultFilter, limit: int | None) ->
     statement = statement.order_by(Result.id.desc())
     if limit is not None:
         statement = statement.limit(limit)
-    with engine.connect() as connection:
+    with translated_errors(), engine.connect() as connection:
         result = connection.execution_options(yield_per=STREAM_CHUNK).execute(statement)
         for row in result:
             yield dict(zip(ALL_COLUMNS, row, strict=True))

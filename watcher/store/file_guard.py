@@ -8,15 +8,12 @@ commit.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from sqlalchemy import Engine
 
 from watcher.errors import StartupError
 from watcher.store.engine import sqlite_file
-
-logger = logging.getLogger(__name__)
 
 
 class DatabaseFileReplaced(StartupError):

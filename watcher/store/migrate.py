@@ -14,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 import migrations
+from watcher.store.session import translated_errors
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 def upgrade_to_head(engine: Engine) -> str | None:
     """Bring the schema to the newest revision; returns that revision."""
     config = _alembic_config(engine)
-    with _one_migrator_at_a_time(engine):
+    with translated_errors(), _one_migrator_at_a_time(engine):
         before = current_revision(engine)
         command.upgrade(config, "head")
         after = current_revision(engine)
@@ -61,7 +62,7 @@ def _one_migrator_at_a_time(engine: Engine) -> Iterator[None]:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
+    with translated_errors(), engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from watcher.config import Config, ConfigError
 from watcher.errors import StartupError
 from watcher.store.engine import make_engine, sqlite_file
+from watcher.store.errors import StorageError
 from watcher.store.migrate import current_revision, head_revision, upgrade_to_head
 
 
@@ -33,9 +34,9 @@ def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> 
             )
     except (ArgumentError, NoSuchModuleError) as error:
         raise ConfigError(f"{config.source}: database.url: {error}") from None
-    except DBAPIError as error:
+    except StorageError as error:
         # Unreachable, locked, or not a database at all ("file is not a database").
-        raise StartupError(f"cannot open the database {config.database_url}: {error.orig}") from None
+        raise StartupError(f"cannot open the database {config.database_url}: {error}") from None
     except OSError as error:
         raise StartupError(
             f"cannot open the database {config.database_url}: {error.strerror or error}"

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, select
 
 from watcher.store.schema import Result
+from watcher.store.session import translated_errors
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ResultFilter:
 def unseen_cameras(engine: Engine, cameras: tuple[str, ...]) -> list[str]:
     """The asked-for cameras that have no row at all (likely typos)."""
     unseen = []
-    with engine.connect() as connection:
+    with translated_errors(), engine.connect() as connection:
         for camera in cameras:
             if connection.execute(select(Result.id).where(Result.camera == camera).limit(1)).first() is None:
                 unseen.append(camera)
@@ -50,7 +51,7 @@ def unseen_cameras(engine: Engine, cameras: tuple[str, ...]) -> list[str]:
 
 
 def known_cameras(engine: Engine) -> list[str]:
-    with engine.connect() as connection:
+    with translated_errors(), engine.connect() as connection:
         rows = connection.execute(
             select(Result.camera).where(Result.camera.is_not(None)).distinct()
         ).scalars()

@@ -6,7 +6,6 @@ it (the migrations read this metadata) and connects to it.
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +23,6 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-logger = logging.getLogger(__name__)
 
 # Stable constraint names, so Alembic batch migrations on SQLite can find them again.
 NAMING_CONVENTION = {

@@ -11,6 +11,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from watcher.store.queries import ResultFilter
 from watcher.store.records import Status
 from watcher.store.schema import Result
+from watcher.store.session import translated_errors
 
 DIMENSIONS = ("camera", "hour", "day")
 COUNT_COLUMNS = (
@@ -42,7 +43,7 @@ def summarize(engine: Engine, *, filters: ResultFilter, by: tuple[str, ...]) -> 
     if dimensions:
         statement = statement.group_by(*dimensions).order_by(*dimensions)
     rows = []
-    with engine.connect() as connection:
+    with translated_errors(), engine.connect() as connection:
         for row in connection.execute(statement).mappings():
             total = int(row["total"])
             if total == 0:

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DataError, IntegrityError
 
+from watcher.store.errors import RowRejected
 from watcher.store.records import ResultRecord, result_record
 from watcher.store.schema import Result
 from watcher.store.session import orm_session, transaction
@@ -23,7 +23,7 @@ from watcher.store.session import orm_session, transaction
 logger = logging.getLogger(__name__)
 
 # Errors that one row brings on itself (a value its column cannot hold), not the database.
-_ROW_ERRORS = (DataError, IntegrityError, UnicodeError, OverflowError, ValueError)
+_ROW_ERRORS = (RowRejected, UnicodeError, OverflowError, ValueError)
 
 
 @dataclass
@@ -67,8 +67,9 @@ def insert_new(
         try:
             outcome.inserted |= _insert(engine, [record], before_write)
         except _ROW_ERRORS as error:
+            cause = error.__cause__ if isinstance(error, RowRejected) else error  # the driver's error
             first_line = str(error).splitlines()[0] if str(error) else ""
-            outcome.rejected[record.frame_key] = f"cannot store its row: {type(error).__name__}: {first_line}"
+            outcome.rejected[record.frame_key] = f"cannot store its row: {type(cause).__name__}: {first_line}"
     return outcome
 
 

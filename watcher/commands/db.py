@@ -1,0 +1,64 @@
+"""`cctv-gender db upgrade | copy`: apply the migrations; copy every result to another database."""
+
+from __future__ import annotations
+
+import argparse
+
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from watcher.commands.arguments import add_config
+from watcher.commands.exit_codes import EXIT_OK
+from watcher.config import Config
+from watcher.errors import StartupError
+from watcher.store.copy import copy_results
+from watcher.store.engine import make_engine
+from watcher.store.errors import StorageError
+from watcher.store.migrate import current_revision
+from watcher.store.opening import open_database
+
+HELP = "database maintenance"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    add_config(actions.add_parser("upgrade", help="apply the schema migrations (Alembic, to head)"))
+    copy = actions.add_parser(
+        "copy",
+        help="copy every result to another database (e.g. SQLite → PostgreSQL); safe to repeat",
+    )
+    copy.add_argument(
+        "--to", required=True, metavar="URL", help="target database URL, e.g. postgresql+psycopg://host/db"
+    )
+    add_config(copy)
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    if args.db_command == "copy":
+        return copy(config, target_url=args.to)
+    return upgrade(config)
+
+
+def upgrade(config: Config) -> int:
+    engine = open_database(config, migrate=True)
+    print(f"database at revision {current_revision(engine)}")
+    return EXIT_OK
+
+
+def copy(config: Config, *, target_url: str) -> int:
+    source = open_database(config, migrate=False, read_only=True)
+    try:
+        target = make_engine(target_url, busy_timeout_ms=config.database.busy_timeout_ms)
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise StartupError(f"--to: {error}") from None
+    shown = target.url.render_as_string(hide_password=True)
+    if shown == source.url.render_as_string(hide_password=True):
+        raise StartupError("--to names the database this config already uses")
+    try:
+        report = copy_results(source, target)
+    except StorageError as error:
+        raise StartupError(f"cannot copy to {shown}: {error}") from None
+    print(
+        f"copied {report.copied} rows to {shown} in {report.seconds:.1f} s "
+        f"({report.already_there} were already there)"
+    )
+    return EXIT_OK

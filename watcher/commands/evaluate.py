@@ -1,0 +1,69 @@
+"""`cctv-gender evaluate`: metrics of a registered head (or zero-shot) on a labelled folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from model.dataset import scan_labelled_folder
+from watcher.commands.arguments import add_config, path_type
+from watcher.commands.exit_codes import EXIT_OK
+from watcher.commands.train import training_failures
+from watcher.config import Config
+from watcher.errors import StartupError
+
+HELP = "metrics of a head on a labelled folder, without training"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config(parser)
+    parser.add_argument(
+        "--data", type=path_type, required=True, metavar="DIR", help="folder with FEMALE/ and MALE/"
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="VERSION",
+        help="a registry version or zero-shot (default: the current head)",
+    )
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    from model.clip_features import PREPROCESSING_VERSION
+    from model.evaluation import classification_metrics
+    from model.extraction import extract_labelled
+    from model.feature_cache import FeatureCache
+    from model.report import comparison_table
+    from model.serving import load_head
+    from watcher.pipeline.assembly import load_extractor
+
+    data = args.data
+    extractor = load_extractor(config)
+    try:
+        head = load_head(
+            config.registry_dir, args.model, clip=extractor, prompts=config.model.zero_shot.by_label()
+        )
+        extracted = extract_labelled(
+            scan_labelled_folder(data),
+            extractor=extractor,
+            cache=FeatureCache(
+                config.feature_cache_dir,
+                clip_model=extractor.source,
+                preprocessing_version=PREPROCESSING_VERSION,
+            ),
+            batch_size=config.training.extract_batch_size,
+            max_pixels=config.inbox.max_pixels,
+            progress=sys.stderr.isatty(),
+        )
+    except training_failures() as error:
+        raise StartupError(str(error)) from None
+    if len(extracted.items) == 0:
+        raise StartupError(f"{data}: no readable images to evaluate on")
+    metrics = classification_metrics(
+        extracted.labels, head.positive_probability(extracted.features), threshold=head.threshold
+    )
+    print(f"{head.version} on {data} ({len(extracted.items)} images, {len(extracted.skipped)} skipped)")
+    print(comparison_table({head.version: metrics}))
+    matrix = metrics["confusion_matrix"]
+    print(f"confusion matrix (rows true female/male, columns predicted): {matrix}")
+    return EXIT_OK

@@ -1,0 +1,53 @@
+"""`cctv-gender summary`: counts per camera and per hour or day, with shares; optionally a plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from watcher.commands.arguments import add_config, dimensions_type, path_type
+from watcher.commands.exit_codes import EXIT_OK
+from watcher.commands.filters import add_filter_arguments, filters_from, warn_unseen
+from watcher.config import Config
+from watcher.store.export import OutputFormat, write_results
+from watcher.store.opening import open_database
+from watcher.store.summary import COUNT_COLUMNS, plot_counts, summarize
+
+HELP = "counts per camera and per hour or day, with shares"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config(parser)
+    add_filter_arguments(parser)
+    parser.add_argument(
+        "--by",
+        type=dimensions_type,
+        default=("camera",),
+        metavar="DIMS",
+        help="comma-separated: camera, hour, day (default camera); times are UTC",
+    )
+    parser.add_argument(
+        "--plot", type=path_type, metavar="FILE.png", help="also draw the counts over time per camera"
+    )
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    filters = filters_from(args)
+    engine = open_database(config, migrate=False, read_only=True)
+    warn_unseen(engine, filters)
+    by: tuple[str, ...] = args.by
+    rows = summarize(engine, filters=filters, by=by)
+    columns = (*by, *COUNT_COLUMNS)
+    write_results(
+        iter(rows),
+        sys.stdout,
+        output_format=OutputFormat(args.format),
+        columns=columns,
+        table_columns=columns,
+    )
+    if args.plot is not None:
+        unit = next((name for name in by if name in ("hour", "day")), "hour")
+        plot_rows = summarize(engine, filters=filters, by=("camera", unit))
+        plot_counts(plot_rows, args.plot, unit=unit)
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,79 @@
+"""`cctv-gender train`: a new head from a labelled folder, compared, registered, maybe promoted."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from model.dataset import DatasetError
+from model.registry import RegistryError
+from watcher.commands.arguments import add_config, path_type
+from watcher.commands.exit_codes import EXIT_OK
+from watcher.config import Config
+from watcher.errors import StartupError
+
+HELP = "train a new head on a labelled folder, evaluate, maybe promote"
+
+
+def training_failures() -> tuple[type[Exception], ...]:
+    """What a bad dataset, registry or Keras backend raises: one line for the operator."""
+    from model.keras_head import KerasBackendError
+
+    return (DatasetError, RegistryError, KerasBackendError)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config(parser)
+    parser.add_argument(
+        "--data", type=path_type, required=True, metavar="DIR", help="folder with FEMALE/ and MALE/"
+    )
+    parser.add_argument(
+        "--promote",
+        choices=("auto", "never", "force"),
+        default="auto",
+        help="auto (default): only if it beats the current head and zero-shot on the test split",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="split and training seed (default training.seed)"
+    )
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    from model.train_run import TrainingOptions, train
+    from model.training import FitSettings, SplitFractions
+    from watcher.pipeline.assembly import load_extractor
+
+    settings = config.training
+    options = TrainingOptions(
+        data=args.data.resolve(),
+        registry=config.registry_dir,
+        feature_cache=config.feature_cache_dir,
+        fractions=SplitFractions(validation=settings.validation_fraction, test=settings.test_fraction),
+        fit=FitSettings(
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            patience=settings.patience,
+            learning_rate=settings.learning_rate,
+            seed=settings.seed if args.seed is None else args.seed,
+        ),
+        extract_batch_size=settings.extract_batch_size,
+        max_pixels=config.inbox.max_pixels,
+        promote=args.promote,
+        prompts=config.model.zero_shot.by_label(),
+        progress=sys.stderr.isatty(),
+    )
+    extractor = load_extractor(config)
+    try:
+        outcome = train(options, extractor=extractor)
+    except training_failures() as error:
+        raise StartupError(str(error)) from None
+    print(f"head {outcome.version}: test split comparison")
+    print(outcome.table())
+    print()
+    print(outcome.decision)
+    print(
+        f"feature extraction {outcome.extraction_seconds:.1f} s, fitting {outcome.fit_seconds:.1f} s; "
+        f"{len(outcome.skipped)} images skipped"
+    )
+    print(f"report: {outcome.folder / 'report.md'}")
+    return EXIT_OK

@@ -1,0 +1,82 @@
+"""`cctv-gender watch`: the daemon, until SIGTERM or SIGINT (SIGHUP reloads the head)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+
+from watcher.commands.arguments import add_config
+from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_OK
+from watcher.config import Config
+from watcher.store.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+HELP = "run the daemon: classify frames as they arrive"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config(parser)
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="process what is in the inbox now, then exit (frames still being written are left)",
+    )
+    parser.add_argument(
+        "--instance",
+        default=None,
+        metavar="NAME",
+        help="this daemon's name among several sharing the inbox (default: first free <hostname>-N)",
+    )
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    from watcher.pipeline.assembly import build_daemon
+
+    stop = threading.Event()
+    daemon = build_daemon(config, stop=stop, instance_name=args.instance)
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("%s received: finishing the batch in hand, then exiting", signal.Signals(signum).name)
+        stop.set()
+        daemon.wake()
+
+    def request_reload(_signum: int, _frame: FrameType | None) -> None:
+        logger.info("SIGHUP received: reloading the head before the next batch")
+        daemon.request_reload()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
+    try:
+        report = daemon.run(once=args.once)
+    except (OSError, StorageError) as error:
+        # Not a user mistake: an I/O error (a failed fsync, say), a vanished output folder, a
+        # database that failed for good. Exit non-zero; the next start recovers the frames left
+        # in progress.
+        logger.exception("stopping on a storage error: %s", error)
+        return EXIT_FAILURE
+    logger.info(
+        "stopped: %d frames ok, %d failed in %d batches, %d recovered",
+        report.ok,
+        report.failed,
+        report.batches,
+        report.recovered,
+    )
+    if report.left_incomplete:
+        logger.warning(
+            "%d frames left in the inbox for the next run (still being written, or not taken while "
+            "a batch waited for the database): %s",
+            len(report.left_incomplete),
+            ", ".join(report.left_incomplete[:10]),
+        )
+    if report.left_parked:
+        logger.error(
+            "%d frames stay claimed: their batch could not be stored; the next run retries them",
+            report.left_parked,
+        )
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -1,0 +1,142 @@
+"""The sections about the model: serving it (`[model]`) and training heads (`[training]`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from model.labels import Label
+from watcher.config.base import OptionalPath, Section, resolve, source_of, unset_section
+from watcher.config.errors import raise_problems
+
+
+class ZeroShotConfig(Section):
+    """Prompts per class for zero-shot classification; each class's prompt embeddings are averaged."""
+
+    female: list[str] = Field(
+        ["a photo of a woman", "a CCTV image of a woman"],
+        min_length=1,
+        description="Prompts for `female`.",
+    )
+    male: list[str] = Field(
+        ["a photo of a man", "a CCTV image of a man"], min_length=1, description="Prompts for `male`."
+    )
+
+    @field_validator("female", "male")
+    @classmethod
+    def _no_blank_prompts(cls, prompts: list[str]) -> list[str]:
+        if any(not prompt.strip() for prompt in prompts):
+            raise ValueError("prompts must not be blank")
+        return prompts
+
+    def by_label(self) -> dict[Label, list[str]]:
+        return {Label.FEMALE: list(self.female), Label.MALE: list(self.male)}
+
+
+class ModelConfig(Section):
+    """The classifier: CLIP image features, then a trained head (or zero-shot prompts)."""
+
+    clip: str = Field(
+        "openai/clip-vit-base-patch32",
+        min_length=1,
+        description="CLIP: a Hugging Face model id, or a folder (absolute, or relative to this file) "
+        "holding a saved model; an existing folder is loaded offline.",
+    )
+    device: str = Field(
+        "auto", description="`auto` uses CUDA when present, else the CPU; or `cpu`, `cuda`, `cuda:N`."
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto",
+        description="`auto` is fp16 on CUDA, bf16 autocast on CPUs with native bf16 (AVX512-BF16, "
+        "AMX), else fp32; or `fp32`, `fp16`, `bf16`. Each row records the precision it was "
+        "computed in.",
+    )
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="CPU threads for CLIP when it runs on the CPU; 0 is one per core. Running several "
+        "daemons on one host? Split the cores between them (2 daemons on 8 cores: 4 each): "
+        "oversubscribed threads spin.",
+    )
+    registry: OptionalPath = Field(
+        None,
+        description="The model registry (trained heads); not set means <paths.data>/models. Until it "
+        "holds a current head, frames are classified zero-shot with the prompts below.",
+    )
+    zero_shot: ZeroShotConfig = Field(default_factory=unset_section, description=ZeroShotConfig.__doc__)
+
+    @field_validator("clip")
+    @classmethod
+    def _local_folder(cls, value: str, info: ValidationInfo) -> str:
+        """A source naming an existing folder (relative to the config) loads offline from it;
+        anything else is a Hugging Face model id."""
+        source = source_of(info)
+        if source is None:
+            return value
+        try:
+            folder = resolve(source.folder, Path(value))
+            return str(folder) if folder.is_dir() else value
+        except (ValueError, OSError):  # not a path this system can have: a model id, then
+            return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (
+            value.startswith("cuda:") and value.removeprefix("cuda:").isdigit()
+        ):
+            return value
+        raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+class TrainingConfig(Section):
+    """`cctv-gender train`: how the labelled folder is split (stratified by class, seeded) and the
+    head fitted."""
+
+    validation_fraction: float = Field(
+        0.15,
+        gt=0,
+        lt=0.5,
+        description="Share of the labelled folder for validation (early stopping, the decision "
+        "threshold).",
+    )
+    test_fraction: float = Field(
+        0.15,
+        gt=0,
+        lt=0.5,
+        description="Share for the test split, used once for the final comparison. With "
+        "validation_fraction it must leave at least 20% to train on.",
+    )
+    epochs: int = Field(
+        200,
+        ge=1,
+        description="At most this many epochs; early stopping on validation loss usually ends sooner.",
+    )
+    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    patience: int = Field(
+        10,
+        ge=1,
+        description="Epochs without a better validation loss before stopping (the best weights are "
+        "restored).",
+    )
+    learning_rate: float = Field(0.001, gt=0, description="Adam's learning rate.")
+    seed: int = Field(42, description="Seed of the split and the training (`train --seed N` overrides it).")
+    extract_batch_size: int = Field(
+        32, ge=1, le=4096, description="Images per CLIP batch while extracting training features."
+    )
+    feature_cache: OptionalPath = Field(
+        None,
+        description="Cached CLIP features of training images; not set means "
+        "<paths.data>/feature-cache.",
+    )
+
+    @model_validator(mode="after")
+    def post_validation(self) -> Self:
+        if self.validation_fraction + self.test_fraction > 0.8:
+            raise_problems(
+                [("test_fraction", "with training.validation_fraction it leaves under 20% to train on")]
+            )
+        return self

@@ -1,0 +1,57 @@
+"""The `[database]` section. A relative SQLite path in `database.url` resolves against the config
+file's folder, like every other path, instead of against whatever folder a command started in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, ValidationInfo
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
+
+from watcher.config.base import OptionalText, Section, resolve, source_of
+
+
+def _resolve_sqlite_path(url: str | None, info: ValidationInfo) -> str | None:
+    source = source_of(info)
+    if url is None or source is None:
+        return url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # opening the database reports it, naming database.url
+    database = parsed.database
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or database in (None, "", ":memory:")
+        or database.startswith("file:")  # a SQLite URI (uri=true): left as written
+        or Path(database).is_absolute()
+    ):
+        return url
+    resolved = parsed.set(database=str(resolve(source.folder, Path(database))))
+    return resolved.render_as_string(hide_password=False)
+
+
+class DatabaseConfig(Section):
+    """Where results are stored."""
+
+    url: Annotated[OptionalText, AfterValidator(_resolve_sqlite_path)] = Field(
+        None,
+        description="A SQLAlchemy URL; not set means a SQLite file at <paths.data>/results.sqlite3. "
+        "A relative SQLite path (sqlite:///results.db) resolves against this file's folder, like "
+        "the paths above. Several daemons share one PostgreSQL database "
+        "(postgresql+psycopg://user@host/db).",
+    )
+    busy_timeout_ms: int = Field(
+        10_000,
+        ge=0,
+        description="How long a writer waits for a locked SQLite database; on PostgreSQL, the "
+        "lock_timeout. Past it the batch is parked and retried.",
+    )
+    store_embeddings: bool = Field(
+        True,
+        description="Keep each frame's CLIP embedding (float16, 1 KiB for ViT-B/32) in the "
+        "`embedding` column, so `cctv-gender rescore` can re-classify old rows with a new head "
+        "without running CLIP again.",
+    )

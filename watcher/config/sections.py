@@ -1,0 +1,129 @@
+"""The sections about finding and batching frames, and the daemon's service side."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from watcher.config.base import OptionalText, Section
+
+
+class InboxConfig(Section):
+    """Finding frames, and deciding when they are complete."""
+
+    mode: Literal["auto", "events", "poll"] = Field(
+        "auto",
+        description="How new frames are noticed: `events` (inotify, plus the periodic rescan "
+        "below), `poll` (a full scan every poll_scan_s: network shares deliver no inotify events), "
+        "or `auto` (poll when the inbox is on NFS, CIFS/SMB, FUSE and the like, else events).",
+    )
+    poll_scan_s: float = Field(2.0, gt=0, description="In poll mode, the inbox is scanned this often.")
+    settle_ms: int = Field(
+        1000,
+        ge=0,
+        description="A complete frame (its BMP header's declared size is present) must also be "
+        "unchanged for this long before it is read, so a writer that is still busy is never read "
+        "early.",
+    )
+    readiness_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A frame still incomplete with no writes for this long is given up: it goes to "
+        "failed/ with the reason `truncated`.",
+    )
+    rescan_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Events from the filesystem are only hints: the whole inbox is rescanned this "
+        "often.",
+    )
+    poll_interval_ms: int = Field(
+        250, gt=0, description="How often frames that are still being written are looked at again."
+    )
+    # Pillow itself refuses images over 2 × its MAX_IMAGE_PIXELS (178,956,970) when opening them.
+    max_pixels: int = Field(
+        40_000_000,
+        gt=0,
+        le=178_956_970,
+        description="Frames with more pixels than this are refused before decoding (decompression "
+        "bombs); at most 178956970, where Pillow refuses them itself.",
+    )
+    # A huge or sparse file must not cost the daemon its memory.
+    max_file_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        le=2**40,
+        description="Files larger than this (bytes) are refused before they are read, as are files "
+        "far larger than their BMP header declares (a sparse or padded file): reason "
+        "`too large: ...`.",
+    )
+
+
+class BatchConfig(Section):
+    """Frames sent through the model together."""
+
+    size: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Frames sent through CLIP together: a batch is flushed when it has this many "
+        "frames, or when its oldest frame has waited max_wait_ms, whichever comes first.",
+    )
+    max_wait_ms: int = Field(
+        500,
+        ge=0,
+        description="How long the oldest frame of a partial batch waits before the batch is flushed "
+        "anyway.",
+    )
+    decode_workers: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Threads that read, hash and decode frames beside the model; 0 means one per "
+        "CPU core.",
+    )
+
+    @property
+    def decode_threads(self) -> int:
+        return self.decode_workers or os.cpu_count() or 1
+
+
+class MetricsConfig(Section):
+    """Prometheus metrics."""
+
+    listen: OptionalText = Field(
+        None,
+        description="Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9464; not set "
+        "switches them off.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("must be HOST:PORT, like 127.0.0.1:9464, or left out to switch metrics off")
+        return value
+
+
+class StatusConfig(Section):
+    """What `cctv-gender status` calls unhealthy."""
+
+    stall_after_s: float = Field(
+        300.0,
+        gt=0,
+        description="`cctv-gender status` exits 1 (unhealthy) when frames are waiting and nothing "
+        "has been processed for this long.",
+    )
+
+
+class LoggingConfig(Section):
+    """The daemon's log."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        description="`debug` (a line per frame), `info` (a line per batch), `warning` or `error`.",
+    )

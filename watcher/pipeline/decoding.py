@@ -1,0 +1,126 @@
+"""Stage one: a claimed frame's file read, checked, hashed and decoded (Claimed → Decoded).
+
+Reading, hashing and decoding release the GIL: a thread pool keeps several cores busy on them
+while the model works on the batch before. Whatever one frame's bytes do, the failure is that
+frame's, recorded in its `Decoded.error`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from model.images import HEADER_BYTES, UndecodableImage, check_before_reading, decode_pixels
+from watcher.faults import kill_on_frame
+from watcher.intake.readiness import incomplete_reason
+from watcher.pipeline.stages import Claimed, Decoded, FileFacts, FrameBounds
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class Decoder:
+    def __init__(self, bounds: FrameBounds, *, workers: int) -> None:
+        self._bounds = bounds
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        self._prefetched: dict[str, Future[Decoded]] = {}
+
+    def prefetch(self, frame: Claimed) -> None:
+        """Start on a frame now, before its batch is processed."""
+        self._prefetched[frame.key] = self._pool.submit(self.decode, frame)
+
+    def decode_all(self, frames: list[Claimed], *, refused: dict[str, str]) -> list[Decoded]:
+        """Every frame decoded (prefetched ones as they finish); those in `refused` (key → reason)
+        fail with that reason without being opened (see watcher.intake.suspects)."""
+        pending = [
+            self._prefetched.pop(frame.key)
+            if frame.key in self._prefetched
+            else self._pool.submit(self.decode, frame, refused.get(frame.key))
+            for frame in frames
+        ]
+        return [future.result() for future in pending]
+
+    def run_beside(self, work: Callable[[], _T]) -> Future[_T]:
+        """Run other file work on the pool (fsyncs that wait for the disk while the model runs)."""
+        return self._pool.submit(work)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def decode(self, frame: Claimed, refused: str | None = None) -> Decoded:
+        facts = FileFacts()
+        try:
+            if refused is not None:
+                raise UndecodableImage(refused)
+            data, facts = read_frame(frame, self._bounds)
+            kill_on_frame(frame.relative)
+            facts = replace(facts, sha256=hashlib.sha256(data).hexdigest())
+            truncated = incomplete_reason(data)
+            if truncated is not None:
+                raise UndecodableImage(truncated)
+            pixels = decode_pixels(data, max_pixels=self._bounds.max_pixels)
+            height, width = pixels.shape[:2]
+            return Decoded(frame, replace(facts, width=width, height=height), pixels)
+        except UndecodableImage as error:
+            reason = str(error)
+        except _ReadFailed as failed:
+            facts, reason = failed.facts, failed.reason
+        except OSError as error:
+            reason = f"cannot read: {error.strerror or error}"
+        except Exception as error:  # noqa: BLE001 - whatever one frame's bytes do, it is that frame's
+            reason = f"cannot decode: {type(error).__name__}: {error}"
+        logger.warning("frame %s failed: %s", frame.relative, reason)
+        return Decoded(frame, facts, None, reason)
+
+
+class _ReadFailed(Exception):
+    """A refusal after the file's facts were learned: they belong in the frame's row."""
+
+    def __init__(self, facts: FileFacts, reason: str) -> None:
+        super().__init__(reason)
+        self.facts, self.reason = facts, reason
+
+
+def read_frame(frame: Claimed, bounds: FrameBounds) -> tuple[bytes, FileFacts]:
+    """The frame's bytes, refused from its size and header before the rest is read."""
+    info = frame.work_path.lstat()
+    facts = FileFacts(size_bytes=info.st_size, file_mtime=datetime.fromtimestamp(info.st_mtime, UTC))
+    try:
+        if not stat.S_ISREG(info.st_mode):
+            raise UndecodableImage("not a regular file (symlink or special file); never opened")
+        data = _read_regular_file(frame, info.st_size, bounds)
+    except UndecodableImage as error:
+        raise _ReadFailed(facts, str(error)) from None
+    except OSError as error:
+        raise _ReadFailed(facts, f"cannot read: {error.strerror or error}") from None
+    facts = replace(facts, size_bytes=len(data))
+    if len(data) > bounds.max_file_bytes:
+        raise _ReadFailed(facts, f"too large: over {bounds.max_file_bytes} bytes (inbox.max_file_bytes)")
+    return data, facts
+
+
+def _read_regular_file(frame: Claimed, size: int, bounds: FrameBounds) -> bytes:
+    # O_NOFOLLOW | O_NONBLOCK: a file swapped for a link or a FIFO since lstat is never followed
+    # or waited on.
+    descriptor = os.open(frame.work_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with open(descriptor, "rb", buffering=0) as handle:  # closes the descriptor
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise UndecodableImage("not a regular file (symlink or special file); never opened")
+        check_before_reading(
+            os.pread(descriptor, HEADER_BYTES, 0),
+            size,
+            max_pixels=bounds.max_pixels,
+            max_file_bytes=bounds.max_file_bytes,
+        )
+        # One allocation, filled by one read with the GIL released: joining the header to the
+        # rest would copy every frame under the GIL. At most one byte more than allowed: a file
+        # still growing is refused, not slurped.
+        return handle.read(min(size, bounds.max_file_bytes) + 1)

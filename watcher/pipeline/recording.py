@@ -1,0 +1,122 @@
+"""Stage three: each classified frame's row committed (Classified → Stored).
+
+The database row is the record: the batch's rows are committed in one transaction before any
+file leaves the in-progress area, and each row names the place its file will go. A frame that
+already has its row (a retry after a commit whose answer was lost) keeps that row.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from watcher.intake.moving import is_placement_error
+from watcher.intake.names import storable
+from watcher.intake.placement import OutputFolderMissing, place, place_flat
+from watcher.pipeline.stages import Classified, OutputFolders, Stored
+from watcher.store import writes
+from watcher.store.errors import StorageFailed
+from watcher.store.file_guard import DatabaseFileGuard
+from watcher.store.records import ResultRecord, Status
+from watcher.store.schema import utc_now
+
+logger = logging.getLogger(__name__)
+
+
+def check_output_folders(folders: OutputFolders) -> None:
+    for root in (folders.processed, folders.failed):
+        if not root.is_dir():
+            # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
+            # rows are committed; the batch waits, and its moves are finished once it is back.
+            raise OutputFolderMissing(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
+
+
+class Recorder:
+    def __init__(self, engine: Engine, folders: OutputFolders, guard: DatabaseFileGuard) -> None:
+        self._engine = engine
+        self._folders = folders
+        self._guard = guard
+
+    def record(self, classified: list[Classified]) -> list[Stored]:
+        check_output_folders(self._folders)  # placing would otherwise make them again
+        now, taken = utc_now(), set[Path]()
+        records = {item.frame.key: self._record(item, now, taken) for item in classified}
+        outcome = self._insert(list(records.values()))
+        for item in classified:
+            reason = outcome.rejected.get(item.frame.key)
+            if reason is not None:
+                logger.warning("frame %s failed: %s", item.frame.relative, reason)
+                bare = self._bare_failed_record(item, records[item.frame.key], reason, taken)
+                records[item.frame.key] = bare
+                outcome.inserted |= self._insert([bare], bare=True).inserted
+        earlier = writes.committed(self._engine, records.keys() - outcome.inserted)
+        stored = []
+        for item in classified:
+            if item.frame.key in earlier:
+                logger.info("frame %s already had its row: keeping it", item.frame.relative)
+            stored.append(Stored(item.frame, earlier.get(item.frame.key) or records[item.frame.key]))
+        return stored
+
+    def _insert(self, records: list[ResultRecord], *, bare: bool = False) -> writes.InsertOutcome:
+        # The guard runs with the write lock held: the file may go while BEGIN waits for it.
+        outcome = writes.insert_new(self._engine, records, before_write=self._guard.check)
+        if bare and outcome.rejected:
+            # The least a row can say did not fit: that is the database's fault, not the frame's.
+            raise StorageFailed(next(iter(outcome.rejected.values())))
+        return outcome
+
+    def _record(self, item: Classified, now: datetime, taken: set[Path]) -> ResultRecord:
+        frame, facts, classification = item.frame, item.facts, item.classification
+        error = item.error
+        root = self._folders.for_status(item.status)
+        try:
+            destination = place(root, frame, taken=taken)
+        except OSError as placing:
+            if not is_placement_error(placing):
+                raise
+            # Its own path cannot be made there (a file where its folder should be, a folder
+            # the daemon may not write): the frame fails, and goes flat into failed/.
+            error = f"cannot be placed in {root}: {placing.strerror or placing}"
+            logger.warning("frame %s failed: %s", frame.relative, error)
+            classification = None
+            destination = place_flat(self._folders.failed, frame, taken=taken)
+        labelled = classification is not None
+        return ResultRecord(
+            frame_key=frame.key,
+            camera=storable(frame.camera) if frame.camera is not None else None,
+            source_path=storable(frame.relative.as_posix()),
+            stored_path=str(destination),
+            received_at=frame.received_at,
+            processed_at=now,
+            status=Status.OK if labelled else Status.FAILED,
+            error=error,
+            sha256=facts.sha256,
+            size_bytes=facts.size_bytes,
+            width=facts.width,
+            height=facts.height,
+            file_mtime=facts.file_mtime,
+            label=classification.label if classification else None,
+            probability=classification.probability if classification else None,
+            model_version=classification.model_version if classification else None,
+            precision=classification.precision if classification else None,
+            embedding=classification.embedding if classification else None,
+            embedding_model=classification.embedding_model if classification else None,
+        )
+
+    def _bare_failed_record(
+        self, item: Classified, refused: ResultRecord, reason: str, taken: set[Path]
+    ) -> ResultRecord:
+        """The least a frame's row can say: its key, its path in plain ASCII, why, and where it went."""
+        return ResultRecord(
+            frame_key=refused.frame_key,
+            source_path=refused.source_path.encode("ascii", "backslashreplace").decode("ascii"),
+            stored_path=str(place_flat(self._folders.failed, item.frame, taken=taken)),
+            received_at=refused.received_at,
+            processed_at=refused.processed_at,
+            status=Status.FAILED,
+            error=reason[:1000],
+        )

@@ -1,0 +1,117 @@
+"""Finishing what earlier runs left in progress: this instance's last run, and dead instances'.
+
+A frame whose row is committed only needs its move (the same delivery a batch ends with); the
+others are processed again. Frames left by a run that crashed are suspects: each is processed
+alone, and one that was in progress during MAX_CRASHES crashes fails unopened (see
+watcher.intake.suspects).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from watcher.intake import suspects
+from watcher.intake.claiming import claimed_frames
+from watcher.pipeline.backoff import is_transient
+from watcher.pipeline.dispatch import Dispatcher, first_line
+from watcher.pipeline.processing import BatchProcessor
+from watcher.pipeline.stages import Claimed
+from watcher.service.instance import InstanceLock, orphaned_instances
+from watcher.store import writes
+from watcher.store.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+
+class Recovery:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        processor: BatchProcessor,
+        dispatcher: Dispatcher,
+        instance: InstanceLock,
+        in_progress: Path,
+        after_suspect: Callable[[], None],
+    ) -> None:
+        self._engine = engine
+        self._processor = processor
+        self._dispatcher = dispatcher
+        self._instance = instance
+        self._in_progress = in_progress
+        # Called after each suspect: a long line of them must still feed the watchdog.
+        self._after_suspect = after_suspect
+        self.recovered = 0
+
+    def recover(self, *, crashed: bool) -> None:
+        """Our own area, then any dead instance's; everything committed and moved on return."""
+        self._recover_area(self._instance.area, crashed=crashed)
+        self.adopt_orphans()
+        self._dispatcher.collect(wait=True)
+
+    def adopt_orphans(self) -> None:
+        # An instance whose lock we can take is gone: its claimed frames are ours to finish.
+        for orphan in orphaned_instances(self._in_progress, own=self._instance.name):
+            try:
+                crashed = not suspects.stopped_cleanly(orphan.area)
+                if self._recover_area(orphan.area, crashed=crashed):
+                    logger.info("recovered the frames of instance %s, which is gone", orphan.name)
+                suspects.take_clean_stop(orphan.area)
+                with contextlib.suppress(OSError):
+                    orphan.area.rmdir()
+            except StorageError as error:
+                if not is_transient(error):
+                    raise
+                # The database is away: the next rescan tries again; the frames stay where they are.
+                logger.warning("cannot adopt instance %s's frames yet: %s", orphan.name, first_line(error))
+                return
+            finally:
+                orphan.release()
+
+    def _recover_area(self, area: Path, *, crashed: bool) -> int:
+        leftovers = claimed_frames(area)
+        if leftovers:
+            logger.info(
+                "recovering %d frames left in progress in %s%s",
+                len(leftovers),
+                area,
+                " by a run that crashed: each is processed alone" if crashed else "",
+            )
+            self.finish_or_process(leftovers, crashed=crashed)
+            self.recovered += len(leftovers)
+        return len(leftovers)
+
+    def finish_or_process(self, frames: list[Claimed], *, crashed: bool = False) -> None:
+        """Frames whose row is committed only need their move; the others are processed again,
+        each alone when a crash left them (one of them may be what crashed the daemon)."""
+        committed = writes.committed(self._engine, [frame.key for frame in frames])
+        for frame in frames:
+            record = committed.get(frame.key)
+            if record is not None:
+                self._processor.finish_committed(frame, record)
+            elif crashed:
+                self._process_suspect(frame)
+            else:
+                self._dispatcher.add(frame)
+        self._dispatcher.flush()
+
+    def _process_suspect(self, frame: Claimed) -> None:
+        crashes = suspects.crashes_survived(frame)
+        if crashes >= suspects.MAX_CRASHES:
+            logger.error(
+                "frame %s was in progress during %d crashes: failing it unopened", frame.relative, crashes
+            )
+            self._dispatcher.submit([frame], refused={frame.key: suspects.crash_reason()})
+        else:
+            try:
+                suspects.record_attempt(frame, crashes + 1)
+            except OSError as error:
+                logger.warning("cannot count the attempts of %s: %s", frame.relative, error.strerror)
+            self._dispatcher.submit([frame])
+        self._dispatcher.collect(wait=True)
+        self._after_suspect()

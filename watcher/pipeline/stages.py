@@ -1,0 +1,86 @@
+"""What a frame is between the pipeline's stages: Claimed → Decoded → Classified → Stored.
+
+Each stage takes the one before it and returns the next; none is changed after it is made, so a
+frame's state can be read on any thread without asking who else holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from watcher.intake.claiming import ClaimedFrame
+from watcher.store.records import ResultRecord, Status
+
+# Taken out of the inbox into the in-progress area (see watcher.intake.claiming).
+Claimed = ClaimedFrame
+
+
+@dataclass(frozen=True)
+class OutputFolders:
+    processed: Path
+    failed: Path
+
+    def for_status(self, status: str) -> Path:
+        return self.processed if status == Status.OK else self.failed
+
+
+@dataclass(frozen=True)
+class FrameBounds:
+    """What the daemon refuses before reading a frame (see model.images.check_before_reading)."""
+
+    max_pixels: int
+    max_file_bytes: int
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What reading a frame's file learned, as much as it got to before any failure."""
+
+    size_bytes: int | None = None
+    file_mtime: datetime | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    frame: Claimed
+    facts: FileFacts
+    pixels: np.ndarray | None  # (height, width, 3) uint8 RGB; None when `error` says why
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    probability: float
+    model_version: str
+    precision: str
+    # The CLIP features and what produced them, when the database keeps them.
+    embedding: bytes | None = None
+    embedding_model: str | None = None
+
+
+@dataclass(frozen=True)
+class Classified:
+    frame: Claimed
+    facts: FileFacts
+    classification: Classification | None  # None when `error` says why
+    error: str | None = None
+
+    @property
+    def status(self) -> Status:
+        return Status.OK if self.classification is not None else Status.FAILED
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The frame's row is committed; its file is still in the in-progress area."""
+
+    frame: Claimed
+    record: ResultRecord

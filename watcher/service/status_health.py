@@ -1,0 +1,99 @@
+"""The rules that make `status` unhealthy, one line per problem saying why."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from watcher.service.heartbeat import HEARTBEAT_INTERVAL_S
+from watcher.service.status_report import RECENTLY, InstanceView
+
+# A running instance that holds frames and has not beaten for this long is frozen.
+FROZEN_AFTER = timedelta(seconds=3 * HEARTBEAT_INTERVAL_S)
+
+
+def instance_state(item: InstanceView) -> str:
+    if item.running:
+        return "running"
+    # Its lock is free: it stopped cleanly, or it died without saying so (its frames are adopted).
+    return "stopped" if item.state == "stopped" or item.stopped_cleanly else "gone"
+
+
+def inbox_problems(
+    *,
+    waiting: int,
+    running: bool,
+    started_at: datetime | None,
+    last_processed_at: datetime | None,
+    now: datetime,
+    stall_after_s: float,
+) -> list[str]:
+    """Frames waiting with no daemon, or with daemons that processed nothing for too long.
+
+    `started_at` is when the earliest running daemon started (None: none says).
+    """
+    if not waiting:
+        return []
+    if not running:
+        return [f"{waiting} frames waiting and no daemon running"]
+    started = started_at or now
+    idle_since = max(last_processed_at, started) if last_processed_at else started
+    idle_s = (now - idle_since).total_seconds()
+    if idle_s <= stall_after_s:
+        return []
+    return [
+        f"{waiting} frames waiting and nothing processed for {idle_s:.0f} s "
+        f"(status.stall_after_s = {stall_after_s:g})"
+    ]
+
+
+def instance_problems(
+    seen: Sequence[InstanceView], *, areas: Mapping[str, int], running: Sequence[str]
+) -> list[str]:
+    """What is wrong with the instances, one line each."""
+    problems = []
+    # Counted before the locks were looked at: an instance that started meanwhile holds its own.
+    for name, frames in areas.items():
+        if frames and name not in running:
+            problems.append(
+                f"{frames} frames in progress in the area of instance {name}, "
+                "which no live instance holds (its lock is free)"
+            )
+    for item in seen:
+        problems += _problems_of(item)
+    return problems
+
+
+def _problems_of(item: InstanceView) -> list[str]:
+    problems = []
+    silent_s = item.last_seen_s
+    if item.running and item.state == "running" and silent_s is not None:
+        holds = max(item.claimed or 0, item.claimed_at_last_beat or 0)
+        if holds and silent_s > FROZEN_AFTER.total_seconds():
+            problems.append(
+                f"instance {item.name} holds {holds} frames but its last heartbeat was {silent_s:.0f} s "
+                f"ago (more than {FROZEN_AFTER.total_seconds():.0f} s): frozen"
+            )
+    if instance_state(item) == "gone":
+        problems.append(
+            f"instance {item.name} died without stopping (last seen {_seconds(item.last_seen_s)} s ago)"
+        )
+    crashed_s = item.last_crash_s
+    if crashed_s is not None and crashed_s <= RECENTLY.total_seconds():
+        problems.append(f"instance {item.name} crashed {crashed_s:.0f} s ago ({item.crashes} crashes so far)")
+    return problems
+
+
+def set_aside_problems(count: int, *, folder: Path) -> list[str]:
+    if not count:
+        return []
+    return [
+        f"{count} frames could not be moved to processed/ or failed/ and wait in "
+        f"{folder} (their rows say so; see the daemon's log)"
+    ]
+
+
+def _seconds(value: float | None) -> str:
+    # An instance is gone only when its row exists, so this has a value; "?" keeps it total.
+    return "?" if value is None else f"{value:.0f}"
