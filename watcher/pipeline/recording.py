@@ -54,12 +54,16 @@ class Recorder:
                 records[item.frame.key] = bare
                 outcome.inserted |= self._insert([bare], bare=True).inserted
         earlier = writes.committed(self._engine, records.keys() - outcome.inserted)
-        stored = []
-        for item in classified:
-            if item.frame.key in earlier:
-                logger.info("frame %s already had its row: keeping it", item.frame.relative)
-            stored.append(Stored(item.frame, earlier.get(item.frame.key) or records[item.frame.key]))
-        return stored
+        missing = records.keys() - outcome.inserted - earlier.keys()
+        if missing:
+            # Neither inserted now nor there before: no file may move without its row.
+            raise StorageFailed(f"{len(missing)} rows neither inserted nor found (deleted meanwhile?)")
+        for key in earlier:
+            logger.info("frame %s already had its row: keeping it", earlier[key].source_path)
+        return [
+            Stored(item.frame, earlier.get(item.frame.key, records[item.frame.key]))
+            for item in classified
+        ]
 
     def _insert(self, records: list[ResultRecord], *, bare: bool = False) -> writes.InsertOutcome:
         # The guard runs with the write lock held: the file may go while BEGIN waits for it.

@@ -64,10 +64,11 @@ class Recovery:
                 suspects.take_clean_stop(orphan.area)
                 with contextlib.suppress(OSError):
                     orphan.area.rmdir()
-            except StorageError as error:
+            except (StorageError, OSError) as error:
                 if not is_transient(error):
                     raise
-                # The database is away: the next rescan tries again; the frames stay where they are.
+                # The database or an output folder is away: the next rescan tries again; the
+                # frames stay where they are.
                 logger.warning("cannot adopt instance %s's frames yet: %s", orphan.name, first_line(error))
                 return
             finally:
