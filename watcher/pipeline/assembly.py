@@ -15,6 +15,7 @@ from model.runtime import ModelLoadError, resolve_runtime
 from model.serving import load_serving_head
 from watcher.config import Config
 from watcher.errors import StartupError
+from watcher.intake.folders import FolderMissing, prepare_folders
 from watcher.pipeline.daemon import Daemon
 from watcher.pipeline.head_reload import HeadReloader
 from watcher.pipeline.processing import BatchProcessor
@@ -44,8 +45,9 @@ def load_extractor(config: Config) -> ClipFeatureExtractor:
 
 def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | None = None) -> Daemon:
     """Everything `watch` needs, in startup order; raises StartupError with a one-line reason."""
-    _make_folders(config)
+    # The database first: a config that cannot reach it leaves no folder behind.
     engine = open_database(config, migrate=True)
+    _make_folders(config)
     instance = acquire_instance(config.in_progress, name=instance_name, prefix=default_prefix(config.source))
     extractor = load_extractor(config)
     extractor.warm_up(config.batch.size)
@@ -89,11 +91,13 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
 
 
 def _make_folders(config: Config) -> None:
-    for folder in (config.paths.inbox, config.in_progress, config.paths.processed, config.paths.failed):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StartupError(f"cannot create {folder}: {error.strerror}") from None
+    paths = config.paths
+    try:
+        prepare_folders([paths.inbox, config.in_progress, paths.processed, paths.failed], data=paths.data)
+    except FolderMissing as error:
+        raise StartupError(str(error)) from None
+    except OSError as error:
+        raise StartupError(f"cannot create {error.filename}: {error.strerror}") from None
 
 
 def _log_plan(

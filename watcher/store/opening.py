@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -16,36 +19,55 @@ def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> 
     """An engine on `database.url`; `migrate` upgrades to head, otherwise the schema must be current.
 
     `read_only` (commands that only read) gives an engine that refuses writes and never holds
-    the write lock the daemon needs (see `make_engine`); it cannot migrate.
+    the write lock the daemon needs (see `make_engine`); it cannot migrate. A database that
+    cannot be opened leaves no folder behind.
     """
     if migrate and read_only:
         raise ValueError("a read-only engine cannot migrate")
+    made: list[Path] = []
     try:
-        _make_sqlite_folder(config.database_url)
-        engine = make_engine(
-            config.database_url, busy_timeout_ms=config.database.busy_timeout_ms, read_only=read_only
-        )
-        if migrate:
-            upgrade_to_head(engine)
-        elif current_revision(engine) != head_revision():
-            raise StartupError(
-                f"the database at {engine.url.render_as_string(hide_password=True)} is not at the "
-                "current schema; run `cctv-gender db upgrade`"
-            )
+        made = _make_sqlite_folder(config.database_url)
+        return _open(config, migrate=migrate, read_only=read_only)
     except (ArgumentError, NoSuchModuleError) as error:
+        _remove_empty(made)
         raise ConfigError(f"{config.source}: database.url: {error}") from None
     except StorageError as error:
         # Unreachable, locked, or not a database at all ("file is not a database").
+        _remove_empty(made)
         raise StartupError(f"cannot open the database {config.database_url}: {error}") from None
     except OSError as error:
+        _remove_empty(made)
         raise StartupError(
             f"cannot open the database {config.database_url}: {error.strerror or error}"
         ) from None
+
+
+def _open(config: Config, *, migrate: bool, read_only: bool) -> Engine:
+    settings = config.database
+    engine = make_engine(config.database_url, busy_timeout_ms=settings.busy_timeout_ms, read_only=read_only)
+    if migrate:
+        upgrade_to_head(engine)
+    elif current_revision(engine) != head_revision():
+        raise StartupError(
+            f"the database at {engine.url.render_as_string(hide_password=True)} is not at the "
+            "current schema; run `cctv-gender db upgrade`"
+        )
     return engine
 
 
-def _make_sqlite_folder(url: str) -> None:
-    # SQLite creates the file but not its folder (paths.data on a first start, say).
+def _make_sqlite_folder(url: str) -> list[Path]:
+    """SQLite creates the file but not its folder (paths.data on a first start, say): the folders
+    made, outermost first."""
     file = sqlite_file(url)
-    if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
+    if file is None:
+        return []
+    missing = [folder for folder in (file.parent, *file.parent.parents) if not folder.exists()]
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    # Innermost first; a folder something else wrote into meanwhile stays.
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
