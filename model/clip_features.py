@@ -11,12 +11,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 from PIL import Image
 
+from model.hub import local_only, single_hub_log
+from model.identity import identify_clip
 from model.runtime import ModelLoadError, Runtime
 
 logger = logging.getLogger(__name__)
@@ -44,12 +46,15 @@ class ClipFeatureExtractor:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers: unannotated
+        single_hub_log()
         self.source = source
         self.runtime = runtime
+        # Without the network, a Hub id fails at once with what to run (model.hub), not after retries.
+        offline = local_only(source)
         try:
-            self._model = CLIPModel.from_pretrained(source, dtype=runtime.dtype)
-            self._processor = AutoImageProcessor.from_pretrained(source)  # type: ignore[no-untyped-call]  # unannotated
-            self._tokenizer = AutoTokenizer.from_pretrained(source)
+            self._model = CLIPModel.from_pretrained(source, dtype=runtime.dtype, local_files_only=offline)
+            self._processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline)  # type: ignore[no-untyped-call]  # unannotated
+            self._tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
         except (OSError, ValueError, KeyError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = (
@@ -58,6 +63,8 @@ class ClipFeatureExtractor:
                 else " (model.clip: a Hugging Face id needs the network once; a local folder loads offline)"
             )
             raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line}{hint}") from None
+        # What heads record and rows name: the model's content, wherever its folder lies.
+        self.identity = identify_clip(source)
         self._model.to(runtime.device).eval()  # type: ignore[arg-type]  # transformers types `to` as a decorator
         # Staging buffers are per thread: on a CPU several batches run through the model at once.
         self._staging_by_thread = threading.local()
@@ -173,15 +180,11 @@ class ClipFeatureExtractor:
         if processor.do_center_crop:
             batch = processor.center_crop(batch, processor.crop_size)
         batch = _to_rgb(batch, bgr)  # after resizing and cropping: a few KB a frame (see _stage)
-        normalised: torch.Tensor = processor.rescale_and_normalize(
-            batch,
-            processor.do_rescale,
-            processor.rescale_factor,
-            processor.do_normalize,
-            processor.image_mean,
-            processor.image_std,
-        )
-        return normalised
+        # The processor's rescale, then normalise, as one multiply-add on a contiguous float copy:
+        # its own steps run over the channels-last view the resize returns, several passes each.
+        scale, shift = _affine_of(processor, batch.device)
+        normalised = batch.to(torch.float32, memory_format=torch.contiguous_format)
+        return normalised.mul_(scale).add_(shift)
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         if self.runtime.device.type != "cuda":
@@ -230,6 +233,16 @@ def _chunks(indices: list[int], *, frame_bytes: int) -> list[list[int]]:
     PREPROCESS_CHUNK_BYTES: 32 frames of 40 megapixels would otherwise take 15 GB at once."""
     per_chunk = max(1, PREPROCESS_CHUNK_BYTES // max(frame_bytes, 1))
     return [indices[start : start + per_chunk] for start in range(0, len(indices), per_chunk)]
+
+
+def _affine_of(processor: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), per channel, with pixel * scale + shift equal to the processor's rescale
+    (by rescale_factor) followed by its normalisation ((x - mean) / std)."""
+    rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
+    mean = torch.tensor(processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0])
+    std = torch.tensor(processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0])
+    scale, shift = rescale / std, -mean / std
+    return scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)
 
 
 def _to_rgb(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:

@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from model.clip_features import ClipFeatureExtractor
 from model.dataset import LabelledImage
 from model.feature_cache import FeatureCache
 from model.images import UndecodableImage, decode_pixels
 from model.labels import LABEL_ORDER, Label
+from model.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,16 @@ def extract_labelled(
     """Features for every readable image; unreadable ones are skipped with their reason."""
     started = time.perf_counter()
     run = _Extraction(extractor, cache)
-    for index, item in enumerate(tqdm(images, desc="features", unit="img", disable=not progress)):
+    bar = Progress(total=len(images), desc="features", unit="img") if progress else None
+    for index, item in enumerate(images):
         run.add(index, item, max_pixels=max_pixels)
         if len(run.pending) >= batch_size:
             run.flush()
+        if bar is not None:
+            bar.advance()
     run.flush()
+    if bar is not None:
+        bar.close()
     for name, reason in run.skipped.items():
         logger.warning("skipped %s: %s", name, reason)
     kept = sorted(run.rows)

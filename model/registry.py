@@ -1,7 +1,7 @@
 """The model registry: one folder per head version and a `current` pointer to the one served.
 
     <registry>/<version>/head.keras       the Keras model
-    <registry>/<version>/metadata.json    CLIP id, feature size, preprocessing version, threshold...
+    <registry>/<version>/metadata.json    CLIP name and identity, feature size, preprocessing version...
     <registry>/current                    a text file naming the served version
     <registry>/history                    the versions promoted so far, oldest first (for rollback)
 
@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.identity import ClipIdentity, recorded_identity
 from model.labels import LABEL_ORDER
 
 logger = logging.getLogger(__name__)
@@ -38,13 +39,22 @@ class RegistryError(Exception):
 
 @dataclass(frozen=True)
 class HeadMetadata:
+    """`clip_model` names the CLIP model (folder name or Hub id; a path in heads registered before
+    identities were recorded) and `clip_identity` its content (model.identity.ClipIdentity.recorded)."""
+
     version: str
     clip_model: str
     feature_size: int
     preprocessing_version: str
     threshold: float = 0.5
     label_order: tuple[str, ...] = tuple(str(label) for label in LABEL_ORDER)
+    clip_identity: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clip(self) -> ClipIdentity:
+        """The CLIP model this head was trained on."""
+        return recorded_identity(self.clip_model, self.clip_identity)
 
     @classmethod
     def read(cls, version_dir: Path) -> HeadMetadata:
@@ -53,8 +63,9 @@ class HeadMetadata:
             raw = json.loads(path.read_text(encoding="utf-8"))
             known = {name: raw.pop(name) for name in list(raw) if name in cls.__dataclass_fields__}
             known["label_order"] = tuple(known.get("label_order", ()))
+            known["clip_identity"] = {str(k): str(v) for k, v in (known.get("clip_identity") or {}).items()}
             return cls(**known, extra=raw)
-        except (OSError, ValueError, TypeError) as error:
+        except (OSError, ValueError, TypeError, AttributeError) as error:
             raise RegistryError(f"{path}: unreadable head metadata: {error}") from None
 
     def to_json(self) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from model.labels import LABEL_ORDER
+from model.training import best_epoch
 
 LEARNING_CURVES = "learning_curves.png"
 ROC_CURVE = "roc_curve.png"
@@ -43,6 +44,16 @@ def _pyplot() -> Any:
 def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    draw_learning_curves(axes, history)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def draw_learning_curves(axes: Any, history: dict[str, list[float]]) -> None:
+    """Loss and accuracy per epoch, train and validation, on two Axes; a vertical line marks the
+    best epoch (lowest validation loss: the weights early stopping kept)."""
+    best = best_epoch(history)
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + metric)
@@ -53,12 +64,11 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
                     style,
                     label=("validation " if prefix else "train ") + metric,
                 )
+        if best is not None:
+            axis.axvline(best, color="tab:red", linestyle=":", label=f"best epoch ({best})")
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
@@ -79,7 +89,15 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> No
 def plot_confusion(matrix: list[list[int]], path: Path, *, title: str) -> None:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(4, 4))
-    axis.imshow(np.array(matrix), cmap="Blues")
+    draw_confusion(axis, matrix, title=title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def draw_confusion(axis: Any, matrix: list[list[int]], *, title: str) -> None:
+    """The 2×2 matrix as shaded cells, each count written in the colour that reads on its cell."""
+    image = axis.imshow(np.array(matrix), cmap="Blues")
     names = [str(label) for label in LABEL_ORDER]
     axis.set_xticks([0, 1], names)
     axis.set_yticks([0, 1], names)
@@ -87,11 +105,20 @@ def plot_confusion(matrix: list[list[int]], path: Path, *, title: str) -> None:
     axis.set_ylabel("true")
     for row in range(2):
         for column in range(2):
-            axis.text(column, row, str(matrix[row][column]), ha="center", va="center")
+            value = matrix[row][column]
+            colour = text_colour_on(image.cmap(image.norm(value)))
+            axis.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=14)
     axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+
+
+def text_colour_on(background: tuple[float, ...]) -> str:
+    """`white` or `black`, whichever contrasts more with an RGB(A) background in 0..1 (WCAG 2's
+    relative luminance and contrast ratio: white on dark cells, black on light ones)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in background[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    against_white = 1.05 / (luminance + 0.05)
+    against_black = (luminance + 0.05) / 0.05
+    return "white" if against_white > against_black else "black"
 
 
 def write_report(

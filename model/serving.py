@@ -7,6 +7,7 @@ from pathlib import Path
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head, ZeroShotHead
+from model.identity import ClipIdentity, identify_clip, same_model
 from model.keras_head import KerasHead
 from model.labels import LABEL_ORDER, Label
 from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_version, version_dir
@@ -16,15 +17,16 @@ logger = logging.getLogger(__name__)
 ZERO_SHOT_PREFIX = "zero-shot:"
 
 
-def zero_shot_version(clip_source: str) -> str:
-    return f"{ZERO_SHOT_PREFIX}{clip_source}"
+def zero_shot_version(clip_name: str) -> str:
+    """`zero-shot:<name>`: the CLIP model's name (folder name or Hub id), never a path."""
+    return f"{ZERO_SHOT_PREFIX}{clip_name}"
 
 
 def build_zero_shot_head(clip: ClipFeatureExtractor, prompts: dict[Label, list[str]]) -> ZeroShotHead:
     return ZeroShotHead.from_prompts(
         {label: clip.text_features(prompts[label]) for label in LABEL_ORDER},
         logit_scale=clip.logit_scale,
-        version=zero_shot_version(clip.source),
+        version=zero_shot_version(clip.identity.name),
     )
 
 
@@ -61,11 +63,15 @@ def load_serving_head(registry: Path, *, clip: ClipFeatureExtractor, prompts: di
     return head
 
 
-def metadata_problems(metadata: HeadMetadata, *, clip_source: str) -> list[str]:
-    """What makes a head unusable with CLIP `clip_source`, judged from its metadata alone."""
+def metadata_problems(metadata: HeadMetadata, *, clip: ClipIdentity) -> list[str]:
+    """What makes a head unusable with the CLIP model `clip`, judged from its metadata alone.
+
+    The model is compared by content (model.identity), so a moved or copied CLIP folder keeps
+    its heads."""
     problems = []
-    if metadata.clip_model != clip_source:
-        problems.append(f"it was trained on CLIP {metadata.clip_model!r}, the daemon runs {clip_source!r}")
+    trained_on = metadata.clip
+    if not same_model(trained_on, clip):
+        problems.append(f"it was trained on CLIP {trained_on.describe()}, the daemon runs {clip.describe()}")
     if metadata.preprocessing_version != PREPROCESSING_VERSION:
         problems.append(
             f"its preprocessing version is {metadata.preprocessing_version!r}, "
@@ -78,14 +84,15 @@ def metadata_problems(metadata: HeadMetadata, *, clip_source: str) -> list[str]:
 
 
 def refuse_if_incompatible(metadata: HeadMetadata, *, clip_source: str) -> None:
-    problems = metadata_problems(metadata, clip_source=clip_source)
+    """Refuse a head that does not fit `model.clip` (a folder or a Hub id), without loading CLIP."""
+    problems = metadata_problems(metadata, clip=identify_clip(clip_source))
     if problems:
         raise RegistryError(f"head {metadata.version} refused: " + "; ".join(problems))
 
 
 def check_compatible(metadata: HeadMetadata, *, clip: ClipFeatureExtractor) -> None:
     """Refuse a head trained on features other than the ones this CLIP produces."""
-    problems = metadata_problems(metadata, clip_source=clip.source)
+    problems = metadata_problems(metadata, clip=clip.identity)
     if metadata.feature_size != clip.feature_size:
         problems.append(f"it expects {metadata.feature_size} features, CLIP gives {clip.feature_size}")
     if problems:

@@ -1,16 +1,19 @@
-"""Fitting the head on extracted features: the stratified split, the Keras fit, the threshold."""
+"""Fitting the head on extracted features: the stratified split, the Keras fit with its progress,
+the threshold."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 
 from model.keras_head import build_head_model, import_keras
+from model.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -64,25 +67,70 @@ def fit_head(
     y_validation: np.ndarray,
     *,
     settings: FitSettings,
+    progress: bool = True,
+    stream: TextIO | None = None,
 ) -> tuple[Any, dict[str, list[float]]]:
-    """The research script's training, with its early stopping; returns the model and its history."""
+    """The research script's training, with its early stopping; returns the model and its history.
+
+    With `progress`, every epoch is reported on `stream` (standard error by default): a bar on a
+    terminal, plain lines elsewhere (see `Progress`), then one line on how the fit ended.
+    """
     keras = import_keras()
     keras.utils.set_random_seed(settings.seed)
     model = build_head_model(x_train.shape[1], learning_rate=settings.learning_rate)
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=settings.patience, restore_best_weights=True
-    )
-    history = model.fit(
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.patience, restore_best_weights=True
+        )
+    ]
+    reporter = Progress(total=settings.epochs, desc="epoch", stream=stream) if progress else None
+    if reporter is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda _, logs: reporter.advance(note=epoch_note(logs))
+            )
+        )
+    fitted = model.fit(
         x_train,
         y_train.astype(np.float32),
         validation_data=(x_validation, y_validation.astype(np.float32)),
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         class_weight=balanced_class_weights(y_train),
-        callbacks=[stopper],
+        callbacks=callbacks,
         verbose=0,
     )
-    return model, {name: [float(value) for value in values] for name, values in history.history.items()}
+    history = {name: [float(value) for value in values] for name, values in fitted.history.items()}
+    if reporter is not None:
+        reporter.close(note=fit_outcome(history, settings=settings))
+    return model, history
+
+
+def epoch_note(logs: Mapping[str, Any] | None) -> str:
+    """`loss 0.4123, val loss 0.3981` (and accuracies) from the logs Keras hands a callback."""
+    logs = logs or {}
+    names = [("loss", "loss"), ("val_loss", "val loss"), ("accuracy", "acc"), ("val_accuracy", "val acc")]
+    return ", ".join(f"{label} {float(logs[key]):.4f}" for key, label in names if key in logs)
+
+
+def best_epoch(history: Mapping[str, list[float]]) -> int | None:
+    """The epoch (from 1) with the lowest validation loss: the one whose weights are kept."""
+    val_loss = history.get("val_loss") or []
+    return int(np.argmin(val_loss)) + 1 if val_loss else None
+
+
+def fit_outcome(history: Mapping[str, list[float]], *, settings: FitSettings) -> str:
+    """One line on how a fit ended: epochs run, early stop or not, the best epoch kept."""
+    run = len(history.get("loss", []))
+    best = best_epoch(history)
+    how = (
+        f"stopped early after {run} epochs (no lower val loss in {settings.patience})"
+        if run < settings.epochs
+        else f"ran all {run} epochs"
+    )
+    if best is None:
+        return f"fit: {how}"
+    return f"fit: {how}; kept epoch {best} (val loss {history['val_loss'][best - 1]:.4f})"
 
 
 def choose_threshold(y_validation: np.ndarray, positive: np.ndarray) -> float:

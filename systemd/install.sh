@@ -4,8 +4,17 @@
 #     sudo systemd/install.sh            # install, or upgrade in place (migrations applied)
 #     sudo systemctl enable --now cctv-gender
 #
-# Re-running upgrades the application and never overwrites an edited config.
-# `systemd/install.sh --print-config` only prints the config a fresh install writes.
+# Options:
+#   --data DIR --inbox DIR --processed DIR --failed DIR
+#                     the folders (absolute paths) of a fresh install's config, and the only ones
+#                     the unit may write (a drop-in, /etc/systemd/system/cctv-gender.service.d/
+#                     paths.conf); default /var/lib/cctv-gender and /srv/cctv-gender/{inbox,...}
+#   --python PATH     the interpreter of the virtual environment (3.11 or newer; default
+#                     /usr/bin/python3, or $PYTHON)
+#   --print-config    print the drop-in and the config a fresh install writes; install nothing
+#
+# Re-running upgrades the application and never overwrites an edited config; the drop-in is
+# written again from the folders that config names.
 set -euo pipefail
 umask 022
 
@@ -13,48 +22,154 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=/opt/cctv-gender
 CONFIG_DIR=/etc/cctv-gender
 STATE_DIR=/var/lib/cctv-gender
-FRAMES_DIR=/srv/cctv-gender
 SERVICE_USER=cctv-gender
+SERVICE_GROUP=cctv-gender
 UNIT=cctv-gender.service
+DROPIN=/etc/systemd/system/$UNIT.d/paths.conf
 # The system interpreter: the service user must be able to run it (a pyenv or conda Python under
 # someone's home directory usually is not readable to it).
 PYTHON=${PYTHON:-/usr/bin/python3}
+DATA=$STATE_DIR
+INBOX=/srv/cctv-gender/inbox
+PROCESSED=/srv/cctv-gender/processed
+FAILED=/srv/cctv-gender/failed
+PATHS_GIVEN=no
+PRINT=no
+
+usage_error() {
+    echo "install.sh: $1" >&2
+    echo "usage: install.sh [--data DIR] [--inbox DIR] [--processed DIR] [--failed DIR] [--python PATH] [--print-config]" >&2
+    exit 2
+}
+
+fail() {
+    echo "install.sh: $1" >&2
+    exit 1
+}
+
+folder_option() {
+    # An absolute path that systemd (a space separates paths, % is a specifier) and sed take as is.
+    [[ "$2" == /* ]] || usage_error "$1 needs an absolute path, not '$2'"
+    [[ "$2" =~ ^/[A-Za-z0-9._/@+,:=~-]*$ ]] \
+        || usage_error "$1 '$2': use a path of letters, digits and ._/@+,:=~- (no spaces)"
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --data | --inbox | --processed | --failed)
+            [ $# -ge 2 ] || usage_error "$1 needs a folder"
+            folder_option "$1" "$2"
+            value=$(realpath -m "$2")
+            case "$1" in
+                --data) DATA=$value ;;
+                --inbox) INBOX=$value ;;
+                --processed) PROCESSED=$value ;;
+                --failed) FAILED=$value ;;
+            esac
+            PATHS_GIVEN=yes
+            shift 2
+            ;;
+        --python)
+            [ $# -ge 2 ] || usage_error "--python needs an interpreter"
+            PYTHON=$2
+            shift 2
+            ;;
+        --print-config) PRINT=yes; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        *) usage_error "unknown option '$1'" ;;
+    esac
+done
+
+check_python() {
+    # First, before anything is created: the virtual environment is made with this interpreter.
+    local version
+    version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
+        || fail "cannot run '$PYTHON': cctv-gender needs Python 3.11 or newer; name one with --python PATH"
+    [[ "$version" =~ ^([0-9]+)\.([0-9]+)$ ]] || fail "'$PYTHON' is not a Python interpreter (it said '$version')"
+    if [ "${BASH_REMATCH[1]}" -lt 3 ] || { [ "${BASH_REMATCH[1]}" -eq 3 ] && [ "${BASH_REMATCH[2]}" -lt 11 ]; }; then
+        fail "cctv-gender needs Python 3.11 or newer; $PYTHON is $version. Install one (Debian 12 and Ubuntu 24.04 ship it; elsewhere e.g. apt-get install python3.11 python3.11-venv) and run again with --python /usr/bin/python3.11"
+    fi
+    "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null \
+        || fail "$PYTHON ($version) cannot make a virtual environment: apt-get install python3-venv (or python$version-venv)"
+}
 
 service_config() {
     # The repository's documented config.toml, with the service's folders.
-    sed -e "s|^inbox = \"inbox\"|inbox = \"$FRAMES_DIR/inbox\"|" \
-        -e "s|^processed = \"processed\"|processed = \"$FRAMES_DIR/processed\"|" \
-        -e "s|^failed = \"failed\"|failed = \"$FRAMES_DIR/failed\"|" \
-        -e "s|^data = \"data\"|data = \"$STATE_DIR\"|" \
+    sed -e "s|^inbox = \"inbox\"|inbox = \"$INBOX\"|" \
+        -e "s|^processed = \"processed\"|processed = \"$PROCESSED\"|" \
+        -e "s|^failed = \"failed\"|failed = \"$FAILED\"|" \
+        -e "s|^data = \"data\"|data = \"$DATA\"|" \
         "$REPO/config.toml"
 }
 
-if [ "${1:-}" = "--print-config" ]; then
+paths_dropin() {
+    # The empty ReadWritePaths= drops the unit's default (/srv/cctv-gender): only these stay writable.
+    cat <<EOF
+# Written by systemd/install.sh: the folders $CONFIG_DIR/config.toml names, the only ones the
+# service may write. After moving a folder in the config, run install.sh again (or edit this
+# file), then: systemctl daemon-reload && systemctl restart cctv-gender
+[Unit]
+RequiresMountsFor=$DATA $INBOX $PROCESSED $FAILED
+
+[Service]
+ReadWritePaths=
+ReadWritePaths=$DATA $INBOX $PROCESSED $FAILED
+EOF
+}
+
+configured_folders() {
+    # data, inbox, processed, failed of an existing config, resolved as the daemon resolves them.
+    "$PYTHON" - "$1" <<'EOF'
+import sys, tomllib
+from pathlib import Path
+
+config = Path(sys.argv[1])
+paths = tomllib.loads(config.read_text()).get("paths", {})
+for key in ("data", "inbox", "processed", "failed"):
+    print((config.parent / Path(paths.get(key) or key).expanduser()).resolve())
+EOF
+}
+
+check_python
+if [ "$PRINT" = yes ]; then
+    echo "==> $DROPIN <=="
+    paths_dropin
+    echo
+    echo "==> $CONFIG_DIR/config.toml <=="
     service_config
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install.sh: run as root (sudo systemd/install.sh)" >&2
-    exit 1
+    fail "run as root (sudo systemd/install.sh)"
+fi
+if [ -e "$CONFIG_DIR/config.toml" ]; then
+    # The config in use is never overwritten: the drop-in follows its folders.
+    mapfile -t configured < <(configured_folders "$CONFIG_DIR/config.toml")
+    if [ "$PATHS_GIVEN" = yes ] && [ "${configured[*]}" != "$DATA $INBOX $PROCESSED $FAILED" ]; then
+        fail "$CONFIG_DIR/config.toml names other folders (data, inbox, processed, failed: ${configured[*]}); edit its [paths] to match, or run without --data/--inbox/--processed/--failed"
+    fi
+    DATA=${configured[0]} INBOX=${configured[1]} PROCESSED=${configured[2]} FAILED=${configured[3]}
 fi
 
-echo "== user $SERVICE_USER"
+echo "== user $SERVICE_USER, group $SERVICE_GROUP"
+getent group "$SERVICE_GROUP" >/dev/null || groupadd --system "$SERVICE_GROUP"
 if ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
-    useradd --system --user-group --home-dir "$STATE_DIR" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+    useradd --system --gid "$SERVICE_GROUP" --home-dir "$STATE_DIR" --no-create-home \
+        --shell /usr/sbin/nologin "$SERVICE_USER"
 fi
 # GPU device nodes are usually group video or render.
 for group in video render; do
     if getent group "$group" >/dev/null; then usermod -a -G "$group" "$SERVICE_USER"; fi
 done
 
-echo "== application in $PREFIX"
+echo "== application in $PREFIX (torch and CUDA are several GB: this takes minutes)"
 install -d -m 0755 "$PREFIX"
 [ -x "$PREFIX/.venv/bin/python" ] || "$PYTHON" -m venv "$PREFIX/.venv"
-"$PREFIX/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$REPO"
+"$PREFIX/.venv/bin/python" -m pip install --disable-pip-version-check --upgrade "$REPO"
 install -m 0644 "$REPO/README.md" "$PREFIX/README.md"
 
 echo "== config in $CONFIG_DIR"
-install -d -m 0750 -o root -g "$SERVICE_USER" "$CONFIG_DIR"
+install -d -m 0750 -o root -g "$SERVICE_GROUP" "$CONFIG_DIR"
 if [ -e "$CONFIG_DIR/config.toml" ]; then
     # Never overwrite an edited config; leave the new defaults beside it for comparison.
     service_config > "$CONFIG_DIR/config.toml.dist"
@@ -62,22 +177,34 @@ if [ -e "$CONFIG_DIR/config.toml" ]; then
 else
     service_config > "$CONFIG_DIR/config.toml"
 fi
-chown root:"$SERVICE_USER" "$CONFIG_DIR"/config.toml*
+chown root:"$SERVICE_GROUP" "$CONFIG_DIR"/config.toml*
 chmod 0640 "$CONFIG_DIR"/config.toml*
 
 echo "== folders"
-install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
-# Operators in group cctv-gender may drop frames into the inbox.
-install -d -m 2775 -o "$SERVICE_USER" -g "$SERVICE_USER" "$FRAMES_DIR" "$FRAMES_DIR/inbox"
-install -d -m 2750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$FRAMES_DIR/processed" "$FRAMES_DIR/failed"
+# State (database, registry): group cctv-gender may read (the unit's UMask=0027 keeps files
+# group-readable; setgid keeps new files in the group), never write.
+install -d -m 2750 -o "$SERVICE_USER" -g "$SERVICE_GROUP" "$STATE_DIR" "$DATA"
+# Operators in group cctv-gender may drop frames into the inbox and read the results. A folder
+# that already exists (a share) keeps its owner and mode.
+for folder in "$INBOX" "$PROCESSED" "$FAILED"; do
+    mode=2750
+    [ "$folder" = "$INBOX" ] && mode=2775
+    [ -d "$folder" ] || install -d -m "$mode" -o "$SERVICE_USER" -g "$SERVICE_GROUP" "$folder"
+    runuser -u "$SERVICE_USER" -- test -w "$folder" \
+        || echo "warning: $SERVICE_USER cannot write $folder (on a share: the same uid on every node)" >&2
+done
 
 echo "== database"
 runuser -u "$SERVICE_USER" -- "$PREFIX/.venv/bin/cctv-gender" db upgrade --config "$CONFIG_DIR/config.toml"
 
-echo "== unit"
+echo "== unit, and the folders it may write in $DROPIN"
 install -m 0644 "$REPO/systemd/$UNIT" "/etc/systemd/system/$UNIT"
+install -d -m 0755 "$(dirname "$DROPIN")"
+paths_dropin > "$DROPIN"
+chmod 0644 "$DROPIN"
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl try-restart "$UNIT" || true
 fi
 echo "installed. Start it with: systemctl enable --now cctv-gender"
+echo "Operators: usermod -a -G $SERVICE_GROUP NAME (inbox writes, config and results reads)"

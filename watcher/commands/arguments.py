@@ -1,16 +1,21 @@
 """Argument types: what operators type, parsed once by argparse (a bad value is exit code 2).
 
 Times are ISO timestamps or relative ones like `2h`, `30m`, `yesterday`; probabilities lie in
-[0, 1]; summary dimensions are a comma-separated list; limits are positive whole numbers.
+[0, 1]; summary dimensions are a comma-separated list; limits are positive whole numbers; folders
+to read must exist, and a file to write needs an existing folder. All of this is checked here,
+before any command loads a model or opens the database.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
+from watcher.commands.exit_codes import EXIT_USAGE
 from watcher.store.summary import DIMENSIONS
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -21,13 +26,29 @@ class UsageError(Exception):
     """Arguments that are each valid but do not go together; reported like argparse's own errors."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with each error on one line and exit code 2, instead of the whole usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def add_config(parser: argparse.ArgumentParser) -> None:
+    """The options every command that reads the config takes: --config, and --debug (also global)."""
     parser.add_argument(
         "--config",
         type=path_type,
         default=None,
         metavar="PATH",
         help="config file (default: ./config.toml, then /etc/cctv-gender/config.toml)",
+    )
+    add_debug(parser, default=argparse.SUPPRESS)
+
+
+def add_debug(parser: argparse.ArgumentParser, *, default: object) -> None:
+    # A command's own --debug has no default, so it never hides the global `cctv-gender --debug`.
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks with error messages"
     )
 
 
@@ -41,17 +62,19 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         return midnight - timedelta(days=1 if lowered == "yesterday" else 0)
     match = _RELATIVE.match(lowered)
-    if match:
-        amount, unit = float(match.group(1)), match.group(2)
-        return now - timedelta(**{_UNITS[unit]: amount})
     try:
+        if match:
+            amount, unit = float(match.group(1)), match.group(2)
+            return now - timedelta(**{_UNITS[unit]: amount})
         parsed = datetime.fromisoformat(text.strip())
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"out of range: {text!r} (times go from year 1 to 9999)") from None
     except ValueError:
         raise ValueError(
             f"not a time: {text!r} (use an ISO timestamp like 2026-11-25T08:00, "
             "or a relative one like 30m, 2h, 7d, today, yesterday)"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def time_type(text: str) -> datetime:
@@ -95,3 +118,24 @@ def positive_int_type(text: str) -> int:
 
 def path_type(text: str) -> Path:
     return Path(text)
+
+
+def existing_directory_type(text: str) -> Path:
+    """A folder to read (a labelled dataset): it must exist now, before any model loads."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {'not a folder' if path.exists() else 'no such folder'}")
+    return path
+
+
+def output_file_type(text: str) -> Path:
+    """A file to write (a plot): its folder must exist and be writable; the file is replaced."""
+    path = Path(text)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file name")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder {str(folder)!r}")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text}: cannot write in {str(folder)!r}")
+    return path

@@ -15,6 +15,7 @@ from watcher.store.engine import make_engine
 from watcher.store.errors import StorageError
 from watcher.store.migrate import current_revision
 from watcher.store.opening import open_database
+from watcher.wording import plural
 
 HELP = "database maintenance"
 
@@ -58,7 +59,7 @@ def copy(config: Config, *, target_url: str) -> int:
     except StorageError as error:
         raise StartupError(f"cannot copy to {shown}: {error}") from None
     print(
-        f"copied {report.copied} rows to {shown} in {report.seconds:.1f} s "
-        f"({report.already_there} were already there)"
+        f"copied {plural(report.copied, 'row')} to {shown} in {report.seconds:.1f} s "
+        f"({plural(report.already_there, 'was', 'were')} already there)"
     )
     return EXIT_OK

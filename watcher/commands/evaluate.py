@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from model.dataset import scan_labelled_folder
-from watcher.commands.arguments import add_config, path_type
+from model.dataset import DatasetError, scan_labelled_folder
+from watcher.commands.arguments import add_config, existing_directory_type
 from watcher.commands.exit_codes import EXIT_OK
+from watcher.commands.models import is_zero_shot, require_version
 from watcher.commands.train import training_failures
 from watcher.config import Config
 from watcher.errors import StartupError
+from watcher.wording import plural
 
 HELP = "metrics of a head on a labelled folder, without training"
 
@@ -18,7 +20,11 @@ HELP = "metrics of a head on a labelled folder, without training"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
     parser.add_argument(
-        "--data", type=path_type, required=True, metavar="DIR", help="folder with FEMALE/ and MALE/"
+        "--data",
+        type=existing_directory_type,
+        required=True,
+        metavar="DIR",
+        help="folder with FEMALE/ and MALE/",
     )
     parser.add_argument(
         "--model",
@@ -29,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
+    # What the command line names is checked before CLIP loads (that takes seconds).
+    if args.model is not None and not is_zero_shot(args.model):
+        require_version(config, args.model)
+    try:
+        images = scan_labelled_folder(args.data)
+    except DatasetError as error:
+        raise StartupError(str(error)) from None
     from model.clip_features import PREPROCESSING_VERSION
     from model.evaluation import classification_metrics
     from model.extraction import extract_labelled
@@ -44,7 +57,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
             config.registry_dir, args.model, clip=extractor, prompts=config.model.zero_shot.by_label()
         )
         extracted = extract_labelled(
-            scan_labelled_folder(data),
+            images,
             extractor=extractor,
             cache=FeatureCache(
                 config.feature_cache_dir,
@@ -62,7 +75,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
     metrics = classification_metrics(
         extracted.labels, head.positive_probability(extracted.features), threshold=head.threshold
     )
-    print(f"{head.version} on {data} ({len(extracted.items)} images, {len(extracted.skipped)} skipped)")
+    images_used = plural(len(extracted.items), "image")
+    print(f"{head.version} on {data} ({images_used}, {len(extracted.skipped)} skipped)")
     print(comparison_table({head.version: metrics}))
     matrix = metrics["confusion_matrix"]
     print(f"confusion matrix (rows true female/male, columns predicted): {matrix}")

@@ -1,4 +1,4 @@
-"""The filters `results` and `summary` share, and the hint for a camera never seen."""
+"""The filters `results` and `summary` share, and the hint for a camera or model version never seen."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from sqlalchemy import Engine
 
 from watcher.commands.arguments import UsageError, probability_type, time_type
 from watcher.store.export import OutputFormat
-from watcher.store.queries import ResultFilter, known_cameras, unseen_cameras
+from watcher.store.queries import (
+    ResultFilter,
+    known_cameras,
+    known_model_versions,
+    unseen_cameras,
+    unseen_model_versions,
+)
 
 
 def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,10 +56,16 @@ def filters_from(args: argparse.Namespace) -> ResultFilter:
 
 
 def warn_unseen(engine: Engine, filters: ResultFilter) -> None:
-    """Name the asked-for cameras that have no row at all: likely typos."""
+    """Name the asked-for cameras and model version that have no row at all: likely typos."""
     unseen = unseen_cameras(engine, filters.cameras)
     if unseen:
-        known = ", ".join(known_cameras(engine)) or "none yet"
-        print(
-            f"cctv-gender: camera {', '.join(unseen)} has never been seen (known: {known})", file=sys.stderr
-        )
+        _never_seen("camera", unseen, known_cameras(engine))
+    if filters.model_version is not None:
+        unseen = unseen_model_versions(engine, (filters.model_version,))
+        if unseen:
+            _never_seen("model version", unseen, known_model_versions(engine))
+
+
+def _never_seen(what: str, unseen: list[str], known: list[str]) -> None:
+    named = f"{what} {unseen[0]} has" if len(unseen) == 1 else f"{what}s {', '.join(unseen)} have"
+    print(f"cctv-gender: {named} never been seen (known: {', '.join(known) or 'none yet'})", file=sys.stderr)

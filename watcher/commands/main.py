@@ -2,19 +2,39 @@
 with `add_arguments(parser)` and `run(config, args)` (Django's BaseCommand, as paperless uses it).
 
 Command modules import torch, transformers, keras and the pipeline inside `run()` only, so the
-commands that only read (`status`, `results`, `summary`, `db`) start quickly and never load them.
+commands that only read (`status`, `results`, `summary`, `models list`, `db`) start quickly and
+never load them.
+
+Errors an operator can act on are one line on stderr with the README's exit code (tracebacks only
+with `--debug` or `logging.level = "debug"`); a reader that goes away (`| head`) ends the command
+quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Protocol
 
-from watcher.commands import db, evaluate, models, rescore, results, status, summary, train, watch
-from watcher.commands.arguments import UsageError
-from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_USAGE
+from watcher.commands import (
+    completion,
+    db,
+    evaluate,
+    models,
+    rescore,
+    results,
+    selftest,
+    status,
+    summary,
+    train,
+    watch,
+)
+from watcher.commands.arguments import Parser, UsageError, add_debug
+from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from watcher.commands.version import version_text
 from watcher.config import Config, ConfigError, find_config, load_config
 from watcher.errors import StartupError
 from watcher.service.logs import configure_logging
@@ -29,6 +49,14 @@ class Command(Protocol):
     def run(self, config: Config, args: argparse.Namespace) -> int: ...
 
 
+class ConfiglessCommand(Protocol):
+    HELP: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
 # In the order `--help` lists them.
 COMMANDS: dict[str, Command] = {
     "watch": watch,
@@ -40,44 +68,103 @@ COMMANDS: dict[str, Command] = {
     "models": models,
     "rescore": rescore,
     "db": db,
+    "selftest": selftest,
+}
+# Commands about the command line itself: they read no config.
+WITHOUT_CONFIG: dict[str, ConfiglessCommand] = {
+    "completion": completion,
 }
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser, and each command's own (for errors that name the command's usage)."""
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = Parser(
         prog="cctv-gender",
         description="Classify perceived gender in CCTV frames dropped into an inbox folder.",
     )
-    choices = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    parsers = {}
-    for name, command in COMMANDS.items():
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="with --version: also torch, transformers, keras"
+    )
+    add_debug(parser, default=False)
+    # Not required by argparse: `cctv-gender --version` names no command (checked in main).
+    choices = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    every: dict[str, Command | ConfiglessCommand] = {**COMMANDS, **WITHOUT_CONFIG}
+    for name, command in every.items():
         parsers[name] = choices.add_parser(name, help=command.HELP)
         command.add_arguments(parsers[name])
     return parser, parsers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; returns its exit code (README: Exit codes)."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`results | head`): that ends the output, not in error. Python's
+        # recipe: point stdout at /dev/null so the flush at exit does not fail again.
+        _stdout_to_devnull()
+        return EXIT_OK
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser, parsers = build_parser()
     args = parser.parse_args(argv)
+    if args.version:
+        sys.stdout.write(version_text(verbose=args.verbose))
+        return EXIT_OK
+    if args.command is None:
+        parser.error("name a COMMAND")
+    if args.command in WITHOUT_CONFIG:
+        return WITHOUT_CONFIG[args.command].run(args)
     try:
         config = load_config(find_config(args.config))
     except ConfigError as error:
-        return _config_error(error)
+        return _config_error(error, debug=args.debug)
     configure_logging(config.logging.level)
+    debug = args.debug or config.logging.level.lower() == "debug"
     try:
         return COMMANDS[args.command].run(config, args)
     except UsageError as error:
         parsers[args.command].error(str(error))
     except ConfigError as error:
-        return _config_error(error)
-    except (StartupError, StorageError) as error:
-        print(f"cctv-gender: error: {error}", file=sys.stderr)
+        return _config_error(error, debug=debug)
+    except (StartupError, StorageError, OSError) as error:
+        _traceback(error, debug=debug)
+        print(f"cctv-gender: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)  # after the ^C the terminal shows
+        return EXIT_INTERRUPTED
 
 
-def _config_error(error: ConfigError) -> int:
+def _config_error(error: ConfigError, *, debug: bool) -> int:
     # One line per problem (a config can have several), each naming its file and key.
+    _traceback(error, debug=debug)
     for line in str(error).splitlines():
         print(f"cctv-gender: config error: {line}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        # "[Errno 13] Permission denied: 'x.png'" reads better as "x.png: Permission denied".
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _traceback(error: BaseException, *, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(error, file=sys.stderr)
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (a test's capture)
+        pass

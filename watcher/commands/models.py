@@ -13,7 +13,8 @@ from model.registry import (
     rollback,
     version_dir,
 )
-from watcher.commands.arguments import add_config
+from watcher.commands import fetch
+from watcher.commands.arguments import UsageError, add_config
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupError
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(promote_parser)
     promote_parser.add_argument("version", metavar="VERSION")
     add_config(actions.add_parser("rollback", help="return to the previously promoted head"))
+    fetch.add_arguments(actions.add_parser("fetch", help=fetch.HELP))
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
@@ -35,6 +37,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
         return list_heads(config)
     if args.models_command == "promote":
         return promote_head(config, version=args.version)
+    if args.models_command == "fetch":
+        return fetch.run(args)
     return roll_back(config)
 
 
@@ -60,10 +64,24 @@ def list_heads(config: Config) -> int:
     return EXIT_OK
 
 
+def is_zero_shot(version: str) -> bool:
+    """`zero-shot`, or a `zero-shot:<model>` version as rows record it."""
+    return version == "zero-shot" or version.startswith("zero-shot:")
+
+
+def require_version(config: Config, version: str) -> None:
+    """A usage error naming the versions that exist when `version` is not one of them."""
+    versions = [metadata.version for metadata in list_versions(config.registry_dir)]
+    if version not in versions:
+        known = ", ".join(versions) or "none yet (`cctv-gender train` makes one)"
+        raise UsageError(f"no head version {version!r} in {config.registry_dir}; versions: {known}")
+
+
 def promote_head(config: Config, *, version: str) -> int:
     # model.serving loads CLIP's code (torch): only this action needs it.
     from model.serving import refuse_if_incompatible
 
+    require_version(config, version)
     try:
         metadata = HeadMetadata.read(version_dir(config.registry_dir, version))
         refuse_if_incompatible(metadata, clip_source=config.model.clip)

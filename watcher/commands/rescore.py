@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_version, version_dir
 from watcher.commands.arguments import add_config, time_type
 from watcher.commands.exit_codes import EXIT_OK
+from watcher.commands.models import is_zero_shot, require_version
 from watcher.config import Config
 from watcher.errors import StartupError
-from watcher.store.embeddings import embedding_model_id, unpack_embeddings
 from watcher.store.opening import open_database
-from watcher.store.rescoring import rescore_rows
+from watcher.wording import plural
 
 if TYPE_CHECKING:
     from model.heads import Head
@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
+    # numpy (the embeddings) only for this command, not for every start of the command line.
+    from watcher.store.embeddings import unpack_embeddings
+    from watcher.store.rescoring import rescore_rows
+
+    if args.model is not None and not is_zero_shot(args.model):
+        require_version(config, args.model)  # before the database or any model is opened
     engine = open_database(config, migrate=False)
     head, embedding_model = _chosen_head(
         config, args.model or current_version(config.registry_dir) or "zero-shot"
@@ -54,11 +60,11 @@ def run(config: Config, args: argparse.Namespace) -> int:
         embedding_model=embedding_model,
         since=args.since,
     )
-    print(f"rescored {report.rescored} rows with {head.version}")
+    print(f"rescored {plural(report.rescored, 'row')} with {head.version}")
     if report.skipped:
         print(
-            f"{report.skipped} ok rows in range have no embedding from {embedding_model}; "
-            "they were left as they are"
+            f"left as they were: {plural(report.skipped, 'ok row')} in range without an embedding "
+            f"from {embedding_model}"
         )
     return EXIT_OK
 
@@ -69,6 +75,7 @@ def _chosen_head(config: Config, chosen: str) -> tuple[Head, str]:
     from model.keras_head import KerasHead
     from model.serving import ZERO_SHOT_PREFIX, build_zero_shot_head, refuse_if_incompatible
     from watcher.pipeline.assembly import load_extractor
+    from watcher.store.embeddings import embedding_model_id
 
     if chosen == "zero-shot" or chosen.startswith(ZERO_SHOT_PREFIX):
         extractor = load_extractor(config)

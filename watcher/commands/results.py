@@ -11,6 +11,7 @@ from watcher.commands.filters import add_filter_arguments, filters_from, warn_un
 from watcher.config import Config
 from watcher.store.export import OutputFormat, iter_results, write_results
 from watcher.store.opening import open_database
+from watcher.store.queries import count_results
 
 HELP = "result rows, newest first, filtered; tables or exports"
 # A table is for a screen; exports get every matching row unless asked.
@@ -36,5 +37,12 @@ def run(config: Config, args: argparse.Namespace) -> int:
     limit = args.limit
     if limit is None and output_format == OutputFormat.TABLE:
         limit = TABLE_ROWS
-    write_results(iter_results(engine, filters=filters, limit=limit), sys.stdout, output_format=output_format)
+    shown = write_results(
+        iter_results(engine, filters=filters, limit=limit), sys.stdout, output_format=output_format
+    )
+    if output_format == OutputFormat.TABLE and shown == limit:
+        # The table may have been cut: say so, under it (exports are never cut unless asked).
+        total = count_results(engine, filters)
+        if total > shown:
+            print(f"{shown} of {total} shown (--limit N for more, --format csv for all)")
     return EXIT_OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from watcher.commands.arguments import add_config, dimensions_type, path_type
+from watcher.commands.arguments import add_config, dimensions_type, output_file_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.commands.filters import add_filter_arguments, filters_from, warn_unseen
 from watcher.config import Config
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated: camera, hour, day (default camera); times are UTC",
     )
     parser.add_argument(
-        "--plot", type=path_type, metavar="FILE.png", help="also draw the counts over time per camera"
+        "--plot", type=output_file_type, metavar="FILE.png", help="also draw the counts over time per camera"
     )
 
 

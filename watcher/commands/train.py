@@ -7,10 +7,11 @@ import sys
 
 from model.dataset import DatasetError
 from model.registry import RegistryError
-from watcher.commands.arguments import add_config, path_type
+from watcher.commands.arguments import add_config, existing_directory_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupError
+from watcher.wording import plural
 
 HELP = "train a new head on a labelled folder, evaluate, maybe promote"
 
@@ -25,7 +26,11 @@ def training_failures() -> tuple[type[Exception], ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
     parser.add_argument(
-        "--data", type=path_type, required=True, metavar="DIR", help="folder with FEMALE/ and MALE/"
+        "--data",
+        type=existing_directory_type,
+        required=True,
+        metavar="DIR",
+        help="folder with FEMALE/ and MALE/",
     )
     parser.add_argument(
         "--promote",
@@ -73,7 +78,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     print(outcome.decision)
     print(
         f"feature extraction {outcome.extraction_seconds:.1f} s, fitting {outcome.fit_seconds:.1f} s; "
-        f"{len(outcome.skipped)} images skipped"
+        f"{plural(len(outcome.skipped), 'image')} skipped"
     )
     print(f"report: {outcome.folder / 'report.md'}")
     return EXIT_OK

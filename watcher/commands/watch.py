@@ -12,6 +12,7 @@ from watcher.commands.arguments import add_config
 from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_OK
 from watcher.config import Config
 from watcher.store.errors import StorageError
+from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -60,23 +61,23 @@ def run(config: Config, args: argparse.Namespace) -> int:
         logger.exception("stopping on a storage error: %s", error)
         return EXIT_FAILURE
     logger.info(
-        "stopped: %d frames ok, %d failed in %d batches, %d recovered",
-        report.ok,
+        "stopped: %s ok, %d failed in %s, %d recovered",
+        plural(report.ok, "frame"),
         report.failed,
-        report.batches,
+        plural(report.batches, "batch"),
         report.recovered,
     )
     if report.left_incomplete:
         logger.warning(
-            "%d frames left in the inbox for the next run (still being written, or not taken while "
+            "%s left in the inbox for the next run (still being written, or not taken while "
             "a batch waited for the database): %s",
-            len(report.left_incomplete),
+            plural(len(report.left_incomplete), "frame"),
             ", ".join(report.left_incomplete[:10]),
         )
     if report.left_parked:
         logger.error(
-            "%d frames stay claimed: their batch could not be stored; the next run retries them",
-            report.left_parked,
+            "%s claimed: their batch could not be stored; the next run retries them",
+            plural(report.left_parked, "frame stays", "frames stay"),
         )
         return EXIT_FAILURE
     return EXIT_OK

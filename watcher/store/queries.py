@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from watcher.store.schema import Result
 from watcher.store.session import translated_errors
@@ -40,19 +41,41 @@ class ResultFilter:
         return statement
 
 
+def count_results(engine: Engine, filters: ResultFilter) -> int:
+    """How many rows match (what a table cut by --limit says it left out)."""
+    with translated_errors(), engine.connect() as connection:
+        return int(connection.execute(filters.apply(select(func.count()).select_from(Result))).scalar_one())
+
+
 def unseen_cameras(engine: Engine, cameras: tuple[str, ...]) -> list[str]:
     """The asked-for cameras that have no row at all (likely typos)."""
-    unseen = []
-    with translated_errors(), engine.connect() as connection:
-        for camera in cameras:
-            if connection.execute(select(Result.id).where(Result.camera == camera).limit(1)).first() is None:
-                unseen.append(camera)
-    return unseen
+    return _unseen(engine, Result.camera, cameras)
 
 
 def known_cameras(engine: Engine) -> list[str]:
+    return _known(engine, Result.camera)
+
+
+def unseen_model_versions(engine: Engine, versions: tuple[str, ...]) -> list[str]:
+    """The asked-for model versions that classified no row at all (a typo, or `zero-shot` for
+    `zero-shot:<model>`)."""
+    return _unseen(engine, Result.model_version, versions)
+
+
+def known_model_versions(engine: Engine) -> list[str]:
+    return _known(engine, Result.model_version)
+
+
+def _unseen(engine: Engine, column: InstrumentedAttribute[str | None], values: tuple[str, ...]) -> list[str]:
+    unseen = []
     with translated_errors(), engine.connect() as connection:
-        rows = connection.execute(
-            select(Result.camera).where(Result.camera.is_not(None)).distinct()
-        ).scalars()
-        return sorted(camera for camera in rows if camera is not None)
+        for value in values:
+            if connection.execute(select(Result.id).where(column == value).limit(1)).first() is None:
+                unseen.append(value)
+    return unseen
+
+
+def _known(engine: Engine, column: InstrumentedAttribute[str | None]) -> list[str]:
+    with translated_errors(), engine.connect() as connection:
+        rows = connection.execute(select(column).where(column.is_not(None)).distinct()).scalars()
+        return sorted(value for value in rows if value is not None)

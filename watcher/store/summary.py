@@ -77,7 +77,8 @@ def plot_counts(rows: list[dict[str, Any]], path: Path, *, unit: str) -> None:
     axis.set_xlabel(f"{unit} (UTC)")
     axis.set_ylabel("frames")
     axis.set_title(f"Frames per camera and {unit}")
-    axis.legend(loc="upper left", fontsize="small")
+    if series:  # an empty plot (no matching rows) has no legend to draw
+        axis.legend(loc="upper left", fontsize="small")
     axis.tick_params(axis="x", labelrotation=45)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark in one run, for a lent GPU machine where minutes are scarce.
+#
+#   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
+#                        [--python PATH]
+#
+# Runs the GPU tests, `watch --once` at batch 128 and 256, the live daemon working through a mass
+# drop (backlog), single-frame latency and the file handling's CPU a frame, and writes each
+# figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
+# summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
+# and the rest still run: a GPU minute is not spent twice. `--device cpu --model tiny` runs the
+# same steps on any machine in about a minute (tests/test_bench_gpu_script.py does, so it can't rot).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
+    echo "usage: bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S] [--python PATH]" >&2
+    exit 2
+fi
+out=$1; shift
+device=cuda; model=vit-b32; frames=8192; seconds=60; python=.venv/bin/python
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --device) device=$2; shift 2 ;;
+        --model) model=$2; shift 2 ;;
+        --frames) frames=$2; shift 2 ;;
+        --seconds) seconds=$2; shift 2 ;;
+        --python) python=$2; shift 2 ;;
+        *) echo "bench/gpu.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+if [ "$device" = cpu ]; then precision=fp32; else precision=fp16; fi
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+steps=()
+
+sampler=""
+if [ "$device" != cpu ] && command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
+        > "$out/gpu-utilisation.csv" 2> /dev/null &
+    sampler=$!
+fi
+
+step() {  # step NAME COMMAND...: run it, keep its output and how it ended
+    local name=$1; shift
+    local started=$SECONDS
+    echo "== $name: $*"
+    "$@" > "$out/$name.log" 2>&1
+    local code=$?
+    tail -n 3 "$out/$name.log"
+    steps+=("{\"step\": \"$name\", \"seconds\": $((SECONDS - started)), \"exit_code\": $code}")
+}
+
+step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
+for batch in 128 256; do
+    step "watch-once-b$batch" "$python" bench/watch_once.py --device "$device" --precision "$precision" \
+        --model "$model" --frames "$frames" --batch-size "$batch" --repeats 1 --json "$out/watch-once-b$batch.json"
+done
+step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
+    --seconds "$seconds" --json "$out/live-mass-drop.json"
+step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \
+    --drops 10 --json "$out/latency.json"
+step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((frames / 4)) --json "$out/file-cpu.json"
+
+if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi
+machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)
+{
+    printf '{"device": "%s", "model": "%s", "frames": %s, "machine": "%s", "cpus": %s, "steps": [' \
+        "$device" "$model" "$frames" "$machine" "$(nproc)"
+    (IFS=,; printf '%s' "${steps[*]}")
+    printf ']}\n'
+} > "$out/summary.json"
+echo "figures in $out"

@@ -1,0 +1,51 @@
+"""bench/gpu.sh, the one command a lent GPU machine runs, works: here on the CPU with the tiny
+model, so that a script nobody runs between GPU loans cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "figures"
+    result = subprocess.run(
+        [
+            "bash",
+            "bench/gpu.sh",
+            str(out),
+            "--device",
+            "cpu",
+            "--model",
+            "tiny",
+            "--frames",
+            "64",
+            "--seconds",
+            "3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    steps = {step["step"]: step["exit_code"] for step in summary["steps"]}
+    expected = ["gpu-tests", "watch-once-b128", "watch-once-b256", "live-mass-drop", "latency", "file-cpu"]
+    assert list(steps) == expected
+    assert all(code == 0 for code in steps.values()), {
+        name: (out / f"{name}.log").read_text()[-2000:] for name, code in steps.items() if code
+    }
+    for figures in ("watch-once-b128", "watch-once-b256", "live-mass-drop", "latency", "file-cpu"):
+        assert json.loads((out / f"{figures}.json").read_text()), figures
+
+
+def test_gpu_script_refuses_a_missing_output_folder_argument() -> None:
+    result = subprocess.run(["bash", "bench/gpu.sh"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "usage: bench/gpu.sh OUT_DIR" in result.stderr

@@ -1,0 +1,144 @@
+"""systemd/install.sh without installing anything: the drop-in and config it renders
+(`--print-config`), the Python check that comes first, its command line (issue 19)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from watcher.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALL = REPO / "systemd" / "install.sh"
+UNIT = REPO / "systemd" / "cctv-gender.service"
+DROPIN = "/etc/systemd/system/cctv-gender.service.d/paths.conf"
+NFS = ["--inbox", "/mnt/cctv/inbox", "--processed", "/mnt/cctv/processed", "--failed", "/mnt/cctv/failed"]
+
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"
+)
+
+
+def _install(*args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(INSTALL), "--python", python, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def _printed(*args: str) -> dict[str, str]:
+    """`--print-config`'s documents by the path they are written to."""
+    completed = _install("--print-config", *args)
+    assert completed.returncode == 0, completed.stderr
+    parts = re.split(r"^==> (\S+) <==\n", completed.stdout, flags=re.MULTILINE)
+    assert parts[0] == ""
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _setting(text: str, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(key + "=")]
+
+
+def test_the_install_scripts_parse() -> None:
+    for script in ("install.sh", "uninstall.sh"):
+        assert subprocess.run(["bash", "-n", str(REPO / "systemd" / script)], check=False).returncode == 0
+
+
+def test_the_default_config_and_drop_in(tmp_path: Path) -> None:
+    printed = _printed()
+    assert set(printed) == {DROPIN, "/etc/cctv-gender/config.toml"}
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(printed["/etc/cctv-gender/config.toml"])
+    config = load_config(config_path)
+    assert config.paths.inbox == Path("/srv/cctv-gender/inbox")
+    assert config.paths.processed == Path("/srv/cctv-gender/processed")
+    assert config.paths.failed == Path("/srv/cctv-gender/failed")
+    assert config.paths.data == Path("/var/lib/cctv-gender")
+    folders = "/var/lib/cctv-gender /srv/cctv-gender/inbox /srv/cctv-gender/processed /srv/cctv-gender/failed"
+    assert _setting(printed[DROPIN], "ReadWritePaths") == ["", folders]
+    # The unit alone (no drop-in yet) allows the same folders.
+    unit = UNIT.read_text()
+    assert "ReadWritePaths=/srv/cctv-gender\n" in unit and "StateDirectory=cctv-gender\n" in unit
+
+
+def test_folders_on_a_share_go_into_the_drop_in_and_the_config(tmp_path: Path) -> None:
+    printed = _printed("--data", "/data/cctv-gender/", *NFS)
+    dropin = printed[DROPIN]
+    folders = "/data/cctv-gender /mnt/cctv/inbox /mnt/cctv/processed /mnt/cctv/failed"
+    # The empty assignment drops the unit's /srv/cctv-gender: only the config's folders are writable.
+    assert _setting(dropin, "ReadWritePaths") == ["", folders]
+    assert _setting(dropin, "RequiresMountsFor") == [folders]
+    assert dropin.index("[Unit]") < dropin.index("RequiresMountsFor=") < dropin.index("[Service]")
+    assert dropin.index("[Service]") < dropin.index("ReadWritePaths=")
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(printed["/etc/cctv-gender/config.toml"])
+    config = load_config(config_path)
+    assert config.paths.data == Path("/data/cctv-gender")
+    assert config.paths.inbox == Path("/mnt/cctv/inbox")
+    assert config.paths.processed == Path("/mnt/cctv/processed")
+    assert config.paths.failed == Path("/mnt/cctv/failed")
+
+
+@needs_systemd_analyze
+def test_the_unit_with_the_drop_in_verifies_and_stays_hardened(tmp_path: Path) -> None:
+    # A drop-in's lines are read after the unit's, section by section: appending it is the same.
+    dropin = _printed("--data", "/data/cctv-gender", *NFS)[DROPIN]
+    unit = tmp_path / UNIT.name
+    shipped = UNIT.read_text().replace("/opt/cctv-gender/.venv/bin/cctv-gender", sys.executable)
+    unit.write_text(shipped + "\n" + dropin)
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert verified.returncode == 0 and verified.stderr.strip() == "", verified.stderr
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout)
+    assert match and float(match.group(1)) <= 3.0, security.stdout + security.stderr
+
+
+def _fake_python(tmp_path: Path, says: str) -> Path:
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho {says}\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_an_old_python_stops_it_first_with_one_line(tmp_path: Path) -> None:
+    fake = _fake_python(tmp_path, "3.10")
+    completed = _install("--print-config", python=str(fake))
+    assert completed.returncode == 1 and completed.stdout == ""
+    (line,) = completed.stderr.splitlines()
+    assert line.startswith(f"install.sh: cctv-gender needs Python 3.11 or newer; {fake} is 3.10.")
+    assert "--python" in line
+
+
+def test_a_missing_python_is_named(tmp_path: Path) -> None:
+    completed = _install("--print-config", python=str(tmp_path / "nowhere" / "python3"))
+    assert completed.returncode == 1 and completed.stdout == ""
+    (line,) = completed.stderr.splitlines()
+    assert "nowhere/python3" in line and "3.11" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--inbox", "inbox"], "--inbox needs an absolute path", id="relative"),
+        pytest.param(["--data", "/srv/my data"], "no spaces", id="space"),
+        pytest.param(["--failed", "/srv/100%"], "no spaces", id="systemd_specifier"),
+        pytest.param(["--processed"], "--processed needs a folder", id="no_value"),
+        pytest.param(["--frames", "/srv"], "unknown option '--frames'", id="unknown"),
+    ],
+)
+def test_a_bad_command_line_is_exit_2(args: list[str], message: str) -> None:
+    completed = _install("--print-config", *args)
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert message in completed.stderr.splitlines()[0]
