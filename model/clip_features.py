@@ -179,12 +179,11 @@ class ClipFeatureExtractor:
             batch = processor.resize(batch, size=processor.size, resample=processor.resample)
         if processor.do_center_crop:
             batch = processor.center_crop(batch, processor.crop_size)
-        batch = _to_rgb(batch, bgr)  # after resizing and cropping: a few KB a frame (see _stage)
-        # The processor's rescale, then normalise, as one multiply-add on a contiguous float copy:
-        # its own steps run over the channels-last view the resize returns, several passes each.
+        # The processor's rescale, then normalise, as one multiply-add on a contiguous float copy
+        # (its own steps run over the channels-last view the resize returns, several passes each),
+        # the channels put in RGB order by that copy: after resizing and cropping (see _stage).
         scale, shift = _affine_of(processor, batch.device)
-        normalised = batch.to(torch.float32, memory_format=torch.contiguous_format)
-        return normalised.mul_(scale).add_(shift)
+        return _rgb_float(batch, bgr).mul_(scale).add_(shift)
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         if self.runtime.device.type != "cuda":
@@ -243,6 +242,18 @@ def _affine_of(processor: Any, device: torch.device) -> tuple[torch.Tensor, torc
     std = torch.tensor(processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0])
     scale, shift = rescale / std, -mean / std
     return scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)
+
+
+def _rgb_float(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
+    """The NCHW uint8 frames as a contiguous float32 copy, those marked BGR swapped to RGB by the
+    copy itself (a flip first would be a pass of its own)."""
+    if any(bgr) and not all(bgr):
+        batch = _to_rgb(batch, bgr)
+    order = (2, 1, 0) if all(bgr) and bgr else (0, 1, 2)
+    rgb = torch.empty(batch.shape, dtype=torch.float32, device=batch.device)
+    for channel, source in enumerate(order):
+        rgb[:, channel].copy_(batch[:, source])
+    return rgb
 
 
 def _to_rgb(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:

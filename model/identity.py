@@ -100,7 +100,8 @@ def identify_clip(source: str) -> ClipIdentity:
         return ClipIdentity(
             name=folder.resolve().name,
             source=source,
-            sha256=content_sha256(folder),
+            # A folder with no model in it has no content to compare (its load fails anyway).
+            sha256=content_sha256(folder) if (folder / "config.json").is_file() else None,
             hub_id=origin.get("hub_id"),
             revision=origin.get("revision"),
         )

@@ -166,7 +166,9 @@ def _extract(options: TrainingOptions, extractor: ClipFeatureExtractor) -> Extra
     cache = None
     if options.feature_cache is not None:
         cache = FeatureCache(
-            options.feature_cache, clip_model=extractor.source, preprocessing_version=PREPROCESSING_VERSION
+            options.feature_cache,
+            clip_model=extractor.identity.key,
+            preprocessing_version=PREPROCESSING_VERSION,
         )
     extracted = extract_labelled(
         scan_labelled_folder(options.data),
@@ -240,7 +242,7 @@ def _summary(
     return {
         "data": str(options.data),
         "counts": ", ".join(f"{label.upper()} {count}" for label, count in counts.items()),
-        "clip_model": extractor.source,
+        "clip_model": extractor.identity.name,
         "seed": options.fit.seed,
         "split": f"train {len(split.train)}, validation {len(split.validation)}, test {len(split.test)}",
         "decision": decision,
@@ -265,7 +267,8 @@ def _metadata(
     labelled = zip(extracted.content_hashes, map(_label_of, extracted.labels), strict=True)
     return HeadMetadata(
         version=version,
-        clip_model=extractor.source,
+        clip_model=extractor.identity.name,
+        clip_identity=extractor.identity.recorded(),
         feature_size=extractor.feature_size,
         preprocessing_version=PREPROCESSING_VERSION,
         threshold=fitted.head.threshold,

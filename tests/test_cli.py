@@ -18,7 +18,11 @@ from watcher.store.migrate import head_revision
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("command", [[], ["watch"], ["results"], ["db"], ["db", "upgrade"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "command",
+    [[], ["watch"], ["results"], ["db"], ["db", "upgrade"], ["models", "list"], ["completion"]],
+    ids=" ".join,
+)
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main([*command, "--help"])
@@ -43,8 +47,12 @@ def test_the_commands_that_only_read_never_load_torch(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from watcher.commands.main import main\n"
-        "for command in (['db', 'upgrade'], ['status'], ['results'], ['summary']):\n"
-        "    main([*command, '--config', sys.argv[1]])\n"
+        "commands = (['db', 'upgrade'], ['status'], ['results'], ['summary'], ['models', 'list'])\n"
+        "for command in commands:\n"
+        "    assert main([*command, '--config', sys.argv[1]]) == 0, command\n"
+        "    assert 'torch' not in sys.modules, command\n"
+        "main(['--version', '-v'])\n"
+        "main(['completion', 'bash'])\n"
         "print('heavy:', [name for name in ('torch', 'transformers', 'keras') if name in sys.modules])\n"
     )
     completed = subprocess.run(

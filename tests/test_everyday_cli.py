@@ -124,11 +124,15 @@ def test_head_in_a_shell_pipeline_sees_no_traceback(site: Path, tmp_path: Path) 
     [
         pytest.param(["results", "--since", "100000000d"], "out of range", id="since_overflow"),
         pytest.param(["results", "--since", "9999-12-31T23:59:59-05:00"], "out of range", id="iso_overflow"),
-        pytest.param(["results", "--since", "1h", "--until", "2h"], "must be before --until", id="since_until"),
+        pytest.param(
+            ["results", "--since", "1h", "--until", "2h"], "must be before --until", id="since_until"
+        ),
         pytest.param(["summary", "--plot", "/nonexistent/x.png"], "no such folder", id="plot_folder"),
         pytest.param(["train", "--data", "/nonexistent"], "no such folder", id="train_data"),
         pytest.param(["evaluate", "--data", "/nonexistent"], "no such folder", id="evaluate_data"),
-        pytest.param(["evaluate", "--data", ".", "--model", "v9"], "no head version 'v9'", id="evaluate_model"),
+        pytest.param(
+            ["evaluate", "--data", ".", "--model", "v9"], "no head version 'v9'", id="evaluate_model"
+        ),
         pytest.param(["rescore", "--model", "v9"], "no head version 'v9'", id="rescore_model"),
         pytest.param(["models", "promote", "v9"], "versions: none yet", id="promote_unknown"),
         pytest.param(["results", "--limit", "0"], "must be at least 1", id="limit"),
@@ -155,7 +159,9 @@ def test_a_bad_command_line_is_one_line_and_exit_2(
     assert elapsed < 30  # no model was loaded (CLIP is not even loadable here)
 
 
-@pytest.mark.parametrize("command", [["results"], ["summary"], ["status"], ["db", "upgrade"], ["watch", "--once"]])
+@pytest.mark.parametrize(
+    "command", [["results"], ["summary"], ["status"], ["db", "upgrade"], ["watch", "--once"]]
+)
 def test_a_corrupt_database_is_one_line_and_exit_1(corrupt_site: Path, command: list[str]) -> None:
     completed = cli(*command, "--config", str(corrupt_site))
     assert completed.returncode == 1, completed.stderr
@@ -224,7 +230,9 @@ def _bash_completions(script: Path, *words: str) -> list[str]:
         f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; "
         'COMP_LINE="' + line + '"; COMP_POINT=${#COMP_LINE}; _shtab_cctv_gender; echo "${COMPREPLY[@]}"'
     )
-    completed = subprocess.run(["bash", "-c", program], capture_output=True, text=True, timeout=30, check=True)
+    completed = subprocess.run(
+        ["bash", "-c", program], capture_output=True, text=True, timeout=30, check=True
+    )
     return completed.stdout.split()
 
 
@@ -288,8 +296,8 @@ def test_promote_names_the_versions_that_exist(site: Path, tmp_path: Path) -> No
     completed = cli("models", "promote", "v3", "--config", str(site))
     assert completed.returncode == 2
     assert completed.stderr.splitlines() == [
-        f"cctv-gender models promote: error: no head version 'v3' in {registry}; versions: v1, v2 "
-        "(see `cctv-gender models promote --help`)"
+        f"cctv-gender models: error: no head version 'v3' in {registry}; versions: v1, v2 "
+        "(see `cctv-gender models --help`)"
     ]
 
 

@@ -169,6 +169,27 @@ def test_an_empty_result_is_fine_and_an_unseen_camera_is_hinted(
     assert "camera cam-7 has never been seen (known: cam-01, cam-07)" in captured.err
 
 
+def test_an_unseen_model_version_is_hinted_like_a_camera(
+    seeded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in ("results", "summary"):
+        assert _run(seeded, command, "--model", "v3") == 0
+        assert "model version v3 has never been seen (known: v1, v2)" in capsys.readouterr().err
+    assert _run(seeded, "results", "--model", "v2", "--camera", "cam-7", "--camera", "cam-8") == 0
+    err = capsys.readouterr().err
+    assert "cameras cam-7, cam-8 have never been seen" in err and "model version" not in err
+
+
+def test_a_table_cut_by_limit_says_how_many_match(seeded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The count goes through the same filters as the rows, on SQLite and PostgreSQL.
+    assert _run(seeded, "results", "--limit", "2") == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("2 of 6 shown")
+    assert _run(seeded, "results", "--limit", "1", "--camera", "cam-07", "--label", "male") == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("1 of 2 shown")
+    assert _run(seeded, "results", "--limit", "6") == 0
+    assert "shown" not in capsys.readouterr().out
+
+
 def test_summary_by_camera_and_hour(seeded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(seeded, "summary", "--by", "camera,hour", "--since", "2026-11-25", "--format", "json") == 0
     rows = _json(capsys)

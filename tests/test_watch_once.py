@@ -50,7 +50,7 @@ def test_every_frame_gets_one_row_and_moves_to_processed(
     database = tmp_path / "data" / "results.sqlite3"
     rows = _rows(database)
     assert [row[0] for row in rows] == sorted(FRAMES)
-    expected_version = f"zero-shot:{tiny_clip}"
+    expected_version = f"zero-shot:{tiny_clip.name}"
     for source, camera, status, label, version in rows:
         assert status == "ok"
         assert label in ("female", "male")

@@ -82,7 +82,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         prog="cctv-gender",
         description="Classify perceived gender in CCTV frames dropped into an inbox folder.",
     )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--version", action="store_true", dest="show_version", help="print the version and exit"
+    )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="with --version: also torch, transformers, keras"
     )
@@ -114,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     parser, parsers = build_parser()
     args = parser.parse_args(argv)
-    if args.version:
+    if args.show_version:
         sys.stdout.write(version_text(verbose=args.verbose))
         return EXIT_OK
     if args.command is None:
@@ -133,6 +135,8 @@ def _run(argv: Sequence[str] | None) -> int:
         parsers[args.command].error(str(error))
     except ConfigError as error:
         return _config_error(error, debug=debug)
+    except BrokenPipeError:
+        raise  # not an error: see main()
     except (StartupError, StorageError, OSError) as error:
         _traceback(error, debug=debug)
         print(f"cctv-gender: error: {_one_line(error)}", file=sys.stderr)

@@ -24,6 +24,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from watcher.intake.discovery import camera_of
@@ -55,7 +56,7 @@ class ClaimedFrame:
     def camera(self) -> str | None:
         return camera_of(self.relative)
 
-    @property
+    @cached_property
     def key_dir(self) -> Path:
         if self.work_path.name == FLAT_NAME:  # claimed flat: a frame's own name ends in .bmp
             return self.work_path.parent
@@ -95,7 +96,15 @@ def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | No
 
 def _claim_nested(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
     work_path = area / key / relative
-    make_folders(work_path.parent)
+    try:
+        # The key is new: its folders are made top down, one mkdir each, without looking first.
+        folder = os.path.join(area, key)
+        os.mkdir(folder)
+        for part in relative.parts[:-1]:
+            folder = os.path.join(folder, part)
+            os.mkdir(folder)
+    except FileNotFoundError:
+        make_folders(work_path.parent)  # the area itself is gone: made again, as at start
     # rename() moves a symlink or special file itself, never what it points to.
     os.rename(inbox / relative, work_path)
     return work_path
