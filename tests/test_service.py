@@ -202,7 +202,7 @@ def test_status_reports_a_running_daemon_and_flags_a_stall(
     wait_for(lambda: not collect_status(load_config(config_path)).running, what="the daemon to stop")
     write_bmp(tmp_path / "inbox" / "late.bmp")
     assert main(["status", "--config", str(config_path)]) == 1
-    assert "UNHEALTHY: 1 frames waiting and no daemon running" in capsys.readouterr().out
+    assert "UNHEALTHY: 1 frame waiting and no daemon running" in capsys.readouterr().out
 
     # With a daemon that stopped making progress: waiting frames, nothing processed for long.
     later = datetime.now(UTC) + timedelta(hours=1)

@@ -216,7 +216,7 @@ def test_a_restart_after_a_crash_is_counted_and_reported(
 
     [problem] = _unhealthy_because(config_path, capsys)
 
-    assert re.fullmatch(r"instance node-0 crashed 9\d s ago \(1 crashes so far\)", problem)
+    assert re.fullmatch(r"instance node-0 crashed 9\d s ago \(1 crash so far\)", problem)
     [item] = collect_status(config).instances_seen
     assert item.crashes == 1 and item.running and item.state == "running"
     assert re.search(r"\b1 \(last 9\d s ago\)", render_status(collect_status(config), output_format="text"))

@@ -111,7 +111,7 @@ def test_unreadable_images_are_skipped_and_listed(
 
     assert _train(config, data, "--promote", "never") == 0
 
-    assert "1 images skipped" in capsys.readouterr().out
+    assert "1 image skipped" in capsys.readouterr().out
     (folder,) = [path for path in (tmp_path / "data" / "models").iterdir() if path.is_dir()]
     assert "| FEMALE/broken.bmp | not a recognised image format |" in (folder / "report.md").read_text()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from model.dataset import DatasetError, scan_labelled_folder
 from watcher.commands.arguments import add_config, existing_directory_type
@@ -61,12 +60,12 @@ def run(config: Config, args: argparse.Namespace) -> int:
             extractor=extractor,
             cache=FeatureCache(
                 config.feature_cache_dir,
-                clip_model=extractor.source,
+                clip_model=extractor.identity.key,
                 preprocessing_version=PREPROCESSING_VERSION,
             ),
             batch_size=config.training.extract_batch_size,
             max_pixels=config.inbox.max_pixels,
-            progress=sys.stderr.isatty(),
+            progress=True,  # a bar on a terminal, plain lines elsewhere (model.progress)
         )
     except training_failures() as error:
         raise StartupError(str(error)) from None

@@ -23,6 +23,7 @@ from watcher.commands import (
     completion,
     db,
     evaluate,
+    fetch,
     models,
     rescore,
     results,
@@ -94,7 +95,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parsers: dict[str, argparse.ArgumentParser] = {}
     every: dict[str, Command | ConfiglessCommand] = {**COMMANDS, **WITHOUT_CONFIG}
     for name, command in every.items():
-        parsers[name] = choices.add_parser(name, help=command.HELP)
+        aliases = getattr(command, "ALIASES", ())
+        parsers[name] = choices.add_parser(name, help=command.HELP, aliases=aliases)
+        parsers[name].set_defaults(command=name)  # `model fetch` runs as `models fetch`
         command.add_arguments(parsers[name])
     return parser, parsers
 
@@ -123,6 +126,8 @@ def _run(argv: Sequence[str] | None) -> int:
         parser.error("name a COMMAND")
     if args.command in WITHOUT_CONFIG:
         return WITHOUT_CONFIG[args.command].run(args)
+    if args.command == "models" and args.models_command == "fetch":
+        return fetch.run(args)  # prepares the folder a config will name: needs none itself
     try:
         config = load_config(find_config(args.config))
     except ConfigError as error:

@@ -19,6 +19,7 @@ from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupError
 
+ALIASES = ("model",)
 HELP = "the model registry: list, promote, rollback"
 
 

@@ -80,7 +80,7 @@ def _chosen_head(config: Config, chosen: str) -> tuple[Head, str]:
     if chosen == "zero-shot" or chosen.startswith(ZERO_SHOT_PREFIX):
         extractor = load_extractor(config)
         head = build_zero_shot_head(extractor, config.model.zero_shot.by_label())
-        return head, embedding_model_id(extractor.source, PREPROCESSING_VERSION)
+        return head, embedding_model_id(extractor.identity.key, PREPROCESSING_VERSION)
     try:
         folder = version_dir(config.registry_dir, chosen)
         metadata = HeadMetadata.read(folder)
@@ -90,4 +90,4 @@ def _chosen_head(config: Config, chosen: str) -> tuple[Head, str]:
         )
     except (RegistryError, OSError, ValueError) as error:
         raise StartupError(str(error)) from None
-    return keras_head, embedding_model_id(metadata.clip_model, metadata.preprocessing_version)
+    return keras_head, embedding_model_id(metadata.clip.key, metadata.preprocessing_version)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from model.dataset import DatasetError
 from model.registry import RegistryError
@@ -65,7 +64,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         max_pixels=config.inbox.max_pixels,
         promote=args.promote,
         prompts=config.model.zero_shot.by_label(),
-        progress=sys.stderr.isatty(),
+        progress=True,  # a bar on a terminal, plain lines elsewhere (model.progress)
     )
     extractor = load_extractor(config)
     try:

@@ -26,6 +26,7 @@ from watcher.service.notify import SystemdNotifier
 from watcher.service.telemetry import Telemetry
 from watcher.store.file_guard import DatabaseFileGuard
 from watcher.store.opening import open_database
+from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +114,10 @@ def _log_plan(
     logger.info("instance %s, in-progress area %s", instance.name, instance.area)
     lanes = processor.lanes
     logger.info(
-        "model on %s: up to %d batches at once, %d CPU threads each",
+        "model on %s: up to %s at once, %s each",
         extractor.runtime.device,
-        lanes.count,
-        lanes.threads_each,
+        plural(lanes.count, "batch"),
+        plural(lanes.threads_each, "CPU thread"),
     )
 
 

@@ -15,6 +15,7 @@ from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head, Prediction
 from watcher.pipeline.stages import Classification, Classified, Decoded
 from watcher.store.embeddings import embedding_model_id, pack_embedding
+from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class Classifier:
                 predictions = head.predict(features)
         except Exception as error:  # noqa: BLE001 - one bad frame must not fail the batch
             if len(decodable) > 1:
-                logger.warning("model failed on %d frames (%s); splitting the batch", len(decodable), error)
+                logger.warning(
+                    "model failed on %s (%s); splitting the batch", plural(len(decodable), "frame"), error
+                )
                 middle = len(decodable) // 2
                 self._classify(decodable[:middle], head, outcome)
                 self._classify(decodable[middle:], head, outcome)

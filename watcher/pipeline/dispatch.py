@@ -23,6 +23,7 @@ from watcher.pipeline.processing import BatchProcessor
 from watcher.pipeline.stages import Claimed
 from watcher.reports import BatchReport
 from watcher.store.errors import StorageError
+from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +149,8 @@ class Dispatcher:
         self.parked.extend(frames)
         delay = self._backoff.failed()
         logger.error(
-            "cannot store a batch of %d frames (%s); retrying in %.0f s",
-            len(frames),
+            "cannot store a batch of %s (%s); retrying in %.0f s",
+            plural(len(frames), "frame"),
             first_line(error),
             delay,
         )

@@ -25,6 +25,7 @@ from watcher.pipeline.stages import Claimed, FrameBounds, OutputFolders, Stored
 from watcher.reports import BatchReport
 from watcher.store.file_guard import DatabaseFileGuard
 from watcher.store.records import ResultRecord, Status
+from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class BatchProcessor:
         self._deliverer.deliver(stored)
         report = _report(stored, seconds=time.perf_counter() - started, model_version=head.version)
         logger.info(
-            "batch: %d frames (%d ok, %d failed) in %.2f s, %.1f frames/s, model %s",
-            report.frames,
+            "batch: %s (%d ok, %d failed) in %.2f s, %.1f frames/s, model %s",
+            plural(report.frames, "frame"),
             report.ok,
             report.failed,
             report.seconds,

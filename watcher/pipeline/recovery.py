@@ -24,6 +24,7 @@ from watcher.pipeline.stages import Claimed
 from watcher.service.instance import InstanceLock, orphaned_instances
 from watcher.store import writes
 from watcher.store.errors import StorageError
+from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ class Recovery:
         leftovers = claimed_frames(area)
         if leftovers:
             logger.info(
-                "recovering %d frames left in progress in %s%s",
-                len(leftovers),
+                "recovering %s left in progress in %s%s",
+                plural(len(leftovers), "frame"),
                 area,
                 " by a run that crashed: each is processed alone" if crashed else "",
             )
@@ -105,7 +106,9 @@ class Recovery:
         crashes = suspects.crashes_survived(frame)
         if crashes >= suspects.MAX_CRASHES:
             logger.error(
-                "frame %s was in progress during %d crashes: failing it unopened", frame.relative, crashes
+                "frame %s was in progress during %s: failing it unopened",
+                frame.relative,
+                plural(crashes, "crash"),
             )
             self._dispatcher.submit([frame], refused={frame.key: suspects.crash_reason()})
         else:

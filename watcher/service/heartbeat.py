@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from watcher.store.errors import StorageError
 from watcher.store.instances import Beat, count_crash, record_beat
+from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,10 @@ class Heartbeat:
         if crashed is None:
             return False
         logger.warning(
-            "instance %s did not stop cleanly last time (last seen %s): %d crashes so far",
+            "instance %s did not stop cleanly last time (last seen %s): %s so far",
             self._instance,
             crashed.last_crash_at.isoformat(timespec="seconds"),
-            crashed.crashes,
+            plural(crashed.crashes, "crash"),
         )
         return True
 

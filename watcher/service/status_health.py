@@ -8,6 +8,7 @@ from pathlib import Path
 
 from watcher.service.heartbeat import HEARTBEAT_INTERVAL_S
 from watcher.service.status_report import RECENTLY, InstanceView
+from watcher.wording import plural
 
 # A running instance that holds frames and has not beaten for this long is frozen.
 FROZEN_AFTER = timedelta(seconds=3 * HEARTBEAT_INTERVAL_S)
@@ -36,14 +37,14 @@ def inbox_problems(
     if not waiting:
         return []
     if not running:
-        return [f"{waiting} frames waiting and no daemon running"]
+        return [f"{plural(waiting, 'frame')} waiting and no daemon running"]
     started = started_at or now
     idle_since = max(last_processed_at, started) if last_processed_at else started
     idle_s = (now - idle_since).total_seconds()
     if idle_s <= stall_after_s:
         return []
     return [
-        f"{waiting} frames waiting and nothing processed for {idle_s:.0f} s "
+        f"{plural(waiting, 'frame')} waiting and nothing processed for {idle_s:.0f} s "
         f"(status.stall_after_s = {stall_after_s:g})"
     ]
 
@@ -57,7 +58,7 @@ def instance_problems(
     for name, frames in areas.items():
         if frames and name not in running:
             problems.append(
-                f"{frames} frames in progress in the area of instance {name}, "
+                f"{plural(frames, 'frame')} in progress in the area of instance {name}, "
                 "which no live instance holds (its lock is free)"
             )
     for item in seen:
@@ -72,8 +73,8 @@ def _problems_of(item: InstanceView) -> list[str]:
         holds = max(item.claimed or 0, item.claimed_at_last_beat or 0)
         if holds and silent_s > FROZEN_AFTER.total_seconds():
             problems.append(
-                f"instance {item.name} holds {holds} frames but its last heartbeat was {silent_s:.0f} s "
-                f"ago (more than {FROZEN_AFTER.total_seconds():.0f} s): frozen"
+                f"instance {item.name} holds {plural(holds, 'frame')} but its last heartbeat was "
+                f"{silent_s:.0f} s ago (more than {FROZEN_AFTER.total_seconds():.0f} s): frozen"
             )
     if instance_state(item) == "gone":
         problems.append(
@@ -81,7 +82,8 @@ def _problems_of(item: InstanceView) -> list[str]:
         )
     crashed_s = item.last_crash_s
     if crashed_s is not None and crashed_s <= RECENTLY.total_seconds():
-        problems.append(f"instance {item.name} crashed {crashed_s:.0f} s ago ({item.crashes} crashes so far)")
+        crashes = plural(item.crashes or 0, "crash")
+        problems.append(f"instance {item.name} crashed {crashed_s:.0f} s ago ({crashes} so far)")
     return problems
 
 
@@ -89,7 +91,7 @@ def set_aside_problems(count: int, *, folder: Path) -> list[str]:
     if not count:
         return []
     return [
-        f"{count} frames could not be moved to processed/ or failed/ and wait in "
+        f"{plural(count, 'frame')} could not be moved to processed/ or failed/ and wait in "
         f"{folder} (their rows say so; see the daemon's log)"
     ]
 
