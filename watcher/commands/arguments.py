@@ -139,3 +139,24 @@ def output_file_type(text: str) -> Path:
     if not os.access(folder, os.W_OK):
         raise argparse.ArgumentTypeError(f"{text}: cannot write in {str(folder)!r}")
     return path
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """`--data DIR`: a labelled folder (`train`, `evaluate`), checked before any model loads."""
+    parser.add_argument(
+        "--data",
+        type=existing_directory_type,
+        required=True,
+        metavar="DIR",
+        help="folder with FEMALE/ and MALE/",
+    )
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """`--model VERSION`: which head (`evaluate`, `rescore`)."""
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="VERSION",
+        help="a registry version or zero-shot (default: the current head)",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from model.dataset import DatasetError, scan_labelled_folder
-from watcher.commands.arguments import add_config, existing_directory_type
+from watcher.commands.arguments import add_config, add_data_argument, add_model_argument
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.commands.models import is_zero_shot, require_version
 from watcher.commands.train import training_failures
@@ -18,19 +18,8 @@ HELP = "metrics of a head on a labelled folder, without training"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
-    parser.add_argument(
-        "--data",
-        type=existing_directory_type,
-        required=True,
-        metavar="DIR",
-        help="folder with FEMALE/ and MALE/",
-    )
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="VERSION",
-        help="a registry version or zero-shot (default: the current head)",
-    )
+    add_data_argument(parser)
+    add_model_argument(parser)
 
 
 def run(config: Config, args: argparse.Namespace) -> int:

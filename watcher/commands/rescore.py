@@ -11,7 +11,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_version, version_dir
-from watcher.commands.arguments import add_config, time_type
+from watcher.commands.arguments import add_config, add_model_argument, time_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.commands.models import is_zero_shot, require_version
 from watcher.config import Config
@@ -34,12 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="only rows processed since (ISO, or 2h, 7d, today)",
     )
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="VERSION",
-        help="a registry version or zero-shot (default: the current head)",
-    )
+    add_model_argument(parser)
 
 
 def run(config: Config, args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 
 from model.dataset import DatasetError
 from model.registry import RegistryError
-from watcher.commands.arguments import add_config, existing_directory_type
+from watcher.commands.arguments import add_config, add_data_argument
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupError
@@ -24,13 +24,7 @@ def training_failures() -> tuple[type[Exception], ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
-    parser.add_argument(
-        "--data",
-        type=existing_directory_type,
-        required=True,
-        metavar="DIR",
-        help="folder with FEMALE/ and MALE/",
-    )
+    add_data_argument(parser)
     parser.add_argument(
         "--promote",
         choices=("auto", "never", "force"),

@@ -39,20 +39,9 @@ class Crash:
 
 
 @dataclass(frozen=True)
-class InstanceRecord:
-    """One row of `instances`."""
+class InstanceRecord(Beat):
+    """One row of `instances`: its last heartbeat, and its crashes."""
 
-    name: str
-    host: str
-    pid: int
-    state: str
-    started_at: datetime
-    last_seen_at: datetime
-    claimed: int
-    frames_ok: int
-    frames_failed: int
-    frames_per_s: float
-    model_version: str | None
     crashes: int
     last_crash_at: datetime | None
 
