@@ -445,7 +445,7 @@ def test_special_and_unreadable_files_never_stop_moves_to_another_filesystem(
             [sys.executable, "-m", "watcher", "status", "--config", str(tmp_path / "config.toml")],
             cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        assert status.returncode == 1 and "1 frames could not be moved" in status.stdout, status.stdout
+        assert status.returncode == 1 and "1 frame could not be moved" in status.stdout, status.stdout
     finally:
         subprocess.run(["umount", "-l", str(tmp_path / "failed")], check=False)
 

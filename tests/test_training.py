@@ -213,7 +213,9 @@ def test_promote_and_rollback_move_the_pointer(
     assert current_version(registry) is None  # back to zero-shot
     assert "serving zero-shot CLIP" in capsys.readouterr().out
 
-    assert main(["models", "promote", "no-such-version", "--config", str(config)]) == 1
+    with pytest.raises(SystemExit) as refused:  # a version that is not there: a bad command line
+        main(["models", "promote", "no-such-version", "--config", str(config)])
+    assert refused.value.code == 2
     assert "no-such-version" in capsys.readouterr().err
 
 

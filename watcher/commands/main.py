@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from watcher.commands import (
@@ -124,20 +124,27 @@ def _run(argv: Sequence[str] | None) -> int:
         return EXIT_OK
     if args.command is None:
         parser.error("name a COMMAND")
+    own_parser = parsers[args.command]
     if args.command in WITHOUT_CONFIG:
-        return WITHOUT_CONFIG[args.command].run(args)
+        return _guarded(lambda: WITHOUT_CONFIG[args.command].run(args), own_parser, debug=args.debug)
     if args.command == "models" and args.models_command == "fetch":
-        return fetch.run(args)  # prepares the folder a config will name: needs none itself
+        # It prepares the folder a config will name: it needs none itself.
+        return _guarded(lambda: fetch.run(args), own_parser, debug=args.debug)
     try:
         config = load_config(find_config(args.config))
     except ConfigError as error:
         return _config_error(error, debug=args.debug)
     configure_logging(config.logging.level)
     debug = args.debug or config.logging.level.lower() == "debug"
+    return _guarded(lambda: COMMANDS[args.command].run(config, args), own_parser, debug=debug)
+
+
+def _guarded(work: Callable[[], int], parser: argparse.ArgumentParser, *, debug: bool) -> int:
+    """Run a command: a user's mistake or an unusable site is one line on stderr, never a traceback."""
     try:
-        return COMMANDS[args.command].run(config, args)
+        return work()
     except UsageError as error:
-        parsers[args.command].error(str(error))
+        parser.error(str(error))
     except ConfigError as error:
         return _config_error(error, debug=debug)
     except BrokenPipeError:
