@@ -1,5 +1,6 @@
 """bench/gpu.sh, the one command a lent GPU machine runs, works: here on the CPU with the tiny
-model, so that a script nobody runs between GPU loans cannot rot."""
+model, so that a script nobody runs between GPU loans cannot rot. Marked `bench`: `.ci/run` runs
+it after `make test` (`pytest -m bench`), so the suite itself stays quick."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "figures"
     result = subprocess.run(
