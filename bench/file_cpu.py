@@ -8,7 +8,9 @@ and takes the process's user + system CPU time from the kernel (wait4). The diff
 by the difference in frames is the CPU a frame costs: reading, hashing, decoding, preprocessing,
 claiming, the row, the move and the fsyncs. Printed beside the floor measured in the same run
 (reading and hashing the same files in this process, the least any intake must do) and the
-issue-14 target (2.0 ms a frame). Writes the figures as JSON with `--json`.
+issue-14 target (2.0 ms a frame). `--baseline DIR` measures another checkout's `watch --once`
+(e.g. a `git worktree` of an earlier commit) the same way in the same run, and prints the ratio.
+Writes the figures as JSON with `--json`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from harness import REPO, FrameMaker, build_model, write_config
 TARGET_MS = 2.0
 
 
-def _run_once(root: Path, clip: Path, frames: int, maker: FrameMaker) -> float:
+def _run_once(root: Path, clip: Path, frames: int, maker: FrameMaker, repo: Path = REPO) -> float:
     """CPU seconds (user + system) of one `watch --once` over `frames` frames."""
     for name in ("inbox", "processed", "failed", "data"):
         (root / name).mkdir(parents=True)
@@ -45,7 +47,7 @@ def _run_once(root: Path, clip: Path, frames: int, maker: FrameMaker) -> float:
         },
     )
     command = [sys.executable, "-m", "watcher", "watch", "--once", "--config", str(config)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL)  # -m: repo's watcher
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"watch --once exited with {status}")
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cctv-file-cpu-") as temp:
         work = Path(temp)
@@ -79,6 +82,13 @@ def main() -> None:
         small = _run_once(work / "small", clip, args.small, maker)
         large = _run_once(work / "large", clip, args.large, maker)
         floor = _floor_ms(work / "large")
+        baseline_ms = None
+        if args.baseline is not None:
+            before = [
+                _run_once(work / f"baseline-{count}", clip, count, maker, repo=args.baseline.resolve())
+                for count in (args.small, args.large)
+            ]
+            baseline_ms = (before[1] - before[0]) / (args.large - args.small) * 1000
     per_frame_ms = (large - small) / (args.large - args.small) * 1000
     figures = {
         "frames": [args.small, args.large],
@@ -88,12 +98,16 @@ def main() -> None:
         "floor_ms_per_frame": round(floor, 3),
         "ratio_to_floor": round(per_frame_ms / floor, 2),
         "target_ms_per_frame": TARGET_MS,
+        "baseline_ms_per_frame": round(baseline_ms, 3) if baseline_ms is not None else None,
     }
     print(
         f"watch --once: {small:.2f} s CPU for {args.small} frames, {large:.2f} s for {args.large}: "
         f"{per_frame_ms:.2f} ms a frame ({args.width}x{args.height}); read + hash floor "
         f"{floor:.2f} ms a frame (ratio {per_frame_ms / floor:.1f}); target {TARGET_MS} ms"
     )
+    if baseline_ms is not None:
+        ratio = per_frame_ms / baseline_ms
+        print(f"baseline {args.baseline}: {baseline_ms:.2f} ms a frame; ours / baseline {ratio:.2f}")
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
