@@ -8,6 +8,7 @@ logged twice) before the error. `local_only` looks once, with a short timeout, a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,7 +102,18 @@ def fetch_clip(source: str, target: Path, *, progress: Callable[[str], None] | N
             ) from None
         revision = revision or getattr(getattr(loaded, "config", None), "_commit_hash", None)
         loaded.save_pretrained(target)  # type: ignore[attr-defined]  # every step's result has it
+    _permissions_from_umask(target)
     origin = identify_clip(source)  # a Hub id, or a folder that was itself fetched
     if origin.hub_id:
         write_origin(target, hub_id=origin.hub_id, revision=origin.revision or revision)
     return target
+
+
+def _permissions_from_umask(folder: Path) -> None:
+    """The saved files get the mode a new file gets here: the weights' writer makes them 0600, and
+    a folder prepared by one user is served by another (the service user)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)

@@ -292,8 +292,6 @@ def test_the_cli_refuses_a_disguised_inbox_in_one_line(
             "sqlite:///db/r.sqlite3?timeout=30", "sqlite:///{config}/db/r.sqlite3?timeout=30", id="with_query"
         ),
         pytest.param("sqlite:////var/lib/r.sqlite3", "sqlite:////var/lib/r.sqlite3", id="absolute"),
-        pytest.param("sqlite:///:memory:", "sqlite:///:memory:", id="memory"),
-        pytest.param("sqlite://", "sqlite://", id="memory_by_default"),
         pytest.param(
             "postgresql+psycopg://user@db/cctv", "postgresql+psycopg://user@db/cctv", id="other_backend"
         ),
@@ -390,3 +388,10 @@ def test_the_cli_lists_every_problem_without_a_traceback(
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "Traceback" not in err
     assert "batch.size" in err.splitlines()[0] and "batch.max_wait_ms" in err.splitlines()[1]
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://", "sqlite:///"])
+def test_an_in_memory_sqlite_database_is_refused(tmp_path: Path, url: str) -> None:
+    # Each connection would have its own empty database: the daemon's rows would vanish.
+    with pytest.raises(ConfigError, match="database.url: an in-memory SQLite database keeps nothing"):
+        load_config(write_config(tmp_path / "config.toml", {"database": {"url": url}}))

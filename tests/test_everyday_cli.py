@@ -136,6 +136,11 @@ def test_head_in_a_shell_pipeline_sees_no_traceback(site: Path, tmp_path: Path) 
         pytest.param(["rescore", "--model", "v9"], "no head version 'v9'", id="rescore_model"),
         pytest.param(["models", "promote", "v9"], "versions: none yet", id="promote_unknown"),
         pytest.param(["results", "--limit", "0"], "must be at least 1", id="limit"),
+        pytest.param(["results", "--limit", "9" * 23], "must be at most", id="limit_overflow"),
+        pytest.param(["summary", "--plot", "x.txt"], "a plot is written as .png", id="plot_format"),
+        pytest.param(
+            ["model", "fetch", "--to", "/etc/hostname"], "is a file, not a folder", id="fetch_into_file"
+        ),
         pytest.param(["results", "--bogus"], "unrecognized arguments", id="unknown_option"),
         pytest.param(["watch", "--once", "extra"], "unrecognized arguments", id="extra_argument"),
         pytest.param(["status", "--format", "xml"], "invalid choice", id="bad_choice"),

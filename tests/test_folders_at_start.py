@@ -66,3 +66,23 @@ def test_once_never_makes_a_missing_output_folder_again(
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "processed").exists()
     assert files_under(tmp_path / "inbox") == ["cam/a.bmp"]  # untouched, for when it is back
+
+
+@pytest.mark.parametrize("command", [["status"], ["results"], ["summary"]])
+def test_a_command_that_only_reads_never_makes_the_database(
+    make_config: Callable[..., Path], tmp_path: Path, command: list[str]
+) -> None:
+    config = make_config()  # its SQLite file, data/results.sqlite3, does not exist yet
+    result = subprocess.run(
+        [sys.executable, "-m", "watcher", *command, "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"cctv-gender: error: there is no database at {tmp_path / 'data' / 'results.sqlite3'} yet: the "
+        "daemon makes it at its first start (or run `cctv-gender db upgrade`)"
+    ]
+    assert not (tmp_path / "data").exists()

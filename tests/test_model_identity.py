@@ -4,6 +4,7 @@ refused; `model fetch` saves a loadable folder; a Hub id without network fails a
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -113,6 +114,8 @@ def test_model_fetch_saves_a_folder_that_loads(
     assert f"saved {tiny_clip} into {target}" in capsys.readouterr().out
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json"):
         assert (target / name).is_file(), name
+        # Readable as the umask allows (the service user reads a folder another user fetched).
+        assert (target / name).stat().st_mode & 0o777 == 0o666 & ~_umask(), name
     np.testing.assert_allclose(_features(target), _features(tiny_clip), atol=1e-6)
 
 
@@ -166,3 +169,9 @@ def test_a_fetched_folder_remembers_its_hub_origin(tmp_path: Path, tiny_clip: Pa
         "openai/clip-vit-base-patch32",
         "abc",
     )
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

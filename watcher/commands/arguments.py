@@ -106,6 +106,12 @@ def dimensions_type(text: str) -> tuple[str, ...]:
     return names
 
 
+# The largest count a database's 64-bit integer (a LIMIT) can take.
+MAX_COUNT = 2**63 - 1
+# What matplotlib can write (its savefig formats without a backend beyond Agg).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 def positive_int_type(text: str) -> int:
     try:
         value = int(text)
@@ -113,6 +119,8 @@ def positive_int_type(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT}, got {value}")
     return value
 
 
@@ -128,12 +136,22 @@ def existing_directory_type(text: str) -> Path:
     return path
 
 
+def folder_to_make_type(text: str) -> Path:
+    """A folder to save into: missing (it is made) or a folder, never a file; checked first."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file, not a folder")
+    return path
+
+
 def output_file_type(text: str) -> Path:
     """A file to write (a plot): its folder must exist and be writable; the file is replaced."""
     path = Path(text)
     folder = path.parent
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file name")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text}: a plot is written as {', '.join(PLOT_SUFFIXES)}")
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no such folder {str(folder)!r}")
     if not os.access(folder, os.W_OK):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from watcher.commands.arguments import add_config, path_type
+from watcher.commands.arguments import add_config, folder_to_make_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.errors import StartupError
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--to",
-        type=path_type,
+        type=folder_to_make_type,
         required=True,
         metavar="DIR",
         help="the folder to save it in (made if missing)",

@@ -22,9 +22,12 @@ def _resolve_sqlite_path(url: str | None, info: ValidationInfo) -> str | None:
     except ArgumentError:
         return url  # opening the database reports it, naming database.url
     database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database in (None, "", ":memory:"):
+        # Each connection would get its own empty database: rows written, then never seen.
+        raise ValueError("an in-memory SQLite database keeps nothing: name a file")
     if (
         parsed.get_backend_name() != "sqlite"
-        or database in (None, "", ":memory:")
+        or database is None
         or database.startswith("file:")  # a SQLite URI (uri=true): left as written
         or Path(database).is_absolute()
     ):

@@ -26,11 +26,19 @@ def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> 
         raise ValueError("a read-only engine cannot migrate")
     made: list[Path] = []
     try:
-        made = _make_sqlite_folder(config.database_url)
+        if read_only:
+            _require_sqlite_file(config.database_url)  # a reader never makes one (an unmounted share?)
+        else:
+            made = _make_sqlite_folder(config.database_url)
         return _open(config, migrate=migrate, read_only=read_only)
     except (ArgumentError, NoSuchModuleError) as error:
         _remove_empty(made)
         raise ConfigError(f"{config.source}: database.url: {error}") from None
+    except ImportError as error:
+        _remove_empty(made)
+        raise ConfigError(
+            f"{config.source}: database.url: its driver is not installed ({error.name or error})"
+        ) from None
     except StorageError as error:
         # Unreachable, locked, or not a database at all ("file is not a database").
         _remove_empty(made)
@@ -53,6 +61,15 @@ def _open(config: Config, *, migrate: bool, read_only: bool) -> Engine:
             "current schema; run `cctv-gender db upgrade`"
         )
     return engine
+
+
+def _require_sqlite_file(url: str) -> None:
+    file = sqlite_file(url)
+    if file is not None and not file.is_file():
+        raise StartupError(
+            f"there is no database at {file} yet: the daemon makes it at its first start "
+            "(or run `cctv-gender db upgrade`)"
+        )
 
 
 def _make_sqlite_folder(url: str) -> list[Path]:
