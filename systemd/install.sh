@@ -80,6 +80,25 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+check_folders() {
+    # The daemon refuses these at start: refuse them here, before anything is installed.
+    local name value other other_name
+    for name in DATA INBOX PROCESSED FAILED; do
+        value=${!name}
+        case "$value" in
+            / | /root | /root/* | /home | /home/*)
+                usage_error "--${name,,} $value: the service may not write there (ProtectHome, or the whole disk)" ;;
+        esac
+        for other_name in DATA INBOX PROCESSED FAILED; do
+            other=${!other_name}
+            [ "$name" != "$other_name" ] || continue
+            if [ "$value" = "$other" ] || [[ "$value" == "$other"/* ]]; then
+                usage_error "--${name,,} $value and --${other_name,,} $other: each folder must be its own, none inside another"
+            fi
+        done
+    done
+}
+
 check_python() {
     # First, before anything is created: the virtual environment is made with this interpreter.
     local version
@@ -130,6 +149,7 @@ for key in ("data", "inbox", "processed", "failed"):
 EOF
 }
 
+check_folders
 check_python
 if [ "$PRINT" = yes ]; then
     echo "==> $DROPIN <=="

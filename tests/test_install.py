@@ -136,6 +136,12 @@ def test_a_missing_python_is_named(tmp_path: Path) -> None:
         pytest.param(["--failed", "/srv/100%"], "no spaces", id="systemd_specifier"),
         pytest.param(["--processed"], "--processed needs a folder", id="no_value"),
         pytest.param(["--frames", "/srv"], "unknown option '--frames'", id="unknown"),
+        pytest.param(["--inbox", "/"], "the service may not write there", id="root"),
+        pytest.param(["--data", "/home/ops/data"], "the service may not write there", id="home"),
+        pytest.param(
+            ["--inbox", "/srv/a", "--processed", "/srv/a/p"], "none inside another", id="nested"
+        ),
+        pytest.param(["--inbox", "/srv/a", "--failed", "/srv/a/"], "none inside another", id="same"),
     ],
 )
 def test_a_bad_command_line_is_exit_2(args: list[str], message: str) -> None:

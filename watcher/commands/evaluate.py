@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from model.dataset import DatasetError, scan_labelled_folder
-from watcher.commands.arguments import add_config, add_data_argument, add_model_argument
+from watcher.commands.arguments import UsageError, add_config, add_data_argument, add_model_argument
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.commands.models import is_zero_shot, require_version
 from watcher.commands.train import training_failures
@@ -29,7 +29,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     try:
         images = scan_labelled_folder(args.data)
     except DatasetError as error:
-        raise StartupError(str(error)) from None
+        raise UsageError(f"--data {error}") from None  # the folder named is not a labelled one
     from model.clip_features import PREPROCESSING_VERSION
     from model.evaluation import classification_metrics
     from model.extraction import extract_labelled

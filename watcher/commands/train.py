@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from model.dataset import DatasetError
+from model.dataset import DatasetError, scan_labelled_folder
 from model.registry import RegistryError
-from watcher.commands.arguments import add_config, add_data_argument
+from watcher.commands.arguments import UsageError, add_config, add_data_argument
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupError
@@ -41,6 +41,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
     from model.training import FitSettings, SplitFractions
     from watcher.pipeline.assembly import load_extractor
 
+    try:
+        scan_labelled_folder(args.data)  # before CLIP loads: a folder that is not a labelled one
+    except DatasetError as error:
+        raise UsageError(f"--data {error}") from None
     settings = config.training
     options = TrainingOptions(
         data=args.data.resolve(),
