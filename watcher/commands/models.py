@@ -79,10 +79,10 @@ def require_version(config: Config, version: str) -> None:
 
 
 def promote_head(config: Config, *, version: str) -> int:
+    require_version(config, version)  # first: a version that is not there needs no torch to say so
     # model.serving loads CLIP's code (torch): only this action needs it.
     from model.serving import refuse_if_incompatible
 
-    require_version(config, version)
     try:
         metadata = HeadMetadata.read(version_dir(config.registry_dir, version))
         refuse_if_incompatible(metadata, clip_source=config.model.clip)
