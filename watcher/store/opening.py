@@ -31,23 +31,23 @@ def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> 
         else:
             made = _make_sqlite_folder(config.database_url)
         return _open(config, migrate=migrate, read_only=read_only)
-    except (ArgumentError, NoSuchModuleError) as error:
-        _remove_empty(made)
-        raise ConfigError(f"{config.source}: database.url: {error}") from None
-    except ImportError as error:
-        _remove_empty(made)
-        raise ConfigError(
-            f"{config.source}: database.url: its driver is not installed ({error.name or error})"
-        ) from None
-    except StorageError as error:
-        # Unreachable, locked, or not a database at all ("file is not a database").
-        _remove_empty(made)
-        raise StartupError(f"cannot open the database {config.database_url}: {error}") from None
-    except OSError as error:
-        _remove_empty(made)
-        raise StartupError(
-            f"cannot open the database {config.database_url}: {error.strerror or error}"
-        ) from None
+    except (ArgumentError, NoSuchModuleError, ImportError, StorageError, OSError) as error:
+        _remove_empty(made)  # a database that cannot be opened leaves no folder behind
+        raise _one_line_error(config, error) from None
+
+
+def _one_line_error(config: Config, error: Exception) -> ConfigError | StartupError:
+    """What the user is told: the config's key when the URL is at fault, else the database."""
+    if isinstance(error, ArgumentError | NoSuchModuleError):
+        return ConfigError(f"{config.source}: database.url: {error}")
+    if isinstance(error, ImportError):
+        driver = error.name or error
+        return ConfigError(f"{config.source}: database.url: its driver is not installed ({driver})")
+    cannot = f"cannot open the database {config.database_url}"
+    if isinstance(error, OSError):
+        return StartupError(f"{cannot}: {error.strerror or error}")
+    # StorageError: unreachable, locked, or not a database at all ("file is not a database").
+    return StartupError(f"{cannot}: {error}")
 
 
 def _open(config: Config, *, migrate: bool, read_only: bool) -> Engine:
