@@ -7,7 +7,7 @@ CONFIG ?= config.toml
 # pip leaves this stamp only after a successful install; pyproject.toml changes re-install.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint postgres bench clean
+.PHONY: venv run test bench-check lint postgres bench clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ test: $(STAMP) postgres
 	wait $$lint; linted=$$?; cat $$lint_log; rm -f $$lint_log; \
 	if [ $$linted -ne 0 ]; then echo "make lint failed" >&2; fi; \
 	test $$tests -eq 0 && test $$linted -eq 0
+
+# bench/gpu.sh end to end on the CPU with the tiny model (tests marked `bench`, about 90 s): kept
+# out of `make test`'s time, run by CI after it, so the script a GPU loan runs cannot rot.
+bench-check: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m bench
 
 # Lint, strict types over watcher/ and model/, and the layers in pyproject.toml's importlinter.
 lint: $(STAMP)

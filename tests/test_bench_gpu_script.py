@@ -1,6 +1,6 @@
 """bench/gpu.sh, the one command a lent GPU machine runs, works: here on the CPU with the tiny
 model, so that a script nobody runs between GPU loans cannot rot. Marked `bench`: `.ci/run` runs
-it after `make test` (`pytest -m bench`), so the suite itself stays quick."""
+it after `make test` (`make bench-check`), so the suite itself stays quick."""
 
 from __future__ import annotations
 
