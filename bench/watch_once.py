@@ -89,7 +89,7 @@ def ceiling(extractor: ClipFeatureExtractor, *, batch_size: int, batches: int) -
 
     started, ended = timed(batches, lanes.all_threads, threading.Barrier(1))
     one_pass = batch_size * batches / (ended - started)
-    if not lanes.concurrent:
+    if not lanes.shares_cores:  # on a GPU the bare forward is one pass
         return {"one_pass": one_pass, "lanes": one_pass}
     each = max(1, batches // lanes.count)
     ready = threading.Barrier(lanes.count)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import numpy as np
 import torch
 from PIL import Image
 
+from model.batch_math import affine_of, chunked, float_bytes, rgb_float, to_rgb
 from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
+from model.packed import PackedBmp, packed_to_device
 from model.runtime import ModelLoadError, Runtime
 
 logger = logging.getLogger(__name__)
@@ -27,16 +29,15 @@ logger = logging.getLogger(__name__)
 # normalisation): heads trained on features of another version are refused.
 PREPROCESSING_VERSION = "clip-processor+l2norm/1"
 
-# A decoded picture: a PIL image, or its (height, width, 3) uint8 RGB array.
-Picture: TypeAlias = Image.Image | np.ndarray
+# A decoded picture: a PIL image, its (height, width, 3) uint8 RGB array, or a BMP's pixel rows
+# still in a shared buffer (see model.packed).
+Picture: TypeAlias = Image.Image | np.ndarray | PackedBmp
 
 # Staging buffers kept for reuse: a few frame sizes, each at most this many bytes (32 frames of
 # 640×480 are 29 MB; a 4K batch is allocated per use instead of held).
 STAGING_CACHE_BYTES = 64 * 1024 * 1024
 STAGING_CACHE_SHAPES = 4
-# Preprocessing converts a group of frames to float at their full size before resizing: at most
-# this many bytes of them at once (about 290 frames of 640x480, two of 40 megapixels).
-PREPROCESS_CHUNK_BYTES = 1024 * 1024 * 1024
+
 
 class ClipFeatureExtractor:
     """A loaded CLIP model with its image processor and tokenizer."""
@@ -112,26 +113,35 @@ class ClipFeatureExtractor:
         torchvision transforms then run on the device. A PIL image and its uint8 array give the
         same pixel values.
         """
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        arrays = [as_uint8_array(image) for image in images]
-        for index, array in enumerate(arrays):
-            by_shape.setdefault(array.shape, []).append(index)
-        batches = []
-        for indices in by_shape.values():
-            chunks = _chunks(indices, frame_bytes=int(np.prod(arrays[indices[0]].shape)) * 4)
-            for number, chunk in enumerate(chunks):
-                staged, bgr = self._stage([arrays[index] for index in chunk])
-                on_device = self._to_device(staged).permute(0, 3, 1, 2)  # NHWC → NCHW, a view
-                batches.append(self._transform(on_device, bgr))
-                if number < len(chunks) - 1 and self.runtime.device.type == "cuda":
-                    # The next chunk reuses the staging buffer its copy to the GPU may still read.
-                    torch.cuda.current_stream(self.runtime.device).synchronize()
+        pictures = [image if isinstance(image, PackedBmp) else as_uint8_array(image) for image in images]
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for index, picture in enumerate(pictures):
+            key = picture.shape_key if isinstance(picture, PackedBmp) else picture.shape
+            groups.setdefault((type(picture), key), []).append(index)
+        batches = [
+            self._transform(on_device, bgr)
+            for indices in groups.values()
+            for on_device, bgr in self._uploaded([pictures[index] for index in indices])
+        ]
         if len(batches) == 1:
             pixel_values = batches[0]  # one frame size, in order: nothing to reassemble
         else:
-            order = [index for indices in by_shape.values() for index in indices]
+            order = [index for indices in groups.values() for index in indices]
             pixel_values = torch.cat(batches)[torch.tensor(order).argsort().to(self.runtime.device)]
         return pixel_values.to(self.runtime.device, dtype=self.runtime.dtype)
+
+    def _uploaded(self, group: list[np.ndarray | PackedBmp]) -> Iterator[tuple[torch.Tensor, list[bool]]]:
+        """Frames of one size on the device as NCHW uint8, in chunks, with which hold BGR."""
+        chunks = chunked(group, frame_bytes=float_bytes(group[0]))
+        for number, chunk in enumerate(chunks):
+            if isinstance(chunk[0], PackedBmp):
+                yield packed_to_device(chunk, self.runtime.device), [True] * len(chunk)  # type: ignore[arg-type]  # a group is all of one type
+                continue
+            staged, bgr = self._stage(chunk)  # type: ignore[arg-type]  # a group is all of one type
+            yield self._to_device(staged).permute(0, 3, 1, 2), bgr  # NHWC → NCHW, a view
+            if number < len(chunks) - 1 and self.runtime.device.type == "cuda":
+                # The next chunk reuses the staging buffer its copy to the GPU may still read.
+                torch.cuda.current_stream(self.runtime.device).synchronize()
 
     def _stage(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, list[bool]]:
         """The arrays copied into one (n, height, width, 3) uint8 tensor, the only copy they get,
@@ -172,7 +182,7 @@ class ClipFeatureExtractor:
         if not all(hasattr(processor, step) for step in steps):
             # Not a torchvision-backed processor: let it do everything itself.
             processed: torch.Tensor = processor(
-                images=_to_rgb(batch, bgr), return_tensors="pt", device=self.runtime.device
+                images=to_rgb(batch, bgr), return_tensors="pt", device=self.runtime.device
             )["pixel_values"]
             return processed
         if processor.do_resize:
@@ -182,8 +192,8 @@ class ClipFeatureExtractor:
         # The processor's rescale, then normalise, as one multiply-add on a contiguous float copy
         # (its own steps run over the channels-last view the resize returns, several passes each),
         # the channels put in RGB order by that copy: after resizing and cropping (see _stage).
-        scale, shift = _affine_of(processor, batch.device)
-        return _rgb_float(batch, bgr).mul_(scale).add_(shift)
+        scale, shift = affine_of(processor, batch.device)
+        return rgb_float(batch, bgr).mul_(scale).add_(shift)
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         if self.runtime.device.type != "cuda":
@@ -217,7 +227,18 @@ class ClipFeatureExtractor:
     def image_features(self, images: Sequence[Picture]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.feature_size), dtype=np.float32)
-        return self.embed_pixels(self.preprocess(images))
+        with self._thread_stream():
+            return self.embed_pixels(self.preprocess(images))
+
+    def _thread_stream(self) -> contextlib.AbstractContextManager[object]:
+        """On CUDA, the calling thread's own stream: batches on several threads (see
+        watcher.pipeline.lanes) then overlap one's copies to the GPU with another's compute."""
+        if self.runtime.device.type != "cuda":
+            return contextlib.nullcontext()
+        stream = getattr(self._staging_by_thread, "stream", None)
+        if stream is None:
+            stream = self._staging_by_thread.stream = torch.cuda.Stream(self.runtime.device)  # type: ignore[no-untyped-call]  # torch: unannotated
+        return torch.cuda.stream(stream)
 
     @torch.inference_mode()
     def text_features(self, prompts: Sequence[str]) -> np.ndarray:
@@ -227,46 +248,7 @@ class ClipFeatureExtractor:
             return _normalised_rows(_pooled(self._model.get_text_features(**tokens)))
 
 
-def _chunks(indices: list[int], *, frame_bytes: int) -> list[list[int]]:
-    """Frames of one size in groups whose float copy (resizing converts to float) stays under
-    PREPROCESS_CHUNK_BYTES: 32 frames of 40 megapixels would otherwise take 15 GB at once."""
-    per_chunk = max(1, PREPROCESS_CHUNK_BYTES // max(frame_bytes, 1))
-    return [indices[start : start + per_chunk] for start in range(0, len(indices), per_chunk)]
-
-
-def _affine_of(processor: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift), per channel, with pixel * scale + shift equal to the processor's rescale
-    (by rescale_factor) followed by its normalisation ((x - mean) / std)."""
-    rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
-    mean = torch.tensor(processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0])
-    std = torch.tensor(processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0])
-    scale, shift = rescale / std, -mean / std
-    return scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)
-
-
-def _rgb_float(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
-    """The NCHW uint8 frames as a contiguous float32 copy, those marked BGR swapped to RGB by the
-    copy itself (a flip first would be a pass of its own)."""
-    if any(bgr) and not all(bgr):
-        batch = _to_rgb(batch, bgr)
-    order = (2, 1, 0) if all(bgr) and bgr else (0, 1, 2)
-    rgb = torch.empty(batch.shape, dtype=torch.float32, device=batch.device)
-    for channel, source in enumerate(order):
-        rgb[:, channel].copy_(batch[:, source])
-    return rgb
-
-
-def _to_rgb(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
-    """Swap the channels of the NCHW frames marked BGR."""
-    if not any(bgr):
-        return batch
-    if all(bgr):
-        return batch.flip(1)
-    mask = torch.tensor(bgr, device=batch.device).view(-1, 1, 1, 1)
-    return torch.where(mask, batch.flip(1), batch)
-
-
-def as_uint8_array(picture: Picture) -> np.ndarray:
+def as_uint8_array(picture: Image.Image | np.ndarray) -> np.ndarray:
     """The (height, width, 3) uint8 RGB array of a picture, without a copy when it already is one."""
     if isinstance(picture, np.ndarray):
         return picture

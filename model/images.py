@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -36,17 +37,43 @@ _BMP_LAYOUT = struct.Struct("<10xI I i i H H I")
 _BI_RGB = 0
 
 
-def decode_pixels(data: bytes, *, max_pixels: int) -> np.ndarray:
+def decode_pixels(data: bytes | memoryview, *, max_pixels: int) -> np.ndarray:
     """(height, width, 3) uint8 RGB pixels of `data`; a view into `data` for plain 24-bit BMPs."""
-    view = _plain_bmp_view(data, max_pixels=max_pixels)
-    if view is not None:
-        return view
-    return np.asarray(decode_rgb(data, max_pixels=max_pixels))
+    block = plain_bmp_block(data, max_pixels=max_pixels)
+    if block is not None:
+        return block.rgb_view(data)
+    return np.asarray(decode_rgb(bytes(data), max_pixels=max_pixels))
 
 
-def _plain_bmp_view(data: bytes, *, max_pixels: int) -> np.ndarray | None:
-    """The pixels of an uncompressed 24-bit BMP as a strided view, or None for anything else."""
-    if len(data) < _BMP_LAYOUT.size or data[:2] != b"BM":
+@dataclass(frozen=True)
+class PixelBlock:
+    """Where an uncompressed 24-bit BMP keeps its pixels: `rows` rows of `row_bytes` bytes (B, G, R
+    per pixel, padded to 4 bytes) from `offset`, bottom row first when `bottom_up`."""
+
+    offset: int
+    rows: int
+    width: int
+    row_bytes: int
+    bottom_up: bool
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.row_bytes
+
+    def moved(self, by: int) -> PixelBlock:
+        """The same block, `by` bytes further into a larger buffer."""
+        return replace(self, offset=self.offset + by)
+
+    def rgb_view(self, data: bytes | memoryview) -> np.ndarray:
+        """The (height, width, 3) RGB pixels as a strided view of `data`: no copy."""
+        stored = np.frombuffer(data, dtype=np.uint8, count=self.nbytes, offset=self.offset)
+        bgr = stored.reshape(self.rows, self.row_bytes)[:, : self.width * 3].reshape(self.rows, self.width, 3)
+        return bgr[::-1, :, ::-1] if self.bottom_up else bgr[:, :, ::-1]
+
+
+def plain_bmp_block(data: bytes | memoryview, *, max_pixels: int) -> PixelBlock | None:
+    """The pixel block of an uncompressed 24-bit BMP, or None for anything else."""
+    if len(data) < _BMP_LAYOUT.size or bytes(data[:2]) != b"BM":
         return None
     offset, header_size, width, height, planes, bits, compression = _BMP_LAYOUT.unpack_from(data)
     if header_size < 40 or planes != 1 or bits != 24 or compression != _BI_RGB or width <= 0 or height == 0:
@@ -56,10 +83,8 @@ def _plain_bmp_view(data: bytes, *, max_pixels: int) -> np.ndarray | None:
     stride = (width * 3 + 3) // 4 * 4  # rows are padded to 4 bytes
     if offset < _BMP_LAYOUT.size or offset + stride * rows > len(data):
         return None  # short or odd: Pillow says what is wrong with it
-    pixels = np.frombuffer(data, dtype=np.uint8, count=stride * rows, offset=offset).reshape(rows, stride)
-    bgr = pixels[:, : width * 3].reshape(rows, width, 3)
-    # Positive height: rows are stored bottom-up. Channels are stored B, G, R.
-    return bgr[::-1, :, ::-1] if height > 0 else bgr[:, :, ::-1]
+    # Positive height: rows are stored bottom-up.
+    return PixelBlock(offset=offset, rows=rows, width=width, row_bytes=stride, bottom_up=height > 0)
 
 
 def check_dimensions(width: int, height: int, *, max_pixels: int) -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.pipeline.lanes import MAX_CPU_LANES, Lanes, plan_lanes
+from watcher.pipeline.lanes import GPU_LANES, MAX_CPU_LANES, Lanes, plan_lanes
 
 
 @pytest.mark.parametrize(
     ("cpu_threads", "expected"),
     [
         (1, Lanes(count=1, threads_each=1, all_threads=1)),
-        (2, Lanes(count=2, threads_each=1, all_threads=2)),
-        (3, Lanes(count=3, threads_each=1, all_threads=3)),
-        (16, Lanes(count=MAX_CPU_LANES, threads_each=16 // MAX_CPU_LANES, all_threads=16)),
+        (2, Lanes(count=2, threads_each=1, all_threads=2, shares_cores=True)),
+        (3, Lanes(count=3, threads_each=1, all_threads=3, shares_cores=True)),
+        (16, Lanes(count=MAX_CPU_LANES, threads_each=16 // MAX_CPU_LANES, all_threads=16, shares_cores=True)),
         (0, Lanes(count=1, threads_each=1, all_threads=1)),
     ],
 )
@@ -21,6 +21,7 @@ def test_on_a_cpu_each_thread_gets_a_batch_of_its_own(cpu_threads: int, expected
     assert plan_lanes(on_accelerator=False, cpu_threads=cpu_threads) == expected
 
 
-def test_on_a_gpu_one_batch_is_in_flight() -> None:
+def test_on_a_gpu_batches_in_flight_overlap_their_stages_and_share_no_cores() -> None:
     lanes = plan_lanes(on_accelerator=True, cpu_threads=2)
-    assert lanes.count == 1 and not lanes.concurrent
+    assert lanes.count == GPU_LANES > 1 and not lanes.shares_cores
+    assert lanes.threads_each == lanes.all_threads == 2

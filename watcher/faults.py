@@ -8,20 +8,32 @@ yet removed), moved.
 `CCTV_GENDER_KILL_ON_FRAME=<file name>` makes a poison input of one frame: the process SIGKILLs
 itself whenever it has read a frame of that name, on every run, as a frame that crashes a decoder
 would (the crash-loop breaker's tests use it).
+
+Both kill the whole daemon wherever they are reached: in a file worker process (see
+watcher.pipeline.file_workers) the daemon is killed first, then the worker. The n-th time counts
+every process of the daemon, through a counter file beside the other temporary files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
-from collections import Counter
-from pathlib import PurePosixPath
+import tempfile
+from pathlib import Path, PurePosixPath
 
 KILL_ENV = "CCTV_GENDER_KILL_AT"
 POISON_ENV = "CCTV_GENDER_KILL_ON_FRAME"
 STEPS = ("claimed", "decoded", "inferred", "committed", "linked", "moved")
 
-_reached: Counter[str] = Counter()
+# The daemon's process id, in a file worker; None in the daemon itself.
+_owner: int | None = None
+
+
+def serve_daemon(pid: int) -> None:
+    """This process is a file worker of the daemon `pid`: a kill point kills that daemon too."""
+    global _owner  # noqa: PLW0603 - set once, when a worker starts
+    _owner = pid
 
 
 def kill_point(step: str) -> None:
@@ -31,12 +43,34 @@ def kill_point(step: str) -> None:
     name, _, count = wanted.partition(":")
     if name != step:
         return
-    _reached[step] += 1
-    if _reached[step] >= int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _times_reached(step) >= int(count or 1):
+        _counter(step).unlink(missing_ok=True)  # a later daemon given the same pid starts at 0
+        _kill_daemon()
 
 
 def kill_on_frame(relative: PurePosixPath) -> None:
     poison = os.environ.get(POISON_ENV)
     if poison and relative.name == poison:
-        os.kill(os.getpid(), signal.SIGKILL)
+        _kill_daemon()
+
+
+def _times_reached(step: str) -> int:
+    """How many times any process of this daemon has reached `step`, this one included."""
+    with _counter(step).open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        reached = int(handle.read() or 0) + 1
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(reached))
+    return reached
+
+
+def _counter(step: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"cctv-gender-kill-{_owner or os.getpid()}-{step}"
+
+
+def _kill_daemon() -> None:
+    if _owner is not None:
+        os.kill(_owner, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)

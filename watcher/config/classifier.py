@@ -100,8 +100,7 @@ class TrainingConfig(Section):
         0.15,
         gt=0,
         lt=0.5,
-        description="Share of the labelled folder for validation (early stopping, the decision "
-        "threshold).",
+        description="Share of the labelled folder for validation (early stopping, the decision threshold).",
     )
     test_fraction: float = Field(
         0.15,
@@ -129,8 +128,7 @@ class TrainingConfig(Section):
     )
     feature_cache: OptionalPath = Field(
         None,
-        description="Cached CLIP features of training images; not set means "
-        "<paths.data>/feature-cache.",
+        description="Cached CLIP features of training images; not set means <paths.data>/feature-cache.",
     )
 
     @model_validator(mode="after")

@@ -36,8 +36,7 @@ class InboxConfig(Section):
     rescan_interval_s: float = Field(
         30.0,
         gt=0,
-        description="Events from the filesystem are only hints: the whole inbox is rescanned this "
-        "often.",
+        description="Events from the filesystem are only hints: the whole inbox is rescanned this often.",
     )
     poll_interval_ms: int = Field(
         250, gt=0, description="How often frames that are still being written are looked at again."
@@ -74,20 +73,37 @@ class BatchConfig(Section):
     max_wait_ms: int = Field(
         500,
         ge=0,
-        description="How long the oldest frame of a partial batch waits before the batch is flushed "
-        "anyway.",
+        description="How long the oldest frame of a partial batch waits before the batch is flushed anyway.",
     )
     decode_workers: int = Field(
         0,
         ge=0,
         le=256,
-        description="Threads that read, hash and decode frames beside the model; 0 means one per "
-        "CPU core.",
+        description="Threads that read, hash and decode frames beside the model; 0 means one per CPU core.",
     )
+
+    file_processes: int | Literal["auto"] = Field(
+        "auto",
+        description="Processes that read frames and move them, so file handling uses every core "
+        "(on a GPU it, not the model, is the limit); `auto` is one per core but one with the model "
+        "on a GPU and none on a CPU (where the model needs the cores), 0 is none.",
+    )
+
+    @field_validator("file_processes")
+    @classmethod
+    def _process_count(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 256:
+            raise ValueError("must be 'auto' or a number from 0 to 256")
+        return value
 
     @property
     def decode_threads(self) -> int:
         return self.decode_workers or os.cpu_count() or 1
+
+    def file_process_count(self, *, on_accelerator: bool) -> int:
+        if self.file_processes != "auto":
+            return self.file_processes
+        return max(1, (os.cpu_count() or 1) - 1) if on_accelerator else 0
 
 
 class MetricsConfig(Section):

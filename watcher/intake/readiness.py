@@ -44,7 +44,7 @@ class _Observation:
     declared_size: int | None
 
 
-def incomplete_reason(data: bytes) -> str | None:
+def incomplete_reason(data: bytes | memoryview) -> str | None:
     """Why the bytes of a frame are an incomplete BMP, or None when they are not known to be.
 
     Judged from the content alone, so a frame recovered after a crash fails with the same reason

@@ -69,6 +69,8 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         bounds=FrameBounds(max_pixels=config.inbox.max_pixels, max_file_bytes=config.inbox.max_file_bytes),
         store_embeddings=config.database.store_embeddings,
         decode_workers=config.batch.decode_threads,
+        file_processes=config.batch.file_process_count(on_accelerator=extractor.runtime.device.type != "cpu"),
+        batch_size=config.batch.size,
         database_guard=DatabaseFileGuard(engine),
     )
     _log_plan(config, processor, instance, extractor)
@@ -114,10 +116,11 @@ def _log_plan(
     logger.info("instance %s, in-progress area %s", instance.name, instance.area)
     lanes = processor.lanes
     logger.info(
-        "model on %s: up to %s at once, %s each",
+        "model on %s: up to %s at once, %s each; file work on %s",
         extractor.runtime.device,
         plural(lanes.count, "batch"),
         plural(lanes.threads_each, "CPU thread"),
+        plural(processor.file_processes, "process", "processes") if processor.file_processes else "threads",
     )
 
 

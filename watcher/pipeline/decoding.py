@@ -13,11 +13,20 @@ import os
 import stat
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from model.images import HEADER_BYTES, UndecodableImage, check_before_reading, decode_pixels
+import numpy as np
+
+from model.images import (
+    HEADER_BYTES,
+    PixelBlock,
+    UndecodableImage,
+    check_before_reading,
+    decode_pixels,
+    plain_bmp_block,
+)
 from watcher.faults import kill_on_frame
 from watcher.intake.readiness import incomplete_reason
 from watcher.pipeline.stages import Claimed, Decoded, FileFacts, FrameBounds
@@ -56,29 +65,65 @@ class Decoder:
         self._pool.shutdown(wait=True)
 
     def decode(self, frame: Claimed, refused: str | None = None) -> Decoded:
-        facts = FileFacts()
-        try:
-            if refused is not None:
-                raise UndecodableImage(refused)
-            data, facts = read_frame(frame, self._bounds)
-            kill_on_frame(frame.relative)
-            facts = replace(facts, sha256=hashlib.sha256(data).hexdigest())
-            truncated = incomplete_reason(data)
-            if truncated is not None:
-                raise UndecodableImage(truncated)
-            pixels = decode_pixels(data, max_pixels=self._bounds.max_pixels)
-            height, width = pixels.shape[:2]
-            return Decoded(frame, replace(facts, width=width, height=height), pixels)
-        except UndecodableImage as error:
-            reason = str(error)
-        except _ReadFailed as failed:
-            facts, reason = failed.facts, failed.reason
-        except OSError as error:
-            reason = f"cannot read: {error.strerror or error}"
-        except Exception as error:  # noqa: BLE001 - whatever one frame's bytes do, it is that frame's
-            reason = f"cannot decode: {type(error).__name__}: {error}"
-        logger.warning("frame %s failed: %s", frame.relative, reason)
-        return Decoded(frame, facts, None, reason)
+        read = read_and_decode(frame, self._bounds, refused)
+        return Decoded(frame, read.facts, read.pixels, read.error)
+
+
+@dataclass(frozen=True)
+class Room:
+    """Where a frame's bytes may be read to: `buffer[start:end]` (a shared batch buffer)."""
+
+    buffer: memoryview
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """What reading one frame gave: its facts, and its pixels decoded (`pixels`), or still where
+    they were read to in a Room (`block`, a plain 24-bit BMP), or the reason there are none."""
+
+    facts: FileFacts
+    pixels: np.ndarray | None = None
+    block: PixelBlock | None = None
+    error: str | None = None
+
+
+def read_and_decode(
+    frame: Claimed, bounds: FrameBounds, refused: str | None = None, room: Room | None = None
+) -> FileRead:
+    """Read, hash and decode one frame (into `room` when given and large enough). Whatever the
+    frame's bytes do, the failure is that frame's, in the FileRead's `error`."""
+    facts = FileFacts()
+    try:
+        if refused is not None:
+            raise UndecodableImage(refused)
+        data, facts = read_frame(frame, bounds, room)
+        kill_on_frame(frame.relative)
+        facts = replace(facts, sha256=hashlib.sha256(data).hexdigest())
+        truncated = incomplete_reason(data)
+        if truncated is not None:
+            raise UndecodableImage(truncated)
+        block = plain_bmp_block(data, max_pixels=bounds.max_pixels) if isinstance(data, memoryview) else None
+        if block is not None and room is not None:
+            facts = replace(facts, width=block.width, height=block.rows)
+            return FileRead(facts, block=block.moved(room.start))
+        pixels = decode_pixels(data, max_pixels=bounds.max_pixels)
+        height, width = pixels.shape[:2]
+        return FileRead(
+            replace(facts, width=width, height=height),
+            pixels=np.ascontiguousarray(pixels) if room else pixels,
+        )
+    except UndecodableImage as error:
+        reason = str(error)
+    except _ReadFailed as failed:
+        facts, reason = failed.facts, failed.reason
+    except OSError as error:
+        reason = f"cannot read: {error.strerror or error}"
+    except Exception as error:  # noqa: BLE001 - whatever one frame's bytes do, it is that frame's
+        reason = f"cannot decode: {type(error).__name__}: {error}"
+    logger.warning("frame %s failed: %s", frame.relative, reason)
+    return FileRead(facts, error=reason)
 
 
 class _ReadFailed(Exception):
@@ -89,14 +134,17 @@ class _ReadFailed(Exception):
         self.facts, self.reason = facts, reason
 
 
-def read_frame(frame: Claimed, bounds: FrameBounds) -> tuple[bytes, FileFacts]:
-    """The frame's bytes, refused from its size and header before the rest is read."""
+def read_frame(
+    frame: Claimed, bounds: FrameBounds, room: Room | None = None
+) -> tuple[bytes | memoryview, FileFacts]:
+    """The frame's bytes (in `room` when they fit there), refused from its size and header before
+    the rest is read."""
     info = frame.work_path.lstat()
     facts = FileFacts(size_bytes=info.st_size, file_mtime=datetime.fromtimestamp(info.st_mtime, UTC))
     try:
         if not stat.S_ISREG(info.st_mode):
             raise UndecodableImage("not a regular file (symlink or special file); never opened")
-        data = _read_regular_file(frame, info.st_size, bounds)
+        data = _read_regular_file(frame, info.st_size, bounds, room)
     except UndecodableImage as error:
         raise _ReadFailed(facts, str(error)) from None
     except OSError as error:
@@ -107,7 +155,9 @@ def read_frame(frame: Claimed, bounds: FrameBounds) -> tuple[bytes, FileFacts]:
     return data, facts
 
 
-def _read_regular_file(frame: Claimed, size: int, bounds: FrameBounds) -> bytes:
+def _read_regular_file(
+    frame: Claimed, size: int, bounds: FrameBounds, room: Room | None
+) -> bytes | memoryview:
     # O_NOFOLLOW | O_NONBLOCK: a file swapped for a link or a FIFO since lstat is never followed
     # or waited on.
     descriptor = os.open(frame.work_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -123,4 +173,8 @@ def _read_regular_file(frame: Claimed, size: int, bounds: FrameBounds) -> bytes:
         # One allocation, filled by one read with the GIL released: joining the header to the
         # rest would copy every frame under the GIL. At most one byte more than allowed: a file
         # still growing is refused, not slurped.
-        return handle.read(min(size, bounds.max_file_bytes) + 1)
+        wanted = min(size, bounds.max_file_bytes) + 1
+        if room is None or room.end - room.start < wanted:
+            return handle.read(wanted)
+        into = room.buffer[room.start : room.start + wanted]
+        return into[: handle.readinto(into)]

@@ -102,7 +102,7 @@ class Dispatcher:
         lanes = self._lanes
         # A full batch on a CPU shares the cores with the batches beside it, one thread each; a
         # partial one (a quiet inbox) is about latency and runs alone on every thread.
-        alone = lanes.concurrent and len(frames) < self._batch_size
+        alone = lanes.shares_cores and len(frames) < self._batch_size
         if alone:
             self.collect(wait=True)
         else:

@@ -1,6 +1,8 @@
 """How many batches go through the model at once, and with how many CPU threads each.
 
-On a GPU one batch is in flight while the CPU claims and decodes the next: one lane.
+On a GPU, GPU_LANES batches are in flight: one reading its frames, one in the model (each batch
+thread on a CUDA stream of its own, so one's copies overlap another's compute), one committing
+its rows and moving its files. They share nothing but the GPU: a partial batch never waits.
 
 On a CPU the model's threads are the bottleneck. One batch on all cores suffers from anything
 else that runs meanwhile: torch's OpenMP threads meet at a barrier after every operation, so a
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 
 # More lanes hold more frames in memory (a batch each) for little gain beyond a few cores.
 MAX_CPU_LANES = 4
+# Reading, model, commit and moves: three batches keep each stage busy.
+GPU_LANES = 3
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Lanes:
     count: int  # batches in the model at once
     threads_each: int  # CPU threads of each (all of the model's threads when count is 1)
     all_threads: int  # the model's CPU threads, for a batch that runs alone
+    shares_cores: bool = False  # the batches split the CPU threads between them (on a CPU)
 
     @property
     def concurrent(self) -> bool:
@@ -39,9 +44,9 @@ class Lanes:
 def plan_lanes(*, on_accelerator: bool, cpu_threads: int) -> Lanes:
     threads = max(1, cpu_threads)
     if on_accelerator:
-        return Lanes(count=1, threads_each=threads, all_threads=threads)
+        return Lanes(count=GPU_LANES, threads_each=threads, all_threads=threads)
     count = min(threads, MAX_CPU_LANES)
-    return Lanes(count=count, threads_each=threads // count, all_threads=threads)
+    return Lanes(count=count, threads_each=threads // count, all_threads=threads, shares_cores=count > 1)
 
 
 def lanes_for(extractor: ClipFeatureExtractor) -> Lanes:

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from sqlalchemy import Engine
 
 from model.clip_features import ClipFeatureExtractor
 from model.heads import Head
 from watcher.faults import kill_point
-from watcher.intake.durability import fsync_dirs
+from watcher.pipeline.arenas import ARENA_BYTES_PER_FRAME, ArenaPool
 from watcher.pipeline.classifying import Classifier
 from watcher.pipeline.decoding import Decoder
 from watcher.pipeline.delivery import Deliverer
+from watcher.pipeline.file_work import move_all, sync_claims
+from watcher.pipeline.file_workers import FileWorkers
 from watcher.pipeline.lanes import Lanes, lanes_for
 from watcher.pipeline.recording import Recorder
-from watcher.pipeline.stages import Claimed, FrameBounds, OutputFolders, Stored
+from watcher.pipeline.stages import Claimed, Classified, FrameBounds, OutputFolders, Stored
 from watcher.reports import BatchReport
 from watcher.store.file_guard import DatabaseFileGuard
 from watcher.store.records import ResultRecord, Status
@@ -41,14 +42,20 @@ class BatchProcessor:
         bounds: FrameBounds,
         store_embeddings: bool,
         decode_workers: int = 1,
+        file_processes: int = 0,
+        batch_size: int = 32,
         database_guard: DatabaseFileGuard | None = None,
     ) -> None:
         self.head = head
         self._extractor = extractor
         self._decoder = Decoder(bounds, workers=decode_workers)
+        # With file processes, a batch's reading and moves are shared out between them, and its
+        # frames are read into an arena leased for the batch (see watcher.pipeline.file_workers).
+        self._workers = FileWorkers(file_processes, bounds) if file_processes else None
+        self._arenas = self._make_arenas(batch_size) if file_processes else None
         self._classifier = Classifier(extractor, store_embeddings=store_embeddings)
         self._recorder = Recorder(engine, folders, database_guard or DatabaseFileGuard(engine))
-        self._deliverer = Deliverer(engine, folders)
+        self._deliverer = Deliverer(engine, folders, mover=self._workers.move if self._workers else move_all)
 
     def process(
         self, frames: list[Claimed], *, cpu_threads: int | None = None, refused: dict[str, str] | None = None
@@ -60,15 +67,10 @@ class BatchProcessor:
         head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
         if cpu_threads is not None:
             self._extractor.use_cpu_threads(cpu_threads)
-        decoded = self._decoder.decode_all(frames, refused=refused or {})
-        kill_point("decoded")
-        # The claims must be on disk before their rows are: a claim lost in a power cut after the
-        # commit would put a counted frame back in the inbox. Their fsyncs wait for the disk
-        # while the model computes.
-        claims_synced = self._decoder.run_beside(lambda: _sync_claims(frames))
-        classified = self._classifier.classify(decoded, head=head)
-        kill_point("inferred")
-        claims_synced.result()
+        if self._workers is not None:
+            classified = self._read_and_classify_on_workers(frames, refused or {}, head)
+        else:
+            classified = self._read_and_classify(frames, refused or {}, head)
         stored = self._recorder.record(classified)
         kill_point("committed")
         self._deliverer.deliver(stored)
@@ -84,6 +86,46 @@ class BatchProcessor:
         )
         return report
 
+    def _read_and_classify(
+        self, frames: list[Claimed], refused: dict[str, str], head: Head
+    ) -> list[Classified]:
+        decoded = self._decoder.decode_all(frames, refused=refused)
+        kill_point("decoded")
+        # The claims must be on disk before their rows are (see file_work.sync_claims). Their
+        # fsyncs wait for the disk while the model computes.
+        claims_synced = self._decoder.run_beside(lambda: sync_claims(frames))
+        classified = self._classifier.classify(decoded, head=head)
+        kill_point("inferred")
+        claims_synced.result()
+        return classified
+
+    def _read_and_classify_on_workers(
+        self, frames: list[Claimed], refused: dict[str, str], head: Head
+    ) -> list[Classified]:
+        assert self._workers is not None and self._arenas is not None, "made together"
+        # The arena goes back once the model has the pixels: the copies out of it are finished
+        # when the features come back (see model.packed).
+        with self._arenas.lease() as arena:
+            decoded = self._workers.read(frames, refused=refused, arena=arena)
+            kill_point("decoded")
+            classified = self._classifier.classify(decoded, head=head)
+            del decoded  # its pixels are views of the arena
+        kill_point("inferred")
+        return classified
+
+    def _make_arenas(self, batch_size: int) -> ArenaPool:
+        lanes = self.lanes
+        # On a GPU one batch at a time is reading or in the model, and one more is reading: the
+        # third lane is committing and moving, with its arena given back.
+        count = lanes.count if lanes.shares_cores else max(1, lanes.count - 1)
+        return ArenaPool(
+            count=count, size=batch_size * ARENA_BYTES_PER_FRAME, device=self._extractor.runtime.device
+        )
+
+    @property
+    def file_processes(self) -> int:
+        return self._workers.count if self._workers is not None else 0
+
     @property
     def model_on_accelerator(self) -> bool:
         """The model runs on a GPU, leaving the CPU free for the next batch's file work."""
@@ -98,11 +140,17 @@ class BatchProcessor:
         self._deliverer.deliver([Stored(frame, record)])
 
     def prefetch(self, frame: Claimed) -> None:
-        """Start reading, hashing and decoding a claimed frame now, before its batch is processed."""
-        self._decoder.prefetch(frame)
+        """Start reading, hashing and decoding a claimed frame now, before its batch is processed
+        (file processes read a whole batch at once instead)."""
+        if self._workers is None:
+            self._decoder.prefetch(frame)
 
     def close(self) -> None:
         self._decoder.close()
+        if self._workers is not None:
+            self._workers.close()
+        if self._arenas is not None:
+            self._arenas.close()
 
 
 def _report(stored: list[Stored], *, seconds: float, model_version: str) -> BatchReport:
@@ -117,19 +165,3 @@ def _report(stored: list[Stored], *, seconds: float, model_version: str) -> Batc
             report.failed += 1
             report.failures[record.source_path] = record.error or ""
     return report
-
-
-def _sync_claims(frames: list[Claimed]) -> None:
-    fsync_dirs(directory for frame in frames for directory in _claim_dirs(frame))
-
-
-def _claim_dirs(frame: Claimed) -> list[Path]:
-    # Every directory whose entries the claim changed: the key folder and its subfolders, the
-    # area holding the key folder, and the inbox folder the frame left.
-    key_dir = frame.key_dir
-    inside = []
-    for folder in frame.work_path.parents:
-        inside.append(folder)
-        if folder == key_dir:
-            break
-    return [*inside, key_dir.parent, *([frame.source_dir] if frame.source_dir else [])]

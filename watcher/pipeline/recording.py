@@ -61,8 +61,7 @@ class Recorder:
         for key in earlier:
             logger.info("frame %s already had its row: keeping it", earlier[key].source_path)
         return [
-            Stored(item.frame, earlier.get(item.frame.key, records[item.frame.key]))
-            for item in classified
+            Stored(item.frame, earlier.get(item.frame.key, records[item.frame.key])) for item in classified
         ]
 
     def _insert(self, records: list[ResultRecord], *, bare: bool = False) -> writes.InsertOutcome:

@@ -9,11 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from watcher.intake.claiming import ClaimedFrame
 from watcher.store.records import ResultRecord, Status
+
+if TYPE_CHECKING:  # file workers import this module, and never torch
+    from model.packed import PackedBmp
 
 # Taken out of the inbox into the in-progress area (see watcher.intake.claiming).
 Claimed = ClaimedFrame
@@ -51,7 +55,9 @@ class FileFacts:
 class Decoded:
     frame: Claimed
     facts: FileFacts
-    pixels: np.ndarray | None  # (height, width, 3) uint8 RGB; None when `error` says why
+    # (height, width, 3) uint8 RGB, or a BMP's rows still in an arena (see
+    # watcher.pipeline.arenas); None when `error` says why.
+    pixels: np.ndarray | PackedBmp | None
     error: str | None = None
 
 

@@ -1,0 +1,63 @@
+"""The arithmetic of preprocessing a batch on the model's device: chunking, channel order, and the
+processor's rescale and normalisation as one multiply-add (see model.clip_features)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from model.packed import PackedBmp
+
+_T = TypeVar("_T")
+
+# Preprocessing converts a group of frames to float at their full size before resizing: at most
+# this many bytes of them at once (about 290 frames of 640x480, two of 40 megapixels).
+PREPROCESS_CHUNK_BYTES = 1024 * 1024 * 1024
+
+
+def float_bytes(picture: np.ndarray | PackedBmp) -> int:
+    """Bytes of one frame as float32 (resizing converts to float)."""
+    if isinstance(picture, PackedBmp):
+        return picture.block.rows * picture.block.width * 3 * 4
+    return int(np.prod(picture.shape)) * 4
+
+
+def chunked(group: list[_T], *, frame_bytes: int) -> list[list[_T]]:
+    """Frames of one size in groups whose float copy (resizing converts to float) stays under
+    PREPROCESS_CHUNK_BYTES: 32 frames of 40 megapixels would otherwise take 15 GB at once."""
+    per_chunk = max(1, PREPROCESS_CHUNK_BYTES // max(frame_bytes, 1))
+    return [group[start : start + per_chunk] for start in range(0, len(group), per_chunk)]
+
+
+def affine_of(processor: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), per channel, with pixel * scale + shift equal to the processor's rescale
+    (by rescale_factor) followed by its normalisation ((x - mean) / std)."""
+    rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
+    mean = torch.tensor(processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0])
+    std = torch.tensor(processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0])
+    scale, shift = rescale / std, -mean / std
+    return scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)
+
+
+def rgb_float(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
+    """The NCHW uint8 frames as a contiguous float32 copy, those marked BGR swapped to RGB by the
+    copy itself (a flip first would be a pass of its own)."""
+    if any(bgr) and not all(bgr):
+        batch = to_rgb(batch, bgr)
+    order = (2, 1, 0) if all(bgr) and bgr else (0, 1, 2)
+    rgb = torch.empty(batch.shape, dtype=torch.float32, device=batch.device)
+    for channel, source in enumerate(order):
+        rgb[:, channel].copy_(batch[:, source])
+    return rgb
+
+
+def to_rgb(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
+    """Swap the channels of the NCHW frames marked BGR."""
+    if not any(bgr):
+        return batch
+    if all(bgr):
+        return batch.flip(1)
+    mask = torch.tensor(bgr, device=batch.device).view(-1, 1, 1, 1)
+    return torch.where(mask, batch.flip(1), batch)

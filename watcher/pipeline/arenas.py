@@ -1,0 +1,67 @@
+"""Shared buffers that frames are read into by the file workers and copied to the model from.
+
+A batch leases one buffer (an arena) from the pool for its reading and its model pass: the
+workers read each frame's file straight into it, and its pixel rows go from there to the device
+(see model.packed). Pinned on CUDA, so those copies run asynchronously. There are fewer arenas
+than batches in flight: a batch gives its arena back as soon as the model has its pixels, before
+its rows are committed and its files moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.shared_memory import SharedMemory
+
+import torch
+
+from model.packed import pin_host_memory, unpin_host_memory
+
+logger = logging.getLogger(__name__)
+
+# Room a frame gets in an arena: a 640x480 24-bit BMP is 900 KiB. Larger frames share what
+# smaller ones leave, and what finds no room travels through the worker's pipe instead (slower).
+ARENA_BYTES_PER_FRAME = 1024 * 1024
+
+
+class Arena:
+    def __init__(self, size: int, device: torch.device) -> None:
+        self._memory = SharedMemory(create=True, size=size)
+        self.name = self._memory.name
+        self.size = size
+        self.tensor = torch.frombuffer(self._memory.buf, dtype=torch.uint8)
+        self._pinned = pin_host_memory(self.tensor, device)
+
+    def close(self) -> None:
+        if self._pinned:
+            unpin_host_memory(self.tensor)
+        del self.tensor
+        try:
+            self._memory.close()
+        except BufferError:
+            # A view of it is still referenced somewhere: the mapping goes with the process.
+            logger.debug("arena %s still in use at close", self.name)
+        self._memory.unlink()
+
+
+class ArenaPool:
+    def __init__(self, *, count: int, size: int, device: torch.device) -> None:
+        self._arenas = [Arena(size, device) for _ in range(count)]
+        self._free: queue.Queue[Arena] = queue.Queue()
+        for arena in self._arenas:
+            self._free.put(arena)
+
+    @contextmanager
+    def lease(self) -> Iterator[Arena]:
+        """An arena for one batch, waiting for one to be given back if none is free."""
+        arena = self._free.get()
+        try:
+            yield arena
+        finally:
+            self._free.put(arena)
+
+    def close(self) -> None:
+        for arena in self._arenas:
+            arena.close()

@@ -1,0 +1,117 @@
+"""A batch's file work, the same in the daemon's threads and in its file worker processes.
+
+Reading frames (and making their claims durable) before the model, moving them after the commit.
+A worker process (see watcher.pipeline.file_workers) runs these functions on its share of a
+batch; this module imports nothing heavy, so a worker never loads torch or the database.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+
+from watcher import faults
+from watcher.faults import kill_point
+from watcher.intake.claiming import release
+from watcher.intake.durability import fsync_dirs
+from watcher.intake.placement import move_frame
+from watcher.pipeline.decoding import FileRead, Room, read_and_decode
+from watcher.pipeline.stages import Claimed, FrameBounds
+
+logger = logging.getLogger(__name__)
+
+# Frames start on this boundary in a shared buffer: whole cache lines for the copies out of it.
+ALIGNMENT = 64
+_PR_SET_PDEATHSIG = 1
+
+# Shared buffers this worker has opened, by name: opened once, kept for the worker's life.
+_attached: dict[str, SharedMemory] = {}
+
+
+@dataclass(frozen=True)
+class Move:
+    """A committed frame to move to where its row says (`stored`), under `root`."""
+
+    frame: Claimed
+    stored: Path
+    root: Path
+    sha256: str | None
+
+
+def start_worker(daemon_pid: int) -> None:
+    """A file worker's first steps: die with the daemon, leave stopping to it."""
+    # A daemon SIGKILLed must not leave workers moving its frames while the next one recovers.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != daemon_pid:
+        os._exit(1)  # the daemon died before the line above
+    # systemd's stop signals every process of the service: the daemon finishes the batch in hand,
+    # and needs its workers for that.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faults.serve_daemon(daemon_pid)
+
+
+def read_share(
+    jobs: list[tuple[Claimed, str | None]], bounds: FrameBounds, buffer: str, start: int, end: int
+) -> list[FileRead]:
+    """Read, hash and decode frames into `buffer[start:end]` (the name of a shared buffer), then
+    make their claims durable. Each job is a frame and the reason it is refused unopened, if any."""
+    memory = _attached.get(buffer)
+    if memory is None:
+        memory = _attached[buffer] = SharedMemory(name=buffer)
+    view = memory.buf
+    assert view is not None, "an open SharedMemory has a buffer"
+    cursor, reads = start, []
+    for frame, refused in jobs:
+        read = read_and_decode(frame, bounds, refused, Room(view, cursor, end))
+        if read.block is not None:
+            cursor = _aligned(read.block.offset + read.block.nbytes)
+        reads.append(read)
+    sync_claims([frame for frame, _ in jobs])
+    return reads
+
+
+def sync_claims(frames: list[Claimed]) -> None:
+    """The claims' directories flushed to disk: they must be there before the frames' rows are
+    (a claim lost in a power cut after the commit would put a counted frame back in the inbox)."""
+    fsync_dirs(directory for frame in frames for directory in _claim_dirs(frame))
+
+
+def move_all(moves: list[Move]) -> dict[str, str]:
+    """Move each frame, flush the new names to disk, then release the claims; returns the frames
+    whose file went elsewhere than their row says (key → where)."""
+    relocated: dict[str, str] = {}
+    for move in moves:
+        final = move_frame(move.frame, move.stored, root=move.root, sha256=move.sha256)
+        if final != move.stored:
+            # Something took the reserved name between commit and move.
+            relocated[move.frame.key] = str(final)
+        kill_point("moved")
+    # The new names must be on disk before the in-progress copies' names disappear.
+    fsync_dirs(move.stored.parent for move in moves)
+    fsync_dirs(Path(path).parent for path in relocated.values())
+    for move in moves:
+        release(move.frame)
+    return relocated
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // ALIGNMENT) * ALIGNMENT
+
+
+def _claim_dirs(frame: Claimed) -> list[Path]:
+    # Every directory whose entries the claim changed: the key folder and its subfolders, the
+    # area holding the key folder, and the inbox folder the frame left.
+    key_dir = frame.key_dir
+    inside = []
+    for folder in frame.work_path.parents:
+        inside.append(folder)
+        if folder == key_dir:
+            break
+    return [*inside, key_dir.parent, *([frame.source_dir] if frame.source_dir else [])]
