@@ -4,8 +4,9 @@
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
 #                        [--python PATH]
 #
-# Runs the GPU tests, `watch --once` at batch 128 and 256, the live daemon working through a mass
-# drop (backlog), single-frame latency and the file handling's CPU a frame, and writes each
+# Runs `watch --once` at batch 128 (beside the same run with the file work on threads) and 256, the
+# live daemon working through a mass drop (backlog), single-frame latency, the GPU tests and the
+# file handling's CPU a frame, and writes each
 # figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
 # summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
 # and the rest still run: a GPU minute is not spent twice. `--device cpu --model tiny` runs the
@@ -51,15 +52,18 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
     steps+=("{\"step\": \"$name\", \"seconds\": $((SECONDS - started)), \"exit_code\": $code}")
 }
 
-step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
-for batch in 128 256; do
-    step "watch-once-b$batch" "$python" bench/watch_once.py --device "$device" --precision "$precision" \
-        --model "$model" --frames "$frames" --batch-size "$batch" --repeats 1 --json "$out/watch-once-b$batch.json"
-done
+# Most important first: a GPU lease can end before the last step.
+step watch-once-b128 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
+    --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --compare-threads \
+    --baseline-frames $((frames / 16)) --json "$out/watch-once-b128.json"
 step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
     --seconds "$seconds" --json "$out/live-mass-drop.json"
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \
     --drops 10 --json "$out/latency.json"
+step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
+    --model "$model" --frames "$frames" --batch-size 256 --repeats 1 \
+    --baseline-frames $((frames / 16)) --json "$out/watch-once-b256.json"
+step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
 step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((frames / 4)) --json "$out/file-cpu.json"
 
 if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi

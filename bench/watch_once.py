@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -101,13 +102,60 @@ def ceiling(extractor: ClipFeatureExtractor, *, batch_size: int, batches: int) -
 
 def ours(config_path: Path) -> dict[str, float]:
     """`watch --once` in a fresh process (see `measure_watch_once`): frames/s, frames, peak RSS."""
+    # Started with -c, not as this script: the daemon's file worker processes (spawned) would
+    # otherwise run this script's imports (torch) again each, as the real command's never do.
+    child = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import watch_once; "
+        f"raise SystemExit(watch_once.measure_watch_once(watch_once.Path({str(config_path)!r})))"
+    )
     completed = subprocess.run(
-        [sys.executable, __file__, "--measure-watch-once", str(config_path)],
+        [sys.executable, "-c", child],
         check=True,
         capture_output=True,
         text=True,
     )
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def ours_on_threads(root: Path, originals: list[Path], config: Path) -> dict[str, float]:
+    """`watch --once` on the same frames with the file work on threads (batch.file_processes = 0):
+    the design before the file processes, measured in the same round."""
+    for folder in ("inbox", "processed", "data"):
+        shutil.rmtree(root / folder, ignore_errors=True)
+    (root / "inbox").mkdir()
+    for path in originals:
+        shutil.copyfile(path, root / "inbox" / path.name)
+    os.sync()
+    text = config.read_text()
+    threads_config = config.with_name("threads.toml")
+    threads_config.write_text(re.sub(r"(?m)^file_processes = .*$", "file_processes = 0", text))
+    return ours(threads_config)
+
+
+class WorkerPeaks:
+    """The peak RSS (VmHWM) of each file worker process, read every 0.2 s until they are gone."""
+
+    def __init__(self, pids: set[int]) -> None:
+        self._peaks = dict.fromkeys(pids, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            for pid in self._peaks:
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self._peaks[pid] = max(self._peaks[pid], int(line.split()[1]) / 1024)
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join()
+        return list(self._peaks.values())
 
 
 def measure_watch_once(config_path: Path) -> int:
@@ -116,11 +164,27 @@ def measure_watch_once(config_path: Path) -> int:
     from watcher.pipeline.assembly import build_daemon
 
     daemon = build_daemon(load_config(config_path), stop=threading.Event())
+    workers = WorkerPeaks(daemon.file_process_ids)
     started = time.perf_counter()
     report = daemon.run(once=True)
     seconds = time.perf_counter() - started
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"fps": report.ok / seconds, "ok": report.ok, "peak_rss_mib": peak_rss_mib}))
+    worker_rss_mib = workers.stop()
+    stages = {stage: round(total, 2) for stage, total in report.stage_seconds.items()}
+    print(
+        json.dumps(
+            {
+                "fps": report.ok / seconds,
+                "ok": report.ok,
+                "seconds": seconds,
+                "peak_rss_mib": peak_rss_mib,
+                "file_processes": daemon.file_processes,
+                "worker_peak_rss_mib": max(worker_rss_mib, default=0.0),
+                "workers_peak_rss_mib_summed": sum(worker_rss_mib),
+                "stage_seconds_summed_over_batches": stages,
+            }
+        )
+    )
     return 0
 
 
@@ -135,6 +199,17 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="as model.device: auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", help="as model.precision: auto, fp32, fp16, bf16")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "watch_once.json")
+    parser.add_argument(
+        "--baseline-frames", type=int, default=None, help="frames for the research loop (default: all)"
+    )
+    parser.add_argument(
+        "--file-processes", default="auto", help="as batch.file_processes: auto (the default), or N"
+    )
+    parser.add_argument(
+        "--compare-threads",
+        action="store_true",
+        help="also run watch --once with batch.file_processes = 0 (file work on threads) in each round",
+    )
     parser.add_argument("--measure-watch-once", type=Path, help=argparse.SUPPRESS)  # the child's role
     args = parser.parse_args()
     if args.measure_watch_once:
@@ -152,7 +227,10 @@ def main() -> int:
             root / "config.toml",
             {
                 "model": {"clip": str(clip_dir), "device": args.device, "precision": args.precision},
-                "batch": {"size": args.batch_size},
+                "batch": {
+                    "size": args.batch_size,
+                    "file_processes": args.file_processes if args.file_processes == "auto" else int(args.file_processes),
+                },
                 "inbox": {"settle_ms": 0},
             },
         )
@@ -175,8 +253,9 @@ def main() -> int:
                     f"error: watch --once processed {measured['ok']} of {args.frames} frames", file=sys.stderr
                 )
                 return 1
+            threads = ours_on_threads(root, originals, config) if args.compare_threads else None
             after = ceiling(extractor, batch_size=args.batch_size, batches=batches)
-            baseline = research_script_baseline(clip_dir, originals, runtime=runtime)
+            baseline = research_script_baseline(clip_dir, originals[: args.baseline_frames], runtime=runtime)
             top = (max(before.values()) + max(after.values())) / 2
             rounds.append(
                 {
@@ -188,6 +267,20 @@ def main() -> int:
                     "ours_over_ceiling": round(measured["fps"] / top, 3),
                     "ours_over_baseline": round(measured["fps"] / baseline, 3),
                     "peak_rss_mib": round(measured["peak_rss_mib"]),
+                    "file_processes": measured["file_processes"],
+                    "worker_peak_rss_mib": round(measured["worker_peak_rss_mib"]),
+                    "workers_peak_rss_mib_summed": round(measured["workers_peak_rss_mib_summed"]),
+                    "stage_seconds": measured["stage_seconds_summed_over_batches"],
+                    "watch_once_seconds": round(measured["seconds"], 2),
+                    **(
+                        {
+                            "watch_once_file_threads_fps": round(threads["fps"], 1),
+                            "ours_over_file_threads": round(measured["fps"] / threads["fps"], 3),
+                            "file_threads_stage_seconds": threads["stage_seconds_summed_over_batches"],
+                        }
+                        if threads
+                        else {}
+                    ),
                 }
             )
 
@@ -215,6 +308,7 @@ def main() -> int:
                 "watch_once_fps",
                 "ours_over_ceiling",
                 "ours_over_baseline",
+                *(("watch_once_file_threads_fps", "ours_over_file_threads") if args.compare_threads else ()),
             )
         },
         "peak_rss_mib": max(entry["peak_rss_mib"] for entry in rounds),
@@ -242,6 +336,8 @@ def main() -> int:
         ("ours / ceiling (the faster of the two)", f"{result['ours_over_ceiling']:8.2f} x"),
         ("peak RSS of watch --once", f"{result['peak_rss_mib']:8.1f} MiB"),
     ]
+    if args.compare_threads:
+        lines.append(("ours / ours with file work on threads", f"{result['ours_over_file_threads']:8.2f} x"))
     for label, figure in lines:
         print(f"{label + ':':50s} {figure}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,11 @@ class PackedBmp:
     block: PixelBlock
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """(height, width, 3), as the decoded picture's array."""
+        return (self.block.rows, self.block.width, 3)
+
+    @property
     def shape_key(self) -> tuple[int, int, int, bool]:
         """Frames with equal keys go through the device as one tensor."""
         block = self.block

@@ -93,7 +93,7 @@ def make_config(tmp_path: Path, tiny_clip: Path) -> Callable[..., Path]:
             "model": {"clip": str(tiny_clip), "device": "cpu"},
             # Tests write frames at once; a short settle keeps them quick but still exercised.
             "inbox": {"settle_ms": 0, "poll_interval_ms": 20},
-            "batch": {"size": 8, "max_wait_ms": 50, "file_processes": int(os.environ.get("FP", "0"))},
+            "batch": {"size": 8, "max_wait_ms": 50},
         }
         for name, values in sections.items():
             merged.setdefault(name, {}).update(values)

@@ -130,11 +130,18 @@ def _log(process: subprocess.Popen[bytes]) -> str:
     return process.log.read_text(errors="replace")  # type: ignore[attr-defined]
 
 
+@pytest.fixture(params=[0, 2], ids=["file-threads", "file-processes"])
+def file_processes(request: pytest.FixtureRequest) -> int:
+    """Every crash test runs with the file work on threads and on worker processes (the kill
+    points in a worker kill the whole daemon, see watcher.faults)."""
+    return int(request.param)
+
+
 @pytest.fixture
-def fault_config(make_config: Callable[..., Path], database_url: str) -> Path:
+def fault_config(make_config: Callable[..., Path], database_url: str, file_processes: int) -> Path:
     # Every crash test runs on SQLite and on PostgreSQL: the frame key is the idempotency key on both.
     return make_config(
-        batch={"size": 16, "max_wait_ms": 50},
+        batch={"size": 16, "max_wait_ms": 50, "file_processes": file_processes},
         inbox={"settle_ms": 0, "readiness_timeout_s": 5},
         database={"url": database_url},
     )

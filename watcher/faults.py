@@ -7,7 +7,8 @@ yet removed), moved.
 
 `CCTV_GENDER_KILL_ON_FRAME=<file name>` makes a poison input of one frame: the process SIGKILLs
 itself whenever it has read a frame of that name, on every run, as a frame that crashes a decoder
-would (the crash-loop breaker's tests use it).
+would (the crash-loop breaker's tests use it). `CCTV_GENDER_KILL_WORKER_ON_FRAME=<file name>` kills
+only the file worker process that reads it.
 
 Both kill the whole daemon wherever they are reached: in a file worker process (see
 watcher.pipeline.file_workers) the daemon is killed first, then the worker. The n-th time counts
@@ -24,6 +25,8 @@ from pathlib import Path, PurePosixPath
 
 KILL_ENV = "CCTV_GENDER_KILL_AT"
 POISON_ENV = "CCTV_GENDER_KILL_ON_FRAME"
+# A file worker process (only) SIGKILLs itself on reading a frame of this name: a worker crash.
+WORKER_CRASH_ENV = "CCTV_GENDER_KILL_WORKER_ON_FRAME"
 STEPS = ("claimed", "decoded", "inferred", "committed", "linked", "moved")
 
 # The daemon's process id, in a file worker; None in the daemon itself.
@@ -52,6 +55,8 @@ def kill_on_frame(relative: PurePosixPath) -> None:
     poison = os.environ.get(POISON_ENV)
     if poison and relative.name == poison:
         _kill_daemon()
+    if _owner is not None and os.environ.get(WORKER_CRASH_ENV) == relative.name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _times_reached(step: str) -> int:

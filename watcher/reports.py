@@ -17,6 +17,8 @@ class BatchReport:
     failures: dict[str, str] = field(default_factory=dict)  # source path → reason
     arrival_delays: list[float] = field(default_factory=list)  # file's last write → committed row
     model_version: str = ""
+    # Seconds of the batch's thread in each stage ("read", "model", "commit", "move").
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def frames(self) -> int:
@@ -35,8 +37,12 @@ class RunReport:
     left_incomplete: list[str] = field(default_factory=list)
     # Frames left claimed because their batch could not be stored; the next run recovers them.
     left_parked: int = 0
+    # Summed over the batches (which overlap: together they can exceed the run's wall time).
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, batch: BatchReport) -> None:
         self.ok += batch.ok
         self.failed += batch.failed
         self.batches += 1
+        for stage, seconds in batch.stage_seconds.items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds

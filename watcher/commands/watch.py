@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Config, args: argparse.Namespace) -> int:
     from watcher.pipeline.assembly import build_daemon
+    from watcher.pipeline.file_workers import FileWorkersFailed
 
     stop = threading.Event()
     daemon = build_daemon(config, stop=stop, instance_name=args.instance)
@@ -59,6 +60,9 @@ def run(config: Config, args: argparse.Namespace) -> int:
         # database that failed for good. Exit non-zero; the next start recovers the frames left
         # in progress.
         logger.exception("stopping on a storage error: %s", error)
+        return EXIT_FAILURE
+    except FileWorkersFailed as error:
+        logger.error("%s", error)  # noqa: TRY400 - the worker's own crash is the story, not this stack
         return EXIT_FAILURE
     logger.info(
         "stopped: %s ok, %d failed in %s, %d recovered",

@@ -89,6 +89,14 @@ class Daemon:
         return len(self._dispatcher.parked)
 
     @property
+    def file_processes(self) -> int:
+        return self._processor.file_processes
+
+    @property
+    def file_process_ids(self) -> set[int]:
+        return self._processor.file_process_ids
+
+    @property
     def in_flight_seconds(self) -> float | None:
         return self._dispatcher.in_flight_seconds()
 

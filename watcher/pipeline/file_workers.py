@@ -51,6 +51,11 @@ class FileWorkers:
             initializer=file_work.start_worker,
             initargs=(os.getpid(),),
         )
+        # Every worker started now, from this thread: the pool would otherwise start them on
+        # demand from whichever batch thread submits, and a worker dies with the thread that
+        # started it (PR_SET_PDEATHSIG follows the thread), at the latest when a batch thread ends.
+        started = [self._pool.submit(os.getpid) for _ in range(count)]
+        self.pids = {_result(future) for future in started}
 
     def read(self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena) -> list[Decoded]:
         """Every frame read, hashed and decoded into `arena`, its claim made durable."""

@@ -67,14 +67,19 @@ class BatchProcessor:
         head = self.head  # one head for the whole batch, even if a reload swaps it meanwhile
         if cpu_threads is not None:
             self._extractor.use_cpu_threads(cpu_threads)
+        stages = _StageClock()
         if self._workers is not None:
-            classified = self._read_and_classify_on_workers(frames, refused or {}, head)
+            classified = self._read_and_classify_on_workers(frames, refused or {}, head, stages)
         else:
             classified = self._read_and_classify(frames, refused or {}, head)
+            stages.lap("read+model")
         stored = self._recorder.record(classified)
+        stages.lap("commit")
         kill_point("committed")
         self._deliverer.deliver(stored)
+        stages.lap("move")
         report = _report(stored, seconds=time.perf_counter() - started, model_version=head.version)
+        report.stage_seconds = stages.seconds
         logger.info(
             "batch: %s (%d ok, %d failed) in %.2f s, %.1f frames/s, model %s",
             plural(report.frames, "frame"),
@@ -100,15 +105,18 @@ class BatchProcessor:
         return classified
 
     def _read_and_classify_on_workers(
-        self, frames: list[Claimed], refused: dict[str, str], head: Head
+        self, frames: list[Claimed], refused: dict[str, str], head: Head, stages: _StageClock
     ) -> list[Classified]:
         assert self._workers is not None and self._arenas is not None, "made together"
         # The arena goes back once the model has the pixels: the copies out of it are finished
         # when the features come back (see model.packed).
         with self._arenas.lease() as arena:
+            stages.lap("wait for an arena")
             decoded = self._workers.read(frames, refused=refused, arena=arena)
+            stages.lap("read")
             kill_point("decoded")
             classified = self._classifier.classify(decoded, head=head)
+            stages.lap("model")
             del decoded  # its pixels are views of the arena
         kill_point("inferred")
         return classified
@@ -125,6 +133,10 @@ class BatchProcessor:
     @property
     def file_processes(self) -> int:
         return self._workers.count if self._workers is not None else 0
+
+    @property
+    def file_process_ids(self) -> set[int]:
+        return self._workers.pids if self._workers is not None else set()
 
     @property
     def model_on_accelerator(self) -> bool:
@@ -165,3 +177,16 @@ def _report(stored: list[Stored], *, seconds: float, model_version: str) -> Batc
             report.failed += 1
             report.failures[record.source_path] = record.error or ""
     return report
+
+
+class _StageClock:
+    """Seconds spent in each stage of one batch, lap by lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now

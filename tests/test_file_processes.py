@@ -1,0 +1,228 @@
+"""File work on processes (`batch.file_processes`): frames read by worker processes straight into a
+shared arena, their BMP rows copied to the model as stored, moves shared out between the workers.
+
+The real daemon (`watch --once`, in process, and in a subprocess for the signals) with the tiny
+CLIP loaded from disk; only the pretrained weights are faked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from model.images import decode_pixels, plain_bmp_block
+from model.packed import PackedBmp, packed_to_device
+from model.synthetic import bmp_bytes, write_bmp
+from tests.helpers import files_under, query
+from watcher.commands.main import main
+from watcher.store.embeddings import unpack_embeddings
+
+REPO = Path(__file__).resolve().parent.parent
+
+FRAMES = {
+    # relative path: (width, height, mode); RGB is a plain 24-bit BMP (read into the arena), the
+    # others are decoded by Pillow in the worker and travel through its pipe.
+    "cam-01/a.bmp": (640, 480, "RGB"),
+    "cam-01/b.bmp": (321, 239, "RGB"),  # rows padded to 4 bytes
+    "cam-02/c.bmp": (64, 48, "P"),
+    "cam-02/d.bmp": (33, 17, "L"),
+    "e.bmp": (224, 224, "RGB"),
+    **{f"cam-03/many-{index:02d}.bmp": (96, 72, "RGB") for index in range(20)},
+}
+
+
+def _top_down(data: bytes) -> bytes:
+    """The same picture as a top-down BMP (negative height, rows stored first to last)."""
+    block = plain_bmp_block(data, max_pixels=10**8)
+    assert block is not None and block.bottom_up
+    rows = np.frombuffer(data, np.uint8, block.nbytes, block.offset).reshape(block.rows, block.row_bytes)
+    header = bytearray(data[: block.offset])
+    header[22:26] = (-block.rows).to_bytes(4, "little", signed=True)
+    return bytes(header) + rows[::-1].tobytes() + data[block.offset + block.nbytes :]
+
+
+def _drop(inbox: Path) -> None:
+    for index, (relative, (width, height, mode)) in enumerate(FRAMES.items()):
+        write_bmp(inbox / relative, width=width, height=height, mode=mode, seed=index)
+    (inbox / "top-down.bmp").write_bytes(_top_down(bmp_bytes(width=50, height=30, seed=99)))
+
+
+def _rows(root: Path) -> dict[str, tuple]:
+    rows = query(
+        root / "data" / "results.sqlite3",
+        "SELECT source_path, status, label, probability, sha256, width, height, embedding FROM results",
+    )
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_processes_give_the_rows_threads_give(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    outcomes = {}
+    for processes in (0, 2):
+        root = tmp_path / f"p{processes}"
+        root.mkdir()
+        config = make_config(
+            paths={name: str(root / name) for name in ("inbox", "processed", "failed", "data")},
+            batch={"size": 8, "file_processes": processes},
+            database={"store_embeddings": True},
+        )
+        _drop(root / "inbox")
+        assert main(["watch", "--once", "--config", str(config)]) == 0
+        assert files_under(root / "inbox") == []
+        outcomes[processes] = _rows(root)
+    threads, processes = outcomes[0], outcomes[2]
+    assert sorted(threads) == sorted(processes) == sorted([*FRAMES, "top-down.bmp"])
+    for source, (status, label, probability, sha256, width, height, embedding) in processes.items():
+        expected = threads[source]
+        assert (status, label, sha256, width, height) == (expected[0], expected[1], *expected[3:6]), source
+        assert status == "ok"
+        assert probability == pytest.approx(expected[2], abs=1e-6), source
+        assert np.allclose(unpack_embeddings([embedding]), unpack_embeddings([expected[6]]), atol=1e-6), (
+            source
+        )
+
+
+def test_broken_frames_fail_alone_through_the_workers(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = make_config(
+        batch={"size": 8, "file_processes": 2}, inbox={"settle_ms": 0, "readiness_timeout_s": 1}
+    )
+    inbox = tmp_path / "inbox"
+    write_bmp(inbox / "good.bmp", width=64, height=48)
+    (inbox / "not-a-bmp.bmp").write_bytes(b"GIF89a, or anything else at all")
+    (inbox / "empty.bmp").write_bytes(b"")
+    os.mkfifo(inbox / "pipe.bmp")
+    past = 1_000_000_000
+    os.utime(inbox / "empty.bmp", (past, past))
+
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+
+    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path, status, error FROM results")
+    outcome = {source: (status, error or "") for source, status, error in rows}
+    assert outcome["good.bmp"][0] == "ok"
+    assert "not a recognised image format" in outcome["not-a-bmp.bmp"][1]
+    assert outcome["empty.bmp"][1].startswith("truncated: empty file")
+    assert "not a regular file" in outcome["pipe.bmp"][1]
+    assert sorted(files_under(tmp_path / "failed")) == ["empty.bmp", "not-a-bmp.bmp", "pipe.bmp"]
+
+
+def test_a_worker_that_dies_stops_the_daemon_and_its_frames_are_recovered(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = make_config(batch={"size": 4, "file_processes": 2})
+    for index in range(12):
+        write_bmp(tmp_path / "inbox" / f"f{index:02d}.bmp", width=32, height=24, seed=index)
+    env = {**os.environ, "CCTV_GENDER_KILL_WORKER_ON_FRAME": "f05.bmp"}
+    crashed = subprocess.run(
+        [sys.executable, "-m", "watcher", "watch", "--once", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert crashed.returncode == 1, crashed.stderr
+    assert "a file worker process died" in crashed.stderr
+    assert "Traceback" not in crashed.stderr
+
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+    sources = [
+        row[0] for row in query(tmp_path / "data" / "results.sqlite3", "SELECT source_path FROM results")
+    ]
+    assert sorted(sources) == [f"f{index:02d}.bmp" for index in range(12)]
+    assert files_under(tmp_path / "inbox") == []
+
+
+def test_workers_die_with_a_killed_daemon(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    config = make_config(batch={"size": 4, "file_processes": 2})
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        workers = _wait_for_children(daemon.pid, count=2)
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=30)
+    for pid in workers:
+        _wait_until_gone(pid)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    width=st.integers(1, 70),
+    height=st.integers(1, 50),
+    top_down=st.booleans(),
+    seed=st.integers(0, 2**16),
+    offset=st.integers(0, 300),
+)
+def test_packed_rows_on_the_device_are_the_decoded_pixels(
+    width: int, height: int, top_down: bool, seed: int, offset: int
+) -> None:
+    """Any plain BMP's rows, put upright by the device from where they lie in a buffer, are the
+    pixels the decoder gives (channels still B, G, R: swapped after resizing)."""
+    import torch
+
+    if max(width, height) > 20 * min(width, height):
+        return  # refused by the aspect-ratio cap before decoding
+    data = bmp_bytes(width=width, height=height, seed=seed)
+    data = _top_down(data) if top_down else data
+    buffer = torch.zeros(offset + len(data) + 8, dtype=torch.uint8)
+    buffer[offset : offset + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    block = plain_bmp_block(data, max_pixels=10**8)
+    assert block is not None and block.bottom_up == (not top_down)
+
+    on_device = packed_to_device([PackedBmp(buffer, block.moved(offset))], torch.device("cpu"))
+
+    expected = decode_pixels(data, max_pixels=10**8)  # (height, width, 3) RGB
+    assert on_device.shape == (1, 3, height, width)
+    assert np.array_equal(on_device[0].permute(1, 2, 0).numpy()[..., ::-1], expected)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _wait_for_children(pid: int, *, count: int) -> list[int]:
+    from tests.helpers import wait_for
+
+    found: list[int] = []
+
+    def enough() -> bool:
+        found[:] = [child for child in _children(pid) if _is_file_worker(child)]
+        return len(found) >= count
+
+    wait_for(enough, timeout=60)
+    return found
+
+
+def _is_file_worker(pid: int) -> bool:
+    try:
+        return b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _wait_until_gone(pid: int) -> None:
+    from tests.helpers import wait_for
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            return True
+        return state == "Z"  # a zombie waits for its (dead) parent's reaper: it runs nothing
+
+    wait_for(gone, timeout=30)
