@@ -5,9 +5,10 @@
 Writes the frames into 16 camera folders (about 18 GB at 640×480), starts `cctv-gender watch` as
 a process of its own, lets it work through the backlog for `--seconds`, then stops it with
 SIGTERM, or as soon as every frame has its row (a mass drop worked through: frames/s then runs
-from the daemon's ready to the last row). Samples the process's RSS every 100 ms and reports the kernel's peak (VmHWM) against the
-2 GiB budget, the frames done meanwhile, and checks that every frame is either in the inbox
-(untouched) or in processed/ with its row: nothing lost by the stop. Writes the figures as JSON.
+from the daemon's ready to the last row). Samples the process's RSS every 100 ms and reports the
+kernel's peak (VmHWM) against the 2 GiB budget, the frames done meanwhile, and checks that every
+frame is either in the inbox (untouched) or in processed/ with its row: nothing lost by the stop.
+Writes the figures as JSON.
 """
 
 from __future__ import annotations

@@ -229,7 +229,9 @@ def main() -> int:
                 "model": {"clip": str(clip_dir), "device": args.device, "precision": args.precision},
                 "batch": {
                     "size": args.batch_size,
-                    "file_processes": args.file_processes if args.file_processes == "auto" else int(args.file_processes),
+                    "file_processes": args.file_processes
+                    if args.file_processes == "auto"
+                    else int(args.file_processes),
                 },
                 "inbox": {"settle_ms": 0},
             },

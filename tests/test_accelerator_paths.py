@@ -16,7 +16,7 @@ import torch
 
 from model.clip_features import ClipFeatureExtractor
 from model.runtime import ModelLoadError, Runtime, resolve_runtime
-from watcher.pipeline.lanes import plan_lanes
+from watcher.pipeline.lanes import GPU_LANES, plan_lanes
 
 
 def test_auto_picks_cuda_in_fp16_where_a_gpu_is_present(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,13 +33,13 @@ def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
         resolve_runtime(device="cuda:1", precision="auto")
 
 
-def test_on_a_gpu_one_batch_is_in_flight_with_the_threads_as_configured(tiny_clip: Path) -> None:
+def test_on_a_gpu_batches_overlap_with_the_threads_as_configured(tiny_clip: Path) -> None:
     extractor = ClipFeatureExtractor(
         str(tiny_clip), runtime=Runtime(device=torch.device("cpu"), precision="fp32")
     )
     extractor.runtime = Runtime(device=torch.device("cuda"), precision="fp16")  # as if loaded on one
     lanes = plan_lanes(on_accelerator=True, cpu_threads=extractor.cpu_threads)
-    assert lanes.count == 1
+    assert lanes.count == GPU_LANES and not lanes.shares_cores
 
     def threads_after_asking_for_one() -> int:
         before = torch.get_num_threads()

@@ -26,8 +26,13 @@ def test_gpu_fp16_features_match_cpu_fp32(tiny_clip: Path) -> None:
     assert cosine.min() > 0.999, cosine
 
 
-def test_watch_once_on_the_gpu(make_config: Callable[..., Path], tmp_path: Path) -> None:
-    config = make_config(model={"device": "auto", "precision": "auto"})
+@pytest.mark.parametrize("file_processes", ["auto", 0])
+def test_watch_once_on_the_gpu(
+    make_config: Callable[..., Path], tmp_path: Path, file_processes: object
+) -> None:
+    config = make_config(
+        model={"device": "auto", "precision": "auto"}, batch={"size": 8, "file_processes": file_processes}
+    )
     for index in range(20):
         write_bmp(tmp_path / "inbox" / "cam-01" / f"{index}.bmp", width=640, height=480, seed=index)
 
@@ -37,6 +42,36 @@ def test_watch_once_on_the_gpu(make_config: Callable[..., Path], tmp_path: Path)
         tmp_path / "data" / "results.sqlite3", "SELECT status, count(*) FROM results GROUP BY status"
     )
     assert rows == [("ok", 20)]
+
+
+def test_arenas_are_pinned_and_packed_frames_give_the_decoded_frames_features(tiny_clip: Path) -> None:
+    import numpy as np
+
+    from model.clip_features import ClipFeatureExtractor
+    from model.images import decode_pixels, plain_bmp_block
+    from model.packed import PackedBmp
+    from model.synthetic import bmp_bytes
+    from watcher.pipeline.arenas import ArenaPool
+
+    extractor = ClipFeatureExtractor(str(tiny_clip), runtime=resolve_runtime(device="cuda", precision="fp16"))
+    files = [bmp_bytes(width=640, height=480, seed=seed) for seed in range(6)]
+    pool = ArenaPool(count=1, size=len(files) * 2**20, device=extractor.runtime.device)
+    try:
+        with pool.lease() as arena:
+            assert arena.tensor.is_pinned()
+            packed = []
+            for number, data in enumerate(files):
+                start = number * 2**20
+                arena.tensor[start : start + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                block = plain_bmp_block(data, max_pixels=10**8)
+                assert block is not None
+                packed.append(PackedBmp(arena.tensor, block.moved(start)))
+            from_arena = extractor.image_features(packed)
+        decoded = extractor.image_features([decode_pixels(data, max_pixels=10**8) for data in files])
+    finally:
+        pool.close()
+    cosines = (from_arena * decoded).sum(axis=1)
+    assert np.all(cosines > 0.9999), cosines
 
 
 def test_frames_are_staged_in_pinned_memory(tiny_clip: Path) -> None:

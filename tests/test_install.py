@@ -138,9 +138,7 @@ def test_a_missing_python_is_named(tmp_path: Path) -> None:
         pytest.param(["--frames", "/srv"], "unknown option '--frames'", id="unknown"),
         pytest.param(["--inbox", "/"], "the service may not write there", id="root"),
         pytest.param(["--data", "/home/ops/data"], "the service may not write there", id="home"),
-        pytest.param(
-            ["--inbox", "/srv/a", "--processed", "/srv/a/p"], "none inside another", id="nested"
-        ),
+        pytest.param(["--inbox", "/srv/a", "--processed", "/srv/a/p"], "none inside another", id="nested"),
         pytest.param(["--inbox", "/srv/a", "--failed", "/srv/a/"], "none inside another", id="same"),
     ],
 )

@@ -10,6 +10,7 @@ its rows are committed and its files moved.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 # Room a frame gets in an arena: a 640x480 24-bit BMP is 900 KiB. Larger frames share what
 # smaller ones leave, and what finds no room travels through the worker's pipe instead (slower).
 ARENA_BYTES_PER_FRAME = 1024 * 1024
+# Where Linux keeps POSIX shared memory.
+SHARED_MEMORY = "/dev/shm"
 
 
 class Arena:
@@ -46,8 +49,20 @@ class Arena:
         self._memory.unlink()
 
 
+class ArenasUnavailable(RuntimeError):
+    """Shared memory cannot hold the arenas (a small /dev/shm, as containers often have)."""
+
+
 class ArenaPool:
     def __init__(self, *, count: int, size: int, device: torch.device) -> None:
+        # Shared memory is a tmpfs: an arena larger than what is free there is created anyway and
+        # dies of SIGBUS when a worker writes past the free space. Refused up front instead.
+        free = _shared_memory_free()
+        if free is not None and free < count * size:
+            raise ArenasUnavailable(
+                f"{count} frame buffers of {size // 2**20} MiB need {count * size // 2**20} MiB of shared "
+                f"memory, {SHARED_MEMORY} has {free // 2**20} MiB free"
+            )
         self._arenas = [Arena(size, device) for _ in range(count)]
         self._free: queue.Queue[Arena] = queue.Queue()
         for arena in self._arenas:
@@ -65,3 +80,11 @@ class ArenaPool:
     def close(self) -> None:
         for arena in self._arenas:
             arena.close()
+
+
+def _shared_memory_free() -> int | None:
+    try:
+        stats = os.statvfs(SHARED_MEMORY)
+    except OSError:
+        return None  # elsewhere than Linux: nothing to check
+    return stats.f_bavail * stats.f_frsize

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from model.clip_features import ClipFeatureExtractor
 from model.heads import Head
 from watcher.faults import kill_point
-from watcher.pipeline.arenas import ARENA_BYTES_PER_FRAME, ArenaPool
+from watcher.pipeline.arenas import ARENA_BYTES_PER_FRAME, ArenaPool, ArenasUnavailable
 from watcher.pipeline.classifying import Classifier
 from watcher.pipeline.decoding import Decoder
 from watcher.pipeline.delivery import Deliverer
@@ -51,8 +51,8 @@ class BatchProcessor:
         self._decoder = Decoder(bounds, workers=decode_workers)
         # With file processes, a batch's reading and moves are shared out between them, and its
         # frames are read into an arena leased for the batch (see watcher.pipeline.file_workers).
-        self._workers = FileWorkers(file_processes, bounds) if file_processes else None
         self._arenas = self._make_arenas(batch_size) if file_processes else None
+        self._workers = FileWorkers(file_processes, bounds) if self._arenas is not None else None
         self._classifier = Classifier(extractor, store_embeddings=store_embeddings)
         self._recorder = Recorder(engine, folders, database_guard or DatabaseFileGuard(engine))
         self._deliverer = Deliverer(engine, folders, mover=self._workers.move if self._workers else move_all)
@@ -121,14 +121,18 @@ class BatchProcessor:
         kill_point("inferred")
         return classified
 
-    def _make_arenas(self, batch_size: int) -> ArenaPool:
+    def _make_arenas(self, batch_size: int) -> ArenaPool | None:
         lanes = self.lanes
         # On a GPU one batch at a time is reading or in the model, and one more is reading: the
         # third lane is committing and moving, with its arena given back.
         count = lanes.count if lanes.shares_cores else max(1, lanes.count - 1)
-        return ArenaPool(
-            count=count, size=batch_size * ARENA_BYTES_PER_FRAME, device=self._extractor.runtime.device
-        )
+        try:
+            return ArenaPool(
+                count=count, size=batch_size * ARENA_BYTES_PER_FRAME, device=self._extractor.runtime.device
+            )
+        except ArenasUnavailable as error:
+            logger.warning("file work stays on threads: %s", error)
+            return None
 
     @property
     def file_processes(self) -> int:
