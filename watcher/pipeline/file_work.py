@@ -8,7 +8,6 @@ batch; this module imports nothing heavy, so a worker never loads torch or the d
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ from watcher.intake.durability import fsync_dirs
 from watcher.intake.placement import move_frame
 from watcher.pipeline.decoding import FileRead, Room, read_and_decode
 from watcher.pipeline.stages import Claimed, FrameBounds
-
-logger = logging.getLogger(__name__)
 
 # Frames start on this boundary in a shared buffer: whole cache lines for the copies out of it.
 ALIGNMENT = 64

@@ -55,8 +55,14 @@ class FileWorkers:
         # demand from whichever batch thread submits, and a worker dies with the thread that
         # started it (PR_SET_PDEATHSIG follows the thread), at the latest when a batch thread ends.
         started = [self._pool.submit(os.getpid) for _ in range(count)]
-        self.pids = {_result(future) for future in started}
+        for future in started:
+            _result(future)
+        logger.debug("%d file worker processes started", count)
 
+    @property
+    def pids(self) -> set[int]:
+        """The workers' process ids (for monitoring)."""
+        return set(self._pool._processes or {})  # noqa: SLF001 - the executor keeps no public list
     def read(self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena) -> list[Decoded]:
         """Every frame read, hashed and decoded into `arena`, its claim made durable."""
         shares = _shares(frames, self.count)
