@@ -18,6 +18,10 @@ from model.images import PixelBlock
 
 logger = logging.getLogger(__name__)
 
+# Frames whose span in their buffer is at most this many times their own bytes are copied to the
+# device as that one span (a batch's frames fill its arena but for the ends of the workers' shares).
+SPAN_SLACK = 1.5
+
 
 @dataclass(frozen=True)
 class PackedBmp:
@@ -42,17 +46,27 @@ def packed_to_device(frames: list[PackedBmp], device: torch.device) -> torch.Ten
     """Frames of one shape_key as an (n, 3, height, width) uint8 tensor on `device`, rows upright,
     channels still B, G, R.
 
-    One copy a frame from the shared buffer into the device tensor; on CUDA they are queued on the
-    current stream without waiting, so the caller must not reuse the buffer before that stream has
-    finished (embedding synchronises it).
+    Frames that lie close together in one buffer (a batch's arena) go to the device as one copy of
+    the span they cover, then are cut out there; others get one copy each. On CUDA the copies are
+    queued on the current stream without waiting, so the caller must not reuse the buffer before
+    that stream has finished (embedding synchronises it).
     """
     first = frames[0].block
-    stored = torch.empty((len(frames), first.rows, first.row_bytes), dtype=torch.uint8, device=device)
     non_blocking = device.type == "cuda"
-    for slot, frame in zip(stored, frames, strict=True):
-        block = frame.block
-        rows = frame.buffer[block.offset : block.offset + block.nbytes].view(block.rows, block.row_bytes)
-        slot.copy_(rows, non_blocking=non_blocking)
+    start = min(frame.block.offset for frame in frames)
+    end = max(frame.block.offset + frame.block.nbytes for frame in frames)
+    one_buffer = all(frame.buffer is frames[0].buffer for frame in frames)
+    if one_buffer and end - start <= SPAN_SLACK * len(frames) * first.nbytes:
+        span = frames[0].buffer[start:end].to(device, non_blocking=non_blocking)
+        stored = torch.stack(
+            [span[frame.block.offset - start : frame.block.offset - start + first.nbytes] for frame in frames]
+        ).view(len(frames), first.rows, first.row_bytes)
+    else:
+        stored = torch.empty((len(frames), first.rows, first.row_bytes), dtype=torch.uint8, device=device)
+        for slot, frame in zip(stored, frames, strict=True):
+            block = frame.block
+            rows = frame.buffer[block.offset : block.offset + block.nbytes].view(block.rows, block.row_bytes)
+            slot.copy_(rows, non_blocking=non_blocking)
     pixels = stored[:, :, : first.width * 3].reshape(len(frames), first.rows, first.width, 3)
     if first.bottom_up:
         pixels = pixels.flip(1)  # one pass on the device; the host never touches the pixels

@@ -226,3 +226,37 @@ def _wait_until_gone(pid: int) -> None:
         return state == "Z"  # a zombie waits for its (dead) parent's reaper: it runs nothing
 
     wait_for(gone, timeout=30)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    count=st.integers(1, 5),
+    gaps=st.lists(st.integers(0, 3000), min_size=5, max_size=5),
+    seed=st.integers(0, 2**16),
+)
+def test_frames_copied_as_one_span_or_one_by_one_are_the_same_pixels(
+    count: int, gaps: list[int], seed: int
+) -> None:
+    """Frames close together in a buffer go to the device as one span, others one by one: either
+    way each comes out as its decoded pixels."""
+    import torch
+
+    files = [bmp_bytes(width=30, height=20, seed=seed + number) for number in range(count)]
+    buffer = torch.zeros(
+        sum(len(data) + gap for data, gap in zip(files, gaps[:count], strict=True)) + 8, dtype=torch.uint8
+    )
+    packed, cursor = [], 0
+    for data, gap in zip(files, gaps[:count], strict=True):
+        cursor += gap
+        buffer[cursor : cursor + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        block = plain_bmp_block(data, max_pixels=10**8)
+        assert block is not None
+        packed.append(PackedBmp(buffer, block.moved(cursor)))
+        cursor += len(data)
+
+    on_device = packed_to_device(packed, torch.device("cpu"))
+
+    for frame, data in zip(on_device, files, strict=True):
+        assert np.array_equal(
+            frame.permute(1, 2, 0).numpy()[..., ::-1], decode_pixels(data, max_pixels=10**8)
+        )

@@ -101,50 +101,96 @@ class ReadinessTracker:
             self._finished[relative] = (info.st_size, info.st_mtime_ns)
 
     def assess(self, root: Path, relative: PurePosixPath) -> Verdict:
-        path = root / relative
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            self.forget(relative)
-            return Verdict.GONE
-        except OSError as error:
-            if error.errno == errno.ENAMETOOLONG:
-                # Written through a relative path (a writer that walked down with chdir): not
-                # "still being written", and never will be readable by its name.
-                return Verdict.UNREACHABLE
-            logger.debug("cannot stat %s: %s", path, error)
-            return Verdict.INCOMPLETE
-        if not stat.S_ISREG(info.st_mode):
-            return Verdict.SPECIAL
+        looked = look(root / relative, before=self._seen.get(relative))
+        if isinstance(looked, Verdict):
+            if looked == Verdict.GONE:
+                self.forget(relative)
+            return looked
+        return self.judge(relative, looked)
 
+    def finished_mark(self, relative: PurePosixPath) -> tuple[int, int] | None:
+        """(size, mtime_ns) the frame had when its writer closed it, if an event said so."""
+        return self._finished.get(relative)
+
+    def judge(self, relative: PurePosixPath, looked: Look) -> Verdict:
+        """The verdict on what `look` saw of a regular file, with what was seen of it before."""
         now = time.monotonic()
         previous = self._seen.get(relative)
-        # Unchanged since its writer closed it; written again since, it waits for the next close.
-        finished = self._finished.get(relative) == (info.st_size, info.st_mtime_ns)
-        if previous is None or (previous.size, previous.mtime_ns) != (info.st_size, info.st_mtime_ns):
+        if previous is None or (previous.size, previous.mtime_ns) != (looked.size, looked.mtime_ns):
             previous = _Observation(
-                size=info.st_size,
-                mtime_ns=info.st_mtime_ns,
+                size=looked.size,
+                mtime_ns=looked.mtime_ns,
                 unchanged_since=now,
-                declared_size=_declared_size_if_readable(path, info.st_size),
+                declared_size=looked.declared_size,
             )
             self._seen[relative] = previous
+        unchanged_s = now - previous.unchanged_since
+        return looked.verdict(
+            settle_s=self._settle_s,
+            timeout_s=self._timeout_s,
+            finished=self._finished.get(relative),
+            unchanged_s=unchanged_s,
+        )
 
-        idle_s = max(time.time() - info.st_mtime_ns / 1e9, now - previous.unchanged_since)
-        declared = previous.declared_size
-        if declared is not None:
-            complete = info.st_size >= declared
+
+@dataclass(frozen=True)
+class Look:
+    """What one look at a regular file in the inbox saw."""
+
+    size: int
+    mtime_ns: int
+    declared_size: int | None  # what its BMP header declares, if it says
+
+    def verdict(
+        self,
+        *,
+        settle_s: float,
+        timeout_s: float,
+        finished: tuple[int, int] | None,
+        unchanged_s: float = 0.0,
+    ) -> Verdict:
+        """READY, SETTLING, INCOMPLETE or TIMED_OUT; `unchanged_s` is how long this size and mtime
+        have been seen (0 when this is the first look: its mtime alone then tells how idle it is)."""
+        # Unchanged since its writer closed it; written again since, it waits for the next close.
+        closed = finished == (self.size, self.mtime_ns)
+        idle_s = max(time.time() - self.mtime_ns / 1e9, unchanged_s)
+        if self.declared_size is not None:
+            complete = self.size >= self.declared_size
         else:
             # Without a usable declared size (not a BMP, or a writer that leaves the field zero)
             # stability alone decides; a non-BMP then fails decoding with its reason.
-            complete = info.st_size >= BMP_SIZE_FIELD.size
+            complete = self.size >= BMP_SIZE_FIELD.size
         if complete:
             # A closed BMP with every declared byte present needs no settling; without a declared
             # size only stability can tell.
-            if finished and declared is not None:
+            if closed and self.declared_size is not None:
                 return Verdict.READY
-            return Verdict.READY if idle_s >= self._settle_s else Verdict.SETTLING
-        return Verdict.TIMED_OUT if idle_s >= self._timeout_s else Verdict.INCOMPLETE
+            return Verdict.READY if idle_s >= settle_s else Verdict.SETTLING
+        return Verdict.TIMED_OUT if idle_s >= timeout_s else Verdict.INCOMPLETE
+
+
+def look(path: Path, *, before: _Observation | None = None) -> Look | Verdict:
+    """A look at a file in the inbox: its size, time and declared size, or the verdict (GONE,
+    UNREACHABLE, SPECIAL, INCOMPLETE when it cannot be examined) that needs no more. The header
+    is read again only if the file changed since `before`."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return Verdict.GONE
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            # Written through a relative path (a writer that walked down with chdir): not
+            # "still being written", and never will be readable by its name.
+            return Verdict.UNREACHABLE
+        logger.debug("cannot stat %s: %s", path, error)
+        return Verdict.INCOMPLETE
+    if not stat.S_ISREG(info.st_mode):
+        return Verdict.SPECIAL
+    if before is not None and (before.size, before.mtime_ns) == (info.st_size, info.st_mtime_ns):
+        declared = before.declared_size
+    else:
+        declared = _declared_size_if_readable(path, info.st_size)
+    return Look(size=info.st_size, mtime_ns=info.st_mtime_ns, declared_size=declared)
 
 
 def _declared_size_if_readable(path: Path, size: int) -> int | None:

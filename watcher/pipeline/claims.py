@@ -3,6 +3,11 @@
 Names come from event hints and rescans; each turn, every waiting frame the readiness tracker
 calls ready is claimed (see watcher.intake.claiming) and handed on. A frame the filesystem will
 not let go stays in the inbox, untouched, and is tried again at the next rescan.
+
+With file worker processes (see watcher.pipeline.file_workers) the waiting names go to them in
+bulk: each worker looks at its share and claims what a look shows ready (complete and idle for
+settle_ms, or closed by its writer); what a first look cannot call ready comes back to the
+readiness tracker here, which remembers earlier looks.
 """
 
 from __future__ import annotations
@@ -16,19 +21,32 @@ from watcher.faults import kill_point
 from watcher.intake.claiming import ClaimRefused, claim
 from watcher.intake.discovery import scan_inbox
 from watcher.intake.readiness import ReadinessTracker, Verdict
+from watcher.pipeline.file_work import ClaimOutcome
 from watcher.pipeline.stages import Claimed
+
+# Claims names in bulk on the file workers: (name, its writer's close mark) → outcomes, in order.
+BulkClaimer = Callable[[list[tuple[PurePosixPath, tuple[int, int] | None]]], list[ClaimOutcome]]
+# Names handed to the workers at once: the first batches start while the rest are looked at.
+BULK_NAMES = 1024
 
 logger = logging.getLogger(__name__)
 
 
 class Claims:
     def __init__(
-        self, *, inbox: Path, area: Path, readiness: ReadinessTracker, stop: threading.Event
+        self,
+        *,
+        inbox: Path,
+        area: Path,
+        readiness: ReadinessTracker,
+        stop: threading.Event,
+        bulk: BulkClaimer | None = None,
     ) -> None:
         self._inbox = inbox
         self._area = area
         self._readiness = readiness
         self._stop = stop
+        self._bulk = bulk
         self._waiting: dict[PurePosixPath, None] = {}  # insertion-ordered set: oldest first
         # Frames refused with the reason last logged: logged again only if it changes.
         self._refused: dict[PurePosixPath, str] = {}
@@ -51,6 +69,8 @@ class Claims:
 
     def claim_ready(self, take: Callable[[Claimed], None]) -> int:
         """Claim every ready frame, handing each to `take`; returns how many are still settling."""
+        if self._bulk is not None:
+            return self._claim_in_bulk(self._bulk, take)
         settling = 0
         for relative in list(self._waiting):
             if self._stop.is_set():
@@ -70,6 +90,47 @@ class Claims:
                 take(frame)
         return settling
 
+    def _claim_in_bulk(self, bulk: BulkClaimer, take: Callable[[Claimed], None]) -> int:
+        settling = 0
+        names = list(self._waiting)
+        for start in range(0, len(names), BULK_NAMES):
+            if self._stop.is_set():
+                break
+            chunk = names[start : start + BULK_NAMES]
+            for outcome in bulk([(relative, self._readiness.finished_mark(relative)) for relative in chunk]):
+                verdict = self._verdict(outcome)
+                frame = self._taken_from(outcome, verdict)
+                if frame is not None:
+                    logger.debug("claimed %s as %s", outcome.relative, frame.key)
+                    take(frame)
+                elif verdict == Verdict.SETTLING:
+                    settling += 1
+        return settling
+
+    def _taken_from(self, outcome: ClaimOutcome, verdict: Verdict | None) -> Claimed | None:
+        """The claimed frame of an outcome (claimed here if only the tracker's memory says it is
+        ready); None, and the name dropped or left waiting, otherwise."""
+        relative = outcome.relative
+        if outcome.frame is None and outcome.refused is None and verdict not in _TAKEN_HERE:
+            return None  # still waiting: incomplete, or settling
+        del self._waiting[relative]
+        self._readiness.forget(relative)
+        if outcome.refused is not None:
+            self._refuse(relative, outcome.refused)
+            return None
+        if outcome.frame is not None:
+            return outcome.frame
+        assert verdict is not None, "in _TAKEN_HERE"
+        frame = self._claim(relative, verdict)
+        if frame is not None:
+            kill_point("claimed")
+        return frame
+
+    def _verdict(self, outcome: ClaimOutcome) -> Verdict | None:
+        if outcome.looked is not None:
+            return self._readiness.judge(outcome.relative, outcome.looked)
+        return outcome.verdict
+
     def _claim(self, relative: PurePosixPath, verdict: Verdict) -> Claimed | None:
         if verdict == Verdict.GONE:
             return None
@@ -87,3 +148,8 @@ class Claims:
         if self._refused.get(relative) != reason:
             logger.error("frame %s stays in the inbox: %s", self._inbox / relative, reason)
         self._refused[relative] = reason
+
+
+# Verdicts on which a name leaves the waiting set here: claimed by this process (ready by the
+# tracker's memory, or given up as timed out), or dropped (gone, unreachable).
+_TAKEN_HERE = {Verdict.READY, Verdict.TIMED_OUT, Verdict.GONE, Verdict.UNREACHABLE}

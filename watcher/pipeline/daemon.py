@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 
 from sqlalchemy import Engine
 
@@ -59,10 +60,25 @@ class Daemon:
             instance=instance.name, data=config.paths.data, model_version=processor.head.version
         )
         self._heartbeat = Heartbeat(engine, instance=instance.name)
-        readiness = ReadinessTracker(
-            settle_s=config.inbox.settle_ms / 1000, timeout_s=config.inbox.readiness_timeout_s
+        settle_s, timeout_s = config.inbox.settle_ms / 1000, config.inbox.readiness_timeout_s
+        readiness = ReadinessTracker(settle_s=settle_s, timeout_s=timeout_s)
+        workers = processor.file_workers
+        self._claims = Claims(
+            inbox=config.paths.inbox,
+            area=instance.area,
+            readiness=readiness,
+            stop=stop,
+            # With file processes, the waiting names are claimed on them in bulk.
+            bulk=partial(
+                workers.claim,
+                inbox=config.paths.inbox,
+                area=instance.area,
+                settle_s=settle_s,
+                timeout_s=timeout_s,
+            )
+            if workers is not None
+            else None,
         )
-        self._claims = Claims(inbox=config.paths.inbox, area=instance.area, readiness=readiness, stop=stop)
         self._dispatcher = Dispatcher(
             processor,
             batch_size=config.batch.size,

@@ -1,6 +1,7 @@
 """A batch's file work, the same in the daemon's threads and in its file worker processes.
 
-Reading frames (and making their claims durable) before the model, moving them after the commit.
+Claiming the waiting frames that are ready, reading them (and making their claims durable) before
+the model, moving them after the commit.
 A worker process (see watcher.pipeline.file_workers) runs these functions on its share of a
 batch; this module imports nothing heavy, so a worker never loads torch or the database.
 """
@@ -12,13 +13,14 @@ import os
 import signal
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from watcher import faults
 from watcher.faults import kill_point
-from watcher.intake.claiming import release
+from watcher.intake.claiming import ClaimRefused, claim, release
 from watcher.intake.durability import fsync_dirs
 from watcher.intake.placement import move_frame
+from watcher.intake.readiness import Look, Verdict, look
 from watcher.pipeline.decoding import FileRead, Room, read_and_decode
 from watcher.pipeline.stages import Claimed, FrameBounds
 
@@ -38,6 +40,18 @@ class Move:
     stored: Path
     root: Path
     sha256: str | None
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """What became of one waiting name: claimed (`frame`), refused (`refused`: why it stays in
+    the inbox), or not taken (`verdict`, with what was seen of it for the readiness tracker)."""
+
+    relative: PurePosixPath
+    frame: Claimed | None = None
+    verdict: Verdict | None = None
+    looked: Look | None = None
+    refused: str | None = None
 
 
 def start_worker(daemon_pid: int) -> None:
@@ -72,6 +86,43 @@ def read_share(
         reads.append(read)
     sync_claims([frame for frame, _ in jobs])
     return reads
+
+
+def claim_share(
+    inbox: Path,
+    area: Path,
+    names: list[tuple[PurePosixPath, tuple[int, int] | None]],
+    *,
+    settle_s: float,
+    timeout_s: float,
+) -> list[ClaimOutcome]:
+    """Claim each waiting name that a look shows ready (complete and idle for settle_s, or closed
+    by its writer: each name comes with its writer's close mark, if any). A name a first look
+    cannot call ready comes back with what was seen, for the daemon's readiness tracker, which
+    remembers earlier looks."""
+    outcomes = []
+    for relative, finished in names:
+        looked = look(inbox / relative)
+        if isinstance(looked, Look):
+            verdict = looked.verdict(settle_s=settle_s, timeout_s=timeout_s, finished=finished)
+        else:
+            verdict = looked
+        if verdict not in (Verdict.READY, Verdict.TIMED_OUT, Verdict.SPECIAL):
+            outcomes.append(
+                ClaimOutcome(relative, verdict=verdict, looked=looked if isinstance(looked, Look) else None)
+            )
+            continue
+        try:
+            frame = claim(inbox, area, relative)
+        except ClaimRefused as error:
+            outcomes.append(ClaimOutcome(relative, refused=str(error)))
+            continue
+        if frame is None:
+            outcomes.append(ClaimOutcome(relative, verdict=Verdict.GONE))
+            continue
+        kill_point("claimed")
+        outcomes.append(ClaimOutcome(relative, frame=frame))
+    return outcomes
 
 
 def sync_claims(frames: list[Claimed]) -> None:

@@ -20,13 +20,14 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from model.packed import PackedBmp
 from watcher.pipeline import file_work
 from watcher.pipeline.arenas import Arena
 from watcher.pipeline.decoding import FileRead
-from watcher.pipeline.file_work import Move
+from watcher.pipeline.file_work import ClaimOutcome, Move
 from watcher.pipeline.stages import Claimed, Decoded, FrameBounds
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class FileWorkers:
     def pids(self) -> set[int]:
         """The workers' process ids (for monitoring)."""
         return set(self._pool._processes or {})  # noqa: SLF001 - the executor keeps no public list
+
     def read(self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena) -> list[Decoded]:
         """Every frame read, hashed and decoded into `arena`, its claim made durable."""
         shares = _shares(frames, self.count)
@@ -80,6 +82,24 @@ class FileWorkers:
         ]
         reads: list[FileRead] = [read for future in futures for read in _result(future)]
         return [_decoded(frame, read, arena) for frame, read in zip(frames, reads, strict=True)]
+
+    def claim(
+        self,
+        names: list[tuple[PurePosixPath, tuple[int, int] | None]],
+        *,
+        inbox: Path,
+        area: Path,
+        settle_s: float,
+        timeout_s: float,
+    ) -> list[ClaimOutcome]:
+        """The names shared out to be claimed where ready (see file_work.claim_share), in order."""
+        futures = [
+            self._pool.submit(
+                file_work.claim_share, inbox, area, share, settle_s=settle_s, timeout_s=timeout_s
+            )
+            for share in _shares(names, self.count)
+        ]
+        return [outcome for future in futures for outcome in _result(future)]
 
     def move(self, moves: list[Move]) -> dict[str, str]:
         """Each share of the moves on a worker (see file_work.move_all); frames relocated, by key."""

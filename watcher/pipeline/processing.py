@@ -139,6 +139,10 @@ class BatchProcessor:
         return self._workers.count if self._workers is not None else 0
 
     @property
+    def file_workers(self) -> FileWorkers | None:
+        return self._workers
+
+    @property
     def file_process_ids(self) -> set[int]:
         return self._workers.pids if self._workers is not None else set()
 
