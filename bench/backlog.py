@@ -31,6 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--batch-size", type=int, default=None, help="batch.size (default: the config's)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--model", choices=MODELS, default="vit-b32")
@@ -54,6 +55,7 @@ def main() -> int:
             {
                 "paths": {name: str(root / name) for name in ("inbox", "processed", "failed", "data")},
                 "model": {"clip": str(clip), "device": args.device},
+                **({"batch": {"size": args.batch_size}} if args.batch_size else {}),
             },
         )
         daemon = DaemonProcess(config, data=root / "data", log=root / "daemon.log")

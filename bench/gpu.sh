@@ -57,7 +57,7 @@ step watch-once-b128 "$python" bench/watch_once.py --device "$device" --precisio
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --compare-threads \
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b128.json"
 step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
-    --seconds "$seconds" --json "$out/live-mass-drop.json"
+    --seconds "$seconds" --batch-size 128 --json "$out/live-mass-drop.json"
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \
     --drops 10 --json "$out/latency.json"
 step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precision "$precision" \

@@ -23,12 +23,18 @@ logger = logging.getLogger(__name__)
 UNMOVABLE_DIRNAME = ".unmovable"
 
 
-def place(root: Path, frame: ClaimedFrame, *, taken: set[Path]) -> Path:
-    """Reserve the frame's destination under `root`, its folder made; OSError if it cannot be."""
+def place(root: Path, frame: ClaimedFrame, *, taken: set[Path], made: set[Path] | None = None) -> Path:
+    """Reserve the frame's destination under `root`, its folder made; OSError if it cannot be.
+    `taken` holds the destinations reserved so far for the batch, `made` the folders made for it
+    (each looked at once a batch, not once a frame)."""
     relative = destination_relative(frame.relative)
-    if not fits(root / relative):
+    wanted = root / relative
+    if not fits(wanted):
         return place_flat(root, frame, taken=taken)
-    make_folders((root / relative).parent)
+    if made is None or wanted.parent not in made:
+        make_folders(wanted.parent)
+        if made is not None:
+            made.add(wanted.parent)
     return reserve_destination(root, relative, taken=taken)
 
 

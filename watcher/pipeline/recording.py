@@ -43,8 +43,8 @@ class Recorder:
 
     def record(self, classified: list[Classified]) -> list[Stored]:
         check_output_folders(self._folders)  # placing would otherwise make them again
-        now, taken = utc_now(), set[Path]()
-        records = {item.frame.key: self._record(item, now, taken) for item in classified}
+        now, taken, made = utc_now(), set[Path](), set[Path]()
+        records = {item.frame.key: self._record(item, now, taken, made) for item in classified}
         outcome = self._insert(list(records.values()))
         for item in classified:
             reason = outcome.rejected.get(item.frame.key)
@@ -72,12 +72,12 @@ class Recorder:
             raise StorageFailed(next(iter(outcome.rejected.values())))
         return outcome
 
-    def _record(self, item: Classified, now: datetime, taken: set[Path]) -> ResultRecord:
+    def _record(self, item: Classified, now: datetime, taken: set[Path], made: set[Path]) -> ResultRecord:
         frame, facts, classification = item.frame, item.facts, item.classification
         error = item.error
         root = self._folders.for_status(item.status)
         try:
-            destination = place(root, frame, taken=taken)
+            destination = place(root, frame, taken=taken, made=made)
         except OSError as placing:
             if not is_placement_error(placing):
                 raise
