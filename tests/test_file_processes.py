@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -260,3 +260,40 @@ def test_frames_copied_as_one_span_or_one_by_one_are_the_same_pixels(
         assert np.array_equal(
             frame.permute(1, 2, 0).numpy()[..., ::-1], decode_pixels(data, max_pixels=10**8)
         )
+
+
+def test_batches_in_flight_never_reserve_one_destination_twice(tmp_path: Path) -> None:
+    """Two batches recorded side by side (three are in flight on a GPU), each with a frame of the
+    same name (a camera that uploads `snapshot.bmp` again): two names, until the first is moved."""
+    from datetime import UTC, datetime
+
+    from watcher.intake.claiming import ClaimedFrame
+    from watcher.pipeline.recording import Recorder
+    from watcher.pipeline.stages import Classified, FileFacts, OutputFolders
+    from watcher.store.engine import make_engine
+    from watcher.store.file_guard import DatabaseFileGuard
+    from watcher.store.migrate import upgrade_to_head
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'results.sqlite3'}", busy_timeout_ms=5000)
+    upgrade_to_head(engine)
+    folders = OutputFolders(processed=tmp_path / "processed", failed=tmp_path / "failed")
+    for folder in (folders.processed, folders.failed):
+        folder.mkdir()
+    recorder = Recorder(engine, folders, DatabaseFileGuard(engine))
+
+    def batch(key: str) -> list[Classified]:
+        frame = ClaimedFrame(
+            key=key,
+            relative=PurePosixPath("cam-01/snapshot.bmp"),
+            work_path=tmp_path / "area" / key / "cam-01" / "snapshot.bmp",
+            received_at=datetime.now(UTC),
+        )
+        return [Classified(frame, FileFacts(), None, "cannot decode: test")]
+
+    first = recorder.record(batch("a" * 32))
+    second = recorder.record(batch("b" * 32))
+    assert first[0].record.stored_path != second[0].record.stored_path
+
+    recorder.moved(first)
+    third = recorder.record(batch("c" * 32))
+    assert third[0].record.stored_path == first[0].record.stored_path  # free again (not on disk)

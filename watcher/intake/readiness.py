@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import stat
 import struct
 import time
@@ -63,10 +64,17 @@ def incomplete_reason(data: bytes | memoryview) -> str | None:
 def declared_bmp_size(path: Path) -> int | None:
     """The file size a BMP header declares, or None when the file does not say (yet)."""
     try:
-        with path.open("rb") as handle:
-            head = handle.read(BMP_SIZE_FIELD.size)
+        # O_NONBLOCK | O_NOFOLLOW: a FIFO or a link swapped in since lstat is never waited on or
+        # followed.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return None
+    try:
+        head = os.read(descriptor, BMP_SIZE_FIELD.size) if stat.S_ISREG(os.fstat(descriptor).st_mode) else b""
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
     if len(head) < BMP_SIZE_FIELD.size:
         return None
     magic, declared = BMP_SIZE_FIELD.unpack(head)

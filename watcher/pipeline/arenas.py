@@ -38,14 +38,13 @@ class Arena:
         self._pinned = pin_host_memory(self.tensor, device)
 
     def close(self) -> None:
+        """Unmap and remove it. Only once no batch can touch it: torch.frombuffer holds no lock on
+        the mapping, so a view used after this would fault (BatchProcessor.close runs after the
+        batch threads have ended)."""
         if self._pinned:
             unpin_host_memory(self.tensor)
         del self.tensor
-        try:
-            self._memory.close()
-        except BufferError:
-            # A view of it is still referenced somewhere: the mapping goes with the process.
-            logger.debug("arena %s still in use at close", self.name)
+        self._memory.close()
         self._memory.unlink()
 
 

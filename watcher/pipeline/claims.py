@@ -26,8 +26,9 @@ from watcher.pipeline.stages import Claimed
 
 # Claims names in bulk on the file workers: (name, its writer's close mark) → outcomes, in order.
 BulkClaimer = Callable[[list[tuple[PurePosixPath, tuple[int, int] | None]]], list[ClaimOutcome]]
-# Names handed to the workers at once: the first batches start while the rest are looked at.
-BULK_NAMES = 1024
+# Names handed to the workers at once: the first batches start while the rest are looked at, and
+# a stop waits for at most this many claimed frames.
+BULK_NAMES = 256
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ batch; this module imports nothing heavy, so a worker never loads torch or the d
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ def start_worker(daemon_pid: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faults.serve_daemon(daemon_pid)
+    # A frame's warnings (why it failed) are logged where they happen: on the daemon's stderr,
+    # which the worker shares (the journal, under systemd).
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s (file worker): %(message)s")
 
 
 def read_share(

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_for_all
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -36,6 +37,7 @@ _T = TypeVar("_T")
 
 # Fewer frames than this a share cost more in handing out than they gain from another core.
 MIN_FRAMES_A_SHARE = 4
+_DIED = "a file worker process died: stopping (its frames are recovered at start)"
 
 
 class FileWorkersFailed(RuntimeError):
@@ -55,9 +57,7 @@ class FileWorkers:
         # Every worker started now, from this thread: the pool would otherwise start them on
         # demand from whichever batch thread submits, and a worker dies with the thread that
         # started it (PR_SET_PDEATHSIG follows the thread), at the latest when a batch thread ends.
-        started = [self._pool.submit(os.getpid) for _ in range(count)]
-        for future in started:
-            _result(future)
+        _results([self._submit(os.getpid) for _ in range(count)])
         logger.debug("%d file worker processes started", count)
 
     @property
@@ -70,7 +70,7 @@ class FileWorkers:
         shares = _shares(frames, self.count)
         room = arena.size // max(len(shares), 1)
         futures = [
-            self._pool.submit(
+            self._submit(
                 file_work.read_share,
                 [(frame, refused.get(frame.key)) for frame in share],
                 self._bounds,
@@ -80,7 +80,7 @@ class FileWorkers:
             )
             for number, share in enumerate(shares)
         ]
-        reads: list[FileRead] = [read for future in futures for read in _result(future)]
+        reads: list[FileRead] = [read for share in _results(futures) for read in share]
         return [_decoded(frame, read, arena) for frame, read in zip(frames, reads, strict=True)]
 
     def claim(
@@ -94,21 +94,24 @@ class FileWorkers:
     ) -> list[ClaimOutcome]:
         """The names shared out to be claimed where ready (see file_work.claim_share), in order."""
         futures = [
-            self._pool.submit(
-                file_work.claim_share, inbox, area, share, settle_s=settle_s, timeout_s=timeout_s
-            )
+            self._submit(file_work.claim_share, inbox, area, share, settle_s=settle_s, timeout_s=timeout_s)
             for share in _shares(names, self.count)
         ]
-        return [outcome for future in futures for outcome in _result(future)]
+        return [outcome for share in _results(futures) for outcome in share]
 
     def move(self, moves: list[Move]) -> dict[str, str]:
         """Each share of the moves on a worker (see file_work.move_all); frames relocated, by key."""
-        futures = [self._pool.submit(file_work.move_all, share) for share in _shares(moves, self.count)]
+        futures = [self._submit(file_work.move_all, share) for share in _shares(moves, self.count)]
         relocated: dict[str, str] = {}
-        for future in futures:
-            share: dict[str, str] = _result(future)
+        for share in _results(futures):
             relocated.update(share)
         return relocated
+
+    def _submit(self, work: Callable[..., _T], *args: object, **kwargs: object) -> Future[_T]:
+        try:
+            return self._pool.submit(work, *args, **kwargs)
+        except BrokenProcessPool:
+            raise FileWorkersFailed(_DIED) from None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -121,15 +124,18 @@ def _decoded(frame: Claimed, read: FileRead, arena: Arena) -> Decoded:
 
 def _shares(items: Sequence[_T], workers: int) -> list[list[_T]]:
     """Contiguous shares, one a worker at most, none smaller than MIN_FRAMES_A_SHARE if avoidable."""
+    if not items:
+        return []
     count = max(1, min(workers, len(items) // MIN_FRAMES_A_SHARE))
     size = -(-len(items) // count)
     return [list(items[start : start + size]) for start in range(0, len(items), size)]
 
 
-def _result(future: Future[_T]) -> _T:
+def _results(futures: list[Future[_T]]) -> list[_T]:
+    """Every share's result, in order; raises only once every share has ended, so no worker is
+    still at a batch's frames (or its arena) when the batch gives up on them."""
+    wait_for_all(futures)
     try:
-        return future.result()
+        return [future.result() for future in futures]
     except BrokenProcessPool:
-        raise FileWorkersFailed(
-            "a file worker process died; stopping (its frames are recovered at start)"
-        ) from None
+        raise FileWorkersFailed(_DIED) from None

@@ -77,6 +77,7 @@ class BatchProcessor:
         stages.lap("commit")
         kill_point("committed")
         self._deliverer.deliver(stored)
+        self._recorder.moved(stored)
         stages.lap("move")
         report = _report(stored, seconds=time.perf_counter() - started, model_version=head.version)
         report.stage_seconds = stages.seconds

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -40,11 +41,23 @@ class Recorder:
         self._engine = engine
         self._folders = folders
         self._guard = guard
+        self._reserving = threading.Lock()
+        self._reserved: set[Path] = set()  # destinations of rows committed, files not yet moved
+
+    def moved(self, stored: list[Stored]) -> None:
+        """The batch's files are where their rows say: their names need no reserving any more."""
+        with self._reserving:
+            self._reserved -= {Path(item.record.stored_path) for item in stored}
 
     def record(self, classified: list[Classified]) -> list[Stored]:
         check_output_folders(self._folders)  # placing would otherwise make them again
-        now, taken, made = utc_now(), set[Path](), set[Path]()
-        records = {item.frame.key: self._record(item, now, taken, made) for item in classified}
+        now, made = utc_now(), set[Path]()
+        with self._reserving:
+            # Batches in flight side by side must not reserve one name twice (a camera that
+            # uploads `snapshot.bmp` again): the names reserved and not yet moved count as taken.
+            taken = set(self._reserved)
+            records = {item.frame.key: self._record(item, now, taken, made) for item in classified}
+            self._reserved |= {Path(record.stored_path) for record in records.values()}
         outcome = self._insert(list(records.values()))
         for item in classified:
             reason = outcome.rejected.get(item.frame.key)
