@@ -9,7 +9,6 @@ its rows are committed and its files moved.
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 from collections.abc import Iterator
@@ -19,8 +18,6 @@ from multiprocessing.shared_memory import SharedMemory
 import torch
 
 from model.packed import pin_host_memory, unpin_host_memory
-
-logger = logging.getLogger(__name__)
 
 # Room a frame gets in an arena: a 640x480 24-bit BMP is 900 KiB. Larger frames share what
 # smaller ones leave, and what finds no room travels through the worker's pipe instead (slower).

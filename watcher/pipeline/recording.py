@@ -57,7 +57,22 @@ class Recorder:
             # uploads `snapshot.bmp` again): the names reserved and not yet moved count as taken.
             taken = set(self._reserved)
             records = {item.frame.key: self._record(item, now, taken, made) for item in classified}
-            self._reserved |= {Path(record.stored_path) for record in records.values()}
+            reserved = {Path(record.stored_path) for record in records.values()}
+            self._reserved |= reserved
+        stored: list[Stored] = []
+        try:
+            stored = self._commit(classified, records, taken)
+        finally:
+            # From now on the rows say where each file goes (a batch that failed reserves nothing:
+            # its retry places its frames again).
+            with self._reserving:
+                self._reserved -= reserved
+                self._reserved |= {Path(item.record.stored_path) for item in stored}
+        return stored
+
+    def _commit(
+        self, classified: list[Classified], records: dict[str, ResultRecord], taken: set[Path]
+    ) -> list[Stored]:
         outcome = self._insert(list(records.values()))
         for item in classified:
             reason = outcome.rejected.get(item.frame.key)
