@@ -117,15 +117,21 @@ def ours(config_path: Path) -> dict[str, float]:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def ours_on_threads(root: Path, originals: list[Path], config: Path) -> dict[str, float]:
-    """`watch --once` on the same frames with the file work on threads (batch.file_processes = 0):
-    the design before the file processes, measured in the same round."""
+def refill_inbox(root: Path, originals: list[Path]) -> None:
+    """A fresh inbox holding copies of `originals`, and no outputs or database from a run before."""
     for folder in ("inbox", "processed", "data"):
         shutil.rmtree(root / folder, ignore_errors=True)
     (root / "inbox").mkdir()
     for path in originals:
         shutil.copyfile(path, root / "inbox" / path.name)
+    # The copies' writeback would otherwise run beside whatever is measured next.
     os.sync()
+
+
+def ours_on_threads(root: Path, originals: list[Path], config: Path) -> dict[str, float]:
+    """`watch --once` on the same frames with the file work on threads (batch.file_processes = 0):
+    the design before the file processes, measured in the same round."""
+    refill_inbox(root, originals)
     text = config.read_text()
     threads_config = config.with_name("threads.toml")
     threads_config.write_text(re.sub(r"(?m)^file_processes = .*$", "file_processes = 0", text))
@@ -164,7 +170,8 @@ def measure_watch_once(config_path: Path) -> int:
     from watcher.pipeline.assembly import build_daemon
 
     daemon = build_daemon(load_config(config_path), stop=threading.Event())
-    workers = WorkerPeaks(daemon.file_process_ids)
+    file_workers = daemon.file_workers
+    workers = WorkerPeaks(file_workers.pids if file_workers else set())
     started = time.perf_counter()
     report = daemon.run(once=True)
     seconds = time.perf_counter() - started
@@ -178,7 +185,7 @@ def measure_watch_once(config_path: Path) -> int:
                 "ok": report.ok,
                 "seconds": seconds,
                 "peak_rss_mib": peak_rss_mib,
-                "file_processes": daemon.file_processes,
+                "file_processes": file_workers.count if file_workers else 0,
                 "worker_peak_rss_mib": max(worker_rss_mib, default=0.0),
                 "workers_peak_rss_mib_summed": sum(worker_rss_mib),
                 "stage_seconds_summed_over_batches": stages,
@@ -242,13 +249,7 @@ def main() -> int:
         rounds = []
         for _ in range(args.repeats):
             before = ceiling(extractor, batch_size=args.batch_size, batches=batches)
-            for folder in ("inbox", "processed", "data"):
-                shutil.rmtree(root / folder, ignore_errors=True)
-            (root / "inbox").mkdir()
-            for path in originals:
-                shutil.copyfile(path, root / "inbox" / path.name)
-            # The copies' writeback would otherwise run beside whatever is measured next.
-            os.sync()
+            refill_inbox(root, originals)
             measured = ours(config)
             if measured["ok"] != args.frames:
                 print(

@@ -114,13 +114,13 @@ def _log_plan(
         processor.head.version,
     )
     logger.info("instance %s, in-progress area %s", instance.name, instance.area)
-    lanes = processor.lanes
+    lanes, workers = processor.lanes, processor.file_workers
     logger.info(
         "model on %s: up to %s at once, %s each; file work on %s",
         extractor.runtime.device,
         plural(lanes.count, "batch"),
         plural(lanes.threads_each, "CPU thread"),
-        plural(processor.file_processes, "process", "processes") if processor.file_processes else "threads",
+        plural(workers.count, "process", "processes") if workers else "threads",
     )
 
 

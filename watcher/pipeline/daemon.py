@@ -24,6 +24,7 @@ from watcher.intake.readiness import ReadinessTracker
 from watcher.pipeline.backoff import is_transient
 from watcher.pipeline.claims import Claims
 from watcher.pipeline.dispatch import Dispatcher
+from watcher.pipeline.file_workers import FileWorkers
 from watcher.pipeline.head_reload import HeadReloader
 from watcher.pipeline.processing import BatchProcessor
 from watcher.pipeline.recovery import Recovery
@@ -105,12 +106,8 @@ class Daemon:
         return len(self._dispatcher.parked)
 
     @property
-    def file_processes(self) -> int:
-        return self._processor.file_processes
-
-    @property
-    def file_process_ids(self) -> set[int]:
-        return self._processor.file_process_ids
+    def file_workers(self) -> FileWorkers | None:
+        return self._processor.file_workers
 
     @property
     def in_flight_seconds(self) -> float | None:

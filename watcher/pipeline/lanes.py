@@ -36,10 +36,6 @@ class Lanes:
     all_threads: int  # the model's CPU threads, for a batch that runs alone
     shares_cores: bool = False  # the batches split the CPU threads between them (on a CPU)
 
-    @property
-    def concurrent(self) -> bool:
-        return self.count > 1
-
 
 def plan_lanes(*, on_accelerator: bool, cpu_threads: int) -> Lanes:
     threads = max(1, cpu_threads)

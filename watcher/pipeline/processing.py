@@ -136,16 +136,9 @@ class BatchProcessor:
             return None
 
     @property
-    def file_processes(self) -> int:
-        return self._workers.count if self._workers is not None else 0
-
-    @property
     def file_workers(self) -> FileWorkers | None:
+        """The file worker processes; None when the file work is on threads."""
         return self._workers
-
-    @property
-    def file_process_ids(self) -> set[int]:
-        return self._workers.pids if self._workers is not None else set()
 
     @property
     def model_on_accelerator(self) -> bool:
