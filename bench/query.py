@@ -83,7 +83,7 @@ def time_queries(database: Path, *, repeats: int) -> tuple[float, float, int]:
                               output_format=OutputFormat.JSONL)  # fmt: skip
         results_s.append(time.perf_counter() - started)
         started = time.perf_counter()
-        summarize(engine, filters=filters, by=("hour",))
+        summarize(engine, filters=filters, by=("hour",), zone=UTC)
         summary_s.append(time.perf_counter() - started)
     engine.dispose()
     return statistics.median(results_s), statistics.median(summary_s), count

@@ -94,6 +94,8 @@ def make_config(tmp_path: Path, tiny_clip: Path) -> Callable[..., Path]:
             # Tests write frames at once; a short settle keeps them quick but still exercised.
             "inbox": {"settle_ms": 0, "poll_interval_ms": 20},
             "batch": {"size": 8, "max_wait_ms": 50},
+            # Hours and days bucket in the site's zone: UTC here, whatever the host says.
+            "display": {"timezone": "UTC"},
         }
         for name, values in sections.items():
             merged.setdefault(name, {}).update(values)

@@ -157,3 +157,34 @@ def mount_tmpfs(folder: Path, *, size: str) -> None:
         ).returncode
     ):
         pytest.skip("needs root to mount a small tmpfs")
+
+
+def seed_results(url: str, rows: list[dict[str, Any]]) -> None:
+    """Result rows as the daemon writes them, on a database migrated to head: each dict gives `at`
+    (processed), and optionally `status`, `model`, `stored_path` and any other column."""
+    from sqlalchemy.orm import Session
+
+    from watcher.store.engine import make_engine
+    from watcher.store.migrate import upgrade_to_head
+    from watcher.store.schema import Result
+
+    engine = make_engine(url, busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    with Session(engine) as session, session.begin():
+        for index, values in enumerate(rows):
+            processed = values.pop("at")
+            status = values.pop("status", "ok")
+            session.add(
+                Result(
+                    frame_key=f"k{index:06d}",
+                    source_path=f"{values.get('camera') or '.'}/{index}.bmp",
+                    stored_path=values.pop("stored_path", f"/processed/{index}.bmp"),
+                    received_at=processed,
+                    processed_at=processed,
+                    status=status,
+                    model_version=values.pop("model", "v1"),
+                    error=None if status == "ok" else "not a recognised image format",
+                    **values,
+                )
+            )
+    engine.dispose()

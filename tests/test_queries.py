@@ -11,38 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.orm import Session
 
+from tests.helpers import seed_results
 from watcher.commands.main import main
 from watcher.store.engine import make_engine
 from watcher.store.export import ALL_COLUMNS, OutputFormat, write_results
-from watcher.store.migrate import upgrade_to_head
-from watcher.store.schema import Result
 
 BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-
-
-def seed(url: str, rows: list[dict[str, Any]]) -> None:
-    engine = make_engine(url, busy_timeout_ms=1000)
-    upgrade_to_head(engine)
-    with Session(engine) as session, session.begin():
-        for index, values in enumerate(rows):
-            processed = values.pop("at")
-            status = values.pop("status", "ok")
-            session.add(
-                Result(
-                    frame_key=f"k{index:06d}",
-                    source_path=f"{values.get('camera') or '.'}/{index}.bmp",
-                    stored_path=f"/processed/{index}.bmp",
-                    received_at=processed,
-                    processed_at=processed,
-                    status=status,
-                    model_version=values.pop("model", "v1"),
-                    error=None if status == "ok" else "not a recognised image format",
-                    **values,
-                )
-            )
-    engine.dispose()
 
 
 @pytest.fixture
@@ -50,7 +25,7 @@ def seeded(make_config: Callable[..., Path], tmp_path: Path, database_url: str) 
     # Every query test runs on SQLite and on PostgreSQL: the same commands, the same answers.
     config = make_config(database={"url": database_url})
     (tmp_path / "data").mkdir()
-    seed(
+    seed_results(
         database_url,
         [
             {"at": BASE, "camera": "cam-07", "label": "female", "probability": 0.9},
@@ -194,10 +169,10 @@ def test_summary_by_camera_and_hour(seeded: Path, capsys: pytest.CaptureFixture[
     assert _run(seeded, "summary", "--by", "camera,hour", "--since", "2026-11-25", "--format", "json") == 0
     rows = _json(capsys)
     assert [(row["camera"], row["hour"], row["total"]) for row in rows] == [
-        ("cam-01", "2026-11-25T09:00:00Z", 1),
-        ("cam-01", "2026-11-25T11:00:00Z", 1),
-        ("cam-07", "2026-11-25T08:00:00Z", 2),
-        ("cam-07", "2026-11-25T09:00:00Z", 1),
+        ("cam-01", "2026-11-25T09:00:00+00:00", 1),
+        ("cam-01", "2026-11-25T11:00:00+00:00", 1),
+        ("cam-07", "2026-11-25T08:00:00+00:00", 2),
+        ("cam-07", "2026-11-25T09:00:00+00:00", 1),
     ]
     cam07_8h = rows[2]
     assert (cam07_8h["female"], cam07_8h["male"], cam07_8h["failed"]) == (1, 1, 0)

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import NoReturn
 
 from watcher.commands.exit_codes import EXIT_USAGE
 from watcher.store.summary import DIMENSIONS
-
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+from watcher.times import parse_time
 
 
 class UsageError(Exception):
@@ -52,36 +50,23 @@ def add_debug(parser: argparse.ArgumentParser, *, default: object) -> None:
     )
 
 
-def parse_time(text: str, *, now: datetime | None = None) -> datetime:
-    """An aware UTC datetime; naive ISO input is taken as UTC. Raises ValueError with the rule."""
-    now = now or datetime.now(UTC)
-    lowered = text.strip().lower()
-    if lowered == "now":
-        return now
-    if lowered in ("today", "yesterday"):
-        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return midnight - timedelta(days=1 if lowered == "yesterday" else 0)
-    match = _RELATIVE.match(lowered)
-    try:
-        if match:
-            amount, unit = float(match.group(1)), match.group(2)
-            return now - timedelta(**{_UNITS[unit]: amount})
-        parsed = datetime.fromisoformat(text.strip())
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"out of range: {text!r} (times go from year 1 to 9999)") from None
-    except ValueError:
-        raise ValueError(
-            f"not a time: {text!r} (use an ISO timestamp like 2026-11-25T08:00, "
-            "or a relative one like 30m, 2h, 7d, today, yesterday)"
-        ) from None
+@dataclass(frozen=True)
+class WrittenTime:
+    """A time as typed, checked at once; what instant it is depends on the site's zone, which is
+    known only once the config is read."""
+
+    text: str
+
+    def at(self, zone: tzinfo) -> datetime:
+        return parse_time(self.text, zone=zone)
 
 
-def time_type(text: str) -> datetime:
+def time_type(text: str) -> WrittenTime:
     try:
-        return parse_time(text)
+        parse_time(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return WrittenTime(text)
 
 
 def probability_type(text: str) -> float:

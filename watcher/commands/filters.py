@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import tzinfo
 
 from sqlalchemy import Engine
 
@@ -11,6 +12,7 @@ from watcher.commands.arguments import UsageError, probability_type, time_type
 from watcher.store.export import OutputFormat
 from watcher.store.queries import (
     ResultFilter,
+    TimeBasis,
     known_cameras,
     known_model_versions,
     unseen_cameras,
@@ -18,15 +20,24 @@ from watcher.store.queries import (
 )
 
 
-def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+def add_filter_arguments(parser: argparse.ArgumentParser, *, time_basis: TimeBasis) -> None:
+    """The filters; `time_basis` is the default of --time (captured for summaries, processed for rows)."""
     parser.add_argument(
         "--camera", action="append", default=[], metavar="NAME", help="only this camera (repeatable)"
     )
     parser.add_argument(
-        "--since", type=time_type, metavar="TIME", help="processed at or after (ISO, or 2h, 7d, today)"
+        "--since",
+        type=time_type,
+        metavar="TIME",
+        help="at or after (ISO, or 2h, 7d, today; the site's zone: display.timezone)",
     )
+    parser.add_argument("--until", type=time_type, metavar="TIME", help="before (ISO, or 30m, yesterday)")
     parser.add_argument(
-        "--until", type=time_type, metavar="TIME", help="processed before (ISO, or 30m, yesterday)"
+        "--time",
+        choices=tuple(str(basis) for basis in TimeBasis),
+        default=str(time_basis),
+        help="which time --since/--until (and hours, days) follow: the frame file's (captured) or "
+        f"the row's (processed); default {time_basis}",
     )
     parser.add_argument("--label", choices=("female", "male"), help="only this label")
     parser.add_argument(
@@ -38,20 +49,22 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=formats, default="table", help="output format (default table)")
 
 
-def filters_from(args: argparse.Namespace) -> ResultFilter:
-    """The filter the arguments ask for; UsageError when --since is not before --until."""
-    if args.since is not None and args.until is not None and args.since >= args.until:
-        raise UsageError(
-            f"--since ({args.since.isoformat()}) must be before --until ({args.until.isoformat()})"
-        )
+def filters_from(args: argparse.Namespace, *, zone: tzinfo) -> ResultFilter:
+    """The filter the arguments ask for, times read in the site's `zone`; UsageError when --since
+    is not before --until."""
+    since = args.since.at(zone) if args.since is not None else None
+    until = args.until.at(zone) if args.until is not None else None
+    if since is not None and until is not None and since >= until:
+        raise UsageError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
     return ResultFilter(
         cameras=tuple(args.camera),
-        since=args.since,
-        until=args.until,
+        since=since,
+        until=until,
         label=args.label,
         min_probability=args.min_probability,
         status=args.status,
         model_version=args.model,
+        time_basis=TimeBasis(args.time),
     )
 
 

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from watcher.commands import (
     completion,
+    dataset,
     db,
     evaluate,
     fetch,
@@ -28,6 +29,7 @@ from watcher.commands import (
     rescore,
     results,
     selftest,
+    serve,
     status,
     summary,
     train,
@@ -64,6 +66,8 @@ COMMANDS: dict[str, Command] = {
     "results": results,
     "summary": summary,
     "status": status,
+    "serve": serve,
+    "dataset": dataset,
     "train": train,
     "evaluate": evaluate,
     "models": models,

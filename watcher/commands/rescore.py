@@ -53,7 +53,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         classify=lambda blobs: head.predict(unpack_embeddings(blobs)),
         model_version=head.version,
         embedding_model=embedding_model,
-        since=args.since,
+        since=args.since.at(config.display.zone) if args.since is not None else None,
     )
     print(f"rescored {plural(report.rescored, 'row')} with {head.version}")
     if report.skipped:

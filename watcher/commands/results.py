@@ -11,7 +11,7 @@ from watcher.commands.filters import add_filter_arguments, filters_from, warn_un
 from watcher.config import Config
 from watcher.store.export import OutputFormat, iter_results, write_results
 from watcher.store.opening import open_database
-from watcher.store.queries import count_results
+from watcher.store.queries import TimeBasis, count_results
 
 HELP = "result rows, newest first, filtered; tables or exports"
 # A table is for a screen; exports get every matching row unless asked.
@@ -20,7 +20,7 @@ TABLE_ROWS = 20
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
-    add_filter_arguments(parser)
+    add_filter_arguments(parser, time_basis=TimeBasis.PROCESSED)
     parser.add_argument(
         "--limit",
         type=positive_int_type,
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
-    filters = filters_from(args)
+    filters = filters_from(args, zone=config.display.zone)
     engine = open_database(config, migrate=False, read_only=True)
     warn_unseen(engine, filters)
     output_format = OutputFormat(args.format)

@@ -1,4 +1,4 @@
-"""`cctv-gender summary`: counts per camera and per hour or day, with shares; optionally a plot."""
+"""`cctv-gender summary`: counts per camera and per local hour or day, with shares; optionally a plot."""
 
 from __future__ import annotations
 
@@ -11,32 +11,38 @@ from watcher.commands.filters import add_filter_arguments, filters_from, warn_un
 from watcher.config import Config
 from watcher.store.export import OutputFormat, write_results
 from watcher.store.opening import open_database
-from watcher.store.summary import COUNT_COLUMNS, plot_counts, summarize
+from watcher.store.queries import TimeBasis
+from watcher.store.summary import COUNT_COLUMNS, summarize
 
 HELP = "counts per camera and per hour or day, with shares"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
-    add_filter_arguments(parser)
+    add_filter_arguments(parser, time_basis=TimeBasis.CAPTURED)
     parser.add_argument(
         "--by",
         type=dimensions_type,
         default=("camera",),
         metavar="DIMS",
-        help="comma-separated: camera, hour, day (default camera); times are UTC",
+        help="comma-separated: camera, hour, day (default camera); hours and days are the site's "
+        "(display.timezone)",
     )
     parser.add_argument(
-        "--plot", type=output_file_type, metavar="FILE.png", help="also draw the counts over time per camera"
+        "--plot",
+        type=output_file_type,
+        metavar="FILE.png",
+        help="also draw female and male frames over time, per camera",
     )
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
-    filters = filters_from(args)
+    zone = config.display.zone
+    filters = filters_from(args, zone=zone)
     engine = open_database(config, migrate=False, read_only=True)
     warn_unseen(engine, filters)
     by: tuple[str, ...] = args.by
-    rows = summarize(engine, filters=filters, by=by)
+    rows = summarize(engine, filters=filters, by=by, zone=zone)
     columns = (*by, *COUNT_COLUMNS)
     write_results(
         iter(rows),
@@ -46,8 +52,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
         table_columns=columns,
     )
     if args.plot is not None:
+        from watcher.commands.plotting import plot_counts  # matplotlib only when asked
+
         unit = next((name for name in by if name in ("hour", "day")), "hour")
-        plot_rows = summarize(engine, filters=filters, by=("camera", unit))
-        plot_counts(plot_rows, args.plot, unit=unit)
+        plot_rows = summarize(engine, filters=filters, by=("camera", unit), zone=zone)
+        plot_counts(plot_rows, args.plot, unit=unit, zone=zone)
         print(f"plot: {args.plot}", file=sys.stderr)
     return EXIT_OK

@@ -19,6 +19,7 @@ from watcher.config.errors import ConfigError, describe
 from watcher.config.folders import PathsConfig
 from watcher.config.root import IN_PROGRESS_DIRNAME, Config
 from watcher.config.sections import BatchConfig, InboxConfig, LoggingConfig, MetricsConfig, StatusConfig
+from watcher.config.web import DisplayConfig, WebConfig
 
 __all__ = [
     "DEFAULT_CONFIG_LOCATIONS",
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "ConfigSource",
     "DatabaseConfig",
+    "DisplayConfig",
     "InboxConfig",
     "LoggingConfig",
     "MetricsConfig",
@@ -35,6 +37,7 @@ __all__ = [
     "PathsConfig",
     "StatusConfig",
     "TrainingConfig",
+    "WebConfig",
     "ZeroShotConfig",
     "find_config",
     "load_config",

@@ -14,6 +14,7 @@ from watcher.config.database import DatabaseConfig
 from watcher.config.errors import raise_problems
 from watcher.config.folders import PathsConfig
 from watcher.config.sections import BatchConfig, InboxConfig, LoggingConfig, MetricsConfig, StatusConfig
+from watcher.config.web import DisplayConfig, WebConfig
 from watcher.store.engine import sqlite_file
 
 IN_PROGRESS_DIRNAME = ".in-progress"
@@ -31,6 +32,8 @@ class Config(Section):
     metrics: MetricsConfig = Field(default_factory=unset_section, description=MetricsConfig.__doc__)
     status: StatusConfig = Field(default_factory=unset_section, description=StatusConfig.__doc__)
     logging: LoggingConfig = Field(default_factory=unset_section, description=LoggingConfig.__doc__)
+    web: WebConfig = Field(default_factory=unset_section, description=WebConfig.__doc__)
+    display: DisplayConfig = Field(default_factory=unset_section, description=DisplayConfig.__doc__)
     # Not a key: where the file was read from, taken from the validation context.
     _source: Path | None = PrivateAttr(default=None)
 

@@ -73,12 +73,12 @@ def write_results(
         return count
     if output_format == OutputFormat.JSONL:
         for row in rows:
-            out.write(json.dumps(_json_row(row)) + "\n")
+            out.write(json.dumps(json_row(row)) + "\n")
             count += 1
         return count
     out.write("[")
     for row in rows:
-        out.write(("\n  " if count == 0 else ",\n  ") + json.dumps(_json_row(row)))
+        out.write(("\n  " if count == 0 else ",\n  ") + json.dumps(json_row(row)))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
@@ -88,7 +88,7 @@ def iso_utc(value: datetime) -> str:
     return value.isoformat(timespec="milliseconds")
 
 
-def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
     return {key: iso_utc(value) if isinstance(value, datetime) else value for key, value in row.items()}
 
 

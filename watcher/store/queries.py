@@ -4,13 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.elements import ColumnElement
 
 from watcher.store.schema import Result
 from watcher.store.session import translated_errors
+
+
+class TimeBasis(StrEnum):
+    """Which time of a frame `--since/--until` and the summaries' hours and days follow."""
+
+    # The frame file's time (when the camera system wrote it): a backfill of old frames lands in
+    # the hours they were taken. Rows without one fall back to their processing time.
+    CAPTURED = "captured"
+    PROCESSED = "processed"
+
+
+def time_column(basis: TimeBasis) -> ColumnElement[datetime]:
+    if basis == TimeBasis.CAPTURED:
+        return func.coalesce(Result.file_mtime, Result.processed_at)
+    return Result.processed_at.expression
 
 
 @dataclass(frozen=True)
@@ -22,14 +39,20 @@ class ResultFilter:
     min_probability: float | None = None
     status: str | None = None
     model_version: str | None = None
+    time_basis: TimeBasis = TimeBasis.PROCESSED
+    # Paging newest first: only rows older (smaller id) than this one.
+    before_id: int | None = None
 
     def apply(self, statement: Select[Any]) -> Select[Any]:
         if self.cameras:
             statement = statement.where(Result.camera.in_(self.cameras))
+        at = time_column(self.time_basis)
         if self.since is not None:
-            statement = statement.where(Result.processed_at >= self.since)
+            statement = statement.where(at >= self.since)
         if self.until is not None:
-            statement = statement.where(Result.processed_at < self.until)
+            statement = statement.where(at < self.until)
+        if self.before_id is not None:
+            statement = statement.where(Result.id < self.before_id)
         if self.label is not None:
             statement = statement.where(Result.label == self.label)
         if self.min_probability is not None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -122,6 +123,26 @@ class Instance(Base):
     # crashed or was killed), and when that run was last seen. Kept across heartbeats.
     crashes: Mapped[int] = mapped_column(Integer, server_default="0")
     last_crash_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Review(Base):
+    """An operator's judgement of one frame (`cctv-gender serve`'s review page or API). The model's
+    row is never rewritten: the newest review of a frame is what `dataset export` trains on."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[int] = mapped_column(Integer, ForeignKey("results.id", ondelete="CASCADE"))
+    # female, male, or unsure (left out of training sets).
+    label: Mapped[str] = mapped_column(String(16))
+    # The token's name (web.token_name), or `local` when the web server needs no token.
+    reviewer: Mapped[str] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("label IN ('female', 'male', 'unsure')", name="label"),
+        Index("ix_reviews_result_id_id", "result_id", "id"),
+    )
 
 
 def utc_now() -> datetime:

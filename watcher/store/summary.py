@@ -1,14 +1,22 @@
-"""`cctv-gender summary`: counts per camera and per hour or day, with shares and mean probability."""
+"""`cctv-gender summary`: counts per camera and per hour or day, with shares and mean probability.
+
+Hours and days are the site's (`display.timezone`), not UTC's. Neither SQLite nor every
+PostgreSQL knows the site's rules, so the database counts per quarter hour in UTC (every time zone
+in use is a whole number of quarter hours from UTC) and the quarters are added up into local hours
+and days here: a 30-minute-offset zone, a daylight-saving change and a 23-hour day all come out
+right, and only cameras × quarters rows ever leave the database.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import Engine, Select, case, func, select
+from sqlalchemy import BigInteger, Engine, Integer, Select, case, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from watcher.store.queries import ResultFilter
+from watcher.store.queries import ResultFilter, time_column
 from watcher.store.records import Status
 from watcher.store.schema import Result
 from watcher.store.session import translated_errors
@@ -17,69 +25,99 @@ DIMENSIONS = ("camera", "hour", "day")
 COUNT_COLUMNS = (
     "total", "female", "male", "failed", "female_share", "male_share", "failed_share", "mean_probability",
 )  # fmt: skip
+QUARTER_S = 900
 
 
-def _bucket(engine: Engine, unit: str) -> ColumnElement[Any]:
-    """processed_at truncated to the hour or day, as ISO 8601 UTC text."""
+def _quarter(engine: Engine, filters: ResultFilter) -> ColumnElement[Any]:
+    """The row's time (captured or processed) as whole quarter hours since the epoch, UTC."""
+    at = time_column(filters.time_basis)
     if engine.dialect.name == "sqlite":
-        pattern = "%Y-%m-%dT%H:00:00Z" if unit == "hour" else "%Y-%m-%d"
-        return func.strftime(pattern, Result.processed_at)
-    pattern = 'YYYY-MM-DD"T"HH24:00:00"Z"' if unit == "hour" else "YYYY-MM-DD"
-    return func.to_char(func.date_trunc(unit, Result.processed_at), pattern)
+        return cast(func.strftime("%s", at), Integer) / QUARTER_S
+    # Stored without a zone, as UTC: the epoch of such a timestamp is taken as UTC.
+    return cast(func.floor(func.extract("epoch", at) / QUARTER_S), BigInteger)
 
 
-def summarize(engine: Engine, *, filters: ResultFilter, by: tuple[str, ...]) -> list[dict[str, Any]]:
-    dimensions = [(Result.camera if name == "camera" else _bucket(engine, name)).label(name) for name in by]
+@dataclass
+class _Counts:
+    total: int = 0
+    female: int = 0
+    male: int = 0
+    failed: int = 0
+    probability_sum: float = 0.0
+    probability_count: int = 0
+    first_quarter: int | None = None  # for sorting local hours by their instant
+
+    def add(self, row: Any, quarter: int | None) -> None:
+        if quarter is not None and (self.first_quarter is None or quarter < self.first_quarter):
+            self.first_quarter = quarter
+        self.total += int(row.total)
+        self.female += int(row.female or 0)
+        self.male += int(row.male or 0)
+        self.failed += int(row.failed or 0)
+        self.probability_sum += float(row.probability_sum or 0.0)
+        self.probability_count += int(row.probability_count or 0)
+
+    def entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "total": self.total, "female": self.female, "male": self.male, "failed": self.failed,
+        }  # fmt: skip
+        for name in ("female", "male", "failed"):
+            entry[f"{name}_share"] = round(entry[name] / self.total, 4)
+        mean = self.probability_sum / self.probability_count if self.probability_count else None
+        entry["mean_probability"] = round(mean, 4) if mean is not None else None
+        return entry
+
+
+def local_bucket(quarter: int, *, unit: str, zone: tzinfo) -> str:
+    """The local hour (ISO with its offset, so the repeated hour of a daylight-saving change stays
+    two hours) or day (ISO date) a UTC quarter hour falls in."""
+    local = datetime.fromtimestamp(quarter * QUARTER_S, zone)
+    if unit == "day":
+        return local.date().isoformat()
+    return local.replace(minute=0, second=0, microsecond=0).isoformat()
+
+
+def summarize(
+    engine: Engine, *, filters: ResultFilter, by: tuple[str, ...], zone: tzinfo
+) -> list[dict[str, Any]]:
+    """One entry per camera and/or local hour or day that has rows, in that order."""
+    unit = next((name for name in by if name in ("hour", "day")), None)
+    keys: list[ColumnElement[Any]] = []
+    if "camera" in by:
+        keys.append(Result.camera.label("camera"))
+    if unit is not None:
+        keys.append(_quarter(engine, filters).label("quarter"))
     ok = Result.status == Status.OK
+    ok_probability = case((ok, Result.probability), else_=None)
     statement: Select[Any] = select(
-        *dimensions,
+        *keys,
         func.count().label("total"),
         func.sum(case((ok & (Result.label == "female"), 1), else_=0)).label("female"),
         func.sum(case((ok & (Result.label == "male"), 1), else_=0)).label("male"),
         func.sum(case((Result.status == Status.FAILED, 1), else_=0)).label("failed"),
-        func.avg(case((ok, Result.probability), else_=None)).label("mean_probability"),
+        func.sum(ok_probability).label("probability_sum"),
+        func.count(ok_probability).label("probability_count"),
     )
     statement = filters.apply(statement)
-    if dimensions:
-        statement = statement.group_by(*dimensions).order_by(*dimensions)
-    rows = []
+    if keys:
+        statement = statement.group_by(*keys)
+    groups: dict[tuple[Any, ...], _Counts] = {}
     with translated_errors(), engine.connect() as connection:
-        for row in connection.execute(statement).mappings():
-            total = int(row["total"])
-            if total == 0:
+        for row in connection.execute(statement):
+            if int(row.total) == 0:
                 continue
-            entry = {name: row[name] for name in by}
-            entry.update(
-                total=total, female=int(row["female"]), male=int(row["male"]), failed=int(row["failed"])
-            )
-            for name in ("female", "male", "failed"):
-                entry[f"{name}_share"] = round(entry[name] / total, 4)
-            mean = row["mean_probability"]
-            entry["mean_probability"] = round(float(mean), 4) if mean is not None else None
-            rows.append(entry)
+            camera = row.camera if "camera" in by else None
+            quarter = int(row.quarter) if unit is not None else None
+            bucket = local_bucket(quarter, unit=unit, zone=zone) if quarter is not None and unit else None
+            groups.setdefault((camera, bucket), _Counts()).add(row, quarter)
+
+    def order(key: tuple[str | None, str | None]) -> tuple[bool, str, int]:
+        # Frames without a camera first, then by name; hours by their instant, so the repeated
+        # hour of a daylight-saving change keeps its place.
+        return (key[0] is not None, key[0] or "", groups[key].first_quarter or 0)
+
+    rows = []
+    for camera, bucket in sorted(groups, key=order):
+        entry: dict[str, Any] = {name: camera if name == "camera" else bucket for name in by}
+        rows.append({**entry, **groups[(camera, bucket)].entry()})
     return rows
-
-
-def plot_counts(rows: list[dict[str, Any]], path: Path, *, unit: str) -> None:
-    """Frames over time, one line per camera."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series: dict[str, dict[str, int]] = {}
-    for row in rows:
-        series.setdefault(row["camera"] or "(no camera)", {})[row[unit]] = row["total"]
-    buckets = sorted({bucket for points in series.values() for bucket in points})
-    figure, axis = plt.subplots(figsize=(10, 4.5))
-    for camera, points in sorted(series.items()):
-        axis.plot(buckets, [points.get(bucket, 0) for bucket in buckets], marker="o", label=camera)
-    axis.set_xlabel(f"{unit} (UTC)")
-    axis.set_ylabel("frames")
-    axis.set_title(f"Frames per camera and {unit}")
-    if series:  # an empty plot (no matching rows) has no legend to draw
-        axis.legend(loc="upper left", fontsize="small")
-    axis.tick_params(axis="x", labelrotation=45)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)

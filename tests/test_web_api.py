@@ -1,0 +1,219 @@
+"""`cctv-gender serve`'s JSON API and pages through FastAPI's test client, on SQLite and PostgreSQL:
+the same answers as the command line, frames as pictures (and never a file outside processed/ or
+failed/), reviews in their own table, the token and CSRF refusals."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from model.synthetic import bmp_bytes
+from tests.helpers import query_url, seed_results
+from watcher.commands.main import main
+from watcher.config import load_config
+from watcher.store.opening import open_database
+from watcher.web.app import create_app
+from watcher.web.context import WebContext
+from watcher.web.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Gate
+
+BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture
+def site(make_config: Callable[..., Path], tmp_path: Path, database_url: str) -> Callable[..., Any]:
+    """A config, a database with rows whose frames are real files in processed/, and a way to get
+    a test client on it (with or without a token)."""
+    processed = tmp_path / "processed"
+    (processed / "cam-07").mkdir(parents=True)
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "data").mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the browser")
+    rows: list[dict[str, Any]] = []
+    for index in range(4):
+        frame = processed / "cam-07" / f"{index}.bmp"
+        frame.write_bytes(bmp_bytes(width=64, height=48, seed=index))
+        rows.append(
+            {
+                "at": BASE + timedelta(minutes=20 * index),
+                "camera": "cam-07",
+                "label": "female" if index % 2 else "male",
+                "probability": 0.55 + 0.1 * index,
+                "stored_path": str(frame),
+            }
+        )
+    rows.append({"at": BASE, "camera": "cam-01", "label": "male", "probability": 0.9,
+                 "stored_path": str(processed / "gone.bmp")})  # fmt: skip
+    # A forged row: its stored_path walks out of processed/ to a file that exists.
+    rows.append({"at": BASE, "camera": "cam-01", "label": "male", "probability": 0.9,
+                 "stored_path": str(processed / ".." / "secret.txt")})  # fmt: skip
+    seed_results(database_url, rows)
+
+    def client(**web: Any) -> TestClient:
+        config = load_config(make_config(database={"url": database_url}, web=web))
+        reader = open_database(config, migrate=False, read_only=True)
+        writer = open_database(config, migrate=False)
+        gate = Gate(token=config.web.token, token_name=config.web.token_name)
+        made = TestClient(create_app(WebContext(config=config, reader=reader, writer=writer, gate=gate)))
+        made.config_path = config.source  # type: ignore[attr-defined]
+        return made
+
+    return client
+
+
+@pytest.fixture
+def client(site: Callable[..., TestClient]) -> Iterator[TestClient]:
+    with site() as made:
+        yield made
+
+
+def _cli_json(config: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> Any:
+    assert main([*args, "--config", str(config), "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_results_are_the_command_lines_objects(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = client.config_path  # type: ignore[attr-defined]
+    for query, arguments in (
+        ("", ()),
+        ("?camera=cam-07&label=female", ("--camera", "cam-07", "--label", "female")),
+        ("?camera=cam-07&camera=cam-01&min_probability=0.7", ("--camera", "cam-07", "--camera", "cam-01",
+                                                              "--min-probability", "0.7")),
+        ("?since=2026-11-25T08:30&until=2026-11-25T09:30", ("--since", "2026-11-25T08:30",
+                                                            "--until", "2026-11-25T09:30")),
+    ):  # fmt: skip
+        response = client.get(f"/api/results{query}")
+        assert response.status_code == 200, response.text
+        assert response.json() == _cli_json(config, "results", *arguments, capsys=capsys), query
+
+
+def test_results_page_on_with_the_link_header(client: TestClient) -> None:
+    first = client.get("/api/results?limit=4")
+    assert [row["id"] for row in first.json()] == [6, 5, 4, 3]
+    following = first.links["next"]["url"]
+    second = client.get(following)
+    assert [row["id"] for row in second.json()] == [2, 1]
+    assert "next" not in second.links
+
+
+def test_summary_is_the_command_lines_and_follows_the_time_zone(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = client.config_path  # type: ignore[attr-defined]
+    response = client.get("/api/summary?by=camera,hour")
+    assert response.json() == _cli_json(config, "summary", "--by", "camera,hour", capsys=capsys)
+    # Kolkata is UTC+5:30: 08:00, 08:20, 08:40 UTC are 13:30-14:10 local, across two local hours.
+    hours = client.get("/api/summary?by=hour&tz=Asia/Kolkata&camera=cam-07").json()
+    assert [(row["hour"], row["total"]) for row in hours] == [
+        ("2026-11-25T13:00:00+05:30", 2),
+        ("2026-11-25T14:00:00+05:30", 2),
+    ]
+    assert client.get("/api/summary?by=hour,day").status_code == 422
+    assert client.get("/api/summary?tz=Mars/Olympus").status_code == 422
+
+
+def test_a_frame_is_served_as_a_thumbnail_and_a_gone_one_is_404(client: TestClient) -> None:
+    response = client.get("/api/frames/1/image?size=32")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(response.content)).size) == 32
+    assert client.get("/api/frames/5/image").status_code == 404  # its file is gone
+    assert client.get("/api/frames/999/image").status_code == 404  # no such row
+    assert client.get("/api/frames/1/image?size=99999").status_code == 422
+
+
+def test_a_forged_stored_path_outside_processed_is_refused(client: TestClient) -> None:
+    response = client.get("/api/frames/6/image")
+    assert response.status_code == 403
+    assert b"not for the browser" not in response.content
+
+
+def test_reviews_go_to_their_own_table(client: TestClient, database_url: str) -> None:
+    response = client.post("/api/results/2/review", json={"label": "male"})
+    assert response.status_code == 200, response.text
+    assert response.json()["reviewer"] == "local" and response.json()["label"] == "male"
+    assert client.post("/api/results/2/review", json={"label": "unsure"}).status_code == 200
+    assert client.post("/api/results/999/review", json={"label": "male"}).status_code == 404
+    assert client.post("/api/results/2/review", json={"label": "cat"}).status_code == 422
+    reviews = query_url(database_url, "SELECT result_id, label, reviewer FROM reviews ORDER BY id")
+    assert reviews == [(2, "male", "local"), (2, "unsure", "local")]
+    # The model's row is never rewritten.
+    assert query_url(database_url, "SELECT label FROM results WHERE id = 2") == [("female",)]
+
+
+def test_the_pages_render(client: TestClient) -> None:
+    for path in ("/", "/?days=1", "/?days=30", "/review", "/review?all=true&camera=cam-07", "/frames/1"):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text[:500])
+        assert "cctv-gender" in response.text
+    assert client.get("/frames/999").status_code == 404
+    review = client.get("/review").text
+    # Least confident first: probability 0.55 (id 1) before 0.65 (id 2).
+    assert review.index('data-id="1"') < review.index('data-id="2"')
+
+
+def test_a_token_is_needed_for_every_request(site: Callable[..., TestClient], database_url: str) -> None:
+    with site(token=TOKEN, token_name="alice") as client:
+        for path in ("/api/results", "/api/summary", "/api/frames/1/image", "/healthz"):
+            assert client.get(path).status_code == 401, path
+        page = client.get("/review")
+        assert page.status_code == 401 and 'name="token"' in page.text  # the login form
+        assert client.get("/api/results", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.get("/api/results", headers=bearer).status_code == 200
+        # A bearer call is no browser's: it needs no CSRF token.
+        posted = client.post("/api/results/1/review", json={"label": "female"}, headers=bearer)
+        assert posted.status_code == 200
+    assert query_url(database_url, "SELECT reviewer FROM reviews") == [("alice",)]
+
+
+def test_the_login_form_sets_a_session(site: Callable[..., TestClient]) -> None:
+    with site(token=TOKEN) as client:
+        client.get("/login")
+        csrf = client.cookies[CSRF_COOKIE]
+        refused = client.post("/login", data={"token": "nope", "csrf_token": csrf}, follow_redirects=False)
+        assert refused.status_code == 401
+        assert client.post("/login", data={"token": TOKEN, "csrf_token": "forged"}).status_code == 403
+        done = client.post("/login", data={"token": TOKEN, "csrf_token": csrf, "next": "//evil.example/"},
+                           follow_redirects=False)  # fmt: skip
+        assert done.status_code == 303 and done.headers["location"] == "/"
+        assert SESSION_COOKIE in client.cookies
+        assert client.get("/review").status_code == 200
+        assert client.get("/api/results").status_code == 200
+
+
+def test_browser_posts_need_the_csrf_token(client: TestClient, database_url: str) -> None:
+    client.get("/review")  # sets the CSRF cookie, as a browser's first page would
+    csrf = client.cookies[CSRF_COOKIE]
+    # A cookie-carrying (browser) request without the token, or with a wrong one: refused.
+    assert client.post("/api/results/1/review", json={"label": "male"}).status_code == 403
+    wrong = {CSRF_HEADER: "x" * 43}
+    assert client.post("/api/results/1/review", json={"label": "male"}, headers=wrong).status_code == 403
+    # Another site's page posting here: refused whatever it sends.
+    evil = {CSRF_HEADER: csrf, "Origin": "http://evil.example"}
+    assert client.post("/api/results/1/review", json={"label": "male"}, headers=evil).status_code == 403
+    form = {"label": "female", "csrf_token": "forged", "next": "/review"}
+    assert client.post("/frames/1/review", data=form, follow_redirects=False).status_code == 403
+    assert query_url(database_url, "SELECT count(*) FROM reviews") == [(0,)]
+    ours = {CSRF_HEADER: csrf, "Origin": "http://testserver"}
+    assert client.post("/api/results/1/review", json={"label": "male"}, headers=ours).status_code == 200
+    form["csrf_token"] = csrf
+    posted = client.post("/frames/1/review", data=form, follow_redirects=False)
+    assert posted.status_code == 303 and posted.headers["location"] == "/review"
+    assert query_url(database_url, "SELECT label FROM reviews ORDER BY id") == [("male",), ("female",)]
+
+
+def test_healthz_answers_with_the_status(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code in (200, 503)
+    assert "healthy" in response.json()

@@ -1,0 +1,102 @@
+"""`cctv-gender dataset export DIR`: a labelled folder (`DIR/FEMALE/`, `DIR/MALE/`, the layout
+`train --data` reads) from the frames operators reviewed, with a manifest of what went where."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+from pathlib import Path
+
+from watcher.commands.arguments import UsageError, add_config, folder_to_make_type
+from watcher.commands.exit_codes import EXIT_OK
+from watcher.commands.filters import add_filter_arguments, filters_from
+from watcher.config import Config
+from watcher.store.opening import open_database
+from watcher.store.queries import TimeBasis
+from watcher.store.reviews import ReviewedFrame, ReviewLabel, labelled_frames
+from watcher.web.frames import FrameGone, FrameRefused, frame_file, frame_roots
+from watcher.wording import plural
+
+HELP = "a labelled training folder from reviewed frames"
+MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ("result_id", "label", "label_from", "camera", "stored_path", "exported_as", "how")
+CLASS_FOLDERS = {"female": "FEMALE", "male": "MALE"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    export = actions.add_parser("export", help="write DIR/FEMALE and DIR/MALE (hard links, else copies)")
+    add_config(export)
+    export.add_argument("folder", type=folder_to_make_type, metavar="DIR", help="a new or empty folder")
+    export.add_argument(
+        "--reviewed",
+        action="store_true",
+        help="only frames an operator reviewed (default: also the rest, labelled by the model)",
+    )
+    add_filter_arguments(export, time_basis=TimeBasis.CAPTURED)
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    folder: Path = args.folder
+    if folder.exists() and any(folder.iterdir()):
+        raise UsageError(f"{folder} is not empty: export into a new folder")
+    filters = filters_from(args, zone=config.display.zone)
+    engine = open_database(config, migrate=False, read_only=True)
+    roots = frame_roots(config.paths.processed, config.paths.failed)
+    for name in CLASS_FOLDERS.values():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    counts = {"female": 0, "male": 0, "skipped": 0}
+    with (folder / MANIFEST).open("w", newline="", encoding="utf-8") as out:
+        manifest = csv.writer(out)
+        manifest.writerow(MANIFEST_COLUMNS)
+        for frame in labelled_frames(engine, filters=filters, reviewed_only=args.reviewed):
+            label, label_from = _training_label(frame)
+            if label is None:
+                continue  # `unsure`: looked at, nothing to learn from
+            exported, how = _export_one(frame, folder / CLASS_FOLDERS[label], roots=roots)
+            counts[label if exported else "skipped"] += 1
+            manifest.writerow(
+                (
+                    frame.result_id,
+                    label,
+                    label_from,
+                    frame.camera or "",
+                    frame.stored_path,
+                    exported or "",
+                    how,
+                )
+            )
+    engine.dispose()
+    print(
+        f"exported {plural(counts['female'], 'female frame')} and {plural(counts['male'], 'male frame')} "
+        f"to {folder} (manifest: {folder / MANIFEST})"
+    )
+    if counts["skipped"]:
+        print(f"{plural(counts['skipped'], 'frame')} skipped: file gone or outside processed/ (see manifest)")
+    return EXIT_OK
+
+
+def _training_label(frame: ReviewedFrame) -> tuple[str | None, str]:
+    """The review's label wins; an unreviewed frame keeps the model's."""
+    if frame.review_label is not None:
+        return (None if frame.review_label == ReviewLabel.UNSURE else str(frame.review_label)), "review"
+    return frame.model_label, "model"
+
+
+def _export_one(frame: ReviewedFrame, folder: Path, *, roots: tuple[Path, ...]) -> tuple[str | None, str]:
+    try:
+        source = frame_file(frame.stored_path, roots=roots)
+    except FrameRefused:
+        return None, "refused: outside processed/ and failed/"
+    except FrameGone:
+        return None, "missing"
+    # The id keeps names unique (two cameras both have 0001.bmp); the suffix keeps the format.
+    target = folder / f"{frame.result_id}{source.suffix.lower() or '.bmp'}"
+    try:
+        os.link(source, target)
+        return str(target), "link"
+    except OSError:  # another filesystem, or links not allowed there
+        shutil.copy2(source, target)
+        return str(target), "copy"

@@ -1,0 +1,106 @@
+"""The `[web]` section (`cctv-gender serve`) and the `[display]` section (the site's time zone)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from datetime import UTC, tzinfo
+from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from watcher.config.base import OptionalText, Section
+from watcher.config.errors import raise_problems
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 in brackets) as (host, port); ValueError naming the rule."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT, like 127.0.0.1:8600")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+class WebConfig(Section):
+    """The web dashboard, review pages and JSON API (`cctv-gender serve`)."""
+
+    listen: str = Field(
+        "127.0.0.1:8600",
+        description="Where `cctv-gender serve` listens, HOST:PORT. An address other than loopback "
+        "needs web.token.",
+    )
+    token: OptionalText = Field(
+        None,
+        description="Not set: no login (allowed on loopback only). Set: every request needs "
+        "`Authorization: Bearer <token>`, or the session cookie the login page sets.",
+    )
+    token_name: str = Field(
+        "operator",
+        min_length=1,
+        max_length=64,
+        description="Who a review made with the token is recorded as (without a token: `local`).",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def post_validation(self) -> Self:
+        host, _ = split_listen(self.listen)
+        if not is_loopback(host) and self.token is None:
+            # Anyone on the network could read every frame and rewrite reviews.
+            problem = f"must be set when web.listen ({self.listen}) is not a loopback address"
+            raise_problems([("token", problem)])
+        return self
+
+
+def host_timezone() -> tzinfo:
+    """The host's zone, with its daylight-saving rules (not just today's offset)."""
+    named = os.environ.get("TZ", "").lstrip(":")
+    if named:
+        try:
+            return ZoneInfo(named)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as file:
+            return ZoneInfo.from_file(file, key="localtime")
+    except (OSError, ValueError):
+        return UTC
+
+
+class DisplayConfig(Section):
+    """How times are shown and bucketed for operators."""
+
+    timezone: OptionalText = Field(
+        None,
+        description="The site's time zone (an IANA name like Europe/London): `today`, `yesterday`, "
+        "`summary --by hour|day`, and the web pages use it. Not set: the host's.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("not a known time zone; use an IANA name like Europe/London") from None
+        return value
+
+    @property
+    def zone(self) -> tzinfo:
+        return ZoneInfo(self.timezone) if self.timezone is not None else host_timezone()

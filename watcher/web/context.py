@@ -1,0 +1,63 @@
+"""What every request of the web app shares: the config, the two engines, the gate, the counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from prometheus_client import CollectorRegistry, Counter, GCCollector, PlatformCollector, ProcessCollector
+from sqlalchemy import Engine, select
+
+from watcher.config import Config
+from watcher.store.reviews import ReviewLabel
+from watcher.store.schema import Result
+from watcher.store.session import translated_errors
+from watcher.web.frames import frame_roots
+from watcher.web.security import Gate
+
+
+class WebMetrics:
+    """The web server's own metrics (its process and the reviews it recorded)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.reviews = Counter(
+            "cctv_gender_reviews", "Reviews recorded through the web app", ["label"], registry=self.registry
+        )
+
+
+@dataclass
+class WebContext:
+    config: Config
+    reader: Engine  # never takes the write lock
+    writer: Engine  # one short transaction per review
+    gate: Gate
+    metrics: WebMetrics = field(default_factory=WebMetrics)
+
+    @property
+    def zone(self) -> tzinfo:
+        return self.config.display.zone
+
+    @property
+    def frame_roots(self) -> tuple[Path, ...]:
+        return frame_roots(self.config.paths.processed, self.config.paths.failed)
+
+    def stored_path(self, result_id: int) -> str:
+        with translated_errors(), self.reader.connect() as connection:
+            stored = connection.execute(select(Result.stored_path).where(Result.id == result_id)).scalar()
+        if stored is None:
+            raise HTTPException(404, f"no result {result_id}")
+        return stored
+
+    def reviewed(self, label: ReviewLabel) -> None:
+        self.metrics.reviews.labels(label=str(label)).inc()
+
+
+def web_context(request: Request) -> WebContext:
+    context: WebContext = request.app.state.context
+    return context
