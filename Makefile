@@ -7,7 +7,7 @@ CONFIG ?= config.toml
 # pip leaves this stamp only after a successful install; pyproject.toml changes re-install.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench-check lint postgres bench clean
+.PHONY: venv run test bench-check lint postgres browser bench clean
 
 venv: $(STAMP)
 
@@ -23,7 +23,7 @@ run: $(STAMP)
 # The whole suite, slow soak tests included, one worker per core (at most 4: each holds a model),
 # with the lint beside it (mypy from cold takes half a minute of one core); its output follows the
 # tests', and either failing fails the target.
-test: $(STAMP) postgres
+test: $(STAMP) postgres browser
 	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint > $$lint_log 2>&1 & lint=$$!; \
 	$(BIN)/python -m pytest -n auto --maxprocesses=4; tests=$$?; \
 	wait $$lint; linted=$$?; cat $$lint_log; rm -f $$lint_log; \
@@ -46,6 +46,15 @@ postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || \
 		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | sort -V | tail -1) main start
 	@pg_isready -h 127.0.0.1 -p 5432 -t 30
+
+# The web pages' tests drive Debian's Chromium (Playwright downloads no browser here): install it
+# when missing. Root installs directly; anyone else needs sudo.
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
+	@chromium --version 2>/dev/null
 
 bench: $(STAMP)
 	$(BIN)/python bench/watch_once.py

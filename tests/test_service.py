@@ -3,6 +3,7 @@ journal priorities, `cctv-gender status`, Prometheus metrics."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -232,6 +233,13 @@ def test_metrics_are_served_when_asked(start_daemon: Callable[..., RunningDaemon
     assert 'cctv_gender_frames_failed_total{reason="not_an_image"} 1.0' in text
     assert "cctv_gender_batch_seconds_count" in text and "cctv_gender_arrival_to_row_seconds_bucket" in text
     assert "cctv_gender_queue_depth 0.0" in text
+    frames = {
+        (match[0], match[1]): float(match[2])
+        for match in re.findall(r'cctv_gender_frames_total\{camera="([^"]*)",label="([^"]*)"\} (\S+)', text)
+    }
+    assert sum(frames.values()) == 3 and frames[("", "failed")] == 1
+    assert re.search(r"cctv_gender_last_batch_timestamp_seconds \d\.\d+e\+09", text)
+    assert "process_resident_memory_bytes" in text and "python_info" in text
     assert re.search(r'cctv_gender_model_info\{version="zero-shot:[^"]+"\} 1\.0', text)
 
 
@@ -309,3 +317,28 @@ def test_a_long_backlog_keeps_feeding_the_watchdog(
     ]  # the first ping comes with the first turn, after the backlog was scanned
     assert len(calls) == 48 and calls[-1] - calls[0] > 1.0  # many intervals of work
     assert len(pings_during_backlog) >= 5
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_daemon_exports() -> None:
+    from watcher.reports import BatchReport
+    from watcher.service.metrics import Metrics
+
+    dashboard = json.loads((REPO / "watcher" / "service" / "grafana" / "cctv-gender.json").read_text())
+    metrics = Metrics()
+    # One batch, so the labelled counters have samples to list.
+    metrics.record_batch(
+        BatchReport(
+            ok=1,
+            failed=1,
+            failures={"a.bmp": "truncated"},
+            per_camera={("c", "female"): 1, ("c", "failed"): 1},
+        )
+    )
+    exported = {sample.name for family in metrics.registry.collect() for sample in family.samples}
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b((?:cctv_gender|process|python)_[a-z_]+)\b", target["expr"])
+    }
+    assert used and used <= exported, used - exported

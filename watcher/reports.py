@@ -19,6 +19,8 @@ class BatchReport:
     model_version: str = ""
     # Seconds of the batch's thread in each stage ("read", "model", "commit", "move").
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # Frames per (camera, label): "" for frames without a camera; label female, male or failed.
+    per_camera: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def frames(self) -> int:

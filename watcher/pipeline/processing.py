@@ -178,6 +178,8 @@ def _report(stored: list[Stored], *, seconds: float, model_version: str) -> Batc
         else:
             report.failed += 1
             report.failures[record.source_path] = record.error or ""
+        key = (record.camera or "", record.label if record.status == Status.OK and record.label else "failed")
+        report.per_camera[key] = report.per_camera.get(key, 0) + 1
     return report
 
 

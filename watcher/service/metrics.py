@@ -5,7 +5,17 @@ from __future__ import annotations
 import logging
 import re
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from watcher.reports import BatchReport
 
@@ -30,6 +40,21 @@ def reason_kind(reason: str) -> str:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The default registry's process_*, python_* and gc collectors, on ours.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.frames = Counter(
+            "cctv_gender_frames",
+            "Frames committed, per camera ('' for frames without one) and label (female, male, failed)",
+            ["camera", "label"],
+            registry=self.registry,
+        )
+        self.last_batch = Gauge(
+            "cctv_gender_last_batch_timestamp_seconds",
+            "When the last batch was committed (Unix time)",
+            registry=self.registry,
+        )
         self.processed = Counter(
             "cctv_gender_frames_processed", "Frames classified and committed", registry=self.registry
         )
@@ -66,6 +91,9 @@ class Metrics:
         self.processed.inc(report.ok)
         for reason in report.failures.values():
             self.failed.labels(reason=reason_kind(reason)).inc()
+        for (camera, label), count in report.per_camera.items():
+            self.frames.labels(camera=camera, label=label).inc(count)
+        self.last_batch.set_to_current_time()
         self.batch_size.observe(report.frames)
         self.batch_seconds.observe(report.seconds)
         for delay in report.arrival_delays:

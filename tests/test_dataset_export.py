@@ -1,0 +1,101 @@
+"""`cctv-gender dataset export DIR`: reviewed frames become the labelled folder `train --data`
+reads, the review's label winning over the model's, `unsure` left out, with a manifest."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model.dataset import scan_labelled_folder
+from model.synthetic import bmp_bytes
+from tests.helpers import seed_results
+from watcher.commands.main import main
+from watcher.store.engine import make_engine
+from watcher.store.reviews import ReviewLabel, record_review
+
+BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def reviewed(make_config: Callable[..., Path], tmp_path: Path, database_url: str) -> Path:
+    """Six frames: 1 reviewed female (the model said male), 2 reviewed unsure, 3 reviewed male
+    twice (first female), 4 not reviewed, 5 reviewed but its file is gone, 6 forged outside."""
+    processed = tmp_path / "processed" / "cam-07"
+    processed.mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    rows: list[dict[str, Any]] = []
+    for index in range(1, 7):
+        frame = processed / f"{index}.bmp"
+        if index != 5:
+            frame.write_bytes(bmp_bytes(width=32, height=24, seed=index))
+        stored = tmp_path / "elsewhere.bmp" if index == 6 else frame
+        rows.append({"at": BASE + timedelta(minutes=index), "camera": "cam-07", "label": "male",
+                     "probability": 0.7, "stored_path": str(stored)})  # fmt: skip
+    (tmp_path / "elsewhere.bmp").write_bytes(bmp_bytes(width=32, height=24, seed=9))
+    seed_results(database_url, rows)
+    engine = make_engine(database_url, busy_timeout_ms=1000)
+    for result_id, label in (
+        (1, "female"),
+        (2, "unsure"),
+        (3, "female"),
+        (3, "male"),
+        (5, "male"),
+        (6, "male"),
+    ):
+        record_review(engine, result_id=result_id, label=ReviewLabel(label), reviewer="test")
+    engine.dispose()
+    return make_config(database={"url": database_url})
+
+
+def _manifest(folder: Path) -> dict[int, dict[str, str]]:
+    with (folder / "manifest.csv").open(newline="") as file:
+        return {int(row["result_id"]): row for row in csv.DictReader(file)}
+
+
+def test_reviewed_frames_become_a_training_folder(reviewed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dataset"
+    assert main(["dataset", "export", str(out), "--reviewed", "--config", str(reviewed)]) == 0
+    assert sorted(path.name for path in (out / "FEMALE").iterdir()) == ["1.bmp"]
+    assert sorted(path.name for path in (out / "MALE").iterdir()) == ["3.bmp"]
+    # Hard links: the same file, no copy of the frame's bytes.
+    assert (out / "FEMALE" / "1.bmp").stat().st_ino == (
+        tmp_path / "processed" / "cam-07" / "1.bmp"
+    ).stat().st_ino
+    manifest = _manifest(out)
+    assert sorted(manifest) == [1, 3, 5, 6]  # 2 is unsure, 4 never reviewed
+    assert (manifest[1]["label"], manifest[1]["label_from"], manifest[1]["how"]) == (
+        "female",
+        "review",
+        "link",
+    )
+    assert manifest[5]["how"] == "missing" and manifest[5]["exported_as"] == ""
+    assert manifest[6]["how"].startswith("refused")
+    images = scan_labelled_folder(out)  # what `train --data` reads
+    assert [(image.path.name, str(image.label)) for image in images] == [
+        ("1.bmp", "female"),
+        ("3.bmp", "male"),
+    ]
+
+
+def test_without_reviewed_the_model_labels_the_rest(reviewed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dataset"
+    assert main(["dataset", "export", str(out), "--config", str(reviewed)]) == 0
+    manifest = _manifest(out)
+    assert manifest[4]["label"] == "male" and manifest[4]["label_from"] == "model"
+    assert 2 not in manifest  # unsure stays out even so
+    assert sorted(path.name for path in (out / "MALE").iterdir()) == ["3.bmp", "4.bmp"]
+
+
+def test_a_folder_with_something_in_it_is_refused(reviewed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dataset"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as stopped:
+        main(["dataset", "export", str(out), "--config", str(reviewed)])
+    assert stopped.value.code == 2
+    assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]
