@@ -41,6 +41,10 @@ def _summary(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> li
     return rows
 
 
+def _row(at: datetime, label: str, probability: float) -> dict[str, object]:
+    return {"at": at, "camera": "c", "label": label, "probability": probability}
+
+
 def test_the_hour_repeated_by_a_daylight_saving_change_stays_two_hours(
     make_config: Callable[..., Path], tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -49,9 +53,9 @@ def test_the_hour_repeated_by_a_daylight_saving_change_stays_two_hours(
     seed_results(
         database_url,
         [
-            {"at": datetime(2026, 10, 25, 0, 10, tzinfo=UTC), "camera": "c", "label": "female", "probability": 0.9},
-            {"at": datetime(2026, 10, 25, 1, 10, tzinfo=UTC), "camera": "c", "label": "male", "probability": 0.7},
-            {"at": datetime(2026, 10, 25, 1, 50, tzinfo=UTC), "camera": "c", "label": "male", "probability": 0.8},
+            _row(datetime(2026, 10, 25, 0, 10, tzinfo=UTC), "female", 0.9),
+            _row(datetime(2026, 10, 25, 1, 10, tzinfo=UTC), "male", 0.7),
+            _row(datetime(2026, 10, 25, 1, 50, tzinfo=UTC), "male", 0.8),
         ],
     )
     config = make_config(database={"url": database_url}, display={"timezone": "Europe/London"})
