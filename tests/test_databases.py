@@ -25,6 +25,7 @@ from watcher.store.engine import make_engine
 from watcher.store.errors import translate
 from watcher.store.migrate import head_revision, upgrade_to_head
 from watcher.store.records import ResultRecord
+from watcher.store.reviews import ReviewLabel, record_review
 from watcher.store.writes import insert_new_rows
 
 
@@ -181,17 +182,28 @@ def test_db_copy_moves_sqlite_results_to_postgresql_and_can_be_repeated(
     (tmp_path / "inbox" / "cam-01" / "bad.bmp").write_bytes(b"not an image")
     assert main(["watch", "--once", "--config", str(sqlite_config)]) == 0
     capsys.readouterr()
+    sqlite_url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
+    reviewing = make_engine(sqlite_url, busy_timeout_ms=1000)
+    for result_id, label in ((2, ReviewLabel.FEMALE), (2, ReviewLabel.UNSURE), (4, ReviewLabel.MALE)):
+        record_review(reviewing, result_id=result_id, label=label, reviewer="alice")
+    reviewing.dispose()
 
     assert main(["db", "copy", "--to", postgres_url, "--config", str(sqlite_config)]) == 0
-    assert "copied 6 rows" in capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert "copied 6 rows" in first and "and 3 reviews" in first
     assert main(["db", "copy", "--to", postgres_url, "--config", str(sqlite_config)]) == 0
     repeated = capsys.readouterr().out
-    assert "copied 0 rows" in repeated and "6 were already there" in repeated
+    assert "copied 0 rows" in repeated and "6 were already there" in repeated and "and 0 reviews" in repeated
+    # Reviews land on the same frames (ids may differ between the databases; frame keys do not).
+    reviews = (
+        "SELECT r.frame_key, v.label, v.reviewer FROM reviews v "
+        "JOIN results r ON r.id = v.result_id ORDER BY v.id"
+    )
+    assert query_url(postgres_url, reviews) == query_url(sqlite_url, reviews)
 
     columns = (
         "frame_key, camera, source_path, stored_path, sha256, label, probability, status, error, embedding"
     )
-    sqlite_url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
     copied = sorted(query_url(postgres_url, f"SELECT {columns} FROM results"))
     assert copied == sorted(query_url(sqlite_url, f"SELECT {columns} FROM results"))
     # Times survive the trip unchanged (UTC on both sides).

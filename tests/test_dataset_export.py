@@ -67,12 +67,14 @@ def test_reviewed_frames_become_a_training_folder(reviewed: Path, tmp_path: Path
         tmp_path / "processed" / "cam-07" / "1.bmp"
     ).stat().st_ino
     manifest = _manifest(out)
-    assert sorted(manifest) == [1, 3, 5, 6]  # 2 is unsure, 4 never reviewed
-    assert (manifest[1]["label"], manifest[1]["label_from"], manifest[1]["how"]) == (
-        "female",
-        "review",
-        "link",
-    )
+    assert sorted(manifest) == [1, 2, 3, 5, 6]  # 4 never reviewed
+    first = manifest[1]
+    assert (first["label"], first["label_from"], first["how"], first["exported_as"]) == (
+        "female", "review", "link", "FEMALE/1.bmp",
+    )  # fmt: skip
+    assert (manifest[2]["label"], manifest[2]["how"], manifest[2]["exported_as"]) == (
+        "unsure", "left out: reviewed unsure", "",
+    )  # fmt: skip
     assert manifest[5]["how"] == "missing" and manifest[5]["exported_as"] == ""
     assert manifest[6]["how"].startswith("refused")
     images = scan_labelled_folder(out)  # what `train --data` reads
@@ -87,7 +89,7 @@ def test_without_reviewed_the_model_labels_the_rest(reviewed: Path, tmp_path: Pa
     assert main(["dataset", "export", str(out), "--config", str(reviewed)]) == 0
     manifest = _manifest(out)
     assert manifest[4]["label"] == "male" and manifest[4]["label_from"] == "model"
-    assert 2 not in manifest  # unsure stays out even so
+    assert manifest[2]["exported_as"] == ""  # unsure stays out even so
     assert sorted(path.name for path in (out / "MALE").iterdir()) == ["3.bmp", "4.bmp"]
 
 
@@ -99,3 +101,17 @@ def test_a_folder_with_something_in_it_is_refused(reviewed: Path, tmp_path: Path
         main(["dataset", "export", str(out), "--config", str(reviewed)])
     assert stopped.value.code == 2
     assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_failed_export_leaves_no_folder_behind(
+    reviewed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import watcher.commands.dataset as dataset
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dataset, "_export_one", broken)
+    out = tmp_path / "dataset"
+    assert main(["dataset", "export", str(out), "--reviewed", "--config", str(reviewed)]) == 1
+    assert not out.exists() and [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []

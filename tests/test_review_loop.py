@@ -43,7 +43,8 @@ def test_reviews_train_the_next_head(
     reader = open_database(config, migrate=False, read_only=True)
     writer = open_database(config, migrate=False)
     gate = Gate(token=None, token_name="operator")
-    with TestClient(create_app(WebContext(config=config, reader=reader, writer=writer, gate=gate))) as client:
+    app = create_app(WebContext(config=config, reader=reader, writer=writer, gate=gate))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         rows = client.get(f"/api/results?limit={FRAMES}").json()
         assert len(rows) == FRAMES
         for row in rows[:REVIEWED]:

@@ -63,7 +63,8 @@ def site(make_config: Callable[..., Path], tmp_path: Path, database_url: str) ->
         reader = open_database(config, migrate=False, read_only=True)
         writer = open_database(config, migrate=False)
         gate = Gate(token=config.web.token, token_name=config.web.token_name)
-        made = TestClient(create_app(WebContext(config=config, reader=reader, writer=writer, gate=gate)))
+        app = create_app(WebContext(config=config, reader=reader, writer=writer, gate=gate))
+        made = TestClient(app, base_url="http://127.0.0.1")
         made.config_path = config.source  # type: ignore[attr-defined]
         return made
 
@@ -205,7 +206,7 @@ def test_browser_posts_need_the_csrf_token(client: TestClient, database_url: str
     form = {"label": "female", "csrf_token": "forged", "next": "/review"}
     assert client.post("/frames/1/review", data=form, follow_redirects=False).status_code == 403
     assert query_url(database_url, "SELECT count(*) FROM reviews") == [(0,)]
-    ours = {CSRF_HEADER: csrf, "Origin": "http://testserver"}
+    ours = {CSRF_HEADER: csrf, "Origin": "http://127.0.0.1"}
     assert client.post("/api/results/1/review", json={"label": "male"}, headers=ours).status_code == 200
     form["csrf_token"] = csrf
     posted = client.post("/frames/1/review", data=form, follow_redirects=False)
@@ -217,3 +218,70 @@ def test_healthz_answers_with_the_status(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code in (200, 503)
     assert "healthy" in response.json()
+
+
+def test_without_a_token_only_loopback_names_are_answered(client: TestClient) -> None:
+    # DNS rebinding: another site's name pointed at 127.0.0.1 must not make its pages "same origin".
+    rebound = client.get("/api/results", headers={"Host": "attacker.example:8600"})
+    assert rebound.status_code == 400 and "cam-07" not in rebound.text
+    assert client.get("/api/results", headers={"Host": "localhost:8600"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/frames/99999999999999999999/image",
+        "/frames/99999999999999999999",
+        "/api/results?before=9223372036854775808",
+        "/api/summary?by=hour&tz=" + "a" * 300,
+        "/api/results?since=1e308d",
+        "/api/summary?by=minute",
+    ],
+)
+def test_odd_parameters_are_4xx_never_500(client: TestClient, path: str) -> None:
+    assert 400 <= client.get(path).status_code < 500
+    assert client.post("/api/results/99999999999999999999/review", json={"label": "male"}).status_code == 422
+
+
+def test_a_stored_path_that_is_no_absolute_path_is_refused(
+    client: TestClient, database_url: str, tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+
+    from watcher.store.engine import make_engine
+    from watcher.store.schema import Result
+    from watcher.web.frames import FrameRefused, frame_file
+
+    engine = make_engine(database_url, busy_timeout_ms=1000)
+    with engine.begin() as connection:  # relative: it would resolve against the server's folder
+        connection.execute(update(Result).where(Result.id == 1).values(stored_path="cam-07/0.bmp"))
+    engine.dispose()
+    assert client.get("/api/frames/1/image").status_code == 403
+    # A NUL byte (PostgreSQL's text cannot even hold one; SQLite's can) is no path either.
+    with pytest.raises(FrameRefused):
+        frame_file(f"{tmp_path}/processed/cam-07/1.bmp\x00.txt", roots=(tmp_path / "processed",))
+
+
+def test_paging_links_are_relative_and_the_docs_load_nothing_from_outside(client: TestClient) -> None:
+    link = client.get("/api/results?limit=2").headers["Link"]
+    assert link.startswith("</api/results?") and "before=5" in link
+    assert client.get("/api/docs").status_code == 404  # FastAPI's docs page pulls from a CDN
+    assert client.get("/api/openapi.json").json()["info"]["title"] == "cctv-gender"
+
+
+def test_refusals_carry_the_security_headers(site: Callable[..., TestClient]) -> None:
+    with site(token=TOKEN) as client:
+        refused = client.get("/review?camera=cam-07")
+        assert refused.status_code == 401 and refused.headers["X-Frame-Options"] == "DENY"
+        assert 'value="/review?camera=cam-07"' in refused.text  # back to the same filters after login
+
+
+@pytest.mark.parametrize(
+    "token", ["short", " s3cret-token-for-tests ", "s3cret-tøken-for-tests", "two words here ok"]
+)
+def test_a_token_that_cannot_work_is_a_config_error(
+    make_config: Callable[..., Path], token: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_config(web={"token": token})
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "web.token: must be at least 16 printable ASCII characters" in capsys.readouterr().err

@@ -7,14 +7,17 @@ import argparse
 import csv
 import os
 import shutil
+import tempfile
 from pathlib import Path
+
+from sqlalchemy import Engine
 
 from watcher.commands.arguments import UsageError, add_config, folder_to_make_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.commands.filters import add_filter_arguments, filters_from
 from watcher.config import Config
 from watcher.store.opening import open_database
-from watcher.store.queries import TimeBasis
+from watcher.store.queries import ResultFilter, TimeBasis
 from watcher.store.reviews import ReviewedFrame, ReviewLabel, labelled_frames
 from watcher.web.frames import FrameGone, FrameRefused, frame_file, frame_roots
 from watcher.wording import plural
@@ -44,38 +47,55 @@ def run(config: Config, args: argparse.Namespace) -> int:
         raise UsageError(f"{folder} is not empty: export into a new folder")
     filters = filters_from(args, zone=config.display.zone)
     engine = open_database(config, migrate=False, read_only=True)
-    roots = frame_roots(config.paths.processed, config.paths.failed)
-    for name in CLASS_FOLDERS.values():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-    counts = {"female": 0, "male": 0, "skipped": 0}
-    with (folder / MANIFEST).open("w", newline="", encoding="utf-8") as out:
-        manifest = csv.writer(out)
-        manifest.writerow(MANIFEST_COLUMNS)
-        for frame in labelled_frames(engine, filters=filters, reviewed_only=args.reviewed):
-            label, label_from = _training_label(frame)
-            if label is None:
-                continue  # `unsure`: looked at, nothing to learn from
-            exported, how = _export_one(frame, folder / CLASS_FOLDERS[label], roots=roots)
-            counts[label if exported else "skipped"] += 1
-            manifest.writerow(
-                (
-                    frame.result_id,
-                    label,
-                    label_from,
-                    frame.camera or "",
-                    frame.stored_path,
-                    exported or "",
-                    how,
-                )
-            )
-    engine.dispose()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside DIR and renamed into place at the end: an export that fails half way leaves
+    # no half-made DIR behind (which the rerun would refuse as not empty).
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        counts = _export(engine, work, filters=filters, reviewed_only=args.reviewed, config=config)
+        if folder.exists():
+            folder.rmdir()
+        work.rename(folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        engine.dispose()
     print(
         f"exported {plural(counts['female'], 'female frame')} and {plural(counts['male'], 'male frame')} "
         f"to {folder} (manifest: {folder / MANIFEST})"
     )
     if counts["skipped"]:
-        print(f"{plural(counts['skipped'], 'frame')} skipped: file gone or outside processed/ (see manifest)")
+        print(f"{plural(counts['skipped'], 'frame')} skipped: gone, refused or duplicate (see the manifest)")
     return EXIT_OK
+
+
+def _export(
+    engine: Engine, folder: Path, *, filters: ResultFilter, reviewed_only: bool, config: Config
+) -> dict[str, int]:
+    roots = frame_roots(config.paths.processed, config.paths.failed)
+    for name in CLASS_FOLDERS.values():
+        (folder / name).mkdir()
+    counts = {"female": 0, "male": 0, "skipped": 0}
+    exported_files: dict[str, int] = {}  # stored path → the result id exported with it
+    with (folder / MANIFEST).open("w", newline="", encoding="utf-8") as out:
+        manifest = csv.writer(out)
+        manifest.writerow(MANIFEST_COLUMNS)
+        for frame in labelled_frames(engine, filters=filters, reviewed_only=reviewed_only):
+            label, label_from = _training_label(frame)
+            exported, how = None, "left out: reviewed unsure"
+            if label is not None and frame.stored_path in exported_files:
+                # One file under two rows would sit in the training and the test split at once.
+                how = f"duplicate of result {exported_files[frame.stored_path]}"
+            elif label is not None:
+                exported, how = _export_one(frame, folder, CLASS_FOLDERS[label], roots=roots)
+            if exported is not None:
+                exported_files[frame.stored_path] = frame.result_id
+            if label is not None:
+                counts[label if exported else "skipped"] += 1
+            row = (frame.result_id, label or "unsure", label_from, frame.camera or "", frame.stored_path)
+            manifest.writerow((*row, exported or "", how))
+    return counts
 
 
 def _training_label(frame: ReviewedFrame) -> tuple[str | None, str]:
@@ -85,7 +105,10 @@ def _training_label(frame: ReviewedFrame) -> tuple[str | None, str]:
     return frame.model_label, "model"
 
 
-def _export_one(frame: ReviewedFrame, folder: Path, *, roots: tuple[Path, ...]) -> tuple[str | None, str]:
+def _export_one(
+    frame: ReviewedFrame, root: Path, class_folder: str, *, roots: tuple[Path, ...]
+) -> tuple[str | None, str]:
+    """The frame linked (else copied) into its class folder; the name relative to the export."""
     try:
         source = frame_file(frame.stored_path, roots=roots)
     except FrameRefused:
@@ -93,10 +116,10 @@ def _export_one(frame: ReviewedFrame, folder: Path, *, roots: tuple[Path, ...]) 
     except FrameGone:
         return None, "missing"
     # The id keeps names unique (two cameras both have 0001.bmp); the suffix keeps the format.
-    target = folder / f"{frame.result_id}{source.suffix.lower() or '.bmp'}"
+    name = f"{class_folder}/{frame.result_id}{source.suffix.lower() or '.bmp'}"
     try:
-        os.link(source, target)
-        return str(target), "link"
+        os.link(source, root / name)
+        return name, "link"
     except OSError:  # another filesystem, or links not allowed there
-        shutil.copy2(source, target)
-        return str(target), "copy"
+        shutil.copy2(source, root / name)
+        return name, "copy"

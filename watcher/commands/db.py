@@ -60,6 +60,7 @@ def copy(config: Config, *, target_url: str) -> int:
         raise StartupError(f"cannot copy to {shown}: {error}") from None
     print(
         f"copied {plural(report.copied, 'row')} to {shown} in {report.seconds:.1f} s "
-        f"({plural(report.already_there, 'was', 'were')} already there)"
+        f"({plural(report.already_there, 'was', 'were')} already there), "
+        f"and {plural(report.reviews_copied, 'review')}"
     )
     return EXIT_OK

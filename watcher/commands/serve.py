@@ -42,7 +42,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     reader = open_database(config, migrate=False, read_only=True)
     writer = open_database(config, migrate=False)
     gate = Gate(token=config.web.token, token_name=config.web.token_name)
-    app = create_app(WebContext(config=config, reader=reader, writer=writer, gate=gate))
+    app = create_app(WebContext(config=config, reader=reader, writer=writer, gate=gate), listen_host=host)
     listening = _bind(host, port)  # a port in use is one line (OSError), before uvicorn starts
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, server_header=False)

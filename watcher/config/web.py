@@ -31,6 +31,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MIN_TOKEN_LENGTH = 16
+
+
 class WebConfig(Section):
     """The web dashboard, review pages and JSON API (`cctv-gender serve`)."""
 
@@ -55,6 +58,16 @@ class WebConfig(Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         split_listen(value)
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _usable_token(cls, value: str | None) -> str | None:
+        # It travels in an HTTP header (latin-1, no spaces at the ends) and must not be guessable.
+        if value is not None and (
+            len(value) < MIN_TOKEN_LENGTH or not value.isascii() or not value.isprintable() or " " in value
+        ):
+            raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} printable ASCII characters without spaces")
         return value
 
     @model_validator(mode="after")
@@ -97,7 +110,7 @@ class DisplayConfig(Section):
         if value is not None:
             try:
                 ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):
                 raise ValueError("not a known time zone; use an IANA name like Europe/London") from None
         return value
 

@@ -3,7 +3,8 @@
 Used once when a site outgrows SQLite: the target is migrated to the current schema, then rows
 are copied in chunks, each chunk one transaction. The frame key is the identity, so a copy that
 was interrupted (or repeated) can simply be run again: rows already in the target are skipped.
-Row ids are the target's own; the frame key, paths and times are kept as they are.
+Row ids are the target's own; the frame key, paths and times are kept as they are. Reviews follow
+their rows (matched by frame key), and a review already in the target is not copied again.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
 from watcher.store.migrate import upgrade_to_head
 from watcher.store.records import result_record
-from watcher.store.schema import Result
+from watcher.store.schema import Result, Review
 from watcher.store.session import orm_session, transaction
 from watcher.store.writes import insert_new_rows
 
@@ -30,6 +31,7 @@ class CopyReport:
     read: int = 0
     copied: int = 0
     seconds: float = 0.0
+    reviews_copied: int = 0
 
     @property
     def already_there(self) -> int:
@@ -47,5 +49,41 @@ def copy_results(source: Engine, target: Engine, *, chunk_rows: int = CHUNK_ROWS
                 report.copied += len(insert_new_rows(connection, map(result_record, chunk)))
             report.read += len(chunk)
             logger.info("copied %d of %d rows read so far", report.copied, report.read)
+    report.reviews_copied = copy_reviews(source, target, chunk_rows=chunk_rows)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def copy_reviews(source: Engine, target: Engine, *, chunk_rows: int = CHUNK_ROWS) -> int:
+    """Every review of the source onto the same frame's row in the target (ids differ between the
+    two; the frame key does not). Reviews are people's work: few enough to hold in memory."""
+    with orm_session(source) as session:
+        reviews = session.execute(
+            select(Result.frame_key, Review.label, Review.reviewer, Review.reviewed_at)
+            .join(Result, Result.id == Review.result_id)
+            .order_by(Review.id)
+        ).all()
+    if not reviews:
+        return 0
+    keys = sorted({review.frame_key for review in reviews})
+    with transaction(target) as connection:
+        target_ids: dict[str, int] = {}
+        for start in range(0, len(keys), chunk_rows):
+            chunk = keys[start : start + chunk_rows]
+            found = connection.execute(select(Result.frame_key, Result.id).where(Result.frame_key.in_(chunk)))
+            target_ids.update({key: row_id for key, row_id in found})
+        there = {
+            tuple(row)
+            for row in connection.execute(
+                select(Review.result_id, Review.label, Review.reviewer, Review.reviewed_at)
+            )
+        }
+        new = [
+            {"result_id": target_ids[review.frame_key], "label": review.label, "reviewer": review.reviewer,
+             "reviewed_at": review.reviewed_at}
+            for review in reviews
+            if (target_ids[review.frame_key], review.label, review.reviewer, review.reviewed_at) not in there
+        ]  # fmt: skip
+        if new:
+            connection.execute(insert(Review), new)
+    return len(new)

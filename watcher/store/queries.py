@@ -102,3 +102,17 @@ def _known(engine: Engine, column: InstrumentedAttribute[str | None]) -> list[st
     with translated_errors(), engine.connect() as connection:
         rows = connection.execute(select(column).where(column.is_not(None)).distinct()).scalars()
         return sorted(value for value in rows if value is not None)
+
+
+def stored_path_of(engine: Engine, result_id: int) -> str | None:
+    """Where the frame of one row lies now (None: no such row)."""
+    with translated_errors(), engine.connect() as connection:
+        return connection.execute(select(Result.stored_path).where(Result.id == result_id)).scalar()
+
+
+def result_fields(engine: Engine, result_id: int) -> dict[str, Any] | None:
+    """One row's columns, the embedding left out (None: no such row)."""
+    columns = [column for column in Result.__table__.columns if column.name != "embedding"]
+    with translated_errors(), engine.connect() as connection:
+        row = connection.execute(select(*columns).where(Result.id == result_id)).mappings().first()
+    return dict(row) if row is not None else None

@@ -32,7 +32,9 @@ def _quarter(engine: Engine, filters: ResultFilter) -> ColumnElement[Any]:
     """The row's time (captured or processed) as whole quarter hours since the epoch, UTC."""
     at = time_column(filters.time_basis)
     if engine.dialect.name == "sqlite":
-        return cast(func.strftime("%s", at), Integer) / QUARTER_S
+        # Floor division: SQLite's integer division rounds toward zero, wrong before 1970.
+        seconds = cast(func.strftime("%s", at), Integer)
+        return (seconds - ((seconds % QUARTER_S) + QUARTER_S) % QUARTER_S) / QUARTER_S
     # Stored without a zone, as UTC: the epoch of such a timestamp is taken as UTC.
     return cast(func.floor(func.extract("epoch", at) / QUARTER_S), BigInteger)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -34,6 +35,9 @@ PAGE_DEFAULT = 100
 PAGE_MAX = 1000
 
 Context = Annotated[WebContext, Depends(web_context)]
+# Row ids are 32-bit on PostgreSQL; a larger number names no row (and would overflow the driver).
+MAX_ID = 2**31 - 1
+ResultId = Annotated[int, FastApiPath(ge=1, le=MAX_ID)]
 Filters = Annotated[FilterParams, Depends()]
 
 
@@ -47,15 +51,16 @@ def results(
     context: Context,
     filters: Filters,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     """The objects of `results --format json`, newest first; the `Link` header's `next` pages on."""
     chosen = filters.result_filter(zone=context.zone, default_time=TimeBasis.PROCESSED, before_id=before)
     rows = [json_row(row) for row in iter_results(context.reader, filters=chosen, limit=limit)]
     response = JSONResponse(rows)
     if len(rows) == limit:
+        # Relative: behind a reverse proxy the server's own idea of its host and scheme is wrong.
         following = request.url.include_query_params(before=rows[-1]["id"])
-        response.headers["Link"] = f'<{following}>; rel="next"'
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
     return response
 
 
@@ -76,7 +81,7 @@ def summary(
     if tz is not None:
         try:
             zone = ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             raise HTTPException(422, f"tz: not a known time zone: {tz!r}") from None
     chosen = filters.result_filter(zone=zone, default_time=TimeBasis.CAPTURED)
     return summarize(context.reader, filters=chosen, by=dimensions, zone=zone)
@@ -84,7 +89,7 @@ def summary(
 
 @router.get("/frames/{result_id}/image")
 def frame_image(
-    result_id: int,
+    result_id: ResultId,
     context: Context,
     size: Annotated[int, Query(ge=16, le=THUMBNAIL_MAX)] = THUMBNAIL_DEFAULT,
 ) -> Response:
@@ -106,7 +111,7 @@ def frame_image(
 
 
 @router.post("/results/{result_id}/review")
-def review(result_id: int, body: ReviewBody, request: Request, context: Context) -> dict[str, Any]:
+def review(result_id: ResultId, body: ReviewBody, request: Request, context: Context) -> dict[str, Any]:
     """Record a review of one frame: female, male or unsure."""
     context.gate.check_csrf(request, request.headers.get(CSRF_HEADER))
     try:

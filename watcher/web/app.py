@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from watcher.service.status import collect_status, render_status
 from watcher.store.errors import StorageError
@@ -24,10 +25,17 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 # Reachable without logging in: the login page itself and what it needs to look right.
 OPEN_PATHS = ("/login", "/static/")
+# Without a token only loopback is allowed, and only under loopback names: a page on another site
+# that rebinds its own name to 127.0.0.1 (DNS rebinding) would otherwise be "same origin".
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
 
 
-def create_app(context: WebContext) -> FastAPI:
-    app = FastAPI(title="cctv-gender", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+def create_app(context: WebContext, *, listen_host: str = "127.0.0.1") -> FastAPI:
+    """The app; `listen_host` is the address it is served on (also a name the browser may use)."""
+    # No interactive docs: FastAPI's load their script from a CDN (the sites are often offline);
+    # the OpenAPI description is served as JSON.
+    app = FastAPI(title="cctv-gender", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.context = context
     app.include_router(api.router)
     app.include_router(pages.router)
@@ -39,14 +47,18 @@ def create_app(context: WebContext) -> FastAPI:
         request.state.visitor = visitor
         path = request.url.path
         if visitor is None and not path.startswith(OPEN_PATHS):
-            return _login_needed(request)
-        response = await call_next(request)
+            response = _login_needed(request)
+        else:
+            response = await call_next(request)
         new_csrf = getattr(request.state, "new_csrf", None)
         if new_csrf:
             response.set_cookie(CSRF_COOKIE, new_csrf, httponly=True, samesite="strict")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
+
+    if not context.gate.needs_login:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_NAMES, listen_host])
 
     @app.exception_handler(StorageError)
     async def storage_unavailable(request: Request, error: StorageError) -> Response:
@@ -76,13 +88,10 @@ def _login_needed(request: Request) -> Response:
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )
-    page = templates.TemplateResponse(
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return templates.TemplateResponse(
         request,
         "login.html",
-        {"csrf_token": csrf_token(request), "next": request.url.path, "error": None},
+        {"csrf_token": csrf_token(request), "next": target, "error": None},
         status_code=401,
     )
-    new_csrf = getattr(request.state, "new_csrf", None)
-    if new_csrf:
-        page.set_cookie(CSRF_COOKIE, new_csrf, httponly=True, samesite="strict")
-    return page

@@ -8,12 +8,11 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request
 from prometheus_client import CollectorRegistry, Counter, GCCollector, PlatformCollector, ProcessCollector
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from watcher.config import Config
+from watcher.store.queries import stored_path_of
 from watcher.store.reviews import ReviewLabel
-from watcher.store.schema import Result
-from watcher.store.session import translated_errors
 from watcher.web.frames import frame_roots
 from watcher.web.security import Gate
 
@@ -48,8 +47,7 @@ class WebContext:
         return frame_roots(self.config.paths.processed, self.config.paths.failed)
 
     def stored_path(self, result_id: int) -> str:
-        with translated_errors(), self.reader.connect() as connection:
-            stored = connection.execute(select(Result.stored_path).where(Result.id == result_id)).scalar()
+        stored = stored_path_of(self.reader, result_id)
         if stored is None:
             raise HTTPException(404, f"no result {result_id}")
         return stored

@@ -30,6 +30,8 @@ class FrameUnreadable(Exception):
 
 
 def frame_file(stored_path: str, *, roots: tuple[Path, ...]) -> Path:
+    if not Path(stored_path).is_absolute() or "\0" in stored_path:
+        raise FrameRefused(stored_path)  # the daemon stores absolute paths only; NUL is no path
     real = Path(os.path.realpath(stored_path))
     if not any(real.is_relative_to(root) for root in roots):
         raise FrameRefused(stored_path)

@@ -9,11 +9,10 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from sqlalchemy import select
 
 from model.registry import current_version
 from watcher.store.export import iter_results
-from watcher.store.queries import ResultFilter, TimeBasis
+from watcher.store.queries import ResultFilter, TimeBasis, result_fields
 from watcher.store.readers import recent_activity
 from watcher.store.reviews import (
     ReviewLabel,
@@ -24,9 +23,8 @@ from watcher.store.reviews import (
     review_queue,
     reviews_of,
 )
-from watcher.store.schema import Result
-from watcher.store.session import translated_errors
 from watcher.store.summary import summarize
+from watcher.web.api import ResultId
 from watcher.web.charts import Chart, stacked_chart, window
 from watcher.web.context import WebContext, web_context
 from watcher.web.filters import FilterParams
@@ -133,12 +131,10 @@ def review_grid(
 
 
 @router.get("/frames/{result_id}")
-def frame_page(request: Request, result_id: int, context: Context) -> Response:
-    with translated_errors(), context.reader.connect() as connection:
-        row = connection.execute(select(Result).where(Result.id == result_id)).mappings().first()
-    if row is None:
+def frame_page(request: Request, result_id: ResultId, context: Context) -> Response:
+    fields = result_fields(context.reader, result_id)
+    if fields is None:
         raise HTTPException(404, f"no result {result_id}")
-    fields = {key: value for key, value in row.items() if key != "embedding"}
     zone = context.zone
     return _page(
         request,
@@ -155,7 +151,7 @@ def frame_page(request: Request, result_id: int, context: Context) -> Response:
 @router.post("/frames/{result_id}/review")
 def review_form(
     request: Request,
-    result_id: int,
+    result_id: ResultId,
     context: Context,
     label: Annotated[ReviewLabel, Form()],
     csrf_token: Annotated[str, Form()] = "",
