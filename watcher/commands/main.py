@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from watcher.commands import (
+    backfill,
     completion,
     dataset,
     db,
@@ -68,6 +69,7 @@ COMMANDS: dict[str, Command] = {
     "status": status,
     "serve": serve,
     "dataset": dataset,
+    "backfill": backfill,
     "train": train,
     "evaluate": evaluate,
     "models": models,

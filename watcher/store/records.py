@@ -36,6 +36,8 @@ class ResultRecord:
     error: str | None = None
     embedding: bytes | None = None
     embedding_model: str | None = None
+    # Where the frame came from: `inbox` (the daemon), or `archive:<folder>` (`backfill`).
+    source: str = "inbox"
     # Given by the database: None on a record not yet stored.
     id: int | None = None
 

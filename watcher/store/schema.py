@@ -90,6 +90,9 @@ class Result(Base):
     # version>"), for re-classifying with another head without running CLIP again.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     embedding_model: Mapped[str | None] = mapped_column(String(255))
+    # `inbox` for frames the daemon took from the inbox; `archive:<folder>` for frames `backfill`
+    # classified where they lie (source_path relative to that folder, stored_path the file itself).
+    source: Mapped[str] = mapped_column(Text, server_default="inbox")
 
     __table_args__ = (
         CheckConstraint("status IN ('ok', 'failed')", name="status"),
@@ -98,6 +101,7 @@ class Result(Base):
         Index("ix_results_camera_processed_at", "camera", "processed_at"),
         Index("ix_results_label_processed_at", "label", "processed_at"),
         Index("ix_results_status_processed_at", "status", "processed_at"),
+        Index("ix_results_source_source_path", "source", "source_path"),
     )
 
 

@@ -1,0 +1,112 @@
+"""`cctv-gender backfill ARCHIVE`, in-process: one row per file, a broken file a failed row, the
+archive untouched (bytes and times), and a rerun (or a run cut short) adding nothing twice; on
+SQLite and PostgreSQL. The Ray path's own tests are in tests/test_backfill_ray.py."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from model.synthetic import write_bmp
+from tests.helpers import query_url
+from watcher.commands.main import main
+
+FRAMES = 24
+
+
+def make_archive(root: Path, *, frames: int = FRAMES) -> Path:
+    """Frames from three cameras with file times a day apart, a broken file, and names the inbox
+    would skip (hidden, temporary, not .bmp)."""
+    for index in range(frames):
+        path = write_bmp(root / f"cam-{index % 3}" / f"{index:03d}.BMP" if index == 5 else
+                         root / f"cam-{index % 3}" / f"{index:03d}.bmp", seed=index)  # fmt: skip
+        stamp = datetime(2024, 3, 1 + index % 3, 12, tzinfo=UTC).timestamp()
+        os.utime(path, (stamp, stamp))
+    (root / "cam-0" / "broken.bmp").write_bytes(b"BM" + b"\0" * 40)
+    (root / "cam-0" / ".hidden.bmp").write_bytes(b"x")
+    (root / "cam-0" / "partial.bmp.part").write_bytes(b"x")
+    (root / "cam-0" / "notes.txt").write_text("not a frame")
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file's bytes, modification time and inode change time (a rename or chmod moves it)."""
+    return {
+        str(path.relative_to(root)): (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ctime_ns)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def rows(url: str) -> list[tuple[str, str, str | None]]:
+    return sorted(query_url(url, "SELECT source_path, status, error FROM results"))
+
+
+def test_each_file_once_and_the_archive_untouched(
+    make_config: Callable[..., Path], tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = make_archive(tmp_path / "archive")
+    before = snapshot(archive)
+    config = make_config(database={"url": database_url})
+    command = ["backfill", str(archive), "--config", str(config)]
+
+    assert main(command) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"backfill: {FRAMES + 1} files, {FRAMES} ok, 1 failed, 0 skipped as already done, [\d.]+ frames/s",
+        summary,
+    ), summary
+    stored = rows(database_url)
+    assert len(stored) == FRAMES + 1 and len({path for path, _, _ in stored}) == FRAMES + 1
+    failed = [row for row in stored if row[1] == "failed"]
+    assert [path for path, _, error in failed] == ["cam-0/broken.bmp"] and failed[0][2]
+    assert snapshot(archive) == before
+    (source,) = {row[0] for row in query_url(database_url, "SELECT source FROM results")}
+    assert source == f"archive:{archive.resolve()}"
+    stored_paths = {row[0] for row in query_url(database_url, "SELECT stored_path FROM results")}
+    assert str(archive / "cam-2" / "005.BMP") in stored_paths  # where it lies: never moved
+
+    # Again: nothing new, nothing read.
+    assert main(command) == 0
+    assert "0 ok, 0 failed, 25 skipped as already done" in capsys.readouterr().out
+    assert rows(database_url) == stored and snapshot(archive) == before
+
+
+def test_a_rewritten_file_is_a_new_frame_and_a_cut_run_finishes_on_rerun(
+    make_config: Callable[..., Path], tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = make_archive(tmp_path / "archive", frames=10)
+    config = make_config(database={"url": database_url})
+    # A run that stored only some rows (cut short): simulate with --until on the file times.
+    assert main(["backfill", str(archive), "--until", "2024-03-02", "--config", str(config)]) == 0
+    assert len(rows(database_url)) == 4  # the frames written on March 1st
+    assert main(["backfill", str(archive), "--config", str(config)]) == 0
+    assert len(rows(database_url)) == 11
+    write_bmp(archive / "cam-1" / "001.bmp", seed=99)  # new content, new time
+    assert main(["backfill", str(archive), "--config", str(config)]) == 0
+    assert "1 ok, 0 failed, 10 skipped" in capsys.readouterr().out.splitlines()[-1]
+    assert len(rows(database_url)) == 12
+
+
+def test_dry_run_and_time_window(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = make_archive(tmp_path / "archive", frames=9)
+    config = make_config()
+    window = ["--since", "2024-03-02", "--until", "2024-03-03"]
+    assert main(["backfill", str(archive), "--dry-run", *window, "--config", str(config)]) == 0
+    assert "would classify 3 of 3 files" in capsys.readouterr().out
+    assert not (tmp_path / "data" / "results.sqlite3").exists()  # a dry run writes nothing
+
+
+def test_the_inbox_is_not_an_archive(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    config = make_config()
+    (tmp_path / "inbox" / "cam").mkdir(parents=True)
+    with pytest.raises(SystemExit) as stopped:
+        main(["backfill", str(tmp_path / "inbox" / "cam"), "--config", str(config)])
+    assert stopped.value.code == 2
