@@ -50,6 +50,8 @@ def test_reviews_train_the_next_head(
         for row in rows[:REVIEWED]:
             said = "female" if Path(row["source_path"]).name.startswith("v-") else "male"
             assert client.post(f"/api/results/{row['id']}/review", json={"label": said}).status_code == 200
+    reader.dispose()
+    writer.dispose()
     database = tmp_path / "data" / "results.sqlite3"
     assert query(database, "SELECT count(*) FROM reviews") == [(REVIEWED,)]
 

@@ -1,9 +1,13 @@
-"""Times as operators type them (the command line's --since/--until, the web API's since/until)."""
+"""Times as operators mean them: typed (--since/--until, the API's since/until), in the site's
+zone (display.timezone, else the host's), and summaries' hours and days turned back into times."""
 
 from __future__ import annotations
 
+import os
 import re
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -34,3 +38,44 @@ def parse_time(text: str, *, now: datetime | None = None, zone: tzinfo = UTC) ->
             f"not a time: {text!r} (use an ISO timestamp like 2026-11-25T08:00, "
             "or a relative one like 30m, 2h, 7d, today, yesterday)"
         ) from None
+
+
+def parse_zone(name: str) -> ZoneInfo:
+    """An IANA zone (`Europe/London`); ValueError naming the rule."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
+        raise ValueError("not a known time zone; use an IANA name like Europe/London") from None
+
+
+def host_zone(localtime: Path = Path("/etc/localtime")) -> tzinfo:
+    """The host's zone with its daylight-saving rules (not just today's offset), named as the
+    system names it (`TZ`, or the zone /etc/localtime links to) where it can be."""
+    named = os.environ.get("TZ", "").lstrip(":")
+    if named:
+        try:
+            return parse_zone(named)
+        except ValueError:
+            pass
+    try:
+        linked = localtime.resolve().as_posix()
+        if "/zoneinfo/" in linked:
+            return parse_zone(linked.split("/zoneinfo/", 1)[1])
+        with localtime.open("rb") as file:
+            return ZoneInfo.from_file(file, key="localtime")
+    except (OSError, ValueError):
+        return UTC
+
+
+def zone_name(zone: tzinfo) -> str:
+    """`Europe/London`, or the abbreviation in force now for a zone without a name."""
+    key = getattr(zone, "key", None)
+    return str(key) if key and key != "localtime" else str(datetime.now(zone).tzname() or zone)
+
+
+def bucket_start(bucket: str, zone: tzinfo) -> datetime:
+    """A summary's hour (ISO with its offset) or day (ISO date) as an aware time in `zone`."""
+    if "T" in bucket:
+        return datetime.fromisoformat(bucket).astimezone(zone)
+    day = date.fromisoformat(bucket)
+    return datetime(day.year, day.month, day.day, tzinfo=zone)

@@ -16,10 +16,10 @@ from watcher.commands.arguments import UsageError, add_config, folder_to_make_ty
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.commands.filters import add_filter_arguments, filters_from
 from watcher.config import Config
+from watcher.intake.stored_frames import FrameGone, FrameRefused, frame_file, frame_roots
 from watcher.store.opening import open_database
 from watcher.store.queries import ResultFilter, TimeBasis
 from watcher.store.reviews import ReviewedFrame, ReviewLabel, labelled_frames
-from watcher.web.frames import FrameGone, FrameRefused, frame_file, frame_roots
 from watcher.wording import plural
 
 HELP = "a labelled training folder from reviewed frames"

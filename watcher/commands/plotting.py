@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
+from watcher.times import bucket_start, zone_name
+
 # A camera's panel; more cameras make a taller figure, never squashed panels.
 PANEL_HEIGHT_IN = 2.2
-
-
-def bucket_start(bucket: str, zone: tzinfo) -> datetime:
-    """A summary's hour (ISO with offset) or day (ISO date) as an aware datetime in `zone`."""
-    if "T" in bucket:
-        return datetime.fromisoformat(bucket).astimezone(zone)
-    day = date.fromisoformat(bucket)
-    return datetime(day.year, day.month, day.day, tzinfo=zone)
 
 
 def plot_counts(rows: list[dict[str, Any]], path: Path, *, unit: str, zone: tzinfo) -> None:
@@ -51,13 +45,10 @@ def plot_counts(rows: list[dict[str, Any]], path: Path, *, unit: str, zone: tzin
     bottom.xaxis.set_major_locator(locator)
     formatter = mdates.ConciseDateFormatter(locator, tz=zone)  # type: ignore[no-untyped-call]
     bottom.xaxis.set_major_formatter(formatter)
-    bottom.set_xlabel(f"{unit} ({_zone_name(zone)})")
+    bottom.set_xlabel(f"{unit} ({zone_name(zone)})")
     axes[0, 0].legend(loc="upper right", fontsize="small")
     figure.suptitle(f"Female and male frames per camera and {unit}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
-
-def _zone_name(zone: tzinfo) -> str:
-    return str(getattr(zone, "key", None) or datetime.now(zone).tzname() or zone)

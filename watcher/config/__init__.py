@@ -15,11 +15,12 @@ from pydantic import ValidationError
 from watcher.config.base import ConfigSource
 from watcher.config.classifier import ModelConfig, TrainingConfig, ZeroShotConfig
 from watcher.config.database import DatabaseConfig
+from watcher.config.display import DisplayConfig
 from watcher.config.errors import ConfigError, describe
 from watcher.config.folders import PathsConfig
 from watcher.config.root import IN_PROGRESS_DIRNAME, Config
 from watcher.config.sections import BatchConfig, InboxConfig, LoggingConfig, MetricsConfig, StatusConfig
-from watcher.config.web import DisplayConfig, WebConfig
+from watcher.config.web import WebConfig
 
 __all__ = [
     "DEFAULT_CONFIG_LOCATIONS",

@@ -11,10 +11,11 @@ from sqlalchemy.exc import ArgumentError
 from watcher.config.base import Section, source_of, unset_section
 from watcher.config.classifier import ModelConfig, TrainingConfig
 from watcher.config.database import DatabaseConfig
+from watcher.config.display import DisplayConfig
 from watcher.config.errors import raise_problems
 from watcher.config.folders import PathsConfig
 from watcher.config.sections import BatchConfig, InboxConfig, LoggingConfig, MetricsConfig, StatusConfig
-from watcher.config.web import DisplayConfig, WebConfig
+from watcher.config.web import WebConfig
 from watcher.store.engine import sqlite_file
 
 IN_PROGRESS_DIRNAME = ".in-progress"

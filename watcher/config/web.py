@@ -1,12 +1,9 @@
-"""The `[web]` section (`cctv-gender serve`) and the `[display]` section (the site's time zone)."""
+"""The `[web]` section: where `cctv-gender serve` listens, and its token."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
-from datetime import UTC, tzinfo
 from typing import Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
@@ -78,42 +75,3 @@ class WebConfig(Section):
             problem = f"must be set when web.listen ({self.listen}) is not a loopback address"
             raise_problems([("token", problem)])
         return self
-
-
-def host_timezone() -> tzinfo:
-    """The host's zone, with its daylight-saving rules (not just today's offset)."""
-    named = os.environ.get("TZ", "").lstrip(":")
-    if named:
-        try:
-            return ZoneInfo(named)
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    try:
-        with open("/etc/localtime", "rb") as file:
-            return ZoneInfo.from_file(file, key="localtime")
-    except (OSError, ValueError):
-        return UTC
-
-
-class DisplayConfig(Section):
-    """How times are shown and bucketed for operators."""
-
-    timezone: OptionalText = Field(
-        None,
-        description="The site's time zone (an IANA name like Europe/London): `today`, `yesterday`, "
-        "`summary --by hour|day`, and the web pages use it. Not set: the host's.",
-    )
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError, OSError):
-                raise ValueError("not a known time zone; use an IANA name like Europe/London") from None
-        return value
-
-    @property
-    def zone(self) -> tzinfo:
-        return ZoneInfo(self.timezone) if self.timezone is not None else host_timezone()

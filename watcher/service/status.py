@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from model.registry import current_version
 from watcher.config import Config
 from watcher.intake.placement import UNMOVABLE_DIRNAME
@@ -35,7 +37,11 @@ from watcher.store.readers import recent_activity
 __all__ = ["InstanceView", "StatusReport", "collect_status", "instance_state", "render_status"]
 
 
-def collect_status(config: Config, *, now: datetime | None = None) -> StatusReport:
+def collect_status(
+    config: Config, *, now: datetime | None = None, engine: Engine | None = None
+) -> StatusReport:
+    """`engine`: a read-only engine on the config's database to use (the web app's); else one is
+    opened for this call."""
     now = now or datetime.now(UTC)
     # Areas before locks: frames of an instance that started in between are not taken for orphans.
     areas = frames_per_area(config.in_progress)
@@ -46,7 +52,7 @@ def collect_status(config: Config, *, now: datetime | None = None) -> StatusRepo
         if (status := DaemonStatus.read(status_dir(config.paths.data) / f"{name}.json")) is not None
     ]
     waiting = frames_waiting(config.paths.inbox)
-    engine = open_database(config, migrate=False, read_only=True)
+    engine = engine or open_database(config, migrate=False, read_only=True)
     activity = recent_activity(engine, processed_since=now - timedelta(hours=1), seen_since=now - RECENTLY)
     seen = _instances_seen(
         activity.instances, in_progress=config.in_progress, areas=areas, running=running, now=now

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
-from watcher.store.schema import Result
+from watcher.store.schema import Result, captured_at
 from watcher.store.session import translated_errors
 
 
@@ -25,9 +25,8 @@ class TimeBasis(StrEnum):
 
 
 def time_column(basis: TimeBasis) -> ColumnElement[datetime]:
-    if basis == TimeBasis.CAPTURED:
-        return func.coalesce(Result.file_mtime, Result.processed_at)
-    return Result.processed_at.expression
+    # The very expression of the captured-time indexes (watcher.store.schema), so they are used.
+    return captured_at if basis == TimeBasis.CAPTURED else Result.processed_at.expression
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -103,6 +104,13 @@ class Result(Base):
         Index("ix_results_status_processed_at", "status", "processed_at"),
         Index("ix_results_source_source_path", "source", "source_path"),
     )
+
+
+# When a frame was captured (its file's time; rows without one: when it was processed), what
+# summaries, the dashboard and `--time captured` filter and group on: indexed as that expression.
+captured_at = func.coalesce(Result.__table__.c.file_mtime, Result.__table__.c.processed_at)
+Index("ix_results_captured", captured_at)
+Index("ix_results_camera_captured", Result.__table__.c.camera, captured_at)
 
 
 class Instance(Base):

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from watcher.intake.stored_frames import FrameGone, FrameRefused, frame_file
 from watcher.store.export import iter_results, json_row
 from watcher.store.queries import TimeBasis
-from watcher.store.reviews import ReviewLabel, UnknownResult, record_review
+from watcher.store.reviews import ReviewLabel
 from watcher.store.summary import DIMENSIONS, summarize
+from watcher.times import parse_zone
 from watcher.web.context import WebContext, web_context
 from watcher.web.filters import FilterParams
-from watcher.web.frames import (
-    THUMBNAIL_DEFAULT,
-    THUMBNAIL_MAX,
-    FrameGone,
-    FrameRefused,
-    FrameUnreadable,
-    frame_file,
-    thumbnail_jpeg,
-)
+from watcher.web.frames import THUMBNAIL_DEFAULT, THUMBNAIL_MAX, FrameUnreadable, thumbnail_jpeg
 from watcher.web.security import CSRF_HEADER
 
 logger = logging.getLogger(__name__)
@@ -80,9 +73,9 @@ def summary(
     zone = context.zone
     if tz is not None:
         try:
-            zone = ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
-            raise HTTPException(422, f"tz: not a known time zone: {tz!r}") from None
+            zone = parse_zone(tz)
+        except ValueError as error:
+            raise HTTPException(422, f"tz: {error}") from None
     chosen = filters.result_filter(zone=zone, default_time=TimeBasis.CAPTURED)
     return summarize(context.reader, filters=chosen, by=dimensions, zone=zone)
 
@@ -114,13 +107,7 @@ def frame_image(
 def review(result_id: ResultId, body: ReviewBody, request: Request, context: Context) -> dict[str, Any]:
     """Record a review of one frame: female, male or unsure."""
     context.gate.check_csrf(request, request.headers.get(CSRF_HEADER))
-    try:
-        recorded = record_review(
-            context.writer, result_id=result_id, label=body.label, reviewer=request.state.visitor.reviewer
-        )
-    except UnknownResult:
-        raise HTTPException(404, f"no result {result_id}") from None
-    context.reviewed(recorded.label)
+    recorded = context.record_review(result_id, body.label, reviewer=request.state.visitor.reviewer)
     return {
         "id": recorded.id,
         "result_id": recorded.result_id,

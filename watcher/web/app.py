@@ -68,7 +68,7 @@ def create_app(context: WebContext, *, listen_host: str = "127.0.0.1") -> FastAP
     @app.get("/healthz")
     def healthz() -> Response:
         """`cctv-gender status --format json`; 200 when healthy, 503 when not."""
-        report = collect_status(context.config)
+        report = collect_status(context.config, engine=context.reader)
         body = render_status(report, output_format="json")
         return Response(body, media_type="application/json", status_code=200 if report.healthy else 503)
 

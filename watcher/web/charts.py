@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+from watcher.times import bucket_start
+
 WIDTH = 760
 HEIGHT = 170
 LEFT = 44
@@ -58,13 +60,6 @@ def window(now: datetime, *, days: int, zone: tzinfo) -> tuple[datetime, datetim
     midnight = datetime(local.year, local.month, local.day, tzinfo=zone)
     end = midnight + timedelta(days=1)
     return end - timedelta(days=days), end, "day"
-
-
-def bucket_start(bucket: str, zone: tzinfo) -> datetime:
-    if "T" in bucket:
-        return datetime.fromisoformat(bucket).astimezone(zone)
-    day = datetime.fromisoformat(bucket)
-    return datetime(day.year, day.month, day.day, tzinfo=zone)
 
 
 def stacked_chart(

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, GCCollector, PlatformC
 from sqlalchemy import Engine
 
 from watcher.config import Config
+from watcher.intake.stored_frames import frame_roots
 from watcher.store.queries import stored_path_of
-from watcher.store.reviews import ReviewLabel
-from watcher.web.frames import frame_roots
+from watcher.store.reviews import ReviewLabel, ReviewRecord, UnknownResult, record_review
 from watcher.web.security import Gate
 
 
@@ -52,8 +52,14 @@ class WebContext:
             raise HTTPException(404, f"no result {result_id}")
         return stored
 
-    def reviewed(self, label: ReviewLabel) -> None:
+    def record_review(self, result_id: int, label: ReviewLabel, *, reviewer: str) -> ReviewRecord:
+        """One review through the writer; 404 for an unknown frame."""
+        try:
+            recorded = record_review(self.writer, result_id=result_id, label=label, reviewer=reviewer)
+        except UnknownResult:
+            raise HTTPException(404, f"no result {result_id}") from None
         self.metrics.reviews.labels(label=str(label)).inc()
+        return recorded
 
 
 def web_context(request: Request) -> WebContext:

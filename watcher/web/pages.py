@@ -11,19 +11,19 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Res
 from fastapi.responses import RedirectResponse
 
 from model.registry import current_version
+from watcher.service.status_report import RECENTLY
 from watcher.store.export import iter_results
 from watcher.store.queries import ResultFilter, TimeBasis, result_fields
 from watcher.store.readers import recent_activity
 from watcher.store.reviews import (
     ReviewLabel,
-    UnknownResult,
     latest_reviews,
-    record_review,
     review_counts,
     review_queue,
     reviews_of,
 )
 from watcher.store.summary import summarize
+from watcher.times import zone_name
 from watcher.web.api import ResultId
 from watcher.web.charts import Chart, stacked_chart, window
 from watcher.web.context import WebContext, web_context
@@ -45,14 +45,9 @@ def _page(request: Request, name: str, values: dict[str, Any], *, status_code: i
         "csrf_token": csrf_token(request),
         "reviewer": visitor.reviewer if visitor is not None else None,
         "logged_in": context.gate.needs_login and visitor is not None,
-        "zone": _zone_name(context),
+        "zone": zone_name(context.zone),
     }
     return templates.TemplateResponse(request, name, {**common, **values}, status_code=status_code)
-
-
-def _zone_name(context: WebContext) -> str:
-    zone = context.zone
-    return str(getattr(zone, "key", None) or datetime.now(zone).tzname())
 
 
 @router.get("/")
@@ -78,7 +73,7 @@ def dashboard(
     ]
     failed = list(iter_results(context.reader, filters=ResultFilter(status="failed"), limit=RECENT_FAILED))
     activity = recent_activity(
-        context.reader, processed_since=now - timedelta(hours=1), seen_since=now - timedelta(minutes=15)
+        context.reader, processed_since=now - timedelta(hours=1), seen_since=now - RECENTLY
     )
     serving = sorted({item.model_version for item in activity.instances if item.model_version})
     return _page(
@@ -159,13 +154,7 @@ def review_form(
 ) -> Response:
     """The review buttons without JavaScript: record, then back to the page they were on."""
     context.gate.check_csrf(request, csrf_token)
-    try:
-        recorded = record_review(
-            context.writer, result_id=result_id, label=label, reviewer=request.state.visitor.reviewer
-        )
-    except UnknownResult:
-        raise HTTPException(404, f"no result {result_id}") from None
-    context.reviewed(recorded.label)
+    context.record_review(result_id, label, reviewer=request.state.visitor.reviewer)
     return RedirectResponse(_local_path(next_page) or f"/frames/{result_id}", status_code=303)
 
 
