@@ -36,7 +36,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--model", choices=MODELS, default="vit-b32")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--actors", type=int, default=1, help="--actors for the Ray run")
+    parser.add_argument(
+        "--actors", type=int, default=None, help="--actors for the Ray run (default: its own)"
+    )
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "backfill.json")
     args = parser.parse_args()
 
@@ -50,7 +52,7 @@ def main() -> int:
         figures = {}
         for name, extra in (
             ("in-process", []),
-            ("ray-local", ["--ray", "local", "--actors", str(args.actors)]),
+            ("ray-local", ["--ray", "local", *(["--actors", str(args.actors)] if args.actors else [])]),
         ):
             run = root / name
             run.mkdir()

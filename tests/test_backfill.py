@@ -110,3 +110,74 @@ def test_the_inbox_is_not_an_archive(make_config: Callable[..., Path], tmp_path:
     with pytest.raises(SystemExit) as stopped:
         main(["backfill", str(tmp_path / "inbox" / "cam"), "--config", str(config)])
     assert stopped.value.code == 2
+
+
+def test_a_half_written_file_fails_then_its_finished_self_replaces_the_failure(
+    make_config: Callable[..., Path], tmp_path: Path, database_url: str
+) -> None:
+    archive = make_archive(tmp_path / "archive", frames=3)
+    whole = (archive / "cam-0" / "000.bmp").read_bytes()
+    live = archive / "cam-1" / "live.bmp"
+    live.write_bytes(whole[: len(whole) // 2])  # a writer is still busy with it
+    config = make_config(database={"url": database_url})
+    assert main(["backfill", str(archive), "--config", str(config)]) == 0
+    assert ("cam-1/live.bmp", "failed") in {(path, status) for path, status, _ in rows(database_url)}
+    live.write_bytes(whole)
+    assert main(["backfill", str(archive), "--config", str(config)]) == 0
+    assert [status for path, status, _ in rows(database_url) if path == "cam-1/live.bmp"] == ["ok"]
+
+
+def test_a_name_that_is_not_utf8_gets_its_row(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = tmp_path / "archive"
+    folder = Path(os.fsdecode(bytes(archive / "caf") + b"\xe9"))  # Latin-1 bytes, not UTF-8
+    write_bmp(folder / os.fsdecode(b"fr\xe9d.bmp"), seed=1)
+    config = make_config()
+    assert main(["backfill", str(archive), "--config", str(config)]) == 0
+    assert "1 ok, 0 failed" in capsys.readouterr().out
+    assert rows(f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}") == [
+        ("caf\\xe9/fr\\xe9d.bmp", "ok", None)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        pytest.param(
+            ["--since", "2024-03-03", "--until", "2024-03-01"], "must be before", id="since_after_until"
+        ),
+        pytest.param(["--actors", "2"], "--actors is for --ray", id="actors_without_ray"),
+    ],
+)
+def test_arguments_that_do_not_go_together(
+    make_config: Callable[..., Path], tmp_path: Path, arguments: list[str], message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    archive = make_archive(tmp_path / "archive", frames=1)
+    with pytest.raises(SystemExit) as stopped:
+        main(["backfill", str(archive), *arguments, "--config", str(make_config())])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("holds", ["inbox", "processed", "data"])
+def test_a_folder_holding_the_sites_own_folders_is_not_an_archive(
+    make_config: Callable[..., Path], tmp_path: Path, holds: str
+) -> None:
+    config = make_config()
+    (tmp_path / holds).mkdir(exist_ok=True)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "results.sqlite3").touch()
+    with pytest.raises(SystemExit) as stopped:
+        main(["backfill", str(tmp_path), "--config", str(config)])  # holds inbox/, processed/, data/
+    assert stopped.value.code == 2
+
+
+def test_no_cluster_at_the_address_is_one_line_at_once(
+    make_config: Callable[..., Path], tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = make_archive(tmp_path / "archive", frames=1)
+    config = make_config(database={"url": postgres_url})
+    assert main(["backfill", str(archive), "--ray", "127.0.0.1:1", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cctv-gender: error: no Ray cluster at 127.0.0.1:1"), err

@@ -79,3 +79,25 @@ def bucket_start(bucket: str, zone: tzinfo) -> datetime:
         return datetime.fromisoformat(bucket).astimezone(zone)
     day = date.fromisoformat(bucket)
     return datetime(day.year, day.month, day.day, tzinfo=zone)
+
+
+def time_window(
+    since: str | None,
+    until: str | None,
+    *,
+    zone: tzinfo,
+    names: tuple[str, str] = ("since", "until"),
+    now: datetime | None = None,
+) -> tuple[datetime | None, datetime | None]:
+    """`since` and `until` as typed, read in `zone`; ValueError naming (as `names` call them) the
+    one at fault, or saying that since is not before until."""
+    times: list[datetime | None] = []
+    for name, text in zip(names, (since, until), strict=True):
+        try:
+            times.append(parse_time(text, now=now, zone=zone) if text is not None and text.strip() else None)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+    start, end = times
+    if start is not None and end is not None and start >= end:
+        raise ValueError(f"{names[0]} ({start.isoformat()}) must be before {names[1]} ({end.isoformat()})")
+    return start, end

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from watcher.intake.discovery import scan_inbox
+from watcher.intake.names import storable
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class ArchiveFile:
 
 def archive_source(archive: Path) -> str:
     """The rows' `source`: the archive's folder as the filesystem names it."""
-    return f"archive:{archive.resolve()}"
+    return f"archive:{storable(str(archive.resolve()))}"
 
 
 def list_archive(
@@ -44,8 +44,7 @@ def list_archive(
         mtime = datetime.fromtimestamp(info.st_mtime, UTC)
         if (since is not None and mtime < since) or (until is not None and mtime >= until):
             continue
-        size = info.st_size if stat.S_ISREG(info.st_mode) else -1
-        yield ArchiveFile(relative, path, size, mtime)
+        yield ArchiveFile(relative, path, info.st_size, mtime)
 
 
 def archive_frame_key(source: str, relative: PurePosixPath, *, sha256: str | None, file: ArchiveFile) -> str:
@@ -60,7 +59,8 @@ def archive_frame_key(source: str, relative: PurePosixPath, *, sha256: str | Non
 def is_done(
     file: ArchiveFile, done: dict[str, tuple[int | None, datetime | None]], *, stored_name: str
 ) -> bool:
-    """A row for this path with the same size and file time exists: skip it without reading."""
+    """An `ok` row for this path with the same size and file time exists: skip it without reading.
+    (A failed one is tried again: the failure may have been the model's, or the file half written.)"""
     seen = done.get(stored_name)
     if seen is None:
         return False

@@ -79,7 +79,7 @@ def archive_records(
                 frame_key=archive_frame_key(source, frame.relative, sha256=facts.sha256, file=file),
                 camera=storable(frame.camera) if frame.camera is not None else None,
                 source_path=storable(frame.relative.as_posix()),
-                stored_path=str(file.path),
+                stored_path=storable(str(file.path)),
                 received_at=frame.received_at,
                 processed_at=processed_at,
                 status=Status.OK if classification is not None else Status.FAILED,

@@ -13,8 +13,8 @@ Frames travel between stages pickled in a binary column: Ray Data needs no schem
 from __future__ import annotations
 
 import logging
-import os
 import pickle
+import socket
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from watcher.backfill.archive import ArchiveFile
 from watcher.backfill.frames import archive_records, classify, decode_file, frame_bounds, load_model
 from watcher.backfill.report import BackfillReport, store_records
 from watcher.config import Config
+from watcher.errors import StartupError
 from watcher.pipeline.stages import FrameBounds
 from watcher.store.schema import utc_now
 
@@ -31,16 +32,32 @@ logger = logging.getLogger(__name__)
 
 # Frames per Ray Data batch through the read tasks (the actors take config.batch.size).
 READ_BATCH = 16
-READ_CPUS = 0.5
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str) -> None:
+    """Something listens at the head's HOST:PORT, or one line at once (Ray itself would retry for
+    minutes); `local` and `auto` pass."""
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise StartupError(f"--ray {address}: use local, auto, or the head's HOST:PORT (like 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise StartupError(f"no Ray cluster at {address}: {error.strerror or error}") from None
 
 
 def connect(address: str) -> None:
-    """`local` starts a Ray on this machine; `auto` or an address joins a running cluster."""
+    """`local` starts a Ray on this machine; `auto` or HOST:PORT joins a running cluster."""
     import ray
 
-    ray.init(
-        address=None if address == "local" else address, logging_level=logging.WARNING, log_to_driver=True
-    )
+    check_reachable(address)
+    try:
+        ray.init(address=None if address == "local" else address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as error:
+        raise StartupError(f"cannot join the Ray cluster at {address}: {error}") from None
 
 
 def backfill_on_ray(
@@ -50,14 +67,18 @@ def backfill_on_ray(
     *,
     source: str,
     report: BackfillReport,
-    actors: int,
+    actors: int | None,
 ) -> None:
     import ray
     import ray.data
 
     if not files:
         return
-    gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
+    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    gpus = int(resources.get("GPU", 0))
+    # By default one actor per GPU; without GPUs one per CPU, each with one torch thread.
+    actors = actors or gpus or max(1, int(resources.get("CPU", 1)))
+    logger.info("Ray cluster: %s; %d model actor(s)", resources, actors)
     received_at = utc_now()
     frames = ray.data.from_items([{"file": pickle.dumps(file)} for file in files])
     decoded = frames.map_batches(
@@ -65,9 +86,10 @@ def backfill_on_ray(
         fn_kwargs={"bounds": frame_bounds(config), "received_at": received_at},
         batch_size=READ_BATCH,
         batch_format="numpy",
-        # Not the actors' one CPU: different resources keep the reads their own tasks (Ray fuses
-        # stages that ask alike), so they spread over the CPU nodes, never starved by actors.
-        num_cpus=READ_CPUS,
+        # One CPU each, as the actors ask: on CPU-only nodes Ray then fuses reading into the
+        # actors (no copy of the pixels through the object store); with GPU actors the two ask
+        # differently, and the reads stay CPU tasks spread over every node, never starved.
+        num_cpus=1,
     )
     classified = decoded.map_batches(
         _ClassifyActor,
@@ -99,9 +121,9 @@ class _ClassifyActor:
     def __init__(self, config: Config, source: str) -> None:
         import torch
 
-        # One CPU is what it asked Ray for (so the read tasks are never starved); its torch
-        # threads may still use the node's cores, as the daemon's do.
-        torch.set_num_threads(config.model.cpu_threads or os.cpu_count() or 1)
+        # One CPU is what it asked Ray for: one torch thread (unless model.cpu_threads says
+        # otherwise), so actors side by side on a node never oversubscribe its cores.
+        torch.set_num_threads(config.model.cpu_threads or 1)
         self._model = load_model(config)
         self._source = source
 

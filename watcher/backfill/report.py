@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from watcher.store.records import ResultRecord, Status
-from watcher.store.writes import insert_new
+from watcher.store.writes import insert_new, supersede_failed_rows
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class BackfillReport:
 def store_records(engine: Engine, records: list[ResultRecord], report: BackfillReport) -> None:
     """One transaction for the batch; a row already there (same archive, path and content) is
     skipped, and a row the database cannot hold is logged and counted failed."""
+    supersede_failed_rows(engine, records)
     outcome = insert_new(engine, records)
     for record in records:
         if record.frame_key in outcome.rejected:

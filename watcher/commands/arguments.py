@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from watcher.commands.exit_codes import EXIT_USAGE
-from watcher.store.summary import DIMENSIONS
+from watcher.store.summary import parse_dimensions
 from watcher.times import parse_time
 
 
@@ -80,15 +80,10 @@ def probability_type(text: str) -> float:
 
 
 def dimensions_type(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in DIMENSIONS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"use a comma-separated list of {', '.join(DIMENSIONS)}; got {text!r}"
-        )
-    if "hour" in names and "day" in names:
-        raise argparse.ArgumentTypeError("choose hour or day, not both")
-    return names
+    try:
+        return parse_dimensions(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 # The largest count a database's 64-bit integer (a LIMIT) can take.

@@ -4,7 +4,6 @@ moving, renaming or writing anything in it), one row per file, in-process or on 
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,12 +22,11 @@ from watcher.config import Config
 from watcher.errors import StartupError
 from watcher.store.engine import sqlite_file
 from watcher.store.opening import open_database
+from watcher.times import time_window
 
 if TYPE_CHECKING:  # the backfill's modules load the pipeline: only when the command runs
     from watcher.backfill.archive import ArchiveFile
     from watcher.backfill.report import BackfillReport
-
-logger = logging.getLogger(__name__)
 
 HELP = "classify an archive of frames where they lie (in-process, or on a Ray cluster)"
 
@@ -41,14 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ray",
         metavar="local|auto|ADDRESS",
-        help="run on Ray: `local` starts one here, `auto` or ray://HOST:10001 / HOST:6379 joins a cluster",
+        help="run on Ray: `local` starts one here, `auto` (on a cluster's node) or HEAD:6379 joins a cluster",
     )
     parser.add_argument(
         "--actors",
         type=positive_int_type,
-        default=1,
+        default=None,
         metavar="N",
-        help="with --ray: model actors (default 1)",
+        help="with --ray: model actors (default: one per GPU, else one per CPU of the cluster)",
     )
     parser.add_argument("--since", type=time_type, metavar="TIME", help="only files written at or after TIME")
     parser.add_argument("--until", type=time_type, metavar="TIME", help="only files written before TIME")
@@ -62,29 +60,40 @@ def run(config: Config, args: argparse.Namespace) -> int:
     from watcher.backfill.report import BackfillReport
 
     archive: Path = args.archive.resolve()
-    if archive == config.paths.inbox or archive.is_relative_to(config.paths.inbox):
-        raise UsageError(f"{args.archive} is (inside) paths.inbox: the daemon takes those frames itself")
-    zone = config.display.zone
-    since = args.since.at(zone) if args.since is not None else None
-    until = args.until.at(zone) if args.until is not None else None
+    _refuse_site_folders(config, archive, shown=args.archive)
+    if args.actors is not None and args.ray is None:
+        raise UsageError("--actors is for --ray (in-process, the model runs in this process)")
+    if args.ray not in (None, "local") and sqlite_file(config.database_url) is not None:
+        raise UsageError(
+            "a Ray cluster needs a database every node's driver can reach: set database.url to PostgreSQL"
+        )
+    if args.ray is not None:
+        from watcher.backfill.on_ray import check_reachable
+
+        check_reachable(args.ray)  # before anything is read or migrated
+    try:
+        since, until = time_window(
+            args.since.text if args.since else None,
+            args.until.text if args.until else None,
+            zone=config.display.zone,
+            names=("--since", "--until"),
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     source = archive_source(archive)
     files = list(list_archive(archive, since=since, until=until))
     if args.dry_run:
-        # A dry run writes nothing, not even a new database's schema.
-        file = sqlite_file(config.database_url)
-        todo = files if file is not None and not file.exists() else _not_done(config, None, files, source)
+        todo = _not_done(config, None, files, source)
         done = len(files) - len(todo)
         print(f"would classify {len(todo)} of {len(files)} files in {archive} ({done} already done)")
         return EXIT_OK
     engine = open_database(config, migrate=True)
-    if args.ray not in (None, "local") and engine.dialect.name == "sqlite":
-        raise UsageError(
-            "a Ray cluster needs a database every node's driver can reach: set database.url to PostgreSQL"
-        )
     todo = _not_done(config, engine, files, source)
     report = BackfillReport(files=len(files), skipped=len(files) - len(todo))
     started = time.perf_counter()
-    if args.ray is None:
+    if not todo:
+        pass  # nothing to read: no model, no Ray
+    elif args.ray is None:
         from watcher.backfill.in_process import backfill_in_process
 
         backfill_in_process(config, engine, todo, source=source, report=report)
@@ -96,20 +105,44 @@ def run(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refuse_site_folders(config: Config, archive: Path, *, shown: Path) -> None:
+    """The inbox, processed/ and failed/ are the daemon's, and the database is written: none may
+    be the archive, inside it, or hold it."""
+    folders = {"paths.inbox": config.paths.inbox, "paths.processed": config.paths.processed,
+               "paths.failed": config.paths.failed}  # fmt: skip
+    for key, folder in folders.items():
+        if archive.is_relative_to(folder) or folder.is_relative_to(archive):
+            raise UsageError(
+                f"{shown} is, holds or lies inside {key} ({folder}): the daemon's frames are not an archive"
+            )
+    database = sqlite_file(config.database_url)
+    if database is not None and database.resolve().is_relative_to(archive):
+        raise UsageError(f"{shown} holds the database ({database}), which a backfill writes")
+
+
 def _not_done(
     config: Config, engine: Engine | None, files: list[ArchiveFile], source: str
 ) -> list[ArchiveFile]:
-    """The files with no row yet (same path, size and file time); `engine` None: open one to read."""
+    """The files with no `ok` row yet (same path, size and file time). `engine` None (a dry run):
+    read through one of its own, and a database not made or not migrated yet has done nothing."""
     from watcher.backfill.archive import is_done
     from watcher.intake.names import storable
     from watcher.store.queries import archive_rows
 
-    reader = engine or open_database(config, migrate=False, read_only=True)
-    try:
-        done = archive_rows(reader, source)
-    finally:
-        if engine is None:
+    if engine is None:
+        file = sqlite_file(config.database_url)
+        if file is not None and not file.exists():
+            return files
+        try:
+            reader = open_database(config, migrate=False, read_only=True)
+        except StartupError:  # not at the current schema: the real run migrates it first
+            return files
+        try:
+            done = archive_rows(reader, source)
+        finally:
             reader.dispose()
+    else:
+        done = archive_rows(engine, source)
     return [file for file in files if not is_done(file, done, stored_name=storable(file.relative.as_posix()))]
 
 
@@ -121,7 +154,7 @@ def _on_ray(
     source: str,
     report: BackfillReport,
     address: str,
-    actors: int,
+    actors: int | None,
 ) -> None:
     try:
         import ray

@@ -18,6 +18,7 @@ from watcher.store.queries import (
     unseen_cameras,
     unseen_model_versions,
 )
+from watcher.times import time_window
 
 
 def add_filter_arguments(parser: argparse.ArgumentParser, *, time_basis: TimeBasis) -> None:
@@ -52,10 +53,15 @@ def add_filter_arguments(parser: argparse.ArgumentParser, *, time_basis: TimeBas
 def filters_from(args: argparse.Namespace, *, zone: tzinfo) -> ResultFilter:
     """The filter the arguments ask for, times read in the site's `zone`; UsageError when --since
     is not before --until."""
-    since = args.since.at(zone) if args.since is not None else None
-    until = args.until.at(zone) if args.until is not None else None
-    if since is not None and until is not None and since >= until:
-        raise UsageError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+    try:
+        since, until = time_window(
+            args.since.text if args.since else None,
+            args.until.text if args.until else None,
+            zone=zone,
+            names=("--since", "--until"),
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return ResultFilter(
         cameras=tuple(args.camera),
         since=since,

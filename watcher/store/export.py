@@ -22,7 +22,7 @@ from watcher.store.session import translated_errors
 ALL_COLUMNS = (
     "id", "processed_at", "camera", "source_path", "label", "probability", "status", "error",
     "model_version", "precision", "width", "height", "size_bytes", "sha256", "file_mtime", "received_at",
-    "stored_path", "frame_key",
+    "stored_path", "frame_key", "source",
 )  # fmt: skip
 TABLE_COLUMNS = (
     "id", "processed_at", "camera", "source_path", "label", "probability", "status", "model_version", "error",

@@ -118,8 +118,8 @@ def result_fields(engine: Engine, result_id: int) -> dict[str, Any] | None:
 
 
 def archive_rows(engine: Engine, source: str) -> dict[str, tuple[int | None, datetime | None]]:
-    """An archive's rows so far, path → (size, file time): what a rerun of its backfill skips."""
+    """An archive's `ok` rows so far, path → (size, file time): what a rerun of its backfill skips."""
     statement = select(Result.source_path, Result.size_bytes, Result.file_mtime)
-    statement = statement.where(Result.source == source)
+    statement = statement.where(Result.source == source, Result.status == "ok")
     with translated_errors(), engine.connect() as connection:
         return {path: (size, mtime) for path, size, mtime in connection.execute(statement)}

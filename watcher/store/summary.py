@@ -28,6 +28,16 @@ COUNT_COLUMNS = (
 QUARTER_S = 900
 
 
+def parse_dimensions(text: str) -> tuple[str, ...]:
+    """`camera,hour` as ("camera", "hour"); ValueError naming the rule."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or any(name not in DIMENSIONS for name in names):
+        raise ValueError(f"use a comma-separated list of {', '.join(DIMENSIONS)}; got {text!r}")
+    if "hour" in names and "day" in names:
+        raise ValueError("choose hour or day, not both")
+    return names
+
+
 def _quarter(engine: Engine, filters: ResultFilter) -> ColumnElement[Any]:
     """The row's time (captured or processed) as whole quarter hours since the epoch, UTC."""
     at = time_column(filters.time_basis)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -71,6 +71,24 @@ def insert_new(
             first_line = str(error).splitlines()[0] if str(error) else ""
             outcome.rejected[record.frame_key] = f"cannot store its row: {type(cause).__name__}: {first_line}"
     return outcome
+
+
+def supersede_failed_rows(engine: Engine, records: list[ResultRecord]) -> None:
+    """An archived file classified `ok` now replaces its earlier failed rows (a model error, a
+    half-written file): one row per file stays the rule. Inbox rows are never touched."""
+    wanted: dict[str, list[str]] = {}
+    for record in records:
+        if record.status == "ok" and record.source != "inbox":
+            wanted.setdefault(record.source, []).append(record.source_path)
+    if not wanted:
+        return
+    with transaction(engine) as connection:
+        for source, paths in wanted.items():
+            connection.execute(
+                delete(Result).where(
+                    Result.source == source, Result.status == "failed", Result.source_path.in_(paths)
+                )
+            )
 
 
 def _insert(engine: Engine, records: list[ResultRecord], before_write: Callable[[], None]) -> set[str]:

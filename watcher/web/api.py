@@ -14,7 +14,7 @@ from watcher.intake.stored_frames import FrameGone, FrameRefused, frame_file
 from watcher.store.export import iter_results, json_row
 from watcher.store.queries import TimeBasis
 from watcher.store.reviews import ReviewLabel
-from watcher.store.summary import DIMENSIONS, summarize
+from watcher.store.summary import parse_dimensions, summarize
 from watcher.times import parse_zone
 from watcher.web.context import WebContext, web_context
 from watcher.web.filters import FilterParams
@@ -65,11 +65,10 @@ def summary(
     tz: str | None = None,
 ) -> list[dict[str, Any]]:
     """The objects of `summary --format json`; hours and days in `tz` (default display.timezone)."""
-    dimensions = tuple(name.strip() for name in by.split(",") if name.strip())
-    if not dimensions or any(name not in DIMENSIONS for name in dimensions):
-        raise HTTPException(422, f"by: a comma-separated list of {', '.join(DIMENSIONS)}")
-    if "hour" in dimensions and "day" in dimensions:
-        raise HTTPException(422, "by: hour or day, not both")
+    try:
+        dimensions = parse_dimensions(by)
+    except ValueError as error:
+        raise HTTPException(422, f"by: {error}") from None
     zone = context.zone
     if tz is not None:
         try:

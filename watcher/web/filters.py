@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query
 
 from watcher.store.queries import ResultFilter, TimeBasis
-from watcher.times import parse_time
+from watcher.times import time_window
 
 
 class FilterParams:
@@ -37,10 +37,10 @@ class FilterParams:
     def result_filter(
         self, *, zone: tzinfo, default_time: TimeBasis, before_id: int | None = None
     ) -> ResultFilter:
-        since = _time("since", self.since, zone)
-        until = _time("until", self.until, zone)
-        if since is not None and until is not None and since >= until:
-            raise HTTPException(status_code=422, detail="since must be before until")
+        try:
+            since, until = time_window(self.since, self.until, zone=zone)
+        except ValueError as error:
+            raise HTTPException(status_code=422, detail=str(error)) from None
         return ResultFilter(
             cameras=self.cameras,
             since=since,
@@ -53,11 +53,3 @@ class FilterParams:
             before_id=before_id,
         )
 
-
-def _time(name: str, text: str | None, zone: tzinfo) -> datetime | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        return parse_time(text, zone=zone)
-    except ValueError as error:
-        raise HTTPException(status_code=422, detail=f"{name}: {error}") from None
