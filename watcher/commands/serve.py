@@ -67,5 +67,4 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError:
         listening.close()
         raise
-    listening.set_inheritable(True)
     return listening

@@ -44,7 +44,6 @@ def _page(request: Request, name: str, values: dict[str, Any], *, status_code: i
     common = {
         "csrf_token": csrf_token(request),
         "reviewer": visitor.reviewer if visitor is not None else None,
-        "logged_in": context.gate.needs_login and visitor is not None,
         "zone": zone_name(context.zone),
     }
     return templates.TemplateResponse(request, name, {**common, **values}, status_code=status_code)
