@@ -6,7 +6,7 @@ is classified exactly as the daemon would classify it."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from model.heads import Head
@@ -18,8 +18,9 @@ from watcher.intake.names import storable
 from watcher.pipeline.assembly import load_extractor
 from watcher.pipeline.classifying import Classifier
 from watcher.pipeline.decoding import read_and_decode
+from watcher.pipeline.recording import frame_record
 from watcher.pipeline.stages import Classified, Decoded, FrameBounds
-from watcher.store.records import ResultRecord, Status
+from watcher.store.records import ResultRecord
 
 logger = logging.getLogger(__name__)
 
@@ -72,29 +73,17 @@ def archive_records(
     """The rows: `stored_path` is the file in the archive, where it stays."""
     records = []
     for item in classified:
-        frame, facts, classification = item.frame, item.facts, item.classification
+        frame, facts = item.frame, item.facts
         file = files[frame.key]
         records.append(
-            ResultRecord(
-                frame_key=archive_frame_key(source, frame.relative, sha256=facts.sha256, file=file),
-                camera=storable(frame.camera) if frame.camera is not None else None,
-                source_path=storable(frame.relative.as_posix()),
-                stored_path=storable(str(file.path)),
-                received_at=frame.received_at,
-                processed_at=processed_at,
-                status=Status.OK if classification is not None else Status.FAILED,
+            frame_record(
+                frame,
+                replace(facts, file_mtime=facts.file_mtime or file.mtime),
+                item.classification,
                 error=item.error,
-                sha256=facts.sha256,
-                size_bytes=facts.size_bytes,
-                width=facts.width,
-                height=facts.height,
-                file_mtime=facts.file_mtime or file.mtime,
-                label=classification.label if classification else None,
-                probability=classification.probability if classification else None,
-                model_version=classification.model_version if classification else None,
-                precision=classification.precision if classification else None,
-                embedding=classification.embedding if classification else None,
-                embedding_model=classification.embedding_model if classification else None,
+                frame_key=archive_frame_key(source, frame.relative, sha256=facts.sha256, file=file),
+                stored_path=storable(str(file.path)),
+                processed_at=processed_at,
                 source=source,
             )
         )

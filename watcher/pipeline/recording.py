@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from watcher.intake.moving import is_placement_error
 from watcher.intake.names import storable
 from watcher.intake.placement import OutputFolderMissing, place, place_flat
-from watcher.pipeline.stages import Classified, OutputFolders, Stored
+from watcher.pipeline.stages import Claimed, Classification, Classified, FileFacts, OutputFolders, Stored
 from watcher.store import writes
 from watcher.store.errors import StorageFailed
 from watcher.store.file_guard import DatabaseFileGuard
@@ -34,6 +34,43 @@ def check_output_folders(folders: OutputFolders) -> None:
             # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
             # rows are committed; the batch waits, and its moves are finished once it is back.
             raise OutputFolderMissing(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
+
+
+def frame_record(
+    frame: Claimed,
+    facts: FileFacts,
+    classification: Classification | None,
+    *,
+    error: str | None,
+    frame_key: str,
+    stored_path: str,
+    processed_at: datetime,
+    source: str = "inbox",
+) -> ResultRecord:
+    """A frame's row: what it is, what reading it learned, and what the model said (or why not).
+    The daemon's rows and `backfill`'s are both made here."""
+    return ResultRecord(
+        frame_key=frame_key,
+        camera=storable(frame.camera) if frame.camera is not None else None,
+        source_path=storable(frame.relative.as_posix()),
+        stored_path=stored_path,
+        received_at=frame.received_at,
+        processed_at=processed_at,
+        status=Status.OK if classification is not None else Status.FAILED,
+        error=error,
+        sha256=facts.sha256,
+        size_bytes=facts.size_bytes,
+        width=facts.width,
+        height=facts.height,
+        file_mtime=facts.file_mtime,
+        label=classification.label if classification else None,
+        probability=classification.probability if classification else None,
+        model_version=classification.model_version if classification else None,
+        precision=classification.precision if classification else None,
+        embedding=classification.embedding if classification else None,
+        embedding_model=classification.embedding_model if classification else None,
+        source=source,
+    )
 
 
 class Recorder:
@@ -115,27 +152,14 @@ class Recorder:
             logger.warning("frame %s failed: %s", frame.relative, error)
             classification = None
             destination = place_flat(self._folders.failed, frame, taken=taken)
-        labelled = classification is not None
-        return ResultRecord(
-            frame_key=frame.key,
-            camera=storable(frame.camera) if frame.camera is not None else None,
-            source_path=storable(frame.relative.as_posix()),
-            stored_path=str(destination),
-            received_at=frame.received_at,
-            processed_at=now,
-            status=Status.OK if labelled else Status.FAILED,
+        return frame_record(
+            frame,
+            facts,
+            classification,
             error=error,
-            sha256=facts.sha256,
-            size_bytes=facts.size_bytes,
-            width=facts.width,
-            height=facts.height,
-            file_mtime=facts.file_mtime,
-            label=classification.label if classification else None,
-            probability=classification.probability if classification else None,
-            model_version=classification.model_version if classification else None,
-            precision=classification.precision if classification else None,
-            embedding=classification.embedding if classification else None,
-            embedding_model=classification.embedding_model if classification else None,
+            frame_key=frame.key,
+            stored_path=str(destination),
+            processed_at=now,
         )
 
     def _bare_failed_record(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from functools import cached_property
 from pathlib import Path
 
 from fastapi import HTTPException, Request
@@ -42,8 +43,9 @@ class WebContext:
     def zone(self) -> tzinfo:
         return self.config.display.zone
 
-    @property
+    @cached_property
     def frame_roots(self) -> tuple[Path, ...]:
+        # Resolved once: every picture request checks against them.
         return frame_roots(self.config.paths.processed, self.config.paths.failed)
 
     def stored_path(self, result_id: int) -> str:
