@@ -50,10 +50,10 @@ def check_reachable(address: str) -> None:
 
 
 def connect(address: str) -> None:
-    """`local` starts a Ray on this machine; `auto` or HOST:PORT joins a running cluster."""
+    """`local` starts a Ray on this machine; `auto` or HOST:PORT joins a running cluster (the
+    command has checked it with check_reachable before reading anything)."""
     import ray
 
-    check_reachable(address)
     try:
         ray.init(address=None if address == "local" else address, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError) as error:
