@@ -5,6 +5,7 @@ kept in .artefacts/web/ for a person to look at."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -95,6 +96,8 @@ def browser() -> Iterator[Any]:
 
 
 def test_the_dashboard_and_a_review_by_click_and_by_key(served: tuple[str, Path], browser: Any) -> None:
+    from playwright.sync_api import expect
+
     base, database = served
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -110,9 +113,12 @@ def test_the_dashboard_and_a_review_by_click_and_by_key(served: tuple[str, Path]
     first_id = int(first.get_attribute("data-id"))
     first.locator("button.female").click()
     wait_for(lambda: query(database, "SELECT result_id, label FROM reviews") == [(first_id, "female")])
-    assert "reviewed" in (first.get_attribute("class") or "")
-    # The click moved the focus to the next frame: a key press reviews that one.
-    second_id = int(page.locator("li.tile").nth(1).get_attribute("data-id"))
+    # The row is committed before the browser has the answer: poll the page, don't read it once.
+    expect(first).to_have_class(re.compile(r"\breviewed\b"))
+    # The answer moved the focus to the next frame: a key press reviews that one.
+    second = page.locator("li.tile").nth(1)
+    second_id = int(second.get_attribute("data-id"))
+    expect(second).to_be_focused()
     page.keyboard.press("m")
     wait_for(lambda: len(query(database, "SELECT id FROM reviews")) == 2)
     assert query(database, "SELECT result_id, label, reviewer FROM reviews ORDER BY id")[1] == (
