@@ -7,11 +7,12 @@ never sees inputs that were prepared differently from the ones it was trained on
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import torch
@@ -21,7 +22,10 @@ from model.batch_math import affine_of, chunked, float_bytes, rgb_float, to_rgb
 from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
 from model.packed import PackedBmp, packed_to_device
-from model.runtime import ModelLoadError, Runtime
+from model.runtime import TORCH, ModelLoadError, Runtime
+
+if TYPE_CHECKING:
+    from model.onnx_vision import OnnxVision
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +44,8 @@ STAGING_CACHE_SHAPES = 4
 
 
 class ClipFeatureExtractor:
-    """A loaded CLIP model with its image processor and tokenizer."""
+    """A loaded CLIP model with its image processor and tokenizer. Its image tower runs on torch,
+    or on ONNX Runtime when `variant` was handed an exported copy (model.engine_choice decides)."""
 
     def __init__(self, source: str, *, runtime: Runtime) -> None:
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
@@ -71,6 +76,8 @@ class ClipFeatureExtractor:
         self._staging_by_thread = threading.local()
         # torch's threads for the model, as configured when it was loaded (model.cpu_threads).
         self.cpu_threads = torch.get_num_threads()
+        # The exported image tower, when ONNX Runtime runs it (see `variant`).
+        self._onnx: OnnxVision | None = None
         logger.info(
             "loaded CLIP %s on %s (%s), %d-dimensional features",
             source,
@@ -85,13 +92,31 @@ class ClipFeatureExtractor:
         assert dimensions is not None, "a CLIP config always has projection_dim"
         return int(dimensions)
 
+    def variant(self, runtime: Runtime, *, onnx: OnnxVision | None = None) -> ClipFeatureExtractor:
+        """This model on another CPU engine or precision, sharing the loaded weights, processor and
+        tokenizer: torch in fp32 or bf16 autocast (both keep fp32 weights), or ONNX Runtime running
+        `onnx`, the exported image tower (text features stay on torch)."""
+        if self.runtime.device.type != "cpu" or self.runtime.dtype != torch.float32:
+            raise ValueError(f"variants need a model loaded in fp32 on the CPU, not {self.runtime}")
+        if (runtime.engine == TORCH) != (onnx is None):
+            raise ValueError(
+                f"{runtime.tag} needs {'no' if runtime.engine == TORCH else 'an'} exported model"
+            )
+        twin = copy.copy(self)
+        twin.runtime = runtime
+        twin._onnx = onnx
+        twin._staging_by_thread = threading.local()
+        return twin
+
     def use_cpu_threads(self, count: int) -> None:
         """How many CPU threads the calling thread's model work uses from now on.
 
         torch's OpenMP setting belongs to the thread that calls it, so each batch worker sets its
-        own. A no-op on a GPU.
+        own; ONNX Runtime keeps a session per thread count (model.onnx_vision). A no-op on a GPU.
         """
-        if self.runtime.device.type == "cpu" and torch.get_num_threads() != count:
+        if self._onnx is not None:
+            self._staging_by_thread.threads = count
+        elif self.runtime.device.type == "cpu" and torch.get_num_threads() != count:
             torch.set_num_threads(count)
 
     @property
@@ -205,18 +230,44 @@ class ClipFeatureExtractor:
     @torch.inference_mode()
     def embed_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
         """L2-normalised image embeddings (float32, one row per picture) of preprocessed pixels."""
+        if self._onnx is not None:
+            threads = getattr(self._staging_by_thread, "threads", self.cpu_threads)
+            projected = self._onnx.run(np.ascontiguousarray(pixel_values.numpy()), threads=threads)
+            return _normalised_rows(torch.from_numpy(projected))
         with self._autocast():
             output = self._model.get_image_features(pixel_values=pixel_values)
         return _normalised_rows(_pooled(output))
 
-    def warm_up(self, batch_size: int) -> None:
-        """One forward pass on a blank batch: kernel selection, weight packing and allocator growth
-        happen here, at start-up, instead of in the first real batch."""
+    @property
+    def model(self) -> Any:
+        """The transformers CLIPModel (model.onnx_vision exports its image tower)."""
+        return self._model
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the pixels the processor hands the model."""
         crop = getattr(self._processor, "crop_size", None) or {"height": 224, "width": 224}
-        height, width = crop["height"], crop["width"]
-        self.embed_pixels(
-            torch.zeros(batch_size, 3, height, width, device=self.runtime.device, dtype=self.runtime.dtype)
+        return int(crop["height"]), int(crop["width"])
+
+    def blank_pixels(self, batch_size: int) -> torch.Tensor:
+        """A batch of zeros shaped as the processor's output, on the model's device."""
+        return torch.zeros(
+            batch_size, 3, *self.image_size, device=self.runtime.device, dtype=self.runtime.dtype
         )
+
+    def warm_up(self, batch_size: int, *, thread_counts: Sequence[int] = ()) -> None:
+        """One forward pass on a blank batch: kernel selection, weight packing and allocator growth
+        happen here, at start-up, instead of in the first real batch. On ONNX Runtime, one per
+        thread count the batches will use (each has a session of its own)."""
+        pixels = self.blank_pixels(batch_size)
+        if self._onnx is None or not thread_counts:
+            self.embed_pixels(pixels)
+            return
+        before = getattr(self._staging_by_thread, "threads", None)
+        for count in sorted(set(thread_counts)):
+            self.use_cpu_threads(count)
+            self.embed_pixels(pixels)
+        self._staging_by_thread.threads = before if before is not None else self.cpu_threads
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         dtype = self.runtime.autocast_dtype

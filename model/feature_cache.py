@@ -1,6 +1,9 @@
-"""CLIP features cached on disk, keyed by content hash, CLIP model and preprocessing version.
+"""CLIP features cached on disk, keyed by content hash, CLIP model, preprocessing version and the
+engine that computed them (`onnxruntime-int8`, `torch-fp32`...: model.runtime.Runtime.tag).
 
-    <cache>/<sha256(clip id + preprocessing version)[:16]>/<content sha256[:2]>/<content sha256>.npy
+    <cache>/<sha256(clip id + preprocessing version + engine)[:16]>/<content sha256[:2]>/<content sha256>.npy
+
+Features of two engines are close (the fidelity gate) but not equal: a training run never mixes them.
 
 A retrain over the same folder (or a grown one) extracts only images it has not seen.
 """
@@ -16,11 +19,10 @@ import numpy as np
 
 
 class FeatureCache:
-    def __init__(self, root: Path, *, clip_model: str, preprocessing_version: str) -> None:
-        namespace = hashlib.sha256(f"{clip_model}\n{preprocessing_version}".encode()).hexdigest()[:16]
-        self.folder = root / namespace
-        self._clip_model = clip_model
-        self._preprocessing_version = preprocessing_version
+    def __init__(self, root: Path, *, clip_model: str, preprocessing_version: str, engine: str) -> None:
+        key = f"{clip_model}\n{preprocessing_version}\n{engine}"
+        self.folder = root / hashlib.sha256(key.encode()).hexdigest()[:16]
+        self._key = key
 
     def _path(self, content_hash: str) -> Path:
         return self.folder / content_hash[:2] / f"{content_hash}.npy"
@@ -42,4 +44,4 @@ class FeatureCache:
         os.replace(staging, path)
         marker = self.folder / "KEY"
         if not marker.exists():
-            marker.write_text(f"{self._clip_model}\n{self._preprocessing_version}\n", encoding="utf-8")
+            marker.write_text(f"{self._key}\n", encoding="utf-8")

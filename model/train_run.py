@@ -169,6 +169,7 @@ def _extract(options: TrainingOptions, extractor: ClipFeatureExtractor) -> Extra
             options.feature_cache,
             clip_model=extractor.identity.key,
             preprocessing_version=PREPROCESSING_VERSION,
+            engine=extractor.runtime.tag,
         )
     extracted = extract_labelled(
         scan_labelled_folder(options.data),

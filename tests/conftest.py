@@ -103,7 +103,9 @@ def make_config(tmp_path: Path, tiny_clip: Path) -> Callable[..., Path]:
 
     def make(**sections: dict[str, Any]) -> Path:
         merged: dict[str, dict[str, Any]] = {
-            "model": {"clip": str(tiny_clip), "device": "cpu"},
+            # One torch runtime named: no engine to measure at each start (tests/test_engines.py
+            # covers the choice, ONNX Runtime and the fallbacks).
+            "model": {"clip": str(tiny_clip), "device": "cpu", "runtime": "torch", "precision": "fp32"},
             # Tests write frames at once; a short settle keeps them quick but still exercised.
             "inbox": {"settle_ms": 0, "poll_interval_ms": 20},
             "batch": {"size": 8, "max_wait_ms": 50},

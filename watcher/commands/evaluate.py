@@ -51,6 +51,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
                 config.feature_cache_dir,
                 clip_model=extractor.identity.key,
                 preprocessing_version=PREPROCESSING_VERSION,
+                engine=extractor.runtime.tag,
             ),
             batch_size=config.training.extract_batch_size,
             max_pixels=config.inbox.max_pixels,

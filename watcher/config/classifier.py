@@ -47,11 +47,17 @@ class ModelConfig(Section):
     device: str = Field(
         "auto", description="`auto` uses CUDA when present, else the CPU; or `cpu`, `cuda`, `cuda:N`."
     )
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto",
-        description="`auto` is fp16 on CUDA, bf16 autocast on CPUs with native bf16 (AVX512-BF16, "
-        "AMX), else fp32; or `fp32`, `fp16`, `bf16`. Each row records the precision it was "
-        "computed in.",
+        description="What runs CLIP's image tower. `auto` is torch on CUDA; on a CPU, the fastest "
+        'engine that passes the fidelity gate, measured once per CPU (README, "Engines on a '
+        'CPU"). `torch` forces PyTorch; `onnxruntime` forces ONNX Runtime (CPU only).',
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto",
+        description="`auto` is fp16 on CUDA; on a CPU, whichever precision of the runtime wins (fp32, "
+        "bf16 autocast where the CPU has native bf16, int8 on ONNX Runtime). Or `fp32`, `fp16`, "
+        "`bf16` (torch), `int8` (ONNX Runtime). Each row records the precision it was computed in.",
     )
     cpu_threads: int = Field(
         0,
@@ -90,6 +96,26 @@ class ModelConfig(Section):
         ):
             return value
         raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @model_validator(mode="after")
+    def _runtime_runs_precision(self) -> Self:
+        """Combinations no engine runs are refused here, naming the key to change."""
+        problems = []
+        if self.runtime == "torch" and self.precision == "int8":
+            problems.append(
+                ("precision", "int8 runs on ONNX Runtime: set model.runtime to 'auto' or 'onnxruntime'")
+            )
+        if self.runtime == "onnxruntime" and self.precision in ("fp16", "bf16"):
+            problems.append(("precision", f"ONNX Runtime runs fp32 or int8 here, not {self.precision}"))
+        on_gpu = self.device.startswith("cuda")
+        if on_gpu and self.runtime == "onnxruntime":
+            problems.append(("runtime", "ONNX Runtime runs on the CPU: set model.device to 'cpu' or 'auto'"))
+        if on_gpu and self.precision == "int8":
+            problems.append(
+                ("precision", "int8 runs on the CPU (ONNX Runtime): set model.device to 'cpu' or 'auto'")
+            )
+        raise_problems(problems)
+        return self
 
 
 class TrainingConfig(Section):

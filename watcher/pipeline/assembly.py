@@ -8,16 +8,18 @@ import threading
 import torch
 
 from model.clip_features import ClipFeatureExtractor
+from model.engine_choice import load_clip
 from model.heads import Head
 from model.keras_head import KerasBackendError
 from model.registry import RegistryError
-from model.runtime import ModelLoadError, resolve_runtime
+from model.runtime import ModelLoadError
 from model.serving import load_serving_head
 from watcher.config import Config
 from watcher.errors import StartupError
 from watcher.intake.folders import FolderMissing, prepare_folders
 from watcher.pipeline.daemon import Daemon
 from watcher.pipeline.head_reload import HeadReloader
+from watcher.pipeline.lanes import lanes_for
 from watcher.pipeline.processing import BatchProcessor
 from watcher.pipeline.stages import FrameBounds, OutputFolders
 from watcher.service.instance import InstanceLock, acquire_instance, default_prefix
@@ -32,13 +34,17 @@ logger = logging.getLogger(__name__)
 
 
 def load_extractor(config: Config) -> ClipFeatureExtractor:
-    """The configured CLIP model, or StartupError with a one-line reason."""
+    """The configured CLIP model on the engine model.engine_choice picks (the daemon, `train`,
+    `evaluate`, `rescore` and `backfill` all load it here), or StartupError with a one-line reason."""
     if config.model.cpu_threads:
         torch.set_num_threads(config.model.cpu_threads)
     try:
-        return ClipFeatureExtractor(
+        return load_clip(
             config.model.clip,
-            runtime=resolve_runtime(device=config.model.device, precision=config.model.precision),
+            device=config.model.device,
+            engine=config.model.runtime,
+            precision=config.model.precision,
+            cache_root=config.registry_dir,
         )
     except ModelLoadError as error:
         raise StartupError(str(error)) from None
@@ -51,7 +57,8 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
     _make_folders(config)
     instance = acquire_instance(config.in_progress, name=instance_name, prefix=default_prefix(config.source))
     extractor = load_extractor(config)
-    extractor.warm_up(config.batch.size)
+    lanes = lanes_for(extractor)
+    extractor.warm_up(config.batch.size, thread_counts=(lanes.threads_each, lanes.all_threads))
     prompts = config.model.zero_shot.by_label()
 
     def load_head() -> Head:

@@ -27,7 +27,9 @@ class Classifier:
         # safe to call from two threads, and the head is quick next to CLIP.
         self._head_lock = threading.Lock()
         self._embedding_model = (
-            embedding_model_id(extractor.identity.key, PREPROCESSING_VERSION) if store_embeddings else None
+            embedding_model_id(extractor.identity.key, PREPROCESSING_VERSION, extractor.runtime.tag)
+            if store_embeddings
+            else None
         )
 
     def classify(self, decoded: list[Decoded], *, head: Head) -> list[Classified]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def embedding_model_id(clip_model: str, preprocessing_version: str) -> str:
-    return f"{clip_model} {preprocessing_version}"
+def embedding_model_id(clip_model: str, preprocessing_version: str, engine: str | None = None) -> str:
+    """`<CLIP content> <preprocessing version> [<runtime>-<precision>]`. Rows name the engine that
+    computed them (`onnxruntime-int8`, `torch-fp32`...); what a head needs, and `rescore` matches
+    on, is the part before it (see embedding_models_matching)."""
+    return f"{clip_model} {preprocessing_version}" + (f" {engine}" if engine else "")
 
 
 def pack_embedding(features: np.ndarray) -> bytes:

@@ -1,7 +1,7 @@
 """Relabelling stored `ok` rows from their stored CLIP embeddings (`cctv-gender rescore`).
 
-Only rows whose embedding came from the given CLIP model and preprocessing version are touched;
-the classifier is the caller's, so the store knows no model.
+Only rows whose embedding came from the given CLIP model and preprocessing version are touched,
+whichever engine computed them; the classifier is the caller's, so the store knows no model.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, or_, select, update
 
 from watcher.store.records import Status
 from watcher.store.schema import Result
@@ -52,7 +52,13 @@ def rescore_rows(
     in_range = [Result.status == Status.OK]
     if since is not None:
         in_range.append(Result.processed_at >= since)
-    usable = [*in_range, Result.embedding.is_not(None), Result.embedding_model == embedding_model]
+    # Any engine's embeddings of the same CLIP and preprocessing: every engine that runs passed the
+    # fidelity gate against torch fp32 (model.engine_choice), and a stored embedding is float16.
+    same_features = or_(
+        Result.embedding_model == embedding_model,
+        Result.embedding_model.startswith(f"{embedding_model} ", autoescape=True),
+    )
+    usable = [*in_range, Result.embedding.is_not(None), same_features]
     with orm_session(engine) as session:
         total = session.scalar(select(func.count()).select_from(Result).where(*in_range)) or 0
     rescored, last_id = 0, 0

@@ -1,0 +1,133 @@
+"""CLIP's image tower exported to ONNX, and run by ONNX Runtime on the CPU.
+
+    export_image_tower(model, path)      the vision transformer and its projection, fp32, opset 17
+    quantize_int8(fp32_path, int8_path)  dynamic int8 quantisation of the linear layers
+    OnnxVision(path, threads=N)          sessions over an exported file, one per thread count
+
+The export takes preprocessed pixels (n, 3, 224, 224, fp32) and gives the projected, not yet
+normalised, image embedding: exactly what `CLIPModel.get_image_features` returns, so the rest of
+the feature path (normalisation, heads) is the same whichever engine ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME = "pixel_values"
+OUTPUT_NAME = "image_embeds"
+# Bump when the export or quantisation settings change: cached exports of another version are
+# made again (model.engine_choice keys its cache folder by it).
+EXPORT_VERSION = "vision+projection/opset17/int8-dynamic-qint8/1"
+
+
+class _ImageTower(torch.nn.Module):
+    """`get_image_features` as a module of its own: the graph torch.onnx.export traces."""
+
+    def __init__(self, clip: Any) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        output = self.clip.get_image_features(pixel_values=pixel_values)
+        # transformers 5 returns a model output whose pooler_output is the projected embedding.
+        return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def export_image_tower(model: Any, path: Path, *, image_size: tuple[int, int]) -> None:
+    """Export `model`'s (a CLIPModel in fp32) image tower to `path`, written whole or not at all."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    example = torch.zeros(2, 3, *image_size)
+    try:
+        # The tracer warns about transformers' shape checks, which hold for every input the
+        # processor makes (one image size): noise in the daemon's log.
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _ImageTower(model).eval(),
+                (example,),
+                str(staging),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=OPSET,
+                # The TorchScript exporter: the dynamo one needs onnxscript and takes minutes here.
+                dynamo=False,
+            )
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def quantize_int8(source: Path, path: Path) -> None:
+    """`source` with its MatMul/Gemm weights in int8 and activations quantised per batch at run
+    time (ONNX Runtime's dynamic quantisation: no calibration data needed)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    quiet = _QuantiserChatter()
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_dynamic(source, staging, weight_type=QuantType.QInt8)
+        os.replace(staging, path)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+        staging.unlink(missing_ok=True)
+
+
+class _QuantiserChatter(logging.Filter):
+    """The quantiser logs a line per tensor on the root logger (and advice to pre-process, which
+    dynamic quantisation does not need): kept out of the daemon's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in Path(record.pathname).parts
+
+
+class OnnxVision:
+    """An exported image tower under ONNX Runtime's CPU provider.
+
+    A session's thread pool is fixed when it is made, and the daemon runs batches on one thread
+    each beside each other and a lone batch on all threads (watcher.pipeline.lanes): so one session
+    per thread count, made on first use. `run` is safe from several threads at once."""
+
+    def __init__(self, path: Path, *, threads: int) -> None:
+        self.path = path
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._session(threads)  # a damaged file fails here, at start-up
+
+    def _session(self, threads: int) -> Any:
+        session = self._sessions.get(threads)
+        if session is not None:
+            return session
+        import onnxruntime as ort
+
+        with self._lock:
+            if threads not in self._sessions:
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = max(1, threads)
+                options.inter_op_num_threads = 1
+                options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                options.log_severity_level = 3  # errors only: its warnings name graph internals
+                # Idle pool threads sleep rather than spin: file work shares these cores.
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                self._sessions[threads] = ort.InferenceSession(
+                    str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+                )
+            return self._sessions[threads]
+
+    def run(self, pixels: np.ndarray, *, threads: int) -> np.ndarray:
+        """The projected image embeddings (n, projection_dim) of preprocessed fp32 pixels."""
+        outputs = self._session(threads).run([OUTPUT_NAME], {INPUT_NAME: pixels})
+        return np.asarray(outputs[0], dtype=np.float32)
