@@ -130,6 +130,7 @@ def write_report(
     skipped: dict[str, str],
     history: dict[str, list[float]],
     curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    engines: dict[str, dict[str, Any]],
 ) -> None:
     """Write the plots, `metrics.json` and `report.md` into `folder`."""
     plot_learning_curves(history, folder / LEARNING_CURVES)
@@ -138,7 +139,11 @@ def write_report(
         results[version]["confusion_matrix"], folder / CONFUSION_MATRIX, title=f"{version}, test split"
     )
     (folder / METRICS).write_text(
-        json.dumps({"summary": summary, "test": results, "skipped": skipped}, indent=2, sort_keys=True)
+        json.dumps(
+            {"summary": summary, "test": results, "engines": engines, "skipped": skipped},
+            indent=2,
+            sort_keys=True,
+        )
         + "\n",
         encoding="utf-8",
     )
@@ -146,12 +151,19 @@ def write_report(
         f"# Head {version}",
         "",
         f"Trained on `{summary['data']}` ({summary['counts']}), "
-        f"CLIP `{summary['clip_model']}`, seed {summary['seed']}.",
+        f"CLIP `{summary['clip_model']}` on {summary['engine']}, seed {summary['seed']}.",
         f"Split: {summary['split']}. Every figure below is on the test split, touched once.",
         "",
         comparison_table(results),
         "",
         f"Decision: {summary['decision']}",
+        "",
+        "## The new head on each engine",
+        "",
+        "The same test images through every engine that passed the fidelity gate on this machine "
+        f"(trained and served on {summary['engine']}).",
+        "",
+        comparison_table(engines),
         "",
         f"Feature extraction: {summary['extraction_seconds']:.1f} s ({summary['extracted']} extracted, "
         f"{summary['cache_hits']} from the cache); fitting: {summary['fit_seconds']:.1f} s, "

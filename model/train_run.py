@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
-from model.dataset import fingerprint, require_enough, scan_labelled_folder
+from model.dataset import LabelledImage, fingerprint, require_enough, scan_labelled_folder
 from model.evaluation import beats, classification_metrics, roc_points
 from model.extraction import ExtractedFeatures, extract_labelled
 from model.feature_cache import FeatureCache
@@ -68,6 +68,8 @@ class TrainingOutcome:
     extraction_seconds: float
     fit_seconds: float
     skipped: dict[str, str]
+    # The new head on the test split, per engine that passed the gate (the serving one first).
+    engines: dict[str, dict[str, Any]]
 
     def table(self) -> str:
         return comparison_table(self.results)
@@ -75,7 +77,16 @@ class TrainingOutcome:
 
 def _package_versions() -> dict[str, str]:
     versions = {}
-    for name in ("cctv-gender", "torch", "transformers", "keras", "scikit-learn", "numpy", "pillow"):
+    for name in (
+        "cctv-gender",
+        "torch",
+        "onnxruntime",
+        "transformers",
+        "keras",
+        "scikit-learn",
+        "numpy",
+        "pillow",
+    ):
         try:
             versions[name] = package_metadata.version(name)
         except package_metadata.PackageNotFoundError:
@@ -121,15 +132,24 @@ class _Comparison:
     note: str  # why the current head is missing from the comparison, if it is
 
 
-def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> TrainingOutcome:
-    extracted = _extract(options, extractor)
+def train(
+    options: TrainingOptions,
+    *,
+    extractor: ClipFeatureExtractor,
+    other_engines: dict[str, ClipFeatureExtractor] | None = None,
+) -> TrainingOutcome:
+    """Train on `extractor`'s features (the engine the daemon runs); the new head is also scored
+    on the test split's features from each of `other_engines`, side by side in the report."""
+    extracted = _extract(options, extractor, extracted_items=None)
     counts = {label: extracted.count(label) for label in LABEL_ORDER}
     require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
     fitted = _fit(options, extracted)
     comparison = _compare(options, extractor, extracted, fitted)
+    engines = {extractor.runtime.tag: comparison.results[fitted.version]}
+    engines |= _on_other_engines(options, other_engines or {}, extracted, fitted)
     promoted, decision = _decide(options.promote, fitted.version, comparison.results, comparison.current)
     decision += comparison.note
-    metadata = _metadata(options, extractor, extracted, fitted, comparison, counts)
+    metadata = _metadata(options, extractor, extracted, fitted, comparison, counts, engines)
     summary = _summary(options, extractor, extracted, fitted, counts, decision)
     y_test = extracted.labels[fitted.split.test]
     curves = {name: roc_points(y_test, positive) for name, (positive, _) in comparison.probabilities.items()}
@@ -145,6 +165,7 @@ def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> Train
             skipped=extracted.skipped,
             history=fitted.history,
             curves=curves,
+            engines=engines,
         )
 
     folder = register_version(options.registry, fitted.version, write)
@@ -159,10 +180,30 @@ def train(options: TrainingOptions, *, extractor: ClipFeatureExtractor) -> Train
         extraction_seconds=extracted.seconds,
         fit_seconds=fitted.seconds,
         skipped=extracted.skipped,
+        engines=engines,
     )
 
 
-def _extract(options: TrainingOptions, extractor: ClipFeatureExtractor) -> ExtractedFeatures:
+def _on_other_engines(
+    options: TrainingOptions,
+    others: dict[str, ClipFeatureExtractor],
+    extracted: ExtractedFeatures,
+    fitted: _Fitted,
+) -> dict[str, dict[str, Any]]:
+    """The new head's test-split metrics on each other engine's features of the same images."""
+    test_items = [extracted.items[index] for index in fitted.split.test]
+    results = {}
+    for tag, other in others.items():
+        features = _extract(options, other, extracted_items=test_items)
+        probabilities = fitted.head.positive_probability(features.features)
+        results[tag] = classification_metrics(features.labels, probabilities, threshold=fitted.head.threshold)
+    return results
+
+
+def _extract(
+    options: TrainingOptions, extractor: ClipFeatureExtractor, *, extracted_items: list[LabelledImage] | None
+) -> ExtractedFeatures:
+    """Features of the labelled folder (or of `extracted_items`, read before), cached per engine."""
     cache = None
     if options.feature_cache is not None:
         cache = FeatureCache(
@@ -172,7 +213,7 @@ def _extract(options: TrainingOptions, extractor: ClipFeatureExtractor) -> Extra
             engine=extractor.runtime.tag,
         )
     extracted = extract_labelled(
-        scan_labelled_folder(options.data),
+        scan_labelled_folder(options.data) if extracted_items is None else extracted_items,
         extractor=extractor,
         cache=cache,
         batch_size=options.extract_batch_size,
@@ -180,7 +221,8 @@ def _extract(options: TrainingOptions, extractor: ClipFeatureExtractor) -> Extra
         progress=options.progress,
     )
     logger.info(
-        "features for %d images in %.1f s (%d extracted, %d cached, %d skipped)",
+        "%s features for %d images in %.1f s (%d extracted, %d cached, %d skipped)",
+        extractor.runtime.tag,
         len(extracted.items),
         extracted.seconds,
         extracted.extracted,
@@ -244,6 +286,7 @@ def _summary(
         "data": str(options.data),
         "counts": ", ".join(f"{label.upper()} {count}" for label, count in counts.items()),
         "clip_model": extractor.identity.name,
+        "engine": extractor.runtime.tag,
         "seed": options.fit.seed,
         "split": f"train {len(split.train)}, validation {len(split.validation)}, test {len(split.test)}",
         "decision": decision,
@@ -263,6 +306,7 @@ def _metadata(
     fitted: _Fitted,
     comparison: _Comparison,
     counts: dict[Label, int],
+    engines: dict[str, dict[str, Any]],
 ) -> HeadMetadata:
     split, version, results = fitted.split, fitted.version, comparison.results
     labelled = zip(extracted.content_hashes, map(_label_of, extracted.labels), strict=True)
@@ -275,6 +319,9 @@ def _metadata(
         threshold=fitted.head.threshold,
         extra={
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            # What computed the features it was trained on. Informational: every engine that runs
+            # passed the fidelity gate against torch fp32, so a head serves on any of them.
+            "features_engine": extractor.runtime.tag,
             "dataset_fingerprint": fingerprint(list(labelled)),
             "dataset": {"path": str(options.data), "counts": {str(k): v for k, v in counts.items()}},
             "split": {
@@ -286,6 +333,7 @@ def _metadata(
             "metrics": {
                 "test": results[version],
                 "baselines": {n: r for n, r in results.items() if n != version},
+                "engines": engines,
             },
             "package_versions": _package_versions(),
             "report": REPORT,

@@ -51,4 +51,3 @@ def plot_counts(rows: list[dict[str, Any]], path: Path, *, unit: str, zone: tzin
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
-

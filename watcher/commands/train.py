@@ -37,9 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
+    from model.report import comparison_table
     from model.train_run import TrainingOptions, train
     from model.training import FitSettings, SplitFractions
-    from watcher.pipeline.assembly import load_extractor
+    from watcher.pipeline.assembly import load_engine_set
 
     try:
         scan_labelled_folder(args.data)  # before CLIP loads: a folder that is not a labelled one
@@ -64,13 +65,18 @@ def run(config: Config, args: argparse.Namespace) -> int:
         prompts=config.model.zero_shot.by_label(),
         progress=True,  # a bar on a terminal, plain lines elsewhere (model.progress)
     )
-    extractor = load_extractor(config)
+    engines = load_engine_set(config)
+    others = {tag: other for tag, other in engines.passing.items() if other is not engines.chosen}
     try:
-        outcome = train(options, extractor=extractor)
+        outcome = train(options, extractor=engines.chosen, other_engines=others)
     except training_failures() as error:
         raise StartupError(str(error)) from None
     print(f"head {outcome.version}: test split comparison")
     print(outcome.table())
+    if len(outcome.engines) > 1:
+        print()
+        print(f"head {outcome.version} on each engine that passed the gate (test split)")
+        print(comparison_table(outcome.engines))
     print()
     print(outcome.decision)
     print(

@@ -8,7 +8,7 @@ import threading
 import torch
 
 from model.clip_features import ClipFeatureExtractor
-from model.engine_choice import load_clip
+from model.engine_choice import Engines, load_engines
 from model.heads import Head
 from model.keras_head import KerasBackendError
 from model.registry import RegistryError
@@ -36,10 +36,16 @@ logger = logging.getLogger(__name__)
 def load_extractor(config: Config) -> ClipFeatureExtractor:
     """The configured CLIP model on the engine model.engine_choice picks (the daemon, `train`,
     `evaluate`, `rescore` and `backfill` all load it here), or StartupError with a one-line reason."""
+    return load_engine_set(config).chosen
+
+
+def load_engine_set(config: Config) -> Engines:
+    """As load_extractor, with every engine the config allows that passed the gate on this
+    machine (`evaluate` and `train` report the head on each)."""
     if config.model.cpu_threads:
         torch.set_num_threads(config.model.cpu_threads)
     try:
-        return load_clip(
+        return load_engines(
             config.model.clip,
             device=config.model.device,
             engine=config.model.runtime,
@@ -123,8 +129,9 @@ def _log_plan(
     logger.info("instance %s, in-progress area %s", instance.name, instance.area)
     lanes, workers = processor.lanes, processor.file_workers
     logger.info(
-        "model on %s: up to %s at once, %s each; file work on %s",
+        "model on %s (%s): up to %s at once, %s each; file work on %s",
         extractor.runtime.device,
+        extractor.runtime.tag,
         plural(lanes.count, "batch"),
         plural(lanes.threads_each, "CPU thread"),
         plural(workers.count, "process", "processes") if workers else "threads",

@@ -52,4 +52,3 @@ class FilterParams:
             time_basis=self.time or default_time,
             before_id=before_id,
         )
-
