@@ -177,9 +177,8 @@ def _variants(
             continue
         assert folder is not None, "ONNX Runtime candidates come with a cache folder"
         try:
-            path = _exported(extractor, folder, precision=candidate.precision)
             variants[candidate.tag] = extractor.variant(
-                candidate, onnx=OnnxVision(path, threads=extractor.cpu_threads)
+                candidate, onnx=_session(extractor, folder, candidate)
             )
         except Exception as error:  # noqa: BLE001 - any failure of the export leaves torch running
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -189,6 +188,22 @@ def _variants(
     if not variants:
         variants[REFERENCE.tag] = extractor
     return variants
+
+
+def _session(extractor: ClipFeatureExtractor, folder: Path, candidate: Runtime) -> OnnxVision:
+    """ONNX Runtime over the cached export; a cached file that will not load (cut short when a
+    disk filled, say) is exported again, once."""
+    path = _exported(extractor, folder, precision=candidate.precision)
+    try:
+        return OnnxVision(path, threads=extractor.cpu_threads)
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
+        logger.warning("%s will not load (%s): exporting it again", path, str(error).strip().splitlines()[0])
+        path.unlink()
+        if candidate.precision != "fp32":
+            (folder / "image-tower-fp32.onnx").unlink(missing_ok=True)  # its source may be the damaged one
+        return OnnxVision(
+            _exported(extractor, folder, precision=candidate.precision), threads=extractor.cpu_threads
+        )
 
 
 def _exported(extractor: ClipFeatureExtractor, folder: Path, *, precision: str) -> Path:

@@ -1,0 +1,342 @@
+"""CLIP's image tower on a CPU: torch or ONNX Runtime (fp32, int8), chosen by the fidelity gate
+and measured speed, exported and measured once, cached in the registry's .engines/ folder.
+
+The tiny random-weight CLIP stands in for the pretrained one (no downloads here); the export, the
+quantisation and ONNX Runtime are the real ones. On the tiny model which engine is fastest is
+noise, so tests force the engine where they need one, and check the rule (fastest that passes)
+against the evidence file where `auto` chooses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import model.engine_choice as engine_choice
+from model.clip_features import ClipFeatureExtractor
+from model.engine_choice import GATE_COSINE, Engines, load_engines
+from model.feature_cache import FeatureCache
+from model.onnx_vision import OnnxVision
+from model.registry import current_version
+from model.synthetic import make_labelled_folder, random_image, write_bmp
+from tests.helpers import query
+from watcher.commands.main import main
+
+
+@pytest.fixture
+def no_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidates of `auto` as on a CPU without native bf16 (the set differs by one otherwise)."""
+    monkeypatch.setattr(engine_choice, "cpu_has_fast_bf16", lambda: False)
+
+
+pytestmark = pytest.mark.usefixtures("no_native_bf16")
+
+
+def _load(clip: Path, cache: Path, *, engine: str = "auto", precision: str = "auto") -> Engines:
+    return load_engines(str(clip), device="cpu", engine=engine, precision=precision, cache_root=cache)
+
+
+def _evidence(cache: Path) -> dict[str, Any]:
+    files = list((cache / ".engines").glob("*/evidence-*.json"))
+    assert len(files) == 1, files
+    document: dict[str, Any] = json.loads(files[0].read_text(encoding="utf-8"))
+    return document
+
+
+def test_auto_exports_gates_measures_and_runs_the_fastest_that_passed(
+    tiny_clip: Path, tmp_path: Path
+) -> None:
+    engines = _load(tiny_clip, tmp_path)
+
+    folder = next((tmp_path / ".engines").iterdir())
+    assert {path.name for path in folder.glob("*.onnx")} == {"image-tower-fp32.onnx", "image-tower-int8.onnx"}
+    measured = _evidence(tmp_path)["engines"]
+    assert set(measured) == {"torch-fp32", "onnxruntime-fp32", "onnxruntime-int8"}  # no native bf16 assumed
+    passed = {tag: entry for tag, entry in measured.items() if entry["min_cosine"] >= GATE_COSINE}
+    assert set(engines.passing) == set(passed)
+    fastest = max(passed, key=lambda tag: passed[tag]["frames_per_second"])
+    assert engines.chosen.runtime.tag == fastest
+
+
+def test_a_later_start_reads_the_cache_and_measures_nothing(
+    tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _load(tiny_clip, tmp_path).chosen.runtime.tag
+    evidence = next((tmp_path / ".engines").glob("*/evidence-*.json"))
+    written = evidence.stat().st_mtime_ns
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("exported or measured again")
+
+    monkeypatch.setattr(engine_choice, "export_image_tower", never)
+    monkeypatch.setattr(engine_choice, "quantize_int8", never)
+    monkeypatch.setattr(engine_choice, "measure", never)
+
+    assert _load(tiny_clip, tmp_path).chosen.runtime.tag == first
+    assert evidence.stat().st_mtime_ns == written
+
+
+def test_onnxruntime_int8_features_stay_within_the_gate_of_torch_fp32(
+    tiny_clip: Path, tmp_path: Path
+) -> None:
+    engines = _load(tiny_clip, tmp_path, engine="onnxruntime", precision="int8")
+    reference = _load(tiny_clip, tmp_path, engine="torch", precision="fp32").chosen
+    assert engines.chosen.runtime.tag == "onnxruntime-int8"
+    frames = [np.asarray(random_image(width=160, height=120, seed=seed)) for seed in range(8)]
+
+    cosines = np.sum(engines.chosen.image_features(frames) * reference.image_features(frames), axis=1)
+
+    assert cosines.min() >= GATE_COSINE
+
+
+@pytest.fixture(scope="module")
+def int8_engines(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[ClipFeatureExtractor, ClipFeatureExtractor]:
+    """ONNX Runtime int8 and torch fp32 on one tiny CLIP of this module's own (hypothesis runs many
+    examples: loaded once)."""
+    from model.synthetic import build_clip_checkpoint
+
+    root = tmp_path_factory.mktemp("engines")
+    clip = build_clip_checkpoint(root / "clip")
+    int8 = load_engines(str(clip), device="cpu", engine="onnxruntime", precision="int8", cache_root=root)
+    torch_fp32 = load_engines(str(clip), device="cpu", engine="torch", precision="fp32", cache_root=root)
+    return int8.chosen, torch_fp32.chosen
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=300), st.integers(min_value=1, max_value=300)),
+        min_size=1,
+        max_size=6,
+    ),
+    seed=st.integers(min_value=0, max_value=2**16),
+    threads=st.sampled_from([1, 2]),
+)
+def test_any_batch_of_any_frame_sizes_runs_on_int8_as_on_torch(
+    int8_engines: tuple[ClipFeatureExtractor, ClipFeatureExtractor],
+    sizes: list[tuple[int, int]],
+    seed: int,
+    threads: int,
+) -> None:
+    int8, reference = int8_engines
+    frames = [np.asarray(random_image(width=w, height=h, seed=seed + i)) for i, (w, h) in enumerate(sizes)]
+    int8.use_cpu_threads(threads)
+
+    features = int8.image_features(frames)
+
+    assert features.shape == (len(frames), reference.feature_size) and features.dtype == np.float32
+    assert np.allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
+    assert np.sum(features * reference.image_features(frames), axis=1).min() >= GATE_COSINE
+
+
+@pytest.mark.parametrize("engine", ["auto", "onnxruntime"])
+def test_a_failed_export_falls_back_to_torch_with_one_warning(
+    tiny_clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    engine: str,
+) -> None:
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("exporter exploded\nsecond line of a long story")
+
+    monkeypatch.setattr(engine_choice, "export_image_tower", broken)
+
+    with caplog.at_level(logging.WARNING, logger="model.engine_choice"):
+        engines = _load(tiny_clip, tmp_path, engine=engine, precision="fp32")
+
+    assert engines.chosen.runtime.tag == "torch-fp32"
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warnings == ["onnxruntime-fp32 left out: the export failed: RuntimeError: exporter exploded"]
+
+
+def test_an_engine_under_the_gate_is_never_chosen(
+    tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Garbled(OnnxVision):
+        """int8 whose features point anywhere: what a broken quantisation would give."""
+
+        def run(self, pixels: np.ndarray, *, threads: int) -> np.ndarray:
+            features = super().run(pixels, threads=threads)
+            if "int8" in self.path.name:
+                return np.random.default_rng(0).normal(size=features.shape).astype(np.float32)
+            return features
+
+    monkeypatch.setattr(engine_choice, "OnnxVision", Garbled)
+
+    with caplog.at_level(logging.WARNING, logger="model.engine_choice"):
+        engines = _load(tiny_clip, tmp_path, engine="onnxruntime")
+
+    assert engines.chosen.runtime.tag == "onnxruntime-fp32"
+    assert "onnxruntime-int8" not in engines.passing
+    entry = _evidence(tmp_path)["engines"]["onnxruntime-int8"]
+    assert entry["min_cosine"] < GATE_COSINE and entry["frames_per_second"] is None
+    assert any(
+        "onnxruntime-int8 left out: its features are within cosine" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_a_damaged_export_is_made_again(tiny_clip: Path, tmp_path: Path) -> None:
+    _load(tiny_clip, tmp_path, engine="onnxruntime", precision="int8")
+    exported = next((tmp_path / ".engines").glob("*/image-tower-int8.onnx"))
+    exported.write_bytes(b"half a file")  # a disk that filled up, a copy cut short
+    for evidence in (tmp_path / ".engines").glob("*/evidence-*.json"):
+        evidence.unlink()
+
+    engines = _load(tiny_clip, tmp_path, engine="onnxruntime", precision="int8")
+
+    assert engines.chosen.runtime.tag == "onnxruntime-int8"
+    assert exported.stat().st_size > 1000
+
+
+def test_damaged_evidence_is_measured_again(tiny_clip: Path, tmp_path: Path) -> None:
+    _load(tiny_clip, tmp_path, engine="onnxruntime")
+    evidence = next((tmp_path / ".engines").glob("*/evidence-*.json"))
+    evidence.write_text("{ not json", encoding="utf-8")
+
+    engines = _load(tiny_clip, tmp_path, engine="onnxruntime")
+
+    assert set(json.loads(evidence.read_text(encoding="utf-8"))["engines"]) == set(engines.passing)
+
+
+def test_an_unusable_engine_cache_runs_torch_fp32(tiny_clip: Path, tmp_path: Path) -> None:
+    registry = tmp_path / "models"
+    registry.write_text("a file where the registry should be", encoding="utf-8")
+
+    engines = _load(tiny_clip, registry)
+
+    assert engines.chosen.runtime.tag == "torch-fp32"
+
+
+def test_daemons_starting_together_export_once(
+    tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exports: list[Path] = []
+    original = engine_choice.export_image_tower
+
+    def counted(model: Any, path: Path, **kwargs: Any) -> None:
+        exports.append(path)
+        original(model, path, **kwargs)
+
+    monkeypatch.setattr(engine_choice, "export_image_tower", counted)
+    chosen: list[str] = []
+    starts = [
+        threading.Thread(target=lambda: chosen.append(_load(tiny_clip, tmp_path).chosen.runtime.tag))
+        for _ in range(3)
+    ]
+    for start in starts:
+        start.start()
+    for start in starts:
+        start.join(timeout=120)
+
+    assert len(exports) == 1 and len(chosen) == 3 and len(set(chosen)) == 1
+
+
+def test_the_feature_cache_keeps_each_engine_apart(tmp_path: Path) -> None:
+    def cache(engine: str) -> FeatureCache:
+        return FeatureCache(tmp_path, clip_model="clip-sha256:x", preprocessing_version="p/1", engine=engine)
+
+    cache("torch-fp32").put("ab" * 32, np.ones(4, dtype=np.float32))
+
+    assert cache("onnxruntime-int8").get("ab" * 32) is None
+    assert cache("torch-fp32").get("ab" * 32) is not None
+
+
+CANNOT_RUN = {
+    "torch-int8": ({"runtime": "torch", "precision": "int8"}, "model.precision: int8 runs on ONNX Runtime"),
+    "ort-bf16": ({"runtime": "onnxruntime", "precision": "bf16"}, "model.precision: ONNX Runtime runs fp32"),
+    "ort-cuda": ({"runtime": "onnxruntime", "device": "cuda"}, "model.runtime: ONNX Runtime runs on the CPU"),
+    "int8-cuda": ({"precision": "int8", "device": "cuda:0"}, "model.precision: int8 runs on the CPU"),
+    "unknown": ({"runtime": "tensorrt"}, "model.runtime: Input should be"),
+}
+
+
+@pytest.mark.parametrize(("model", "expected"), list(CANNOT_RUN.values()), ids=list(CANNOT_RUN))
+def test_a_runtime_that_cannot_run_the_precision_stops_startup_naming_the_key(
+    make_config: Callable[..., Path], capsys: pytest.CaptureFixture[str], model: dict[str, str], expected: str
+) -> None:
+    config = make_config(model=model)
+
+    assert main(["watch", "--once", "--config", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision"), [("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("torch", "fp32")]
+)
+def test_rows_record_the_precision_and_engine_that_computed_them(
+    make_config: Callable[..., Path], tmp_path: Path, runtime: str, precision: str
+) -> None:
+    config = make_config(model={"runtime": runtime, "precision": precision})
+    write_bmp(tmp_path / "inbox" / "frame.bmp", width=64, height=48, seed=3)
+
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+
+    rows = query(
+        tmp_path / "data" / "results.sqlite3", "SELECT status, precision, embedding_model FROM results"
+    )
+    assert len(rows) == 1 and rows[0][:2] == ("ok", precision)
+    assert rows[0][2].endswith(f" {runtime}-{precision}")
+
+
+def test_rescore_takes_every_engines_embeddings_of_the_same_clip(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Decided: a head serves features of any engine that passed the gate (cosine 0.99 of torch
+    fp32; stored embeddings are float16 anyway), so `rescore` relabels int8 rows with a head trained
+    on torch fp32 features. Another CLIP's embeddings are still left alone."""
+    labelled = make_labelled_folder(tmp_path / "labelled", per_class=20)
+    int8 = make_config(model={"runtime": "onnxruntime", "precision": "int8"})
+    for index in range(4):
+        write_bmp(tmp_path / "inbox" / f"{index}.bmp", width=64, height=48, seed=index)
+    assert main(["watch", "--once", "--config", str(int8)]) == 0
+    database = tmp_path / "data" / "results.sqlite3"
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "UPDATE results SET embedding_model = 'clip-sha256:other p/1 torch-fp32' WHERE id = 1"
+        )
+    torch_fp32 = make_config()  # the same files and registry, torch fp32 features for training
+    assert main(["train", "--data", str(labelled), "--promote", "force", "--config", str(torch_fp32)]) == 0
+    version = current_version(tmp_path / "data" / "models")
+    capsys.readouterr()
+
+    assert main(["rescore", "--since", "1h", "--config", str(torch_fp32)]) == 0
+
+    out = capsys.readouterr().out
+    assert f"rescored 3 rows with {version}" in out and "left as they were: 1 ok row" in out
+    assert query(database, "SELECT id FROM results WHERE model_version = ?", version) == [(2,), (3,), (4,)]
+
+
+def test_evaluate_and_train_show_the_head_on_each_engine(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labelled = make_labelled_folder(tmp_path / "labelled", per_class=20)
+    config = make_config(model={"runtime": "auto", "precision": "auto"})
+
+    assert main(["train", "--data", str(labelled), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    version = current_version(tmp_path / "data" / "models") or ""
+    report = (tmp_path / "data" / "models" / version / "report.md").read_text(encoding="utf-8")
+    passing = _evidence(tmp_path / "data" / "models")["engines"]
+    for tag in passing:
+        assert f"| {tag} |" in report and f"| {tag} |" in out
+
+    assert main(["evaluate", "--data", str(labelled), "--config", str(config)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {version} on ")]
+    assert len(rows) == len(passing) and "(serving)" in rows[0]
+    accuracies = [float(row.split("|")[2]) for row in rows]
+    assert max(accuracies) - min(accuracies) <= 0.1  # the same frames, near-equal features
