@@ -108,6 +108,14 @@ class ClipFeatureExtractor:
         twin._staging_by_thread = threading.local()
         return twin
 
+    def release_torch_image_tower(self) -> None:
+        """Let go of torch's image tower (a third of ViT-B/32's weights) once ONNX Runtime runs
+        its export: text features (zero-shot prompts) still run on torch."""
+        if self._onnx is None:
+            raise ValueError("torch runs the image tower here: it cannot be released")
+        self._model.vision_model = None
+        self._model.visual_projection = None  # type: ignore[assignment]  # torch types it as Linear
+
     def use_cpu_threads(self, count: int) -> None:
         """How many CPU threads the calling thread's model work uses from now on.
 
@@ -259,10 +267,12 @@ class ClipFeatureExtractor:
         """One forward pass on a blank batch: kernel selection, weight packing and allocator growth
         happen here, at start-up, instead of in the first real batch. On ONNX Runtime, one per
         thread count the batches will use (each has a session of its own)."""
-        pixels = self.blank_pixels(batch_size)
         if self._onnx is None or not thread_counts:
-            self.embed_pixels(pixels)
+            self.embed_pixels(self.blank_pixels(batch_size))
             return
+        # ONNX Runtime packs its weights when a session is made; a pass of two frames then takes
+        # each session through its first run, in a fraction of a full batch's time at start-up.
+        pixels = self.blank_pixels(min(batch_size, 2))
         before = getattr(self._staging_by_thread, "threads", None)
         for count in sorted(set(thread_counts)):
             self.use_cpu_threads(count)

@@ -87,16 +87,28 @@ def load_clip(
     source: str, *, device: str, engine: str, precision: str, cache_root: Path | None
 ) -> ClipFeatureExtractor:
     """CLIP from `model.clip` on the engine and precision that `model.device`, `model.runtime` and
-    `model.precision` allow, chosen as the module says. Raises ModelLoadError with a one-line reason."""
-    return load_engines(
-        source, device=device, engine=engine, precision=precision, cache_root=cache_root
+    `model.precision` allow, chosen as the module says. Raises ModelLoadError with a one-line reason.
+
+    Only the chosen engine is loaded; when it is ONNX Runtime, torch's copy of the image tower is
+    let go (the text tower stays, for zero-shot prompts)."""
+    chosen = load_engines(
+        source, device=device, engine=engine, precision=precision, cache_root=cache_root, every_passing=False
     ).chosen
+    if chosen.runtime.engine != TORCH:
+        chosen.release_torch_image_tower()
+    return chosen
 
 
 def load_engines(
-    source: str, *, device: str, engine: str, precision: str, cache_root: Path | None
+    source: str,
+    *,
+    device: str,
+    engine: str,
+    precision: str,
+    cache_root: Path | None,
+    every_passing: bool = True,
 ) -> Engines:
-    """As load_clip, with the other engines that passed the gate too."""
+    """As load_clip, with the other engines that passed the gate loaded too (`every_passing`)."""
     if precision == "int8" and engine == TORCH:
         raise ModelLoadError(
             "model.precision 'int8' runs on ONNX Runtime: set model.runtime to 'auto' or 'onnxruntime'"
@@ -115,7 +127,7 @@ def load_engines(
     extractor = ClipFeatureExtractor(source, runtime=REFERENCE)
     if candidates == [REFERENCE]:
         return _alone(extractor)
-    return choose_cpu_engine(extractor, candidates, cache_root=cache_root)
+    return choose_cpu_engine(extractor, candidates, cache_root=cache_root, every_passing=every_passing)
 
 
 def _alone(extractor: ClipFeatureExtractor) -> Engines:
@@ -123,38 +135,66 @@ def _alone(extractor: ClipFeatureExtractor) -> Engines:
 
 
 def choose_cpu_engine(
-    extractor: ClipFeatureExtractor, candidates: list[Runtime], *, cache_root: Path | None
+    extractor: ClipFeatureExtractor,
+    candidates: list[Runtime],
+    *,
+    cache_root: Path | None,
+    every_passing: bool = True,
 ) -> Engines:
-    """The fastest of `candidates` that passes the gate, as `extractor` (torch fp32) variants."""
+    """The fastest of `candidates` that passes the gate, as `extractor` (torch fp32) variants.
+
+    Candidates the evidence lacks are loaded (exported first when need be) and measured; then, from
+    the fastest down, the first that loads is chosen. A later start, with every candidate in the
+    evidence, loads only the chosen one (and, with `every_passing`, the others that passed)."""
     if cache_root is None:
         candidates = [candidate for candidate in candidates if candidate.engine == TORCH]
-        folder = None
-    else:
-        folder = engine_folder(cache_root, extractor)
+    folder = engine_folder(cache_root, extractor) if cache_root is not None else None
     try:
         with _locked(folder):
-            variants = _variants(extractor, candidates, folder)
-            evidence = _evidence(extractor, variants, folder)
+            evidence_file = (
+                folder / f"evidence-{cpu_signature()}-{extractor.cpu_threads}t.json" if folder else None
+            )
+            evidence = _read_evidence(evidence_file)
+            loaded = _variants(extractor, [c for c in candidates if c.tag not in evidence], folder)
+            if loaded:
+                evidence |= _measured(extractor, loaded, evidence_file, evidence)
+            ranked = _ranked(candidates, evidence)
+            passing: dict[str, ClipFeatureExtractor] = {}
+            for candidate in ranked:
+                variant = loaded.get(candidate.tag) or _variants(extractor, [candidate], folder).get(
+                    candidate.tag
+                )
+                if variant is not None:
+                    passing[candidate.tag] = variant
+                    if not every_passing:
+                        break
     except OSError as error:
         logger.warning("engine cache %s unusable (%s): CLIP runs on torch fp32", folder, error)
         return _alone(extractor)
-    passing = {tag: variant for tag, variant in variants.items() if evidence[tag].passed}
-    for tag in variants:
-        if tag not in passing:
-            logger.warning(
-                "%s left out: its features are within cosine %.4f of torch fp32's, under the gate %.2f",
-                tag, evidence[tag].min_cosine, GATE_COSINE,
-            )  # fmt: skip
     if not passing:
-        logger.warning("no engine the config allows passed the fidelity gate: CLIP runs on torch fp32")
+        # Each engine left out has had its warning line (export failed, under the gate).
+        logger.info("CLIP's image tower on torch-fp32: no engine the config allows is usable here")
         return _alone(extractor)
-    chosen = max(passing, key=lambda tag: evidence[tag].frames_per_second or 0.0)
+    chosen = next(iter(passing))
     logger.info(
         "CLIP's image tower on %s, the fastest that passed the gate on this CPU (%s)",
         chosen,
-        ", ".join(f"{tag} {evidence[tag].frames_per_second or 0:.1f} frames/s" for tag in passing),
+        ", ".join(f"{c.tag} {evidence[c.tag].frames_per_second or 0:.1f} frames/s" for c in ranked),
     )
     return Engines(chosen=passing[chosen], passing=passing)
+
+
+def _ranked(candidates: list[Runtime], evidence: dict[str, Measurement]) -> list[Runtime]:
+    """The candidates measured and passing, fastest first; one warning for each under the gate."""
+    for candidate in candidates:
+        result = evidence.get(candidate.tag)
+        if result is not None and not result.passed:
+            logger.warning(
+                "%s left out: its features are within cosine %.4f of torch fp32's, under the gate %.2f",
+                candidate.tag, result.min_cosine, GATE_COSINE,
+            )  # fmt: skip
+    passing = [c for c in candidates if c.tag in evidence and evidence[c.tag].passed]
+    return sorted(passing, key=lambda c: -(evidence[c.tag].frames_per_second or 0.0))
 
 
 def engine_folder(cache_root: Path, extractor: ClipFeatureExtractor) -> Path:
@@ -185,8 +225,6 @@ def _variants(
             logger.warning(
                 "%s left out: the export failed: %s: %s", candidate.tag, type(error).__name__, first_line
             )
-    if not variants:
-        variants[REFERENCE.tag] = extractor
     return variants
 
 
@@ -223,28 +261,24 @@ def _exported(extractor: ClipFeatureExtractor, folder: Path, *, precision: str) 
     return int8
 
 
-def _evidence(
-    extractor: ClipFeatureExtractor, variants: dict[str, ClipFeatureExtractor], folder: Path | None
+def _measured(
+    extractor: ClipFeatureExtractor,
+    variants: dict[str, ClipFeatureExtractor],
+    path: Path | None,
+    recorded: dict[str, Measurement],
 ) -> dict[str, Measurement]:
-    """Gate and timing of each variant on this CPU: read from the evidence file, measured (and
-    added to it) for the ones it lacks."""
-    path = folder / f"evidence-{cpu_signature()}-{extractor.cpu_threads}t.json" if folder else None
-    recorded = _read_evidence(path)
-    missing = [tag for tag in variants if tag not in recorded]
-    if not missing:
-        return recorded
+    """Gate and timing of `variants` on this CPU, added to the evidence file."""
     started = time.perf_counter()
-    measured = measure(extractor, {tag: variants[tag] for tag in missing})
+    measured = measure(extractor, variants)
     logger.info(
         "measured %s on this CPU in %.1f s: %s",
-        ", ".join(missing),
+        ", ".join(variants),
         time.perf_counter() - started,
         "; ".join(_describe(tag, result) for tag, result in measured.items()),
     )
-    recorded.update(measured)
     if path is not None:
-        _write_evidence(path, recorded, threads=extractor.cpu_threads)
-    return recorded
+        _write_evidence(path, recorded | measured, threads=extractor.cpu_threads)
+    return measured
 
 
 def measure(

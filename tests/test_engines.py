@@ -340,3 +340,27 @@ def test_evaluate_and_train_show_the_head_on_each_engine(
     assert len(rows) == len(passing) and "(serving)" in rows[0]
     accuracies = [float(row.split("|")[2]) for row in rows]
     assert max(accuracies) - min(accuracies) <= 0.1  # the same frames, near-equal features
+
+
+def test_a_cached_start_loads_only_the_chosen_engine_and_lets_torchs_image_tower_go(
+    tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _load(tiny_clip, tmp_path, engine="onnxruntime")  # measured: fp32 and int8 both in the evidence
+    sessions: list[Path] = []
+
+    class Counted(OnnxVision):
+        def __init__(self, path: Path, *, threads: int) -> None:
+            sessions.append(path)
+            super().__init__(path, threads=threads)
+
+    monkeypatch.setattr(engine_choice, "OnnxVision", Counted)
+
+    chosen = engine_choice.load_clip(
+        str(tiny_clip), device="cpu", engine="onnxruntime", precision="auto", cache_root=tmp_path
+    )
+
+    assert len(sessions) == 1 and chosen.runtime.tag in sessions[0].name.replace("image-tower", "onnxruntime")
+    assert chosen.model.vision_model is None  # torch's copy let go: ONNX Runtime runs it
+    frames = [np.asarray(random_image(seed=1))]
+    assert chosen.image_features(frames).shape == (1, chosen.feature_size)
+    assert chosen.text_features(["a photo of a person"]).shape == (1, chosen.feature_size)

@@ -102,10 +102,16 @@ def _write_frames(inbox: Path) -> None:
 
 
 def _write_config(root: Path, *, clip: Path, site: Config) -> Path:
-    """A config for the temporary folder: the site's device and precision, everything else local."""
+    """A config for the temporary folder: the site's device, runtime and precision (so ONNX Runtime's
+    export and gate run too where the site would use them), everything else local."""
     sections: dict[str, dict[str, object]] = {
         "paths": {name: str(root / name) for name in ("inbox", "processed", "failed", "data")},
-        "model": {"clip": str(clip), "device": site.model.device, "precision": site.model.precision},
+        "model": {
+            "clip": str(clip),
+            "device": site.model.device,
+            "runtime": site.model.runtime,
+            "precision": site.model.precision,
+        },
         "inbox": {"mode": "poll", "settle_ms": 0, "poll_interval_ms": 20},
         "batch": {"size": GOOD_FRAMES, "max_wait_ms": 50},
     }
