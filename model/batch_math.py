@@ -61,3 +61,16 @@ def to_rgb(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
         return batch.flip(1)
     mask = torch.tensor(bgr, device=batch.device).view(-1, 1, 1, 1)
     return torch.where(mask, batch.flip(1), batch)
+
+
+def pooled(output: object) -> torch.Tensor:
+    """The projected embedding of a CLIP `get_*_features` call: transformers 5 returns a model
+    output whose pooler_output it is; older releases returned the tensor itself."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output  # type: ignore[attr-defined]
+
+
+def normalised_rows(features: torch.Tensor) -> np.ndarray:
+    """L2-normalised rows as float32 numpy on the host."""
+    features = features.float()
+    features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return features.cpu().numpy()

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.batch_math import affine_of, chunked, float_bytes, rgb_float, to_rgb
+from model.batch_math import affine_of, chunked, float_bytes, normalised_rows, pooled, rgb_float, to_rgb
 from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
+from model.images import as_uint8_array
 from model.packed import PackedBmp, packed_to_device
 from model.runtime import TORCH, ModelLoadError, Runtime
 
@@ -78,13 +79,8 @@ class ClipFeatureExtractor:
         self.cpu_threads = torch.get_num_threads()
         # The exported image tower, when ONNX Runtime runs it (see `variant`).
         self._onnx: OnnxVision | None = None
-        logger.info(
-            "loaded CLIP %s on %s (%s), %d-dimensional features",
-            source,
-            runtime.device,
-            runtime.precision,
-            self.feature_size,
-        )
+        where = f"{runtime.device} ({runtime.precision})"
+        logger.info("loaded CLIP %s on %s, %d-dimensional features", source, where, self.feature_size)
 
     @property
     def feature_size(self) -> int:
@@ -93,15 +89,11 @@ class ClipFeatureExtractor:
         return int(dimensions)
 
     def variant(self, runtime: Runtime, *, onnx: OnnxVision | None = None) -> ClipFeatureExtractor:
-        """This model on another CPU engine or precision, sharing the loaded weights, processor and
-        tokenizer: torch in fp32 or bf16 autocast (both keep fp32 weights), or ONNX Runtime running
-        `onnx`, the exported image tower (text features stay on torch)."""
-        if self.runtime.device.type != "cpu" or self.runtime.dtype != torch.float32:
-            raise ValueError(f"variants need a model loaded in fp32 on the CPU, not {self.runtime}")
-        if (runtime.engine == TORCH) != (onnx is None):
-            raise ValueError(
-                f"{runtime.tag} needs {'no' if runtime.engine == TORCH else 'an'} exported model"
-            )
+        """This model on another CPU engine or precision, sharing the loaded fp32 weights, processor
+        and tokenizer: torch (fp32, bf16 autocast), or ONNX Runtime running `onnx`, the exported
+        image tower (text features stay on torch)."""
+        on_cpu_fp32 = self.runtime.device.type == "cpu" and self.runtime.dtype == torch.float32
+        assert on_cpu_fp32 and (runtime.engine == TORCH) == (onnx is None), f"no {runtime.tag} variant here"
         twin = copy.copy(self)
         twin.runtime = runtime
         twin._onnx = onnx
@@ -111,8 +103,7 @@ class ClipFeatureExtractor:
     def release_torch_image_tower(self) -> None:
         """Let go of torch's image tower (a third of ViT-B/32's weights) once ONNX Runtime runs
         its export: text features (zero-shot prompts) still run on torch."""
-        if self._onnx is None:
-            raise ValueError("torch runs the image tower here: it cannot be released")
+        assert self._onnx is not None, "torch runs the image tower here"
         self._model.vision_model = None
         self._model.visual_projection = None  # type: ignore[assignment]  # torch types it as Linear
 
@@ -241,14 +232,13 @@ class ClipFeatureExtractor:
         if self._onnx is not None:
             threads = getattr(self._staging_by_thread, "threads", self.cpu_threads)
             projected = self._onnx.run(np.ascontiguousarray(pixel_values.numpy()), threads=threads)
-            return _normalised_rows(torch.from_numpy(projected))
+            return normalised_rows(torch.from_numpy(projected))
         with self._autocast():
             output = self._model.get_image_features(pixel_values=pixel_values)
-        return _normalised_rows(_pooled(output))
+        return normalised_rows(pooled(output))
 
     @property
-    def model(self) -> Any:
-        """The transformers CLIPModel (model.onnx_vision exports its image tower)."""
+    def model(self) -> Any:  # the transformers CLIPModel (model.onnx_vision exports its image tower)
         return self._model
 
     @property
@@ -306,23 +296,4 @@ class ClipFeatureExtractor:
         tokens = self._tokenizer(list(prompts), padding=True, return_tensors="pt")
         tokens = {name: tensor.to(self.runtime.device) for name, tensor in tokens.items()}
         with self._autocast():
-            return _normalised_rows(_pooled(self._model.get_text_features(**tokens)))
-
-
-def as_uint8_array(picture: Image.Image | np.ndarray) -> np.ndarray:
-    """The (height, width, 3) uint8 RGB array of a picture, without a copy when it already is one."""
-    if isinstance(picture, np.ndarray):
-        return picture
-    return np.asarray(picture if picture.mode == "RGB" else picture.convert("RGB"))
-
-
-def _pooled(output: object) -> torch.Tensor:
-    # transformers 5 returns a model output whose pooler_output is the projected embedding;
-    # older releases returned the tensor itself.
-    return output if isinstance(output, torch.Tensor) else output.pooler_output  # type: ignore[attr-defined]
-
-
-def _normalised_rows(features: torch.Tensor) -> np.ndarray:
-    features = features.float()
-    features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return features.cpu().numpy()
+            return normalised_rows(pooled(self._model.get_text_features(**tokens)))

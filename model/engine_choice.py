@@ -2,14 +2,10 @@
 `rescore` and `backfill` all load CLIP through.
 
 On CUDA it is torch (fp16 unless the config says otherwise). On a CPU, the engines the config
-allows (model.runtime.cpu_candidates) are each checked and timed once per machine:
-
-- the fidelity gate: features of GATE_FRAMES generated frames within cosine GATE_COSINE of torch
-  fp32's, frame by frame (the minimum counts), or the engine is not used;
-- the speed: frames/s of the bare forward at TIMING_BATCH on every thread;
-
-and the fastest that passes runs. What was measured is kept as evidence (a JSON file per CPU
-model and thread count) beside the exported models, in the engine cache:
+allows (model.runtime.cpu_candidates) are each checked against torch fp32 (the fidelity gate) and
+timed once per machine (model.engine_evidence), and the fastest that passes runs. What was
+measured is kept as evidence (a JSON file per CPU model and thread count) beside the exported
+models, in the engine cache:
 
     <registry>/.engines/<key>/image-tower-fp32.onnx     the export (key: CLIP content, preprocessing,
     <registry>/.engines/<key>/image-tower-int8.onnx      export settings, ONNX Runtime version)
@@ -25,20 +21,24 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
-import platform
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
+from model.engine_evidence import (
+    GATE_COSINE,
+    Measurement,
+    describe,
+    evidence_path,
+    measure,
+    read_evidence,
+    write_evidence,
+)
 from model.onnx_vision import EXPORT_VERSION, OnnxVision, export_image_tower, quantize_int8
 from model.runtime import (
     ONNXRUNTIME,
@@ -52,26 +52,8 @@ from model.runtime import (
 
 logger = logging.getLogger(__name__)
 
-GATE_COSINE = 0.99
-GATE_FRAMES = 16
-TIMING_BATCH = 16
-# Each engine is timed for about this long after a warm-up pass (at least two passes).
-TIMING_SECONDS = 0.5
 ENGINE_CACHE = ".engines"
 REFERENCE = Runtime(device=torch.device("cpu"), precision="fp32", engine=TORCH)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One engine on this machine: its worst frame's cosine to torch fp32, and its speed (None when
-    it failed the gate: it was not timed)."""
-
-    min_cosine: float
-    frames_per_second: float | None
-
-    @property
-    def passed(self) -> bool:
-        return self.min_cosine >= GATE_COSINE
 
 
 @dataclass(frozen=True)
@@ -151,10 +133,8 @@ def choose_cpu_engine(
     folder = engine_folder(cache_root, extractor) if cache_root is not None else None
     try:
         with _locked(folder):
-            evidence_file = (
-                folder / f"evidence-{cpu_signature()}-{extractor.cpu_threads}t.json" if folder else None
-            )
-            evidence = _read_evidence(evidence_file)
+            evidence_file = evidence_path(folder, threads=extractor.cpu_threads) if folder else None
+            evidence = read_evidence(evidence_file)
             loaded = _variants(extractor, [c for c in candidates if c.tag not in evidence], folder)
             if loaded:
                 evidence |= _measured(extractor, loaded, evidence_file, evidence)
@@ -274,125 +254,11 @@ def _measured(
         "measured %s on this CPU in %.1f s: %s",
         ", ".join(variants),
         time.perf_counter() - started,
-        "; ".join(_describe(tag, result) for tag, result in measured.items()),
+        "; ".join(describe(tag, result) for tag, result in measured.items()),
     )
     if path is not None:
-        _write_evidence(path, recorded | measured, threads=extractor.cpu_threads)
+        write_evidence(path, recorded | measured, threads=extractor.cpu_threads)
     return measured
-
-
-def measure(
-    extractor: ClipFeatureExtractor, variants: dict[str, ClipFeatureExtractor]
-) -> dict[str, Measurement]:
-    """The gate and the speed of each variant, against `extractor` (torch fp32) on generated frames."""
-    pixels = extractor.preprocess(gate_frames())
-    reference = extractor.embed_pixels(pixels)
-    timing = extractor.blank_pixels(TIMING_BATCH).normal_(generator=torch.Generator().manual_seed(0))
-    results = {}
-    for tag, variant in variants.items():
-        cosine = float(np.min(np.sum(variant.embed_pixels(pixels) * reference, axis=1)))
-        speed = frames_per_second(variant, timing) if cosine >= GATE_COSINE else None
-        results[tag] = Measurement(min_cosine=cosine, frames_per_second=speed)
-    return results
-
-
-def frames_per_second(extractor: ClipFeatureExtractor, pixels: torch.Tensor) -> float:
-    """The bare forward's speed on every thread: one warm-up pass, then passes for TIMING_SECONDS."""
-    extractor.use_cpu_threads(extractor.cpu_threads)
-    extractor.embed_pixels(pixels)
-    passes, started = 0, time.perf_counter()
-    while passes < 2 or time.perf_counter() - started < TIMING_SECONDS:
-        extractor.embed_pixels(pixels)
-        passes += 1
-    return pixels.shape[0] * passes / (time.perf_counter() - started)
-
-
-def gate_frames() -> list[np.ndarray]:
-    """GATE_FRAMES fixed 320×240 RGB frames with a scene's structure (gradients, blocks, edges,
-    noise), the same on every machine: the gate compares engines on these."""
-    rng = np.random.default_rng(20261126)
-    height, width = 240, 320
-    rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
-    frames = []
-    for _ in range(GATE_FRAMES):
-        angle = rng.uniform(0, np.pi)
-        ramp = (np.cos(angle) * columns / width + np.sin(angle) * rows / height) * 255
-        picture = np.stack([ramp * rng.uniform(0.3, 1.0) for _ in range(3)], axis=-1)
-        for _ in range(6):  # blocks of flat colour, as people and furniture are to a 224-pixel crop
-            top, left = rng.integers(0, height - 40), rng.integers(0, width - 40)
-            picture[top : top + rng.integers(20, 120), left : left + rng.integers(20, 120)] = rng.uniform(
-                0, 255, 3
-            )
-        picture += rng.normal(0, 12, picture.shape)  # sensor noise
-        frames.append(np.clip(picture, 0, 255).astype(np.uint8))
-    return frames
-
-
-def cpu_signature() -> str:
-    """A short name for this CPU's model and instruction sets: speeds measured on one CPU do not
-    carry to another, so each keeps its own evidence."""
-    return hashlib.sha256(f"{platform.machine()}\n{_cpu_model()}\n{_cpu_flags()}".encode()).hexdigest()[:12]
-
-
-def _describe(tag: str, result: Measurement) -> str:
-    speed = f"{result.frames_per_second:.1f} frames/s" if result.frames_per_second else "not timed"
-    return f"{tag} cosine ≥ {result.min_cosine:.5f}, {speed}"
-
-
-def _read_evidence(path: Path | None) -> dict[str, Measurement]:
-    if path is None:
-        return {}
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return {
-            tag: Measurement(
-                min_cosine=float(entry["min_cosine"]), frames_per_second=entry["frames_per_second"]
-            )
-            for tag, entry in raw["engines"].items()
-        }
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        logger.warning("%s unreadable (%s): measuring again", path, error)
-        return {}
-
-
-def _write_evidence(path: Path, evidence: dict[str, Measurement], *, threads: int) -> None:
-    import onnxruntime
-
-    document: dict[str, Any] = {
-        "cpu": _cpu_model(),
-        "threads": threads,
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "gate": {"min_cosine": GATE_COSINE, "frames": GATE_FRAMES},
-        "timing_batch": TIMING_BATCH,
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
-        "engines": {
-            tag: {"min_cosine": result.min_cosine, "frames_per_second": result.frames_per_second}
-            for tag, result in evidence.items()
-        },
-    }
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    staging.replace(path)
-
-
-def _cpu_model() -> str:
-    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> str:
-    return " ".join(sorted(_cpuinfo_field("flags").split()))
-
-
-def _cpuinfo_field(name: str) -> str:
-    """The first core's `name` in /proc/cpuinfo; empty where there is none."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == name:
-                return value.strip()
-    return ""
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.metrics import (
@@ -15,6 +15,9 @@ from sklearn.metrics import (
 )
 
 from model.labels import LABEL_ORDER
+
+PromotePolicy = Literal["auto", "never", "force"]
+ZERO_SHOT = "zero-shot"
 
 
 def classification_metrics(y_true: np.ndarray, positive: np.ndarray, *, threshold: float) -> dict[str, Any]:
@@ -55,3 +58,25 @@ def beats(candidate: dict[str, Any], incumbent: dict[str, Any]) -> bool:
     if candidate["accuracy"] != incumbent["accuracy"]:
         return bool(candidate["accuracy"] > incumbent["accuracy"])
     return bool(candidate["log_loss"] < incumbent["log_loss"])
+
+
+def decide_promotion(
+    policy: PromotePolicy, version: str, results: dict[str, dict[str, Any]], current: str | None
+) -> tuple[bool, str]:
+    """Whether the new head `version` is promoted, and why: under `auto`, only if it beats
+    zero-shot and the current head on the test split."""
+    if policy == "never":
+        return False, "not promoted (--promote never)"
+    if policy == "force":
+        return True, "promoted (--promote force)"
+    new = results[version]
+    rivals = [ZERO_SHOT] + ([current] if current in results else [])
+    lost = [name for name in rivals if not beats(new, results[name])]
+    if lost:
+        against = ", ".join(f"{name} {results[name]['accuracy']:.3f}" for name in lost)
+        return (
+            False,
+            f"not promoted: accuracy {new['accuracy']:.3f} does not beat {against}; kept the current head",
+        )
+    beaten = ", ".join(f"{name} {results[name]['accuracy']:.3f}" for name in rivals)
+    return True, f"promoted: accuracy {new['accuracy']:.3f} beats {beaten}"

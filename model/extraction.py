@@ -6,10 +6,11 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from model.clip_features import ClipFeatureExtractor
+from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.dataset import LabelledImage
 from model.feature_cache import FeatureCache
 from model.images import UndecodableImage, decode_pixels
@@ -112,3 +113,42 @@ class _Extraction:
                 self._cache.put(self.hashes[index], row)
         self.extracted += len(self.pending)
         self.pending.clear()
+
+
+def extract_cached(
+    images: list[LabelledImage],
+    *,
+    extractor: ClipFeatureExtractor,
+    cache_root: Path | None,
+    batch_size: int,
+    max_pixels: int,
+    progress: bool = True,
+) -> ExtractedFeatures:
+    """extract_labelled through the feature cache under `cache_root` (none when None), in the
+    namespace of this extractor's CLIP model, preprocessing and engine; logs what it took."""
+    cache = None
+    if cache_root is not None:
+        cache = FeatureCache(
+            cache_root,
+            clip_model=extractor.identity.key,
+            preprocessing_version=PREPROCESSING_VERSION,
+            engine=extractor.runtime.tag,
+        )
+    extracted = extract_labelled(
+        images,
+        extractor=extractor,
+        cache=cache,
+        batch_size=batch_size,
+        max_pixels=max_pixels,
+        progress=progress,
+    )
+    logger.info(
+        "%s features for %d images in %.1f s (%d extracted, %d cached, %d skipped)",
+        extractor.runtime.tag,
+        len(extracted.items),
+        extracted.seconds,
+        extracted.extracted,
+        extracted.cache_hits,
+        len(extracted.skipped),
+    )
+    return extracted

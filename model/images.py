@@ -145,3 +145,10 @@ def decode_rgb(data: bytes, *, max_pixels: int) -> Image.Image:
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Pillow reports truncated or unsupported variants as OSError/ValueError/SyntaxError.
         raise UndecodableImage(f"cannot decode: {error}") from None
+
+
+def as_uint8_array(picture: Image.Image | np.ndarray) -> np.ndarray:
+    """The (height, width, 3) uint8 RGB array of a picture, without a copy when it already is one."""
+    if isinstance(picture, np.ndarray):
+        return picture
+    return np.asarray(picture if picture.mode == "RGB" else picture.convert("RGB"))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
+from model.batch_math import pooled
 
 OPSET = 17
 INPUT_NAME = "pixel_values"
@@ -39,9 +39,7 @@ class _ImageTower(torch.nn.Module):
         self.clip = clip
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        output = self.clip.get_image_features(pixel_values=pixel_values)
-        # transformers 5 returns a model output whose pooler_output is the projected embedding.
-        return output if isinstance(output, torch.Tensor) else output.pooler_output
+        return pooled(self.clip.get_image_features(pixel_values=pixel_values))
 
 
 def export_image_tower(model: Any, path: Path, *, image_size: tuple[int, int]) -> None:

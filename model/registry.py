@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
@@ -183,4 +184,24 @@ def list_versions(registry: Path) -> list[HeadMetadata]:
                 versions.append(HeadMetadata.read(folder))
             except RegistryError as error:
                 logger.warning("%s", error)
+    return versions
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of what made a head (its metadata keeps them)."""
+    versions = {}
+    for name in (
+        "cctv-gender",
+        "torch",
+        "onnxruntime",
+        "transformers",
+        "keras",
+        "scikit-learn",
+        "numpy",
+        "pillow",
+    ):
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            pass
     return versions

@@ -5,22 +5,19 @@ The test split is used once, at the end, for every model in the comparison.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.dataset import LabelledImage, fingerprint, require_enough, scan_labelled_folder
-from model.evaluation import beats, classification_metrics, roc_points
-from model.extraction import ExtractedFeatures, extract_labelled
-from model.feature_cache import FeatureCache
+from model.evaluation import ZERO_SHOT, PromotePolicy, classification_metrics, decide_promotion, roc_points
+from model.extraction import ExtractedFeatures, extract_cached
 from model.keras_head import KerasHead
 from model.labels import LABEL_ORDER, Label
 from model.registry import (
@@ -30,6 +27,7 @@ from model.registry import (
     RegistryError,
     current_version,
     new_version_name,
+    package_versions,
     promote,
     register_version,
 )
@@ -37,10 +35,6 @@ from model.report import REPORT, comparison_table, write_report
 from model.serving import build_zero_shot_head, load_registered_head
 from model.training import FitSettings, Split, SplitFractions, choose_threshold, fit_head, stratified_split
 
-logger = logging.getLogger(__name__)
-
-PromotePolicy = Literal["auto", "never", "force"]
-ZERO_SHOT = "zero-shot"
 LOGISTIC = "logistic regression"
 
 
@@ -73,45 +67,6 @@ class TrainingOutcome:
 
     def table(self) -> str:
         return comparison_table(self.results)
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {}
-    for name in (
-        "cctv-gender",
-        "torch",
-        "onnxruntime",
-        "transformers",
-        "keras",
-        "scikit-learn",
-        "numpy",
-        "pillow",
-    ):
-        try:
-            versions[name] = package_metadata.version(name)
-        except package_metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def _decide(
-    policy: PromotePolicy, version: str, results: dict[str, dict[str, Any]], current: str | None
-) -> tuple[bool, str]:
-    if policy == "never":
-        return False, "not promoted (--promote never)"
-    if policy == "force":
-        return True, "promoted (--promote force)"
-    new = results[version]
-    rivals = [ZERO_SHOT] + ([current] if current in results else [])
-    lost = [name for name in rivals if not beats(new, results[name])]
-    if lost:
-        against = ", ".join(f"{name} {results[name]['accuracy']:.3f}" for name in lost)
-        return (
-            False,
-            f"not promoted: accuracy {new['accuracy']:.3f} does not beat {against}; kept the current head",
-        )
-    beaten = ", ".join(f"{name} {results[name]['accuracy']:.3f}" for name in rivals)
-    return True, f"promoted: accuracy {new['accuracy']:.3f} beats {beaten}"
 
 
 @dataclass(frozen=True)
@@ -147,7 +102,9 @@ def train(
     comparison = _compare(options, extractor, extracted, fitted)
     engines = {extractor.runtime.tag: comparison.results[fitted.version]}
     engines |= _on_other_engines(options, other_engines or {}, extracted, fitted)
-    promoted, decision = _decide(options.promote, fitted.version, comparison.results, comparison.current)
+    promoted, decision = decide_promotion(
+        options.promote, fitted.version, comparison.results, comparison.current
+    )
     decision += comparison.note
     metadata = _metadata(options, extractor, extracted, fitted, comparison, counts, engines)
     summary = _summary(options, extractor, extracted, fitted, counts, decision)
@@ -204,32 +161,14 @@ def _extract(
     options: TrainingOptions, extractor: ClipFeatureExtractor, *, extracted_items: list[LabelledImage] | None
 ) -> ExtractedFeatures:
     """Features of the labelled folder (or of `extracted_items`, read before), cached per engine."""
-    cache = None
-    if options.feature_cache is not None:
-        cache = FeatureCache(
-            options.feature_cache,
-            clip_model=extractor.identity.key,
-            preprocessing_version=PREPROCESSING_VERSION,
-            engine=extractor.runtime.tag,
-        )
-    extracted = extract_labelled(
+    return extract_cached(
         scan_labelled_folder(options.data) if extracted_items is None else extracted_items,
         extractor=extractor,
-        cache=cache,
+        cache_root=options.feature_cache,
         batch_size=options.extract_batch_size,
         max_pixels=options.max_pixels,
         progress=options.progress,
     )
-    logger.info(
-        "%s features for %d images in %.1f s (%d extracted, %d cached, %d skipped)",
-        extractor.runtime.tag,
-        len(extracted.items),
-        extracted.seconds,
-        extracted.extracted,
-        extracted.cache_hits,
-        len(extracted.skipped),
-    )
-    return extracted
 
 
 def _fit(options: TrainingOptions, extracted: ExtractedFeatures) -> _Fitted:
@@ -335,7 +274,7 @@ def _metadata(
                 "baselines": {n: r for n, r in results.items() if n != version},
                 "engines": engines,
             },
-            "package_versions": _package_versions(),
+            "package_versions": package_versions(),
             "report": REPORT,
         },
     )

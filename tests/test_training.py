@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from model.clip_features import ClipFeatureExtractor
+from model.evaluation import decide_promotion
 from model.registry import current_version, promotion_history
 from model.synthetic import make_labelled_folder, write_bmp
-from model.train_run import _decide
 from tests.helpers import query
 from watcher.commands.main import main
 
@@ -193,7 +193,7 @@ def _result(accuracy: float, log_loss: float) -> dict:
 def test_auto_promotion_needs_to_beat_current_and_zero_shot(
     results: dict, current: str | None, promoted: bool
 ) -> None:
-    decision, reason = _decide("auto", "new", results, current)
+    decision, reason = decide_promotion("auto", "new", results, current)
     assert decision is promoted
     assert reason.startswith("promoted" if promoted else "not promoted")
 

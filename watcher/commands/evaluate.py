@@ -76,19 +76,12 @@ def extract_features(
     config: Config, images: list[LabelledImage], extractor: ClipFeatureExtractor
 ) -> ExtractedFeatures:
     """The labelled images' features on one engine, through the training feature cache."""
-    from model.clip_features import PREPROCESSING_VERSION
-    from model.extraction import extract_labelled
-    from model.feature_cache import FeatureCache
+    from model.extraction import extract_cached
 
-    return extract_labelled(
+    return extract_cached(
         images,
         extractor=extractor,
-        cache=FeatureCache(
-            config.feature_cache_dir,
-            clip_model=extractor.identity.key,
-            preprocessing_version=PREPROCESSING_VERSION,
-            engine=extractor.runtime.tag,
-        ),
+        cache_root=config.feature_cache_dir,
         batch_size=config.training.extract_batch_size,
         max_pixels=config.inbox.max_pixels,
         progress=True,  # a bar on a terminal, plain lines elsewhere (model.progress)
