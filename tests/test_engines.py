@@ -364,3 +364,16 @@ def test_a_cached_start_loads_only_the_chosen_engine_and_lets_torchs_image_tower
     frames = [np.asarray(random_image(seed=1))]
     assert chosen.image_features(frames).shape == (1, chosen.feature_size)
     assert chosen.text_features(["a photo of a person"]).shape == (1, chosen.feature_size)
+
+
+def test_the_daemon_loads_clip_as_load_clip_does(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    """`watch` (and `rescore`, `backfill`) hold one engine, not every one that passed."""
+    from watcher.config import load_config
+    from watcher.pipeline.assembly import load_engine_set, load_extractor
+
+    config = load_config(make_config(model={"runtime": "onnxruntime", "precision": "auto"}))
+    assert len(load_engine_set(config).passing) == 2  # measured: fp32 and int8 passed
+
+    extractor = load_extractor(config)
+
+    assert extractor.runtime.engine == "onnxruntime" and extractor.model.vision_model is None

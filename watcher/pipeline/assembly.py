@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 from model.clip_features import ClipFeatureExtractor
-from model.engine_choice import Engines, load_engines
+from model.engine_choice import Engines, load_clip, load_engines
 from model.heads import Head
 from model.keras_head import KerasBackendError
 from model.registry import RegistryError
@@ -32,24 +34,32 @@ from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 def load_extractor(config: Config) -> ClipFeatureExtractor:
     """The configured CLIP model on the engine model.engine_choice picks (the daemon, `train`,
-    `evaluate`, `rescore` and `backfill` all load it here), or StartupError with a one-line reason."""
-    return load_engine_set(config).chosen
+    `evaluate`, `rescore` and `backfill` all load it here), or StartupError with a one-line reason.
+    Only that engine is loaded."""
+    return _loaded(config, load_clip)
 
 
 def load_engine_set(config: Config) -> Engines:
     """As load_extractor, with every engine the config allows that passed the gate on this
-    machine (`evaluate` and `train` report the head on each)."""
+    machine loaded too (`evaluate` and `train` report the head on each)."""
+    return _loaded(config, load_engines)
+
+
+def _loaded(config: Config, load: Callable[..., T]) -> T:
     if config.model.cpu_threads:
         torch.set_num_threads(config.model.cpu_threads)
+    model = config.model
     try:
-        return load_engines(
-            config.model.clip,
-            device=config.model.device,
-            engine=config.model.runtime,
-            precision=config.model.precision,
+        return load(
+            model.clip,
+            device=model.device,
+            engine=model.runtime,
+            precision=model.precision,
             cache_root=config.registry_dir,
         )
     except ModelLoadError as error:
