@@ -195,6 +195,13 @@ class WorkerPeaks:
         return list(self._peaks.values())
 
 
+def own_peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: the best there is
+
+
 def measure_watch_once(config_path: Path) -> int:
     """The child: the daemon as the command builds it, timed from the first scan to the last move."""
     from watcher.config import load_config
@@ -208,7 +215,9 @@ def measure_watch_once(config_path: Path) -> int:
     started = time.perf_counter()
     report = daemon.run(once=True)
     seconds = time.perf_counter() - started
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent at fork and
+    # exec, so a child would report this script's own peak (which holds every engine) as its own.
+    peak_rss_mib = own_peak_rss_mib()
     worker_rss_mib = workers.stop()
     stages = {stage: round(total, 2) for stage, total in report.stage_seconds.items()}
     print(

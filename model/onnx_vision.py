@@ -26,6 +26,10 @@ from model.batch_math import pooled
 OPSET = 17
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "image_embeds"
+# ONNX Runtime runs a batch this many frames at a time: on the 2-core EPYC VM (AVX2), int8 passes
+# of 8 or 16 frames ran 3-8% faster than passes of 32, two lanes at once (their activations stay
+# in cache); the rows are the same either way.
+MICRO_BATCH = 16
 # Bump when the export or quantisation settings change: cached exports of another version are
 # made again (model.engine_choice keys its cache folder by it).
 EXPORT_VERSION = "vision+projection/opset17/int8-dynamic-qint8/1"
@@ -126,6 +130,11 @@ class OnnxVision:
             return self._sessions[threads]
 
     def run(self, pixels: np.ndarray, *, threads: int) -> np.ndarray:
-        """The projected image embeddings (n, projection_dim) of preprocessed fp32 pixels."""
-        outputs = self._session(threads).run([OUTPUT_NAME], {INPUT_NAME: pixels})
-        return np.asarray(outputs[0], dtype=np.float32)
+        """The projected image embeddings (n, projection_dim) of preprocessed fp32 pixels, run
+        MICRO_BATCH frames at a time."""
+        session = self._session(threads)
+        parts = [
+            session.run([OUTPUT_NAME], {INPUT_NAME: pixels[start : start + MICRO_BATCH]})[0]
+            for start in range(0, len(pixels), MICRO_BATCH)
+        ]
+        return np.asarray(parts[0] if len(parts) == 1 else np.concatenate(parts), dtype=np.float32)
