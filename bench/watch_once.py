@@ -306,6 +306,7 @@ def main() -> int:
         )
         cosine = min_cosine(extractor, reference, originals[: args.batch_size])
         startup = startups(root, config, model)
+        evidence = [json.loads(path.read_text()) for path in registry.glob(".engines/*/evidence-*.json")]
         batches = max(1, args.frames // args.batch_size)
         rounds = []
         for _ in range(args.repeats):
@@ -390,6 +391,8 @@ def main() -> int:
             )
         },
         "peak_rss_mib": max(entry["peak_rss_mib"] for entry in rounds),
+        # The first start's gate and bare forward (batch 16, every thread) of each engine tried.
+        "engine_evidence": evidence[0]["engines"] if evidence else {},
         "rounds": rounds,
         "machine": f"{platform.machine()}, python {platform.python_version()}",
     }
@@ -422,6 +425,9 @@ def main() -> int:
     ]
     if args.compare_threads:
         lines.append(("ours / ours with file work on threads", f"{result['ours_over_file_threads']:8.2f} x"))
+    for tag, entry in result["engine_evidence"].items():
+        speed = f"{entry['frames_per_second']:.1f} frames/s" if entry["frames_per_second"] else "not timed"
+        lines.append((f"first start: {tag} (gate cosine {entry['min_cosine']:.5f})", f"{speed:>15s}"))
     for label, figure in lines:
         print(f"{label + ':':50s} {figure}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
