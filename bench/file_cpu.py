@@ -42,7 +42,7 @@ def _run_once(root: Path, clip: Path, frames: int, maker: FrameMaker, repo: Path
             "paths": {"inbox": "inbox", "processed": "processed", "failed": "failed", "data": "data"},
             "inbox": {"settle_ms": 0},
             "batch": {"size": 32, "max_wait_ms": 50},
-            "model": {"clip": str(clip), "device": "cpu", "precision": "fp32"},
+            "model": {"clip": str(clip), "device": "cpu", "runtime": "torch", "precision": "fp32"},
             "logging": {"level": "warning"},
         },
     )

@@ -128,9 +128,15 @@ def choose_cpu_engine(
     Candidates the evidence lacks are loaded (exported first when need be) and measured; then, from
     the fastest down, the first that loads is chosen. A later start, with every candidate in the
     evidence, loads only the chosen one (and, with `every_passing`, the others that passed)."""
-    if cache_root is None:
+    folder = None
+    try:
+        folder = engine_folder(cache_root, extractor) if cache_root is not None else None
+    except ImportError as error:  # a dependency, but an install can still lack it
+        logger.warning("ONNX Runtime left out: %s", error)
+    if folder is None:
         candidates = [candidate for candidate in candidates if candidate.engine == TORCH]
-    folder = engine_folder(cache_root, extractor) if cache_root is not None else None
+    if candidates in ([], [REFERENCE]):
+        return _alone(extractor)
     try:
         with _locked(folder):
             evidence_file = evidence_path(folder, threads=extractor.cpu_threads) if folder else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -377,3 +378,16 @@ def test_the_daemon_loads_clip_as_load_clip_does(make_config: Callable[..., Path
     extractor = load_extractor(config)
 
     assert extractor.runtime.engine == "onnxruntime" and extractor.model.vision_model is None
+
+
+def test_without_onnxruntime_installed_torch_runs_with_one_warning(
+    tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+
+    with caplog.at_level(logging.WARNING, logger="model.engine_choice"):
+        engines = _load(tiny_clip, tmp_path)
+
+    assert engines.chosen.runtime.tag == "torch-fp32"
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("ONNX Runtime left out:")
