@@ -114,8 +114,8 @@ class ClipFeatureExtractor:
         own; ONNX Runtime keeps a session per thread count (model.onnx_vision). A no-op on a GPU.
         """
         if self._onnx is not None:
-            self._staging_by_thread.threads = count
-        elif self.runtime.device.type == "cpu" and torch.get_num_threads() != count:
+            self._staging_by_thread.threads = count  # torch's too: preprocessing runs on it
+        if self.runtime.device.type == "cpu" and torch.get_num_threads() != count:
             torch.set_num_threads(count)
 
     @property

@@ -35,6 +35,7 @@ from model.engine_evidence import (
     Measurement,
     describe,
     evidence_path,
+    first_line,
     measure,
     read_evidence,
     write_evidence,
@@ -207,10 +208,7 @@ def _variants(
                 candidate, onnx=_session(extractor, folder, candidate)
             )
         except Exception as error:  # noqa: BLE001 - any failure of the export leaves torch running
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            logger.warning(
-                "%s left out: the export failed: %s: %s", candidate.tag, type(error).__name__, first_line
-            )
+            logger.warning("%s left out: the export failed: %s", candidate.tag, first_line(error))
     return variants
 
 
@@ -221,7 +219,7 @@ def _session(extractor: ClipFeatureExtractor, folder: Path, candidate: Runtime) 
     try:
         return OnnxVision(path, threads=extractor.cpu_threads)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
-        logger.warning("%s will not load (%s): exporting it again", path, str(error).strip().splitlines()[0])
+        logger.warning("%s will not load (%s): exporting it again", path, first_line(error))
         path.unlink()
         if candidate.precision != "fp32":
             (folder / "image-tower-fp32.onnx").unlink(missing_ok=True)  # its source may be the damaged one
@@ -263,7 +261,10 @@ def _measured(
         "; ".join(describe(tag, result) for tag, result in measured.items()),
     )
     if path is not None:
-        write_evidence(path, recorded | measured, threads=extractor.cpu_threads)
+        try:
+            write_evidence(path, recorded | measured, threads=extractor.cpu_threads)
+        except OSError as error:  # a full disk: this start still uses what it measured
+            logger.warning("cannot keep the evidence in %s (%s): the next start measures again", path, error)
     return measured
 
 
@@ -274,8 +275,16 @@ def _locked(folder: Path | None) -> Iterator[None]:
     if folder is None:
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("a") as handle:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = (folder / ".lock").open("a")
+    except OSError:
+        if not (folder / ".lock").is_file():
+            raise
+        # A registry this user may only read (a cache made by another account): flock works on a
+        # read-only handle, so this start still waits for an export in progress, then reads.
+        handle = (folder / ".lock").open("r")
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -57,10 +57,20 @@ def measure(
     timing = extractor.blank_pixels(TIMING_BATCH).normal_(generator=torch.Generator().manual_seed(0))
     results = {}
     for tag, variant in variants.items():
-        cosine = float(np.min(np.sum(variant.embed_pixels(pixels) * reference, axis=1)))
-        speed = frames_per_second(variant, timing) if cosine >= GATE_COSINE else None
+        try:
+            cosine = float(np.min(np.sum(variant.embed_pixels(pixels) * reference, axis=1)))
+            speed = frames_per_second(variant, timing) if cosine >= GATE_COSINE else None
+        except Exception as error:  # noqa: BLE001 - an engine that fails to run is left out, not fatal
+            logger.warning("%s left out: it failed on the gate's frames: %s", tag, first_line(error))
+            continue
         results[tag] = Measurement(min_cosine=cosine, frames_per_second=speed)
     return results
+
+
+def first_line(error: BaseException) -> str:
+    """`Type: first line of the message`, for one-line warnings."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def frames_per_second(extractor: ClipFeatureExtractor, pixels: torch.Tensor) -> float:
@@ -112,8 +122,8 @@ def read_evidence(path: Path | None) -> dict[str, Measurement]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         return {
-            tag: Measurement(
-                min_cosine=float(entry["min_cosine"]), frames_per_second=entry["frames_per_second"]
+            str(tag): Measurement(
+                _number(entry["min_cosine"]), _number(entry["frames_per_second"], none=True)
             )
             for tag, entry in raw["engines"].items()
         }
@@ -122,6 +132,15 @@ def read_evidence(path: Path | None) -> dict[str, Measurement]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         logger.warning("%s unreadable (%s): measuring again", path, error)
         return {}
+
+
+def _number(value: object, *, none: bool = False) -> Any:
+    """A finite number as JSON holds one (not a bool, a string or a list), or None where allowed."""
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ValueError(f"{value!r} is not a measurement")
+    return float(value)
 
 
 def write_evidence(path: Path, evidence: dict[str, Measurement], *, threads: int) -> None:
@@ -140,8 +159,11 @@ def write_evidence(path: Path, evidence: dict[str, Measurement], *, threads: int
         },
     }
     staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    staging.replace(path)
+    try:
+        staging.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        staging.replace(path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _cpu_model() -> str:

@@ -391,3 +391,51 @@ def test_without_onnxruntime_installed_torch_runs_with_one_warning(
     assert engines.chosen.runtime.tag == "torch-fp32"
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("ONNX Runtime left out:")
+
+
+@pytest.mark.parametrize("speed", ["fast", [1, 2], True, float("nan")])
+def test_evidence_with_a_wrong_type_is_measured_again(tiny_clip: Path, tmp_path: Path, speed: object) -> None:
+    _load(tiny_clip, tmp_path, engine="onnxruntime")
+    evidence = next((tmp_path / ".engines").glob("*/evidence-*.json"))
+    document = json.loads(evidence.read_text(encoding="utf-8"))
+    document["engines"]["onnxruntime-int8"]["frames_per_second"] = speed
+    evidence.write_text(json.dumps(document), encoding="utf-8")
+
+    engines = _load(tiny_clip, tmp_path, engine="onnxruntime")
+
+    assert set(engines.passing) == {"onnxruntime-fp32", "onnxruntime-int8"}
+    rewritten = json.loads(evidence.read_text(encoding="utf-8"))["engines"]["onnxruntime-int8"]
+    assert isinstance(rewritten["frames_per_second"], float)
+
+
+def test_an_engine_that_fails_on_the_gates_frames_is_left_out(
+    tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class OutOfMemory(OnnxVision):
+        def run(self, pixels: np.ndarray, *, threads: int) -> np.ndarray:
+            if "int8" in self.path.name:
+                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad_alloc")
+            return super().run(pixels, threads=threads)
+
+    monkeypatch.setattr(engine_choice, "OnnxVision", OutOfMemory)
+
+    with caplog.at_level(logging.WARNING, logger="model.engine_evidence"):
+        engines = _load(tiny_clip, tmp_path, engine="onnxruntime")
+
+    assert engines.chosen.runtime.tag == "onnxruntime-fp32"
+    assert any(
+        "onnxruntime-int8 left out: it failed on the gate's frames" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_evidence_that_cannot_be_kept_still_chooses_what_was_measured(
+    tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine_choice, "write_evidence", disk_full)
+
+    engines = _load(tiny_clip, tmp_path, engine="onnxruntime", precision="int8")
+
+    assert engines.chosen.runtime.tag == "onnxruntime-int8"

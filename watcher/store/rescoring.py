@@ -54,9 +54,11 @@ def rescore_rows(
         in_range.append(Result.processed_at >= since)
     # Any engine's embeddings of the same CLIP and preprocessing: every engine that runs passed the
     # fidelity gate against torch fp32 (model.engine_choice), and a stored embedding is float16.
+    # A prefix compared byte for byte: LIKE ignores case on SQLite.
+    prefix = f"{embedding_model} "
     same_features = or_(
         Result.embedding_model == embedding_model,
-        Result.embedding_model.startswith(f"{embedding_model} ", autoescape=True),
+        func.substr(Result.embedding_model, 1, len(prefix)) == prefix,
     )
     usable = [*in_range, Result.embedding.is_not(None), same_features]
     with orm_session(engine) as session:
