@@ -22,6 +22,7 @@ from model.batch_math import affine_of, chunked, float_bytes, normalised_rows, p
 from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
 from model.images import as_uint8_array
+from model.messages import first_line
 from model.packed import PackedBmp, packed_to_device
 from model.runtime import TORCH, ModelLoadError, Runtime
 
@@ -63,13 +64,12 @@ class ClipFeatureExtractor:
             self._processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline)  # type: ignore[no-untyped-call]  # unannotated
             self._tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
         except (OSError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = (
                 ""
                 if Path(source).is_dir()
                 else " (model.clip: a Hugging Face id needs the network once; a local folder loads offline)"
             )
-            raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line}{hint}") from None
+            raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line(error)}{hint}") from None
         # What heads record and rows name: the model's content, wherever its folder lies.
         self.identity = identify_clip(source)
         self._model.to(runtime.device).eval()  # type: ignore[arg-type]  # transformers types `to` as a decorator

@@ -35,11 +35,11 @@ from model.engine_evidence import (
     Measurement,
     describe,
     evidence_path,
-    first_line,
     measure,
     read_evidence,
     write_evidence,
 )
+from model.messages import first_line
 from model.onnx_vision import EXPORT_VERSION, OnnxVision, export_image_tower, quantize_int8
 from model.runtime import (
     ONNXRUNTIME,
@@ -208,7 +208,7 @@ def _variants(
                 candidate, onnx=_session(extractor, folder, candidate)
             )
         except Exception as error:  # noqa: BLE001 - any failure of the export leaves torch running
-            logger.warning("%s left out: the export failed: %s", candidate.tag, first_line(error))
+            logger.warning("%s left out: the export failed: %s", candidate.tag, first_line(error, named=True))
     return variants
 
 
@@ -219,7 +219,7 @@ def _session(extractor: ClipFeatureExtractor, folder: Path, candidate: Runtime) 
     try:
         return OnnxVision(path, threads=extractor.cpu_threads)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
-        logger.warning("%s will not load (%s): exporting it again", path, first_line(error))
+        logger.warning("%s will not load (%s): exporting it again", path, first_line(error, named=True))
         path.unlink()
         if candidate.precision != "fp32":
             (folder / "image-tower-fp32.onnx").unlink(missing_ok=True)  # its source may be the damaged one

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from model.clip_features import ClipFeatureExtractor
+from model.messages import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +62,12 @@ def measure(
             cosine = float(np.min(np.sum(variant.embed_pixels(pixels) * reference, axis=1)))
             speed = frames_per_second(variant, timing) if cosine >= GATE_COSINE else None
         except Exception as error:  # noqa: BLE001 - an engine that fails to run is left out, not fatal
-            logger.warning("%s left out: it failed on the gate's frames: %s", tag, first_line(error))
+            logger.warning(
+                "%s left out: it failed on the gate's frames: %s", tag, first_line(error, named=True)
+            )
             continue
         results[tag] = Measurement(min_cosine=cosine, frames_per_second=speed)
     return results
-
-
-def first_line(error: BaseException) -> str:
-    """`Type: first line of the message`, for one-line warnings."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def frames_per_second(extractor: ClipFeatureExtractor, pixels: torch.Tensor) -> float:

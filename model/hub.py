@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.identity import identify_clip, write_origin
+from model.messages import first_line
 from model.runtime import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -96,10 +97,7 @@ def fetch_clip(source: str, target: Path, *, progress: Callable[[str], None] | N
         try:
             loaded = load()
         except (OSError, ValueError, KeyError) as error:
-            text = str(error).strip()
-            raise ModelLoadError(
-                f"cannot fetch {source!r}: {text.splitlines()[0] if text else type(error).__name__}"
-            ) from None
+            raise ModelLoadError(f"cannot fetch {source!r}: {first_line(error)}") from None
         revision = revision or getattr(getattr(loaded, "config", None), "_commit_hash", None)
         loaded.save_pretrained(target)  # type: ignore[attr-defined]  # every step's result has it
     _permissions_from_umask(target)

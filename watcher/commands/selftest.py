@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from model.messages import first_line
 from watcher.commands.arguments import add_config
 from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_OK
 from watcher.config import Config, ConfigError, load_config
@@ -80,13 +81,13 @@ def pipeline_checks(config: Config) -> list[Check]:
         try:
             clip = build_clip_checkpoint(root / "clip")
         except Exception as error:  # noqa: BLE001 - torch/transformers broken: that is the finding
-            return [Check("model", False, f"cannot build a test CLIP: {_one_line(error)}")]
+            return [Check("model", False, f"cannot build a test CLIP: {first_line(error)}")]
         _write_frames(root / "inbox")
         try:
             test_config = load_config(_write_config(root, clip=clip, site=config))
             report = _run_once(test_config)
         except (StartupError, ConfigError, StorageError) as error:
-            return [Check("pipeline", False, _one_line(error))]
+            return [Check("pipeline", False, first_line(error))]
         return _inspect(test_config, report)
 
 
@@ -163,7 +164,7 @@ def _inspect(config: Config, report: RunReport) -> list[Check]:
         rows = {status: count_results(engine, ResultFilter(status=status)) for status in ("ok", "failed")}
         engine.dispose()
     except (StartupError, StorageError, ConfigError) as error:
-        return [*checks, Check("database + migrations", False, _one_line(error))]
+        return [*checks, Check("database + migrations", False, first_line(error))]
     model_detail = f"random CLIP (model.device {config.model.device}): {rows['ok']} frames got a label"
     checks.append(Check("model", rows["ok"] == GOOD_FRAMES, model_detail))
     checks.append(
@@ -199,7 +200,7 @@ def database_probe(config: Config) -> Check:
     try:
         file = sqlite_file(url)
     except ArgumentError as error:
-        return Check(name, False, f"database.url: {_one_line(error)}")
+        return Check(name, False, f"database.url: {first_line(error)}")
     if file is not None and not file.exists():
         writable = _nearest_writable(file.parent)
         detail = f"{file} does not exist yet; `cctv-gender db upgrade` or `watch` makes it"
@@ -208,7 +209,7 @@ def database_probe(config: Config) -> Check:
         engine = open_database(config, migrate=False, read_only=True)
         engine.dispose()
     except (StartupError, StorageError, ConfigError) as error:
-        return Check(name, False, _one_line(error))
+        return Check(name, False, first_line(error))
     return Check(name, True, f"{_hidden_password(url)} reachable, schema current")
 
 
@@ -242,8 +243,3 @@ def _nearest_writable(path: Path) -> bool:
 
 def _hidden_password(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_any
 from dataclasses import dataclass
 
+from model.messages import first_line
 from watcher.pipeline.backoff import Backoff, is_transient
 from watcher.pipeline.processing import BatchProcessor
 from watcher.pipeline.stages import Claimed
@@ -165,8 +166,3 @@ class Dispatcher:
 
     def shutdown(self) -> None:
         self._runner.shutdown(wait=True)
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from model.messages import first_line
 from watcher.intake import suspects
 from watcher.intake.claiming import claimed_frames
 from watcher.pipeline.backoff import is_transient
-from watcher.pipeline.dispatch import Dispatcher, first_line
+from watcher.pipeline.dispatch import Dispatcher
 from watcher.pipeline.processing import BatchProcessor
 from watcher.pipeline.stages import Claimed
 from watcher.service.instance import InstanceLock, orphaned_instances
