@@ -11,6 +11,7 @@ a CPU without VNNI takes another code path than on one with it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -173,12 +174,19 @@ def _cpu_flags() -> str:
 
 def _cpuinfo_field(name: str) -> str:
     """The first core's `name` in /proc/cpuinfo; empty where there is none."""
+    return _first_core().get(name, "")
+
+
+@functools.cache
+def _first_core() -> dict[str, str]:
+    """The first core's fields in /proc/cpuinfo, read once a process (its model and flags name
+    the evidence file, and the file records the model)."""
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == name:
-                return value.strip()
-    return ""
+            fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def evidence_path(folder: Path, *, threads: int) -> Path:
