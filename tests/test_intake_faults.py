@@ -247,29 +247,3 @@ def test_default_names_say_host_and_config(tmp_path: Path) -> None:
         assert gpu1.name == f"{host}-gpu1-0"
     finally:
         gpu1.release()
-
-
-def test_a_released_claim_leaves_no_folder_behind(tmp_path: Path) -> None:
-    from pathlib import PurePosixPath
-
-    from watcher.intake.claiming import claim, release
-
-    inbox, area = tmp_path / "inbox", tmp_path / "area"
-    write_bmp(inbox / "site-a" / "cam-07" / "x.bmp")
-    write_bmp(inbox / "y.bmp")
-    nested = claim(inbox, area, PurePosixPath("site-a/cam-07/x.bmp"))
-    flat = claim(inbox, area, PurePosixPath("y.bmp"))
-    assert nested is not None and flat is not None
-    for frame in (nested, flat):
-        frame.work_path.unlink()  # moved out, as after its commit
-        release(frame)
-    assert list(area.iterdir()) == []
-
-    # Something unexpected in a claim's folder: it still goes.
-    write_bmp(inbox / "cam-01" / "z.bmp")
-    odd = claim(inbox, area, PurePosixPath("cam-01/z.bmp"))
-    assert odd is not None
-    (odd.work_path.parent / "stray.tmp").write_bytes(b"x")
-    odd.work_path.unlink()
-    release(odd)
-    assert list(area.iterdir()) == []

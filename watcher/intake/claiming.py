@@ -1,25 +1,35 @@
 """Taking a frame out of the inbox by one atomic rename into the in-progress area.
 
-    <inbox>/cam-07/x.bmp  →  <inbox>/.in-progress/<instance>/<frame key>/cam-07/x.bmp
+    <inbox>/cam-07/x.bmp  →  <inbox>/.in-progress/<instance>/<frame key>=cam-07%2Fx.bmp
 
-The folder name is the frame's key (committed with its row, so a frame re-processed after a
-crash is recognised) and the path inside it keeps the original inbox-relative path. A path too
-long for that (the area adds about 60 bytes to a path that may already be near PATH_MAX) is
-claimed flat instead (and so is one nested deeper than MAX_NESTED_PARTS), with its inbox path
-written beside it first:
+The name starts with the frame's key (committed with its row, so a frame re-processed after a
+crash is recognised); after the '=' comes its inbox-relative path with '%' written '%25' and '/'
+written '%2F', so recovery reads the path back from the name alone. A claim is then one rename and
+nothing else: no folder to make, flush and remove per frame (each of those cost as much CPU as
+reading the frame; see bench/file_cpu.py).
 
-    <inbox>/.in-progress/<instance>/<frame key>/frame      the file
-    <inbox>/.in-progress/<instance>/<frame key>/.source    its inbox-relative path (raw bytes)
+A name too long for one directory entry (NAME_MAX) is claimed in a folder of its own, the frame's
+inbox-relative path kept below it; and one whose path is too long for that (the area adds about
+60 bytes to a path that may be near PATH_MAX), or nested deeper than MAX_NESTED_PARTS, is claimed
+flat, with its inbox path written beside it first:
 
-Names starting with '.' inside a key folder are bookkeeping, never frames (the inbox never
-yields such names): `.source` above, `.attempts` (see watcher.intake.suspects).
+    <inbox>/.in-progress/<instance>/<frame key>/cam-07/x.bmp   the folder layout
+    <inbox>/.in-progress/<instance>/<frame key>/frame          the flat layout: the file
+    <inbox>/.in-progress/<instance>/<frame key>/.source        its inbox-relative path (raw bytes)
+
+Areas left by earlier versions (every claim a folder) are recovered as they are. Names starting
+with '.' are bookkeeping, never frames (the inbox never yields such names): `.source` above, and a
+frame's count of crashes (see watcher.intake.suspects), `.attempts` in its folder or
+`.attempts-<key>` beside a claim without one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -34,8 +44,14 @@ logger = logging.getLogger(__name__)
 
 SOURCE_FILE = ".source"
 FLAT_NAME = "frame"
+ATTEMPTS_FILE = ".attempts"
+KEY_SEPARATOR = b"="
 # Deeper paths are claimed flat too: Python 3.11's rglob and rmtree recurse once per level.
 MAX_NESTED_PARTS = 32
+# The longest directory entry on Linux's local filesystems (ext4, XFS, btrfs, tmpfs).
+NAME_MAX = 255
+_KEY_LENGTH = 32  # uuid4().hex
+_ESCAPED = re.compile(rb"%(25|2F)")
 
 
 class ClaimRefused(Exception):
@@ -57,10 +73,60 @@ class ClaimedFrame:
         return camera_of(self.relative)
 
     @cached_property
-    def key_dir(self) -> Path:
+    def in_own_folder(self) -> bool:
+        """Claimed in a folder of its own (a long name, or an area from an earlier version)."""
+        return os.fsencode(self.work_path.name) != claimed_name(self.key, self.relative)
+
+    @cached_property
+    def key_dir(self) -> Path | None:
+        """The claim's own folder; None for a claim that is one name in the area."""
+        if not self.in_own_folder:
+            return None
         if self.work_path.name == FLAT_NAME:  # claimed flat: a frame's own name ends in .bmp
             return self.work_path.parent
         return self.work_path.parents[len(self.relative.parts) - 1]
+
+    @property
+    def area(self) -> Path:
+        """The in-progress area holding the claim."""
+        return self.work_path.parent if self.key_dir is None else self.key_dir.parent
+
+    @property
+    def attempts_path(self) -> Path:
+        """Where the frame's count of crashes is kept (see watcher.intake.suspects)."""
+        if self.key_dir is None:
+            return self.area / f"{ATTEMPTS_FILE}-{self.key}"
+        return self.key_dir / ATTEMPTS_FILE
+
+    @property
+    def claim_dirs(self) -> list[Path]:
+        """Every directory whose entries the claim changed (what must be flushed to make it
+        durable): its own folders if it has them, the area, and the inbox folder it left."""
+        inside = []
+        if self.key_dir is not None:
+            for folder in self.work_path.parents:
+                inside.append(folder)
+                if folder == self.key_dir:
+                    break
+        return [*inside, self.area, *([self.source_dir] if self.source_dir else [])]
+
+
+def claimed_name(key: str, relative: PurePosixPath) -> bytes:
+    """The claim's name in the area: the key, '=', the inbox-relative path escaped."""
+    escaped = os.fsencode(str(relative)).replace(b"%", b"%25").replace(b"/", b"%2F")
+    return os.fsencode(key) + KEY_SEPARATOR + escaped
+
+
+def parse_claimed_name(name: str) -> tuple[str, PurePosixPath] | None:
+    """(key, inbox-relative path) of a claim's name in the area; None for any other name."""
+    raw = os.fsencode(name)
+    key = raw[:_KEY_LENGTH]
+    if len(raw) <= _KEY_LENGTH + 1 or raw[_KEY_LENGTH : _KEY_LENGTH + 1] != KEY_SEPARATOR:
+        return None
+    if not all(byte in b"0123456789abcdef" for byte in key):
+        return None
+    unescaped = _ESCAPED.sub(lambda found: b"%" if found[1] == b"25" else b"/", raw[_KEY_LENGTH + 1 :])
+    return key.decode("ascii"), PurePosixPath(os.fsdecode(unescaped))
 
 
 def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | None:
@@ -68,16 +134,7 @@ def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | No
     instance claimed it) first; ClaimRefused when the filesystem will not let it go."""
     key = uuid.uuid4().hex
     try:
-        if len(relative.parts) > MAX_NESTED_PARTS:
-            work_path = _claim_flat(inbox, area, key, relative)
-        else:
-            try:
-                work_path = _claim_nested(inbox, area, key, relative)
-            except OSError as error:
-                if error.errno != errno.ENAMETOOLONG:
-                    raise
-                shutil.rmtree(area / key, ignore_errors=True)
-                work_path = _claim_flat(inbox, area, key, relative)
+        work_path = _claim(inbox, area, key, relative)
     except FileNotFoundError:
         shutil.rmtree(area / key, ignore_errors=True)
         logger.debug("%s vanished before it could be claimed", relative)
@@ -94,6 +151,34 @@ def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | No
     )
 
 
+def _claim(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
+    name = claimed_name(key, relative)
+    if len(name) <= NAME_MAX:
+        work_path = area / os.fsdecode(name)
+        try:
+            # rename() moves a symlink or special file itself, never what it points to.
+            os.rename(inbox / relative, work_path)
+            return work_path
+        except FileNotFoundError:
+            if area.is_dir():
+                raise  # the frame is gone
+            make_folders(area)  # the area itself is gone: made again, as at start
+            os.rename(inbox / relative, work_path)
+            return work_path
+        except OSError as error:
+            if error.errno != errno.ENAMETOOLONG:  # a filesystem with a shorter NAME_MAX
+                raise
+    if len(relative.parts) > MAX_NESTED_PARTS:
+        return _claim_flat(inbox, area, key, relative)
+    try:
+        return _claim_nested(inbox, area, key, relative)
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+        shutil.rmtree(area / key, ignore_errors=True)
+        return _claim_flat(inbox, area, key, relative)
+
+
 def _claim_nested(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
     work_path = area / key / relative
     try:
@@ -105,7 +190,6 @@ def _claim_nested(inbox: Path, area: Path, key: str, relative: PurePosixPath) ->
             os.mkdir(folder)
     except FileNotFoundError:
         make_folders(work_path.parent)  # the area itself is gone: made again, as at start
-    # rename() moves a symlink or special file itself, never what it points to.
     os.rename(inbox / relative, work_path)
     return work_path
 
@@ -124,7 +208,12 @@ def _claim_flat(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> P
 
 
 def release(frame: ClaimedFrame) -> None:
-    """Remove the frame's (now empty) folder from the in-progress area."""
+    """Remove what is left of the claim once its frame has moved out: its (now empty) folder,
+    or its count of crashes if it has one."""
+    if frame.key_dir is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(frame.attempts_path)  # one lookup; only a suspect ever has the file
+        return
     # The folders are known and empty: removing them one by one is a syscall each, where
     # rmtree's safe walk opens and lists every level (a tenth of a frame's file handling).
     folder = frame.work_path.parent
@@ -147,31 +236,52 @@ def claimed_frames(area: Path) -> list[ClaimedFrame]:
     frames: list[ClaimedFrame] = []
     if not area.is_dir():
         return frames
-    for key_dir in sorted(area.iterdir()):
-        if key_dir.name.startswith(".") or not key_dir.is_dir() or key_dir.is_symlink():
+    keys: set[str] = set()
+    entries = sorted(area.iterdir())
+    for entry in entries:
+        if entry.name.startswith("."):
             continue  # bookkeeping of the area (see watcher.intake.suspects), not a claim
-        received = datetime.fromtimestamp(key_dir.lstat().st_mtime, UTC)
-        source = key_dir / SOURCE_FILE
-        if source.is_file() and (key_dir / FLAT_NAME).exists():
-            relative = PurePosixPath(os.fsdecode(source.read_bytes()))
-            frames.append(
-                ClaimedFrame(
-                    key=key_dir.name, relative=relative, work_path=key_dir / FLAT_NAME, received_at=received
-                )
-            )
-            continue
-        files = [
-            path
-            for path in key_dir.rglob("*")
-            if (not path.is_dir() or path.is_symlink())
-            and not path.relative_to(key_dir).parts[0].startswith(".")
-        ]
-        if not files:
-            shutil.rmtree(key_dir, ignore_errors=True)
-            continue
-        for work_path in files:
-            relative = PurePosixPath(work_path.relative_to(key_dir).as_posix())
-            frames.append(
-                ClaimedFrame(key=key_dir.name, relative=relative, work_path=work_path, received_at=received)
-            )
+        parsed = parse_claimed_name(entry.name)
+        if parsed is not None and (entry.is_symlink() or not entry.is_dir()):
+            key, relative = parsed
+            # The rename that claimed it set its ctime: when it was received, near enough.
+            received = datetime.fromtimestamp(entry.lstat().st_ctime, UTC)
+            frames.append(ClaimedFrame(key=key, relative=relative, work_path=entry, received_at=received))
+            keys.add(key)
+        elif entry.is_dir() and not entry.is_symlink():
+            frames += _claimed_in_folder(entry)
+    prefix = f"{ATTEMPTS_FILE}-"
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.name.removeprefix(prefix) not in keys:
+            # The count of a frame that moved out before a crash let its claim be released.
+            with contextlib.suppress(OSError):
+                entry.unlink()
     return frames
+
+
+def _claimed_in_folder(key_dir: Path) -> list[ClaimedFrame]:
+    received = datetime.fromtimestamp(key_dir.lstat().st_mtime, UTC)
+    source = key_dir / SOURCE_FILE
+    if source.is_file() and (key_dir / FLAT_NAME).exists():
+        relative = PurePosixPath(os.fsdecode(source.read_bytes()))
+        return [
+            ClaimedFrame(
+                key=key_dir.name, relative=relative, work_path=key_dir / FLAT_NAME, received_at=received
+            )
+        ]
+    files = [
+        path
+        for path in key_dir.rglob("*")
+        if (not path.is_dir() or path.is_symlink()) and not path.relative_to(key_dir).parts[0].startswith(".")
+    ]
+    if not files:
+        shutil.rmtree(key_dir, ignore_errors=True)
+    return [
+        ClaimedFrame(
+            key=key_dir.name,
+            relative=PurePosixPath(work_path.relative_to(key_dir).as_posix()),
+            work_path=work_path,
+            received_at=received,
+        )
+        for work_path in files
+    ]

@@ -75,7 +75,7 @@ def _set_aside(frame: ClaimedFrame, error: OSError) -> Path:
     """The last resort for a file that can go nowhere in the output folders (one the daemon may not
     read, on another filesystem): renamed, on its own filesystem, out of the area that recovery
     works through, so it never stops the daemon again; its row's stored_path says where."""
-    aside = frame.key_dir.parent.parent / UNMOVABLE_DIRNAME
+    aside = frame.area.parent / UNMOVABLE_DIRNAME
     make_folders(aside)
     final = aside / flat_name(frame.key, frame.relative)
     os.rename(frame.work_path, final)

@@ -4,8 +4,8 @@ Frames still in an in-progress area when its daemon starts were being worked on 
 run died, unless that run stopped cleanly (it leaves `<area>/.clean-stop`; a SIGTERM can leave
 frames claimed whose batch waited for the database). After a crash they are suspects: each is
 processed alone, so an innocent frame never shares a batch with the one that kills the daemon,
-and before that its count of crashes is raised in `<area>/<key>/.attempts`, beside the claim, so
-it survives restarts:
+and before that its count of crashes is raised in a file beside the claim (`.attempts-<key>` in the
+area, or `.attempts` in the claim's folder: see watcher.intake.claiming), so it survives restarts:
 
 - a frame left over from a crash has been in progress during 1 crash (its `.attempts` is absent);
 - processing it alone, the file says 2: if the daemon dies now, that is its second crash;
@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 MAX_CRASHES = 3
 CLEAN_STOP_FILE = ".clean-stop"
-ATTEMPTS_FILE = ".attempts"
 
 
 def crash_reason() -> str:
@@ -58,14 +57,14 @@ def take_clean_stop(area: Path) -> bool:
 def crashes_survived(frame: ClaimedFrame) -> int:
     """How many crashes the frame has been in progress during (1 when it has no count yet)."""
     try:
-        return max(int((frame.key_dir / ATTEMPTS_FILE).read_text(encoding="ascii").strip()), 1)
+        return max(int(frame.attempts_path.read_text(encoding="ascii").strip()), 1)
     except (OSError, ValueError):
         return 1  # absent, or torn by the crash it counts
 
 
 def record_attempt(frame: ClaimedFrame, crashes: int) -> None:
     """Before the frame is processed alone: if the daemon dies now, that is crash `crashes`."""
-    path = frame.key_dir / ATTEMPTS_FILE
-    staging = path.with_name(f"{ATTEMPTS_FILE}.new")
+    path = frame.attempts_path
+    staging = path.with_name(f"{path.name}.new")
     staging.write_text(f"{crashes}\n", encoding="ascii")
     os.replace(staging, path)

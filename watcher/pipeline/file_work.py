@@ -132,7 +132,7 @@ def claim_share(
 def sync_claims(frames: list[Claimed]) -> None:
     """The claims' directories flushed to disk: they must be there before the frames' rows are
     (a claim lost in a power cut after the commit would put a counted frame back in the inbox)."""
-    fsync_dirs(directory for frame in frames for directory in _claim_dirs(frame))
+    fsync_dirs(directory for frame in frames for directory in frame.claim_dirs)
 
 
 def move_all(moves: list[Move]) -> dict[str, str]:
@@ -155,15 +155,3 @@ def move_all(moves: list[Move]) -> dict[str, str]:
 
 def _aligned(offset: int) -> int:
     return -(-offset // ALIGNMENT) * ALIGNMENT
-
-
-def _claim_dirs(frame: Claimed) -> list[Path]:
-    # Every directory whose entries the claim changed: the key folder and its subfolders, the
-    # area holding the key folder, and the inbox folder the frame left.
-    key_dir = frame.key_dir
-    inside = []
-    for folder in frame.work_path.parents:
-        inside.append(folder)
-        if folder == key_dir:
-            break
-    return [*inside, key_dir.parent, *([frame.source_dir] if frame.source_dir else [])]

@@ -41,17 +41,15 @@ def frames_per_area(in_progress: Path) -> dict[str, int]:
 
 
 def _frames_in(area: Path) -> int | None:
-    """Frames in one in-progress area (a folder each, named by its key), or None without the area.
+    """Frames in one in-progress area (an entry each, named by its key: see
+    watcher.intake.claiming), or None without the area.
 
-    Names starting with '.' are bookkeeping (`.clean-stop`, see watcher.intake.suspects), not frames.
+    Names starting with '.' are bookkeeping (`.clean-stop`, `.attempts-<key>`, see
+    watcher.intake.suspects), not frames.
     """
     try:
         with os.scandir(area) as entries:
-            return sum(
-                1
-                for entry in entries
-                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
-            )
+            return sum(1 for entry in entries if not entry.name.startswith("."))
     except OSError:  # gone, or removed by its daemon while we counted
         return None
 
