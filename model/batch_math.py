@@ -47,6 +47,9 @@ def rgb_float(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
     if any(bgr) and not all(bgr):
         batch = to_rgb(batch, bgr)
     order = (2, 1, 0) if all(bgr) and bgr else (0, 1, 2)
+    # The resize hands back a channels-last view: converting that to float channel by channel
+    # gathers every third byte, 9 times slower on a CPU than one uint8 copy to NCHW first.
+    batch = batch.contiguous()
     rgb = torch.empty(batch.shape, dtype=torch.float32, device=batch.device)
     for channel, source in enumerate(order):
         rgb[:, channel].copy_(batch[:, source])

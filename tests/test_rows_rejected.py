@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from sqlalchemy.exc import DataError
 from model.synthetic import write_bmp
 from tests.helpers import files_under, query
 from watcher.config import load_config
+from watcher.intake.claiming import parse_claimed_name
 from watcher.pipeline.assembly import build_daemon
 from watcher.store import writes
 from watcher.store.errors import StorageFailed
@@ -78,6 +79,9 @@ def test_a_bare_row_refused_too_stops_with_every_frame_still_claimed(
     # No file moved without its row: the frame at fault stays claimed for the next start.
     assert files_under(tmp_path / "failed") == []
     claimed = files_under(tmp_path / "inbox" / ".in-progress")
-    assert any(path.endswith("cam/bad.bmp") for path in claimed)
+    assert any(
+        (parsed := parse_claimed_name(PurePosixPath(path).name)) and parsed[1] == PurePosixPath("cam/bad.bmp")
+        for path in claimed
+    )
     rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path FROM results")
     assert ("cam/bad.bmp",) not in rows
