@@ -64,7 +64,7 @@ step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precisio
     --model "$model" --frames "$frames" --batch-size 256 --repeats 1 \
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b256.json"
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
-step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((frames / 4)) --json "$out/file-cpu.json"
+step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((frames / 4)) --repeats 1 --json "$out/file-cpu.json"
 
 if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi
 machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)
