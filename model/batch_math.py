@@ -31,19 +31,24 @@ def chunked(group: list[_T], *, frame_bytes: int) -> list[list[_T]]:
     return [group[start : start + per_chunk] for start in range(0, len(group), per_chunk)]
 
 
-def affine_of(processor: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def affine_of(processor: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(scale, shift), per channel, with pixel * scale + shift equal to the processor's rescale
     (by rescale_factor) followed by its normalisation ((x - mean) / std)."""
     rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
-    mean = torch.tensor(processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0])
-    std = torch.tensor(processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0])
-    scale, shift = rescale / std, -mean / std
-    return scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)
+    mean = processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0]
+    std = processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0]
+    # In float32, as torch computed them when they were tensors: the same values to the last bit.
+    scale = (torch.tensor(rescale) / torch.tensor(std, dtype=torch.float32)).tolist()
+    shift = (-torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)).tolist()
+    return tuple(scale), tuple(shift)
 
 
-def rgb_float(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
-    """The NCHW uint8 frames as a contiguous float32 copy, those marked BGR swapped to RGB by the
-    copy itself (a flip first would be a pass of its own)."""
+def normalised_rgb(
+    batch: torch.Tensor, bgr: list[bool], scale: tuple[float, ...], shift: tuple[float, ...]
+) -> torch.Tensor:
+    """The NCHW uint8 frames as a contiguous float32 copy times `scale` plus `shift` (per RGB
+    channel), those marked BGR swapped to RGB by the copy itself (a flip first would be a pass of
+    its own)."""
     if any(bgr) and not all(bgr):
         batch = to_rgb(batch, bgr)
     order = (2, 1, 0) if all(bgr) and bgr else (0, 1, 2)
@@ -52,7 +57,8 @@ def rgb_float(batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
     batch = batch.contiguous()
     rgb = torch.empty(batch.shape, dtype=torch.float32, device=batch.device)
     for channel, source in enumerate(order):
-        rgb[:, channel].copy_(batch[:, source])
+        # Channel by channel, each multiply-add runs on a plane still in cache from its copy.
+        rgb[:, channel].copy_(batch[:, source]).mul_(scale[channel]).add_(shift[channel])
     return rgb
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.batch_math import affine_of, chunked, float_bytes, normalised_rows, pooled, rgb_float, to_rgb
+from model.batch_math import affine_of, chunked, float_bytes, normalised_rgb, normalised_rows, pooled, to_rgb
 from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
 from model.images import as_uint8_array
@@ -143,9 +143,9 @@ class ClipFeatureExtractor:
             key = picture.shape_key if isinstance(picture, PackedBmp) else picture.shape
             groups.setdefault((type(picture), key), []).append(index)
         batches = [
-            self._transform(on_device, bgr)
+            batch
             for indices in groups.values()
-            for on_device, bgr in self._uploaded([pictures[index] for index in indices])
+            for batch in self._preprocessed([pictures[index] for index in indices])
         ]
         if len(batches) == 1:
             pixel_values = batches[0]  # one frame size, in order: nothing to reassemble
@@ -153,6 +153,49 @@ class ClipFeatureExtractor:
             order = [index for indices in groups.values() for index in indices]
             pixel_values = torch.cat(batches)[torch.tensor(order).argsort().to(self.runtime.device)]
         return pixel_values.to(self.runtime.device, dtype=self.runtime.dtype)
+
+    def _preprocessed(self, group: list[np.ndarray | PackedBmp]) -> Iterator[torch.Tensor]:
+        """Frames of one size resized, cropped and normalised, in chunks."""
+        if (
+            self.runtime.device.type == "cpu"
+            and self._resizes_by_steps
+            and not isinstance(group[0], PackedBmp)
+        ):
+            for chunk in chunked(group, frame_bytes=float_bytes(group[0])):
+                yield self._finish(*self._resized_where_they_lie(chunk))  # type: ignore[arg-type]  # not PackedBmp
+            return
+        for on_device, bgr in self._uploaded(group):
+            yield self._transform(on_device, bgr)
+
+    @property
+    def _resizes_by_steps(self) -> bool:
+        """A torchvision-backed processor that resizes: its steps can be run one by one."""
+        processor = self._processor
+        steps = ("resize", "center_crop", "rescale_and_normalize")
+        return all(hasattr(processor, step) for step in steps) and bool(processor.do_resize)
+
+    def _resized_where_they_lie(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, list[bool]]:
+        """On a CPU, each frame resized straight from where its file was read: no copy of the
+        whole frame into a batch first (as many bytes as reading it). A BMP is resized with its
+        rows and channels as stored; a bottom-up one is put upright after resizing, on a few KB
+        (resizing is symmetric: flipping before or after gives the same bytes, tested), and the
+        channels are swapped by the normalising copy. Returns the resized batch and which frames
+        hold BGR."""
+        processor = self._processor
+        resized, bgr = [], []
+        for array in arrays:
+            upside_down = array.strides[0] < 0
+            stored = array[::-1] if upside_down else array
+            reversed_channels = stored.strides[-1] < 0
+            stored = stored[..., ::-1] if reversed_channels else stored
+            if not stored.flags.writeable or min(stored.strides) < 0:
+                # torch views only writable memory without a warning, and no negative strides.
+                stored = np.ascontiguousarray(stored) if stored.flags.writeable else stored.copy()
+            frame = torch.from_numpy(stored).permute(2, 0, 1).unsqueeze(0)  # HWC → NCHW, a view
+            small = processor.resize(frame, size=processor.size, resample=processor.resample)
+            resized.append(small.flip(2) if upside_down else small)
+            bgr.append(reversed_channels)
+        return torch.cat(resized), bgr
 
     def _uploaded(self, group: list[np.ndarray | PackedBmp]) -> Iterator[tuple[torch.Tensor, list[bool]]]:
         """Frames of one size on the device as NCHW uint8, in chunks, with which hold BGR."""
@@ -211,13 +254,19 @@ class ClipFeatureExtractor:
             return processed
         if processor.do_resize:
             batch = processor.resize(batch, size=processor.size, resample=processor.resample)
+        return self._finish(batch, bgr)
+
+    def _finish(self, batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
+        """The processor's crop and normalisation of a resized batch."""
+        processor = self._processor
         if processor.do_center_crop:
             batch = processor.center_crop(batch, processor.crop_size)
-        # The processor's rescale, then normalise, as one multiply-add on a contiguous float copy
-        # (its own steps run over the channels-last view the resize returns, several passes each),
-        # the channels put in RGB order by that copy: after resizing and cropping (see _stage).
-        scale, shift = affine_of(processor, batch.device)
-        return rgb_float(batch, bgr).mul_(scale).add_(shift)
+        # The processor's rescale, then normalise, as one multiply-add a channel on a contiguous
+        # float copy (its own steps run over the channels-last view the resize returns, several
+        # passes each), the channels put in RGB order by that copy: after resizing and cropping
+        # (see _stage).
+        scale, shift = affine_of(processor)
+        return normalised_rgb(batch, bgr, scale, shift)
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         if self.runtime.device.type != "cuda":

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
@@ -129,6 +131,44 @@ def test_batched_steps_equal_the_processor_itself(tiny_clip: Path, extractor: Cl
     mixed = [array if index % 2 else as_uint8_array(pil_images[index]) for index, array in enumerate(arrays)]
     torch.testing.assert_close(extractor.preprocess(arrays), reference, rtol=0, atol=FLOAT_ROUNDING)
     torch.testing.assert_close(extractor.preprocess(mixed), reference, rtol=0, atol=FLOAT_ROUNDING)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    width=st.integers(1, 300),
+    height=st.integers(1, 300),
+    top_down=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_frames_resized_where_they_were_read_equal_the_processor(
+    processor: object, extractor: ClipFeatureExtractor, width: int, height: int, top_down: bool, seed: int
+) -> None:
+    # On a CPU a frame read into writable memory is resized where it lies, its rows as stored
+    # (bottom-up) and put upright after resizing: exact, since resizing is symmetric.
+    assume(max(width, height) <= 20 * min(width, height))
+    data = bytearray(bmp_bytes(width=width, height=height, seed=seed))
+    if top_down:
+        stride = (width * 3 + 3) // 4 * 4
+        offset = int.from_bytes(data[10:14], "little")
+        rows = [data[offset + row * stride : offset + (row + 1) * stride] for row in range(height)]
+        data[offset:] = b"".join(reversed(rows))
+        data[22:26] = (-height).to_bytes(4, "little", signed=True)
+    view = decode_pixels(memoryview(data), max_pixels=10**8)
+    assert view.flags.writeable and view.base is not None  # a view of the bytes as read
+    reference = processor(images=[decode_rgb(bytes(data), max_pixels=10**8)], return_tensors="pt")  # type: ignore[operator]
+    torch.testing.assert_close(
+        extractor.preprocess([view, view]),
+        reference["pixel_values"].repeat(2, 1, 1, 1),
+        rtol=0,
+        atol=FLOAT_ROUNDING,
+    )
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_clip: Path) -> object:
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(tiny_clip)
 
 
 @pytest.mark.parametrize(

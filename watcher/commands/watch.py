@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import threading
@@ -40,6 +41,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     daemon = build_daemon(config, stop=stop, instance_name=args.instance)
+    # Start-up leaves millions of objects that live as long as the daemon (torch, transformers,
+    # the model): out of the collector's sight, each full collection stops walking them all
+    # again while frames wait.
+    gc.freeze()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("%s received: finishing the batch in hand, then exiting", signal.Signals(signum).name)

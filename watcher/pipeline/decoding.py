@@ -104,7 +104,9 @@ def read_and_decode(
         truncated = incomplete_reason(data)
         if truncated is not None:
             raise UndecodableImage(truncated)
-        block = plain_bmp_block(data, max_pixels=bounds.max_pixels) if isinstance(data, memoryview) else None
+        # Read into the room (it was large enough): a plain BMP's pixels stay there.
+        in_room = room is not None and data.obj is room.buffer.obj
+        block = plain_bmp_block(data, max_pixels=bounds.max_pixels) if in_room else None
         if block is not None and room is not None:
             facts = replace(facts, width=block.width, height=block.rows)
             return FileRead(facts, block=block.moved(room.start))
@@ -134,9 +136,7 @@ class _ReadFailed(Exception):
         self.facts, self.reason = facts, reason
 
 
-def read_frame(
-    frame: Claimed, bounds: FrameBounds, room: Room | None = None
-) -> tuple[bytes | memoryview, FileFacts]:
+def read_frame(frame: Claimed, bounds: FrameBounds, room: Room | None = None) -> tuple[memoryview, FileFacts]:
     """The frame's bytes (in `room` when they fit there), refused from its size and header before
     the rest is read."""
     info = frame.work_path.lstat()
@@ -155,9 +155,7 @@ def read_frame(
     return data, facts
 
 
-def _read_regular_file(
-    frame: Claimed, size: int, bounds: FrameBounds, room: Room | None
-) -> bytes | memoryview:
+def _read_regular_file(frame: Claimed, size: int, bounds: FrameBounds, room: Room | None) -> memoryview:
     # O_NOFOLLOW | O_NONBLOCK: a file swapped for a link or a FIFO since lstat is never followed
     # or waited on.
     descriptor = os.open(frame.work_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -175,6 +173,9 @@ def _read_regular_file(
         # still growing is refused, not slurped.
         wanted = min(size, bounds.max_file_bytes) + 1
         if room is None or room.end - room.start < wanted:
-            return handle.read(wanted)
-        into = room.buffer[room.start : room.start + wanted]
+            # Into writable memory (bytes are read-only): the model's preprocessing on a CPU
+            # resizes a BMP's pixels right where they are (see ClipFeatureExtractor).
+            into = np.empty(wanted, dtype=np.uint8).data
+        else:
+            into = room.buffer[room.start : room.start + wanted]
         return into[: handle.readinto(into)]
