@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.batch_math import affine_of, chunked, float_bytes, normalised_rgb, normalised_rows, pooled, to_rgb
+from model.batch_math import chunked, float_bytes, normalised_rows, pooled
 from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
 from model.images import as_uint8_array
 from model.messages import first_line
 from model.packed import PackedBmp, packed_to_device
+from model.processor_steps import finish, resized_where_they_lie, resizes_by_steps, transform
 from model.runtime import TORCH, ModelLoadError, Runtime
 
 if TYPE_CHECKING:
@@ -155,47 +156,19 @@ class ClipFeatureExtractor:
         return pixel_values.to(self.runtime.device, dtype=self.runtime.dtype)
 
     def _preprocessed(self, group: list[np.ndarray | PackedBmp]) -> Iterator[torch.Tensor]:
-        """Frames of one size resized, cropped and normalised, in chunks."""
+        """Frames of one size resized, cropped and normalised, in chunks: on a CPU each frame
+        resized where its file was read, otherwise staged into one batch on the device first."""
+        processor = self._processor
         if (
             self.runtime.device.type == "cpu"
-            and self._resizes_by_steps
+            and resizes_by_steps(processor)
             and not isinstance(group[0], PackedBmp)
         ):
             for chunk in chunked(group, frame_bytes=float_bytes(group[0])):
-                yield self._finish(*self._resized_where_they_lie(chunk))  # type: ignore[arg-type]  # not PackedBmp
+                yield finish(processor, *resized_where_they_lie(processor, chunk))  # type: ignore[arg-type]  # not PackedBmp
             return
         for on_device, bgr in self._uploaded(group):
-            yield self._transform(on_device, bgr)
-
-    @property
-    def _resizes_by_steps(self) -> bool:
-        """A torchvision-backed processor that resizes: its steps can be run one by one."""
-        processor = self._processor
-        steps = ("resize", "center_crop", "rescale_and_normalize")
-        return all(hasattr(processor, step) for step in steps) and bool(processor.do_resize)
-
-    def _resized_where_they_lie(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, list[bool]]:
-        """On a CPU, each frame resized straight from where its file was read: no copy of the
-        whole frame into a batch first (as many bytes as reading it). A BMP is resized with its
-        rows and channels as stored; a bottom-up one is put upright after resizing, on a few KB
-        (resizing is symmetric: flipping before or after gives the same bytes, tested), and the
-        channels are swapped by the normalising copy. Returns the resized batch and which frames
-        hold BGR."""
-        processor = self._processor
-        resized, bgr = [], []
-        for array in arrays:
-            upside_down = array.strides[0] < 0
-            stored = array[::-1] if upside_down else array
-            reversed_channels = stored.strides[-1] < 0
-            stored = stored[..., ::-1] if reversed_channels else stored
-            if not stored.flags.writeable or min(stored.strides) < 0:
-                # torch views only writable memory without a warning, and no negative strides.
-                stored = np.ascontiguousarray(stored) if stored.flags.writeable else stored.copy()
-            frame = torch.from_numpy(stored).permute(2, 0, 1).unsqueeze(0)  # HWC → NCHW, a view
-            small = processor.resize(frame, size=processor.size, resample=processor.resample)
-            resized.append(small.flip(2) if upside_down else small)
-            bgr.append(reversed_channels)
-        return torch.cat(resized), bgr
+            yield transform(processor, on_device, bgr)
 
     def _uploaded(self, group: list[np.ndarray | PackedBmp]) -> Iterator[tuple[torch.Tensor, list[bool]]]:
         """Frames of one size on the device as NCHW uint8, in chunks, with which hold BGR."""
@@ -237,36 +210,6 @@ class ClipFeatureExtractor:
         for slot, array, reversed_channels in zip(slots, arrays, bgr, strict=True):
             np.copyto(slot, array[..., ::-1] if reversed_channels else array)  # rows come upright
         return buffer[:count], bgr
-
-    def _transform(self, batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
-        """The processor's own resize, crop and normalisation, applied to the whole batch at once.
-
-        Calling the processor itself splits a batch into single images again (slower on a CPU);
-        its steps on the batch give identical values (tested).
-        """
-        processor = self._processor
-        steps = ("resize", "center_crop", "rescale_and_normalize")
-        if not all(hasattr(processor, step) for step in steps):
-            # Not a torchvision-backed processor: let it do everything itself.
-            processed: torch.Tensor = processor(
-                images=to_rgb(batch, bgr), return_tensors="pt", device=self.runtime.device
-            )["pixel_values"]
-            return processed
-        if processor.do_resize:
-            batch = processor.resize(batch, size=processor.size, resample=processor.resample)
-        return self._finish(batch, bgr)
-
-    def _finish(self, batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
-        """The processor's crop and normalisation of a resized batch."""
-        processor = self._processor
-        if processor.do_center_crop:
-            batch = processor.center_crop(batch, processor.crop_size)
-        # The processor's rescale, then normalise, as one multiply-add a channel on a contiguous
-        # float copy (its own steps run over the channels-last view the resize returns, several
-        # passes each), the channels put in RGB order by that copy: after resizing and cropping
-        # (see _stage).
-        scale, shift = affine_of(processor)
-        return normalised_rgb(batch, bgr, scale, shift)
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         if self.runtime.device.type != "cuda":

@@ -4,7 +4,7 @@ A plain 24-bit BMP read into a shared buffer (see watcher.pipeline.arenas) needs
 the host at all: its pixel rows are copied to the device as stored, one contiguous copy a frame
 straight out of that buffer (pinned, so the copies are asynchronous on CUDA), and the device puts
 the rows upright. The channels stay B, G, R until after resizing and cropping (see
-ClipFeatureExtractor._transform), where swapping them costs a few KB instead of the whole frame.
+model.processor_steps.finish), where swapping them costs a few KB instead of the whole frame.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ of earlier versions included, and a released claim leaves nothing behind."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from model.synthetic import write_bmp
 from watcher.intake import suspects
+from watcher.intake.claim_names import claimed_name, parse_claimed_name
 from watcher.intake.claiming import (
     FLAT_NAME,
     MAX_NESTED_PARTS,
@@ -20,8 +22,6 @@ from watcher.intake.claiming import (
     ClaimedFrame,
     claim,
     claimed_frames,
-    claimed_name,
-    parse_claimed_name,
     release,
 )
 from watcher.pipeline.file_work import sync_claims
@@ -37,7 +37,7 @@ _part_bytes = st.binary(min_size=1, max_size=40).filter(lambda raw: b"/" not in 
 _parts = (
     st.one_of(_part_bytes, st.sampled_from([b"%", b"%2F", b"%25", b"=", b"a=b", b"%%2F"]))
     .map(os.fsdecode)
-    .filter(lambda part: part not in (".", ".."))
+    .filter(lambda part: not part.startswith("."))  # the inbox's scan never yields hidden parts
 )
 
 
@@ -174,3 +174,67 @@ def test_a_frame_gone_before_its_claim_is_none(tmp_path: Path) -> None:
     area.mkdir()
     assert claim(tmp_path / "inbox", area, PurePosixPath("cam/gone.bmp")) is None
     assert list(area.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "escaped",
+    [
+        "a%2Fb%2Fc%2F",  # a trailing '/': the path read back would name another file
+        "a%2F%2Fb.bmp",
+        "a%2F.%2Fb.bmp",
+        "50%.bmp",  # a lone '%'
+        "a%2fb.bmp",  # lower case
+        "%2Fetc%2Fcron.d%2Fevil",  # absolute
+        "..%2F..%2Fevil.bmp",
+        ".",
+        "..",
+        "cam%2F.hidden.bmp",
+    ],
+)
+def test_a_name_the_daemon_never_writes_is_left_alone(tmp_path: Path, escaped: str) -> None:
+    # Dropped into the area by hand: no claim, so recovery never moves it (to a path outside the
+    # output folder, say) and releasing nothing can remove the area or the inbox around it.
+    inbox = tmp_path / "inbox"
+    area = inbox / ".in-progress" / "a"
+    area.mkdir(parents=True)
+    write_bmp(inbox / "cam-01" / "waiting.bmp")
+    stray = area / f"{KEY}={escaped}"
+    stray.write_bytes(b"BM")
+    assert parse_claimed_name(stray.name) is None
+    assert claimed_frames(area) == []
+    assert frames_per_area(area.parent) == {"a": 0}
+    assert stray.is_file() and (inbox / "cam-01" / "waiting.bmp").is_file()
+
+
+def test_a_folder_not_named_by_a_key_is_no_claim(tmp_path: Path) -> None:
+    area = tmp_path / "area"
+    write_bmp(area / "not-a-key" / "cam" / "x.bmp")
+    flat = area / KEY
+    write_bmp(flat / FLAT_NAME)
+    (flat / SOURCE_FILE).write_bytes(b"../../outside.bmp")  # an inbox path no scan gives
+    assert claimed_frames(area) == []
+    assert (area / "not-a-key" / "cam" / "x.bmp").is_file() and (flat / FLAT_NAME).is_file()
+
+
+def test_release_removes_nothing_but_the_claims_own_folder(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    write_bmp(inbox / "cam" / "x.bmp")
+    # A frame whose work path does not sit in a folder named by its key (never made by claim).
+    odd = ClaimedFrame(
+        key=KEY,
+        relative=PurePosixPath("cam/x.bmp"),
+        work_path=inbox / "cam" / "x.bmp",
+        received_at=datetime.now(UTC),
+    )
+    release(odd)
+    assert (inbox / "cam" / "x.bmp").is_file()
+
+
+def test_a_frame_named_frame_deep_in_a_folder_claim_keeps_its_count_in_the_folder(tmp_path: Path) -> None:
+    inbox, area = tmp_path / "inbox", tmp_path / "area"
+    area.mkdir()
+    frame = _claim(inbox, area, "c/" + "d" * 240 + "/frame")  # too long for one name: a folder
+    assert frame.key_dir == area / frame.key
+    suspects.record_attempt(frame, 2)
+    (recovered,) = claimed_frames(area)
+    assert recovered.relative == frame.relative and suspects.crashes_survived(recovered) == 2

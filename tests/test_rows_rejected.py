@@ -19,7 +19,7 @@ from sqlalchemy.exc import DataError
 from model.synthetic import write_bmp
 from tests.helpers import files_under, query
 from watcher.config import load_config
-from watcher.intake.claiming import parse_claimed_name
+from watcher.intake.claim_names import parse_claimed_name
 from watcher.pipeline.assembly import build_daemon
 from watcher.store import writes
 from watcher.store.errors import StorageFailed

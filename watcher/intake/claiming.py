@@ -29,7 +29,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from watcher.intake.claim_names import claimed_name, inside_inbox, is_key, parse_claimed_name
 from watcher.intake.discovery import camera_of
 from watcher.intake.moving import make_folders
 
@@ -45,13 +45,10 @@ logger = logging.getLogger(__name__)
 SOURCE_FILE = ".source"
 FLAT_NAME = "frame"
 ATTEMPTS_FILE = ".attempts"
-KEY_SEPARATOR = b"="
 # Deeper paths are claimed flat too: Python 3.11's rglob and rmtree recurse once per level.
 MAX_NESTED_PARTS = 32
 # The longest directory entry on Linux's local filesystems (ext4, XFS, btrfs, tmpfs).
 NAME_MAX = 255
-_KEY_LENGTH = 32  # uuid4().hex
-_ESCAPED = re.compile(rb"%(25|2F)")
 
 
 class ClaimRefused(Exception):
@@ -82,8 +79,8 @@ class ClaimedFrame:
         """The claim's own folder; None for a claim that is one name in the area."""
         if not self.in_own_folder:
             return None
-        if self.work_path.name == FLAT_NAME:  # claimed flat: a frame's own name ends in .bmp
-            return self.work_path.parent
+        if self.work_path.name == FLAT_NAME and self.work_path.parent.name == self.key:
+            return self.work_path.parent  # claimed flat (a frame named `frame` is not, deeper down)
         return self.work_path.parents[len(self.relative.parts) - 1]
 
     @property
@@ -109,24 +106,6 @@ class ClaimedFrame:
                 if folder == self.key_dir:
                     break
         return [*inside, self.area, *([self.source_dir] if self.source_dir else [])]
-
-
-def claimed_name(key: str, relative: PurePosixPath) -> bytes:
-    """The claim's name in the area: the key, '=', the inbox-relative path escaped."""
-    escaped = os.fsencode(str(relative)).replace(b"%", b"%25").replace(b"/", b"%2F")
-    return os.fsencode(key) + KEY_SEPARATOR + escaped
-
-
-def parse_claimed_name(name: str) -> tuple[str, PurePosixPath] | None:
-    """(key, inbox-relative path) of a claim's name in the area; None for any other name."""
-    raw = os.fsencode(name)
-    key = raw[:_KEY_LENGTH]
-    if len(raw) <= _KEY_LENGTH + 1 or raw[_KEY_LENGTH : _KEY_LENGTH + 1] != KEY_SEPARATOR:
-        return None
-    if not all(byte in b"0123456789abcdef" for byte in key):
-        return None
-    unescaped = _ESCAPED.sub(lambda found: b"%" if found[1] == b"25" else b"/", raw[_KEY_LENGTH + 1 :])
-    return key.decode("ascii"), PurePosixPath(os.fsdecode(unescaped))
 
 
 def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | None:
@@ -166,7 +145,8 @@ def _claim(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
             os.rename(inbox / relative, work_path)
             return work_path
         except OSError as error:
-            if error.errno != errno.ENAMETOOLONG:  # a filesystem with a shorter NAME_MAX
+            # A filesystem with a shorter NAME_MAX (some FUSE ones say EINVAL): a folder of its own.
+            if error.errno not in (errno.ENAMETOOLONG, errno.EINVAL):
                 raise
     if len(relative.parts) > MAX_NESTED_PARTS:
         return _claim_flat(inbox, area, key, relative)
@@ -214,6 +194,11 @@ def release(frame: ClaimedFrame) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(frame.attempts_path)  # one lookup; only a suspect ever has the file
         return
+    if frame.key_dir.name != frame.key:
+        # Never the case for a claim this module made or read back; removing anything but the
+        # claim's own folder could take the inbox with it, so nothing is removed.
+        logger.error("claim %s of %s is not in its own folder: left as it is", frame.key, frame.relative)
+        return
     # The folders are known and empty: removing them one by one is a syscall each, where
     # rmtree's safe walk opens and lists every level (a tenth of a frame's file handling).
     folder = frame.work_path.parent
@@ -248,8 +233,10 @@ def claimed_frames(area: Path) -> list[ClaimedFrame]:
             received = datetime.fromtimestamp(entry.lstat().st_ctime, UTC)
             frames.append(ClaimedFrame(key=key, relative=relative, work_path=entry, received_at=received))
             keys.add(key)
-        elif entry.is_dir() and not entry.is_symlink():
+        elif is_key(entry.name) and entry.is_dir() and not entry.is_symlink():
             frames += _claimed_in_folder(entry)
+        else:
+            logger.warning("%s is no claim (not a name the daemon writes): left where it is", entry)
     prefix = f"{ATTEMPTS_FILE}-"
     for entry in entries:
         if entry.name.startswith(prefix) and entry.name.removeprefix(prefix) not in keys:
@@ -264,6 +251,9 @@ def _claimed_in_folder(key_dir: Path) -> list[ClaimedFrame]:
     source = key_dir / SOURCE_FILE
     if source.is_file() and (key_dir / FLAT_NAME).exists():
         relative = PurePosixPath(os.fsdecode(source.read_bytes()))
+        if not inside_inbox(relative):
+            logger.warning("%s names no inbox path: %s left where it is", source, key_dir)
+            return []
         return [
             ClaimedFrame(
                 key=key_dir.name, relative=relative, work_path=key_dir / FLAT_NAME, received_at=received

@@ -8,6 +8,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from watcher.intake.claim_names import is_key, parse_claimed_name
 from watcher.intake.discovery import scan_inbox
 from watcher.service.instance import LOCK_SUFFIX
 
@@ -45,11 +46,11 @@ def _frames_in(area: Path) -> int | None:
     watcher.intake.claiming), or None without the area.
 
     Names starting with '.' are bookkeeping (`.clean-stop`, `.attempts-<key>`, see
-    watcher.intake.suspects), not frames.
+    watcher.intake.suspects), and anything else no claim, not frames.
     """
     try:
         with os.scandir(area) as entries:
-            return sum(1 for entry in entries if not entry.name.startswith("."))
+            return sum(1 for entry in entries if is_key(entry.name) or parse_claimed_name(entry.name))
     except OSError:  # gone, or removed by its daemon while we counted
         return None
 
