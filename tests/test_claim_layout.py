@@ -206,14 +206,13 @@ def test_a_name_the_daemon_never_writes_is_left_alone(tmp_path: Path, escaped: s
     assert stray.is_file() and (inbox / "cam-01" / "waiting.bmp").is_file()
 
 
-def test_a_folder_not_named_by_a_key_is_no_claim(tmp_path: Path) -> None:
+def test_a_flat_claim_whose_source_is_no_inbox_path_is_left_alone(tmp_path: Path) -> None:
     area = tmp_path / "area"
-    write_bmp(area / "not-a-key" / "cam" / "x.bmp")
     flat = area / KEY
     write_bmp(flat / FLAT_NAME)
     (flat / SOURCE_FILE).write_bytes(b"../../outside.bmp")  # an inbox path no scan gives
     assert claimed_frames(area) == []
-    assert (area / "not-a-key" / "cam" / "x.bmp").is_file() and (flat / FLAT_NAME).is_file()
+    assert (flat / FLAT_NAME).is_file()
 
 
 def test_release_removes_nothing_but_the_claims_own_folder(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from watcher.intake.claim_names import claimed_name, inside_inbox, is_key, parse_claimed_name
+from watcher.intake.claim_names import claimed_name, inside_inbox, parse_claimed_name
 from watcher.intake.discovery import camera_of
 from watcher.intake.moving import make_folders
 
@@ -233,7 +233,7 @@ def claimed_frames(area: Path) -> list[ClaimedFrame]:
             received = datetime.fromtimestamp(entry.lstat().st_ctime, UTC)
             frames.append(ClaimedFrame(key=key, relative=relative, work_path=entry, received_at=received))
             keys.add(key)
-        elif is_key(entry.name) and entry.is_dir() and not entry.is_symlink():
+        elif entry.is_dir() and not entry.is_symlink():  # a claim in a folder of its own
             frames += _claimed_in_folder(entry)
         else:
             logger.warning("%s is no claim (not a name the daemon writes): left where it is", entry)

@@ -8,7 +8,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from watcher.intake.claim_names import is_key, parse_claimed_name
+from watcher.intake.claim_names import parse_claimed_name
 from watcher.intake.discovery import scan_inbox
 from watcher.service.instance import LOCK_SUFFIX
 
@@ -42,7 +42,7 @@ def frames_per_area(in_progress: Path) -> dict[str, int]:
 
 
 def _frames_in(area: Path) -> int | None:
-    """Frames in one in-progress area (an entry each, named by its key: see
+    """Frames in one in-progress area (a name each, or a folder each: see
     watcher.intake.claiming), or None without the area.
 
     Names starting with '.' are bookkeeping (`.clean-stop`, `.attempts-<key>`, see
@@ -50,7 +50,12 @@ def _frames_in(area: Path) -> int | None:
     """
     try:
         with os.scandir(area) as entries:
-            return sum(1 for entry in entries if is_key(entry.name) or parse_claimed_name(entry.name))
+            return sum(
+                1
+                for entry in entries
+                if not entry.name.startswith(".")
+                and (entry.is_dir(follow_symlinks=False) or parse_claimed_name(entry.name) is not None)
+            )
     except OSError:  # gone, or removed by its daemon while we counted
         return None
 
