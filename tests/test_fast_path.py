@@ -47,6 +47,19 @@ FRAMES = [
 ]
 
 
+def _bmp(width: int, height: int, *, seed: int, top_down: bool) -> bytearray:
+    """A 24-bit BMP, bottom-up as usual, or the same picture stored top-down (negative height,
+    rows in reading order)."""
+    data = bytearray(bmp_bytes(width=width, height=height, seed=seed))
+    if top_down:
+        stride = (width * 3 + 3) // 4 * 4
+        offset = int.from_bytes(data[10:14], "little")
+        rows = [data[offset + row * stride : offset + (row + 1) * stride] for row in range(height)]
+        data[offset:] = b"".join(reversed(rows))
+        data[22:26] = (-height).to_bytes(4, "little", signed=True)
+    return data
+
+
 @pytest.fixture(scope="module")
 def extractor(tiny_clip: Path) -> ClipFeatureExtractor:
     return ClipFeatureExtractor(str(tiny_clip), runtime=Runtime(device=torch.device("cpu"), precision="fp32"))
@@ -146,13 +159,7 @@ def test_frames_resized_where_they_were_read_equal_the_processor(
     # On a CPU a frame read into writable memory is resized where it lies, its rows as stored
     # (bottom-up) and put upright after resizing: exact, since resizing is symmetric.
     assume(max(width, height) <= 20 * min(width, height))
-    data = bytearray(bmp_bytes(width=width, height=height, seed=seed))
-    if top_down:
-        stride = (width * 3 + 3) // 4 * 4
-        offset = int.from_bytes(data[10:14], "little")
-        rows = [data[offset + row * stride : offset + (row + 1) * stride] for row in range(height)]
-        data[offset:] = b"".join(reversed(rows))
-        data[22:26] = (-height).to_bytes(4, "little", signed=True)
+    data = _bmp(width, height, seed=seed, top_down=top_down)
     view = decode_pixels(memoryview(data), max_pixels=10**8)
     assert view.flags.writeable and view.base is not None  # a view of the bytes as read
     reference = processor(images=[decode_rgb(bytes(data), max_pixels=10**8)], return_tensors="pt")  # type: ignore[operator]
@@ -181,14 +188,7 @@ def processor(tiny_clip: Path) -> object:
 )
 @pytest.mark.parametrize("top_down", [False, True], ids=["bottom_up", "top_down"])
 def test_bmp_pixel_views_equal_pillow(width: int, height: int, top_down: bool) -> None:
-    data = bytearray(bmp_bytes(width=width, height=height, seed=width))
-    if top_down:
-        # The same picture stored top-down: negative height, rows in reading order.
-        stride = (width * 3 + 3) // 4 * 4
-        offset = int.from_bytes(data[10:14], "little")
-        rows = [data[offset + row * stride : offset + (row + 1) * stride] for row in range(height)]
-        data[offset:] = b"".join(reversed(rows))
-        data[22:26] = (-height).to_bytes(4, "little", signed=True)
+    data = _bmp(width, height, seed=width, top_down=top_down)
     view = decode_pixels(bytes(data), max_pixels=10**8)
     assert view.base is not None  # not decoded: a view of the file's bytes
     assert np.array_equal(view, np.asarray(decode_rgb(bytes(data), max_pixels=10**8)))
