@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from watcher.intake.moving import move_no_clobber, reserve_destination
 
@@ -9,10 +9,10 @@ def test_clashing_names_get_a_numbered_suffix_and_nothing_is_overwritten(tmp_pat
     root = tmp_path / "processed"
     (root / "cam").mkdir(parents=True)
     (root / "cam" / "x.bmp").write_bytes(b"old")
-    taken: set[Path] = set()
+    taken: set[str] = set()
 
-    first = reserve_destination(root, PurePosixPath("cam/x.bmp"), taken=taken)
-    second = reserve_destination(root, PurePosixPath("cam/x.bmp"), taken=taken)
+    first = reserve_destination(root / "cam" / "x.bmp", taken=taken)
+    second = reserve_destination(root / "cam" / "x.bmp", taken=taken)
 
     assert first == root / "cam" / "x-1.bmp"
     assert second == root / "cam" / "x-2.bmp"

@@ -7,7 +7,7 @@ import hashlib
 import os
 import stat
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from watcher.faults import kill_point
 from watcher.intake.names import NAME_MAX_BYTES
@@ -62,14 +62,14 @@ def _numbered(path: Path, number: int) -> Path:
     )
 
 
-def reserve_destination(root: Path, relative: PurePosixPath, *, taken: set[Path]) -> Path:
-    """The first free name for `relative` under `root` (`x.bmp`, `x-1.bmp`, ...), not in `taken`."""
-    wanted = root / relative
+def reserve_destination(wanted: Path, *, taken: set[str]) -> Path:
+    """The first free name for `wanted` (`x.bmp`, `x-1.bmp`, ...), not in `taken` (paths as text:
+    the reservations outlive their batch's Path objects, and text is what rows hold)."""
     candidate, number = wanted, 0
-    while candidate in taken or os.path.lexists(candidate):
+    while str(candidate) in taken or os.path.lexists(candidate):
         number += 1
         candidate = _numbered(wanted, number)
-    taken.add(candidate)
+    taken.add(str(candidate))
     return candidate
 
 

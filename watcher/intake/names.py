@@ -25,7 +25,16 @@ _ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
 
 def storable(text: str | PurePosixPath) -> str:
     """`text` with every byte that is not UTF-8 written as `\\xNN` and `\\` doubled."""
-    return os.fsencode(str(text)).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    text = str(text)
+    if _plain(text):
+        return text  # what nearly every camera writes, and the daemon's hot path
+    return os.fsencode(text).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def _plain(text: str) -> bool:
+    """ASCII without a backslash: its own storable text (an undecodable byte is a lone surrogate
+    in a str, never ASCII)."""
+    return text.isascii() and "\\" not in text
 
 
 def original_bytes(stored: str) -> bytes:
@@ -54,7 +63,10 @@ def fit_name(name: str, *, limit: int = NAME_MAX_BYTES) -> str:
 def destination_relative(relative: PurePosixPath) -> PurePosixPath:
     """Where under `processed/` or `failed/` a frame goes: its inbox path as storable text, each
     part shortened to fit NAME_MAX (escaping can make a name up to four times longer)."""
-    return PurePosixPath(*(fit_name(storable(part)) for part in relative.parts))
+    parts = relative.parts
+    if _plain(str(relative)) and all(len(part) <= NAME_MAX_BYTES for part in parts):
+        return relative  # each part its own storable text, and short enough already
+    return PurePosixPath(*(fit_name(storable(part)) for part in parts))
 
 
 def flat_name(key: str, relative: PurePosixPath) -> str:

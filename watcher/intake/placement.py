@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from watcher.intake.claiming import ClaimedFrame
 from watcher.intake.moving import is_placement_error, make_folders, move_no_clobber, reserve_destination
@@ -23,24 +23,24 @@ logger = logging.getLogger(__name__)
 UNMOVABLE_DIRNAME = ".unmovable"
 
 
-def place(root: Path, frame: ClaimedFrame, *, taken: set[Path], made: set[Path] | None = None) -> Path:
+def place(root: Path, frame: ClaimedFrame, *, taken: set[str], made: set[Path] | None = None) -> Path:
     """Reserve the frame's destination under `root`, its folder made; OSError if it cannot be.
-    `taken` holds the destinations reserved so far for the batch, `made` the folders made for it
-    (each looked at once a batch, not once a frame)."""
-    relative = destination_relative(frame.relative)
-    wanted = root / relative
+    `taken` holds the destinations reserved so far for the batch (as text), `made` the folders
+    made for it (each looked at once a batch, not once a frame)."""
+    wanted = root / destination_relative(frame.relative)
     if not fits(wanted):
         return place_flat(root, frame, taken=taken)
-    if made is None or wanted.parent not in made:
-        make_folders(wanted.parent)
+    folder = wanted.parent
+    if made is None or folder not in made:
+        make_folders(folder)
         if made is not None:
-            made.add(wanted.parent)
-    return reserve_destination(root, relative, taken=taken)
+            made.add(folder)
+    return reserve_destination(wanted, taken=taken)
 
 
-def place_flat(root: Path, frame: ClaimedFrame, *, taken: set[Path]) -> Path:
+def place_flat(root: Path, frame: ClaimedFrame, *, taken: set[str]) -> Path:
     """Reserve a name directly in `root`, which always fits."""
-    return reserve_destination(root, PurePosixPath(flat_name(frame.key, frame.relative)), taken=taken)
+    return reserve_destination(root / flat_name(frame.key, frame.relative), taken=taken)
 
 
 def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | None) -> Path:

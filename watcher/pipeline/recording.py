@@ -79,12 +79,13 @@ class Recorder:
         self._folders = folders
         self._guard = guard
         self._reserving = threading.Lock()
-        self._reserved: set[Path] = set()  # destinations of rows committed, files not yet moved
+        # Destinations (as text, as rows hold them) of rows committed, files not yet moved.
+        self._reserved: set[str] = set()
 
     def moved(self, stored: list[Stored]) -> None:
         """The batch's files are where their rows say: their names need no reserving any more."""
         with self._reserving:
-            self._reserved -= {Path(item.record.stored_path) for item in stored}
+            self._reserved -= {item.record.stored_path for item in stored}
 
     def record(self, classified: list[Classified]) -> list[Stored]:
         check_output_folders(self._folders)  # placing would otherwise make them again
@@ -94,7 +95,7 @@ class Recorder:
             # uploads `snapshot.bmp` again): the names reserved and not yet moved count as taken.
             taken = set(self._reserved)
             records = {item.frame.key: self._record(item, now, taken, made) for item in classified}
-            reserved = {Path(record.stored_path) for record in records.values()}
+            reserved = {record.stored_path for record in records.values()}
             self._reserved |= reserved
         stored: list[Stored] = []
         try:
@@ -104,11 +105,11 @@ class Recorder:
             # its retry places its frames again).
             with self._reserving:
                 self._reserved -= reserved
-                self._reserved |= {Path(item.record.stored_path) for item in stored}
+                self._reserved |= {item.record.stored_path for item in stored}
         return stored
 
     def _commit(
-        self, classified: list[Classified], records: dict[str, ResultRecord], taken: set[Path]
+        self, classified: list[Classified], records: dict[str, ResultRecord], taken: set[str]
     ) -> list[Stored]:
         outcome = self._insert(list(records.values()))
         for item in classified:
@@ -137,7 +138,7 @@ class Recorder:
             raise StorageFailed(next(iter(outcome.rejected.values())))
         return outcome
 
-    def _record(self, item: Classified, now: datetime, taken: set[Path], made: set[Path]) -> ResultRecord:
+    def _record(self, item: Classified, now: datetime, taken: set[str], made: set[Path]) -> ResultRecord:
         frame, facts, classification = item.frame, item.facts, item.classification
         error = item.error
         root = self._folders.for_status(item.status)
@@ -163,7 +164,7 @@ class Recorder:
         )
 
     def _bare_failed_record(
-        self, item: Classified, refused: ResultRecord, reason: str, taken: set[Path]
+        self, item: Classified, refused: ResultRecord, reason: str, taken: set[str]
     ) -> ResultRecord:
         """The least a frame's row can say: its key, its path in plain ASCII, why, and where it went."""
         return ResultRecord(

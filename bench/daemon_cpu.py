@@ -1,0 +1,215 @@
+"""The daemon's own CPU a frame outside the model, in a GPU's shape: what caps frames/s on a GPU.
+
+    .venv/bin/python bench/daemon_cpu.py [--frames 2048] [--repeats 3] [--baseline DIR] [--json FILE]
+
+On a GPU the model runs on the device and the file work on the file processes, so what is left
+in the daemon process (its loop, claiming hand-offs, pickling to and from the workers, placing,
+the rows, the moves' hand-off) is Python that holds the GIL in turn on every thread: it is the
+serial part, and it bounds frames/s at one over it (issue 14: 5,000 frames/s leaves 200 µs a
+frame). It can be measured on any machine: `watch --once` in a process of its own, shaped as on a
+GPU (file processes on, batch 128; the tests' tiny CLIP on the CPU), over `--frames` frames
+(160×120 by default: see `--width`); the daemon process's own CPU from the first scan to the last
+move (getrusage: the file processes are other processes, not in it) minus the thread CPU of the model stage
+(`Classifier.classify`; on a CPU each lane runs its forward on its own thread), per frame. On a
+CPU the model stage also resizes the frames, which a GPU does on the device: it is left out
+either way. Each thread's share is printed too. `--baseline DIR` measures another checkout (e.g.
+a `git worktree` of an earlier commit) the same way in the same run, runs alternating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import REPO, FrameMaker, build_model, write_config
+
+BUDGET_US = 200.0  # issue 14's 5,000 frames/s
+BATCH = 128
+
+
+def _prepare(root: Path, clip: Path, frames: int, maker: FrameMaker, processes: int) -> Path:
+    for name in ("inbox", "processed", "failed", "data"):
+        (root / name).mkdir(parents=True)
+    for index in range(frames):
+        maker.write(root / "inbox" / f"cam-{index % 4}" / f"{index:06d}.bmp", index)
+    os.sync()  # the frames just written are not the daemon's to flush
+    return write_config(
+        root / "config.toml",
+        {
+            "paths": {"inbox": "inbox", "processed": "processed", "failed": "failed", "data": "data"},
+            "inbox": {"settle_ms": 0},
+            # Only full batches: a partial one would run alone on every thread, its model work off
+            # the lane threads that the model stage is timed on.
+            "batch": {"size": BATCH, "max_wait_ms": 600_000, "file_processes": processes},
+            "model": {"clip": str(clip), "device": "cpu", "runtime": "torch", "precision": "fp32"},
+            "logging": {"level": "warning"},
+        },
+    )
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """Each thread of this process: its name and CPU seconds so far (from /proc)."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in Path("/proc/self/task").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        tid = int(entry.name)
+        name = names.get(tid, stat[stat.index("(") + 1 : stat.rindex(")")])
+        found[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)  # utime + stime
+    return found
+
+
+class _ThreadWatch:
+    """The CPU of every thread that lived during the run, read every 20 ms (threads end with it)."""
+
+    def __init__(self) -> None:
+        self._start = _thread_cpu()
+        self._last = dict(self._start)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="bench-thread-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.02):
+            self._last.update(_thread_cpu())
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds by thread name (threads of one name summed), this watcher left out."""
+        self._done.set()
+        self._thread.join()
+        self._last.update(_thread_cpu())
+        spent: dict[str, float] = {}
+        for tid, (name, seconds) in self._last.items():
+            if name != self._thread.name:
+                kind = name.rstrip("0123456789_")
+                spent[kind] = spent.get(kind, 0.0) + seconds - self._start.get(tid, (name, 0.0))[1]
+        return spent
+
+
+def measure(config_path: Path) -> dict[str, Any]:
+    """The child: the daemon as the command builds it, its own CPU outside the model stage."""
+    from watcher.config import load_config
+    from watcher.pipeline import classifying
+    from watcher.pipeline.assembly import build_daemon
+
+    model_seconds = [0.0]
+    counting = threading.Lock()
+    classify = classifying.Classifier.classify
+
+    def timed_classify(self: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return classify(self, *args, **kwargs)
+        finally:
+            with counting:
+                model_seconds[0] += time.thread_time() - started
+
+    classifying.Classifier.classify = timed_classify  # type: ignore[method-assign]
+    daemon = build_daemon(load_config(config_path), stop=threading.Event())
+    threads = _ThreadWatch()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    report = daemon.run(once=True)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    by_thread = threads.stop()
+    spent = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    frames = max(report.ok, 1)
+    return {
+        "frames": report.ok,
+        "outside_model_us": (spent - model_seconds[0]) / frames * 1e6,
+        "model_stage_us": model_seconds[0] / frames * 1e6,
+        "threads_us": {name: round(seconds / frames * 1e6, 1) for name, seconds in by_thread.items()},
+        "watcher": str(Path(sys.modules["watcher"].__file__ or "").parent),
+    }
+
+
+def _run(repo: Path, config: Path) -> dict[str, Any]:
+    code = (
+        f"import sys; sys.path[:0] = [{str(repo)!r}, {str(REPO / 'bench')!r}]; import json, daemon_cpu; "
+        f"print(json.dumps(daemon_cpu.measure(daemon_cpu.Path({str(config)!r}))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=config.parent, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the measured daemon failed:\n{done.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    if not figures["watcher"].startswith(str(repo)):
+        raise RuntimeError(f"measured {figures['watcher']}, not {repo}")
+    return figures
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    outside = [run["outside_model_us"] for run in runs]
+    middle = sorted(runs, key=lambda run: run["outside_model_us"])[len(runs) // 2]
+    return {
+        "outside_model_us": round(statistics.median(outside), 1),
+        "runs_us": [round(value, 1) for value in outside],
+        "model_stage_us": round(middle["model_stage_us"], 1),
+        "threads_us_of_median_run": middle["threads_us"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=16 * BATCH, help="a multiple of 128: full batches")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each; the median counts")
+    parser.add_argument("--file-processes", type=int, default=2)
+    # The daemon's own work does not depend on the frames' size (it never touches their pixels on
+    # a GPU); the model stage's resize does, and small frames keep what is subtracted small.
+    parser.add_argument("--width", type=int, default=160)
+    parser.add_argument("--height", type=int, default=120)
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")
+    args = parser.parse_args()
+    checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
+    with tempfile.TemporaryDirectory(prefix="cctv-daemon-cpu-") as temp:
+        work = Path(temp)
+        clip = build_model(work / "clip", "tiny")
+        maker = FrameMaker(width=args.width, height=args.height)
+        for repeat in range(args.repeats):
+            for name, repo in checkouts.items():
+                root = work / f"{name}-{repeat}"
+                config = _prepare(root, clip, args.frames, maker, args.file_processes)
+                runs[name].append(_run(repo, config))
+                shutil.rmtree(root)
+    figures = {name: _summary(measured) for name, measured in runs.items()}
+    ours = figures["ours"]["outside_model_us"]
+    figures["budget_us"] = BUDGET_US
+    figures["frames"] = args.frames
+    for name, summary in figures.items():
+        if isinstance(summary, dict):
+            print(
+                f"{name}: the daemon's own CPU outside the model {summary['outside_model_us']:.0f} µs "
+                "a frame "
+                f"(runs {', '.join(f'{value:.0f}' for value in summary['runs_us'])}): at most "
+                f"{1e6 / summary['outside_model_us']:,.0f} frames/s if it all held the GIL; by thread "
+                f"{summary['threads_us_of_median_run']}"
+            )
+    if "baseline" in figures:
+        baseline = figures["baseline"]["outside_model_us"]
+        figures["ratio_to_baseline"] = round(ours / baseline, 3)
+        print(f"ours / baseline {ours / baseline:.2f}")
+    print(f"budget at 5,000 frames/s: {BUDGET_US:.0f} µs a frame; ours {ours / BUDGET_US:.2f} of it")
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
