@@ -5,6 +5,7 @@ of earlier versions included, and a released claim leaves nothing behind."""
 from __future__ import annotations
 
 import os
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -48,6 +49,30 @@ def test_a_claimed_name_gives_back_its_key_and_path(parts: list[str]) -> None:
     name = claimed_name(KEY, relative)
     assert b"/" not in name
     assert parse_claimed_name(os.fsdecode(name)) == (KEY, relative)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_parts, min_size=1, max_size=6), st.booleans())
+def test_a_claimed_frame_crosses_to_a_file_process_unchanged(parts: list[str], recovered: bool) -> None:
+    relative = PurePosixPath(*parts)
+    area = Path("/srv/inbox/.in-progress/host-1")
+    frame = ClaimedFrame(
+        key=KEY,
+        relative=relative,
+        work_path=area / os.fsdecode(claimed_name(KEY, relative)),
+        received_at=datetime(2026, 11, 26, 22, 40, 1, 123456, tzinfo=UTC),
+        source_dir=None if recovered else (Path("/srv/inbox") / relative).parent,
+    )
+    assert frame.key_dir is None  # computed and cached: not part of what is sent
+
+    copy = pickle.loads(pickle.dumps(frame))
+
+    assert (
+        copy == frame
+        and type(copy.relative) is PurePosixPath
+        and type(copy.work_path) is type(frame.work_path)
+    )
+    assert copy.key_dir is None and copy.area == area
 
 
 @pytest.mark.parametrize(
