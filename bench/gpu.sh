@@ -5,8 +5,8 @@
 #                        [--python PATH]
 #
 # Runs `watch --once` at batch 128 (beside the same run with the file work on threads) and 256, the
-# live daemon working through a mass drop (backlog), single-frame latency, the GPU tests and the
-# file handling's CPU a frame, and writes each
+# live daemon working through a mass drop (backlog), single-frame latency, the GPU tests, the
+# file handling's CPU a frame and the daemon's own CPU a frame (bench/daemon_cpu.py), and writes each
 # figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
 # summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
 # and the rest still run: a GPU minute is not spent twice. `--device cpu --model tiny` runs the
@@ -65,6 +65,10 @@ step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precisio
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b256.json"
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
 step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((frames / 4)) --repeats 1 --json "$out/file-cpu.json"
+# The daemon's own CPU a frame outside the model (tiny model, on the CPU either way): its Python
+# holds the GIL, so one over it caps frames/s on any GPU. Full batches of 128 only.
+daemon_frames=$((frames / 4 / 128 * 128)); [ "$daemon_frames" -ge 128 ] || daemon_frames=128
+step daemon-cpu "$python" bench/daemon_cpu.py --frames "$daemon_frames" --repeats 1 --json "$out/daemon-cpu.json"
 
 if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi
 machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)

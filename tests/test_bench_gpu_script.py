@@ -39,12 +39,27 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     steps = {step["step"]: step["exit_code"] for step in summary["steps"]}
     # Most important first: a GPU lease can end before the last step.
-    expected = ["watch-once-b128", "live-mass-drop", "latency", "watch-once-b256", "gpu-tests", "file-cpu"]
+    expected = [
+        "watch-once-b128",
+        "live-mass-drop",
+        "latency",
+        "watch-once-b256",
+        "gpu-tests",
+        "file-cpu",
+        "daemon-cpu",
+    ]
     assert list(steps) == expected
     assert all(code == 0 for code in steps.values()), {
         name: (out / f"{name}.log").read_text()[-2000:] for name, code in steps.items() if code
     }
-    for figures in ("watch-once-b128", "watch-once-b256", "live-mass-drop", "latency", "file-cpu"):
+    for figures in (
+        "watch-once-b128",
+        "watch-once-b256",
+        "live-mass-drop",
+        "latency",
+        "file-cpu",
+        "daemon-cpu",
+    ):
         assert json.loads((out / f"{figures}.json").read_text()), figures
     # The same run's watch --once with the file work on threads: the ratio the GPU figures need.
     assert "ours_over_file_threads" in json.loads((out / "watch-once-b128.json").read_text())

@@ -8,7 +8,6 @@ so a frame is moved the same way whichever of the two gets to it. With file work
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -32,7 +31,7 @@ class Deliverer:
         moves = [
             Move(
                 item.frame,
-                Path(item.record.stored_path),
+                item.record.stored_path,
                 root=self._folders.for_status(item.record.status),
                 sha256=item.record.sha256,
             )

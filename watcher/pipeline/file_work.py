@@ -35,10 +35,11 @@ _attached: dict[str, SharedMemory] = {}
 
 @dataclass(frozen=True)
 class Move:
-    """A committed frame to move to where its row says (`stored`), under `root`."""
+    """A committed frame to move to where its row says (`stored`, the row's text: made a path by
+    the process that moves it, not the daemon's loop), under `root`."""
 
     frame: Claimed
-    stored: Path
+    stored: str
     root: Path
     sha256: str | None
 
@@ -139,14 +140,17 @@ def move_all(moves: list[Move]) -> dict[str, str]:
     """Move each frame, flush the new names to disk, then release the claims; returns the frames
     whose file went elsewhere than their row says (key → where)."""
     relocated: dict[str, str] = {}
+    folders: set[Path] = set()
     for move in moves:
-        final = move_frame(move.frame, move.stored, root=move.root, sha256=move.sha256)
-        if final != move.stored:
+        stored = Path(move.stored)
+        final = move_frame(move.frame, stored, root=move.root, sha256=move.sha256)
+        if final != stored:
             # Something took the reserved name between commit and move.
             relocated[move.frame.key] = str(final)
+        folders.add(stored.parent)
         kill_point("moved")
     # The new names must be on disk before the in-progress copies' names disappear.
-    fsync_dirs(move.stored.parent for move in moves)
+    fsync_dirs(folders)
     fsync_dirs(Path(path).parent for path in relocated.values())
     for move in moves:
         release(move.frame)
