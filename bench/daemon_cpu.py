@@ -10,9 +10,9 @@ frame). It can be measured on any machine: `watch --once` in a process of its ow
 GPU (file processes on, batch 128; the tests' tiny CLIP on the CPU), over `--frames` frames
 (160×120 by default: see `--width`); the daemon process's own CPU from the first scan to the last
 move (getrusage: the file processes are other processes, not in it) minus the thread CPU of the model stage
-(`Classifier.classify`; on a CPU each lane runs its forward on its own thread), per frame. On a
-CPU the model stage also resizes the frames, which a GPU does on the device: it is left out
-either way. Each thread's share is printed too. `--baseline DIR` measures another checkout (e.g.
+(`Classifier.classify`; with one model thread the forward runs on the batch's own thread), per
+frame. On a CPU the model stage also resizes the frames, which a GPU does on the device: it is
+left out either way. Each thread's share is printed too. `--baseline DIR` measures another checkout (e.g.
 a `git worktree` of an earlier commit) the same way in the same run, runs alternating.
 """
 
@@ -52,7 +52,15 @@ def _prepare(root: Path, clip: Path, frames: int, maker: FrameMaker, processes: 
             # Only full batches: a partial one would run alone on every thread, its model work off
             # the lane threads that the model stage is timed on.
             "batch": {"size": BATCH, "max_wait_ms": 600_000, "file_processes": processes},
-            "model": {"clip": str(clip), "device": "cpu", "runtime": "torch", "precision": "fp32"},
+            # One model thread: every forward on the batch thread that the model stage is timed on
+            # (with more, torch's own threads would do part of it out of that stage's sight).
+            "model": {
+                "clip": str(clip),
+                "device": "cpu",
+                "runtime": "torch",
+                "precision": "fp32",
+                "cpu_threads": 1,
+            },
             "logging": {"level": "warning"},
         },
     )
