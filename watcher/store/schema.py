@@ -6,6 +6,7 @@ it (the migrations read this metadata) and connects to it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +53,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return value.replace(tzinfo=UTC) if value is not None else None
+
+    def bind_processor(self, dialect: Any) -> Callable[[datetime | None], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # SQLite keeps it as text: isoformat writes the dialect's own storage format
+        # ('2026-11-25 17:30:08.123456') in one C call, where the generic path takes three Python
+        # steps a value; a result row has three, and the daemon writes thousands a second.
+        def process(value: datetime | None) -> str | None:
+            naive = self.process_bind_param(value, dialect)
+            return naive.isoformat(sep=" ", timespec="microseconds") if naive is not None else None
+
+        return process
 
 
 class Base(DeclarativeBase):
