@@ -142,13 +142,15 @@ def measure(config_path: Path) -> dict[str, Any]:
     return {
         "frames": report.ok,
         "outside_model_us": (spent - model_seconds[0]) / frames * 1e6,
+        "total_us": spent / frames * 1e6,
         "model_stage_us": model_seconds[0] / frames * 1e6,
         "threads_us": {name: round(seconds / frames * 1e6, 1) for name, seconds in by_thread.items()},
         "watcher": str(Path(sys.modules["watcher"].__file__ or "").parent),
     }
 
 
-def _run(repo: Path, config: Path) -> dict[str, Any]:
+def measure_in_child(repo: Path, config: Path) -> dict[str, Any]:
+    """`measure` in a process of its own, with the `watcher` package of checkout `repo`."""
     code = (
         f"import sys; sys.path[:0] = [{str(repo)!r}, {str(REPO / 'bench')!r}]; import json, daemon_cpu; "
         f"print(json.dumps(daemon_cpu.measure(daemon_cpu.Path({str(config)!r}))))"
@@ -198,7 +200,7 @@ def main() -> None:
             for name, repo in checkouts.items():
                 root = work / f"{name}-{repeat}"
                 config = _prepare(root, clip, args.frames, maker, args.file_processes)
-                runs[name].append(_run(repo, config))
+                runs[name].append(measure_in_child(repo, config))
                 shutil.rmtree(root)
     figures = {name: _summary(measured) for name, measured in runs.items()}
     ours = figures["ours"]["outside_model_us"]

@@ -15,6 +15,12 @@ process, the least any intake must do) and the issue-14 target (2.0 ms a frame).
 measures another checkout's `watch --once` (e.g. a `git worktree` of an earlier commit) the same
 way in the same run, its pairs alternating with ours, and prints the ratio. Writes the figures as
 JSON with `--json`.
+
+The difference of two whole processes carries the noise of two start-ups (imports, the model:
+seconds of CPU that swing by a tenth between runs here, ±0.6 ms a frame over 800 frames). So each
+repeat also measures `--large` frames in-process (bench/daemon_cpu.py's `measure`: the daemon built
+as the command builds it, its CPU from the first scan to the last move, the file processes being
+none on a CPU), the steadier figure, printed beside it.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from daemon_cpu import measure_in_child
 from harness import REPO, FrameMaker, build_model, write_config
 
 TARGET_MS = 2.0
 
 
-def _run_once(root: Path, clip: Path, frames: int, maker: FrameMaker, *, repo: Path, flush: bool) -> float:
-    """CPU seconds (user + system) of one `watch --once` over `frames` frames."""
+def _prepare(root: Path, clip: Path, frames: int, maker: FrameMaker, *, flush: bool) -> Path:
+    """A fresh inbox of `frames` frames and its config."""
     for name in ("inbox", "processed", "failed", "data"):
         (root / name).mkdir(parents=True)
     for index in range(frames):
@@ -54,6 +61,12 @@ def _run_once(root: Path, clip: Path, frames: int, maker: FrameMaker, *, repo: P
     )
     if flush:
         os.sync()  # the frames just written are not the daemon's to flush
+    return config
+
+
+def _run_once(root: Path, clip: Path, frames: int, maker: FrameMaker, *, repo: Path, flush: bool) -> float:
+    """CPU seconds (user + system) of one `watch --once` over `frames` frames."""
+    config = _prepare(root, clip, frames, maker, flush=flush)
     command = [sys.executable, "-m", "watcher", "watch", "--once", "--config", str(config)]
     process = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL)  # -m: repo's watcher
     _, status, usage = os.wait4(process.pid, 0)
@@ -105,54 +118,89 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")
     args = parser.parse_args()
+    runs, floor = _measure(args)
+    figures = _report(args, runs, floor)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
+def _in_process_ms(work: Path, clip: Path, maker: FrameMaker, frames: int, *, repo: Path, tag: str) -> float:
+    """CPU milliseconds a frame of `watch --once`'s work alone: the daemon built as the command
+    builds it, its CPU from the first scan to the last move (start-up and exit left out)."""
+    root = work / f"{tag}-in-process"
+    measured = measure_in_child(repo, _prepare(root, clip, frames, maker, flush=True))
+    shutil.rmtree(root)
+    if measured["frames"] != frames:
+        raise RuntimeError(f"{measured['frames']} of {frames} frames classified")
+    return float(measured["total_us"]) / 1000
+
+
+def _measure(args: argparse.Namespace) -> tuple[dict[str, list[float]], float]:
+    """Each checkout's figures, runs alternating: by the difference of two runs, and in-process."""
     counts = (args.small, args.large)
-    flush = not args.no_sync
-    ours: list[float] = []
-    before: list[float] = []
+    checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+    runs: dict[str, list[float]] = {f"{name}{kind}": [] for name in checkouts for kind in ("", "_in_process")}
     with tempfile.TemporaryDirectory(prefix="cctv-file-cpu-") as temp:
         work = Path(temp)
         clip = build_model(work / "clip", "tiny")
         maker = FrameMaker(width=args.width, height=args.height)
         floor = _floor_ms(work / "floor", maker, args.large)
         for repeat in range(args.repeats):
-            ours.append(
-                _per_frame_ms(work, clip, maker, counts, repo=REPO, tag=f"ours-{repeat}", flush=flush)
-            )
-            if args.baseline is not None:
-                baseline = args.baseline.resolve()
-                before.append(
-                    _per_frame_ms(
-                        work, clip, maker, counts, repo=baseline, tag=f"baseline-{repeat}", flush=flush
-                    )
+            for name, repo in checkouts.items():
+                tag = f"{name}-{repeat}"
+                flush = not args.no_sync
+                runs[name].append(_per_frame_ms(work, clip, maker, counts, repo=repo, tag=tag, flush=flush))
+                runs[f"{name}_in_process"].append(
+                    _in_process_ms(work, clip, maker, args.large, repo=repo, tag=tag)
                 )
-    per_frame_ms = statistics.median(ours)
-    baseline_ms = statistics.median(before) if before else None
-    figures = {
-        "frames": list(counts),
+    return runs, floor
+
+
+def _report(args: argparse.Namespace, runs: dict[str, list[float]], floor: float) -> dict[str, object]:
+    medians = {name: statistics.median(values) for name, values in runs.items() if values}
+    per_frame_ms = medians["ours"]
+    figures: dict[str, object] = {
+        "frames": [args.small, args.large],
         "size": f"{args.width}x{args.height}",
         "cpu_ms_per_frame": round(per_frame_ms, 3),
-        "cpu_ms_per_frame_runs": [round(value, 3) for value in ours],
+        "cpu_ms_per_frame_runs": [round(value, 3) for value in runs["ours"]],
+        "in_process_ms_per_frame": round(medians["ours_in_process"], 3),
+        "in_process_ms_per_frame_runs": [round(value, 3) for value in runs["ours_in_process"]],
         "floor_ms_per_frame": round(floor, 3),
         "ratio_to_floor": round(per_frame_ms / floor, 2),
         "target_ms_per_frame": TARGET_MS,
-        "frames_flushed_before_each_run": flush,
-        "baseline_ms_per_frame": round(baseline_ms, 3) if baseline_ms is not None else None,
-        "baseline_ms_per_frame_runs": [round(value, 3) for value in before],
+        "frames_flushed_before_each_run": not args.no_sync,
+        "baseline_ms_per_frame": round(medians["baseline"], 3) if "baseline" in medians else None,
+        "baseline_ms_per_frame_runs": [round(value, 3) for value in runs.get("baseline", [])],
+        "baseline_in_process_ms_per_frame": (
+            round(medians["baseline_in_process"], 3) if "baseline_in_process" in medians else None
+        ),
+        "baseline_in_process_ms_per_frame_runs": [
+            round(value, 3) for value in runs.get("baseline_in_process", [])
+        ],
     }
-    runs = ", ".join(f"{value:.2f}" for value in ours)
+
+    def listed(name: str) -> str:
+        return ", ".join(f"{value:.2f}" for value in runs[name])
+
     print(
         f"watch --once over {args.small} and {args.large} frames ({args.width}x{args.height}): "
-        f"{per_frame_ms:.2f} ms of CPU a frame (median of {runs}); read + hash floor {floor:.2f} ms a "
-        f"frame (ratio {per_frame_ms / floor:.1f}); target {TARGET_MS} ms"
+        f"{per_frame_ms:.2f} ms of CPU a frame (median of {listed('ours')}); read + hash floor "
+        f"{floor:.2f} ms a frame (ratio {per_frame_ms / floor:.1f}); target {TARGET_MS} ms"
     )
-    if baseline_ms is not None:
-        runs = ", ".join(f"{value:.2f}" for value in before)
+    print(
+        f"in-process over {args.large} frames (start-up and exit left out): "
+        f"{medians['ours_in_process']:.2f} ms a frame (median of {listed('ours_in_process')})"
+    )
+    if "baseline" in medians:
         print(
-            f"baseline {args.baseline}: {baseline_ms:.2f} ms a frame (median of {runs}); "
-            f"ours / baseline {per_frame_ms / baseline_ms:.2f}"
+            f"baseline {args.baseline}: {medians['baseline']:.2f} ms a frame "
+            f"(median of {listed('baseline')}); "
+            f"ours / baseline {per_frame_ms / medians['baseline']:.2f}; in-process "
+            f"{medians['baseline_in_process']:.2f} ms (median of {listed('baseline_in_process')}), ours / "
+            f"baseline {medians['ours_in_process'] / medians['baseline_in_process']:.2f}"
         )
-    if args.json is not None:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return figures
 
 
 if __name__ == "__main__":
