@@ -9,11 +9,13 @@ serial part, and it bounds frames/s at one over it (issue 14: 5,000 frames/s lea
 frame). It can be measured on any machine: `watch --once` in a process of its own, shaped as on a
 GPU (file processes on, batch 128; the tests' tiny CLIP on the CPU), over `--frames` frames
 (160×120 by default: see `--width`); the daemon process's own CPU from the first scan to the last
-move (getrusage: the file processes are other processes, not in it) minus the thread CPU of the model stage
-(`Classifier.classify`; with one model thread the forward runs on the batch's own thread), per
-frame. On a CPU the model stage also resizes the frames, which a GPU does on the device: it is
-left out either way. Each thread's share is printed too. `--baseline DIR` measures another checkout (e.g.
-a `git worktree` of an earlier commit) the same way in the same run, runs alternating.
+move (getrusage: the file processes are other processes, not in it) minus the thread CPU of CLIP
+(`ClipFeatureExtractor.image_features`; with one model thread the forward runs on the batch's own
+thread), per frame: the head and each frame's result count as the daemon's own. On a CPU the
+CLIP stage also resizes the frames, which a GPU does on the device: it is left out either way. A
+GPU's kernel launches hold the GIL too, and are not in the figure. Each thread's share is printed
+too. `--baseline DIR` measures another checkout (e.g. a `git worktree` of an earlier commit) the
+same way in the same run, runs alternating.
 """
 
 from __future__ import annotations
@@ -114,23 +116,25 @@ class _ThreadWatch:
 
 def measure(config_path: Path) -> dict[str, Any]:
     """The child: the daemon as the command builds it, its own CPU outside the model stage."""
+    from model.clip_features import ClipFeatureExtractor
     from watcher.config import load_config
-    from watcher.pipeline import classifying
     from watcher.pipeline.assembly import build_daemon
 
     model_seconds = [0.0]
     counting = threading.Lock()
-    classify = classifying.Classifier.classify
+    image_features = ClipFeatureExtractor.image_features
 
-    def timed_classify(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def timed_image_features(self: Any, *args: Any, **kwargs: Any) -> Any:
         started = time.thread_time()
         try:
-            return classify(self, *args, **kwargs)
+            return image_features(self, *args, **kwargs)
         finally:
             with counting:
                 model_seconds[0] += time.thread_time() - started
 
-    classifying.Classifier.classify = timed_classify  # type: ignore[method-assign]
+    # CLIP only: the head and the batch's per-frame results count as the daemon's own work.
+    ClipFeatureExtractor.image_features = timed_image_features  # type: ignore[method-assign]
+    waiting = sum(1 for _ in (config_path.parent / "inbox").rglob("*.bmp"))
     daemon = build_daemon(load_config(config_path), stop=threading.Event())
     threads = _ThreadWatch()
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -138,7 +142,9 @@ def measure(config_path: Path) -> dict[str, Any]:
     after = resource.getrusage(resource.RUSAGE_SELF)
     by_thread = threads.stop()
     spent = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) - threads.own_seconds
-    frames = max(report.ok, 1)
+    if report.ok != waiting:
+        raise RuntimeError(f"{report.ok} of {waiting} frames classified ({report.failed} failed)")
+    frames = report.ok
     return {
         "frames": report.ok,
         "outside_model_us": (spent - model_seconds[0]) / frames * 1e6,

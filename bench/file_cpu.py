@@ -124,11 +124,13 @@ def main() -> None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
-def _in_process_ms(work: Path, clip: Path, maker: FrameMaker, frames: int, *, repo: Path, tag: str) -> float:
+def _in_process_ms(
+    work: Path, clip: Path, maker: FrameMaker, frames: int, *, repo: Path, tag: str, flush: bool
+) -> float:
     """CPU milliseconds a frame of `watch --once`'s work alone: the daemon built as the command
     builds it, its CPU from the first scan to the last move (start-up and exit left out)."""
     root = work / f"{tag}-in-process"
-    measured = measure_in_child(repo, _prepare(root, clip, frames, maker, flush=True))
+    measured = measure_in_child(repo, _prepare(root, clip, frames, maker, flush=flush))
     shutil.rmtree(root)
     if measured["frames"] != frames:
         raise RuntimeError(f"{measured['frames']} of {frames} frames classified")
@@ -151,7 +153,7 @@ def _measure(args: argparse.Namespace) -> tuple[dict[str, list[float]], float]:
                 flush = not args.no_sync
                 runs[name].append(_per_frame_ms(work, clip, maker, counts, repo=repo, tag=tag, flush=flush))
                 runs[f"{name}_in_process"].append(
-                    _in_process_ms(work, clip, maker, args.large, repo=repo, tag=tag)
+                    _in_process_ms(work, clip, maker, args.large, repo=repo, tag=tag, flush=flush)
                 )
     return runs, floor
 

@@ -108,15 +108,18 @@ class DenseLayers:
 
     @classmethod
     def of(cls, model: Any) -> DenseLayers | None:
-        """The model's layers as matrix products; None when it has any other kind of layer."""
+        """The model's layers as matrix products; None when it has any other kind of layer, an
+        activation given as a layer or object, or computes in anything but float32 (a mixed
+        precision policy keeps float32 weights but sums in float16)."""
         keras = import_keras()
         steps = []
         for layer in getattr(model, "layers", None) or [None]:
             if isinstance(layer, keras.layers.Dropout):
                 continue
-            if not isinstance(layer, keras.layers.Dense):
+            if not isinstance(layer, keras.layers.Dense) or layer.compute_dtype != "float32":
                 return None
-            activation = cls._ACTIVATIONS.get(keras.activations.serialize(layer.activation))
+            named = layer.get_config().get("activation")
+            activation = cls._ACTIVATIONS.get(named) if isinstance(named, str) else None
             if activation is None or layer.kernel.dtype != "float32":
                 return None
             kernel = np.asarray(keras.ops.convert_to_numpy(layer.kernel), dtype=np.float32)

@@ -56,6 +56,12 @@ def test_the_researched_head_is_read_as_matrix_products_and_others_are_left_to_k
         [keras.Input(shape=(FEATURES,)), keras.layers.BatchNormalization(), keras.layers.Dense(1, "sigmoid")]
     )
     assert DenseLayers.of(other) is None
+    # Keras serves these; matrix products in float32 would not give what it gives.
+    leaky = keras.Sequential(
+        [keras.Input(shape=(FEATURES,)), keras.layers.Dense(8, activation=keras.layers.LeakyReLU(0.1))]
+    )
+    mixed = keras.Sequential([keras.Input(shape=(FEATURES,)), keras.layers.Dense(1, dtype="mixed_float16")])
+    assert DenseLayers.of(leaky) is None and DenseLayers.of(mixed) is None
     path = tmp_path / "other.keras"
     other.save(path)
     head = KerasHead.load(path, threshold=0.5, version="v2")
