@@ -8,7 +8,7 @@ from pathlib import Path
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head, ZeroShotHead
 from model.identity import ClipIdentity, identify_clip, same_model
-from model.keras_head import KerasHead
+from model.keras_head import KerasBackendError, KerasHead
 from model.labels import LABEL_ORDER, Label
 from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_version, version_dir
 
@@ -37,7 +37,11 @@ def load_registered_head(registry: Path, version: str, *, clip: ClipFeatureExtra
     check_compatible(metadata, clip=clip)
     try:
         return KerasHead.load(folder / HEAD_FILE, threshold=metadata.threshold, version=metadata.version)
-    except (OSError, ValueError) as error:
+    except KerasBackendError:
+        raise
+    # Keras reports a bad file with any type (TypeError for a layer class it does not know,
+    # KeyError, ValueError): each means this head cannot be served, never that the daemon stops.
+    except Exception as error:  # noqa: BLE001
         raise RegistryError(f"{folder / HEAD_FILE}: cannot load head {version}: {error}") from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,11 +49,24 @@ def test_a_promotion_is_served_from_the_next_batch(
     assert _versions(database)[1] == "v-new"
 
 
+def _unknown_layer(path: Path) -> None:
+    """A well-formed .keras file naming a layer class this Keras does not know (Keras: TypeError)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", '{"class_name": "NoSuchLayer", "config": {}}')
+        archive.writestr("metadata.json", "{}")
+
+
+@pytest.mark.parametrize(
+    "break_head",
+    [lambda path: path.write_bytes(b"this is not a keras file"), _unknown_layer],
+    ids=["not-a-keras-file", "unknown-layer-class"],
+)
 def test_a_head_that_fails_to_load_leaves_the_old_one_serving(
     start_daemon: Callable[..., RunningDaemon],
     tmp_path: Path,
     tiny_clip: Path,
     caplog: pytest.LogCaptureFixture,
+    break_head: Callable[[Path], object],
 ) -> None:
     registry = tmp_path / "data" / "models"
     _register(registry, tiny_clip, "v-good")
@@ -61,7 +75,7 @@ def test_a_head_that_fails_to_load_leaves_the_old_one_serving(
     database = tmp_path / "data" / "results.sqlite3"
 
     _register(registry, tiny_clip, "v-broken")
-    (registry / "v-broken" / HEAD_FILE).write_bytes(b"this is not a keras file")
+    break_head(registry / "v-broken" / HEAD_FILE)
     promote(registry, "v-broken")
     wait_for(lambda: "keeping head v-good" in caplog.text, what="the failed reload to be logged")
     write_bmp(tmp_path / "inbox" / "x.bmp")
