@@ -35,6 +35,11 @@ def load_registered_head(registry: Path, version: str, *, clip: ClipFeatureExtra
     folder = version_dir(registry, version)
     metadata = HeadMetadata.read(folder)
     check_compatible(metadata, clip=clip)
+    return read_head_file(folder, metadata)
+
+
+def read_head_file(folder: Path, metadata: HeadMetadata) -> KerasHead:
+    """The Keras head of a registered version's folder; RegistryError when it cannot be loaded."""
     try:
         return KerasHead.load(folder / HEAD_FILE, threshold=metadata.threshold, version=metadata.version)
     except KerasBackendError:
@@ -42,7 +47,7 @@ def load_registered_head(registry: Path, version: str, *, clip: ClipFeatureExtra
     # Keras reports a bad file with any type (TypeError for a layer class it does not know,
     # KeyError, ValueError): each means this head cannot be served, never that the daemon stops.
     except Exception as error:  # noqa: BLE001
-        raise RegistryError(f"{folder / HEAD_FILE}: cannot load head {version}: {error}") from None
+        raise RegistryError(f"{folder / HEAD_FILE}: cannot load head {metadata.version}: {error}") from None
 
 
 def load_head(

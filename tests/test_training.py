@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from model.clip_features import ClipFeatureExtractor
 from model.evaluation import decide_promotion
-from model.registry import current_version, promotion_history
+from model.registry import HEAD_FILE, current_version, promotion_history
 from model.synthetic import make_labelled_folder, write_bmp
 from tests.helpers import query
 from watcher.commands.main import main
@@ -300,3 +301,14 @@ def test_rescore_relabels_stored_rows_without_clip(
     # Odd frames came from FEMALE/, even ones from MALE/: the trained head tells them apart.
     expected = ["female" if int(path.split(".")[0]) % 2 else "male" for path, _, _ in rows]
     assert [label for _, label, _ in rows] == expected
+
+    # A head file Keras cannot load (here: a layer class it does not know) is one line, not a
+    # traceback, and the rows stay as they are.
+    with zipfile.ZipFile(tmp_path / "data" / "models" / version / HEAD_FILE, "w") as archive:
+        archive.writestr("config.json", '{"class_name": "NoSuchLayer", "config": {}}')
+        archive.writestr("metadata.json", "{}")
+    capsys.readouterr()
+    assert main(["rescore", "--since", "1h", "--config", str(config)]) != 0
+    assert f"cannot load head {version}" in capsys.readouterr().err
+    labels = query(database, "SELECT label FROM results ORDER BY source_path")
+    assert [label for (label,) in labels] == expected

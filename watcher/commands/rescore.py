@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_version, version_dir
+from model.registry import HeadMetadata, RegistryError, current_version, version_dir
 from watcher.commands.arguments import add_config, add_model_argument, time_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.commands.models import is_zero_shot, require_version
@@ -67,8 +67,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
 def _chosen_head(config: Config, chosen: str) -> tuple[Head, str]:
     """The head (a registry version, or zero-shot) and the embedding model its input must come from."""
     from model.clip_features import PREPROCESSING_VERSION
-    from model.keras_head import KerasHead
-    from model.serving import ZERO_SHOT_PREFIX, build_zero_shot_head, refuse_if_incompatible
+    from model.serving import ZERO_SHOT_PREFIX, build_zero_shot_head, read_head_file, refuse_if_incompatible
     from watcher.pipeline.assembly import load_extractor
     from watcher.store.embeddings import embedding_model_id
 
@@ -80,9 +79,7 @@ def _chosen_head(config: Config, chosen: str) -> tuple[Head, str]:
         folder = version_dir(config.registry_dir, chosen)
         metadata = HeadMetadata.read(folder)
         refuse_if_incompatible(metadata, clip_source=metadata.clip_model)
-        keras_head = KerasHead.load(
-            folder / HEAD_FILE, threshold=metadata.threshold, version=metadata.version
-        )
+        keras_head = read_head_file(folder, metadata)
     except (RegistryError, OSError, ValueError) as error:
         raise StartupError(str(error)) from None
     return keras_head, embedding_model_id(metadata.clip.key, metadata.preprocessing_version)
