@@ -34,37 +34,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, FrameMaker, build_model, write_config
+from harness import REPO, FrameMaker, build_model, cpu_run
 
 BUDGET_US = 200.0  # issue 14's 5,000 frames/s
 BATCH = 128
 
 
 def _prepare(root: Path, clip: Path, frames: int, maker: FrameMaker, processes: int) -> Path:
-    for name in ("inbox", "processed", "failed", "data"):
-        (root / name).mkdir(parents=True)
-    for index in range(frames):
-        maker.write(root / "inbox" / f"cam-{index % 4}" / f"{index:06d}.bmp", index)
-    os.sync()  # the frames just written are not the daemon's to flush
-    return write_config(
-        root / "config.toml",
-        {
-            "paths": {"inbox": "inbox", "processed": "processed", "failed": "failed", "data": "data"},
-            "inbox": {"settle_ms": 0},
-            # Only full batches: a partial one would run alone on every thread, its model work off
-            # the lane threads that the model stage is timed on.
-            "batch": {"size": BATCH, "max_wait_ms": 600_000, "file_processes": processes},
-            # One model thread: every forward on the batch thread that the model stage is timed on
-            # (with more, torch's own threads would do part of it out of that stage's sight).
-            "model": {
-                "clip": str(clip),
-                "device": "cpu",
-                "runtime": "torch",
-                "precision": "fp32",
-                "cpu_threads": 1,
-            },
-            "logging": {"level": "warning"},
-        },
+    return cpu_run(
+        root,
+        clip,
+        frames,
+        maker,
+        # Only full batches: a partial one would run alone on every thread, its model work off
+        # the lane threads that the model stage is timed on.
+        batch={"size": BATCH, "max_wait_ms": 600_000, "file_processes": processes},
+        # One model thread: every forward on the batch thread that the model stage is timed on
+        # (with more, torch's own threads would do part of it out of that stage's sight).
+        model={"cpu_threads": 1},
     )
 
 

@@ -38,30 +38,14 @@ import time
 from pathlib import Path
 
 from daemon_cpu import measure_in_child
-from harness import REPO, FrameMaker, build_model, write_config
+from harness import REPO, FrameMaker, build_model, cpu_run
 
 TARGET_MS = 2.0
 
 
 def _prepare(root: Path, clip: Path, frames: int, maker: FrameMaker, *, flush: bool) -> Path:
-    """A fresh inbox of `frames` frames and its config."""
-    for name in ("inbox", "processed", "failed", "data"):
-        (root / name).mkdir(parents=True)
-    for index in range(frames):
-        maker.write(root / "inbox" / f"cam-{index % 4}" / f"{index:06d}.bmp", index)
-    config = write_config(
-        root / "config.toml",
-        {
-            "paths": {"inbox": "inbox", "processed": "processed", "failed": "failed", "data": "data"},
-            "inbox": {"settle_ms": 0},
-            "batch": {"size": 32, "max_wait_ms": 50},
-            "model": {"clip": str(clip), "device": "cpu", "runtime": "torch", "precision": "fp32"},
-            "logging": {"level": "warning"},
-        },
-    )
-    if flush:
-        os.sync()  # the frames just written are not the daemon's to flush
-    return config
+    """A fresh inbox of `frames` frames and its config: the daemon's defaults on a CPU."""
+    return cpu_run(root, clip, frames, maker, batch={"size": 32, "max_wait_ms": 50}, flush=flush)
 
 
 def _run_once(root: Path, clip: Path, frames: int, maker: FrameMaker, *, repo: Path, flush: bool) -> float:

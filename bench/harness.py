@@ -21,7 +21,16 @@ from model.synthetic import ClipSize, FrameMaker, build_clip_checkpoint
 REPO = Path(__file__).resolve().parent.parent
 MODELS: tuple[ClipSize, ...] = ("vit-b32", "tiny")
 
-__all__ = ["MODELS", "REPO", "DaemonProcess", "FrameMaker", "build_model", "files_under", "write_config"]
+__all__ = [
+    "MODELS",
+    "REPO",
+    "DaemonProcess",
+    "FrameMaker",
+    "build_model",
+    "cpu_run",
+    "files_under",
+    "write_config",
+]
 
 
 def build_model(folder: Path, kind: ClipSize) -> Path:
@@ -45,6 +54,39 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
         lines += [f"[{section}]", *(f"{key} = {_toml_value(value)}" for key, value in values.items()), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def cpu_run(
+    root: Path,
+    clip: Path,
+    frames: int,
+    maker: FrameMaker,
+    *,
+    batch: dict[str, Any],
+    model: dict[str, Any] | None = None,
+    flush: bool = True,
+) -> Path:
+    """A fresh root for one `watch --once` on the CPU: `frames` frames in four camera folders of
+    its inbox, and its config (`batch` and any `model` keys beside the CLIP at `clip`). `flush`
+    syncs the frames to disk first: their writeback is not the daemon's work."""
+    for name in ("inbox", "processed", "failed", "data"):
+        (root / name).mkdir(parents=True)
+    for index in range(frames):
+        maker.write(root / "inbox" / f"cam-{index % 4}" / f"{index:06d}.bmp", index)
+    config = write_config(
+        root / "config.toml",
+        {
+            "paths": {"inbox": "inbox", "processed": "processed", "failed": "failed", "data": "data"},
+            "inbox": {"settle_ms": 0},
+            "batch": batch,
+            "model": {"clip": str(clip), "device": "cpu", "runtime": "torch", "precision": "fp32"}
+            | (model or {}),
+            "logging": {"level": "warning"},
+        },
+    )
+    if flush:
+        os.sync()
+    return config
 
 
 def files_under(folder: Path) -> list[str]:
