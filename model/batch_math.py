@@ -3,6 +3,7 @@ processor's rescale and normalisation as one multiply-add (see model.clip_featur
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,6 +38,14 @@ def affine_of(processor: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
     mean = processor.image_mean if processor.do_normalize else [0.0, 0.0, 0.0]
     std = processor.image_std if processor.do_normalize else [1.0, 1.0, 1.0]
+    return _affine(rescale, tuple(mean), tuple(std))
+
+
+@functools.lru_cache(maxsize=8)
+def _affine(
+    rescale: float, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    # Asked for every chunk of every batch, always with the same processor's values: computed once.
     # In float32, as torch computed them when they were tensors: the same values to the last bit.
     scale = (torch.tensor(rescale) / torch.tensor(std, dtype=torch.float32)).tolist()
     shift = (-torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)).tolist()

@@ -18,15 +18,20 @@ from model.batch_math import affine_of, normalised_rgb, to_rgb
 _STEPS = ("resize", "center_crop", "rescale_and_normalize")
 
 
+def _has_steps(processor: Any) -> bool:
+    """A torchvision-backed processor: its steps can be run one by one."""
+    return all(hasattr(processor, step) for step in _STEPS)
+
+
 def resizes_by_steps(processor: Any) -> bool:
-    """A torchvision-backed processor that resizes: its steps can be run one by one."""
-    return all(hasattr(processor, step) for step in _STEPS) and bool(processor.do_resize)
+    """A processor whose steps can be run one by one, and that resizes."""
+    return _has_steps(processor) and bool(processor.do_resize)
 
 
 def transform(processor: Any, batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
     """The processor's resize, crop and normalisation of an NCHW uint8 batch, on its device;
     `bgr` says which frames hold B, G, R."""
-    if not all(hasattr(processor, step) for step in _STEPS):
+    if not _has_steps(processor):
         # Not a torchvision-backed processor: let it do everything itself.
         processed: torch.Tensor = processor(
             images=to_rgb(batch, bgr), return_tensors="pt", device=batch.device
