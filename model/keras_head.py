@@ -112,8 +112,11 @@ class DenseLayers:
         activation given as a layer or object, or computes in anything but float32 (a mixed
         precision policy keeps float32 weights but sums in float16)."""
         keras = import_keras()
+        layers = getattr(model, "layers", None)
+        if not layers:
+            return None
         steps = []
-        for layer in getattr(model, "layers", None) or [None]:
+        for layer in layers:
             if isinstance(layer, keras.layers.Dropout):
                 continue
             if not isinstance(layer, keras.layers.Dense) or layer.compute_dtype != "float32":
@@ -129,7 +132,7 @@ class DenseLayers:
                 else None
             )
             steps.append((kernel, bias, activation))
-        return cls(steps) if steps else None
+        return cls(steps) if steps else None  # Dropout alone: not a head
 
     def positive_probability(self, features: np.ndarray) -> np.ndarray:
         values = features.astype(np.float32)

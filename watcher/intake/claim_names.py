@@ -31,16 +31,16 @@ def parse_claimed_name(name: str) -> tuple[str, PurePosixPath] | None:
     name can never point outside the inbox nor disagree with the name it came from.
     """
     raw = os.fsencode(name)
-    key = raw[:_KEY_LENGTH]
     if len(raw) <= _KEY_LENGTH + 1 or raw[_KEY_LENGTH : _KEY_LENGTH + 1] != KEY_SEPARATOR:
         return None
-    if not is_key(key.decode("ascii", "replace")):
+    key = raw[:_KEY_LENGTH].decode("ascii", "replace")
+    if not is_key(key):
         return None
     unescaped = _ESCAPED.sub(lambda found: b"%" if found[1] == b"25" else b"/", raw[_KEY_LENGTH + 1 :])
     relative = PurePosixPath(os.fsdecode(unescaped))
-    if not inside_inbox(relative) or claimed_name(key.decode("ascii"), relative) != raw:
+    if not inside_inbox(relative) or claimed_name(key, relative) != raw:
         return None
-    return key.decode("ascii"), relative
+    return key, relative
 
 
 def is_key(name: str) -> bool:
