@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,13 @@ def feature_cosines(clip: Path, *, reference: tuple[str, str], candidate: tuple[
     ]
     # Features are L2-normalised, so the dot product is the cosine similarity.
     return np.sum(features[0] * features[1], axis=1)
+
+
+def write_unknown_layer_head(path: Path) -> None:
+    """A well-formed .keras file naming a layer class Keras does not know (it raises TypeError)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", '{"class_name": "NoSuchLayer", "config": {}}')
+        archive.writestr("metadata.json", "{}")
 
 
 def start_watch_process(config: Path, log: Path) -> subprocess.Popen[bytes]:

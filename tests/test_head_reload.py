@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,14 @@ from model.clip_features import PREPROCESSING_VERSION
 from model.keras_head import build_head_model
 from model.registry import HEAD_FILE, HeadMetadata, promote, register_head
 from model.synthetic import write_bmp
-from tests.helpers import RunningDaemon, files_under, query, start_watch_process, wait_for
+from tests.helpers import (
+    RunningDaemon,
+    files_under,
+    query,
+    start_watch_process,
+    wait_for,
+    write_unknown_layer_head,
+)
 
 
 def _register(registry: Path, clip: Path, version: str) -> None:
@@ -49,16 +55,9 @@ def test_a_promotion_is_served_from_the_next_batch(
     assert _versions(database)[1] == "v-new"
 
 
-def _unknown_layer(path: Path) -> None:
-    """A well-formed .keras file naming a layer class this Keras does not know (Keras: TypeError)."""
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("config.json", '{"class_name": "NoSuchLayer", "config": {}}')
-        archive.writestr("metadata.json", "{}")
-
-
 @pytest.mark.parametrize(
     "break_head",
-    [lambda path: path.write_bytes(b"this is not a keras file"), _unknown_layer],
+    [lambda path: path.write_bytes(b"this is not a keras file"), write_unknown_layer_head],
     ids=["not-a-keras-file", "unknown-layer-class"],
 )
 def test_a_head_that_fails_to_load_leaves_the_old_one_serving(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from model.clip_features import ClipFeatureExtractor
 from model.evaluation import decide_promotion
 from model.registry import HEAD_FILE, current_version, promotion_history
 from model.synthetic import make_labelled_folder, write_bmp
-from tests.helpers import query
+from tests.helpers import query, write_unknown_layer_head
 from watcher.commands.main import main
 
 PER_CLASS = 40
@@ -304,9 +303,7 @@ def test_rescore_relabels_stored_rows_without_clip(
 
     # A head file Keras cannot load (here: a layer class it does not know) is one line, not a
     # traceback, and the rows stay as they are.
-    with zipfile.ZipFile(tmp_path / "data" / "models" / version / HEAD_FILE, "w") as archive:
-        archive.writestr("config.json", '{"class_name": "NoSuchLayer", "config": {}}')
-        archive.writestr("metadata.json", "{}")
+    write_unknown_layer_head(tmp_path / "data" / "models" / version / HEAD_FILE)
     capsys.readouterr()
     assert main(["rescore", "--since", "1h", "--config", str(config)]) != 0
     assert f"cannot load head {version}" in capsys.readouterr().err
