@@ -25,7 +25,8 @@ from watcher.intake.claiming import (
     claimed_frames,
     release,
 )
-from watcher.pipeline.file_work import sync_claims
+from watcher.intake.readiness import Look, Verdict
+from watcher.pipeline.file_work import ClaimOutcome, sync_claims
 from watcher.service.status_probes import frames_per_area
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -73,6 +74,38 @@ def test_a_claimed_frame_crosses_to_a_file_process_unchanged(parts: list[str], r
         and type(copy.work_path) is type(frame.work_path)
     )
     assert copy.key_dir is None and copy.area == area
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(_parts, min_size=1, max_size=6),
+    st.sampled_from(["claimed", "refused", "settling", "claimed elsewhere"]),
+)
+def test_what_became_of_a_name_crosses_back_unchanged(parts: list[str], outcome: str) -> None:
+    # A file process's answer for every name it was given: the name's path rebuilt, or shared
+    # with the frame claimed under it (never a path of another frame).
+    relative = PurePosixPath(*parts)
+    frame = ClaimedFrame(
+        key=KEY,
+        relative=relative if outcome == "claimed" else relative / "other.bmp",
+        work_path=Path("/srv/inbox/.in-progress/host-1") / os.fsdecode(claimed_name(KEY, relative)),
+        received_at=datetime(2026, 11, 27, 1, 40, 1, 123456, tzinfo=UTC),
+        source_dir=Path("/srv/inbox") / relative.parent,
+    )
+    sent = ClaimOutcome(
+        relative,
+        frame=frame if outcome in ("claimed", "claimed elsewhere") else None,
+        verdict=Verdict.SETTLING if outcome == "settling" else None,
+        looked=Look(size=10, mtime_ns=5, declared_size=20) if outcome == "settling" else None,
+        refused="not writable" if outcome == "refused" else None,
+    )
+
+    copy = pickle.loads(pickle.dumps(sent))
+
+    assert copy == sent and type(copy.relative) is PurePosixPath
+    assert copy.frame is None or (
+        copy.frame == frame and type(copy.frame.source_dir) is type(frame.source_dir)
+    )
 
 
 @pytest.mark.parametrize(

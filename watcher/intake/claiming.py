@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -114,12 +115,16 @@ class ClaimedFrame:
         return [*inside, self.area, *([self.source_dir] if self.source_dir else [])]
 
 
+# A camera's frames all come from one inbox folder: its Path is parsed once, not once a frame
+# (paths are immutable, so one object serves them all).
+_folder = functools.lru_cache(maxsize=1024)(Path)
+
+
 def _unpickled(
     key: str, relative: str, work_path: str, received_at: datetime, source_dir: str | None
 ) -> ClaimedFrame:
-    return ClaimedFrame(
-        key, PurePosixPath(relative), Path(work_path), received_at, Path(source_dir) if source_dir else None
-    )
+    folder = _folder(source_dir) if source_dir else None
+    return ClaimedFrame(key, PurePosixPath(relative), Path(work_path), received_at, folder)
 
 
 def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | None:

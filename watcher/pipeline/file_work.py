@@ -55,6 +55,19 @@ class ClaimOutcome:
     looked: Look | None = None
     refused: str | None = None
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Sent back for every name claimed: its path as text, rebuilt only when no claimed frame
+        # carries it already (parsing a path is most of unpickling an outcome).
+        return _unpickled_outcome, (str(self.relative), self.frame, self.verdict, self.looked, self.refused)
+
+
+def _unpickled_outcome(
+    relative: str, frame: Claimed | None, verdict: Verdict | None, looked: Look | None, refused: str | None
+) -> ClaimOutcome:
+    same = frame is not None and str(frame.relative) == relative
+    path = frame.relative if frame is not None and same else PurePosixPath(relative)
+    return ClaimOutcome(path, frame, verdict, looked, refused)
+
 
 def start_worker(daemon_pid: int) -> None:
     """A file worker's first steps: die with the daemon, leave stopping to it."""

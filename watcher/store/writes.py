@@ -19,6 +19,7 @@ from watcher.store.errors import RowRejected
 from watcher.store.records import ResultRecord, result_record
 from watcher.store.schema import Result
 from watcher.store.session import orm_session, transaction
+from watcher.store.sqlite_rows import insert_new_sqlite_rows
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,20 @@ def upsert_capable_insert(dialect: str) -> Any:
 def insert_new_rows(connection: Connection, records: Iterable[ResultRecord]) -> set[str]:
     """INSERT the records whose frame key has no row yet; returns the keys that were inserted.
 
-    Rows go in key order, so concurrent writers take their index locks in the same order.
+    Rows go in key order, so concurrent writers take their index locks in the same order. On
+    SQLite as one plain statement (watcher.store.sqlite_rows: the daemon's hottest Python).
     """
-    values = [record.columns() for record in sorted(records, key=lambda r: r.frame_key)]
+    ordered = sorted(records, key=lambda r: r.frame_key)
+    if not ordered:
+        return set()
+    if connection.dialect.name == "sqlite":
+        return insert_new_sqlite_rows(connection, ordered)
+    return insert_new_rows_portable(connection, ordered)
+
+
+def insert_new_rows_portable(connection: Connection, records: Iterable[ResultRecord]) -> set[str]:
+    """insert_new_rows as SQLAlchemy's own INSERT ... ON CONFLICT DO NOTHING, on any dialect."""
+    values = [record.columns() for record in records]
     if not values:
         return set()
     insert = upsert_capable_insert(connection.dialect.name)

@@ -1,0 +1,153 @@
+"""The daemon's SQLite insert (watcher.store.sqlite_rows) stores what SQLAlchemy's own insert
+stores: the same values of the same SQLite types, the same keys reported inserted, rows already
+there left alone, and a row SQLite cannot take refused alone."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Connection, Engine
+
+from watcher.store import sqlite_rows, writes
+from watcher.store.engine import make_engine
+from watcher.store.migrate import upgrade_to_head
+from watcher.store.records import RESULT_FIELDS, ResultRecord
+from watcher.store.session import transaction
+
+# Text SQLite can store (lone surrogates cannot be written as UTF-8: see the last test).
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+_maybe_text = st.none() | _text
+_aware = st.builds(
+    lambda moment, minutes: moment.replace(tzinfo=timezone(timedelta(minutes=minutes))),
+    st.datetimes(min_value=datetime(1001, 1, 1), max_value=datetime(9998, 12, 31)),
+    st.integers(-23 * 60, 23 * 60),
+)
+_int64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> list[ResultRecord]:
+    keys = draw(st.lists(st.text("0123456789abcdef", min_size=32, max_size=32), max_size=12, unique=True))
+    return [
+        ResultRecord(
+            frame_key=key,
+            source_path=draw(_text),
+            stored_path=draw(_text),
+            received_at=draw(_aware),
+            processed_at=draw(_aware),
+            status=draw(st.sampled_from(["ok", "failed"])),
+            camera=draw(_maybe_text),
+            sha256=draw(_maybe_text),
+            size_bytes=draw(st.none() | _int64),
+            width=draw(st.none() | _int64),
+            height=draw(st.none() | _int64),
+            file_mtime=draw(st.none() | _aware),
+            label=draw(st.sampled_from([None, "female", "male"])),
+            probability=draw(st.none() | st.floats(allow_nan=True)),
+            model_version=draw(_maybe_text),
+            precision=draw(_maybe_text),
+            error=draw(_maybe_text),
+            embedding=draw(st.none() | st.binary(max_size=64)),
+            embedding_model=draw(_maybe_text),
+            source=draw(_text),
+        )
+        for key in keys
+    ]
+
+
+def _engine(path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{path}", busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    return engine
+
+
+def _stored(path: Path) -> list[tuple[object, ...]]:
+    """Every column of every row with its SQLite type, as any client reads them."""
+    columns = ", ".join(f"typeof({name}), {name}" for name in RESULT_FIELDS if name != "id")
+    with sqlite3.connect(path) as connection:
+        return connection.execute(f"SELECT {columns} FROM results ORDER BY frame_key").fetchall()
+
+
+def _insert(
+    engine: Engine, insert: Callable[[Connection, list[ResultRecord]], set[str]], rows: list[ResultRecord]
+) -> set[str]:
+    with transaction(engine) as connection:
+        return insert(connection, sorted(rows, key=lambda r: r.frame_key))
+
+
+@pytest.fixture(scope="module")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("rows")
+    return folder / "fast.sqlite3", folder / "portable.sqlite3"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=_records())
+def test_the_same_rows_as_sqlalchemys_insert(
+    databases: tuple[Path, Path], records: list[ResultRecord]
+) -> None:
+    fast, portable = (_engine(path) for path in databases)
+    with transaction(fast) as connection:
+        connection.exec_driver_sql("DELETE FROM results")
+    with transaction(portable) as connection:
+        connection.exec_driver_sql("DELETE FROM results")
+
+    inserted = _insert(fast, sqlite_rows.insert_new_sqlite_rows, records)
+    expected = _insert(portable, writes.insert_new_rows_portable, records)
+
+    assert inserted == expected == {record.frame_key for record in records}
+    assert _stored(databases[0]) == _stored(databases[1])
+    fast.dispose()
+    portable.dispose()
+
+
+def test_rows_already_there_are_left_and_not_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Several statements a batch (the limit made small), keys that exist already among them.
+    monkeypatch.setattr(sqlite_rows, "ROWS_PER_STATEMENT", 3)
+    now = datetime.now(UTC)
+
+    def row(index: int, label: str) -> ResultRecord:
+        return ResultRecord(
+            frame_key=f"{index:032x}", source_path=f"cam/{index}.bmp", stored_path=f"/p/{index}.bmp",
+            received_at=now, processed_at=now, status="ok", label=label,
+        )  # fmt: skip
+
+    engine = _engine(tmp_path / "results.sqlite3")
+    assert writes.insert_new(engine, [row(index, "female") for index in range(0, 10, 2)]).inserted == {
+        f"{index:032x}" for index in range(0, 10, 2)
+    }
+    outcome = writes.insert_new(engine, [row(index, "male") for index in range(10)])
+
+    assert outcome.inserted == {f"{index:032x}" for index in range(1, 10, 2)}
+    labels = dict(
+        sqlite3.connect(tmp_path / "results.sqlite3").execute("SELECT frame_key, label FROM results")
+    )
+    assert labels == {f"{index:032x}": "female" if index % 2 == 0 else "male" for index in range(10)}
+
+
+def test_a_value_sqlite_cannot_take_is_refused_alone(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    rows = [
+        ResultRecord(
+            frame_key=f"{index:032x}",
+            source_path=path,
+            stored_path=f"/p/{index}.bmp",
+            received_at=now,
+            processed_at=now,
+            status="ok",
+        )  # fmt: skip
+        for index, path in enumerate(["cam/a.bmp", "cam/\udcff.bmp", "cam/c.bmp"])
+    ]
+    outcome = writes.insert_new(_engine(tmp_path / "results.sqlite3"), rows)
+
+    assert outcome.inserted == {f"{0:032x}", f"{2:032x}"}
+    assert list(outcome.rejected) == [f"{1:032x}"]
+    assert outcome.rejected[f"{1:032x}"].startswith("cannot store its row: UnicodeEncodeError")

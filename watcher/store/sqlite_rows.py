@@ -1,0 +1,68 @@
+"""Result rows into SQLite as one plain multi-row INSERT: the daemon's hottest statement.
+
+SQLAlchemy's insert of a batch builds a parameter dict a row and runs every value through its bind
+processing in Python, about 23 µs a row of which the GIL is held throughout: the largest share
+of the daemon's own Python once the file work is on processes (see bench/daemon_cpu.py). Here the
+statement text is made once per batch size, each row is one tuple, and only the columns whose
+type converts a value (the UTC times, the embedding) call that type's own bind processor, the
+one SQLAlchemy would have called: the stored values are the same (tests/test_sqlite_rows.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+
+from watcher.store.records import ResultRecord
+from watcher.store.schema import Result
+
+# SQLite allows 32,766 bound values a statement (3.32 and newer); 20 columns a row.
+ROWS_PER_STATEMENT = 500
+
+_Converter = Callable[[Any], Any]
+
+
+def insert_new_sqlite_rows(connection: Connection, records: Sequence[ResultRecord]) -> set[str]:
+    """INSERT the records (already in key order) whose frame key has no row yet, on SQLite;
+    returns the keys that were inserted. Same statement as SQLAlchemy's ON CONFLICT DO NOTHING."""
+    names, converters = _columns(connection.dialect)
+    inserted: set[str] = set()
+    for start in range(0, len(records), ROWS_PER_STATEMENT):
+        chunk = records[start : start + ROWS_PER_STATEMENT]
+        values: list[Any] = []
+        for record in chunk:
+            values += [
+                value if convert is None else convert(value)
+                for value, convert in zip(_values(record, names), converters, strict=True)
+            ]
+        result = connection.exec_driver_sql(_statement(names, len(chunk)), tuple(values))
+        inserted.update(row[0] for row in result)
+    return inserted
+
+
+def _values(record: ResultRecord, names: tuple[str, ...]) -> list[Any]:
+    return [getattr(record, name) for name in names]
+
+
+@functools.cache
+def _columns(dialect: Dialect) -> tuple[tuple[str, ...], tuple[_Converter | None, ...]]:
+    """The inserted columns in table order, and each one's bind processor on this dialect (None
+    where the driver takes the value as it is)."""
+    columns = [column for column in Result.__table__.columns if column.name != "id"]
+    names = tuple(column.name for column in columns)
+    missing = set(names) - set(ResultRecord.__dataclass_fields__)
+    assert not missing, f"columns without a record field: {missing}"
+    return names, tuple(column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns)
+
+
+@functools.lru_cache(maxsize=16)
+def _statement(names: tuple[str, ...], rows: int) -> str:
+    row = "(" + ", ".join("?" * len(names)) + ")"
+    return (
+        f"INSERT INTO {Result.__tablename__} ({', '.join(names)}) VALUES {', '.join([row] * rows)} "
+        "ON CONFLICT (frame_key) DO NOTHING RETURNING frame_key"
+    )
