@@ -4,9 +4,10 @@
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
 #                        [--python PATH]
 #
-# Runs `watch --once` at batch 128 (beside the same run with the file work on threads) and 256, the
-# live daemon working through a mass drop (backlog), single-frame latency, the GPU tests, the
-# file handling's CPU a frame and the daemon's own CPU a frame (bench/daemon_cpu.py), and writes each
+# Runs `watch --once` at batch 128 (beside the same run with the file work on threads), again with 6
+# batches in flight (batch.gpu_lanes) and at batch 256, the live daemon working through a mass drop
+# (backlog), single-frame latency, the GPU tests, the file handling's CPU a frame and the daemon's
+# own CPU a frame (bench/daemon_cpu.py), and writes each
 # figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
 # summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
 # and the rest still run: a GPU minute is not spent twice. `--device cpu --model tiny` runs the
@@ -60,6 +61,10 @@ step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$mode
     --seconds "$seconds" --batch-size 128 --json "$out/live-mass-drop.json"
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \
     --drops 10 --json "$out/latency.json"
+# More batches in flight (batch.gpu_lanes): whether the stages' overlap, not the GIL, caps frames/s.
+step watch-once-b128-lanes6 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
+    --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --gpu-lanes 6 \
+    --baseline-frames $((frames / 16)) --json "$out/watch-once-b128-lanes6.json"
 step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
     --model "$model" --frames "$frames" --batch-size 256 --repeats 1 \
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b256.json"

@@ -258,6 +258,7 @@ def main() -> int:
     parser.add_argument(
         "--file-processes", default="auto", help="as batch.file_processes: auto (the default), or N"
     )
+    parser.add_argument("--gpu-lanes", type=int, default=3, help="as batch.gpu_lanes (3, the default)")
     parser.add_argument(
         "--compare-threads",
         action="store_true",
@@ -287,6 +288,7 @@ def main() -> int:
                     "file_processes": args.file_processes
                     if args.file_processes == "auto"
                     else int(args.file_processes),
+                    "gpu_lanes": args.gpu_lanes,
                 },
                 "inbox": {"settle_ms": 0},
             },
@@ -360,7 +362,7 @@ def main() -> int:
     def median(key: str) -> float:
         return statistics.median(entry[key] for entry in rounds)
 
-    lanes = lanes_for(extractor)
+    lanes = lanes_for(extractor, gpu_lanes=args.gpu_lanes)
     result = {
         "frames": args.frames,
         "frame_size": f"{args.width}x{args.height}",
@@ -372,6 +374,7 @@ def main() -> int:
         "min_cosine_to_torch_fp32": round(cosine, 5),
         **startup,
         "lanes": lanes.count,
+        "gpu_lanes": args.gpu_lanes,
         "threads_per_lane": lanes.threads_each,
         "repeats": args.repeats,
         **{

@@ -48,3 +48,31 @@ def test_on_a_gpu_batches_overlap_with_the_threads_as_configured(tiny_clip: Path
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         assert pool.submit(threads_after_asking_for_one).result() == 0
+
+
+def test_batch_gpu_lanes_reaches_the_batches_in_flight(tiny_clip: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from model.heads import ZeroShotHead
+    from watcher.pipeline.processing import BatchProcessor
+    from watcher.pipeline.stages import FrameBounds, OutputFolders
+    from watcher.store.engine import make_engine
+
+    extractor = ClipFeatureExtractor(
+        str(tiny_clip), runtime=Runtime(device=torch.device("cpu"), precision="fp32")
+    )
+    extractor.runtime = Runtime(device=torch.device("cuda"), precision="fp16")  # as if loaded on one
+    head = ZeroShotHead(class_embeddings=np.eye(2, extractor.feature_size), logit_scale=1.0, version="z")
+    processor = BatchProcessor(
+        engine=make_engine(f"sqlite:///{tmp_path / 'results.sqlite3'}", busy_timeout_ms=1000),
+        extractor=extractor,
+        head=head,
+        folders=OutputFolders(processed=tmp_path / "processed", failed=tmp_path / "failed"),
+        bounds=FrameBounds(max_pixels=10**6, max_file_bytes=10**7),
+        store_embeddings=False,
+        gpu_lanes=5,  # file_processes 0: no page-locked arenas, which need the GPU
+    )
+    try:
+        assert processor.lanes.count == 5 and processor.model_on_accelerator
+    finally:
+        processor.close()

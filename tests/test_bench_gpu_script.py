@@ -43,6 +43,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         "watch-once-b128",
         "live-mass-drop",
         "latency",
+        "watch-once-b128-lanes6",
         "watch-once-b256",
         "gpu-tests",
         "file-cpu",
@@ -54,6 +55,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     }
     for figures in (
         "watch-once-b128",
+        "watch-once-b128-lanes6",
         "watch-once-b256",
         "live-mass-drop",
         "latency",
@@ -64,6 +66,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     # The same run's watch --once with the file work on threads: the ratio the GPU figures need.
     assert "ours_over_file_threads" in json.loads((out / "watch-once-b128.json").read_text())
     assert json.loads((out / "live-mass-drop.json").read_text())["all_done"]
+    assert json.loads((out / "watch-once-b128-lanes6.json").read_text())["gpu_lanes"] == 6
 
 
 def test_gpu_script_refuses_a_missing_output_folder_argument() -> None:

@@ -161,6 +161,11 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
             id="impossible_value",
         ),
         pytest.param(
+            {"batch": {"gpu_lanes": 1}},
+            "batch.gpu_lanes: Input should be greater than or equal to 2",
+            id="one_gpu_lane",
+        ),
+        pytest.param(
             {"model": {"device": "tpu"}},
             "model.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N'",
             id="bad_device",

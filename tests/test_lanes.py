@@ -25,3 +25,12 @@ def test_on_a_gpu_batches_in_flight_overlap_their_stages_and_share_no_cores() ->
     lanes = plan_lanes(on_accelerator=True, cpu_threads=2)
     assert lanes.count == GPU_LANES > 1 and not lanes.shares_cores
     assert lanes.threads_each == lanes.all_threads == 2
+
+
+@pytest.mark.parametrize(("configured", "count"), [(2, 2), (6, 6), (1, 2)])
+def test_batch_gpu_lanes_sets_the_batches_in_flight_on_a_gpu_only(configured: int, count: int) -> None:
+    # batch.gpu_lanes: more overlap for a GPU host with cores to spare; never fewer than two, so
+    # one batch's commit and moves always overlap another's model work.
+    assert plan_lanes(on_accelerator=True, cpu_threads=4, gpu_lanes=configured).count == count
+    on_cpu = plan_lanes(on_accelerator=False, cpu_threads=4, gpu_lanes=configured)
+    assert on_cpu == plan_lanes(on_accelerator=False, cpu_threads=4)

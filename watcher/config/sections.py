@@ -89,6 +89,15 @@ class BatchConfig(Section):
         "on a GPU and none on a CPU (where the model needs the cores), 0 is none.",
     )
 
+    gpu_lanes: int = Field(
+        3,
+        ge=2,
+        le=16,
+        description="Batches in flight at once with the model on a GPU, their stages overlapping "
+        "(reading, the model, the commit and the moves); all but one hold an arena of size × 1 MiB "
+        "of page-locked memory. Not used on a CPU.",
+    )
+
     @field_validator("file_processes")
     @classmethod
     def _process_count(cls, value: int | str) -> int | str:

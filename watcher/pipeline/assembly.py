@@ -73,7 +73,7 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
     _make_folders(config)
     instance = acquire_instance(config.in_progress, name=instance_name, prefix=default_prefix(config.source))
     extractor = load_extractor(config)
-    lanes = lanes_for(extractor)
+    lanes = lanes_for(extractor, gpu_lanes=config.batch.gpu_lanes)
     extractor.warm_up(config.batch.size, thread_counts=(lanes.threads_each, lanes.all_threads))
     prompts = config.model.zero_shot.by_label()
 
@@ -94,6 +94,7 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         decode_workers=config.batch.decode_threads,
         file_processes=config.batch.file_process_count(on_accelerator=extractor.runtime.device.type != "cpu"),
         batch_size=config.batch.size,
+        gpu_lanes=config.batch.gpu_lanes,
         database_guard=DatabaseFileGuard(engine),
     )
     _log_plan(config, processor, instance, extractor)

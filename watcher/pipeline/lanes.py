@@ -1,8 +1,9 @@
 """How many batches go through the model at once, and with how many CPU threads each.
 
-On a GPU, GPU_LANES batches are in flight: one reading its frames, one in the model (each batch
-thread on a CUDA stream of its own, so one's copies overlap another's compute), one committing
-its rows and moving its files. They share nothing but the GPU: a partial batch never waits.
+On a GPU, `batch.gpu_lanes` batches are in flight (GPU_LANES, 3, unless set): one reading its
+frames, one in the model (each batch thread on a CUDA stream of its own, so one's copies overlap
+another's compute), one committing its rows and moving its files; more lanes overlap more of
+them. They share nothing but the GPU: a partial batch never waits.
 
 On a CPU the model's threads are the bottleneck. One batch on all cores suffers from anything
 else that runs meanwhile: torch's OpenMP threads meet at a barrier after every operation, so a
@@ -37,16 +38,20 @@ class Lanes:
     shares_cores: bool = False  # the batches split the CPU threads between them (on a CPU)
 
 
-def plan_lanes(*, on_accelerator: bool, cpu_threads: int) -> Lanes:
+def plan_lanes(*, on_accelerator: bool, cpu_threads: int, gpu_lanes: int = GPU_LANES) -> Lanes:
+    """The lanes for a model on a GPU (`gpu_lanes` batches in flight: `batch.gpu_lanes`) or on
+    the CPU (`cpu_threads` split between them)."""
     threads = max(1, cpu_threads)
     if on_accelerator:
-        return Lanes(count=GPU_LANES, threads_each=threads, all_threads=threads)
+        return Lanes(count=max(2, gpu_lanes), threads_each=threads, all_threads=threads)
     count = min(threads, MAX_CPU_LANES)
     return Lanes(count=count, threads_each=threads // count, all_threads=threads, shares_cores=count > 1)
 
 
-def lanes_for(extractor: ClipFeatureExtractor) -> Lanes:
+def lanes_for(extractor: ClipFeatureExtractor, *, gpu_lanes: int = GPU_LANES) -> Lanes:
     """The lanes of a loaded model: its device, and the CPU threads it was loaded with."""
     return plan_lanes(
-        on_accelerator=extractor.runtime.device.type != "cpu", cpu_threads=extractor.cpu_threads
+        on_accelerator=extractor.runtime.device.type != "cpu",
+        cpu_threads=extractor.cpu_threads,
+        gpu_lanes=gpu_lanes,
     )

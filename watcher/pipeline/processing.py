@@ -20,7 +20,7 @@ from watcher.pipeline.decoding import Decoder
 from watcher.pipeline.delivery import Deliverer
 from watcher.pipeline.file_work import move_all, sync_claims
 from watcher.pipeline.file_workers import FileWorkers
-from watcher.pipeline.lanes import Lanes, lanes_for
+from watcher.pipeline.lanes import GPU_LANES, Lanes, lanes_for
 from watcher.pipeline.recording import Recorder
 from watcher.pipeline.stages import Claimed, Classified, FrameBounds, OutputFolders, Stored
 from watcher.reports import BatchReport
@@ -44,10 +44,12 @@ class BatchProcessor:
         decode_workers: int = 1,
         file_processes: int = 0,
         batch_size: int = 32,
+        gpu_lanes: int = GPU_LANES,
         database_guard: DatabaseFileGuard | None = None,
     ) -> None:
         self.head = head
         self._extractor = extractor
+        self._gpu_lanes = gpu_lanes
         self._decoder = Decoder(bounds, workers=decode_workers)
         # With file processes, a batch's reading and moves are shared out between them, and its
         # frames are read into an arena leased for the batch (see watcher.pipeline.file_workers).
@@ -124,8 +126,8 @@ class BatchProcessor:
 
     def _make_arenas(self, batch_size: int) -> ArenaPool | None:
         lanes = self.lanes
-        # On a GPU one batch at a time is reading or in the model, and one more is reading: the
-        # third lane is committing and moving, with its arena given back.
+        # On a GPU every lane but one is reading or in the model; the last is committing and
+        # moving, with its arena given back (three lanes by default: two arenas).
         count = lanes.count if lanes.shares_cores else max(1, lanes.count - 1)
         try:
             return ArenaPool(
@@ -147,7 +149,7 @@ class BatchProcessor:
 
     @property
     def lanes(self) -> Lanes:
-        return lanes_for(self._extractor)
+        return lanes_for(self._extractor, gpu_lanes=self._gpu_lanes)
 
     def finish_committed(self, frame: Claimed, record: ResultRecord) -> None:
         """Recovery: the row of `frame` was committed but its move did not happen (or not all)."""
