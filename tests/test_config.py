@@ -166,6 +166,11 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
             id="one_gpu_lane",
         ),
         pytest.param(
+            {"batch": {"gpu_lanes": 17}},
+            "batch.gpu_lanes: Input should be less than or equal to 16",
+            id="too_many_gpu_lanes",
+        ),
+        pytest.param(
             {"model": {"device": "tpu"}},
             "model.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N'",
             id="bad_device",

@@ -151,3 +151,35 @@ def test_a_value_sqlite_cannot_take_is_refused_alone(tmp_path: Path) -> None:
     assert outcome.inserted == {f"{0:032x}", f"{2:032x}"}
     assert list(outcome.rejected) == [f"{1:032x}"]
     assert outcome.rejected[f"{1:032x}"].startswith("cannot store its row: UnicodeEncodeError")
+
+
+def test_a_value_its_column_cannot_convert_is_refused_alone_on_either_database(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A naive time meets UTCDateTime's own check: on SQLite in the plain insert, on PostgreSQL
+    # inside SQLAlchemy (which wraps it); either way that row fails and the others are stored.
+    (tmp_path / "data").mkdir(exist_ok=True)
+    engine = make_engine(database_url, busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    now = datetime.now(UTC)
+    rows = [
+        ResultRecord(
+            frame_key=f"{index:032x}",
+            source_path=f"cam/{index}.bmp",
+            stored_path=f"/p/{index}.bmp",
+            received_at=now,
+            processed_at=now,
+            status="ok",
+            file_mtime=mtime,
+        )  # fmt: skip
+        for index, mtime in enumerate([now, datetime(2026, 11, 27, 1, 0), None])
+    ]
+    try:
+        outcome = writes.insert_new(engine, rows)
+    finally:
+        engine.dispose()
+
+    assert outcome.inserted == {f"{0:032x}", f"{2:032x}"}
+    assert outcome.rejected == {
+        f"{1:032x}": "cannot store its row: ValueError: naive datetime given to a UTC column"
+    }

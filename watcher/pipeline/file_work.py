@@ -64,8 +64,9 @@ class ClaimOutcome:
 def _unpickled_outcome(
     relative: str, frame: Claimed | None, verdict: Verdict | None, looked: Look | None, refused: str | None
 ) -> ClaimOutcome:
-    same = frame is not None and str(frame.relative) == relative
-    path = frame.relative if frame is not None and same else PurePosixPath(relative)
+    path = (
+        frame.relative if frame is not None and str(frame.relative) == relative else PurePosixPath(relative)
+    )
     return ClaimOutcome(path, frame, verdict, looked, refused)
 
 

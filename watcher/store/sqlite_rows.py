@@ -11,13 +11,14 @@ one SQLAlchemy would have called: the stored values are the same (tests/test_sql
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
-from watcher.store.records import ResultRecord
+from watcher.store.records import RESULT_FIELDS, ResultRecord
 from watcher.store.schema import Result
 
 # SQLite allows 32,766 bound values a statement (3.32 and newer); 20 columns a row.
@@ -48,15 +49,23 @@ def _values(record: ResultRecord, names: tuple[str, ...]) -> list[Any]:
     return [getattr(record, name) for name in names]
 
 
-@functools.cache
-def _columns(dialect: Dialect) -> tuple[tuple[str, ...], tuple[_Converter | None, ...]]:
+_Columns = tuple[tuple[str, ...], tuple[_Converter | None, ...]]
+# Per dialect (one an engine), forgotten with its engine.
+_columns_by_dialect: weakref.WeakKeyDictionary[Dialect, _Columns] = weakref.WeakKeyDictionary()
+
+
+def _columns(dialect: Dialect) -> _Columns:
     """The inserted columns in table order, and each one's bind processor on this dialect (None
     where the driver takes the value as it is)."""
-    columns = [column for column in Result.__table__.columns if column.name != "id"]
-    names = tuple(column.name for column in columns)
-    missing = set(names) - set(ResultRecord.__dataclass_fields__)
-    assert not missing, f"columns without a record field: {missing}"
-    return names, tuple(column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns)
+    known = _columns_by_dialect.get(dialect)
+    if known is None:
+        columns = [column for column in Result.__table__.columns if column.name != "id"]
+        names = tuple(column.name for column in columns)
+        if set(names) != set(RESULT_FIELDS) - {"id"}:
+            raise RuntimeError(f"results columns {names} are not the record's fields {RESULT_FIELDS}")
+        converters = tuple(column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns)
+        known = _columns_by_dialect[dialect] = (names, converters)
+    return known
 
 
 @functools.lru_cache(maxsize=16)

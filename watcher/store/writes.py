@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import StatementError
 
 from watcher.store.errors import RowRejected
 from watcher.store.records import ResultRecord, result_record
@@ -104,9 +105,16 @@ def supersede_failed_rows(engine: Engine, records: list[ResultRecord]) -> None:
 
 
 def _insert(engine: Engine, records: list[ResultRecord], before_write: Callable[[], None]) -> set[str]:
-    with transaction(engine) as connection:
-        before_write()
-        return insert_new_rows(connection, records)
+    try:
+        with transaction(engine) as connection:
+            before_write()
+            return insert_new_rows(connection, records)
+    except StatementError as error:
+        # A value a column's own conversion refuses (a naive time, say), which SQLAlchemy wraps:
+        # the row's fault, as when SQLite's plain insert (sqlite_rows) meets it unwrapped.
+        if isinstance(error.orig, _ROW_ERRORS):
+            raise error.orig from None
+        raise
 
 
 def committed(engine: Engine, keys: Iterable[str]) -> dict[str, ResultRecord]:
