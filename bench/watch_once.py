@@ -49,7 +49,7 @@ from model.clip_features import ClipFeatureExtractor
 from model.engine_choice import load_engines
 from model.runtime import Runtime
 from model.synthetic import write_bmp
-from watcher.pipeline.lanes import lanes_for
+from watcher.pipeline.lanes import GPU_LANES, lanes_for
 
 
 def research_script_baseline(clip_dir: Path, frames: list[Path], *, runtime: Runtime) -> float:
@@ -258,7 +258,9 @@ def main() -> int:
     parser.add_argument(
         "--file-processes", default="auto", help="as batch.file_processes: auto (the default), or N"
     )
-    parser.add_argument("--gpu-lanes", type=int, default=3, help="as batch.gpu_lanes (3, the default)")
+    parser.add_argument(
+        "--gpu-lanes", type=int, default=GPU_LANES, help="as batch.gpu_lanes (3, the default)"
+    )
     parser.add_argument(
         "--compare-threads",
         action="store_true",

@@ -61,6 +61,16 @@ def _records(draw: st.DrawFn) -> list[ResultRecord]:
     ]
 
 
+def _row(index: int, **fields: object) -> ResultRecord:
+    """A plain row of frame `index` (now, ok), with `fields` set on it."""
+    now = datetime.now(UTC)
+    plain: dict[str, object] = {
+        "frame_key": f"{index:032x}", "source_path": f"cam/{index}.bmp", "stored_path": f"/p/{index}.bmp",
+        "received_at": now, "processed_at": now, "status": "ok",
+    }  # fmt: skip
+    return ResultRecord(**(plain | fields))  # type: ignore[arg-type]  # the fields' own types
+
+
 def _engine(path: Path) -> Engine:
     engine = make_engine(f"sqlite:///{path}", busy_timeout_ms=1000)
     upgrade_to_head(engine)
@@ -112,19 +122,11 @@ def test_rows_already_there_are_left_and_not_reported(
 ) -> None:
     # Several statements a batch (the limit made small), keys that exist already among them.
     monkeypatch.setattr(sqlite_rows, "ROWS_PER_STATEMENT", 3)
-    now = datetime.now(UTC)
-
-    def row(index: int, label: str) -> ResultRecord:
-        return ResultRecord(
-            frame_key=f"{index:032x}", source_path=f"cam/{index}.bmp", stored_path=f"/p/{index}.bmp",
-            received_at=now, processed_at=now, status="ok", label=label,
-        )  # fmt: skip
-
     engine = _engine(tmp_path / "results.sqlite3")
-    assert writes.insert_new(engine, [row(index, "female") for index in range(0, 10, 2)]).inserted == {
+    assert writes.insert_new(engine, [_row(index, label="female") for index in range(0, 10, 2)]).inserted == {
         f"{index:032x}" for index in range(0, 10, 2)
     }
-    outcome = writes.insert_new(engine, [row(index, "male") for index in range(10)])
+    outcome = writes.insert_new(engine, [_row(index, label="male") for index in range(10)])
 
     assert outcome.inserted == {f"{index:032x}" for index in range(1, 10, 2)}
     labels = dict(
@@ -134,16 +136,8 @@ def test_rows_already_there_are_left_and_not_reported(
 
 
 def test_a_value_sqlite_cannot_take_is_refused_alone(tmp_path: Path) -> None:
-    now = datetime.now(UTC)
     rows = [
-        ResultRecord(
-            frame_key=f"{index:032x}",
-            source_path=path,
-            stored_path=f"/p/{index}.bmp",
-            received_at=now,
-            processed_at=now,
-            status="ok",
-        )  # fmt: skip
+        _row(index, source_path=path)
         for index, path in enumerate(["cam/a.bmp", "cam/\udcff.bmp", "cam/c.bmp"])
     ]
     outcome = writes.insert_new(_engine(tmp_path / "results.sqlite3"), rows)
@@ -161,18 +155,9 @@ def test_a_value_its_column_cannot_convert_is_refused_alone_on_either_database(
     (tmp_path / "data").mkdir(exist_ok=True)
     engine = make_engine(database_url, busy_timeout_ms=1000)
     upgrade_to_head(engine)
-    now = datetime.now(UTC)
     rows = [
-        ResultRecord(
-            frame_key=f"{index:032x}",
-            source_path=f"cam/{index}.bmp",
-            stored_path=f"/p/{index}.bmp",
-            received_at=now,
-            processed_at=now,
-            status="ok",
-            file_mtime=mtime,
-        )  # fmt: skip
-        for index, mtime in enumerate([now, datetime(2026, 11, 27, 1, 0), None])
+        _row(index, file_mtime=mtime)
+        for index, mtime in enumerate([datetime.now(UTC), datetime(2026, 11, 27, 1, 0), None])
     ]
     try:
         outcome = writes.insert_new(engine, rows)

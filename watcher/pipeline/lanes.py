@@ -21,13 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from watcher.config.sections import BatchConfig
+
 if TYPE_CHECKING:
     from model.clip_features import ClipFeatureExtractor
 
 # More lanes hold more frames in memory (a batch each) for little gain beyond a few cores.
 MAX_CPU_LANES = 4
-# Reading, model, commit and moves: three batches keep each stage busy.
-GPU_LANES = 3
+# Reading, model, commit and moves: three batches keep each stage busy. One number, kept where
+# the operator sets it (batch.gpu_lanes), for callers without a config.
+GPU_LANES: int = BatchConfig.model_fields["gpu_lanes"].default
 
 
 @dataclass(frozen=True)
