@@ -69,7 +69,7 @@ step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precisio
     --model "$model" --frames "$frames" --batch-size 256 --repeats 1 \
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b256.json"
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
-step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((frames / 4)) --repeats 1 --json "$out/file-cpu.json"
+step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((frames / 4)) --repeats 1 --warm-up 0 --json "$out/file-cpu.json"
 # The daemon's own CPU a frame outside the model (tiny model, on the CPU either way): its Python
 # holds the GIL, so one over it caps frames/s on any GPU. Full batches of 128 only.
 daemon_frames=$((frames / 4 / 128 * 128)); [ "$daemon_frames" -ge 128 ] || daemon_frames=128

@@ -267,3 +267,65 @@ def test_zero_shot_prompts_come_from_the_config(make_config: Callable[..., Path]
     swapped = labels_with(["a photo of a man"], ["a photo of a woman"], "data-2")
     opposite = {"female": "male", "male": "female"}
     assert swapped == [opposite[label] for label in first]
+
+
+def test_the_daemon_starts_without_the_collector_and_works_with_it(
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start-up (torch, the model) runs with the garbage collector off; the frames are handled
+    with it on, start-up's objects frozen out of its sight; it is on after the command."""
+    import gc
+
+    import watcher.pipeline.assembly as assembly
+
+    seen: dict[str, object] = {}
+    real_build = assembly.build_daemon
+
+    def build_daemon(*args: object, **kwargs: object) -> object:
+        seen["building"] = gc.isenabled()
+        daemon = real_build(*args, **kwargs)  # type: ignore[arg-type]
+        real_run = daemon.run
+
+        def run(*, once: bool) -> object:
+            seen["working"], seen["frozen"] = gc.isenabled(), gc.get_freeze_count()
+            return real_run(once=once)
+
+        daemon.run = run  # type: ignore[method-assign]
+        return daemon
+
+    monkeypatch.setattr(assembly, "build_daemon", build_daemon)
+    config = make_config()
+    write_bmp(tmp_path / "inbox" / "a.bmp", width=64, height=48)
+
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+
+    assert seen["building"] is False
+    assert seen["working"] is True
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 0
+    assert gc.isenabled()
+    assert files_under(tmp_path / "processed") == ["a.bmp"]
+
+
+def test_other_commands_work_with_the_collector_on_and_leave_it_on(
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from watcher.commands import db
+
+    seen = []
+    real_run = db.run
+
+    def run(*args: object) -> int:
+        seen.append(gc.isenabled())
+        return real_run(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(db, "run", run)
+    config = make_config()
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    assert seen == [True]
+    # A start that ends before any command's work (a config it cannot read) leaves it on too.
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[batch]\nsize = 'many'\n")
+    assert main(["watch", "--once", "--config", str(broken)]) != 0
+    assert gc.isenabled()
