@@ -235,6 +235,49 @@ def test_an_event_queue_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
         events.stop()
 
 
+def test_the_daemons_own_file_work_raises_no_events_and_frames_arriving_do(tmp_path: Path) -> None:
+    """Looking at a frame, claiming it out of its folder and deleting one bring no hint back (each
+    was watchdog's Python and a second look, 130 µs a frame); a frame written and closed, and one
+    renamed in, are hinted, the first marked finished."""
+    from watcher.intake.events import EventBatch, InboxEvents
+
+    inbox = tmp_path / "inbox"
+    camera = inbox / "cam-01"
+    camera.mkdir(parents=True)
+    looked, claimed, deleted = (
+        write_bmp(camera / f"{name}.bmp") for name in ("looked", "claimed", "deleted")
+    )
+    (inbox / ".in-progress").mkdir()
+    seen: list[EventBatch] = []
+    events = InboxEvents(inbox, threading.Event())
+    events.start()
+
+    def hinted(name: str) -> bool:
+        seen.append(events.take())
+        return any(PurePosixPath("cam-01", name) in batch.hints for batch in seen)
+
+    try:
+        with looked.open("rb") as handle:  # as readiness reads a header, and a worker the frame
+            handle.read()
+        claimed.rename(inbox / ".in-progress" / "claimed.bmp")
+        deleted.unlink()
+        # Events arrive in order: once this one is in, any of the above would be too.
+        write_bmp(camera / "marker.bmp")
+        wait_for(lambda: hinted("marker.bmp"), timeout=30, what="the marker frame's event")
+        assert not any(
+            batch.hints
+            & {PurePosixPath("cam-01", name) for name in ("looked.bmp", "claimed.bmp", "deleted.bmp")}
+            for batch in seen
+        )
+        assert any(PurePosixPath("cam-01", "marker.bmp") in batch.finished for batch in seen)
+
+        (tmp_path / "outside.bmp").write_bytes(looked.read_bytes())
+        (tmp_path / "outside.bmp").rename(camera / "renamed-in.bmp")
+        wait_for(lambda: hinted("renamed-in.bmp"), timeout=30, what="the renamed-in frame's event")
+    finally:
+        events.stop()
+
+
 def test_default_names_say_host_and_config(tmp_path: Path) -> None:
     import socket
 

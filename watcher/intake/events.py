@@ -14,13 +14,31 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from watchdog.events import EVENT_TYPE_CLOSED, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED,
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from watcher.intake.discovery import relative_to_inbox
 
 logger = logging.getLogger(__name__)
+
+# The events that say something: a frame made or moved in (and a camera folder), and a writer
+# closing what it wrote. Only these are asked of inotify. The rest (opened, closed unwritten,
+# modified, deleted, a folder's "modified") came mostly from the daemon's own work, three or four
+# for every frame it looked at, claimed and moved, each through watchdog's Python and a hint the
+# loop then looked at again: 130 µs of GIL-holding CPU a frame, more than the daemon's whole
+# work besides (bench/daemon_cpu.py --live). A file still being written is looked at again every
+# inbox.poll_interval_ms without them; one deleted from the inbox is found gone when looked at.
+WANTED_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent]
 
 
 @dataclass(frozen=True)
@@ -99,7 +117,7 @@ class InboxEvents(FileSystemEventHandler):
             logging.getLogger(name).addHandler(self._overflow)
         observer = Observer()
         observer.daemon = True
-        observer.schedule(self, str(self._inbox), recursive=False)
+        observer.schedule(self, str(self._inbox), recursive=False, event_filter=WANTED_EVENTS)
         observer.start()
         self._observer = observer
         for child in self._inbox.iterdir():
@@ -118,7 +136,9 @@ class InboxEvents(FileSystemEventHandler):
             except (KeyError, OSError):
                 pass
         try:
-            self._camera_watches[folder] = self._observer.schedule(self, str(folder), recursive=True)
+            self._camera_watches[folder] = self._observer.schedule(
+                self, str(folder), recursive=True, event_filter=WANTED_EVENTS
+            )
         except OSError as error:
             # Gone again, or out of inotify watches: the periodic rescan still finds its frames.
             logger.warning("cannot watch %s for events (%s); relying on rescans", folder, error)
