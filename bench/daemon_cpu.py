@@ -21,6 +21,7 @@ same way in the same run, runs alternating.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -103,7 +104,10 @@ class _ThreadWatch:
 
 def measure(config_path: Path, *, live: bool = False) -> dict[str, Any]:
     """The child: the daemon as the command builds it, its own CPU outside the model stage; with
-    `live`, as `watch` runs (inotify on the inbox), until the last waiting frame has its outcome."""
+    `live`, as `watch` runs (inotify on the inbox), until the last waiting frame has its outcome.
+    The garbage collector as `watch` has it: off while the daemon is built, then start-up's
+    objects frozen and the collector on."""
+    gc.disable()
     from model.clip_features import ClipFeatureExtractor
     from watcher.config import load_config
     from watcher.pipeline.assembly import build_daemon
@@ -125,6 +129,8 @@ def measure(config_path: Path, *, live: bool = False) -> dict[str, Any]:
     waiting = sum(1 for _ in (config_path.parent / "inbox").rglob("*.bmp"))
     stop = threading.Event()
     daemon = build_daemon(load_config(config_path), stop=stop)
+    gc.freeze()
+    gc.enable()
     threads = _ThreadWatch()
     before = resource.getrusage(resource.RUSAGE_SELF)
     report = _run_live(daemon, stop, waiting) if live else daemon.run(once=True)

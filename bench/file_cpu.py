@@ -8,15 +8,17 @@ and takes the process's user + system CPU time from the kernel (wait4). The diff
 by the difference in frames is the CPU a frame costs: reading, hashing, decoding, preprocessing,
 claiming, the row, the move and the fsyncs. The frames are flushed to disk (sync) before each
 run, so the kernel's writeback of the bench's own files does not land in the daemon's figure
-(`--no-sync` leaves them unflushed, as issue 14's figures of 4.2-4.8 ms were measured).
+(`--no-sync` leaves them unflushed, as issue 14's figures of 4.2-4.8 ms were measured, though
+with both inboxes of a pair written first their writeback now lands in its first run).
 
 The difference of two whole processes carries the noise of two start-ups (imports and the
 model, about 3 s of CPU that this VM runs up to 15% slower or faster from one minute to the
 next: ±0.5 ms a frame over 800 frames). So both inboxes of a pair are written before either
-run, the two runs follow each other within seconds, and pairs alternate which runs first (a
-drift cancels out); `--warm-up` pairs run first and are printed, not counted (on a fresh VM the
-first pair's large run cost 0.6 s more than any later one, twice in two runs of the bench);
-`--repeats` pairs count, and their median is the figure.
+run and the two runs follow each other within seconds; pairs alternate which runs first, so
+that neither size always runs second, on a VM the other has just warmed; `--warm-up` pairs run
+first and are printed, not counted (on a fresh VM the first pair's large run cost 0.6 s more
+than any later one, twice in two runs of the bench); `--repeats` pairs count, and their median
+is the figure.
 Printed beside the floor measured in the same run (reading and hashing the same files in this
 process, the least any intake must do) and the issue-14 target (2.0 ms a frame). `--baseline DIR`
 measures another checkout's `watch --once` (e.g. a `git worktree` of an earlier commit) the same
@@ -24,11 +26,11 @@ way in the same run, its pairs alternating with ours, and prints the ratio. Writ
 JSON with `--json`.
 
 Each repeat also measures `--large` frames in-process (bench/daemon_cpu.py's `measure`: the
-daemon built as the command builds it, its CPU from the first scan to the last move, the file
-processes being none on a CPU), the steadier figure, printed beside it with its split: CLIP's
-stage (the processor's resize of every 640x480 frame, its crop and normalisation, and the tiny
-model), which does not shrink with the model and runs on the device on a GPU, and the rest, the
-file handling.
+daemon built as the command builds it, the garbage collector too, its CPU from the first scan
+to the last move, the file processes being none on a CPU), the steadier figure, printed beside
+it with its split: CLIP's stage (the processor's resize of every 640x480 frame, its crop and
+normalisation, and the tiny model), which does not shrink with the model and runs on the device
+on a GPU, and the rest, the file handling.
 """
 
 from __future__ import annotations
@@ -121,7 +123,8 @@ def main() -> None:
     parser.add_argument(
         "--no-sync",
         action="store_true",
-        help="leave the frames just written unflushed (the kernel writes them back during the run)",
+        help="leave the frames just written unflushed: the kernel writes both inboxes of a pair back "
+        "during its first run",
     )
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
@@ -153,7 +156,7 @@ def _measure(args: argparse.Namespace) -> tuple[dict[str, list[float]], float]:
     """Each checkout's figures, runs alternating: by the difference of two runs, and in-process."""
     counts = (args.small, args.large)
     checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-    kinds = ("", "_in_process", "_clip_stage", "_startup")
+    kinds = ("", "_in_process", "_clip_stage", "_startup", "_warm_up")
     runs: dict[str, list[float]] = {f"{name}{kind}": [] for name in checkouts for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="cctv-file-cpu-") as temp:
         work = Path(temp)
@@ -165,6 +168,7 @@ def _measure(args: argparse.Namespace) -> tuple[dict[str, list[float]], float]:
         for name, repo in checkouts.items():
             for warm_up in range(args.warm_up):
                 warmed = pair(repo=repo, tag=f"{name}-warm-{warm_up}", large_first=False)
+                runs[f"{name}_warm_up"].append(warmed)
                 print(f"{name}: warm-up pair {warmed:.2f} ms a frame (not counted)", flush=True)
         for repeat in range(args.repeats):
             for name, repo in checkouts.items():
@@ -207,6 +211,11 @@ def _report(args: argparse.Namespace, runs: dict[str, list[float]], floor: float
         "baseline_startup_cpu_s": (
             round(medians["baseline_startup"], 3) if "baseline_startup" in medians else None
         ),
+        "baseline_startup_cpu_s_runs": [round(value, 3) for value in runs.get("baseline_startup", [])],
+        "warm_up_ms_per_frame_not_counted": [round(value, 3) for value in runs["ours_warm_up"]],
+        "baseline_warm_up_ms_per_frame_not_counted": [
+            round(value, 3) for value in runs.get("baseline_warm_up", [])
+        ],
         "floor_ms_per_frame": round(floor, 3),
         "ratio_to_floor": round(per_frame_ms / floor, 2),
         "target_ms_per_frame": TARGET_MS,

@@ -69,6 +69,8 @@ step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precisio
     --model "$model" --frames "$frames" --batch-size 256 --repeats 1 \
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b256.json"
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
+# One pair, no warm-up: minutes are scarce on a lent GPU; the 2-core figure that counts is
+# file_cpu's own default run (README: Benchmark), this one only shows the 16-core machine's.
 step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((frames / 4)) --repeats 1 --warm-up 0 --json "$out/file-cpu.json"
 # The daemon's own CPU a frame outside the model (tiny model, on the CPU either way): its Python
 # holds the GIL, so one over it caps frames/s on any GPU. Full batches of 128 only.

@@ -111,10 +111,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line; returns its exit code (README: Exit codes)."""
-    # Start-up (torch, transformers, the model) makes some 800,000 objects that live as long as
-    # the process and almost no garbage: the collector's passes over that growing heap were a
-    # fifth of `watch`'s start-up CPU (4.30 → 3.46 s over an empty inbox, bench/file_cpu.py). Off
-    # until a command's work begins (_collector_on), and as it was however the command ends.
+    # Start-up (torch, transformers, the model) makes hundreds of thousands of objects that live
+    # as long as the process, and almost no garbage: the collector's passes over that growing heap
+    # were a fifth of `watch`'s start-up CPU (bench/file_cpu.py prints it). Off until a command's
+    # work begins (_collector_on), and as it was however the command ends.
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -43,11 +43,11 @@ def run(config: Config, args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     daemon = build_daemon(config, stop=stop, instance_name=args.instance)
-    # Start-up, run with the collector off, leaves some 800,000 objects that live as long as the
-    # daemon (torch, transformers, the model): out of the collector's sight, each full collection
-    # stops walking them all again while frames wait. Its little garbage (about 12,500 objects,
-    # no RSS measurable against ViT-B/32's) is frozen with them: collecting it first would cost
-    # 0.45 s of CPU, about half of what starting without the collector saves.
+    # Start-up, run with the collector off, leaves hundreds of thousands of objects that live as
+    # long as the daemon (torch, transformers, the model): out of the collector's sight, each full
+    # collection stops walking them all again while frames wait. Its little garbage (some 13,000
+    # objects, under 10 MB, no tensors) is frozen with them: collecting it first would cost about
+    # half of what starting without the collector saves.
     gc.freeze()
     gc.enable()
 
