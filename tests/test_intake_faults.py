@@ -237,8 +237,11 @@ def test_an_event_queue_overflow_asks_for_a_rescan(tmp_path: Path) -> None:
 
 def test_the_daemons_own_file_work_raises_no_events_and_frames_arriving_do(tmp_path: Path) -> None:
     """Looking at a frame, claiming it out of its folder and deleting one bring no hint back (each
-    was watchdog's Python and a second look, 130 µs a frame); a frame written and closed, and one
-    renamed in, are hinted, the first marked finished."""
+    was watchdog's Python and a second look); a claim holds nothing back; a frame written and
+    closed, one renamed in from outside, one renamed from a temporary name inside its folder are
+    hinted, the first marked finished, and a camera folder renamed inside the inbox is rescanned."""
+    import time
+
     from watcher.intake.events import EventBatch, InboxEvents
 
     inbox = tmp_path / "inbox"
@@ -252,9 +255,9 @@ def test_the_daemons_own_file_work_raises_no_events_and_frames_arriving_do(tmp_p
     events = InboxEvents(inbox, threading.Event())
     events.start()
 
-    def hinted(name: str) -> bool:
+    def seen_in(field: str, name: str, folder: str = "cam-01") -> bool:
         seen.append(events.take())
-        return any(PurePosixPath("cam-01", name) in batch.hints for batch in seen)
+        return any(PurePosixPath(folder, name) in getattr(batch, field) for batch in seen)
 
     try:
         with looked.open("rb") as handle:  # as readiness reads a header, and a worker the frame
@@ -262,18 +265,28 @@ def test_the_daemons_own_file_work_raises_no_events_and_frames_arriving_do(tmp_p
         claimed.rename(inbox / ".in-progress" / "claimed.bmp")
         deleted.unlink()
         # Events arrive in order: once this one is in, any of the above would be too.
+        written = time.monotonic()
         write_bmp(camera / "marker.bmp")
-        wait_for(lambda: hinted("marker.bmp"), timeout=30, what="the marker frame's event")
+        wait_for(lambda: seen_in("finished", "marker.bmp"), timeout=30, what="the marker's close event")
+        # watchdog held a rename out (the claim) for 0.5 s, and every event behind it: always at
+        # least 0.5 s here before, milliseconds now (0.45 s leaves a loaded machine room).
+        assert time.monotonic() - written < 0.45
+        assert seen_in("hints", "marker.bmp")
         assert not any(
             batch.hints
             & {PurePosixPath("cam-01", name) for name in ("looked.bmp", "claimed.bmp", "deleted.bmp")}
             for batch in seen
         )
-        assert any(PurePosixPath("cam-01", "marker.bmp") in batch.finished for batch in seen)
 
         (tmp_path / "outside.bmp").write_bytes(looked.read_bytes())
         (tmp_path / "outside.bmp").rename(camera / "renamed-in.bmp")
-        wait_for(lambda: hinted("renamed-in.bmp"), timeout=30, what="the renamed-in frame's event")
+        wait_for(lambda: seen_in("hints", "renamed-in.bmp"), timeout=30, what="the renamed-in frame")
+        (camera / "rsync-temp.part").write_bytes(looked.read_bytes())
+        (camera / "rsync-temp.part").rename(camera / "renamed-inside.bmp")
+        wait_for(lambda: seen_in("hints", "renamed-inside.bmp"), timeout=30, what="the renamed frame")
+        events.take()
+        camera.rename(inbox / "cam-02")
+        wait_for(lambda: events.take().rescan, timeout=30, what="a rescan for the renamed camera folder")
     finally:
         events.stop()
 

@@ -26,6 +26,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
 from watcher.intake.discovery import relative_to_inbox
 
@@ -33,12 +34,15 @@ logger = logging.getLogger(__name__)
 
 # The events that say something: a frame made or moved in (and a camera folder), and a writer
 # closing what it wrote. Only these are asked of inotify. The rest (opened, closed unwritten,
-# modified, deleted, a folder's "modified") came mostly from the daemon's own work, three or four
-# for every frame it looked at, claimed and moved, each through watchdog's Python and a hint the
-# loop then looked at again: 130 µs of GIL-holding CPU a frame, more than the daemon's whole
-# work besides (bench/daemon_cpu.py --live). A file still being written is looked at again every
-# inbox.poll_interval_ms without them; one deleted from the inbox is found gone when looked at.
-WANTED_EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent]
+# modified, deleted, a folder's "modified") came mostly from the daemon's own work, several for
+# every frame it looked at and claimed, each through watchdog's Python and a hint the loop then
+# looked at again (bench/daemon_cpu.py --live: the live daemon's own CPU 191 → 130 µs a frame).
+# A file still being written is looked at again every inbox.poll_interval_ms without them; one
+# deleted from the inbox is found gone when looked at; a frame whose claim was refused (an
+# immutable file, say) is tried again at the next rescan, not when its attributes change. A
+# claim (a rename out of its camera folder) is still reported, as inotify reports both halves of
+# a rename or neither: watchdog makes it a "deleted" and drops it.
+WANTED_EVENTS = (FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirCreatedEvent, DirMovedEvent)
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,18 @@ class InboxEvents(FileSystemEventHandler):
         return batch
 
     def start(self) -> None:
+        # watchdog holds each rename out of a folder (IN_MOVED_FROM) for half a second to pair it
+        # with a rename in, and every event behind it waits too: each claim held back the next
+        # frames' "closed after writing" by up to 0.5 s under a steady stream, past the latency
+        # budget. The daemon needs only a rename's new name, which an unpaired rename in gives
+        # as "created". (A class attribute: this process watches nothing else with watchdog.)
+        InotifyMoveEventGrouper.delay = 0
         self._overflow = _OverflowListener(self)
         for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
             logging.getLogger(name).addHandler(self._overflow)
         observer = Observer()
         observer.daemon = True
-        observer.schedule(self, str(self._inbox), recursive=False, event_filter=WANTED_EVENTS)
+        observer.schedule(self, str(self._inbox), recursive=False, event_filter=list(WANTED_EVENTS))
         observer.start()
         self._observer = observer
         for child in self._inbox.iterdir():
@@ -137,7 +147,7 @@ class InboxEvents(FileSystemEventHandler):
                 pass
         try:
             self._camera_watches[folder] = self._observer.schedule(
-                self, str(folder), recursive=True, event_filter=WANTED_EVENTS
+                self, str(folder), recursive=True, event_filter=list(WANTED_EVENTS)
             )
         except OSError as error:
             # Gone again, or out of inotify watches: the periodic rescan still finds its frames.
