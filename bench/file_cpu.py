@@ -99,7 +99,8 @@ def _per_frame_ms(
 ) -> float:
     """CPU milliseconds a frame: one `watch --once` over each count, fresh folders each, both
     written first so that the two runs follow each other within seconds (the VM's speed drifts
-    over minutes), in the order given (pairs alternate it, so that a drift cancels out)."""
+    over minutes), in the order given (pairs alternate it, so that neither size always runs on a
+    VM the other has just warmed)."""
     configs = {count: _prepare(work / f"{tag}-{count}", clip, count, maker, flush=flush) for count in counts}
     order = sorted(counts, reverse=large_first)
     spent = {count: _run_once(configs[count], count, repo=repo) for count in order}

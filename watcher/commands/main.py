@@ -144,20 +144,19 @@ def _run(argv: Sequence[str] | None) -> int:
         parser.error("name a COMMAND")
     own_parser = parsers[args.command]
     if args.command in WITHOUT_CONFIG:
-        _collector_on(WITHOUT_CONFIG[args.command])
-        return _guarded(lambda: WITHOUT_CONFIG[args.command].run(args), own_parser, debug=args.debug)
+        configless = WITHOUT_CONFIG[args.command]
+        return _guarded(configless, lambda: configless.run(args), own_parser, debug=args.debug)
     if args.command == "models" and args.models_command == "fetch":
         # It prepares the folder a config will name: it needs none itself.
-        _collector_on(fetch)
-        return _guarded(lambda: fetch.run(args), own_parser, debug=args.debug)
+        return _guarded(fetch, lambda: fetch.run(args), own_parser, debug=args.debug)
     try:
         config = load_config(find_config(args.config))
     except ConfigError as error:
         return _config_error(error, debug=args.debug)
     configure_logging(config.logging.level)
     debug = args.debug or config.logging.level.lower() == "debug"
-    _collector_on(COMMANDS[args.command])
-    return _guarded(lambda: COMMANDS[args.command].run(config, args), own_parser, debug=debug)
+    command = COMMANDS[args.command]
+    return _guarded(command, lambda: command.run(config, args), own_parser, debug=debug)
 
 
 def _collector_on(command: object) -> None:
@@ -167,8 +166,12 @@ def _collector_on(command: object) -> None:
         gc.enable()
 
 
-def _guarded(work: Callable[[], int], parser: argparse.ArgumentParser, *, debug: bool) -> int:
-    """Run a command: a user's mistake or an unusable site is one line on stderr, never a traceback."""
+def _guarded(
+    command: object, work: Callable[[], int], parser: argparse.ArgumentParser, *, debug: bool
+) -> int:
+    """Run a command's work, the collector on for it (_collector_on): a user's mistake or an
+    unusable site is one line on stderr, never a traceback."""
+    _collector_on(command)
     try:
         return work()
     except UsageError as error:

@@ -47,8 +47,6 @@ def insert_new_rows(connection: Connection, records: Iterable[ResultRecord]) -> 
     SQLite as one plain statement (watcher.store.sqlite_rows: the daemon's hottest Python).
     """
     ordered = sorted(records, key=lambda r: r.frame_key)
-    if not ordered:
-        return set()
     if connection.dialect.name == "sqlite":
         return insert_new_sqlite_rows(connection, ordered)
     return insert_new_rows_portable(connection, ordered)
