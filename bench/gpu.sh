@@ -5,7 +5,7 @@
 #                        [--python PATH]
 #
 # Runs `watch --once` at batch 128 (beside the same run with the file work on threads), again with 6
-# batches in flight (batch.gpu_lanes) and at batch 256, the live daemon working through a mass drop
+# batches in flight (batch.gpu_lanes), at batch 256 with 3 and 6, the live daemon working through a mass drop
 # (backlog), single-frame latency, the GPU tests, the file handling's CPU a frame and the daemon's
 # own CPU a frame (bench/daemon_cpu.py), and writes each
 # figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
@@ -68,6 +68,10 @@ step watch-once-b128-lanes6 "$python" bench/watch_once.py --device "$device" --p
 step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
     --model "$model" --frames "$frames" --batch-size 256 --repeats 1 \
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b256.json"
+# The two together: with arenas no longer one a lane, whether more lanes at batch 256 stay under 2 GiB.
+step watch-once-b256-lanes6 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
+    --model "$model" --frames "$frames" --batch-size 256 --repeats 1 --gpu-lanes 6 \
+    --baseline-frames $((frames / 16)) --json "$out/watch-once-b256-lanes6.json"
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
 # One pair, no warm-up: minutes are scarce on a lent GPU; the 2-core figure that counts is
 # file_cpu's own default run (README: Benchmark), this one only shows the 16-core machine's.

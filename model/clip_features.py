@@ -23,7 +23,7 @@ from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
 from model.images import as_uint8_array
 from model.messages import first_line
-from model.packed import PackedBmp, packed_to_device
+from model.packed import PackedBmp, gathered_on, packed_to_device, thread_stream
 from model.processor_steps import finish, resized_where_they_lie, resizes_by_steps, transform
 from model.runtime import TORCH, ModelLoadError, Runtime
 
@@ -270,18 +270,18 @@ class ClipFeatureExtractor:
     def image_features(self, images: Sequence[Picture]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.feature_size), dtype=np.float32)
-        with self._thread_stream():
+        with thread_stream(self.runtime.device):
             return self.embed_pixels(self.preprocess(images))
 
-    def _thread_stream(self) -> contextlib.AbstractContextManager[object]:
-        """On CUDA, the calling thread's own stream: batches on several threads (see
-        watcher.pipeline.lanes) then overlap one's copies to the GPU with another's compute."""
-        if self.runtime.device.type != "cuda":
-            return contextlib.nullcontext()
-        stream = getattr(self._staging_by_thread, "stream", None)
-        if stream is None:
-            stream = self._staging_by_thread.stream = torch.cuda.Stream(self.runtime.device)  # type: ignore[no-untyped-call]  # torch: unannotated
-        return torch.cuda.stream(stream)
+    def taken_in(self, pictures: Sequence[np.ndarray | PackedBmp]) -> list[np.ndarray | PackedBmp]:
+        """`pictures`, those still in a shared buffer (PackedBmp) copied onto the model's device
+        and the copies done, so the buffer may be reused at once (see watcher.pipeline.arenas)."""
+        packed = [picture for picture in pictures if isinstance(picture, PackedBmp)]
+        with thread_stream(self.runtime.device):  # the stream image_features uses in this thread
+            moved = iter(gathered_on(packed, self.runtime.device) if packed else [])
+            if self.runtime.device.type == "cuda":
+                torch.cuda.current_stream(self.runtime.device).synchronize()
+        return [next(moved) if isinstance(picture, PackedBmp) else picture for picture in pictures]
 
     @torch.inference_mode()
     def text_features(self, prompts: Sequence[str]) -> np.ndarray:

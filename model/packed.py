@@ -9,7 +9,9 @@ model.processor_steps.finish), where swapping them costs a few KB instead of the
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,12 @@ logger = logging.getLogger(__name__)
 # Frames whose span in their buffer is at most this many times their own bytes are copied to the
 # device as that one span (a batch's frames fill its arena but for the ends of the workers' shares).
 SPAN_SLACK = 1.5
+# Frames this close together in a buffer are gathered as one copy, the bytes between them
+# included: in a file worker's share of an arena, the next file's header and the alignment.
+GATHER_GAP = 64 * 1024
+
+# Each batch thread's CUDA stream (see thread_stream).
+_streams = threading.local()
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,62 @@ def packed_to_device(frames: list[PackedBmp], device: torch.device) -> torch.Ten
     if first.bottom_up:
         pixels = pixels.flip(1)  # one pass on the device; the host never touches the pixels
     return pixels.permute(0, 3, 1, 2)  # NHWC → NCHW, a view
+
+
+@dataclass
+class _Stretch:
+    """Bytes of a buffer copied as one: `buffer[start:end]`."""
+
+    buffer: torch.Tensor
+    start: int
+    end: int
+
+
+def gathered_on(frames: list[PackedBmp], device: torch.device) -> list[PackedBmp]:
+    """The same frames in one buffer of their own on `device` (a copy even on the CPU), so that
+    the buffer they lie in can be reused at once.
+
+    Frames that follow one another in a buffer (a file worker's share of an arena) are copied as
+    one stretch: a batch of 128 is one copy a worker, not 128. On CUDA the copies are queued on
+    the current stream; the old buffer may be reused once that stream has done them.
+    """
+    stretches: list[_Stretch] = []
+    stretch_of: dict[int, int] = {}  # frame's index → its stretch's
+    for index in sorted(range(len(frames)), key=lambda at: (id(frames[at].buffer), frames[at].block.offset)):
+        buffer, block = frames[index].buffer, frames[index].block
+        last = stretches[-1] if stretches else None
+        if last is not None and last.buffer is buffer and block.offset - last.end <= GATHER_GAP:
+            last.end = max(last.end, block.offset + block.nbytes)
+        else:
+            stretches.append(_Stretch(buffer, block.offset, block.offset + block.nbytes))
+        stretch_of[index] = len(stretches) - 1
+    gathered = torch.empty(sum(part.end - part.start for part in stretches), dtype=torch.uint8, device=device)
+    moved_by, cursor = [], 0  # how far each stretch's frames move
+    for part in stretches:
+        size = part.end - part.start
+        gathered[cursor : cursor + size].copy_(
+            part.buffer[part.start : part.end], non_blocking=device.type == "cuda"
+        )
+        moved_by.append(cursor - part.start)
+        cursor += size
+    return [
+        PackedBmp(gathered, frame.block.moved(moved_by[stretch_of[index]]))
+        for index, frame in enumerate(frames)
+    ]
+
+
+def thread_stream(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """On CUDA, the calling thread's own stream: batches on several threads (see
+    watcher.pipeline.lanes) then overlap one's copies to the GPU with another's compute."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    streams: dict[torch.device, torch.cuda.Stream] | None = getattr(_streams, "by_device", None)
+    if streams is None:
+        streams = _streams.by_device = {}
+    stream = streams.get(device)
+    if stream is None:
+        stream = streams[device] = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]  # torch: unannotated
+    return torch.cuda.stream(stream)
 
 
 def pin_host_memory(buffer: torch.Tensor, device: torch.device) -> bool:

@@ -45,6 +45,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         "latency",
         "watch-once-b128-lanes6",
         "watch-once-b256",
+        "watch-once-b256-lanes6",
         "gpu-tests",
         "file-cpu",
         "daemon-cpu",
@@ -57,6 +58,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         "watch-once-b128",
         "watch-once-b128-lanes6",
         "watch-once-b256",
+        "watch-once-b256-lanes6",
         "live-mass-drop",
         "latency",
         "file-cpu",
@@ -66,7 +68,8 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     # The same run's watch --once with the file work on threads: the ratio the GPU figures need.
     assert "ours_over_file_threads" in json.loads((out / "watch-once-b128.json").read_text())
     assert json.loads((out / "live-mass-drop.json").read_text())["all_done"]
-    assert json.loads((out / "watch-once-b128-lanes6.json").read_text())["gpu_lanes"] == 6
+    for lanes6 in ("watch-once-b128-lanes6", "watch-once-b256-lanes6"):
+        assert json.loads((out / f"{lanes6}.json").read_text())["gpu_lanes"] == 6
 
 
 def test_gpu_script_refuses_a_missing_output_folder_argument() -> None:

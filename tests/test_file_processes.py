@@ -11,8 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path, PurePosixPath
+from random import Random
 
 import numpy as np
 import pytest
@@ -20,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.images import decode_pixels, plain_bmp_block
-from model.packed import PackedBmp, packed_to_device
+from model.packed import GATHER_GAP, PackedBmp, gathered_on, packed_to_device
 from model.synthetic import bmp_bytes, write_bmp
 from tests.helpers import files_under, query
 from watcher.commands.main import main
@@ -64,21 +68,20 @@ def _rows(root: Path) -> dict[str, tuple]:
     return {row[0]: row[1:] for row in rows}
 
 
-def test_processes_give_the_rows_threads_give(make_config: Callable[..., Path], tmp_path: Path) -> None:
-    outcomes = {}
-    for processes in (0, 2):
-        root = tmp_path / f"p{processes}"
-        root.mkdir()
-        config = make_config(
-            paths={name: str(root / name) for name in ("inbox", "processed", "failed", "data")},
-            batch={"size": 8, "file_processes": processes},
-            database={"store_embeddings": True},
-        )
-        _drop(root / "inbox")
-        assert main(["watch", "--once", "--config", str(config)]) == 0
-        assert files_under(root / "inbox") == []
-        outcomes[processes] = _rows(root)
-    threads, processes = outcomes[0], outcomes[2]
+def _rows_of_watch_once(make_config: Callable[..., Path], root: Path, *, processes: int) -> dict[str, tuple]:
+    root.mkdir()
+    config = make_config(
+        paths={name: str(root / name) for name in ("inbox", "processed", "failed", "data")},
+        batch={"size": 8, "file_processes": processes},
+        database={"store_embeddings": True},
+    )
+    _drop(root / "inbox")
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+    assert files_under(root / "inbox") == []
+    return _rows(root)
+
+
+def _assert_same_rows(processes: dict[str, tuple], threads: dict[str, tuple]) -> None:
     assert sorted(threads) == sorted(processes) == sorted([*FRAMES, "top-down.bmp"])
     for source, (status, label, probability, sha256, width, height, embedding) in processes.items():
         expected = threads[source]
@@ -88,6 +91,85 @@ def test_processes_give_the_rows_threads_give(make_config: Callable[..., Path], 
         assert np.allclose(unpack_embeddings([embedding]), unpack_embeddings([expected[6]]), atol=1e-6), (
             source
         )
+
+
+def test_processes_give_the_rows_threads_give(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    threads = _rows_of_watch_once(make_config, tmp_path / "p0", processes=0)
+    _assert_same_rows(_rows_of_watch_once(make_config, tmp_path / "p2", processes=2), threads)
+
+
+@pytest.mark.parametrize("device_full", [False, True], ids=["taken", "device-full"])
+def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    device_full: bool,
+) -> None:
+    """With the model on a GPU a batch's frames are copied off its arena onto the device, and the
+    arena goes back for the next batch's reading before the model runs: fewer arenas than lanes.
+    The device here is the CPU (the copy is a real one); what is checked is the order, and that
+    the rows are the thread path's. When the device has no room (`device-full`), the frames stay
+    in the arena until the model has them, as on a CPU, with one warning."""
+    from model.clip_features import ClipFeatureExtractor
+    from watcher.pipeline.arenas import Arena, ArenaPool
+    from watcher.pipeline.processing import BatchProcessor
+
+    threads = _rows_of_watch_once(make_config, tmp_path / "p0", processes=0)
+    arenas: list[Arena] = []
+    made = Arena.__init__
+
+    def recorded(self: Arena, *args: object, **kwargs: object) -> None:
+        made(self, *args, **kwargs)  # type: ignore[arg-type]
+        arenas.append(self)
+
+    steps: list[tuple[int, str]] = []  # (thread, "leased" | "returned" | "model"), in order
+    lease = ArenaPool.lease
+
+    @contextmanager
+    def logged_lease(self: ArenaPool) -> Iterator[Arena]:
+        with lease(self) as arena:
+            steps.append((threading.get_ident(), "leased"))
+            try:
+                yield arena
+            finally:
+                steps.append((threading.get_ident(), "returned"))
+
+    in_an_arena: list[bool] = []  # for each frame the model was given: did it lie in an arena?
+    features = ClipFeatureExtractor.image_features
+
+    def watched(self: ClipFeatureExtractor, images: list) -> np.ndarray:
+        steps.append((threading.get_ident(), "model"))
+        spans = [(arena.tensor.data_ptr(), arena.tensor.data_ptr() + arena.size) for arena in arenas]
+        for image in images:
+            if isinstance(image, PackedBmp):
+                in_an_arena.append(any(start <= image.buffer.data_ptr() < end for start, end in spans))
+        return features(self, images)
+
+    def no_room(self: ClipFeatureExtractor, pictures: list) -> list:
+        raise RuntimeError("CUDA out of memory (simulated)\nmore lines")
+
+    monkeypatch.setattr(Arena, "__init__", recorded)
+    monkeypatch.setattr(ArenaPool, "lease", logged_lease)
+    monkeypatch.setattr(ClipFeatureExtractor, "image_features", watched)
+    monkeypatch.setattr(BatchProcessor, "model_on_accelerator", property(lambda self: True))
+    if device_full:
+        monkeypatch.setattr(ClipFeatureExtractor, "taken_in", no_room)
+
+    _assert_same_rows(_rows_of_watch_once(make_config, tmp_path / "p2", processes=2), threads)
+    assert len(arenas) == 1  # lanes on this CPU: 2 (1 on a 1-core machine), arenas 1
+    assert len(in_an_arena) == sum(mode == "RGB" for *_, mode in FRAMES.values()) + 1  # + top-down
+    assert not any(in_an_arena) if not device_full else all(in_an_arena)
+    before_the_model = {  # each batch's last step with its arena before its model pass
+        _last_arena_step(steps[:at], thread) for at, (thread, step) in enumerate(steps) if step == "model"
+    }
+    assert before_the_model == ({"leased"} if device_full else {"returned"})
+    said = "frames stay in their arena until the model has them: CUDA out of memory (simulated)\n"
+    assert capfd.readouterr().err.count(said) == (1 if device_full else 0)  # once, not every batch
+
+
+def _last_arena_step(steps: list[tuple[int, str]], thread: int) -> str:
+    return [step for by, step in steps if by == thread and step != "model"][-1]
 
 
 def test_broken_frames_fail_alone_through_the_workers(
@@ -259,6 +341,58 @@ def test_frames_copied_as_one_span_or_one_by_one_are_the_same_pixels(
     for frame, data in zip(on_device, files, strict=True):
         assert np.array_equal(
             frame.permute(1, 2, 0).numpy()[..., ::-1], decode_pixels(data, max_pixels=10**8)
+        )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    gaps=st.lists(st.integers(0, 2 * GATHER_GAP), min_size=1, max_size=6),
+    in_second_buffer=st.lists(st.booleans(), min_size=6, max_size=6),
+    order=st.randoms(use_true_random=False),
+    seed=st.integers(0, 2**16),
+)
+def test_frames_gathered_off_their_buffers_are_their_pixels_in_memory_of_their_own(
+    gaps: list[int], in_second_buffer: list[bool], order: Random, seed: int
+) -> None:
+    """Frames anywhere in one or two buffers, in any order, gathered into a buffer of their own
+    (what a batch does before giving its arena back): each is still its decoded pixels once the
+    old buffers are overwritten, and what lay far apart was not copied."""
+    import torch
+
+    files = [bmp_bytes(width=30, height=20, seed=seed + number) for number in range(len(gaps))]
+    buffers = [
+        torch.zeros(sum(len(data) for data in files) + sum(gaps) + 8, dtype=torch.uint8) for _ in range(2)
+    ]
+    cursors = [0, 0]
+    packed = []
+    for number, (data, gap) in enumerate(zip(files, gaps, strict=False)):
+        which = int(in_second_buffer[number])
+        start = cursors[which] + gap
+        buffers[which][start : start + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        block = plain_bmp_block(data, max_pixels=10**8)
+        assert block is not None
+        packed.append((PackedBmp(buffers[which], block.moved(start)), data))
+        cursors[which] = start + len(data)
+    order.shuffle(packed)
+
+    between = 0  # bytes between neighbours in a buffer close enough to be copied with them
+    for buffer in buffers:
+        blocks = sorted(
+            (frame.block for frame, _ in packed if frame.buffer is buffer), key=lambda b: b.offset
+        )
+        gaps_here = [after.offset - (before.offset + before.nbytes) for before, after in pairwise(blocks)]
+        between += sum(gap for gap in gaps_here if gap <= GATHER_GAP)
+
+    gathered = gathered_on([frame for frame, _ in packed], torch.device("cpu"))
+    for buffer in buffers:
+        buffer.fill_(0)
+
+    assert len({id(frame.buffer) for frame in gathered}) == 1
+    assert gathered[0].buffer.numel() == sum(frame.block.nbytes for frame in gathered) + between
+    for frame, (_, data) in zip(gathered, packed, strict=True):
+        on_device = packed_to_device([frame], torch.device("cpu"))[0]
+        assert np.array_equal(
+            on_device.permute(1, 2, 0).numpy()[..., ::-1], decode_pixels(data, max_pixels=10**8)
         )
 
 

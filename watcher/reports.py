@@ -17,7 +17,7 @@ class BatchReport:
     failures: dict[str, str] = field(default_factory=dict)  # source path → reason
     arrival_delays: list[float] = field(default_factory=list)  # file's last write → committed row
     model_version: str = ""
-    # Seconds of the batch's thread in each stage ("read", "model", "commit", "move").
+    # Seconds of the batch's thread in each stage ("read", "to the device", "model", "commit", "move", ...).
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # Frames per (camera, label): "" for frames without a camera; label female, male or failed.
     per_camera: dict[tuple[str, str], int] = field(default_factory=dict)

@@ -94,10 +94,11 @@ class BatchConfig(Section):
         ge=2,
         le=16,
         description="Batches in flight at once with the model on a GPU, their stages overlapping "
-        "(reading, the model, the commit and the moves). With file processes all but one hold an "
-        "arena of size × 1 MiB in /dev/shm, page-locked (where /dev/shm cannot hold them the file "
-        "work stays on threads, with a warning), and each keeps its own pinned staging buffers and "
-        "CUDA stream. Not used on a CPU.",
+        "(reading, the model, the commit and the moves). With file processes two arenas of size × "
+        "1 MiB in /dev/shm serve them all (one with two lanes), page-locked (where /dev/shm cannot "
+        "hold them the file work stays on threads, with a warning): a batch holds one only while its "
+        "frames are read and copied to the GPU. Each lane keeps its own CUDA stream and its frames "
+        "on the GPU. Not used on a CPU.",
     )
 
     @field_validator("file_processes")

@@ -2,9 +2,10 @@
 
 A batch leases one buffer (an arena) from the pool for its reading and its model pass: the
 workers read each frame's file straight into it, and its pixel rows go from there to the device
-(see model.packed). Pinned on CUDA, so those copies run asynchronously. There are fewer arenas
-than batches in flight: a batch gives its arena back as soon as the model has its pixels, before
-its rows are committed and its files moved.
+(see model.packed). Pinned on CUDA, so those copies run asynchronously. On a GPU there are fewer
+arenas than batches in flight: a batch gives its arena back as soon as its pixels are on the
+device, before the model runs, its rows are committed and its files moved. On a CPU a batch
+holds its arena until the model has its pixels.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from model.packed import pin_host_memory, unpin_host_memory
 # Room a frame gets in an arena: a 640x480 24-bit BMP is 900 KiB. Larger frames share what
 # smaller ones leave, and what finds no room travels through the worker's pipe instead (slower).
 ARENA_BYTES_PER_FRAME = 1024 * 1024
+# Arenas with the model on a GPU, whatever the lanes: a batch holds one only while its frames
+# are read and copied to the device, a fraction of its way through (see BatchProcessor).
+GPU_ARENAS = 2
 # Where Linux keeps POSIX shared memory.
 SHARED_MEMORY = "/dev/shm"
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
+from dataclasses import replace
 
 from sqlalchemy import Engine
 
 from model.clip_features import ClipFeatureExtractor
 from model.heads import Head
+from model.messages import first_line
 from watcher.faults import kill_point
-from watcher.pipeline.arenas import ARENA_BYTES_PER_FRAME, ArenaPool, ArenasUnavailable
+from watcher.pipeline.arenas import ARENA_BYTES_PER_FRAME, GPU_ARENAS, ArenaPool, ArenasUnavailable
 from watcher.pipeline.classifying import Classifier
 from watcher.pipeline.decoding import Decoder
 from watcher.pipeline.delivery import Deliverer
@@ -22,7 +25,7 @@ from watcher.pipeline.file_work import move_all, sync_claims
 from watcher.pipeline.file_workers import FileWorkers
 from watcher.pipeline.lanes import GPU_LANES, Lanes, lanes_for
 from watcher.pipeline.recording import Recorder
-from watcher.pipeline.stages import Claimed, Classified, FrameBounds, OutputFolders, Stored
+from watcher.pipeline.stages import Claimed, Classified, Decoded, FrameBounds, OutputFolders, Stored
 from watcher.reports import BatchReport
 from watcher.store.file_guard import DatabaseFileGuard
 from watcher.store.records import ResultRecord, Status
@@ -57,6 +60,7 @@ class BatchProcessor:
         self._workers = FileWorkers(file_processes, bounds) if self._arenas is not None else None
         self._classifier = Classifier(extractor, store_embeddings=store_embeddings)
         self._recorder = Recorder(engine, folders, database_guard or DatabaseFileGuard(engine))
+        self._said_frames_stay = False  # warned that frames could not be taken to the device
         self._deliverer = Deliverer(engine, folders, mover=self._workers.move if self._workers else move_all)
 
     def process(
@@ -111,24 +115,45 @@ class BatchProcessor:
         self, frames: list[Claimed], refused: dict[str, str], head: Head, stages: _StageClock
     ) -> list[Classified]:
         assert self._workers is not None and self._arenas is not None, "made together"
-        # The arena goes back once the model has the pixels: the copies out of it are finished
-        # when the features come back (see model.packed).
-        with self._arenas.lease() as arena:
+        with ExitStack() as holding:
+            arena = holding.enter_context(self._arenas.lease())
             stages.lap("wait for an arena")
             decoded = self._workers.read(frames, refused=refused, arena=arena)
             stages.lap("read")
             kill_point("decoded")
+            if self.model_on_accelerator and self._taken_to_device(decoded):
+                holding.close()  # the arena goes back for the next batch's reading
+                stages.lap("to the device")
+            # Otherwise it goes back once the model has the pixels: the copies out of it are
+            # finished when the features come back (see model.packed).
             classified = self._classifier.classify(decoded, head=head)
             stages.lap("model")
-            del decoded  # its pixels are views of the arena
+            del decoded  # its pixels may be views of the arena
         kill_point("inferred")
         return classified
 
+    def _taken_to_device(self, decoded: list[Decoded]) -> bool:
+        """The frames' pixels copied out of their arena onto the model's device, in place in
+        `decoded`; False (nothing changed) when the device has no room for them."""
+        try:
+            pictures = self._extractor.taken_in([item.pixels for item in decoded if item.pixels is not None])
+        except RuntimeError as error:  # out of device memory, say: the model's own pass still has
+            # the frames, and a frame that breaks it fails alone there (see Classifier)
+            if not self._said_frames_stay:
+                logger.warning("frames stay in their arena until the model has them: %s", first_line(error))
+                self._said_frames_stay = True
+            return False
+        taken = iter(pictures)
+        decoded[:] = [
+            replace(item, pixels=next(taken)) if item.pixels is not None else item for item in decoded
+        ]
+        return True
+
     def _make_arenas(self, batch_size: int) -> ArenaPool | None:
         lanes = self.lanes
-        # On a GPU every lane but one is reading or in the model; the last is committing and
-        # moving, with its arena given back (three lanes by default: two arenas).
-        count = lanes.count if lanes.shares_cores else max(1, lanes.count - 1)
+        # On a GPU a batch holds its arena only while its frames are read and copied to the
+        # device: GPU_ARENAS serve any number of lanes. On a CPU each lane holds one through the model.
+        count = max(1, min(lanes.count - 1, GPU_ARENAS)) if self.model_on_accelerator else lanes.count
         try:
             return ArenaPool(
                 count=count, size=batch_size * ARENA_BYTES_PER_FRAME, device=self._extractor.runtime.device
