@@ -4,7 +4,8 @@
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
 #                        [--python PATH]
 #
-# Runs `watch --once` at batch 128 (beside the same run with the file work on threads), again with 6
+# Runs `watch --once` at batch 128 (beside the same run with the file work on threads, and one more
+# sampled by py-spy when it is there: profile-watch-once-b128.txt), again with 6
 # batches in flight (batch.gpu_lanes), at batch 256 with 3 and 6, the live daemon working through a mass drop
 # (backlog), single-frame latency, the GPU tests, the file handling's CPU a frame and the daemon's
 # own CPU a frame (bench/daemon_cpu.py), and writes each
@@ -56,7 +57,8 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
 # Most important first: a GPU lease can end before the last step.
 step watch-once-b128 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --compare-threads \
-    --baseline-frames $((frames / 16)) --json "$out/watch-once-b128.json"
+    --baseline-frames $((frames / 16)) --json "$out/watch-once-b128.json" \
+    --profile "$out/profile-watch-once-b128.txt"
 step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
     --seconds "$seconds" --batch-size 128 --json "$out/live-mass-drop.json"
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \

@@ -111,21 +111,50 @@ def ceiling(extractor: ClipFeatureExtractor, *, batch_size: int, batches: int) -
     return {"one_pass": one_pass, "lanes": batch_size * each * lanes.count / wall}
 
 
-def ours(config_path: Path) -> dict[str, float]:
-    """`watch --once` in a fresh process (see `measure_watch_once`): frames/s, frames, peak RSS."""
+def ours(config_path: Path, *, profile: Path | None = None, py_spy: str | None = None) -> dict[str, float]:
+    """`watch --once` in a fresh process (see `measure_watch_once`): frames/s, frames, peak RSS.
+    With `profile`, sampled by `py_spy` (every thread and process, idle ones too) into that file."""
     # Started with -c, not as this script: the daemon's file worker processes (spawned) would
     # otherwise run this script's imports (torch) again each, as the real command's never do.
     child = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import watch_once; "
         f"raise SystemExit(watch_once.measure_watch_once(watch_once.Path({str(config_path)!r})))"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", child],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    command = [sys.executable, "-c", child]
+    if profile is not None and py_spy is not None:
+        sampling = ["record", "--idle", "--threads", "--subprocesses", "--rate", "100", "--format", "raw"]
+        command = [py_spy, *sampling, "--output", str(profile), "--", *command]
+    completed = subprocess.run(command, check=True, capture_output=True, text=True)
+    # py-spy writes its own lines to the same standard output, after the child's.
+    return json.loads([line for line in completed.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def find_py_spy() -> str | None:
+    """py-spy's program: on PATH, beside this Python, or where `pip install --target DIR` puts it
+    (DIR/bin, DIR on sys.path: how the packages travel to a lent GPU machine, see README)."""
+    candidates = [
+        Path(sys.executable).parent / "py-spy",
+        *(Path(entry) / "bin" / "py-spy" for entry in sys.path),
+    ]
+    beside = (str(path) for path in candidates if os.access(path, os.X_OK))
+    return shutil.which("py-spy") or next(beside, None)
+
+
+def profiled(root: Path, originals: list[Path], config: Path, profile: Path) -> dict[str, object]:
+    """One more `watch --once`, sampled by py-spy into `profile` (raw collapsed stacks, a line a
+    stack with its count, threads and processes named): where a batch's time goes on the machine
+    at hand. Not one of the measured rounds (sampling costs a little); its failure is recorded,
+    not fatal: the figures above are the run's point."""
+    py_spy = find_py_spy()
+    if py_spy is None:
+        return {"profile_error": "py-spy not found (pip install py-spy)"}
+    refill_inbox(root, originals)
+    try:
+        measured = ours(config, profile=profile, py_spy=py_spy)
+    except subprocess.CalledProcessError as error:
+        said = f"{error.stdout or ''}{error.stderr or ''}"
+        return {"profile_error": f"exit {error.returncode}: {said[-1000:]}"}
+    return {"profile": str(profile), "profiled_watch_once_fps": round(measured["fps"], 1)}
 
 
 def min_cosine(extractor: ClipFeatureExtractor, reference: ClipFeatureExtractor, frames: list[Path]) -> float:
@@ -202,6 +231,17 @@ def own_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: the best there is
 
 
+def own_memory_mib() -> dict[str, float]:
+    """This process's resident memory now, by kind (Linux's /proc/self/status), in MiB."""
+    wanted = {"VmHWM": "peak", "VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+    status = Path("/proc/self/status")
+    lines = status.read_text().splitlines() if status.exists() else []
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return {
+        name: round(int(fields[key].split()[0]) / 1024, 1) for key, name in wanted.items() if key in fields
+    }
+
+
 def measure_watch_once(config_path: Path) -> int:
     """The child: the daemon as the command builds it, timed from the first scan to the last move."""
     from watcher.config import load_config
@@ -210,6 +250,7 @@ def measure_watch_once(config_path: Path) -> int:
     building = time.perf_counter()
     daemon = build_daemon(load_config(config_path), stop=threading.Event())
     startup_seconds = time.perf_counter() - building
+    after_startup = own_memory_mib()
     file_workers = daemon.file_workers
     workers = WorkerPeaks(file_workers.pids if file_workers else set())
     started = time.perf_counter()
@@ -228,6 +269,10 @@ def measure_watch_once(config_path: Path) -> int:
                 "ok": report.ok,
                 "seconds": seconds,
                 "peak_rss_mib": peak_rss_mib,
+                # What the peak is made of: after start-up (model loaded, arenas pinned) and at the
+                # end; anon is the heap, file the libraries mapped, shmem the arenas.
+                "rss_after_startup_mib": after_startup,
+                "rss_at_end_mib": own_memory_mib(),
                 "file_processes": file_workers.count if file_workers else 0,
                 "worker_peak_rss_mib": max(worker_rss_mib, default=0.0),
                 "workers_peak_rss_mib_summed": sum(worker_rss_mib),
@@ -265,6 +310,11 @@ def main() -> int:
         "--compare-threads",
         action="store_true",
         help="also run watch --once with batch.file_processes = 0 (file work on threads) in each round",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="after the rounds, one more watch --once sampled by py-spy (all threads and processes) into it",
     )
     parser.add_argument("--measure-watch-once", type=Path, help=argparse.SUPPRESS)  # the child's role
     args = parser.parse_args()
@@ -344,6 +394,8 @@ def main() -> int:
                     "ours_over_ceiling": round(measured["fps"] / top, 3),
                     "ours_over_baseline": round(measured["fps"] / baseline, 3),
                     "peak_rss_mib": round(measured["peak_rss_mib"]),
+                    "rss_after_startup_mib": measured["rss_after_startup_mib"],
+                    "rss_at_end_mib": measured["rss_at_end_mib"],
                     "file_processes": measured["file_processes"],
                     "worker_peak_rss_mib": round(measured["worker_peak_rss_mib"]),
                     "workers_peak_rss_mib_summed": round(measured["workers_peak_rss_mib_summed"]),
@@ -360,6 +412,8 @@ def main() -> int:
                     ),
                 }
             )
+
+        profile = profiled(root, originals, config, args.profile) if args.profile else {}
 
     def median(key: str) -> float:
         return statistics.median(entry[key] for entry in rounds)
@@ -396,6 +450,7 @@ def main() -> int:
             )
         },
         "peak_rss_mib": max(entry["peak_rss_mib"] for entry in rounds),
+        **profile,
         # The first start's gate and bare forward (batch 16, every thread) of each engine tried.
         "engine_evidence": evidence[0]["engines"] if evidence else {},
         "rounds": rounds,

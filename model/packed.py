@@ -1,10 +1,12 @@
 """Frames that stay as their files' bytes until they reach the model's device.
 
 A plain 24-bit BMP read into a shared buffer (see watcher.pipeline.arenas) needs no decoding on
-the host at all: its pixel rows are copied to the device as stored, one contiguous copy a frame
-straight out of that buffer (pinned, so the copies are asynchronous on CUDA), and the device puts
-the rows upright. The channels stay B, G, R until after resizing and cropping (see
-model.processor_steps.finish), where swapping them costs a few KB instead of the whole frame.
+the host at all: its pixel rows are copied to the device as stored, one contiguous copy a stretch
+of frames straight out of that buffer (pinned, so the copies are asynchronous on CUDA), and the
+device puts the rows upright. A batch on a GPU gathers its frames into device memory of its own
+first (`gathered_on`), so that its buffer goes back to be read into while the model runs. The
+channels stay B, G, R until after resizing and cropping (see model.processor_steps.finish), where
+swapping them costs a few KB instead of the whole frame.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ _streams = threading.local()
 
 @dataclass(frozen=True)
 class PackedBmp:
-    """A BMP's pixel block inside `buffer` (a 1-D uint8 tensor over shared memory)."""
+    """A BMP's pixel block inside `buffer` (a 1-D uint8 tensor: shared memory, or the device's once
+    gathered)."""
 
     buffer: torch.Tensor
     block: PixelBlock

@@ -68,12 +68,15 @@ def _rows(root: Path) -> dict[str, tuple]:
     return {row[0]: row[1:] for row in rows}
 
 
-def _rows_of_watch_once(make_config: Callable[..., Path], root: Path, *, processes: int) -> dict[str, tuple]:
+def _rows_of_watch_once(
+    make_config: Callable[..., Path], root: Path, *, processes: int, model: dict[str, object] | None = None
+) -> dict[str, tuple]:
     root.mkdir()
     config = make_config(
         paths={name: str(root / name) for name in ("inbox", "processed", "failed", "data")},
         batch={"size": 8, "file_processes": processes},
         database={"store_embeddings": True},
+        model=model or {},
     )
     _drop(root / "inbox")
     assert main(["watch", "--once", "--config", str(config)]) == 0
@@ -111,6 +114,8 @@ def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
     The device here is the CPU (the copy is a real one); what is checked is the order, and that
     the rows are the thread path's. When the device has no room (`device-full`), the frames stay
     in the arena until the model has them, as on a CPU, with one warning."""
+    import torch
+
     from model.clip_features import ClipFeatureExtractor
     from watcher.pipeline.arenas import Arena, ArenaPool
     from watcher.pipeline.processing import BatchProcessor
@@ -147,7 +152,7 @@ def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
         return features(self, images)
 
     def no_room(self: ClipFeatureExtractor, pictures: list) -> list:
-        raise RuntimeError("CUDA out of memory (simulated)\nmore lines")
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)\nmore lines")
 
     monkeypatch.setattr(Arena, "__init__", recorded)
     monkeypatch.setattr(ArenaPool, "lease", logged_lease)
@@ -156,8 +161,12 @@ def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
     if device_full:
         monkeypatch.setattr(ClipFeatureExtractor, "taken_in", no_room)
 
-    _assert_same_rows(_rows_of_watch_once(make_config, tmp_path / "p2", processes=2), threads)
-    assert len(arenas) == 1  # lanes on this CPU: 2 (1 on a 1-core machine), arenas 1
+    # Two CPU threads, two lanes on any machine: one arena for them, as two serve three on a GPU.
+    two_lanes = {"cpu_threads": 2}
+    _assert_same_rows(
+        _rows_of_watch_once(make_config, tmp_path / "p2", processes=2, model=two_lanes), threads
+    )
+    assert len(arenas) == 1
     assert len(in_an_arena) == sum(mode == "RGB" for *_, mode in FRAMES.values()) + 1  # + top-down
     assert not any(in_an_arena) if not device_full else all(in_an_arena)
     before_the_model = {  # each batch's last step with its arena before its model pass

@@ -49,32 +49,43 @@ def test_arenas_are_pinned_and_packed_frames_give_the_decoded_frames_features(ti
 
     from model.clip_features import ClipFeatureExtractor
     from model.images import decode_pixels, plain_bmp_block
-    from model.packed import PackedBmp
+    from model.packed import PackedBmp, thread_stream
     from model.synthetic import bmp_bytes
     from watcher.pipeline.arenas import ArenaPool
+    from watcher.pipeline.file_work import ALIGNMENT
 
     extractor = ClipFeatureExtractor(str(tiny_clip), runtime=resolve_runtime(device="cuda", precision="fp16"))
+    device = extractor.runtime.device
     files = [bmp_bytes(width=640, height=480, seed=seed) for seed in range(6)]
-    pool = ArenaPool(count=1, size=len(files) * 2**20, device=extractor.runtime.device)
+    pool = ArenaPool(count=1, size=len(files) * 2**20, device=device)
     try:
         with pool.lease() as arena:
             assert arena.tensor.is_pinned()
-            packed = []
-            for number, data in enumerate(files):
-                start = number * 2**20
-                arena.tensor[start : start + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            packed, cursor = [], 0
+            for data in files:  # one after another, as a file worker reads its share (file_work.read_share)
+                arena.tensor[cursor : cursor + len(data)] = torch.frombuffer(
+                    bytearray(data), dtype=torch.uint8
+                )
                 block = plain_bmp_block(data, max_pixels=10**8)
                 assert block is not None
-                packed.append(PackedBmp(arena.tensor, block.moved(start)))
+                packed.append(PackedBmp(arena.tensor, block.moved(cursor)))
+                cursor = -(-(cursor + len(data)) // ALIGNMENT) * ALIGNMENT
             from_arena = extractor.image_features(packed)
             # What a batch does before giving its arena back: the frames on the device, the copies
-            # done, so the arena may be overwritten by the next batch's reading.
+            # done (nothing left on the thread's stream), so the next batch may read into the arena.
             taken = extractor.taken_in(packed)
+            with thread_stream(device):
+                assert torch.cuda.current_stream(device).query()
             arena.tensor.fill_(0)
             from_device = extractor.image_features(taken)
         decoded = extractor.image_features([decode_pixels(data, max_pixels=10**8) for data in files])
     finally:
         pool.close()
+    gathered = {id(frame.buffer) for frame in taken}
+    assert len(gathered) == 1 and taken[0].buffer.is_cuda
+    # One stretch, one copy: the frames' rows and the headers between them, nothing else.
+    first, last = packed[0].block, packed[-1].block
+    assert taken[0].buffer.numel() == last.offset + last.nbytes - first.offset
     for features in (from_arena, from_device):
         cosines = (features * decoded).sum(axis=1)
         assert np.all(cosines > 0.9999), cosines

@@ -1,11 +1,11 @@
 """Shared buffers that frames are read into by the file workers and copied to the model from.
 
-A batch leases one buffer (an arena) from the pool for its reading and its model pass: the
-workers read each frame's file straight into it, and its pixel rows go from there to the device
-(see model.packed). Pinned on CUDA, so those copies run asynchronously. On a GPU there are fewer
-arenas than batches in flight: a batch gives its arena back as soon as its pixels are on the
-device, before the model runs, its rows are committed and its files moved. On a CPU a batch
-holds its arena until the model has its pixels.
+A batch leases one buffer (an arena) from the pool for its reading, and until its frames are on
+the model's device: the workers read each frame's file straight into it, and its pixel rows go
+from there to the device (see model.packed). Pinned on CUDA, so those copies run asynchronously.
+On a GPU there are fewer arenas than batches in flight: a batch gives its arena back as soon as
+its pixels are on the device, before the model runs, its rows are committed and its files moved.
+On a CPU a batch holds its arena until the model has its pixels.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import replace
 
+import torch
 from sqlalchemy import Engine
 
 from model.clip_features import ClipFeatureExtractor
@@ -137,8 +138,8 @@ class BatchProcessor:
         `decoded`; False (nothing changed) when the device has no room for them."""
         try:
             pictures = self._extractor.taken_in([item.pixels for item in decoded if item.pixels is not None])
-        except RuntimeError as error:  # out of device memory, say: the model's own pass still has
-            # the frames, and a frame that breaks it fails alone there (see Classifier)
+        except torch.OutOfMemoryError as error:  # the model's own pass still has the frames
+            # (tried again each batch; with fewer arenas than lanes, fewer batches read at once)
             if not self._said_frames_stay:
                 logger.warning("frames stay in their arena until the model has them: %s", first_line(error))
                 self._said_frames_stay = True
