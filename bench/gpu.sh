@@ -4,11 +4,11 @@
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
 #                        [--python PATH]
 #
-# Runs `watch --once` at batch 128 (beside the same run with the file work on threads, and one more
-# sampled by py-spy when it is there: profile-watch-once-b128.txt), again with 6
-# batches in flight (batch.gpu_lanes), at batch 256 with 3 and 6, the live daemon working through a mass drop
-# (backlog), single-frame latency, the GPU tests, the file handling's CPU a frame and the daemon's
-# own CPU a frame (bench/daemon_cpu.py), and writes each
+# Runs `watch --once` at batch 128 (beside the same run with the file work on threads, and one
+# more sampled by py-spy when it is there: profile-watch-once-b128.txt), again with 6 batches in
+# flight (batch.gpu_lanes), at batch 256 with 3 and 6, the live daemon working through a mass drop
+# (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU tests, the
+# file handling's CPU a frame and the daemon's own CPU a frame (bench/daemon_cpu.py), and writes each
 # figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
 # summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
 # and the rest still run: a GPU minute is not spent twice. `--device cpu --model tiny` runs the
@@ -74,6 +74,8 @@ step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precisio
 step watch-once-b256-lanes6 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
     --model "$model" --frames "$frames" --batch-size 256 --repeats 1 --gpu-lanes 6 \
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b256-lanes6.json"
+# Host memory of loading CLIP for the GPU, apart from the rest of watch --once's peak.
+step load-rss "$python" bench/load_rss.py --model "$model" --repeats 1 --json "$out/load-rss.json"
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
 # One pair, no warm-up: minutes are scarce on a lent GPU; the 2-core figure that counts is
 # file_cpu's own default run (README: Benchmark), this one only shows the 16-core machine's.

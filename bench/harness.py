@@ -8,6 +8,7 @@ inputs (CLIP checkpoint, frames) come from `model.synthetic`, as the test suite'
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,13 @@ def build_model(folder: Path, kind: ClipSize) -> Path:
     """A random-weight CLIP saved with save_pretrained: the real ViT-B/32 architecture or the tests'
     tiny one. The weights do not change the speed."""
     return build_clip_checkpoint(folder, size=kind)
+
+
+def write_json(path: Path, figures: dict[str, Any]) -> None:
+    """A benchmark's figures as JSON at `path` (its folder made if needed), and where they went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"written to {path}")
 
 
 def _toml_value(value: Any) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sqlite3
 import statistics
 import sys
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model, write_config
+from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model, write_config, write_json
 
 MAX_WAIT_MS = 500  # the shipped default, written into the config below
 MARGIN_MS = 100
@@ -128,9 +127,7 @@ def main() -> int:
     print(f"drop → row: median {median:.0f} ms, p90 {result['p90_ms']} ms, max {result['max_ms']} ms")
     print(f"budget: max_wait {MAX_WAIT_MS} + forward {forward:.0f} + {MARGIN_MS} = {budget:.0f} ms")
     print(f"median / budget: {median / budget:.2f} ({'within' if median <= budget else 'OVER'} budget)")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.json}")
+    write_json(args.json, result)
     return 0 if median <= budget else 1
 
 

@@ -17,7 +17,6 @@ with `vit-b32` the model does.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -25,7 +24,16 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model, files_under, write_config
+from harness import (
+    MODELS,
+    REPO,
+    DaemonProcess,
+    FrameMaker,
+    build_model,
+    files_under,
+    write_config,
+    write_json,
+)
 from sqlalchemy import create_engine, text
 
 CAMERAS = 8
@@ -142,9 +150,7 @@ def main() -> int:
             f"  {result['daemons']} daemon(s): {result['frames_per_s']:8.1f} frames/s "
             f"({result['over_one_daemon']:.2f}x)"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"model": args.model, "runs": results}, indent=2) + "\n")
-    print(f"written to {args.json}")
+    write_json(args.json, {"model": args.model, "runs": results})
     return 0 if all(result["exactly_once"] for result in results) else 1
 
 

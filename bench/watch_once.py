@@ -43,7 +43,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import MODELS, REPO, build_model, write_config
+from harness import MODELS, REPO, build_model, write_config, write_json
 
 from model.clip_features import ClipFeatureExtractor
 from model.engine_choice import load_engines
@@ -490,9 +490,7 @@ def main() -> int:
         lines.append((f"first start: {tag} (gate cosine {entry['min_cosine']:.5f})", f"{speed:>15s}"))
     for label, figure in lines:
         print(f"{label + ':':50s} {figure}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.json}")
+    write_json(args.json, result)
     return 0
 
 

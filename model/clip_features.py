@@ -60,8 +60,12 @@ class ClipFeatureExtractor:
         self.runtime = runtime
         # Without the network, a Hub id fails at once with what to run (model.hub), not after retries.
         offline = local_only(source)
+        # On a GPU the weights load as stored (a safetensors file's pages mapped, not copied) and take
+        # the model's dtype on their way there: loaded as fp16 on the host, they were a converted
+        # copy there beside the file's pages (start-up peak and what stays: bench/load_rss.py).
+        load_as = runtime.dtype if runtime.device.type == "cpu" else "auto"
         try:
-            self._model = CLIPModel.from_pretrained(source, dtype=runtime.dtype, local_files_only=offline)
+            self._model = CLIPModel.from_pretrained(source, dtype=load_as, local_files_only=offline)
             self._processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline)  # type: ignore[no-untyped-call]  # unannotated
             self._tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
         except (OSError, ValueError, KeyError) as error:
@@ -73,7 +77,7 @@ class ClipFeatureExtractor:
             raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line(error)}{hint}") from None
         # What heads record and rows name: the model's content, wherever its folder lies.
         self.identity = identify_clip(source)
-        self._model.to(runtime.device).eval()  # type: ignore[arg-type]  # transformers types `to` as a decorator
+        self._model.to(runtime.device, dtype=runtime.dtype).eval()  # type: ignore[arg-type]  # transformers types `to` as a decorator
         # Staging buffers are per thread: on a CPU several batches run through the model at once.
         self._staging_by_thread = threading.local()
         # torch's threads for the model, as configured when it was loaded (model.cpu_threads).

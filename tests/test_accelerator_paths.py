@@ -76,3 +76,15 @@ def test_batch_gpu_lanes_reaches_the_batches_in_flight(tiny_clip: Path, tmp_path
         assert processor.lanes.count == 5 and processor.model_on_accelerator
     finally:
         processor.close()
+
+
+def test_the_weights_reach_the_device_in_its_precision(tiny_clip: Path) -> None:
+    """Loaded as stored and converted on their way to the device (bench/load_rss.py: no fp16 copy
+    on the host); torch's `meta` device stands in for the GPU, which this machine lacks."""
+    extractor = ClipFeatureExtractor(
+        str(tiny_clip), runtime=Runtime(device=torch.device("meta"), precision="fp16")
+    )
+    weights = [*extractor.model.parameters(), *extractor.model.buffers()]
+    floating = [tensor for tensor in weights if tensor.is_floating_point()]
+    assert floating and all(tensor.device.type == "meta" for tensor in weights)
+    assert {tensor.dtype for tensor in floating} == {torch.float16}
