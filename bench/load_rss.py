@@ -4,13 +4,14 @@
 
 Each run is a fresh process that builds `ClipFeatureExtractor` in fp16 for the GPU, as the daemon
 does at start, and reports its VmHWM (the peak) and its RSS after the load (heap and mapped files
-apart). `--baseline DIR` runs the same with another checkout's code (a `git worktree`), the runs
+apart), and the load's own part of both: over the RSS its imports (torch, transformers) had taken.
+`--baseline DIR` runs the same with another checkout's code (a `git worktree`), the runs
 alternating, so the two are compared in one run on one machine.
 
 Where there is no GPU, the device is emulated: the model goes to torch's `meta` device (which
 holds no data) after every weight has been read once on the host, which is what a copy to a GPU
-does there. What the GPU itself holds is not in these figures, nor is the CUDA context: both
-ways pay that alike.
+does there. What the GPU itself holds is not in these figures, nor is the CUDA context: both ways
+pay that alike.
 """
 
 from __future__ import annotations
@@ -31,8 +32,16 @@ import gc, json, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 import torch
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel  # what the extractor imports
 from model.clip_features import ClipFeatureExtractor
 from model.runtime import Runtime
+
+def memory():
+    lines = Path("/proc/self/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return {{key: int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "VmRSS", "RssAnon", "RssFile")}}
+
+before = memory()["VmRSS"]
 
 device = torch.device("cuda" if torch.cuda.is_available() else "meta")
 if device.type == "meta":
@@ -49,9 +58,9 @@ if device.type == "meta":
     torch.nn.Module.to = read_then_move
 ClipFeatureExtractor({clip!r}, runtime=Runtime(device=device, precision="fp16"))
 gc.collect()
-lines = Path("/proc/self/status").read_text().splitlines()
-fields = dict(line.split(":", 1) for line in lines if ":" in line)
-mib = {{key: int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "VmRSS", "RssAnon", "RssFile")}}
+mib = memory()
+# The load's own part: over what the imports (torch, transformers) had already taken.
+mib |= {{"load_peak": mib["VmHWM"] - before, "load_kept": mib["VmRSS"] - before}}
 print(json.dumps({{"device": device.type, **mib}}))
 """
 
@@ -88,19 +97,23 @@ def main() -> int:
             ("VmRSS", "after_load"),
             ("RssAnon", "heap"),
             ("RssFile", "files"),
+            ("load_peak", "load_own_peak"),
+            ("load_kept", "load_own_kept"),
         ):
             result[f"{name}_{label}_mib"] = round(statistics.median(run[key] for run in measured), 1)
     print(
         f"CLIP {args.model} loaded in fp16 for {result['device']}, median of {args.repeats} fresh processes:"
     )
     for name in checkouts:
-        figures = {label: result[f"{name}_{label}_mib"] for label in ("peak", "after_load", "heap", "files")}
+        labels = ("peak", "after_load", "heap", "files", "load_own_peak", "load_own_kept")
+        figures = {label: result[f"{name}_{label}_mib"] for label in labels}
         print(
             f"  {name:8s} peak {figures['peak']:7.1f} MiB, after the load {figures['after_load']:7.1f}"
-            f" (heap {figures['heap']:.1f}, mapped files {figures['files']:.1f})"
+            f" (heap {figures['heap']:.1f}, mapped files {figures['files']:.1f}); the load's own:"
+            f" peak {figures['load_own_peak']:.1f}, kept {figures['load_own_kept']:.1f}"
         )
     if args.baseline:
-        for label in ("peak", "after_load"):
+        for label in ("peak", "after_load", "load_own_peak", "load_own_kept"):
             ratio = float(result[f"ours_{label}_mib"]) / float(result[f"baseline_{label}_mib"])  # type: ignore[arg-type]
             result[f"ours_over_baseline_{label}"] = round(ratio, 3)
             print(f"  ours / baseline, {label.replace('_', ' ')}: {ratio:.2f}")

@@ -125,8 +125,12 @@ def ours(config_path: Path, *, profile: Path | None = None, py_spy: str | None =
         sampling = ["record", "--idle", "--threads", "--subprocesses", "--rate", "100", "--format", "raw"]
         command = [py_spy, *sampling, "--output", str(profile), "--", *command]
     completed = subprocess.run(command, check=True, capture_output=True, text=True)
-    # py-spy writes its own lines to the same standard output, after the child's.
-    return json.loads([line for line in completed.stdout.splitlines() if line.startswith("{")][-1])
+    # py-spy writes its own lines to the same standard output, after the child's; and exits 0
+    # whatever the child did, so a child that failed shows as no figures.
+    figures = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if not figures:
+        raise subprocess.CalledProcessError(1, command, completed.stdout, completed.stderr)
+    return json.loads(figures[-1])
 
 
 def find_py_spy() -> str | None:
@@ -154,7 +158,13 @@ def profiled(root: Path, originals: list[Path], config: Path, profile: Path) -> 
     except subprocess.CalledProcessError as error:
         said = f"{error.stdout or ''}{error.stderr or ''}"
         return {"profile_error": f"exit {error.returncode}: {said[-1000:]}"}
-    return {"profile": str(profile), "profiled_watch_once_fps": round(measured["fps"], 1)}
+    except OSError as error:  # a py-spy that cannot run here
+        return {"profile_error": f"cannot run {py_spy}: {error}"}
+    return {
+        "profile": str(profile),
+        "profiled_watch_once_fps": round(measured["fps"], 1),
+        "profiled_watch_once_ok": measured["ok"],
+    }
 
 
 def min_cosine(extractor: ClipFeatureExtractor, reference: ClipFeatureExtractor, frames: list[Path]) -> float:
@@ -196,6 +206,29 @@ def ours_on_threads(root: Path, originals: list[Path], config: Path) -> dict[str
     threads_config = config.with_name("threads.toml")
     threads_config.write_text(re.sub(r"(?m)^file_processes = .*$", "file_processes = 0", text))
     return ours(threads_config)
+
+
+class OwnPeak:
+    """This process's memory by kind (see own_memory_mib) at its largest RSS, read every 50 ms:
+    what the peak is made of (the heap, the libraries, the arenas), which the end cannot say
+    (the arenas are gone by then)."""
+
+    def __init__(self) -> None:
+        self.at_peak = own_memory_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            now = own_memory_mib()
+            if now.get("rss", 0.0) > self.at_peak.get("rss", 0.0):
+                self.at_peak = now
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return self.at_peak
 
 
 class WorkerPeaks:
@@ -247,6 +280,7 @@ def measure_watch_once(config_path: Path) -> int:
     from watcher.config import load_config
     from watcher.pipeline.assembly import build_daemon
 
+    own_peak = OwnPeak()
     building = time.perf_counter()
     daemon = build_daemon(load_config(config_path), stop=threading.Event())
     startup_seconds = time.perf_counter() - building
@@ -269,10 +303,10 @@ def measure_watch_once(config_path: Path) -> int:
                 "ok": report.ok,
                 "seconds": seconds,
                 "peak_rss_mib": peak_rss_mib,
-                # What the peak is made of: after start-up (model loaded, arenas pinned) and at the
-                # end; anon is the heap, file the libraries mapped, shmem the arenas.
+                # What the peak is made of: after start-up (model loaded, arenas pinned) and when
+                # the RSS was largest; anon is the heap, file the libraries mapped, shmem the arenas.
                 "rss_after_startup_mib": after_startup,
-                "rss_at_end_mib": own_memory_mib(),
+                "rss_at_peak_mib": own_peak.stop(),
                 "file_processes": file_workers.count if file_workers else 0,
                 "worker_peak_rss_mib": max(worker_rss_mib, default=0.0),
                 "workers_peak_rss_mib_summed": sum(worker_rss_mib),
@@ -395,7 +429,7 @@ def main() -> int:
                     "ours_over_baseline": round(measured["fps"] / baseline, 3),
                     "peak_rss_mib": round(measured["peak_rss_mib"]),
                     "rss_after_startup_mib": measured["rss_after_startup_mib"],
-                    "rss_at_end_mib": measured["rss_at_end_mib"],
+                    "rss_at_peak_mib": measured["rss_at_peak_mib"],
                     "file_processes": measured["file_processes"],
                     "worker_peak_rss_mib": round(measured["worker_peak_rss_mib"]),
                     "workers_peak_rss_mib_summed": round(measured["workers_peak_rss_mib_summed"]),
