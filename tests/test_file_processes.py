@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path, PurePosixPath
@@ -175,6 +175,34 @@ def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
     assert before_the_model == ({"leased"} if device_full else {"returned"})
     said = "frames stay in their arena until the model has them: CUDA out of memory (simulated)\n"
     assert capfd.readouterr().err.count(said) == (1 if device_full else 0)  # once, not every batch
+
+
+def test_the_claims_are_on_disk_before_their_rows_with_file_processes(
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers read; the daemon flushes the batch's claims (the area and the camera folders
+    the frames left) once, beside the model, and always before the batch's rows are written."""
+    from watcher.pipeline import file_work
+    from watcher.pipeline.recording import Recorder
+
+    synced: set[Path] = set()
+    unsynced_at_rows: list[set[Path]] = []  # for each batch: its claims' folders not flushed yet
+    fsync_dirs, record = file_work.fsync_dirs, Recorder.record
+
+    def flushing(paths: Iterable[Path]) -> None:
+        paths = list(paths)
+        fsync_dirs(paths)
+        synced.update(paths)
+
+    def recording(self: Recorder, classified: list) -> list:
+        unsynced_at_rows.append({folder for item in classified for folder in item.frame.claim_dirs} - synced)
+        return record(self, classified)
+
+    monkeypatch.setattr(file_work, "fsync_dirs", flushing)
+    monkeypatch.setattr(Recorder, "record", recording)
+    _rows_of_watch_once(make_config, tmp_path / "p2", processes=2)
+    assert len(unsynced_at_rows) == 4 and unsynced_at_rows == [set()] * 4  # 26 frames, batches of 8
+    assert tmp_path / "p2" / "inbox" / "cam-01" in synced  # a folder a frame left
 
 
 def _last_arena_step(steps: list[tuple[int, str]], thread: int) -> str:

@@ -1,7 +1,7 @@
 """A batch's file work, the same in the daemon's threads and in its file worker processes.
 
-Claiming the waiting frames that are ready, reading them (and making their claims durable) before
-the model, moving them after the commit.
+Claiming the waiting frames that are ready, reading them before the model (their claims made
+durable beside it: sync_claims), moving them after the commit.
 A worker process (see watcher.pipeline.file_workers) runs these functions on its share of a
 batch; this module imports nothing heavy, so a worker never loads torch or the database.
 """
@@ -90,8 +90,9 @@ def start_worker(daemon_pid: int) -> None:
 def read_share(
     jobs: list[tuple[Claimed, str | None]], bounds: FrameBounds, buffer: str, start: int, end: int
 ) -> list[FileRead]:
-    """Read, hash and decode frames into `buffer[start:end]` (the name of a shared buffer), then
-    make their claims durable. Each job is a frame and the reason it is refused unopened, if any."""
+    """Read, hash and decode frames into `buffer[start:end]` (the name of a shared buffer). Each
+    job is a frame and the reason it is refused unopened, if any. Their claims are made durable by
+    the daemon, once for the whole batch (see BatchProcessor)."""
     memory = _attached.get(buffer)
     if memory is None:
         memory = _attached[buffer] = SharedMemory(name=buffer)
@@ -103,7 +104,6 @@ def read_share(
         if read.block is not None:
             cursor = _aligned(read.block.offset + read.block.nbytes)
         reads.append(read)
-    sync_claims([frame for frame, _ in jobs])
     return reads
 
 

@@ -122,6 +122,10 @@ class BatchProcessor:
             decoded = self._workers.read(frames, refused=refused, arena=arena)
             stages.lap("read")
             kill_point("decoded")
+            # Flushed here, once a folder a batch, while the frames go to the device and the model
+            # (each file process flushing its share's folders put the area's flush on every
+            # worker's read, and on the arena's hold).
+            claims_synced = self._decoder.run_beside(lambda: sync_claims(frames))
             if self.model_on_accelerator and self._taken_to_device(decoded):
                 holding.close()  # the arena goes back for the next batch's reading
                 stages.lap("to the device")
@@ -131,6 +135,7 @@ class BatchProcessor:
             stages.lap("model")
             del decoded  # its pixels may be views of the arena
         kill_point("inferred")
+        claims_synced.result()
         return classified
 
     def _taken_to_device(self, decoded: list[Decoded]) -> bool:
