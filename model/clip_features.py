@@ -277,15 +277,14 @@ class ClipFeatureExtractor:
         with thread_stream(self.runtime.device):
             return self.embed_pixels(self.preprocess(images))
 
-    def taken_in(self, pictures: Sequence[np.ndarray | PackedBmp]) -> list[np.ndarray | PackedBmp]:
-        """`pictures`, those still in a shared buffer (PackedBmp) copied onto the model's device
-        and the copies done, so the buffer may be reused at once (see watcher.pipeline.arenas)."""
-        packed = [picture for picture in pictures if isinstance(picture, PackedBmp)]
+    def taken_in(self, frames: list[PackedBmp]) -> list[PackedBmp]:
+        """The frames copied out of their shared buffer onto the model's device, the copies done,
+        so the buffer may be reused at once (see watcher.pipeline.arenas)."""
         with thread_stream(self.runtime.device):  # the stream image_features uses in this thread
-            moved = iter(gathered_on(packed, self.runtime.device) if packed else [])
+            moved = gathered_on(frames, self.runtime.device)
             if self.runtime.device.type == "cuda":
                 torch.cuda.current_stream(self.runtime.device).synchronize()
-        return [next(moved) if isinstance(picture, PackedBmp) else picture for picture in pictures]
+        return moved
 
     @torch.inference_mode()
     def text_features(self, prompts: Sequence[str]) -> np.ndarray:

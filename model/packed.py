@@ -102,7 +102,7 @@ def gathered_on(frames: list[PackedBmp], device: torch.device) -> list[PackedBmp
     the current stream; the old buffer may be reused once that stream has done them.
     """
     stretches: list[_Stretch] = []
-    stretch_of: dict[int, int] = {}  # frame's index → its stretch's
+    stretch_of = [0] * len(frames)  # each frame's stretch, by the frame's index
     for index in sorted(range(len(frames)), key=lambda at: (id(frames[at].buffer), frames[at].block.offset)):
         buffer, block = frames[index].buffer, frames[index].block
         last = stretches[-1] if stretches else None

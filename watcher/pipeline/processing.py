@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from model.clip_features import ClipFeatureExtractor
 from model.heads import Head
 from model.messages import first_line
+from model.packed import PackedBmp
 from watcher.faults import kill_point
 from watcher.pipeline.arenas import ARENA_BYTES_PER_FRAME, GPU_ARENAS, ArenaPool, ArenasUnavailable
 from watcher.pipeline.classifying import Classifier
@@ -141,17 +142,20 @@ class BatchProcessor:
     def _taken_to_device(self, decoded: list[Decoded]) -> bool:
         """The frames' pixels copied out of their arena onto the model's device, in place in
         `decoded`; False (nothing changed) when the device has no room for them."""
+        packed = [item.pixels for item in decoded if isinstance(item.pixels, PackedBmp)]
+        if not packed:
+            return True  # nothing of the batch lies in the arena (pictures came through the pipes)
         try:
-            pictures = self._extractor.taken_in([item.pixels for item in decoded if item.pixels is not None])
+            moved = iter(self._extractor.taken_in(packed))
         except torch.OutOfMemoryError as error:  # the model's own pass still has the frames
             # (tried again each batch; with fewer arenas than lanes, fewer batches read at once)
             if not self._said_frames_stay:
                 logger.warning("frames stay in their arena until the model has them: %s", first_line(error))
                 self._said_frames_stay = True
             return False
-        taken = iter(pictures)
         decoded[:] = [
-            replace(item, pixels=next(taken)) if item.pixels is not None else item for item in decoded
+            replace(item, pixels=next(moved)) if isinstance(item.pixels, PackedBmp) else item
+            for item in decoded
         ]
         return True
 
