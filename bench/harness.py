@@ -47,6 +47,17 @@ def write_json(path: Path, figures: dict[str, Any]) -> None:
     print(f"written to {path}")
 
 
+def own_memory_mib() -> dict[str, float]:
+    """This process's resident memory now, by kind (Linux's /proc/self/status), in MiB."""
+    wanted = {"VmHWM": "peak", "VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+    status = Path("/proc/self/status")
+    lines = status.read_text().splitlines() if status.exists() else []
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return {
+        name: round(int(fields[key].split()[0]) / 1024, 1) for key, name in wanted.items() if key in fields
+    }
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -29,19 +29,15 @@ from harness import MODELS, REPO, build_model, write_json
 # The child: the extractor built as the daemon builds it, then its memory, as one JSON line.
 _CHILD = """
 import gc, json, sys
-from pathlib import Path
 sys.path.insert(0, {repo!r})
+sys.path.append({bench!r})  # the checkout's packages first; this one's harness
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel  # what the extractor imports
+from harness import own_memory_mib
 from model.clip_features import ClipFeatureExtractor
 from model.runtime import Runtime
 
-def memory():
-    lines = Path("/proc/self/status").read_text().splitlines()
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    return {{key: int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "VmRSS", "RssAnon", "RssFile")}}
-
-before = memory()["VmRSS"]
+before = own_memory_mib()["rss"]
 
 device = torch.device("cuda" if torch.cuda.is_available() else "meta")
 if device.type == "meta":
@@ -58,16 +54,20 @@ if device.type == "meta":
     torch.nn.Module.to = read_then_move
 ClipFeatureExtractor({clip!r}, runtime=Runtime(device=device, precision="fp16"))
 gc.collect()
-mib = memory()
+mib = own_memory_mib()
 # The load's own part: over what the imports (torch, transformers) had already taken.
-mib |= {{"load_peak": mib["VmHWM"] - before, "load_kept": mib["VmRSS"] - before}}
+mib |= {{"load_peak": mib["peak"] - before, "load_kept": mib["rss"] - before}}
 print(json.dumps({{"device": device.type, **mib}}))
 """
 
 
 def measure(clip: Path, repo: Path) -> dict[str, float]:
     completed = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(repo=str(repo), clip=str(clip))],
+        [
+            sys.executable,
+            "-c",
+            _CHILD.format(repo=str(repo), bench=str(Path(__file__).parent), clip=str(clip)),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -93,10 +93,10 @@ def main() -> int:
     result: dict[str, object] = {"model": args.model, "device": runs["ours"][0]["device"], "runs": runs}
     for name, measured in runs.items():
         for key, label in (
-            ("VmHWM", "peak"),
-            ("VmRSS", "after_load"),
-            ("RssAnon", "heap"),
-            ("RssFile", "files"),
+            ("peak", "peak"),
+            ("rss", "after_load"),
+            ("anon", "heap"),
+            ("file", "files"),
             ("load_peak", "load_own_peak"),
             ("load_kept", "load_own_kept"),
         ):

@@ -43,7 +43,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import MODELS, REPO, build_model, write_config, write_json
+from harness import MODELS, REPO, build_model, own_memory_mib, write_config, write_json
 
 from model.clip_features import ClipFeatureExtractor
 from model.engine_choice import load_engines
@@ -258,21 +258,10 @@ class WorkerPeaks:
 
 
 def own_peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    peak = own_memory_mib().get("peak")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: the best there is
-
-
-def own_memory_mib() -> dict[str, float]:
-    """This process's resident memory now, by kind (Linux's /proc/self/status), in MiB."""
-    wanted = {"VmHWM": "peak", "VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
-    status = Path("/proc/self/status")
-    lines = status.read_text().splitlines() if status.exists() else []
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    return {
-        name: round(int(fields[key].split()[0]) / 1024, 1) for key, name in wanted.items() if key in fields
-    }
 
 
 def measure_watch_once(config_path: Path) -> int:
