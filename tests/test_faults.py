@@ -207,6 +207,73 @@ def test_a_frame_that_breaks_the_model_is_isolated(
     assert set(rows.values()) == {"ok"} and len(rows) == 7
 
 
+def test_the_halves_of_a_batch_out_of_memory_run_without_the_failed_pass(
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed pass's tensors live as long as its error's traceback: on a GPU out of memory the
+    halves of the batch need that memory, so they must run once the error is gone."""
+    import weakref
+
+    import torch
+
+    original = ClipFeatureExtractor.image_features
+    failed_passes: list[weakref.ref[torch.Tensor]] = []
+    alive_at_a_later_pass: list[bool] = []
+
+    def failing(self: ClipFeatureExtractor, images: list) -> np.ndarray:
+        alive_at_a_later_pass.extend(tensor() is not None for tensor in failed_passes)
+        if any(image.shape[:2] == (7, 13) for image in images):
+            activations = torch.empty(1_000_000)  # what the pass held when memory ran out
+            failed_passes.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(self, images)
+
+    monkeypatch.setattr(ClipFeatureExtractor, "image_features", failing)
+    config = make_config(batch={"size": 8})
+    for index in range(7):
+        write_bmp(tmp_path / "inbox" / f"{index}.bmp", seed=index)
+    write_bmp(tmp_path / "inbox" / "poison.bmp", width=13, height=7)
+
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+
+    assert len(failed_passes) == 4  # 8 frames, then 4, 2 and the poison alone
+    assert alive_at_a_later_pass and not any(alive_at_a_later_pass)
+    rows = dict(
+        query(
+            tmp_path / "data" / "results.sqlite3", "SELECT source_path, coalesce(error, status) FROM results"
+        )
+    )
+    assert rows.pop("poison.bmp") == "model error: OutOfMemoryError: CUDA out of memory (simulated)"
+    assert set(rows.values()) == {"ok"} and len(rows) == 7
+
+
+def test_a_failed_device_stops_the_daemon_and_its_frames_wait_for_the_next_start(
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device error (CUDA's context lost) would fail every later frame: the daemon stops with its
+    batch claimed, nothing failed, and the next start takes every frame."""
+    import torch
+
+    original = ClipFeatureExtractor.image_features
+
+    def lost(self: ClipFeatureExtractor, images: list) -> np.ndarray:
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered (simulated)")
+
+    config = make_config(batch={"size": 8})
+    for index in range(8):
+        write_bmp(tmp_path / "inbox" / f"{index}.bmp", seed=index)
+    monkeypatch.setattr(ClipFeatureExtractor, "image_features", lost)
+    with pytest.raises(torch.AcceleratorError):
+        main(["watch", "--once", "--config", str(config)])
+    assert files_under(tmp_path / "failed") == [] and files_under(tmp_path / "processed") == []
+    assert query(tmp_path / "data" / "results.sqlite3", "SELECT count(*) FROM results") == [(0,)]
+
+    monkeypatch.setattr(ClipFeatureExtractor, "image_features", original)
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+    statuses = query(tmp_path / "data" / "results.sqlite3", "SELECT status FROM results")
+    assert sorted(statuses) == [("ok",)] * 8 and len(files_under(tmp_path / "processed")) == 8
+
+
 def test_three_daemons_share_an_inbox_and_survive_losing_one(
     make_config: Callable[..., Path], tmp_path: Path, database_url: str
 ) -> None:

@@ -101,19 +101,20 @@ def test_processes_give_the_rows_threads_give(make_config: Callable[..., Path], 
     _assert_same_rows(_rows_of_watch_once(make_config, tmp_path / "p2", processes=2), threads)
 
 
-@pytest.mark.parametrize("device_full", [False, True], ids=["taken", "device-full"])
+@pytest.mark.parametrize("copy", ["taken", "device-full", "copy-fails"])
 def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
     make_config: Callable[..., Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
-    device_full: bool,
+    copy: str,
 ) -> None:
     """With the model on a GPU a batch's frames are copied off its arena onto the device, and the
     arena goes back for the next batch's reading before the model runs: fewer arenas than lanes.
     The device here is the CPU (the copy is a real one); what is checked is the order, and that
     the rows are the thread path's. When the device has no room (`device-full`), the frames stay
-    in the arena until the model has them, as on a CPU, with one warning."""
+    in the arena until the model has them, as on a CPU, with one warning; so they do when the copy
+    fails otherwise (`copy-fails`), the model's pass then failing only the frames it cannot take."""
     import torch
 
     from model.clip_features import ClipFeatureExtractor
@@ -152,7 +153,11 @@ def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
         return features(self, images)
 
     def no_room(self: ClipFeatureExtractor, pictures: list) -> list:
+        if copy == "copy-fails":
+            raise RuntimeError("CUDA error: misaligned address (simulated)\nmore lines")
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)\nmore lines")
+
+    device_full = copy != "taken"
 
     monkeypatch.setattr(Arena, "__init__", recorded)
     monkeypatch.setattr(ArenaPool, "lease", logged_lease)
@@ -173,8 +178,15 @@ def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
         _last_arena_step(steps[:at], thread) for at, (thread, step) in enumerate(steps) if step == "model"
     }
     assert before_the_model == ({"leased"} if device_full else {"returned"})
-    said = "frames stay in their arena until the model has them: CUDA out of memory (simulated)\n"
-    assert capfd.readouterr().err.count(said) == (1 if device_full else 0)  # once, not every batch
+    full = "frames stay in their arena until the model has them: CUDA out of memory (simulated)\n"
+    failed = "copying frames to the device failed (CUDA error: misaligned address (simulated)): "
+    err = capfd.readouterr().err
+    # Full: said once, not every batch; failed: every batch (26 frames, batches of 8).
+    assert (err.count(full), err.count(failed)) == {
+        "taken": (0, 0),
+        "device-full": (1, 0),
+        "copy-fails": (0, 4),
+    }[copy]
 
 
 def test_the_claims_are_on_disk_before_their_rows_with_file_processes(

@@ -10,6 +10,7 @@ import logging
 import threading
 
 import numpy as np
+import torch
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head, Prediction
@@ -44,23 +45,32 @@ class Classifier:
     def _classify(self, decodable: list[Decoded], head: Head, outcome: dict[str, Classified]) -> None:
         if not decodable:
             return
+        failure: str | None = None
         try:
             features = self._extractor.image_features([item.pixels for item in decodable])  # type: ignore[misc]  # decodable: pixels set
             with self._head_lock:
                 predictions = head.predict(features)
+        except torch.AcceleratorError:
+            # The device itself failed (its context is lost): every later frame would fail too.
+            # The daemon stops with the batch still claimed; restarted, it takes the frames again.
+            raise
         except Exception as error:  # noqa: BLE001 - one bad frame must not fail the batch
-            if len(decodable) > 1:
-                logger.warning(
-                    "model failed on %s (%s); splitting the batch", plural(len(decodable), "frame"), error
-                )
-                middle = len(decodable) // 2
-                self._classify(decodable[:middle], head, outcome)
-                self._classify(decodable[middle:], head, outcome)
+            failure = f"{type(error).__name__}: {error}"
+            if len(decodable) == 1:
+                logger.exception("model failed on frame %s", decodable[0].frame.relative)
+        # Split (or give up) only here, the error gone: its traceback holds the failed pass's
+        # tensors, which on a GPU out of memory the halves need.
+        if failure is not None:
+            if len(decodable) == 1:
+                item = decodable[0]
+                outcome[item.frame.key] = Classified(item.frame, item.facts, None, f"model error: {failure}")
                 return
-            item = decodable[0]
-            logger.exception("model failed on frame %s", item.frame.relative)
-            reason = f"model error: {type(error).__name__}: {error}"
-            outcome[item.frame.key] = Classified(item.frame, item.facts, None, reason)
+            logger.warning(
+                "model failed on %s (%s); splitting the batch", plural(len(decodable), "frame"), failure
+            )
+            middle = len(decodable) // 2
+            self._classify(decodable[:middle], head, outcome)
+            self._classify(decodable[middle:], head, outcome)
             return
         for item, prediction, row_features in zip(decodable, predictions, features, strict=True):
             outcome[item.frame.key] = Classified(

@@ -153,6 +153,15 @@ class BatchProcessor:
                 logger.warning("frames stay in their arena until the model has them: %s", first_line(error))
                 self._said_frames_stay = True
             return False
+        except torch.AcceleratorError:
+            raise  # the device failed: as in the model's pass (watcher.pipeline.classifying)
+        except Exception as error:  # noqa: BLE001 - as before the copy came first: the model's pass
+            # takes the frames from their arena and fails only those it cannot classify
+            logger.warning(
+                "copying frames to the device failed (%s): the model takes them from their arena",
+                first_line(error),
+            )
+            return False
         decoded[:] = [
             replace(item, pixels=next(moved)) if isinstance(item.pixels, PackedBmp) else item
             for item in decoded

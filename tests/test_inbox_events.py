@@ -1,0 +1,124 @@
+"""The inbox's events read straight from inotify: real kernel events in tmp_path, the queue's
+overflow included, and the parsing of whatever names a camera's exporter writes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path, PurePosixPath
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model.synthetic import write_bmp
+from tests.helpers import wait_for
+from watcher.intake.events import EventBatch, InboxEvents
+from watcher.intake.inotify import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    Inotify,
+    pack_event,
+    parse_events,
+)
+
+# A file name as Linux allows it: any bytes but NUL and "/", 1 to 255 of them.
+file_names = st.binary(min_size=1, max_size=255).filter(lambda name: b"\0" not in name and b"/" not in name)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-1, 2**31 - 1), st.sampled_from([IN_CREATE, IN_MOVED_TO, IN_CLOSE_WRITE]), file_names
+        ),
+        max_size=20,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_every_event_of_a_read_is_parsed_with_its_name(events: list[tuple[int, int, bytes]]) -> None:
+    data = b"".join(pack_event(watch, mask, name) for watch, mask, name in events)
+    parsed = list(parse_events(data))
+    assert [(event.watch, event.mask, os.fsencode(event.name)) for event in parsed] == events
+
+
+def test_a_full_event_queue_is_read_as_an_overflow_and_asks_for_a_rescan(tmp_path: Path) -> None:
+    # The kernel queues at most fs.inotify.max_queued_events (16,384 by default) and then one
+    # overflow event: made for real here by writing files faster than anyone reads.
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    inotify = Inotify()
+    try:
+        inotify.watch(tmp_path)
+        for index in range(limit // 2 + 1):  # a creation and a close each
+            (tmp_path / f"{index}.bmp").write_bytes(b"")
+        events: list = []
+        while read := inotify.read():
+            events += read
+    finally:
+        inotify.close()
+    assert events[-1].overflowed and len(events) == limit + 1
+
+    inbox_events = InboxEvents(tmp_path, threading.Event())
+    inbox_events.start()
+    try:
+        inbox_events.take_events(list(parse_events(pack_event(-1, IN_Q_OVERFLOW))))
+        assert inbox_events.take().rescan is True
+    finally:
+        inbox_events.stop()
+
+
+def test_folders_made_moved_in_and_out_are_watched_as_they_now_lie(tmp_path: Path) -> None:
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    (inbox / "cam-01").mkdir(parents=True)
+    (outside / "cam-02").mkdir(parents=True)
+    write_bmp(outside / "cam-02" / "waiting.bmp")
+    seen: list[EventBatch] = []
+    events = InboxEvents(inbox, threading.Event())
+    events.start()
+
+    def seen_in(field: str, relative: str) -> bool:
+        seen.append(events.take())
+        return any(PurePosixPath(relative) in getattr(batch, field) for batch in seen)
+
+    def rescan_asked() -> bool:
+        seen.append(events.take())
+        return seen[-1].rescan
+
+    try:
+        (inbox / "cam-01" / "2026" / "11").mkdir(parents=True)  # nested, made after the start
+        wait_for(rescan_asked, timeout=30, what="a rescan for the new folder")
+        write_bmp(inbox / "cam-01" / "2026" / "11" / "deep.bmp")
+        wait_for(lambda: seen_in("finished", "cam-01/2026/11/deep.bmp"), timeout=30, what="the nested frame")
+
+        (outside / "cam-02").rename(inbox / "cam-02")  # arrives full: a scan finds waiting.bmp
+        wait_for(rescan_asked, timeout=30, what="a rescan for the folder moved in")
+        write_bmp(inbox / "cam-02" / "next.bmp")
+        wait_for(
+            lambda: seen_in("hints", "cam-02/next.bmp"), timeout=30, what="a frame in the moved-in folder"
+        )
+
+        (inbox / "cam-01").rename(inbox / "cam-03")  # moved inside: its watches follow its name
+        wait_for(rescan_asked, timeout=30, what="a rescan for the renamed folder")
+        write_bmp(inbox / "cam-03" / "2026" / "11" / "renamed.bmp")
+        wait_for(lambda: seen_in("hints", "cam-03/2026/11/renamed.bmp"), timeout=30, what="the new name")
+
+        (inbox / "cam-02").rename(outside / "cam-02")  # moved out: it says nothing any more
+        wait_for(rescan_asked, timeout=30, what="a rescan for the folder moved out")
+        write_bmp(inbox / "first-marker.bmp")  # every event before it is in once its close is
+        wait_for(lambda: seen_in("finished", "first-marker.bmp"), timeout=30, what="the first marker")
+        seen.clear()
+        (inbox / ".in-progress" / "x").mkdir(parents=True)  # hidden: neither watched nor rescanned
+        write_bmp(outside / "cam-02" / "gone.bmp")
+        write_bmp(inbox / ".in-progress" / "x" / "claimed.bmp")
+        write_bmp(inbox / "marker.bmp")
+        wait_for(lambda: seen_in("finished", "marker.bmp"), timeout=30, what="the marker")
+        assert set().union(*(batch.hints for batch in seen)) == {PurePosixPath("marker.bmp")}
+        assert not any(batch.rescan for batch in seen)
+        assert set(events._inotify.folders.values()) == {  # type: ignore[union-attr]
+            inbox,
+            inbox / "cam-03",
+            inbox / "cam-03" / "2026",
+            inbox / "cam-03" / "2026" / "11",
+        }
+    finally:
+        events.stop()
