@@ -255,6 +255,10 @@ class ClipFeatureExtractor:
         thread count the batches will use (each has a session of its own)."""
         if self._onnx is None or not thread_counts:
             self.embed_pixels(self.blank_pixels(batch_size))
+            if self.runtime.device.type == "cuda":
+                # Blocks freed on this thread's stream serve only that stream, and the batches run
+                # on streams of their own (model.packed.thread_stream): held, they would sit idle.
+                torch.cuda.empty_cache()
             return
         # ONNX Runtime packs its weights when a session is made; a pass of two frames then takes
         # each session through its first run, in a fraction of a full batch's time at start-up.

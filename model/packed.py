@@ -14,13 +14,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from model.images import PixelBlock
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Frames whose span in their buffer is at most this many times their own bytes are copied to the
 # device as that one span (a batch's frames fill its arena but for the ends of the workers' shares).
@@ -145,12 +150,27 @@ def pin_host_memory(buffer: torch.Tensor, device: torch.device) -> bool:
     (a CPU device, or a CUDA build that refuses), which only makes the copies synchronous."""
     if device.type != "cuda":
         return False
-    error = torch.cuda.cudart().cudaHostRegister(buffer.data_ptr(), buffer.numel(), 0)  # type: ignore[no-untyped-call]  # torch: unannotated
+    register = torch.cuda.cudart().cudaHostRegister  # type: ignore[no-untyped-call]  # torch: unannotated
+    error = _on_a_thread_of_its_own(device, lambda: register(buffer.data_ptr(), buffer.numel(), 0))
     if int(error) != 0:
         logger.warning("cannot pin a %d-byte frame buffer (CUDA error %s)", buffer.numel(), error)
         return False
     return True
 
 
-def unpin_host_memory(buffer: torch.Tensor) -> None:
-    torch.cuda.cudart().cudaHostUnregister(buffer.data_ptr())  # type: ignore[no-untyped-call]  # torch: unannotated
+def unpin_host_memory(buffer: torch.Tensor, device: torch.device) -> None:
+    unregister = torch.cuda.cudart().cudaHostUnregister  # type: ignore[no-untyped-call]  # torch: unannotated
+    _on_a_thread_of_its_own(device, lambda: unregister(buffer.data_ptr()))
+
+
+def _on_a_thread_of_its_own(device: torch.device, call: Callable[[], T]) -> T:
+    """`call` (a CUDA runtime call) on a short-lived thread, `device` current there. A call that
+    fails leaves its error as its thread's "last error", which torch's check after that thread's
+    next kernel launch would raise as the kernel's own."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cuda-pinning") as pool:
+        return pool.submit(_with_device, device, call).result()
+
+
+def _with_device(device: torch.device, call: Callable[[], T]) -> T:
+    with torch.cuda.device(device):
+        return call()

@@ -179,39 +179,13 @@ def test_killed_at_random_moments(fault_config: Path, tmp_path: Path, seed: int,
     assert_invariant(tmp_path, expected, database_url)
 
 
+@pytest.mark.parametrize("raised", ["RuntimeError", "OutOfMemoryError"])
 def test_a_frame_that_breaks_the_model_is_isolated(
-    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: str
 ) -> None:
-    # Simulated model failure (say, out of GPU memory) on one particular picture: 13×7 pixels.
-    original = ClipFeatureExtractor.image_features
-
-    def failing(self: ClipFeatureExtractor, images: list) -> np.ndarray:
-        if any(image.shape[:2] == (7, 13) for image in images):  # (height, width) arrays
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return original(self, images)
-
-    monkeypatch.setattr(ClipFeatureExtractor, "image_features", failing)
-    config = make_config(batch={"size": 8})
-    for index in range(7):
-        write_bmp(tmp_path / "inbox" / f"{index}.bmp", seed=index)
-    write_bmp(tmp_path / "inbox" / "poison.bmp", width=13, height=7)
-
-    assert main(["watch", "--once", "--config", str(config)]) == 0
-
-    rows = dict(
-        query(
-            tmp_path / "data" / "results.sqlite3", "SELECT source_path, coalesce(error, status) FROM results"
-        )
-    )
-    assert rows.pop("poison.bmp") == "model error: RuntimeError: CUDA out of memory (simulated)"
-    assert set(rows.values()) == {"ok"} and len(rows) == 7
-
-
-def test_the_halves_of_a_batch_out_of_memory_run_without_the_failed_pass(
-    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A failed pass's tensors live as long as its error's traceback: on a GPU out of memory the
-    halves of the batch need that memory, so they must run once the error is gone."""
+    """Simulated model failure (say, out of GPU memory) on one particular picture: 13×7 pixels.
+    The batch is split until the frame is alone, each half run once the error is gone: its
+    traceback holds the failed pass's tensors, which on a GPU out of memory the halves need."""
     import weakref
 
     import torch
@@ -219,13 +193,14 @@ def test_the_halves_of_a_batch_out_of_memory_run_without_the_failed_pass(
     original = ClipFeatureExtractor.image_features
     failed_passes: list[weakref.ref[torch.Tensor]] = []
     alive_at_a_later_pass: list[bool] = []
+    error = {"RuntimeError": RuntimeError, "OutOfMemoryError": torch.OutOfMemoryError}[raised]
 
     def failing(self: ClipFeatureExtractor, images: list) -> np.ndarray:
         alive_at_a_later_pass.extend(tensor() is not None for tensor in failed_passes)
-        if any(image.shape[:2] == (7, 13) for image in images):
-            activations = torch.empty(1_000_000)  # what the pass held when memory ran out
+        if any(image.shape[:2] == (7, 13) for image in images):  # (height, width) arrays
+            activations = torch.empty(1_000_000)  # what the pass held when it failed
             failed_passes.append(weakref.ref(activations))
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise error("CUDA out of memory (simulated)")
         return original(self, images)
 
     monkeypatch.setattr(ClipFeatureExtractor, "image_features", failing)
@@ -243,7 +218,7 @@ def test_the_halves_of_a_batch_out_of_memory_run_without_the_failed_pass(
             tmp_path / "data" / "results.sqlite3", "SELECT source_path, coalesce(error, status) FROM results"
         )
     )
-    assert rows.pop("poison.bmp") == "model error: OutOfMemoryError: CUDA out of memory (simulated)"
+    assert rows.pop("poison.bmp") == f"model error: {raised}: CUDA out of memory (simulated)"
     assert set(rows.values()) == {"ok"} and len(rows) == 7
 
 

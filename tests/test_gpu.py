@@ -101,3 +101,19 @@ def test_frames_are_staged_in_pinned_memory(tiny_clip: Path) -> None:
     pixels = extractor.preprocess(frames)
     assert pixels.device.type == "cuda"
     assert all(buffer.is_pinned() for buffer in extractor._staging.values())
+
+
+def test_a_buffer_that_cannot_be_pinned_leaves_no_error_behind() -> None:
+    # A refused cudaHostRegister stays as its thread's "last error", which torch's check after
+    # that thread's next kernel launch raised as the kernel's: the daemon's main thread builds
+    # the arenas and later computes a reloaded head's text features.
+    from model.packed import pin_host_memory, unpin_host_memory
+
+    device = torch.device("cuda")
+    buffer = torch.zeros(1 << 20, dtype=torch.uint8)
+    assert pin_host_memory(buffer, device)
+    try:
+        assert not pin_host_memory(buffer, device)  # registered already: refused
+        assert (torch.ones(4, device=device) * 2).sum().item() == 8  # a kernel launch here, checked
+    finally:
+        unpin_host_memory(buffer, device)

@@ -36,6 +36,7 @@ class Arena:
         self.name = self._memory.name
         self.size = size
         self.tensor = torch.frombuffer(self._memory.buf, dtype=torch.uint8)
+        self._device = device
         self._pinned = pin_host_memory(self.tensor, device)
 
     def close(self) -> None:
@@ -43,7 +44,7 @@ class Arena:
         the mapping, so a view used after this would fault (BatchProcessor.close runs after the
         batch threads have ended)."""
         if self._pinned:
-            unpin_host_memory(self.tensor)
+            unpin_host_memory(self.tensor, self._device)
         del self.tensor
         self._memory.close()
         self._memory.unlink()
