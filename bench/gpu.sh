@@ -7,8 +7,9 @@
 # Runs `watch --once` at batch 128 (beside the same run with the file work on threads, and one
 # more sampled by py-spy when it is there: profile-watch-once-b128.txt), again with 6 batches in
 # flight (batch.gpu_lanes), at batch 256 with 3 and 6, the live daemon working through a mass drop
-# (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU tests, the
-# file handling's CPU a frame and the daemon's own CPU a frame (bench/daemon_cpu.py), and writes each
+# renamed into the inbox once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU tests, the
+# file handling's CPU a frame, the daemon's own CPU a frame (bench/daemon_cpu.py) and its inbox
+# events' through a mass drop (bench/inbox_events.py), and writes each
 # figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
 # summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
 # and the rest still run: a GPU minute is not spent twice. `--device cpu --model tiny` runs the
@@ -60,7 +61,7 @@ step watch-once-b128 "$python" bench/watch_once.py --device "$device" --precisio
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b128.json" \
     --profile "$out/profile-watch-once-b128.txt"
 step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
-    --seconds "$seconds" --batch-size 128 --json "$out/live-mass-drop.json"
+    --seconds "$seconds" --batch-size 128 --drop-after-start --json "$out/live-mass-drop.json"
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \
     --drops 10 --json "$out/latency.json"
 # More batches in flight (batch.gpu_lanes): whether the stages' overlap, not the GIL, caps frames/s.
@@ -84,6 +85,8 @@ step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((fra
 # holds the GIL, so one over it caps frames/s on any GPU. Full batches of 128 only.
 daemon_frames=$((frames / 4 / 128 * 128)); [ "$daemon_frames" -ge 128 ] || daemon_frames=128
 step daemon-cpu "$python" bench/daemon_cpu.py --frames "$daemon_frames" --repeats 1 --json "$out/daemon-cpu.json"
+# What hearing about a mass drop live costs a frame, on the daemon's GIL (about 10 s).
+step inbox-events "$python" bench/inbox_events.py --frames "$frames" --repeats 3 --json "$out/inbox-events.json"
 
 if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi
 machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)

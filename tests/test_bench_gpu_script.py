@@ -50,6 +50,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         "gpu-tests",
         "file-cpu",
         "daemon-cpu",
+        "inbox-events",
     ]
     assert list(steps) == expected
     assert all(code == 0 for code in steps.values()), {
@@ -65,11 +66,13 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         "latency",
         "file-cpu",
         "daemon-cpu",
+        "inbox-events",
     ):
         assert json.loads((out / f"{figures}.json").read_text()), figures
     # The same run's watch --once with the file work on threads: the ratio the GPU figures need.
     assert "ours_over_file_threads" in json.loads((out / "watch-once-b128.json").read_text())
-    assert json.loads((out / "live-mass-drop.json").read_text())["all_done"]
+    live = json.loads((out / "live-mass-drop.json").read_text())
+    assert live["all_done"] and live["dropped_after_start"] and live["every_frame_accounted_for"]
     for lanes6 in ("watch-once-b128-lanes6", "watch-once-b256-lanes6"):
         assert json.loads((out / f"{lanes6}.json").read_text())["gpu_lanes"] == 6
 

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from watcher.intake.discovery import relative_to_inbox
+from watcher.intake.discovery import is_candidate_name
 from watcher.intake.inotify import IN_CLOSE_WRITE, IN_ISDIR, Event, Inotify
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class InboxEvents:
         self._inotify: Inotify | None = None
         self._stop_reading, self._stop_signal = -1, -1  # a pipe: the reader's poll wakes on it
         self._reader: threading.Thread | None = None
+        self._relative_folders: dict[int, PurePosixPath] = {}
 
     def request_rescan(self) -> None:
         with self._lock:
@@ -95,13 +96,12 @@ class InboxEvents:
                 # A folder made or moved in may arrive already full; one moved or deleted leaves
                 # watches on the wrong path: the tree's watches are set again, and a scan looks.
                 tree_changed = True
-            elif event.watch in folders:
-                relative = relative_to_inbox(self._inbox, folders[event.watch] / event.name)
-                if relative is not None:
-                    hints.add(relative)
-                    # Closed after writing (our own reads close without writing): its writer is done.
-                    if event.mask & IN_CLOSE_WRITE:
-                        finished.add(relative)
+            elif event.watch in folders and is_candidate_name(event.name):
+                relative = self._relative_folder(event.watch) / event.name
+                hints.add(relative)
+                # Closed after writing (our own reads close without writing): its writer is done.
+                if event.mask & IN_CLOSE_WRITE:
+                    finished.add(relative)
         if tree_changed:
             self._watch_tree()
         if not (hints or tree_changed):
@@ -111,6 +111,15 @@ class InboxEvents:
             self._finished |= finished
             self._rescan_requested |= tree_changed
         self._wake.set()
+
+    def _relative_folder(self, watch: int) -> PurePosixPath:
+        """A watched folder's path in the inbox (never a hidden one's: those are not watched)."""
+        relative = self._relative_folders.get(watch)
+        if relative is None:
+            assert self._inotify is not None, "started"
+            relative = PurePosixPath(self._inotify.folders[watch].relative_to(self._inbox).as_posix())
+            self._relative_folders[watch] = relative
+        return relative
 
     def _read(self) -> None:
         assert self._inotify is not None, "started"
@@ -132,6 +141,7 @@ class InboxEvents:
         the watches of folders no longer there."""
         assert self._inotify is not None, "started"
         inotify, seen = self._inotify, set[int]()
+        self._relative_folders.clear()  # a folder renamed keeps its watch under its new name
         stack = [self._inbox]
         while stack:
             folder = stack.pop()
