@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path, PurePosixPath
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +123,72 @@ def test_folders_made_moved_in_and_out_are_watched_as_they_now_lie(tmp_path: Pat
         }
     finally:
         events.stop()
+
+
+def test_a_frame_in_a_folder_renamed_within_the_same_read_is_hinted_by_its_new_name(tmp_path: Path) -> None:
+    # The reader is driven by hand here (its thread not started) so that the rename and the
+    # frame land in one read, as they do when a site renames a folder while frames arrive.
+    from watcher.intake.discovery import scan_inbox
+
+    inbox = tmp_path / "inbox"
+    (inbox / "cam-01" / "sub").mkdir(parents=True)
+    events = InboxEvents(inbox, threading.Event())
+    events._inotify = Inotify()
+    try:
+        events._watch_tree()
+        (inbox / "cam-01").rename(inbox / "cam-02")
+        write_bmp(inbox / "cam-02" / "sub" / "x.bmp")
+        events.take_events(events._inotify.read())
+        taken = events.take()
+    finally:
+        events.stop()
+    assert taken.hints == taken.finished == {PurePosixPath("cam-02/sub/x.bmp")} == set(scan_inbox(inbox))
+    assert taken.rescan
+
+
+@pytest.mark.parametrize("change", ["deleted and made again", "renamed away and back", "missing at start"])
+def test_an_inbox_that_is_another_folder_now_is_watched_again_at_the_next_rescan(
+    tmp_path: Path, change: str
+) -> None:
+    import shutil
+
+    inbox = tmp_path / "inbox"
+    if change != "missing at start":
+        (inbox / "cam").mkdir(parents=True)
+    events = InboxEvents(inbox, threading.Event())
+    events.start()
+    try:
+        if change == "deleted and made again":
+            shutil.rmtree(inbox)
+            inbox.mkdir()
+        elif change == "renamed away and back":
+            inbox.rename(tmp_path / "away")
+            (tmp_path / "away").rename(inbox)
+        else:
+            inbox.mkdir()
+        events.check_inbox()  # as the daemon's loop does at each periodic rescan
+        written: set[PurePosixPath] = set()
+        finished: set[PurePosixPath] = set()
+
+        def a_new_frame_is_heard() -> bool:  # written until one is: the watch comes back meanwhile
+            name = f"top-{len(written)}.bmp"
+            written.add(PurePosixPath(name))
+            write_bmp(inbox / name)
+            finished.update(events.take().finished)
+            return bool(finished & written)
+
+        wait_for(a_new_frame_is_heard, timeout=30, what="events from the inbox again")
+    finally:
+        events.stop()
+
+
+def test_events_are_read_once_and_stop_leaves_nothing_open(tmp_path: Path) -> None:
+    descriptors = len(os.listdir("/proc/self/fd"))
+    events = InboxEvents(tmp_path, threading.Event())
+    events.start()
+    with pytest.raises(RuntimeError, match="read already"):
+        events.start()
+    events.stop()
+    events.stop()
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert not [thread for thread in threading.enumerate() if thread.name == "inbox-events"]

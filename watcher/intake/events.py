@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from watcher.intake.discovery import is_candidate_name
 from watcher.intake.inotify import IN_CLOSE_WRITE, IN_ISDIR, Event, Inotify
+from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class InboxEvents:
         self._stop_reading, self._stop_signal = -1, -1  # a pipe: the reader's poll wakes on it
         self._reader: threading.Thread | None = None
         self._relative_folders: dict[int, PurePosixPath] = {}
+        self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
 
     def request_rescan(self) -> None:
         with self._lock:
@@ -59,6 +61,8 @@ class InboxEvents:
         return batch
 
     def start(self) -> None:
+        if self._reader is not None:
+            raise RuntimeError("the inbox's events are read already")
         try:
             self._inotify = Inotify()
         except OSError as error:
@@ -66,15 +70,28 @@ class InboxEvents:
             return
         self._watch_tree()
         self._stop_reading, self._stop_signal = os.pipe()
-        self._reader = threading.Thread(target=self._read, name="inbox-events", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read, args=(self._inotify,), name="inbox-events", daemon=True
+        )
         self._reader.start()
         logger.debug("watching %s for events", self._inbox)
 
+    def check_inbox(self) -> None:
+        """Have the inbox watched again if it is not the folder its watch is on (deleted and made
+        again, renamed away and back, a share mounted over it, or missing when watching began):
+        events would otherwise never come back. The daemon asks at each periodic rescan."""
+        if self._reader is not None and _identity(self._inbox) != self._inbox_identity:
+            os.write(self._stop_signal, _REWATCH)
+
     def stop(self) -> None:
-        if self._reader is not None:
-            os.write(self._stop_signal, b"x")
-            self._reader.join(timeout=5)
-            self._reader = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            os.write(self._stop_signal, _STOP)
+            reader.join(timeout=5)
+            if reader.is_alive():
+                # Its descriptors stay open: closed under it, their numbers could be reused.
+                logger.warning("the inbox's event reader did not stop; leaving it")
+                return
             for end in (self._stop_reading, self._stop_signal):
                 os.close(end)
         if self._inotify is not None:
@@ -83,27 +100,23 @@ class InboxEvents:
 
     def take_events(self, events: list[Event]) -> None:
         """Hints, finished marks and rescans from `events` (as one read returned them)."""
-        hints, finished, tree_changed = set(), set(), False
         assert self._inotify is not None, "started"
+        tree_changed = any(event.overflowed or _changes_the_tree(event) for event in events)
+        if any(event.overflowed for event in events):
+            logger.warning("the inbox's event queue overflowed: rescanning")
+        if tree_changed:
+            # First: a folder renamed keeps its watch, and its files' events name it as it is now.
+            # A folder made or moved in may arrive already full: a scan looks inside.
+            self._watch_tree()
+        hints, finished = set(), set()
         folders = self._inotify.folders
         for event in events:
-            if event.overflowed:
-                logger.warning("the inbox's event queue overflowed: rescanning")
-                tree_changed = True
-            elif event.about_a_folder:
-                if event.mask & IN_ISDIR and event.name.startswith("."):
-                    continue  # a hidden folder (the in-progress area's): never scanned or watched
-                # A folder made or moved in may arrive already full; one moved or deleted leaves
-                # watches on the wrong path: the tree's watches are set again, and a scan looks.
-                tree_changed = True
-            elif event.watch in folders and is_candidate_name(event.name):
+            if not event.about_a_folder and event.watch in folders and is_candidate_name(event.name):
                 relative = self._relative_folder(event.watch) / event.name
                 hints.add(relative)
                 # Closed after writing (our own reads close without writing): its writer is done.
                 if event.mask & IN_CLOSE_WRITE:
                     finished.add(relative)
-        if tree_changed:
-            self._watch_tree()
         if not (hints or tree_changed):
             return
         with self._lock:
@@ -121,17 +134,21 @@ class InboxEvents:
             self._relative_folders[watch] = relative
         return relative
 
-    def _read(self) -> None:
-        assert self._inotify is not None, "started"
+    def _read(self, inotify: Inotify) -> None:
         poller = select.poll()
-        poller.register(self._inotify.descriptor, select.POLLIN)
+        poller.register(inotify.descriptor, select.POLLIN)
         poller.register(self._stop_reading, select.POLLIN)
         while True:
             ready = {descriptor for descriptor, _ in poller.poll()}
-            if self._stop_reading in ready:
-                return
             try:
-                self.take_events(self._inotify.read())
+                if self._stop_reading in ready:
+                    asked = os.read(self._stop_reading, 64)
+                    if _STOP in asked:
+                        return
+                    self._watch_tree()  # check_inbox: the inbox is another folder now
+                    self.request_rescan()
+                if inotify.descriptor in ready:
+                    self.take_events(inotify.read())
             except Exception:  # noqa: BLE001 - events are only hints: never stop reading them
                 logger.exception("reading the inbox's events failed: rescanning")
                 self.request_rescan()
@@ -140,8 +157,9 @@ class InboxEvents:
         """Watch the inbox and every folder under it but hidden ones (links not followed); drop
         the watches of folders no longer there."""
         assert self._inotify is not None, "started"
-        inotify, seen = self._inotify, set[int]()
+        inotify, seen, unwatched = self._inotify, set[int](), []
         self._relative_folders.clear()  # a folder renamed keeps its watch under its new name
+        self._inbox_identity = _identity(self._inbox)
         stack = [self._inbox]
         while stack:
             folder = stack.pop()
@@ -149,8 +167,7 @@ class InboxEvents:
                 seen.add(inotify.watch(folder))
                 entries = list(os.scandir(folder))
             except OSError as error:
-                # Gone again, or out of inotify watches: the periodic rescan still finds its frames.
-                logger.warning("cannot watch %s for events (%s); relying on rescans", folder, error)
+                unwatched.append(f"{folder} ({error.strerror or error})")
                 continue
             for entry in entries:
                 try:
@@ -158,5 +175,30 @@ class InboxEvents:
                         stack.append(Path(entry.path))
                 except OSError:
                     continue
+        if unwatched:
+            # Gone again, or out of inotify watches: the periodic rescan still finds their frames.
+            logger.warning(
+                "cannot watch %s for events; relying on rescans: %s",
+                plural(len(unwatched), "folder"),
+                ", ".join(unwatched[:3]) + (", ..." if len(unwatched) > 3 else ""),
+            )
         for watch in set(inotify.folders) - seen:
             inotify.unwatch(watch)
+
+
+# What the reader's pipe carries: stop, or watch the tree again (check_inbox).
+_STOP, _REWATCH = b"s", b"w"
+
+
+def _changes_the_tree(event: Event) -> bool:
+    """A folder made or moved in (not a hidden one: never scanned or watched), or a watched one
+    moved, deleted or unmounted: the tree's watches are set again and a rescan looks."""
+    return event.about_a_folder and not (event.mask & IN_ISDIR and event.name.startswith("."))
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        info = folder.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino

@@ -22,6 +22,7 @@ IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
 IN_DELETE_SELF = 0x00000400
 IN_MOVE_SELF = 0x00000800
+IN_UNMOUNT = 0x00002000
 IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
@@ -57,8 +58,9 @@ class Event:
 
     @property
     def about_a_folder(self) -> bool:
-        """A folder made or moved in, or a watched folder moved, deleted or its watch gone."""
-        return bool(self.mask & (IN_ISDIR | IN_MOVE_SELF | IN_DELETE_SELF | IN_IGNORED))
+        """A folder made or moved in, or a watched folder moved, deleted or unmounted (its watch's
+        end, IN_IGNORED, follows those, or our own unwatching: it says nothing new)."""
+        return bool(self.mask & (IN_ISDIR | IN_MOVE_SELF | IN_DELETE_SELF | IN_UNMOUNT))
 
 
 def parse_events(data: bytes) -> Iterator[Event]:

@@ -166,6 +166,8 @@ class Daemon:
                 self._claims.hint(taken.hints)
                 self._claims.writers_finished(taken.finished)
                 if taken.rescan or time.monotonic() >= next_rescan:
+                    if events is not None:
+                        events.check_inbox()
                     self._claims.rescan()
                     self._recovery.adopt_orphans()
                     next_rescan = time.monotonic() + rescan_every
