@@ -1,4 +1,4 @@
-"""Memory under a backlog: the daemon's peak RSS while 20,000 frames of 640×480 wait.
+"""Memory under a backlog: the daemon's peak RSS through 20,000 frames of 640×480 (waiting, or dropped in).
 
     .venv/bin/python bench/backlog.py [--frames 20000] [--seconds 60] [--model vit-b32|tiny]
 

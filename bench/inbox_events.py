@@ -3,7 +3,8 @@
     .venv/bin/python bench/inbox_events.py [--frames 8192] [--repeats 5] [--baseline DIR] [--json FILE]
 
 A process of its own runs only the events reader on a fresh inbox (this checkout's, or that of
-`--baseline DIR`, e.g. a `git worktree` of an earlier commit) and takes its hints as the daemon's
+`--baseline DIR`, e.g. a `git worktree` of an earlier commit; one before 2026-11-27's inotify
+reader needs `pip install 'watchdog>=7.1,<8'` in the venv) and takes its hints as the daemon's
 loop does. This process then does to the frames what a site and the daemon do: renames
 `--frames` frames into a camera folder at once (a mass drop, as an exporter that writes elsewhere
 and renames in makes it), renames each out into the in-progress area (the daemon's claims), and
@@ -29,7 +30,7 @@ from typing import Any
 from harness import REPO, write_json
 
 _READER = """
-import json, resource, sys, threading
+import json, resource, sys, threading, time
 from pathlib import Path, PurePosixPath
 sys.path[:0] = [{repo!r}]
 from watcher.intake.events import InboxEvents
@@ -41,12 +42,13 @@ print("ready", flush=True)
 sys.stdin.readline()
 before = resource.getrusage(resource.RUSAGE_SELF)
 hinted = set()
-while True:
-    wake.wait()
+deadline = time.monotonic() + 300
+while time.monotonic() < deadline:  # an overflowed queue may have lost the marker: not forever
+    wake.wait(timeout=1)
     wake.clear()
     taken = events.take()
     hinted |= taken.hints
-    if PurePosixPath("cam-0", "marker.bmp") in taken.finished:
+    if PurePosixPath("cam-0", "marker.bmp") in taken.finished or taken.rescan:
         break
 after = resource.getrusage(resource.RUSAGE_SELF)
 events.stop()

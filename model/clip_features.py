@@ -250,14 +250,15 @@ class ClipFeatureExtractor:
         )
 
     def warm_up(self, batch_size: int, *, thread_counts: Sequence[int] = ()) -> None:
-        """One forward pass on a blank batch: kernel selection, weight packing and allocator growth
-        happen here, at start-up, instead of in the first real batch. On ONNX Runtime, one per
-        thread count the batches will use (each has a session of its own)."""
+        """One forward pass on a blank batch: kernel selection and weight packing happen here, at
+        start-up, instead of in the first real batch (on CUDA the memory it took goes back). On
+        ONNX Runtime, one per thread count the batches will use (each has a session of its own)."""
         if self._onnx is None or not thread_counts:
             self.embed_pixels(self.blank_pixels(batch_size))
             if self.runtime.device.type == "cuda":
-                # Blocks freed on this thread's stream serve only that stream, and the batches run
-                # on streams of their own (model.packed.thread_stream): held, they would sit idle.
+                # Blocks freed on the stream this pass ran on serve only that stream, and the
+                # batches run on streams of their own (model.packed.thread_stream): kept, they
+                # would sit idle.
                 torch.cuda.empty_cache()
             return
         # ONNX Runtime packs its weights when a session is made; a pass of two frames then takes

@@ -154,7 +154,7 @@ def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
 
     def no_room(self: ClipFeatureExtractor, pictures: list) -> list:
         if copy == "copy-fails":
-            raise RuntimeError("CUDA error: misaligned address (simulated)\nmore lines")
+            raise ValueError("no usable stretch of frames (simulated)\nmore lines")
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)\nmore lines")
 
     device_full = copy != "taken"
@@ -179,7 +179,7 @@ def test_on_a_gpu_a_batch_gives_its_arena_back_before_the_model_runs(
     }
     assert before_the_model == ({"leased"} if device_full else {"returned"})
     full = "frames stay in their arena until the model has them: CUDA out of memory (simulated)\n"
-    failed = "copying frames to the device failed (CUDA error: misaligned address (simulated)): "
+    failed = "copying frames to the device failed (no usable stretch of frames (simulated)): "
     err = capfd.readouterr().err
     # Full: said once, not every batch; failed: every batch (26 frames, batches of 8).
     assert (err.count(full), err.count(failed)) == {

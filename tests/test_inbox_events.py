@@ -4,6 +4,8 @@ overflow included, and the parsing of whatever names a camera's exporter writes.
 from __future__ import annotations
 
 import os
+import shutil
+import struct
 import threading
 from pathlib import Path, PurePosixPath
 
@@ -13,16 +15,25 @@ from hypothesis import strategies as st
 
 from model.synthetic import write_bmp
 from tests.helpers import wait_for
+from watcher.intake.discovery import scan_inbox
 from watcher.intake.events import EventBatch, InboxEvents
 from watcher.intake.inotify import (
     IN_CLOSE_WRITE,
     IN_CREATE,
     IN_MOVED_TO,
     IN_Q_OVERFLOW,
+    Event,
     Inotify,
-    pack_event,
     parse_events,
 )
+
+
+def pack_event(watch: int, mask: int, name: bytes = b"") -> bytes:
+    """One event as the kernel writes it (struct inotify_event): its name NUL-terminated and
+    padded to a multiple of 16 bytes."""
+    padded = name + b"\0" * (16 - len(name) % 16) if name else b""
+    return struct.pack("iIII", watch, mask, 0, len(padded)) + padded
+
 
 # A file name as Linux allows it: any bytes but NUL and "/", 1 to 255 of them.
 file_names = st.binary(min_size=1, max_size=255).filter(lambda name: b"\0" not in name and b"/" not in name)
@@ -52,7 +63,7 @@ def test_a_full_event_queue_is_read_as_an_overflow_and_asks_for_a_rescan(tmp_pat
         inotify.watch(tmp_path)
         for index in range(limit // 2 + 1):  # a creation and a close each
             (tmp_path / f"{index}.bmp").write_bytes(b"")
-        events: list = []
+        events: list[Event] = []
         while read := inotify.read():
             events += read
     finally:
@@ -60,7 +71,7 @@ def test_a_full_event_queue_is_read_as_an_overflow_and_asks_for_a_rescan(tmp_pat
     assert events[-1].overflowed and len(events) == limit + 1
 
     inbox_events = InboxEvents(tmp_path, threading.Event())
-    inbox_events.start()
+    inbox_events._inotify = Inotify()  # driven by hand: take_events is the reader thread's
     try:
         inbox_events.take_events(list(parse_events(pack_event(-1, IN_Q_OVERFLOW))))
         assert inbox_events.take().rescan is True
@@ -128,8 +139,6 @@ def test_folders_made_moved_in_and_out_are_watched_as_they_now_lie(tmp_path: Pat
 def test_a_frame_in_a_folder_renamed_within_the_same_read_is_hinted_by_its_new_name(tmp_path: Path) -> None:
     # The reader is driven by hand here (its thread not started) so that the rename and the
     # frame land in one read, as they do when a site renames a folder while frames arrive.
-    from watcher.intake.discovery import scan_inbox
-
     inbox = tmp_path / "inbox"
     (inbox / "cam-01" / "sub").mkdir(parents=True)
     events = InboxEvents(inbox, threading.Event())
@@ -150,8 +159,6 @@ def test_a_frame_in_a_folder_renamed_within_the_same_read_is_hinted_by_its_new_n
 def test_an_inbox_that_is_another_folder_now_is_watched_again_at_the_next_rescan(
     tmp_path: Path, change: str
 ) -> None:
-    import shutil
-
     inbox = tmp_path / "inbox"
     if change != "missing at start":
         (inbox / "cam").mkdir(parents=True)
@@ -166,7 +173,7 @@ def test_an_inbox_that_is_another_folder_now_is_watched_again_at_the_next_rescan
             (tmp_path / "away").rename(inbox)
         else:
             inbox.mkdir()
-        events.check_inbox()  # as the daemon's loop does at each periodic rescan
+        events.check_inbox()  # as the daemon's loop does at each rescan
         written: set[PurePosixPath] = set()
         finished: set[PurePosixPath] = set()
 
@@ -182,7 +189,7 @@ def test_an_inbox_that_is_another_folder_now_is_watched_again_at_the_next_rescan
         events.stop()
 
 
-def test_events_are_read_once_and_stop_leaves_nothing_open(tmp_path: Path) -> None:
+def test_start_twice_is_refused_and_stop_leaves_nothing_open(tmp_path: Path) -> None:
     descriptors = len(os.listdir("/proc/self/fd"))
     events = InboxEvents(tmp_path, threading.Event())
     events.start()

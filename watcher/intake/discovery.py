@@ -28,17 +28,6 @@ def camera_of(relative: PurePosixPath) -> str | None:
     return relative.parts[0] if len(relative.parts) > 1 else None
 
 
-def relative_to_inbox(inbox: Path, path: Path) -> PurePosixPath | None:
-    """The inbox-relative path of a candidate frame, or None if `path` is not one."""
-    try:
-        relative = PurePosixPath(path.relative_to(inbox).as_posix())
-    except ValueError:
-        return None
-    if not relative.parts or any(part.startswith(".") for part in relative.parts[:-1]):
-        return None
-    return relative if is_candidate_name(relative.name) else None
-
-
 def scan_inbox(inbox: Path) -> Iterator[PurePosixPath]:
     """Every candidate frame under `inbox`, depth first, without following directory links.
 

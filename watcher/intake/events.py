@@ -4,7 +4,7 @@ A frame closed by the program that wrote it is marked finished: the readiness ch
 wait `settle_ms` to believe it is complete (the latency path). A frame renamed in (from outside
 the inbox, or from a temporary name beside it) is hinted and settles as before.
 The inbox and every folder under it are watched (watcher.intake.inotify), hidden folders left
-out, so the in-progress area (one folder per claimed frame) never costs inotify watches. One
+out, so the hidden `.in-progress/` area never costs inotify watches. One
 thread reads the events, everything queued at each read, and hands them over in one go.
 """
 
@@ -42,7 +42,7 @@ class InboxEvents:
         self._finished: set[PurePosixPath] = set()
         self._rescan_requested = False
         self._inotify: Inotify | None = None
-        self._stop_reading, self._stop_signal = -1, -1  # a pipe: the reader's poll wakes on it
+        self._control_read, self._control_write = -1, -1  # a pipe to the reader: _STOP or _REWATCH
         self._reader: threading.Thread | None = None
         self._relative_folders: dict[int, PurePosixPath] = {}
         self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
@@ -60,39 +60,42 @@ class InboxEvents:
             self._hints, self._finished, self._rescan_requested = set(), set(), False
         return batch
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Watch the inbox and start reading its events; False when inotify cannot be used here
+        (the daemon then polls instead)."""
         if self._reader is not None:
             raise RuntimeError("the inbox's events are read already")
         try:
             self._inotify = Inotify()
         except OSError as error:
-            logger.warning("cannot watch %s for events (%s); relying on rescans", self._inbox, error)
-            return
+            logger.warning("cannot watch %s for events (%s); polling it instead", self._inbox, error)
+            return False
         self._watch_tree()
-        self._stop_reading, self._stop_signal = os.pipe()
+        self._control_read, self._control_write = os.pipe()
         self._reader = threading.Thread(
             target=self._read, args=(self._inotify,), name="inbox-events", daemon=True
         )
         self._reader.start()
         logger.debug("watching %s for events", self._inbox)
+        return True
 
     def check_inbox(self) -> None:
         """Have the inbox watched again if it is not the folder its watch is on (deleted and made
         again, renamed away and back, a share mounted over it, or missing when watching began):
-        events would otherwise never come back. The daemon asks at each periodic rescan."""
+        events would otherwise never come back. The daemon asks at each rescan."""
         if self._reader is not None and _identity(self._inbox) != self._inbox_identity:
-            os.write(self._stop_signal, _REWATCH)
+            os.write(self._control_write, _REWATCH)
 
     def stop(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
-            os.write(self._stop_signal, _STOP)
+            os.write(self._control_write, _STOP)
             reader.join(timeout=5)
             if reader.is_alive():
                 # Its descriptors stay open: closed under it, their numbers could be reused.
                 logger.warning("the inbox's event reader did not stop; leaving it")
                 return
-            for end in (self._stop_reading, self._stop_signal):
+            for end in (self._control_read, self._control_write):
                 os.close(end)
         if self._inotify is not None:
             self._inotify.close()
@@ -101,8 +104,9 @@ class InboxEvents:
     def take_events(self, events: list[Event]) -> None:
         """Hints, finished marks and rescans from `events` (as one read returned them)."""
         assert self._inotify is not None, "started"
-        tree_changed = any(event.overflowed or _changes_the_tree(event) for event in events)
-        if any(event.overflowed for event in events):
+        overflowed = any(event.overflowed for event in events)
+        tree_changed = any(_changes_the_tree(event) for event in events)
+        if overflowed:
             logger.warning("the inbox's event queue overflowed: rescanning")
         if tree_changed:
             # First: a folder renamed keeps its watch, and its files' events name it as it is now.
@@ -117,12 +121,12 @@ class InboxEvents:
                 # Closed after writing (our own reads close without writing): its writer is done.
                 if event.mask & IN_CLOSE_WRITE:
                     finished.add(relative)
-        if not (hints or tree_changed):
+        if not (hints or tree_changed or overflowed):
             return
         with self._lock:
             self._hints |= hints
             self._finished |= finished
-            self._rescan_requested |= tree_changed
+            self._rescan_requested |= tree_changed or overflowed
         self._wake.set()
 
     def _relative_folder(self, watch: int) -> PurePosixPath:
@@ -137,12 +141,12 @@ class InboxEvents:
     def _read(self, inotify: Inotify) -> None:
         poller = select.poll()
         poller.register(inotify.descriptor, select.POLLIN)
-        poller.register(self._stop_reading, select.POLLIN)
+        poller.register(self._control_read, select.POLLIN)
         while True:
             ready = {descriptor for descriptor, _ in poller.poll()}
             try:
-                if self._stop_reading in ready:
-                    asked = os.read(self._stop_reading, 64)
+                if self._control_read in ready:
+                    asked = os.read(self._control_read, 64)
                     if _STOP in asked:
                         return
                     self._watch_tree()  # check_inbox: the inbox is another folder now

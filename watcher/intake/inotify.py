@@ -76,12 +76,6 @@ def parse_events(data: bytes) -> Iterator[Event]:
         yield Event(watch, mask, os.fsdecode(raw.split(b"\0", 1)[0]))
 
 
-def pack_event(watch: int, mask: int, name: bytes = b"") -> bytes:
-    """One event as the kernel writes it (for tests): the name NUL-terminated, padded to 16 bytes."""
-    padded = name + b"\0" * (16 - len(name) % 16) if name else b""
-    return _HEADER.pack(watch, mask, 0, len(padded)) + padded
-
-
 class InotifyUnavailable(OSError):
     """inotify cannot be used here (not Linux, or out of instances): events are then not seen."""
 
@@ -94,7 +88,7 @@ def _libc() -> ctypes.CDLL:
 
 
 class Inotify:
-    """An inotify descriptor and its watches: folder by watch descriptor, and back."""
+    """An inotify descriptor and its watches: the folder of each watch descriptor."""
 
     def __init__(self) -> None:
         libc = _libc()

@@ -124,8 +124,7 @@ class Daemon:
     def run(self, *, once: bool = False) -> RunReport:
         events = None if once else self._events_for_mode()
         try:
-            self._start(events)
-            self._loop(events, once=once)
+            self._loop(self._start(events), once=once)
             # Stopping: the batch in hand is finished and committed, nothing new is taken.
             self._telemetry.stopping()
             self._dispatcher.flush()
@@ -145,16 +144,17 @@ class Daemon:
         self.report.left_parked = len(self._dispatcher.parked)
         return self.report
 
-    def _start(self, events: InboxEvents | None) -> None:
+    def _start(self, events: InboxEvents | None) -> InboxEvents | None:
+        """Recovery, the events (None, for polling, when they cannot be had) and the first scan."""
         # Frames left by a run that crashed are suspects (see watcher.intake.suspects).
         stopped_cleanly = suspects.take_clean_stop(self.instance.area)
         self._heartbeat.record_start(stopped_cleanly=stopped_cleanly)
         self._recovery.recover(crashed=not stopped_cleanly)
-        if events is not None:
-            events.start()
+        listening = events if events is not None and events.start() else None
         self._claims.rescan()
         # Migrated, model loaded, earlier work recovered: only now is the service ready.
         self._telemetry.ready(waiting=self._claims.waiting)
+        return listening
 
     def _loop(self, events: InboxEvents | None, *, once: bool) -> None:
         settings = self._config.inbox

@@ -141,7 +141,8 @@ class BatchProcessor:
 
     def _taken_to_device(self, decoded: list[Decoded]) -> bool:
         """The frames' pixels copied out of their arena onto the model's device, in place in
-        `decoded`; False (nothing changed) when the device has no room for them."""
+        `decoded`; False (nothing changed) when the device has no room for them, or the copy
+        failed otherwise."""
         packed = [item.pixels for item in decoded if isinstance(item.pixels, PackedBmp)]
         if not packed:
             return True  # nothing of the batch lies in the arena (pictures came through the pipes)

@@ -37,7 +37,7 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party libraries are chatty at info; keep them to warnings unless debugging ourselves.
-    for noisy in ("watchdog", "alembic", "transformers", "urllib3", "filelock", "httpx"):
+    for noisy in ("alembic", "transformers", "urllib3", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The hub logs each download retry twice (its own handler and ours); a failed load ends in
     # one clear error line of ours anyway.
