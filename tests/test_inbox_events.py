@@ -126,7 +126,7 @@ def test_folders_made_moved_in_and_out_are_watched_as_they_now_lie(tmp_path: Pat
         wait_for(lambda: seen_in("finished", "marker.bmp"), timeout=30, what="the marker")
         assert set().union(*(batch.hints for batch in seen)) == {PurePosixPath("marker.bmp")}
         assert not any(batch.rescan for batch in seen)
-        assert set(events._inotify.folders.values()) == {  # type: ignore[union-attr]
+        assert {inbox / folder for folder in events._folders.values()} == {
             inbox,
             inbox / "cam-03",
             inbox / "cam-03" / "2026",

@@ -44,7 +44,9 @@ class InboxEvents:
         self._inotify: Inotify | None = None
         self._control_read, self._control_write = -1, -1  # a pipe to the reader: _STOP or _REWATCH
         self._reader: threading.Thread | None = None
-        self._relative_folders: dict[int, PurePosixPath] = {}
+        # Each watch's folder, as its path in the inbox: set anew by every walk of the tree (a
+        # folder renamed keeps its watch, under its new name; one gone leaves no watch).
+        self._folders: dict[int, PurePosixPath] = {}
         self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
 
     def request_rescan(self) -> None:
@@ -113,10 +115,10 @@ class InboxEvents:
             # A folder made or moved in may arrive already full: a scan looks inside.
             self._watch_tree()
         hints, finished = set(), set()
-        folders = self._inotify.folders
         for event in events:
-            if not event.about_a_folder and event.watch in folders and is_candidate_name(event.name):
-                relative = self._relative_folder(event.watch) / event.name
+            folder = self._folders.get(event.watch)
+            if folder is not None and not event.about_a_folder and is_candidate_name(event.name):
+                relative = folder / event.name
                 hints.add(relative)
                 # Closed after writing (our own reads close without writing): its writer is done.
                 if event.mask & IN_CLOSE_WRITE:
@@ -128,15 +130,6 @@ class InboxEvents:
             self._finished |= finished
             self._rescan_requested |= tree_changed or overflowed
         self._wake.set()
-
-    def _relative_folder(self, watch: int) -> PurePosixPath:
-        """A watched folder's path in the inbox (never a hidden one's: those are not watched)."""
-        relative = self._relative_folders.get(watch)
-        if relative is None:
-            assert self._inotify is not None, "started"
-            relative = PurePosixPath(self._inotify.folders[watch].relative_to(self._inbox).as_posix())
-            self._relative_folders[watch] = relative
-        return relative
 
     def _read(self, inotify: Inotify) -> None:
         poller = select.poll()
@@ -161,14 +154,14 @@ class InboxEvents:
         """Watch the inbox and every folder under it but hidden ones (links not followed); drop
         the watches of folders no longer there."""
         assert self._inotify is not None, "started"
-        inotify, seen, unwatched = self._inotify, set[int](), []
-        self._relative_folders.clear()  # a folder renamed keeps its watch under its new name
+        folders: dict[int, PurePosixPath] = {}
+        unwatched = []
         self._inbox_identity = _identity(self._inbox)
-        stack = [self._inbox]
+        stack = [(self._inbox, PurePosixPath())]
         while stack:
-            folder = stack.pop()
+            folder, relative = stack.pop()
             try:
-                seen.add(inotify.watch(folder))
+                folders[self._inotify.watch(folder)] = relative
                 entries = list(os.scandir(folder))
             except OSError as error:
                 unwatched.append(f"{folder} ({error.strerror or error})")
@@ -176,7 +169,7 @@ class InboxEvents:
             for entry in entries:
                 try:
                     if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
+                        stack.append((Path(entry.path), relative / entry.name))
                 except OSError:
                     continue
         if unwatched:
@@ -186,8 +179,9 @@ class InboxEvents:
                 plural(len(unwatched), "folder"),
                 ", ".join(unwatched[:3]) + (", ..." if len(unwatched) > 3 else ""),
             )
-        for watch in set(inotify.folders) - seen:
-            inotify.unwatch(watch)
+        for watch in self._folders.keys() - folders.keys():
+            self._inotify.unwatch(watch)
+        self._folders = folders
 
 
 # What the reader's pipe carries: stop, or watch the tree again (check_inbox).

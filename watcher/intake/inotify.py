@@ -24,7 +24,6 @@ IN_DELETE_SELF = 0x00000400
 IN_MOVE_SELF = 0x00000800
 IN_UNMOUNT = 0x00002000
 IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 IN_DONT_FOLLOW = 0x02000000
 IN_ISDIR = 0x40000000
@@ -88,7 +87,7 @@ def _libc() -> ctypes.CDLL:
 
 
 class Inotify:
-    """An inotify descriptor and its watches: the folder of each watch descriptor."""
+    """An inotify descriptor: watches added and removed, events read."""
 
     def __init__(self) -> None:
         libc = _libc()
@@ -105,32 +104,26 @@ class Inotify:
             number = ctypes.get_errno()
             raise InotifyUnavailable(number, os.strerror(number))
         self.descriptor: int = descriptor
-        self.folders: dict[int, Path] = {}
 
     def watch(self, folder: Path) -> int:
-        """Watch `folder` (an existing watch of the same folder is reused: it is now at `folder`)."""
+        """Watch `folder`; its watch descriptor (the same one again for a folder watched already,
+        under whatever name it had then)."""
         watch = self._add(self.descriptor, os.fsencode(folder), FOLDER_EVENTS | _ADD_FLAGS)
         if watch < 0:
             number = ctypes.get_errno()
             raise OSError(number, os.strerror(number), str(folder))
-        self.folders[watch] = folder
         return int(watch)
 
     def unwatch(self, watch: int) -> None:
-        self.folders.pop(watch, None)
         self._remove(self.descriptor, watch)  # fails harmlessly if the kernel dropped it already
 
     def read(self) -> list[Event]:
-        """Every event queued now (none if there are none), watches the kernel dropped forgotten."""
+        """Every event queued now (none if there are none)."""
         try:
             data = os.read(self.descriptor, READ_BYTES)
         except BlockingIOError:
             return []
-        events = list(parse_events(data))
-        for event in events:
-            if event.mask & IN_IGNORED:
-                self.folders.pop(event.watch, None)
-        return events
+        return list(parse_events(data))
 
     def close(self) -> None:
         os.close(self.descriptor)
