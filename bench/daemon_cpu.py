@@ -14,8 +14,10 @@ move (getrusage: the file processes are other processes, not in it) minus the th
 thread), per frame: the head and each frame's result count as the daemon's own. On a CPU the
 CLIP stage also resizes the frames, which a GPU does on the device: it is left out either way. A
 GPU's kernel launches hold the GIL too, and are not in the figure. Each thread's share is printed
-too. `--baseline DIR` measures another checkout (e.g. a `git worktree` of an earlier commit) the
-same way in the same run, runs alternating.
+too, and the model stage's wall-clock time a frame beside its CPU: a stage run op by op from
+Python waits for the GIL between its operations while the daemon's other threads run (see
+bench/gil_convoy.py), and the frames/s of the run. `--baseline DIR` measures another checkout
+(e.g. a `git worktree` of an earlier commit) the same way in the same run, runs alternating.
 """
 
 from __future__ import annotations
@@ -113,16 +115,18 @@ def measure(config_path: Path, *, live: bool = False) -> dict[str, Any]:
     from watcher.pipeline.assembly import build_daemon
 
     model_seconds = [0.0]
+    model_wall_seconds = [0.0]  # beside its CPU: what it waited for (the GIL, among others)
     counting = threading.Lock()
     image_features = ClipFeatureExtractor.image_features
 
     def timed_image_features(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started = time.thread_time()
+        started, started_wall = time.thread_time(), time.perf_counter()
         try:
             return image_features(self, *args, **kwargs)
         finally:
             with counting:
                 model_seconds[0] += time.thread_time() - started
+                model_wall_seconds[0] += time.perf_counter() - started_wall
 
     # CLIP only: the head and the batch's per-frame results count as the daemon's own work.
     ClipFeatureExtractor.image_features = timed_image_features  # type: ignore[method-assign]
@@ -132,9 +136,9 @@ def measure(config_path: Path, *, live: bool = False) -> dict[str, Any]:
     gc.freeze()
     gc.enable()
     threads = _ThreadWatch()
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     report = _run_live(daemon, stop, waiting) if live else daemon.run(once=True)
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - started
     by_thread = threads.stop()
     spent = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) - threads.own_seconds
     if report.ok != waiting:
@@ -145,6 +149,8 @@ def measure(config_path: Path, *, live: bool = False) -> dict[str, Any]:
         "outside_model_us": (spent - model_seconds[0]) / frames * 1e6,
         "total_us": spent / frames * 1e6,
         "model_stage_us": model_seconds[0] / frames * 1e6,
+        "model_stage_wall_us": model_wall_seconds[0] / frames * 1e6,
+        "frames_per_s": frames / wall,
         "threads_us": {name: round(seconds / frames * 1e6, 1) for name, seconds in by_thread.items()},
         "watcher": str(Path(sys.modules["watcher"].__file__ or "").parent),
     }
@@ -188,6 +194,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "outside_model_us": round(statistics.median(outside), 1),
         "runs_us": [round(value, 1) for value in outside],
         "model_stage_us": round(middle["model_stage_us"], 1),
+        "model_stage_wall_us": round(statistics.median(run["model_stage_wall_us"] for run in runs), 1),
+        "frames_per_s": round(statistics.median(run["frames_per_s"] for run in runs), 1),
         "threads_us_of_median_run": middle["threads_us"],
     }
 
@@ -235,6 +243,11 @@ def main() -> None:
                 f"(runs {', '.join(f'{value:.0f}' for value in summary['runs_us'])}): at most "
                 f"{1e6 / summary['outside_model_us']:,.0f} frames/s if it all held the GIL; by thread "
                 f"{summary['threads_us_of_median_run']}"
+            )
+            print(
+                f"{name}: the model stage {summary['model_stage_wall_us']:.0f} µs a frame of wall-clock "
+                f"time (its CPU {summary['model_stage_us']:.0f}: the rest it waited, for the GIL among "
+                f"others), {summary['frames_per_s']:.0f} frames/s from the first scan to the last move"
             )
     if "baseline" in figures:
         baseline = figures["baseline"]["outside_model_us"]

@@ -4,8 +4,10 @@
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
 #                        [--python PATH]
 #
-# Runs `watch --once` at batch 128 (beside the same run with the file work on threads, and one
-# more sampled by py-spy when it is there: profile-watch-once-b128.txt), again with 6 batches in
+# Runs `watch --once` at batch 128 (beside the same run with the file work on threads and one with
+# CLIP's image tower run op by op instead of traced, and one more sampled by py-spy when it is
+# there: profile-watch-once-b128.txt), the tower alone beside a busy Python thread, traced and op by
+# op (bench/gil_convoy.py), `watch --once` again with 6 batches in
 # flight (batch.gpu_lanes), at batch 256 with 3 and 6, the live daemon working through a mass drop
 # renamed into the inbox once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU tests, the
 # file handling's CPU a frame, the daemon's own CPU a frame (bench/daemon_cpu.py) and its inbox
@@ -57,9 +59,12 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
 
 # Most important first: a GPU lease can end before the last step.
 step watch-once-b128 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
-    --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --compare-threads \
+    --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --compare-threads --compare-untraced \
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b128.json" \
     --profile "$out/profile-watch-once-b128.txt"
+# What the GIL costs the tower's launches beside Python, traced and op by op (about 20 s).
+step gil-convoy "$python" bench/gil_convoy.py --device "$device" --model "$model" --batch 128 \
+    --repeats 3 --calls 3 --json "$out/gil-convoy.json"
 step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
     --seconds "$seconds" --batch-size 128 --drop-after-start --json "$out/live-mass-drop.json"
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \

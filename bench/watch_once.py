@@ -201,11 +201,21 @@ def refill_inbox(root: Path, originals: list[Path]) -> None:
 def ours_on_threads(root: Path, originals: list[Path], config: Path) -> dict[str, float]:
     """`watch --once` on the same frames with the file work on threads (batch.file_processes = 0):
     the design before the file processes, measured in the same round."""
+    text = re.sub(r"(?m)^file_processes = .*$", "file_processes = 0", config.read_text())
+    return _ours_configured(root, originals, config.with_name("threads.toml"), text)
+
+
+def ours_untraced(root: Path, originals: list[Path], config: Path) -> dict[str, float]:
+    """`watch --once` on the same frames with CLIP's image tower run op by op from Python
+    (model.traced = false, see model.traced_tower), measured in the same round."""
+    text = re.sub(r"(?m)^\[model\]$", "[model]\ntraced = false", config.read_text())
+    return _ours_configured(root, originals, config.with_name("untraced.toml"), text)
+
+
+def _ours_configured(root: Path, originals: list[Path], config: Path, text: str) -> dict[str, float]:
     refill_inbox(root, originals)
-    text = config.read_text()
-    threads_config = config.with_name("threads.toml")
-    threads_config.write_text(re.sub(r"(?m)^file_processes = .*$", "file_processes = 0", text))
-    return ours(threads_config)
+    config.write_text(text)
+    return ours(config)
 
 
 class OwnPeak:
@@ -335,6 +345,11 @@ def main() -> int:
         help="also run watch --once with batch.file_processes = 0 (file work on threads) in each round",
     )
     parser.add_argument(
+        "--compare-untraced",
+        action="store_true",
+        help="also run watch --once with model.traced = false (the image tower op by op) in each round",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="after the rounds, one more watch --once sampled by py-spy (all threads and processes) into it",
@@ -397,6 +412,7 @@ def main() -> int:
                 )
                 return 1
             threads = ours_on_threads(root, originals, config) if args.compare_threads else None
+            untraced = ours_untraced(root, originals, config) if args.compare_untraced else None
             after = ceiling(extractor, batch_size=args.batch_size, batches=batches)
             torch_after = ceiling(reference, batch_size=args.batch_size, batches=batches)
             baseline = research_script_baseline(
@@ -431,6 +447,15 @@ def main() -> int:
                             "file_threads_stage_seconds": threads["stage_seconds_summed_over_batches"],
                         }
                         if threads
+                        else {}
+                    ),
+                    **(
+                        {
+                            "watch_once_untraced_fps": round(untraced["fps"], 1),
+                            "ours_over_untraced": round(measured["fps"] / untraced["fps"], 3),
+                            "untraced_stage_seconds": untraced["stage_seconds_summed_over_batches"],
+                        }
+                        if untraced
                         else {}
                     ),
                 }
@@ -470,6 +495,7 @@ def main() -> int:
                 "ours_over_ceiling",
                 "ours_over_baseline",
                 *(("watch_once_file_threads_fps", "ours_over_file_threads") if args.compare_threads else ()),
+                *(("watch_once_untraced_fps", "ours_over_untraced") if args.compare_untraced else ()),
             )
         },
         "peak_rss_mib": max(entry["peak_rss_mib"] for entry in rounds),
@@ -508,6 +534,8 @@ def main() -> int:
     ]
     if args.compare_threads:
         lines.append(("ours / ours with file work on threads", f"{result['ours_over_file_threads']:8.2f} x"))
+    if args.compare_untraced:
+        lines.append(("ours / ours with the tower op by op", f"{result['ours_over_untraced']:8.2f} x"))
     for tag, entry in result["engine_evidence"].items():
         speed = f"{entry['frames_per_second']:.1f} frames/s" if entry["frames_per_second"] else "not timed"
         lines.append((f"first start: {tag} (gate cosine {entry['min_cosine']:.5f})", f"{speed:>15s}"))

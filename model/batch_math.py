@@ -87,8 +87,13 @@ def pooled(output: object) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output  # type: ignore[attr-defined]
 
 
+def l2_normalised(features: torch.Tensor) -> torch.Tensor:
+    """L2-normalised rows in float32, where the features are."""
+    features = features.float()
+    normalised: torch.Tensor = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return normalised
+
+
 def normalised_rows(features: torch.Tensor) -> np.ndarray:
     """L2-normalised rows as float32 numpy on the host."""
-    features = features.float()
-    features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return features.cpu().numpy()
+    return l2_normalised(features).cpu().numpy()

@@ -26,6 +26,8 @@ from model.messages import first_line
 from model.packed import PackedBmp, gathered_on, packed_to_device, thread_stream
 from model.processor_steps import finish, resized_where_they_lie, resizes_by_steps, transform
 from model.runtime import TORCH, ModelLoadError, Runtime
+from model.staging import staged
+from model.traced_tower import TracedTower, trace_image_tower
 
 if TYPE_CHECKING:
     from model.onnx_vision import OnnxVision
@@ -39,11 +41,6 @@ PREPROCESSING_VERSION = "clip-processor+l2norm/1"
 # A decoded picture: a PIL image, its (height, width, 3) uint8 RGB array, or a BMP's pixel rows
 # still in a shared buffer (see model.packed).
 Picture: TypeAlias = Image.Image | np.ndarray | PackedBmp
-
-# Staging buffers kept for reuse: a few frame sizes, each at most this many bytes (32 frames of
-# 640×480 are 29 MB; a 4K batch is allocated per use instead of held).
-STAGING_CACHE_BYTES = 64 * 1024 * 1024
-STAGING_CACHE_SHAPES = 4
 
 
 class ClipFeatureExtractor:
@@ -84,6 +81,8 @@ class ClipFeatureExtractor:
         self.cpu_threads = torch.get_num_threads()
         # The exported image tower, when ONNX Runtime runs it (see `variant`).
         self._onnx: OnnxVision | None = None
+        # The image tower traced by warm_up (model.traced_tower), when it may be.
+        self._traced: TracedTower | None = None
         where = f"{runtime.device} ({runtime.precision})"
         logger.info("loaded CLIP %s on %s, %d-dimensional features", source, where, self.feature_size)
 
@@ -102,6 +101,7 @@ class ClipFeatureExtractor:
         twin = copy.copy(self)
         twin.runtime = runtime
         twin._onnx = onnx
+        twin._traced = None  # traced for this runtime's dtype and autocast only
         twin._staging_by_thread = threading.local()
         return twin
 
@@ -109,6 +109,7 @@ class ClipFeatureExtractor:
         """Let go of torch's image tower (a third of ViT-B/32's weights) once ONNX Runtime runs
         its export: text features (zero-shot prompts) still run on torch."""
         assert self._onnx is not None, "torch runs the image tower here"
+        self._traced = None  # it holds the tower too
         self._model.vision_model = None
         self._model.visual_projection = None  # type: ignore[assignment]  # torch types it as Linear
 
@@ -181,39 +182,12 @@ class ClipFeatureExtractor:
             if isinstance(chunk[0], PackedBmp):
                 yield packed_to_device(chunk, self.runtime.device), [True] * len(chunk)  # type: ignore[arg-type]  # a group is all of one type
                 continue
-            staged, bgr = self._stage(chunk)  # type: ignore[arg-type]  # a group is all of one type
-            yield self._to_device(staged).permute(0, 3, 1, 2), bgr  # NHWC → NCHW, a view
+            pinned = self.runtime.device.type == "cuda"
+            host, bgr = staged(chunk, self._staging, pinned=pinned)  # type: ignore[arg-type]  # a group is all of one type
+            yield self._to_device(host).permute(0, 3, 1, 2), bgr  # NHWC → NCHW, a view
             if number < len(chunks) - 1 and self.runtime.device.type == "cuda":
                 # The next chunk reuses the staging buffer its copy to the GPU may still read.
                 torch.cuda.current_stream(self.runtime.device).synchronize()
-
-    def _stage(self, arrays: list[np.ndarray]) -> tuple[torch.Tensor, list[bool]]:
-        """The arrays copied into one (n, height, width, 3) uint8 tensor, the only copy they get,
-        and which slots hold BGR.
-
-        A BMP's pixel view reads its BGR bytes backwards to give RGB: copied that way it costs
-        many times a plain copy, so its bytes are copied in stored order and the channels are
-        swapped after resizing and cropping, on a few KB instead of the whole frame (resizing
-        and cropping treat channels alike, so the result is the same).
-        Buffers up to STAGING_CACHE_BYTES are kept per frame size (and per thread) and reused: a
-        fresh allocation costs page faults every batch (and pinning, on CUDA, costs more than the
-        copy).
-        """
-        count, shape = len(arrays), arrays[0].shape
-        cache = self._staging
-        buffer = cache.get(shape)
-        if buffer is None or buffer.shape[0] < count:
-            pinned = self.runtime.device.type == "cuda"
-            buffer = torch.empty((count, *shape), dtype=torch.uint8, pin_memory=pinned)
-            if buffer.numel() <= STAGING_CACHE_BYTES:
-                if len(cache) >= STAGING_CACHE_SHAPES:
-                    cache.pop(next(iter(cache)))  # the oldest frame size
-                cache[shape] = buffer
-        slots = buffer[:count].numpy()
-        bgr = [array.strides[-1] < 0 for array in arrays]
-        for slot, array, reversed_channels in zip(slots, arrays, bgr, strict=True):
-            np.copyto(slot, array[..., ::-1] if reversed_channels else array)  # rows come upright
-        return buffer[:count], bgr
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
         if self.runtime.device.type != "cuda":
@@ -229,6 +203,9 @@ class ClipFeatureExtractor:
             threads = getattr(self._staging_by_thread, "threads", self.cpu_threads)
             projected = self._onnx.run(np.ascontiguousarray(pixel_values.numpy()), threads=threads)
             return normalised_rows(torch.from_numpy(projected))
+        traced = self._traced
+        if traced is not None and traced.fits(pixel_values):
+            return traced(pixel_values).cpu().numpy()  # normalised by the trace itself
         with self._autocast():
             output = self._model.get_image_features(pixel_values=pixel_values)
         return normalised_rows(pooled(output))
@@ -249,10 +226,13 @@ class ClipFeatureExtractor:
             batch_size, 3, *self.image_size, device=self.runtime.device, dtype=self.runtime.dtype
         )
 
-    def warm_up(self, batch_size: int, *, thread_counts: Sequence[int] = ()) -> None:
+    def warm_up(self, batch_size: int, *, thread_counts: Sequence[int] = (), traced: bool = True) -> None:
         """One forward pass on a blank batch: kernel selection and weight packing happen here, at
         start-up, instead of in the first real batch (on CUDA the memory it took goes back). On
-        ONNX Runtime, one per thread count the batches will use (each has a session of its own)."""
+        ONNX Runtime, one per thread count the batches will use (each has a session of its own).
+        With `traced`, torch's image tower is traced first where it may be (see `trace`)."""
+        if traced:
+            self.trace()
         if self._onnx is None or not thread_counts:
             self.embed_pixels(self.blank_pixels(batch_size))
             if self.runtime.device.type == "cuda":
@@ -269,6 +249,18 @@ class ClipFeatureExtractor:
             self.use_cpu_threads(count)
             self.embed_pixels(pixels)
         self._staging_by_thread.threads = before if before is not None else self.cpu_threads
+
+    def trace(self) -> bool:
+        """From now on run torch's image tower as a trace (model.traced_tower), where it runs on
+        torch without autocast on a CPU or GPU: its operations then wait for no other thread's
+        Python. True if the tower now runs traced."""
+        runtime = self.runtime
+        if self._traced is None and self._onnx is None and runtime.autocast_dtype is None:
+            if runtime.device.type in ("cpu", "cuda") and self._model.vision_model is not None:
+                self._traced = trace_image_tower(
+                    self._model, frame_size=self.image_size, device=runtime.device, dtype=runtime.dtype
+                )
+        return self._traced is not None
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         dtype = self.runtime.autocast_dtype

@@ -41,6 +41,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     # Most important first: a GPU lease can end before the last step.
     expected = [
         "watch-once-b128",
+        "gil-convoy",
         "live-mass-drop",
         "latency",
         "watch-once-b128-lanes6",
@@ -67,10 +68,15 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
         "file-cpu",
         "daemon-cpu",
         "inbox-events",
+        "gil-convoy",
     ):
         assert json.loads((out / f"{figures}.json").read_text()), figures
     # The same run's watch --once with the file work on threads: the ratio the GPU figures need.
-    assert "ours_over_file_threads" in json.loads((out / "watch-once-b128.json").read_text())
+    # And with the image tower op by op (model.traced = false).
+    b128 = json.loads((out / "watch-once-b128.json").read_text())
+    assert "ours_over_file_threads" in b128 and "ours_over_untraced" in b128
+    convoy = json.loads((out / "gil-convoy.json").read_text())
+    assert convoy["traced_beside_ms"] > 0 and convoy["op_by_op_beside_ms"] > 0
     live = json.loads((out / "live-mass-drop.json").read_text())
     assert live["all_done"] and live["dropped_after_start"] and live["every_frame_accounted_for"]
     for lanes6 in ("watch-once-b128-lanes6", "watch-once-b256-lanes6"):

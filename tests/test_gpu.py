@@ -117,3 +117,34 @@ def test_a_buffer_that_cannot_be_pinned_leaves_no_error_behind() -> None:
         assert (torch.ones(4, device=device) * 2).sum().item() == 8  # a kernel launch here, checked
     finally:
         unpin_host_memory(buffer, device)
+
+
+def test_the_traced_tower_on_its_own_streams_gives_the_towers_features(tiny_clip: Path) -> None:
+    """Lanes call the trace from threads of their own, each on its own stream (model.packed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from model.clip_features import ClipFeatureExtractor
+    from model.packed import thread_stream
+
+    runtime = resolve_runtime(device="cuda", precision="fp16")
+    op_by_op = ClipFeatureExtractor(str(tiny_clip), runtime=runtime)
+    traced = ClipFeatureExtractor(str(tiny_clip), runtime=runtime)
+    assert traced.trace()
+    batches = [
+        torch.randn(count, 3, 224, 224, generator=torch.Generator().manual_seed(count)).to(
+            runtime.device, runtime.dtype
+        )
+        for count in (1, 7, 128, 33)
+    ]
+
+    def embedded(pixels: torch.Tensor) -> np.ndarray:
+        with thread_stream(runtime.device):
+            return traced.embed_pixels(pixels)
+
+    with ThreadPoolExecutor(max_workers=3) as lanes:
+        got = list(lanes.map(embedded, batches))
+    for pixels, features in zip(batches, got, strict=True):
+        expected = op_by_op.embed_pixels(pixels)
+        assert np.sum(features * expected, axis=1).min() > 0.9999

@@ -59,6 +59,13 @@ class ModelConfig(Section):
         "bf16 autocast where the CPU has native bf16, int8 on ONNX Runtime). Or `fp32`, `fp16`, "
         "`bf16` (torch), `int8` (ONNX Runtime). Each row records the precision it was computed in.",
     )
+    traced: bool = Field(
+        True,
+        description="On torch without autocast (a GPU, or fp32 on a CPU), the daemon runs CLIP's image "
+        "tower as a TorchScript trace made at start-up and checked against the tower itself: one "
+        "call without the GIL instead of ~250 operations that each wait for it while other threads "
+        "run Python. `false` runs it op by op.",
+    )
     cpu_threads: int = Field(
         0,
         ge=0,

@@ -74,7 +74,9 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
     instance = acquire_instance(config.in_progress, name=instance_name, prefix=default_prefix(config.source))
     extractor = load_extractor(config)
     lanes = lanes_for(extractor, gpu_lanes=config.batch.gpu_lanes)
-    extractor.warm_up(config.batch.size, thread_counts=(lanes.threads_each, lanes.all_threads))
+    extractor.warm_up(
+        config.batch.size, thread_counts=(lanes.threads_each, lanes.all_threads), traced=config.model.traced
+    )
     prompts = config.model.zero_shot.by_label()
 
     def load_head() -> Head:
