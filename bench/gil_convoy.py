@@ -1,20 +1,21 @@
-"""CLIP's image tower beside a thread running Python: op by op from Python, and traced (model.traced).
+"""The model stage beside a thread running Python: op by op from Python, and traced (model.traced).
 
     .venv/bin/python bench/gil_convoy.py [--model tiny|vit-b32] [--device auto] [--batch 32]
                                          [--repeats 5] [--calls 5] [--json FILE]
 
-Run from Python, the tower gives the GIL back around each of its operations and must take it
-again after each one; while another thread of the process runs Python, each of those takes can
-wait up to the interpreter's switch interval (5 ms). In the daemon the loop, the claims, the rows
-and the moves are that other Python; on a GPU, where a batch's whole forward is a few milliseconds
-of kernel launches, those waits are what the model stage is made of. This measures it directly:
-`--calls` passes of one batch of random pixels (the model's input, preprocessing left out), alone
-and then with one thread beside them running a pure-Python loop (the worst case: it never waits),
-for the tower run op by op (the baseline, `model.traced = false`) and for its trace (the default),
-rounds alternating between the two; medians of `--repeats` rounds. On a CPU the model gets one
-thread, the busy thread a core of its own where there are two. Prints each figure with the ratios
-(beside ÷ alone: the convoy's cost; traced ÷ op by op beside: what the trace saves there) and
-writes them as JSON.
+Run from Python, each torch operation gives the GIL back and must take it again after; while
+another thread of the process runs Python, each of those takes can wait up to the interpreter's
+switch interval (5 ms). In the daemon the loop, the claims, the rows and the moves are that other
+Python; on a GPU, where a batch's whole forward is a few milliseconds of kernel launches, those
+waits are what the model stage is made of. This measures it directly, for two stages: the image
+tower alone (`embed_pixels` of a batch of random pixels) and the whole model stage as a lane runs
+it on arena frames already on the device (`image_features`: the preprocessing of 640×480 BMPs'
+rows, then the tower); `--calls` passes of one batch, alone and then with one thread beside them
+running a pure-Python loop (the worst case: it never waits), op by op (the baseline,
+`model.traced = false`) and traced (the default), rounds alternating between the two; medians of
+`--repeats` rounds. On a CPU the model gets one thread, the busy thread a core of its own where
+there are two. Prints each figure with the ratios (beside ÷ alone: the convoy's cost; traced ÷ op
+by op beside: what the traces save there) and writes them as JSON.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness import MODELS, REPO, build_model, write_json
 
 sys.path.insert(0, str(REPO))
+
+if TYPE_CHECKING:
+    from model.clip_features import ClipFeatureExtractor
 
 
 def _busy_python(stop: threading.Event) -> None:
@@ -55,6 +60,27 @@ def _time_calls(run: Callable[[], object], calls: int, *, beside_busy: bool) -> 
         stop.set()
         if beside_busy:
             busy.join()
+
+
+def _arena_frames(count: int) -> list[Any]:
+    """`count` 640×480 BMPs one after another in one host buffer, as a file worker reads its share
+    of an arena (model.packed.PackedBmp)."""
+    import torch
+
+    from model.images import plain_bmp_block
+    from model.packed import PackedBmp
+    from model.synthetic import bmp_bytes
+
+    data = bmp_bytes(width=640, height=480, seed=1)
+    stride = -(-len(data) // 4096) * 4096
+    buffer = torch.zeros(count * stride, dtype=torch.uint8)
+    block = plain_bmp_block(data, max_pixels=10**8)
+    assert block is not None
+    for index in range(count):
+        buffer[index * stride : index * stride + len(data)] = torch.frombuffer(
+            bytearray(data), dtype=torch.uint8
+        )
+    return [PackedBmp(buffer, block.moved(index * stride)) for index in range(count)]
 
 
 def main() -> int:
@@ -85,46 +111,55 @@ def main() -> int:
         print("the tower could not be traced here (see the warning above)", file=sys.stderr)
         return 1
     pixels = torch.randn(args.batch, 3, *op_by_op.image_size).to(runtime.device, runtime.dtype)
+    frames = op_by_op.taken_in(_arena_frames(args.batch))  # on the device, as a lane has them
     ways = {"op_by_op": op_by_op, "traced": traced}
-    for extractor in ways.values():
-        extractor.embed_pixels(pixels)  # kernel selection, the trace's first run
-    times: dict[str, list[float]] = {f"{way}_{where}": [] for way in ways for where in ("alone", "beside")}
-    for _ in range(args.repeats):
-        for way, extractor in ways.items():
-            for where in ("alone", "beside"):
-                times[f"{way}_{where}"].append(
-                    _time_calls(
-                        lambda extractor=extractor: extractor.embed_pixels(pixels),
-                        args.calls,
-                        beside_busy=where == "beside",
+    stages: dict[str, Callable[[ClipFeatureExtractor], object]] = {
+        "tower": lambda extractor: extractor.embed_pixels(pixels),
+        "model_stage": lambda extractor: extractor.image_features(frames),
+    }
+    times: dict[str, list[float]] = {}
+    for stage, run in stages.items():
+        for extractor in ways.values():
+            run(extractor)  # kernel selection; the traces' first runs (the frame shape's made here)
+        for _ in range(args.repeats):
+            for way, extractor in ways.items():
+                for where in ("alone", "beside"):
+                    times.setdefault(f"{stage}_{way}_{where}", []).append(
+                        _time_calls(
+                            lambda run=run, extractor=extractor: run(extractor),
+                            args.calls,
+                            beside_busy=where == "beside",
+                        )
                     )
-                )
     median = {name: statistics.median(values) for name, values in times.items()}
-    figures = {
+    figures: dict[str, object] = {
         "model": args.model,
         "device": str(runtime.device),
         "precision": runtime.precision,
         "batch": args.batch,
+        "frame_size": "640x480",
         "switch_interval_ms": sys.getswitchinterval() * 1000,
         **{f"{name}_ms": value for name, value in median.items()},
         "rounds_ms": times,
-        "op_by_op_convoy": median["op_by_op_beside"] / median["op_by_op_alone"],
-        "traced_convoy": median["traced_beside"] / median["traced_alone"],
-        "traced_over_op_by_op_beside": median["traced_beside"] / median["op_by_op_beside"],
-        "traced_over_op_by_op_alone": median["traced_alone"] / median["op_by_op_alone"],
     }
     print(f"CLIP {args.model} on {runtime.device} ({runtime.precision}), batch {args.batch}, ms a pass:")
-    for way in ways:
-        alone, beside = median[f"{way}_alone"], median[f"{way}_beside"]
-        rounds = ", ".join(f"{value:.1f}" for value in times[f"{way}_beside"])
+    for stage, label in (("tower", "the image tower"), ("model_stage", "the model stage from arena frames")):
+        print(f"{label}:")
+        for way in ways:
+            alone, beside = median[f"{stage}_{way}_alone"], median[f"{stage}_{way}_beside"]
+            rounds = ", ".join(f"{value:.1f}" for value in times[f"{stage}_{way}_beside"])
+            print(
+                f"  {way}: alone {alone:.1f}, beside a busy Python thread {beside:.1f} "
+                f"({beside / alone:.1f}×; rounds {rounds})"
+            )
+            figures[f"{stage}_{way}_convoy"] = beside / alone
+        for where in ("beside", "alone"):
+            ratio = median[f"{stage}_traced_{where}"] / median[f"{stage}_op_by_op_{where}"]
+            figures[f"{stage}_traced_over_op_by_op_{where}"] = ratio
         print(
-            f"  {way}: alone {alone:.1f}, beside a busy Python thread {beside:.1f} "
-            f"({beside / alone:.1f}×; rounds {rounds})"
+            f"  traced ÷ op by op: {figures[f'{stage}_traced_over_op_by_op_beside']:.3f} beside the busy "
+            f"thread, {figures[f'{stage}_traced_over_op_by_op_alone']:.3f} alone"
         )
-    print(
-        f"traced ÷ op by op: {figures['traced_over_op_by_op_beside']:.3f} beside the busy thread, "
-        f"{figures['traced_over_op_by_op_alone']:.3f} alone"
-    )
     write_json(args.json, figures)
     return 0
 

@@ -5,10 +5,10 @@
 #                        [--python PATH]
 #
 # Runs `watch --once` at batch 128 (beside the same run with the file work on threads and one with
-# CLIP's image tower run op by op instead of traced, and one more sampled by py-spy when it is
-# there: profile-watch-once-b128.txt), the tower alone beside a busy Python thread, traced and op by
-# op (bench/gil_convoy.py), `watch --once` again with 6 batches in
-# flight (batch.gpu_lanes), at batch 256 with 3 and 6, the live daemon working through a mass drop
+# the model stage run op by op instead of traced, and one more sampled by py-spy when it is there:
+# profile-watch-once-b128.txt), the tower and the model stage beside a busy Python thread, traced
+# and op by op (bench/gil_convoy.py), `watch --once` again with 6 batches in flight
+# (batch.gpu_lanes), at batch 256 with 3 and 6, the live daemon working through a mass drop
 # renamed into the inbox once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU tests, the
 # file handling's CPU a frame, the daemon's own CPU a frame (bench/daemon_cpu.py) and its inbox
 # events' through a mass drop (bench/inbox_events.py), and writes each
@@ -62,9 +62,9 @@ step watch-once-b128 "$python" bench/watch_once.py --device "$device" --precisio
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --compare-threads --compare-untraced \
     --baseline-frames $((frames / 16)) --json "$out/watch-once-b128.json" \
     --profile "$out/profile-watch-once-b128.txt"
-# What the GIL costs the tower's launches beside Python, traced and op by op (about 20 s).
+# What the GIL costs the model stage's launches beside Python, traced and op by op (under a minute).
 step gil-convoy "$python" bench/gil_convoy.py --device "$device" --model "$model" --batch 128 \
-    --repeats 3 --calls 3 --json "$out/gil-convoy.json"
+    --repeats 3 --calls 2 --json "$out/gil-convoy.json"
 step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
     --seconds "$seconds" --batch-size 128 --drop-after-start --json "$out/live-mass-drop.json"
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \

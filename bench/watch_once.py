@@ -206,8 +206,9 @@ def ours_on_threads(root: Path, originals: list[Path], config: Path) -> dict[str
 
 
 def ours_untraced(root: Path, originals: list[Path], config: Path) -> dict[str, float]:
-    """`watch --once` on the same frames with CLIP's image tower run op by op from Python
-    (model.traced = false, see model.traced_tower), measured in the same round."""
+    """`watch --once` on the same frames with the model stage (CLIP's image tower, the arena
+    frames' preprocessing) run op by op from Python (model.traced = false, see model.traced),
+    measured in the same round."""
     text = re.sub(r"(?m)^\[model\]$", "[model]\ntraced = false", config.read_text())
     return _ours_configured(root, originals, config.with_name("untraced.toml"), text)
 
@@ -347,7 +348,7 @@ def main() -> int:
     parser.add_argument(
         "--compare-untraced",
         action="store_true",
-        help="also run watch --once with model.traced = false (the image tower op by op) in each round",
+        help="also run watch --once with model.traced = false (the model stage op by op) in each round",
     )
     parser.add_argument(
         "--profile",
@@ -535,7 +536,7 @@ def main() -> int:
     if args.compare_threads:
         lines.append(("ours / ours with file work on threads", f"{result['ours_over_file_threads']:8.2f} x"))
     if args.compare_untraced:
-        lines.append(("ours / ours with the tower op by op", f"{result['ours_over_untraced']:8.2f} x"))
+        lines.append(("ours / ours with the model stage op by op", f"{result['ours_over_untraced']:8.2f} x"))
     for tag, entry in result["engine_evidence"].items():
         speed = f"{entry['frames_per_second']:.1f} frames/s" if entry["frames_per_second"] else "not timed"
         lines.append((f"first start: {tag} (gate cosine {entry['min_cosine']:.5f})", f"{speed:>15s}"))

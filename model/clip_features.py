@@ -23,11 +23,11 @@ from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
 from model.images import as_uint8_array
 from model.messages import first_line
-from model.packed import PackedBmp, gathered_on, packed_to_device, thread_stream
-from model.processor_steps import finish, resized_where_they_lie, resizes_by_steps, transform
+from model.packed import PackedBmp, gathered_on, packed_rows, thread_stream
+from model.processor_steps import finish, resized_where_they_lie, resizes_by_steps, steps_from_rows, transform
 from model.runtime import TORCH, ModelLoadError, Runtime
 from model.staging import staged
-from model.traced_tower import TracedTower, trace_image_tower
+from model.traced import Traced, TracedByShape, trace_image_tower
 
 if TYPE_CHECKING:
     from model.onnx_vision import OnnxVision
@@ -81,8 +81,10 @@ class ClipFeatureExtractor:
         self.cpu_threads = torch.get_num_threads()
         # The exported image tower, when ONNX Runtime runs it (see `variant`).
         self._onnx: OnnxVision | None = None
-        # The image tower traced by warm_up (model.traced_tower), when it may be.
-        self._traced: TracedTower | None = None
+        # The image tower traced by warm_up, and arena frames' preprocessing by frame shape, when
+        # they may be (see `trace`).
+        self._traced: Traced | None = None
+        self._traced_steps: TracedByShape | None = None
         where = f"{runtime.device} ({runtime.precision})"
         logger.info("loaded CLIP %s on %s, %d-dimensional features", source, where, self.feature_size)
 
@@ -101,7 +103,7 @@ class ClipFeatureExtractor:
         twin = copy.copy(self)
         twin.runtime = runtime
         twin._onnx = onnx
-        twin._traced = None  # traced for this runtime's dtype and autocast only
+        twin._traced, twin._traced_steps = None, None  # traced for this runtime's dtype and autocast only
         twin._staging_by_thread = threading.local()
         return twin
 
@@ -164,26 +166,31 @@ class ClipFeatureExtractor:
         """Frames of one size resized, cropped and normalised, in chunks: on a CPU each frame
         resized where its file was read, otherwise staged into one batch on the device first."""
         processor = self._processor
-        if (
-            self.runtime.device.type == "cpu"
-            and resizes_by_steps(processor)
-            and not isinstance(group[0], PackedBmp)
-        ):
-            for chunk in chunked(group, frame_bytes=float_bytes(group[0])):
-                yield finish(processor, *resized_where_they_lie(processor, chunk))  # type: ignore[arg-type]  # not PackedBmp
-            return
-        for on_device, bgr in self._uploaded(group):
-            yield transform(processor, on_device, bgr)
-
-    def _uploaded(self, group: list[np.ndarray | PackedBmp]) -> Iterator[tuple[torch.Tensor, list[bool]]]:
-        """Frames of one size on the device as NCHW uint8, in chunks, with which hold BGR."""
         chunks = chunked(group, frame_bytes=float_bytes(group[0]))
+        if isinstance(group[0], PackedBmp):
+            yield from (self._packed_pixels(chunk) for chunk in chunks)  # type: ignore[arg-type]  # a group is all of one type
+        elif self.runtime.device.type == "cpu" and resizes_by_steps(processor):
+            for chunk in chunks:
+                yield finish(processor, *resized_where_they_lie(processor, chunk))  # type: ignore[arg-type]  # not PackedBmp
+        else:
+            for on_device, bgr in self._uploaded(chunks):  # type: ignore[arg-type]  # not PackedBmp
+                yield transform(processor, on_device, bgr)
+
+    def _packed_pixels(self, frames: list[PackedBmp]) -> torch.Tensor:
+        """Arena frames of one shape on the device, resized, cropped and normalised: through the
+        trace of their shape's steps once tracing is on (see `trace`)."""
+        block, steps = frames[0].block, steps_from_rows(self._processor, frames[0].block)
+        stored = packed_rows(frames, self.runtime.device)
+        if self._traced_steps is None:
+            return steps(stored)
+        what = f"the preprocessing of {block.width}x{block.rows} frames"
+        return self._traced_steps.run(frames[0].shape_key, steps, stored, what=what)
+
+    def _uploaded(self, chunks: list[list[np.ndarray]]) -> Iterator[tuple[torch.Tensor, list[bool]]]:
+        """Chunks of frames of one size on the device as NCHW uint8, with which hold BGR."""
         for number, chunk in enumerate(chunks):
-            if isinstance(chunk[0], PackedBmp):
-                yield packed_to_device(chunk, self.runtime.device), [True] * len(chunk)  # type: ignore[arg-type]  # a group is all of one type
-                continue
             pinned = self.runtime.device.type == "cuda"
-            host, bgr = staged(chunk, self._staging, pinned=pinned)  # type: ignore[arg-type]  # a group is all of one type
+            host, bgr = staged(chunk, self._staging, pinned=pinned)
             yield self._to_device(host).permute(0, 3, 1, 2), bgr  # NHWC → NCHW, a view
             if number < len(chunks) - 1 and self.runtime.device.type == "cuda":
                 # The next chunk reuses the staging buffer its copy to the GPU may still read.
@@ -251,12 +258,13 @@ class ClipFeatureExtractor:
         self._staging_by_thread.threads = before if before is not None else self.cpu_threads
 
     def trace(self) -> bool:
-        """From now on run torch's image tower as a trace (model.traced_tower), where it runs on
-        torch without autocast on a CPU or GPU: its operations then wait for no other thread's
-        Python. True if the tower now runs traced."""
+        """From now on run torch's image tower, and each arena frame shape's preprocessing, as
+        traces (model.traced), where torch runs them without autocast on a CPU or GPU: their
+        operations then wait for no other thread's Python. True if the tower now runs traced."""
         runtime = self.runtime
-        if self._traced is None and self._onnx is None and runtime.autocast_dtype is None:
-            if runtime.device.type in ("cpu", "cuda") and self._model.vision_model is not None:
+        if self._onnx is None and runtime.autocast_dtype is None and runtime.device.type in ("cpu", "cuda"):
+            self._traced_steps = self._traced_steps or TracedByShape()
+            if self._traced is None and self._model.vision_model is not None:
                 self._traced = trace_image_tower(
                     self._model, frame_size=self.image_size, device=runtime.device, dtype=runtime.dtype
                 )

@@ -60,7 +60,13 @@ class PackedBmp:
 
 def packed_to_device(frames: list[PackedBmp], device: torch.device) -> torch.Tensor:
     """Frames of one shape_key as an (n, 3, height, width) uint8 tensor on `device`, rows upright,
-    channels still B, G, R.
+    channels still B, G, R: `upright(packed_rows(...))`."""
+    return upright(packed_rows(frames, device), frames[0].block)
+
+
+def packed_rows(frames: list[PackedBmp], device: torch.device) -> torch.Tensor:
+    """Frames of one shape_key as their stored rows, an (n, rows, row_bytes) uint8 tensor on
+    `device`: padding and all, bottom-up ones still bottom-up.
 
     Frames that lie close together in one buffer (a batch's arena) go to the device as one copy of
     the span they cover, then are cut out there; others get one copy each. On CUDA the copies are
@@ -74,18 +80,25 @@ def packed_to_device(frames: list[PackedBmp], device: torch.device) -> torch.Ten
     one_buffer = all(frame.buffer is frames[0].buffer for frame in frames)
     if one_buffer and end - start <= SPAN_SLACK * len(frames) * first.nbytes:
         span = frames[0].buffer[start:end].to(device, non_blocking=non_blocking)
-        stored = torch.stack(
+        return torch.stack(
             [span[frame.block.offset - start : frame.block.offset - start + first.nbytes] for frame in frames]
         ).view(len(frames), first.rows, first.row_bytes)
-    else:
-        stored = torch.empty((len(frames), first.rows, first.row_bytes), dtype=torch.uint8, device=device)
-        for slot, frame in zip(stored, frames, strict=True):
-            block = frame.block
-            rows = frame.buffer[block.offset : block.offset + block.nbytes].view(block.rows, block.row_bytes)
-            slot.copy_(rows, non_blocking=non_blocking)
-    pixels = stored[:, :, : first.width * 3].reshape(len(frames), first.rows, first.width, 3)
-    if first.bottom_up:
-        pixels = pixels.flip(1)  # one pass on the device; the host never touches the pixels
+    stored = torch.empty((len(frames), first.rows, first.row_bytes), dtype=torch.uint8, device=device)
+    for slot, frame in zip(stored, frames, strict=True):
+        block = frame.block
+        rows = frame.buffer[block.offset : block.offset + block.nbytes].view(block.rows, block.row_bytes)
+        slot.copy_(rows, non_blocking=non_blocking)
+    return stored
+
+
+def upright(stored: torch.Tensor, block: PixelBlock) -> torch.Tensor:
+    """packed_rows' (n, rows, row_bytes) as (n, 3, height, width) pixels, rows upright, channels
+    still B, G, R: views but for a bottom-up frame's flip, one pass on the device (the host never
+    touches the pixels). Torch operations of `stored` alone (its batch size read from it), so that
+    model.traced can record them for every batch of the shape."""
+    pixels = stored[:, :, : block.width * 3].reshape(stored.shape[0], block.rows, block.width, 3)
+    if block.bottom_up:
+        pixels = pixels.flip(1)
     return pixels.permute(0, 3, 1, 2)  # NHWC → NCHW, a view
 
 

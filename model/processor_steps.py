@@ -8,12 +8,15 @@ a batch give identical values (tested in tests/test_fast_path.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from model.batch_math import affine_of, normalised_rgb, to_rgb
+from model.images import PixelBlock
+from model.packed import upright
 
 _STEPS = ("resize", "center_crop", "rescale_and_normalize")
 
@@ -40,6 +43,16 @@ def transform(processor: Any, batch: torch.Tensor, bgr: list[bool]) -> torch.Ten
     if processor.do_resize:
         batch = processor.resize(batch, size=processor.size, resample=processor.resample)
     return finish(processor, batch, bgr)
+
+
+def steps_from_rows(processor: Any, block: PixelBlock) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The processor's steps for model.packed.packed_rows' frames of `block`'s shape (B, G, R,
+    maybe bottom-up): torch operations of the rows alone, which model.traced can record."""
+
+    def steps(stored: torch.Tensor) -> torch.Tensor:
+        return transform(processor, upright(stored, block), [True] * stored.shape[0])
+
+    return steps
 
 
 def finish(processor: Any, batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:

@@ -76,7 +76,8 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     b128 = json.loads((out / "watch-once-b128.json").read_text())
     assert "ours_over_file_threads" in b128 and "ours_over_untraced" in b128
     convoy = json.loads((out / "gil-convoy.json").read_text())
-    assert convoy["traced_beside_ms"] > 0 and convoy["op_by_op_beside_ms"] > 0
+    for stage in ("tower", "model_stage"):
+        assert convoy[f"{stage}_traced_beside_ms"] > 0 and convoy[f"{stage}_op_by_op_beside_ms"] > 0
     live = json.loads((out / "live-mass-drop.json").read_text())
     assert live["all_done"] and live["dropped_after_start"] and live["every_frame_accounted_for"]
     for lanes6 in ("watch-once-b128-lanes6", "watch-once-b256-lanes6"):

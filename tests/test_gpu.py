@@ -119,32 +119,46 @@ def test_a_buffer_that_cannot_be_pinned_leaves_no_error_behind() -> None:
         unpin_host_memory(buffer, device)
 
 
-def test_the_traced_tower_on_its_own_streams_gives_the_towers_features(tiny_clip: Path) -> None:
-    """Lanes call the trace from threads of their own, each on its own stream (model.packed)."""
+def test_traces_on_the_lanes_streams_give_python_s_features(tiny_clip: Path) -> None:
+    """Lanes call the traces (the tower, an arena frame shape's preprocessing) from threads of their
+    own, each on its own stream (model.packed.thread_stream), with no pass run op by op."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
     from model.clip_features import ClipFeatureExtractor
-    from model.packed import thread_stream
+    from model.images import plain_bmp_block
+    from model.packed import PackedBmp
+    from model.synthetic import bmp_bytes
 
     runtime = resolve_runtime(device="cuda", precision="fp16")
     op_by_op = ClipFeatureExtractor(str(tiny_clip), runtime=runtime)
     traced = ClipFeatureExtractor(str(tiny_clip), runtime=runtime)
     assert traced.trace()
-    batches = [
-        torch.randn(count, 3, 224, 224, generator=torch.Generator().manual_seed(count)).to(
-            runtime.device, runtime.dtype
-        )
-        for count in (1, 7, 128, 33)
-    ]
 
-    def embedded(pixels: torch.Tensor) -> np.ndarray:
-        with thread_stream(runtime.device):
-            return traced.embed_pixels(pixels)
+    def arena_frames(count: int) -> list[PackedBmp]:
+        files = [bmp_bytes(width=640, height=480, seed=seed) for seed in range(count)]
+        buffer = torch.zeros(count * 2**20, dtype=torch.uint8)
+        frames = []
+        for index, data in enumerate(files):
+            buffer[index * 2**20 : index * 2**20 + len(data)] = torch.frombuffer(
+                bytearray(data), dtype=torch.uint8
+            )
+            block = plain_bmp_block(data, max_pixels=10**8)
+            assert block is not None
+            frames.append(PackedBmp(buffer, block.moved(index * 2**20)))
+        return frames
 
-    with ThreadPoolExecutor(max_workers=3) as lanes:
-        got = list(lanes.map(embedded, batches))
-    for pixels, features in zip(batches, got, strict=True):
-        expected = op_by_op.embed_pixels(pixels)
+    batches = [arena_frames(count) for count in (2, 7, 1, 33, 16)]
+    python_passes: list[int] = []
+    hook = traced.model.vision_model.register_forward_pre_hook(lambda *_: python_passes.append(1))
+    try:
+        traced.image_features(batches[0])  # the frame shape's preprocessing traced, on one thread
+        with ThreadPoolExecutor(max_workers=3) as lanes:
+            got = list(lanes.map(lambda frames: traced.image_features(traced.taken_in(frames)), batches))
+    finally:
+        hook.remove()
+    assert python_passes == []
+    for frames, features in zip(batches, got, strict=True):
+        expected = op_by_op.image_features(frames)
         assert np.sum(features * expected, axis=1).min() > 0.9999

@@ -62,9 +62,9 @@ class ModelConfig(Section):
     traced: bool = Field(
         True,
         description="On torch without autocast (a GPU, or fp32 on a CPU), the daemon runs CLIP's image "
-        "tower as a TorchScript trace made at start-up and checked against the tower itself: one "
-        "call without the GIL instead of ~250 operations that each wait for it while other threads "
-        "run Python. `false` runs it op by op.",
+        "tower, and each arena frame shape's preprocessing, as TorchScript traces, checked against "
+        "Python's path before use: one call without the GIL instead of operations that each wait "
+        "for it while other threads run Python. `false` runs them op by op.",
     )
     cpu_threads: int = Field(
         0,
