@@ -222,7 +222,7 @@ def test_a_tower_that_cannot_be_traced_runs_from_python_with_a_warning(
 
 
 @pytest.mark.parametrize("traced", [True, False], ids=["traced", "config_off"])
-def test_the_daemon_classifies_through_the_trace_unless_the_config_says_not(
+def test_the_daemon_classifies_through_the_traces_unless_the_config_says_not(
     traced: bool,
     start_daemon: Callable[..., RunningDaemon],
     tmp_path: Path,
@@ -237,17 +237,22 @@ def test_the_daemon_classifies_through_the_trace_unless_the_config_says_not(
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(CLIPVisionModel, "forward", counted)
+    # A file process: the frames reach the model from an arena, preprocessed by their shape's trace.
     with caplog.at_level(logging.INFO, logger="model.traced"):
-        start_daemon(model={"traced": traced}).turns_from_now(1)
+        start_daemon(model={"traced": traced}, batch={"file_processes": 1}).turns_from_now(1)
     announced = [record for record in caplog.records if "TorchScript trace" in record.getMessage()]
     assert len(announced) == int(traced)
     passes.clear()  # the start-up's own passes: the trace, its check, the warm-up
-    for index in range(5):
-        write_bmp(tmp_path / "inbox" / "cam-01" / f"{index}.bmp", seed=index)
-    database = tmp_path / "data" / "results.sqlite3"
-    wait_for(lambda: query(database, "SELECT count(*) FROM results") == [(5,)], what="5 rows")
+    with steps_run_from_python(monkeypatch) as steps:
+        for index in range(5):
+            write_bmp(tmp_path / "inbox" / "cam-01" / f"{index}.bmp", seed=index)
+        database = tmp_path / "data" / "results.sqlite3"
+        wait_for(lambda: query(database, "SELECT count(*) FROM results") == [(5,)], what="5 rows")
     assert query(database, "SELECT count(*) FROM results WHERE error IS NULL") == [(5,)]
     assert bool(passes) is not traced
+    # Traced: Python ran the steps twice, for the one frame shape's trace and its check, at its
+    # first batch; then never. Not traced: once a batch.
+    assert len(steps) == 2 if traced else len(steps) >= 1
 
 
 def test_a_trace_that_records_the_batch_size_is_refused(caplog: pytest.LogCaptureFixture) -> None:
@@ -320,3 +325,76 @@ def test_a_failed_device_inside_the_trace_still_stops_the_daemon(
         _DEVICE_LOST.clear()
     assert files_under(tmp_path / "failed") == [] and files_under(tmp_path / "processed") == []
     assert query(tmp_path / "data" / "results.sqlite3", "SELECT count(*) FROM results") == [(0,)]
+
+
+def test_an_out_of_memory_while_a_trace_is_made_is_raised_and_the_next_batch_traces() -> None:
+    # Faked: a GPU out of memory cannot be had here; the function raises one, once.
+    memory_short = [True]
+
+    def doubled(batch: torch.Tensor) -> torch.Tensor:
+        if memory_short:
+            memory_short.clear()
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return batch * 2
+
+    traces = TracedByShape()
+    batch = torch.ones(3, 4, dtype=torch.uint8)
+    with pytest.raises(torch.OutOfMemoryError):  # typed: the classifier splits the batch
+        traces.run("four", doubled, batch, what="the doubling")
+    calls: list[int] = []
+
+    def counted(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return doubled(batch)
+
+    torch.testing.assert_close(traces.run("four", counted, batch, what="the doubling"), batch * 2)
+    made = len(calls)
+    traces.run("four", counted, batch, what="the doubling")
+    assert len(calls) == made, "traced at the batch after the shortage"
+
+
+def test_a_trace_that_recorded_a_branch_on_pixel_values_is_refused() -> None:
+    def brightened(batch: torch.Tensor) -> torch.Tensor:
+        dark = bool(batch.float().mean() < 100)  # a Python bool of the values: a constant in a trace
+        return batch.float() + (50 if dark else 0)
+
+    traces = TracedByShape()
+    bright = torch.full((2, 4), 200, dtype=torch.uint8)
+    dark = torch.full((2, 4), 10, dtype=torch.uint8)
+    torch.testing.assert_close(traces.run("four", brightened, bright, what="x"), bright.float())
+    # Traced on bright frames and checked on dark ones (255 - x): refused, so dark frames are right.
+    torch.testing.assert_close(traces.run("four", brightened, dark, what="x"), dark.float() + 50)
+
+
+def test_a_trace_that_fails_runs_the_batch_from_python_and_is_given_up_after_three(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def doubled(batch: torch.Tensor) -> torch.Tensor:
+        return torch.ops.cctv_gender_tests.fails_when_told(batch) * 2
+
+    traced = trace_checked(doubled, torch.ones(2, 3), check=torch.ones(1, 3), what="the doubling")
+    assert traced is not None
+    _FAILING[:] = [True]
+    try:
+        with caplog.at_level(logging.WARNING, logger="model.traced"):
+            for _ in range(4):  # Python's path fails too: what the trace raised, typed
+                with pytest.raises(ValueError, match="told to fail"):
+                    traced(torch.ones(2, 3))
+    finally:
+        _FAILING.clear()
+    assert [record.getMessage() for record in caplog.records] == [
+        "the doubling: its trace failed (ValueError: told to fail), the batch runs op by op from Python",
+        "the doubling: its trace failed (ValueError: told to fail), the batch runs op by op from Python",
+        "the doubling runs op by op from Python from now on: its trace failed 3 times in a row "
+        "(ValueError: told to fail)",
+    ]
+
+
+@torch.library.custom_op("cctv_gender_tests::fails_when_told", mutates_args=())
+def _fails_when_told(batch: torch.Tensor) -> torch.Tensor:
+    if _FAILING:
+        raise ValueError("told to fail")
+    return batch.clone()
+
+
+_FAILING: list[bool] = []
