@@ -111,7 +111,6 @@ class ClipFeatureExtractor:
         """Let go of torch's image tower (a third of ViT-B/32's weights) once ONNX Runtime runs
         its export: text features (zero-shot prompts) still run on torch."""
         assert self._onnx is not None, "torch runs the image tower here"
-        self._traced = None  # it holds the tower too
         self._model.vision_model = None
         self._model.visual_projection = None  # type: ignore[assignment]  # torch types it as Linear
 
@@ -188,8 +187,8 @@ class ClipFeatureExtractor:
 
     def _uploaded(self, chunks: list[list[np.ndarray]]) -> Iterator[tuple[torch.Tensor, list[bool]]]:
         """Chunks of frames of one size on the device as NCHW uint8, with which hold BGR."""
+        pinned = self.runtime.device.type == "cuda"
         for number, chunk in enumerate(chunks):
-            pinned = self.runtime.device.type == "cuda"
             host, bgr = staged(chunk, self._staging, pinned=pinned)
             yield self._to_device(host).permute(0, 3, 1, 2), bgr  # NHWC → NCHW, a view
             if number < len(chunks) - 1 and self.runtime.device.type == "cuda":

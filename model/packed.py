@@ -58,12 +58,6 @@ class PackedBmp:
         return (block.rows, block.width, block.row_bytes, block.bottom_up)
 
 
-def packed_to_device(frames: list[PackedBmp], device: torch.device) -> torch.Tensor:
-    """Frames of one shape_key as an (n, 3, height, width) uint8 tensor on `device`, rows upright,
-    channels still B, G, R: `upright(packed_rows(...))`."""
-    return upright(packed_rows(frames, device), frames[0].block)
-
-
 def packed_rows(frames: list[PackedBmp], device: torch.device) -> torch.Tensor:
     """Frames of one shape_key as their stored rows, an (n, rows, row_bytes) uint8 tensor on
     `device`: padding and all, bottom-up ones still bottom-up.

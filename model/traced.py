@@ -91,9 +91,7 @@ class Traced:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if self._failures < FAILURES_BEFORE_GIVING_UP:
             try:
-                # The optimiser's setting is per thread: off for this call only (module docstring).
-                with torch.jit.optimized_execution(False):  # type: ignore[attr-defined]  # torch.jit: no __all__
-                    result: torch.Tensor = self._traced(batch)
+                result = _unoptimised(self._traced, batch)
                 self._failures = 0
                 return result
             except RuntimeError as error:
@@ -172,6 +170,13 @@ class TracedByShape:
             return traced
 
 
+def _unoptimised(traced: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+    """`traced(batch)` as recorded: the optimiser's setting is per thread, off for this call only
+    (see the module's docstring)."""
+    with torch.jit.optimized_execution(False):  # type: ignore[attr-defined]  # torch.jit: no __all__
+        return traced(batch)
+
+
 def operation_error(error: BaseException) -> str:
     """The error of the operation that failed inside a trace: torch's interpreter gives its own
     first line and a traceback, the operation's error (`RuntimeError: ...`) last but for any Python
@@ -213,8 +218,7 @@ def trace_checked(
         with torch.inference_mode():
             traced = torch.jit.trace(function, sample, check_trace=False)  # type: ignore[no-untyped-call]  # torch: unannotated
             expected = function(check)
-            with torch.jit.optimized_execution(False):  # type: ignore[attr-defined]  # as in Traced
-                got = traced(check)
+            got = _unoptimised(traced, check)
     except (torch.OutOfMemoryError, torch.AcceleratorError):
         raise
     except Exception as error:  # noqa: BLE001 - any failure to trace leaves Python's path, which works

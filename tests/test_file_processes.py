@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.images import decode_pixels, plain_bmp_block
-from model.packed import GATHER_GAP, PackedBmp, gathered_on, packed_to_device
+from model.packed import GATHER_GAP, PackedBmp, gathered_on, packed_rows, upright
 from model.synthetic import bmp_bytes, write_bmp
 from tests.helpers import files_under, query
 from watcher.commands.main import main
@@ -314,7 +314,7 @@ def test_packed_rows_on_the_device_are_the_decoded_pixels(
     block = plain_bmp_block(data, max_pixels=10**8)
     assert block is not None and block.bottom_up == (not top_down)
 
-    on_device = packed_to_device([PackedBmp(buffer, block.moved(offset))], torch.device("cpu"))
+    on_device = upright(packed_rows([PackedBmp(buffer, block.moved(offset))], torch.device("cpu")), block)
 
     expected = decode_pixels(data, max_pixels=10**8)  # (height, width, 3) RGB
     assert on_device.shape == (1, 3, height, width)
@@ -385,7 +385,7 @@ def test_frames_copied_as_one_span_or_one_by_one_are_the_same_pixels(
         packed.append(PackedBmp(buffer, block.moved(cursor)))
         cursor += len(data)
 
-    on_device = packed_to_device(packed, torch.device("cpu"))
+    on_device = upright(packed_rows(packed, torch.device("cpu")), packed[0].block)
 
     for frame, data in zip(on_device, files, strict=True):
         assert np.array_equal(
@@ -439,7 +439,7 @@ def test_frames_gathered_off_their_buffers_are_their_pixels_in_memory_of_their_o
     assert len({id(frame.buffer) for frame in gathered}) == 1
     assert gathered[0].buffer.numel() == sum(frame.block.nbytes for frame in gathered) + between
     for frame, (_, data) in zip(gathered, packed, strict=True):
-        on_device = packed_to_device([frame], torch.device("cpu"))[0]
+        on_device = upright(packed_rows([frame], torch.device("cpu")), frame.block)[0]
         assert np.array_equal(
             on_device.permute(1, 2, 0).numpy()[..., ::-1], decode_pixels(data, max_pixels=10**8)
         )
