@@ -12,10 +12,12 @@ tower alone (`embed_pixels` of a batch of random pixels) and the whole model sta
 it on arena frames already on the device (`image_features`: the preprocessing of 640×480 BMPs'
 rows, then the tower); `--calls` passes of one batch, alone and then with one thread beside them
 running a pure-Python loop (the worst case: it never waits), op by op (the baseline,
-`model.traced = false`) and traced (the default), rounds alternating between the two; medians of
-`--repeats` rounds. On a CPU the model gets one thread, the busy thread a core of its own where
-there are two. Prints each figure with the ratios (beside ÷ alone: the convoy's cost; traced ÷ op
-by op beside: what the traces save there) and writes them as JSON.
+`model.traced = false`) and traced, both at Python's default switch interval (5 ms), and traced at
+the daemon's (`batch.gil_switch_interval_ms`, `--switch-interval-ms`), rounds alternating between
+the three; medians of `--repeats` rounds. On a CPU the model gets one thread, the busy thread a
+core of its own where there are two. Prints each figure with the ratios (beside ÷ alone: the
+convoy's cost; traced ÷ op by op beside: what the traces save there; the daemon's switch interval
+÷ Python's, traced, beside) and writes them as JSON.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from harness import MODELS, REPO, build_model, write_json
 
 sys.path.insert(0, str(REPO))
 
+# Python's own switch interval (sys.setswitchinterval's default), the one the op-by-op and traced
+# baselines run at.
+PYTHON_SWITCH_INTERVAL_S = 0.005
+
 if TYPE_CHECKING:
     from model.clip_features import ClipFeatureExtractor
 
@@ -45,8 +51,13 @@ def _busy_python(stop: threading.Event) -> None:
         count += 1
 
 
-def _time_calls(run: Callable[[], object], calls: int, *, beside_busy: bool) -> float:
-    """Milliseconds a call of `run`, the mean of `calls`, optionally beside a busy Python thread."""
+def _time_calls(
+    run: Callable[[], object], calls: int, *, beside_busy: bool, switch_interval_s: float
+) -> float:
+    """Milliseconds a call of `run`, the mean of `calls`, optionally beside a busy Python thread,
+    at the given switch interval (sys.setswitchinterval)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(switch_interval_s)
     stop = threading.Event()
     busy = threading.Thread(target=_busy_python, args=(stop,), name="busy-python")
     if beside_busy:
@@ -60,6 +71,7 @@ def _time_calls(run: Callable[[], object], calls: int, *, beside_busy: bool) -> 
         stop.set()
         if beside_busy:
             busy.join()
+        sys.setswitchinterval(before)
 
 
 def _arena_frames(count: int) -> list[Any]:
@@ -90,6 +102,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="the daemon's switch interval (default: batch.gil_switch_interval_ms's default)",
+    )
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "gil_convoy.json")
     args = parser.parse_args()
 
@@ -97,6 +115,9 @@ def main() -> int:
 
     from model.clip_features import ClipFeatureExtractor
     from model.runtime import resolve_runtime
+    from watcher.config.sections import BatchConfig
+
+    daemon_interval_ms = args.switch_interval_ms or BatchConfig().gil_switch_interval_ms
 
     # fp16 on a GPU, fp32 on a CPU: the precisions the trace runs in (bf16 autocast is not traced).
     runtime = resolve_runtime(device=args.device, precision="fp32" if args.device == "cpu" else "auto")
@@ -112,23 +133,29 @@ def main() -> int:
         return 1
     pixels = torch.randn(args.batch, 3, *op_by_op.image_size).to(runtime.device, runtime.dtype)
     frames = op_by_op.taken_in(_arena_frames(args.batch))  # on the device, as a lane has them
-    ways = {"op_by_op": op_by_op, "traced": traced}
+    # Each way: the extractor, and the switch interval it runs at.
+    ways = {
+        "op_by_op": (op_by_op, PYTHON_SWITCH_INTERVAL_S),
+        "traced": (traced, PYTHON_SWITCH_INTERVAL_S),
+        "traced_daemon_switch": (traced, daemon_interval_ms / 1000),
+    }
     stages: dict[str, Callable[[ClipFeatureExtractor], object]] = {
         "tower": lambda extractor: extractor.embed_pixels(pixels),
         "model_stage": lambda extractor: extractor.image_features(frames),
     }
     times: dict[str, list[float]] = {}
     for stage, run in stages.items():
-        for extractor in ways.values():
+        for extractor in (op_by_op, traced):
             run(extractor)  # kernel selection; the traces' first runs (the frame shape's made here)
         for _ in range(args.repeats):
-            for way, extractor in ways.items():
+            for way, (extractor, interval_s) in ways.items():
                 for where in ("alone", "beside"):
                     times.setdefault(f"{stage}_{way}_{where}", []).append(
                         _time_calls(
                             lambda run=run, extractor=extractor: run(extractor),
                             args.calls,
                             beside_busy=where == "beside",
+                            switch_interval_s=interval_s,
                         )
                     )
     median = {name: statistics.median(values) for name, values in times.items()}
@@ -138,7 +165,8 @@ def main() -> int:
         "precision": runtime.precision,
         "batch": args.batch,
         "frame_size": "640x480",
-        "switch_interval_ms": sys.getswitchinterval() * 1000,
+        "switch_interval_ms": PYTHON_SWITCH_INTERVAL_S * 1000,
+        "daemon_switch_interval_ms": daemon_interval_ms,
         **{f"{name}_ms": value for name, value in median.items()},
         "rounds_ms": times,
     }
@@ -159,6 +187,12 @@ def main() -> int:
         print(
             f"  traced ÷ op by op: {figures[f'{stage}_traced_over_op_by_op_beside']:.3f} beside the busy "
             f"thread, {figures[f'{stage}_traced_over_op_by_op_alone']:.3f} alone"
+        )
+        shorter = median[f"{stage}_traced_daemon_switch_beside"] / median[f"{stage}_traced_beside"]
+        figures[f"{stage}_daemon_switch_over_python_switch_beside"] = shorter
+        print(
+            f"  traced, switch interval {daemon_interval_ms:g} ms ÷ 5 ms: {shorter:.3f} beside the busy "
+            "thread"
         )
     write_json(args.json, figures)
     return 0

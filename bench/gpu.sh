@@ -4,18 +4,18 @@
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
 #                        [--python PATH]
 #
-# Runs `watch --once` at batch 128 (beside the same run with the file work on threads and one with
-# the model stage run op by op instead of traced, and one more sampled by py-spy when it is there:
-# profile-watch-once-b128.txt), the tower and the model stage beside a busy Python thread, traced
-# and op by op (bench/gil_convoy.py), `watch --once` again with 6 batches in flight
-# (batch.gpu_lanes), at batch 256 with 3 and 6, the live daemon working through a mass drop
-# renamed into the inbox once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU tests, the
-# file handling's CPU a frame, the daemon's own CPU a frame (bench/daemon_cpu.py) and its inbox
-# events' through a mass drop (bench/inbox_events.py), and writes each
+# Runs `watch --once` at batch 128 (beside the same run at Python's own switch interval, and one
+# more sampled by py-spy when it is there: profile-watch-once-b128.txt) and, on the same frames, at
+# batch 128 with 6 lanes and at batch 256 with 3 and 6 (watch-once.json, "variants"), the tower and
+# the model stage beside a busy Python thread (op by op, traced, and traced at the daemon's switch
+# interval: bench/gil_convoy.py), the live daemon working through a mass drop renamed into the inbox
+# once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU
+# tests and the inbox events' CPU through a mass drop (bench/inbox_events.py), and writes each
 # figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
 # summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
-# and the rest still run: a GPU minute is not spent twice. `--device cpu --model tiny` runs the
-# same steps on any machine in about a minute (tests/test_bench_gpu_script.py does, so it can't rot).
+# and the rest still run: a GPU minute is not spent twice. About 6 minutes on an H200 (16 cores).
+# `--device cpu --model tiny` runs the same steps on any machine in a few minutes
+# (tests/test_bench_gpu_script.py does, so it can't rot).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,40 +57,26 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
     steps+=("{\"step\": \"$name\", \"seconds\": $((SECONDS - started)), \"exit_code\": $code}")
 }
 
-# Most important first: a GPU lease can end before the last step.
-step watch-once-b128 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
-    --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --compare-threads --compare-untraced \
-    --baseline-frames $((frames / 16)) --json "$out/watch-once-b128.json" \
+# Most important first: a GPU lease can end before the last step. One run of watch_once for every
+# batch size and number of lanes: it writes the frames, builds the model and exports it once.
+step watch-once "$python" bench/watch_once.py --device "$device" --precision "$precision" \
+    --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --compare-switch-interval \
+    --variants 128x6 256x3 256x6 --baseline-frames $((frames / 16)) --json "$out/watch-once.json" \
     --profile "$out/profile-watch-once-b128.txt"
-# What the GIL costs the model stage's launches beside Python, traced and op by op (under a minute).
+# What the GIL costs the model stage's launches beside Python: op by op, traced, and traced at the
+# daemon's switch interval (about 30 s).
 step gil-convoy "$python" bench/gil_convoy.py --device "$device" --model "$model" --batch 128 \
-    --repeats 3 --calls 2 --json "$out/gil-convoy.json"
+    --repeats 2 --calls 1 --json "$out/gil-convoy.json"
 step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
     --seconds "$seconds" --batch-size 128 --drop-after-start --json "$out/live-mass-drop.json"
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \
     --drops 10 --json "$out/latency.json"
-# More batches in flight (batch.gpu_lanes): whether the stages' overlap, not the GIL, caps frames/s.
-step watch-once-b128-lanes6 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
-    --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --gpu-lanes 6 \
-    --baseline-frames $((frames / 16)) --json "$out/watch-once-b128-lanes6.json"
-step watch-once-b256 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
-    --model "$model" --frames "$frames" --batch-size 256 --repeats 1 \
-    --baseline-frames $((frames / 16)) --json "$out/watch-once-b256.json"
-# The two together: with arenas no longer one a lane, whether more lanes at batch 256 stay under 2 GiB.
-step watch-once-b256-lanes6 "$python" bench/watch_once.py --device "$device" --precision "$precision" \
-    --model "$model" --frames "$frames" --batch-size 256 --repeats 1 --gpu-lanes 6 \
-    --baseline-frames $((frames / 16)) --json "$out/watch-once-b256-lanes6.json"
 # Host memory of loading CLIP for the GPU, apart from the rest of watch --once's peak.
 step load-rss "$python" bench/load_rss.py --model "$model" --repeats 1 --json "$out/load-rss.json"
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
-# One pair, no warm-up: minutes are scarce on a lent GPU; the 2-core figure that counts is
-# file_cpu's own default run (README: Benchmark), this one only shows the 16-core machine's.
-step file-cpu "$python" bench/file_cpu.py --small $((frames / 8)) --large $((frames / 4)) --repeats 1 --warm-up 0 --json "$out/file-cpu.json"
-# The daemon's own CPU a frame outside the model (tiny model, on the CPU either way): its Python
-# holds the GIL, so one over it caps frames/s on any GPU. Full batches of 128 only.
-daemon_frames=$((frames / 4 / 128 * 128)); [ "$daemon_frames" -ge 128 ] || daemon_frames=128
-step daemon-cpu "$python" bench/daemon_cpu.py --frames "$daemon_frames" --repeats 1 --json "$out/daemon-cpu.json"
-# What hearing about a mass drop live costs a frame, on the daemon's GIL (about 10 s).
+# What hearing about a mass drop live costs a frame, on the daemon's GIL (about 10 s). The file
+# handling's CPU and the daemon's own (bench/file_cpu.py, bench/daemon_cpu.py) need no GPU: they
+# are measured on the 2-core machine (README: Benchmark), not with a lent GPU's minutes.
 step inbox-events "$python" bench/inbox_events.py --frames "$frames" --repeats 3 --json "$out/inbox-events.json"
 
 if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi

@@ -12,7 +12,8 @@ daemon's lanes, see watcher.pipeline.lanes), the research script's loop, and our
 process of its own, timed from its first scan to its last move; its peak RSS is that process's).
 This shared VM's speed drifts by ±15% within minutes, so each round measures the ceiling just
 before and just after ours and divides by their mean; the ratios printed are the medians of the
-rounds' ratios. Prints the figures and ratios, and writes them as JSON.
+rounds' ratios. Prints the figures and ratios, and writes them as JSON. `--variants 256x3 256x6`
+then runs `watch --once` once more at each batch size and number of lanes, on the same frames.
 
 The engine is chosen as the daemon chooses it (model.engine_choice, `--runtime`/`--precision` as
 model.runtime/model.precision; the export and its evidence are made once, before the rounds, in a
@@ -213,6 +214,53 @@ def ours_untraced(root: Path, originals: list[Path], config: Path) -> dict[str, 
     return _ours_configured(root, originals, config.with_name("untraced.toml"), text)
 
 
+def ours_python_switch(root: Path, originals: list[Path], config: Path) -> dict[str, float]:
+    """`watch --once` on the same frames at Python's own switch interval (5 ms) instead of the
+    daemon's (batch.gil_switch_interval_ms), measured in the same round."""
+    text = re.sub(r"(?m)^\[batch\]$", "[batch]\ngil_switch_interval_ms = 5.0", config.read_text())
+    return _ours_configured(root, originals, config.with_name("python-switch.toml"), text)
+
+
+def variant(
+    root: Path,
+    originals: list[Path],
+    config: Path,
+    extractor: ClipFeatureExtractor,
+    *,
+    batch: int,
+    lanes: int,
+) -> dict[str, object]:
+    """`watch --once` on the same frames at another batch size and number of lanes
+    (batch.gpu_lanes), beside the bare forward at that batch size: one process for the frames, the
+    model and the export, where a run of this script each would spend a minute of a lent GPU
+    writing the same frames again."""
+    text = re.sub(r"(?m)^size = .*$", f"size = {batch}", config.read_text())
+    text = re.sub(r"(?m)^gpu_lanes = .*$", f"gpu_lanes = {lanes}", text)
+    top = max(ceiling(extractor, batch_size=batch, batches=max(1, len(originals) // batch)).values())
+    measured = _ours_configured(root, originals, config.with_name(f"b{batch}-lanes{lanes}.toml"), text)
+    return {
+        "batch_size": batch,
+        "gpu_lanes": lanes,
+        "ceiling_fps": round(top, 1),
+        "watch_once_fps": round(measured["fps"], 1),
+        "ours_over_ceiling": round(measured["fps"] / top, 3),
+        "peak_rss_mib": round(measured["peak_rss_mib"]),
+        "rss_at_peak_mib": measured["rss_at_peak_mib"],
+        "worker_peak_rss_mib": round(measured["worker_peak_rss_mib"]),
+        "stage_seconds": measured["stage_seconds_summed_over_batches"],
+        "watch_once_seconds": round(measured["seconds"], 2),
+    }
+
+
+def batch_and_lanes(text: str) -> tuple[int, int]:
+    """`--variants`' BATCHxLANES, e.g. 256x6."""
+    batch, _, lanes = text.partition("x")
+    try:
+        return int(batch), int(lanes)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not BATCHxLANES, e.g. 256x6") from None
+
+
 def _ours_configured(root: Path, originals: list[Path], config: Path, text: str) -> dict[str, float]:
     refill_inbox(root, originals)
     config.write_text(text)
@@ -351,6 +399,19 @@ def main() -> int:
         help="also run watch --once with model.traced = false (the model stage op by op) in each round",
     )
     parser.add_argument(
+        "--compare-switch-interval",
+        action="store_true",
+        help="also run watch --once at Python's switch interval (gil_switch_interval_ms = 5) in each round",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        type=batch_and_lanes,
+        default=[],
+        metavar="BATCHxLANES",
+        help="after the rounds, watch --once once more for each, e.g. 256x3 256x6, on the same frames",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="after the rounds, one more watch --once sampled by py-spy (all threads and processes) into it",
@@ -414,6 +475,9 @@ def main() -> int:
                 return 1
             threads = ours_on_threads(root, originals, config) if args.compare_threads else None
             untraced = ours_untraced(root, originals, config) if args.compare_untraced else None
+            python_switch = (
+                ours_python_switch(root, originals, config) if args.compare_switch_interval else None
+            )
             after = ceiling(extractor, batch_size=args.batch_size, batches=batches)
             torch_after = ceiling(reference, batch_size=args.batch_size, batches=batches)
             baseline = research_script_baseline(
@@ -452,6 +516,15 @@ def main() -> int:
                     ),
                     **(
                         {
+                            "watch_once_python_switch_fps": round(python_switch["fps"], 1),
+                            "ours_over_python_switch": round(measured["fps"] / python_switch["fps"], 3),
+                            "python_switch_stage_seconds": python_switch["stage_seconds_summed_over_batches"],
+                        }
+                        if python_switch
+                        else {}
+                    ),
+                    **(
+                        {
                             "watch_once_untraced_fps": round(untraced["fps"], 1),
                             "ours_over_untraced": round(measured["fps"] / untraced["fps"], 3),
                             "untraced_stage_seconds": untraced["stage_seconds_summed_over_batches"],
@@ -462,6 +535,10 @@ def main() -> int:
                 }
             )
 
+        variants = [
+            variant(root, originals, config, extractor, batch=batch, lanes=lanes)
+            for batch, lanes in args.variants
+        ]
         profile = profiled(root, originals, config, args.profile) if args.profile else {}
 
     def median(key: str) -> float:
@@ -497,6 +574,11 @@ def main() -> int:
                 "ours_over_baseline",
                 *(("watch_once_file_threads_fps", "ours_over_file_threads") if args.compare_threads else ()),
                 *(("watch_once_untraced_fps", "ours_over_untraced") if args.compare_untraced else ()),
+                *(
+                    ("watch_once_python_switch_fps", "ours_over_python_switch")
+                    if args.compare_switch_interval
+                    else ()
+                ),
             )
         },
         "peak_rss_mib": max(entry["peak_rss_mib"] for entry in rounds),
@@ -504,6 +586,7 @@ def main() -> int:
         # The first start's gate and bare forward (batch 16, every thread) of each engine tried.
         "engine_evidence": evidence[0]["engines"] if evidence else {},
         "rounds": rounds,
+        "variants": variants,
         "machine": f"{platform.machine()}, python {platform.python_version()}",
     }
     print(
@@ -537,6 +620,15 @@ def main() -> int:
         lines.append(("ours / ours with file work on threads", f"{result['ours_over_file_threads']:8.2f} x"))
     if args.compare_untraced:
         lines.append(("ours / ours with the model stage op by op", f"{result['ours_over_untraced']:8.2f} x"))
+    if args.compare_switch_interval:
+        lines.append(
+            ("ours / ours at Python's switch interval", f"{result['ours_over_python_switch']:8.2f} x")
+        )
+    for entry in variants:
+        label = f"watch --once, batch {entry['batch_size']}, {entry['gpu_lanes']} lanes"
+        lines.append((label, f"{entry['watch_once_fps']:8.1f} frames/s"))
+        lines.append(("  ours / ceiling", f"{entry['ours_over_ceiling']:8.2f} x"))
+        lines.append(("  peak RSS", f"{entry['peak_rss_mib']:8.1f} MiB"))
     for tag, entry in result["engine_evidence"].items():
         speed = f"{entry['frames_per_second']:.1f} frames/s" if entry["frames_per_second"] else "not timed"
         lines.append((f"first start: {tag} (gate cosine {entry['min_cosine']:.5f})", f"{speed:>15s}"))

@@ -4,7 +4,9 @@ A plain 24-bit BMP read into a shared buffer (see watcher.pipeline.arenas) needs
 the host at all: its pixel rows are copied to the device as stored, one contiguous copy a stretch
 of frames straight out of that buffer (pinned, so the copies are asynchronous on CUDA), and the
 device puts the rows upright. A batch on a GPU gathers its frames into device memory of its own
-first (`gathered_on`), so that its buffer goes back to be read into while the model runs. The
+first (`gathered_on`), so that its buffer goes back to be read into while the model runs. Each
+torch operation called from Python waits for the GIL after it (see model.traced): a batch crosses
+in a handful of them, not one or more a frame. The
 channels stay B, G, R until after resizing and cropping (see model.processor_steps.finish), where
 swapping them costs a few KB instead of the whole frame.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,27 +65,57 @@ def packed_rows(frames: list[PackedBmp], device: torch.device) -> torch.Tensor:
     """Frames of one shape_key as their stored rows, an (n, rows, row_bytes) uint8 tensor on
     `device`: padding and all, bottom-up ones still bottom-up.
 
-    Frames that lie close together in one buffer (a batch's arena) go to the device as one copy of
-    the span they cover, then are cut out there; others get one copy each. On CUDA the copies are
+    Frames evenly spaced in one buffer already on `device` (as gathered_on leaves a batch) are a
+    view of it: nothing copied. Frames that lie close together in one buffer (a batch's arena) go to
+    the device as one copy of the span they cover, then are cut out there in one operation; others
+    get one copy each. Each torch operation called from Python waits for the GIL after it (see
+    model.traced), so the common cases take a handful, not one a frame. On CUDA the copies are
     queued on the current stream without waiting, so the caller must not reuse the buffer before
     that stream has finished (embedding synchronises it).
     """
-    first = frames[0].block
-    non_blocking = device.type == "cuda"
-    start = min(frame.block.offset for frame in frames)
-    end = max(frame.block.offset + frame.block.nbytes for frame in frames)
-    one_buffer = all(frame.buffer is frames[0].buffer for frame in frames)
-    if one_buffer and end - start <= SPAN_SLACK * len(frames) * first.nbytes:
-        span = frames[0].buffer[start:end].to(device, non_blocking=non_blocking)
-        return torch.stack(
-            [span[frame.block.offset - start : frame.block.offset - start + first.nbytes] for frame in frames]
-        ).view(len(frames), first.rows, first.row_bytes)
-    stored = torch.empty((len(frames), first.rows, first.row_bytes), dtype=torch.uint8, device=device)
+    first, buffer = frames[0].block, frames[0].buffer
+    shape = (len(frames), first.rows, first.row_bytes)
+    if all(frame.buffer is buffer for frame in frames):
+        offsets = [frame.block.offset for frame in frames]
+        step = _even_step(offsets, first.nbytes)
+        if step is not None and _already_on(buffer, device):
+            return buffer.as_strided(shape, (step, first.row_bytes, 1), buffer.storage_offset() + offsets[0])
+        start, end = min(offsets), max(offsets) + first.nbytes
+        if end - start <= SPAN_SLACK * len(frames) * first.nbytes:
+            span = buffer[start:end].to(device, non_blocking=device.type == "cuda")
+            return _cut_out(span, [offset - start for offset in offsets], first.nbytes).view(shape)
+    stored = torch.empty(shape, dtype=torch.uint8, device=device)
     for slot, frame in zip(stored, frames, strict=True):
         block = frame.block
         rows = frame.buffer[block.offset : block.offset + block.nbytes].view(block.rows, block.row_bytes)
-        slot.copy_(rows, non_blocking=non_blocking)
+        slot.copy_(rows, non_blocking=device.type == "cuda")
     return stored
+
+
+def _even_step(offsets: list[int], nbytes: int) -> int | None:
+    """The distance between consecutive offsets when they are all the same and leave room for
+    `nbytes` (frames in order, none overlapping); None otherwise."""
+    if len(offsets) == 1:
+        return nbytes
+    step = offsets[1] - offsets[0]
+    if step < nbytes or any(offset != offsets[0] + index * step for index, offset in enumerate(offsets)):
+        return None
+    return step
+
+
+def _already_on(tensor: torch.Tensor, device: torch.device) -> bool:
+    return tensor.device.type == device.type and device.index in (None, tensor.device.index)
+
+
+def _cut_out(span: torch.Tensor, offsets: list[int], nbytes: int) -> torch.Tensor:
+    """The `nbytes` from each of `offsets` in the 1-D `span`, as an (n, nbytes) tensor on its
+    device: every window of the span at the offsets' common divisor is a view (unfold), and one
+    index_select copies those wanted."""
+    unit = math.gcd(*offsets)
+    if unit == 0:  # every offset is 0: one frame, or the same one again
+        return span[:nbytes].expand(len(offsets), nbytes)
+    index = torch.tensor([offset // unit for offset in offsets], device=span.device)
+    return span.unfold(0, nbytes, unit).index_select(0, index)
 
 
 def upright(stored: torch.Tensor, block: PixelBlock) -> torch.Tensor:
@@ -106,13 +139,44 @@ class _Stretch:
 
 
 def gathered_on(frames: list[PackedBmp], device: torch.device) -> list[PackedBmp]:
-    """The same frames in one buffer of their own on `device` (a copy even on the CPU), so that
-    the buffer they lie in can be reused at once.
+    """The same frames in buffers of their own on `device` (a copy even on the CPU), so that the
+    buffer they lie in can be reused at once.
 
-    Frames that follow one another in a buffer (a file worker's share of an arena) are copied as
-    one stretch: a batch of 128 is one copy a worker, not 128. On CUDA the copies are queued on
-    the current stream; the old buffer may be reused once that stream has done them.
+    Frames that lie close together in one buffer (a full batch's arena) cross as one copy of the
+    span they cover; each shape's frames are then cut out of it on the device, evenly spaced in a
+    buffer of their own, which packed_rows takes as a view. Otherwise frames that follow one
+    another in a buffer (a file worker's share of an arena) are copied as one stretch: one copy a
+    worker, not one a frame. On CUDA the copies are queued on the current stream; the old buffer
+    may be reused once that stream has done them.
     """
+    buffer = frames[0].buffer
+    if all(frame.buffer is buffer for frame in frames):
+        start = min(frame.block.offset for frame in frames)
+        end = max(frame.block.offset + frame.block.nbytes for frame in frames)
+        if end - start <= SPAN_SLACK * sum(frame.block.nbytes for frame in frames):
+            span = torch.empty(end - start, dtype=torch.uint8, device=device)
+            span.copy_(buffer[start:end], non_blocking=device.type == "cuda")
+            return _evenly_spaced(span, frames, start)
+    return _by_stretches(frames, device)
+
+
+def _evenly_spaced(span: torch.Tensor, frames: list[PackedBmp], start: int) -> list[PackedBmp]:
+    """`frames` (lying in a buffer from `start`, copied as `span`) cut out of the span, each
+    shape's in order in a buffer of its own."""
+    by_shape: dict[tuple[int, int, int, bool], list[int]] = {}
+    for index, frame in enumerate(frames):
+        by_shape.setdefault(frame.shape_key, []).append(index)
+    moved: list[PackedBmp] = list(frames)
+    for indices in by_shape.values():
+        nbytes = frames[indices[0]].block.nbytes
+        cut = _cut_out(span, [frames[index].block.offset - start for index in indices], nbytes).reshape(-1)
+        for slot, index in enumerate(indices):
+            block = frames[index].block
+            moved[index] = PackedBmp(cut, block.moved(slot * nbytes - block.offset))
+    return moved
+
+
+def _by_stretches(frames: list[PackedBmp], device: torch.device) -> list[PackedBmp]:
     stretches: list[_Stretch] = []
     stretch_of = [0] * len(frames)  # each frame's stretch, by the frame's index
     for index in sorted(range(len(frames)), key=lambda at: (id(frames[at].buffer), frames[at].block.offset)):

@@ -171,6 +171,11 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
             id="too_many_gpu_lanes",
         ),
         pytest.param(
+            {"batch": {"gil_switch_interval_ms": 0}},
+            "batch.gil_switch_interval_ms: Input should be greater than 0",
+            id="no_switch_interval",
+        ),
+        pytest.param(
             {"model": {"device": "tpu"}},
             "model.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N'",
             id="bad_device",

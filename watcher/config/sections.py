@@ -101,6 +101,16 @@ class BatchConfig(Section):
         "on the GPU. Not used on a CPU.",
     )
 
+    gil_switch_interval_ms: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="How long one of the daemon's threads may keep running Python while another "
+        "waits to resume (Python's switch interval, 5 by default). Every GPU launch and file system "
+        "call gives Python's lock up and waits up to this long to take it back; lower lets the model "
+        "and the file work resume sooner beside the threads building rows.",
+    )
+
     @field_validator("file_processes")
     @classmethod
     def _process_count(cls, value: int | str) -> int | str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -67,7 +68,11 @@ def _loaded(config: Config, load: Callable[..., T]) -> T:
 
 
 def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | None = None) -> Daemon:
-    """Everything `watch` needs, in startup order; raises StartupError with a one-line reason."""
+    """Everything `watch` needs, in startup order; raises StartupError with a one-line reason.
+    Sets the process's switch interval (batch.gil_switch_interval_ms): the daemon's process."""
+    # Each torch operation and system call gives the GIL up and must take it back; beside a thread
+    # running Python that can take a whole switch interval (bench/gil_convoy.py measures it).
+    sys.setswitchinterval(config.batch.gil_switch_interval_ms / 1000)
     # The database first: a config that cannot reach it leaves no folder behind.
     engine = open_database(config, migrate=True)
     _make_folders(config)
