@@ -29,7 +29,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, FrameMaker, build_model, cpu_run
+from harness import REPO, FrameMaker, build_model, cpu_run, measured_in_checkout
 
 BUDGET_US = 200.0  # issue 14's 5,000 frames/s
 BATCH = 128
@@ -172,19 +171,9 @@ def _run_live(daemon: Any, stop: threading.Event, waiting: int) -> Any:
 
 def measure_in_child(repo: Path, config: Path, *, live: bool = False) -> dict[str, Any]:
     """`measure` in a process of its own, with the `watcher` package of checkout `repo`."""
-    code = (
-        f"import sys; sys.path[:0] = [{str(repo)!r}, {str(REPO / 'bench')!r}]; import json, daemon_cpu; "
-        f"print(json.dumps(daemon_cpu.measure(daemon_cpu.Path({str(config)!r}), live={live!r})))"
+    return measured_in_checkout(
+        repo, "daemon_cpu", f"measure(daemon_cpu.Path({str(config)!r}), live={live!r})", cwd=config.parent
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=config.parent, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the measured daemon failed:\n{done.stderr[-2000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-    if not figures["watcher"].startswith(str(repo)):
-        raise RuntimeError(f"measured {figures['watcher']}, not {repo}")
-    return figures
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ __all__ = [
     "build_model",
     "cpu_run",
     "files_under",
+    "measured_in_checkout",
     "write_config",
 ]
 
@@ -38,6 +39,23 @@ def build_model(folder: Path, kind: ClipSize) -> Path:
     """A random-weight CLIP saved with save_pretrained: the real ViT-B/32 architecture or the tests'
     tiny one. The weights do not change the speed."""
     return build_clip_checkpoint(folder, size=kind)
+
+
+def measured_in_checkout(repo: Path, module: str, call: str, *, cwd: Path | None = None) -> dict[str, Any]:
+    """`module.call` (a bench module's function, called as Python text: `measure(Path('x'))`) in
+    a process of its own with the `watcher` package of checkout `repo` (this one, or a `git
+    worktree` of the code before a change): the figures it printed last, as JSON."""
+    code = (
+        f"import sys; sys.path[:0] = [{str(repo)!r}, {str(REPO / 'bench')!r}]; import json, {module}; "
+        f"print(json.dumps({module}.{call}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the measurement failed:\n{done.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    if not figures["watcher"].startswith(str(repo)):
+        raise RuntimeError(f"measured {figures['watcher']}, not {repo}")
+    return figures
 
 
 def write_json(path: Path, figures: dict[str, Any]) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 
+from watcher.store.write_gate import add_write_gate
+
 
 def sqlite_file(url: str | URL) -> Path | None:
     """The file a SQLite URL names (also in URI form, `sqlite:///file:/path?uri=true`), or None
@@ -23,7 +25,8 @@ def sqlite_file(url: str | URL) -> Path | None:
 
 
 def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> Engine:
-    """An engine for `url`; SQLite gets WAL, synchronous=FULL, a busy timeout and BEGIN IMMEDIATE.
+    """An engine for `url`; SQLite gets WAL, synchronous=FULL, a busy timeout, BEGIN IMMEDIATE
+    and, but read-only, a write gate (watcher.store.write_gate: the process's writes take turns).
 
     Other servers (PostgreSQL) get a connection check on checkout, so a restarted server costs a
     reconnect instead of an error, and a name that shows in pg_stat_activity.
@@ -76,4 +79,6 @@ def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> E
         # can fail with SQLITE_BUSY instead of waiting out the busy timeout.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    if not read_only:
+        add_write_gate(engine, timeout_s=busy_timeout_ms / 1000)
     return engine

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from watcher.store.errors import translate
+from watcher.store.write_gate import write_gate
 
 
 @contextmanager
@@ -28,8 +29,9 @@ def translated_errors() -> Iterator[None]:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """One transaction, committed on leaving (rolled back on an exception)."""
-    with translated_errors(), engine.begin() as connection:
+    """One transaction, committed on leaving (rolled back on an exception); on SQLite the
+    process's writes take turns (watcher.store.write_gate)."""
+    with write_gate(engine), translated_errors(), engine.begin() as connection:
         yield connection
 
 
@@ -38,7 +40,7 @@ def orm_session(engine: Engine, *, write: bool = False) -> Iterator[Session]:
     """An ORM session; `write` commits it on leaving. Objects stay readable after it closes."""
     with translated_errors(), Session(engine, expire_on_commit=False) as session:
         if write:
-            with session.begin():
+            with write_gate(engine), session.begin():
                 yield session
         else:
             yield session
