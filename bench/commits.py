@@ -6,10 +6,10 @@
 Each lane (a thread, as watcher.pipeline.lanes runs batches) commits `--batches` batches of
 `--batch` result rows through `writes.insert_new`, the daemon's own commit (one transaction,
 synchronous=FULL), spending `--other-ms` between commits as a lane spends its other stages
-(reading, the model, the moves). Prints rows/s and each commit's wait (mean, p90, max) for each
-number of lanes; with `--baseline DIR`, the same in another checkout (a `git worktree`), runs
-alternating, and the ratios. Each measurement runs in a process of its own with that checkout's
-`watcher` package.
+(reading, the model, the moves). Prints rows/s and each commit's time (the whole `insert_new`:
+its turn at the write lock, the insert and the fsync; mean, p90, max) for each number of lanes;
+with `--baseline DIR`, the same in another checkout (a `git worktree`), runs alternating, and the
+ratios. Each measurement runs in a process of its own with that checkout's `watcher` package.
 """
 
 from __future__ import annotations
@@ -86,11 +86,17 @@ def measure(database: Path, *, lanes: int, batches: int, batch: int, other_ms: f
     }
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lanes", type=int, nargs="+", default=[1, 3, 6])
-    parser.add_argument("--batches", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lanes", type=_positive, nargs="+", default=[1, 3, 6])
+    parser.add_argument("--batches", type=_positive, default=30)
+    parser.add_argument("--batch", type=_positive, default=128)
     parser.add_argument("--other-ms", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")

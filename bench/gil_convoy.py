@@ -112,12 +112,20 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
+    from pydantic import ValidationError
 
     from model.clip_features import ClipFeatureExtractor
     from model.runtime import resolve_runtime
     from watcher.config.sections import BatchConfig
 
-    daemon_interval_ms = args.switch_interval_ms or BatchConfig().gil_switch_interval_ms
+    daemon_interval_ms = BatchConfig().gil_switch_interval_ms
+    if args.switch_interval_ms is not None:
+        try:  # checked as the config's key is
+            daemon_interval_ms = BatchConfig(
+                gil_switch_interval_ms=args.switch_interval_ms
+            ).gil_switch_interval_ms
+        except ValidationError:
+            parser.error("--switch-interval-ms: from 0.01 to 100, as batch.gil_switch_interval_ms")
 
     # fp16 on a GPU, fp32 on a CPU: the precisions the trace runs in (bf16 autocast is not traced).
     runtime = resolve_runtime(device=args.device, precision="fp32" if args.device == "cpu" else "auto")

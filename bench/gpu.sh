@@ -4,16 +4,16 @@
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
 #                        [--python PATH]
 #
-# Runs `watch --once` at batch 128 (beside the same run at Python's own switch interval, and one
-# more sampled by py-spy when it is there: profile-watch-once-b128.txt) and, on the same frames, at
-# batch 128 with 6 lanes and at batch 256 with 3 and 6 (watch-once.json, "variants"), the tower and
+# Runs `watch --once` at batch 128 (and one more sampled by py-spy when it is there:
+# profile-watch-once-b128.txt) and, on the same frames, at batch 256 with 3 and 6 lanes
+# (watch-once.json, "variants"), the tower and
 # the model stage beside a busy Python thread (op by op, traced, and traced at the daemon's switch
 # interval: bench/gil_convoy.py), the live daemon working through a mass drop renamed into the inbox
 # once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU
 # tests and the inbox events' CPU through a mass drop (bench/inbox_events.py), and writes each
 # figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
 # summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
-# and the rest still run: a GPU minute is not spent twice. About 6 minutes on an H200 (16 cores).
+# and the rest still run: a GPU minute is not spent twice. About 7 minutes on an H200 (16 cores).
 # `--device cpu --model tiny` runs the same steps on any machine in a few minutes
 # (tests/test_bench_gpu_script.py does, so it can't rot).
 set -uo pipefail
@@ -60,8 +60,8 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
 # Most important first: a GPU lease can end before the last step. One run of watch_once for every
 # batch size and number of lanes: it writes the frames, builds the model and exports it once.
 step watch-once "$python" bench/watch_once.py --device "$device" --precision "$precision" \
-    --model "$model" --frames "$frames" --batch-size 128 --repeats 1 --compare-switch-interval \
-    --variants 128x6 256x3 256x6 --baseline-frames $((frames / 16)) --json "$out/watch-once.json" \
+    --model "$model" --frames "$frames" --batch-size 128 --repeats 1 \
+    --variants 256x3 256x6 --baseline-frames $((frames / 16)) --json "$out/watch-once.json" \
     --profile "$out/profile-watch-once-b128.txt"
 # What the GIL costs the model stage's launches beside Python: op by op, traced, and traced at the
 # daemon's switch interval (about 30 s).

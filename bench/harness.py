@@ -53,7 +53,7 @@ def measured_in_checkout(repo: Path, module: str, call: str, *, cwd: Path | None
     if done.returncode != 0:
         raise RuntimeError(f"the measurement failed:\n{done.stderr[-2000:]}")
     figures: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-    if not figures["watcher"].startswith(str(repo)):
+    if not Path(figures["watcher"]).is_relative_to(repo):
         raise RuntimeError(f"measured {figures['watcher']}, not {repo}")
     return figures
 

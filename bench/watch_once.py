@@ -41,15 +41,18 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness import MODELS, REPO, build_model, own_memory_mib, write_config, write_json
+from pydantic import ValidationError
 
 from model.clip_features import ClipFeatureExtractor
 from model.engine_choice import load_engines
 from model.runtime import Runtime
 from model.synthetic import write_bmp
+from watcher.config.sections import BatchConfig
 from watcher.pipeline.lanes import GPU_LANES, lanes_for
 
 
@@ -252,13 +255,28 @@ def variant(
     }
 
 
+def measured_or_failed(
+    measure: Callable[[], dict[str, object]], *, batch: int, lanes: int
+) -> dict[str, object]:
+    """A variant's figures, or why it failed: one variant must not lose the rounds' figures."""
+    try:
+        return measure()
+    except (subprocess.CalledProcessError, OSError, RuntimeError) as error:
+        said = f"{getattr(error, 'stdout', '') or ''}{getattr(error, 'stderr', '') or ''}"
+        return {"batch_size": batch, "gpu_lanes": lanes, "error": f"{error}: {said[-1000:]}"}
+
+
 def batch_and_lanes(text: str) -> tuple[int, int]:
     """`--variants`' BATCHxLANES, e.g. 256x6."""
     batch, _, lanes = text.partition("x")
     try:
-        return int(batch), int(lanes)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not BATCHxLANES, e.g. 256x6") from None
+        # As the config would take them: a variant the daemon refuses fails here, not after the rounds.
+        checked = BatchConfig(size=int(batch), gpu_lanes=int(lanes))
+    except (ValueError, ValidationError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not BATCHxLANES (batch.size 1-4096, batch.gpu_lanes 2-16), e.g. 256x6"
+        ) from None
+    return checked.size, checked.gpu_lanes
 
 
 def _ours_configured(root: Path, originals: list[Path], config: Path, text: str) -> dict[str, float]:
@@ -536,7 +554,13 @@ def main() -> int:
             )
 
         variants = [
-            variant(root, originals, config, extractor, batch=batch, lanes=lanes)
+            measured_or_failed(
+                lambda batch=batch, lanes=lanes: variant(
+                    root, originals, config, extractor, batch=batch, lanes=lanes
+                ),
+                batch=batch,
+                lanes=lanes,
+            )
             for batch, lanes in args.variants
         ]
         profile = profiled(root, originals, config, args.profile) if args.profile else {}
@@ -626,6 +650,9 @@ def main() -> int:
         )
     for entry in variants:
         label = f"watch --once, batch {entry['batch_size']}, {entry['gpu_lanes']} lanes"
+        if "error" in entry:
+            lines.append((label, "failed (see the JSON)"))
+            continue
         lines.append((label, f"{entry['watch_once_fps']:8.1f} frames/s"))
         lines.append(("  ours / ceiling", f"{entry['ours_over_ceiling']:8.2f} x"))
         lines.append(("  peak RSS", f"{entry['peak_rss_mib']:8.1f} MiB"))

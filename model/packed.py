@@ -78,7 +78,8 @@ def packed_rows(frames: list[PackedBmp], device: torch.device) -> torch.Tensor:
     if all(frame.buffer is buffer for frame in frames):
         offsets = [frame.block.offset for frame in frames]
         step = _even_step(offsets, first.nbytes)
-        if step is not None and _already_on(buffer, device):
+        fits = buffer.stride() == (1,) and offsets[-1] + first.nbytes <= buffer.numel()
+        if step is not None and fits and _already_on(buffer, device):
             return buffer.as_strided(shape, (step, first.row_bytes, 1), buffer.storage_offset() + offsets[0])
         start, end = min(offsets), max(offsets) + first.nbytes
         if end - start <= SPAN_SLACK * len(frames) * first.nbytes:
@@ -110,12 +111,15 @@ def _already_on(tensor: torch.Tensor, device: torch.device) -> bool:
 def _cut_out(span: torch.Tensor, offsets: list[int], nbytes: int) -> torch.Tensor:
     """The `nbytes` from each of `offsets` in the 1-D `span`, as an (n, nbytes) tensor on its
     device: every window of the span at the offsets' common divisor is a view (unfold), and one
-    index_select copies those wanted."""
+    index_select copies those wanted (a view of the span when every offset is 0)."""
     unit = math.gcd(*offsets)
     if unit == 0:  # every offset is 0: one frame, or the same one again
         return span[:nbytes].expand(len(offsets), nbytes)
-    index = torch.tensor([offset // unit for offset in offsets], device=span.device)
-    return span.unfold(0, nbytes, unit).index_select(0, index)
+    index = torch.tensor([offset // unit for offset in offsets])
+    if span.device.type == "cuda":
+        # From pinned memory the index's copy is queued behind the span's, not waited for.
+        index = index.pin_memory().to(span.device, non_blocking=True)
+    return span.unfold(0, nbytes, unit).index_select(0, index.to(span.device))
 
 
 def upright(stored: torch.Tensor, block: PixelBlock) -> torch.Tensor:
@@ -170,6 +174,8 @@ def _evenly_spaced(span: torch.Tensor, frames: list[PackedBmp], start: int) -> l
     for indices in by_shape.values():
         nbytes = frames[indices[0]].block.nbytes
         cut = _cut_out(span, [frames[index].block.offset - start for index in indices], nbytes).reshape(-1)
+        if cut.untyped_storage().data_ptr() == span.untyped_storage().data_ptr():
+            cut = cut.clone()  # a view of the span would keep all of it for one frame's bytes
         for slot, index in enumerate(indices):
             block = frames[index].block
             moved[index] = PackedBmp(cut, block.moved(slot * nbytes - block.offset))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sys
 import tempfile
 import threading
 import uuid
@@ -70,6 +71,15 @@ def _root_logging_restored() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _switch_interval_restored() -> Iterator[None]:
+    """The process's switch interval as it was before the test: building the daemon sets it
+    (batch.gil_switch_interval_ms), for the whole process, as `watch` wants."""
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
 
 
 def _utf8(text: str) -> str:

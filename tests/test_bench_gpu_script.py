@@ -54,15 +54,10 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     }
     for figures in ("watch-once", "load-rss", "live-mass-drop", "latency", "inbox-events", "gil-convoy"):
         assert json.loads((out / f"{figures}.json").read_text()), figures
-    # The same run's watch --once at Python's own switch interval: the ratio the GPU figures need;
-    # and the other batch sizes and lanes, on the same frames.
+    # The other batch sizes and lanes, on the same frames.
     once = json.loads((out / "watch-once.json").read_text())
-    assert once["ours_over_python_switch"] > 0
-    assert [(entry["batch_size"], entry["gpu_lanes"]) for entry in once["variants"]] == [
-        (128, 6),
-        (256, 3),
-        (256, 6),
-    ]
+    assert once["watch_once_fps"] > 0 and once["peak_rss_mib"] > 0
+    assert [(entry["batch_size"], entry["gpu_lanes"]) for entry in once["variants"]] == [(256, 3), (256, 6)]
     assert all(entry["watch_once_fps"] > 0 and entry["peak_rss_mib"] > 0 for entry in once["variants"])
     convoy = json.loads((out / "gil-convoy.json").read_text())
     for stage in ("tower", "model_stage"):

@@ -172,7 +172,7 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
         ),
         pytest.param(
             {"batch": {"gil_switch_interval_ms": 0}},
-            "batch.gil_switch_interval_ms: Input should be greater than 0",
+            "batch.gil_switch_interval_ms: Input should be greater than or equal to 0.01",
             id="no_switch_interval",
         ),
         pytest.param(

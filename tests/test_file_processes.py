@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from model.images import decode_pixels, plain_bmp_block
+from model.images import PixelBlock, decode_pixels, plain_bmp_block
 from model.packed import GATHER_GAP, SPAN_SLACK, PackedBmp, gathered_on, packed_rows, upright
 from model.synthetic import bmp_bytes, write_bmp
 from tests.helpers import files_under, query
@@ -494,3 +494,18 @@ def test_batches_in_flight_never_reserve_one_destination_twice(tmp_path: Path) -
     recorder.moved(first)
     third = recorder.record(batch("c" * 32))
     assert third[0].record.stored_path == first[0].record.stored_path  # free again (not on disk)
+
+
+def test_frames_in_a_buffer_that_is_not_contiguous_are_still_their_bytes() -> None:
+    """The view packed_rows takes of evenly spaced frames assumes a plain buffer: any other (a
+    strided one) is cut out as the span path does, never read at the wrong bytes."""
+    import torch
+
+    backing = torch.arange(64, dtype=torch.uint8)
+    buffer = backing[::2]  # a stride of 2
+    block = PixelBlock(offset=0, rows=1, width=1, row_bytes=4, bottom_up=False)
+    frames = [PackedBmp(buffer, block.moved(offset)) for offset in (0, 4)]
+
+    rows = packed_rows(frames, torch.device("cpu"))
+
+    assert rows.tolist() == [[buffer[0:4].tolist()], [buffer[4:8].tolist()]]

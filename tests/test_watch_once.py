@@ -356,15 +356,11 @@ def test_the_daemon_s_process_switches_threads_at_the_configured_interval(
     every GPU launch and system call waits up to that long for the GIL beside a busy thread."""
     import sys
 
-    before = sys.getswitchinterval()
-    try:
-        sys.setswitchinterval(0.005)  # Python's own
-        config = make_config(batch={"gil_switch_interval_ms": 0.25})
-        write_bmp(tmp_path / "inbox" / "a.bmp", width=32, height=24, seed=1)
+    sys.setswitchinterval(0.005)  # Python's own (conftest restores the suite's after the test)
+    config = make_config(batch={"gil_switch_interval_ms": 0.25})
+    write_bmp(tmp_path / "inbox" / "a.bmp", width=32, height=24, seed=1)
 
-        assert main(["watch", "--once", "--config", str(config)]) == 0
+    assert main(["watch", "--once", "--config", str(config)]) == 0
 
-        assert sys.getswitchinterval() == pytest.approx(0.00025)
-        assert files_under(tmp_path / "processed") == ["a.bmp"]
-    finally:
-        sys.setswitchinterval(before)
+    assert sys.getswitchinterval() == pytest.approx(0.00025)
+    assert files_under(tmp_path / "processed") == ["a.bmp"]

@@ -103,7 +103,7 @@ class BatchConfig(Section):
 
     gil_switch_interval_ms: float = Field(
         0.5,
-        gt=0,
+        ge=0.01,  # Python takes anything under a microsecond as one
         le=100,
         description="How long one of the daemon's threads may keep running Python while another "
         "waits to resume (Python's switch interval, 5 by default). Every GPU launch and file system "

@@ -4,7 +4,10 @@ lock here, where the next one goes the moment the last has committed.
 SQLite lets one writer in and leaves the others in its busy handler, which sleeps 1, 2, 5, 10, 15,
 20, 25 … 100 ms between tries: with several batches in flight, a commit could wait a hundred
 milliseconds and more for a lock that was free after a few (bench/commits.py). Other processes (a
-second daemon, the `db` commands) still meet the busy timeout at SQLite's own lock.
+second daemon, the `db` commands) still meet the busy timeout at SQLite's own lock: a write whose
+turn came late may then wait up to twice the busy timeout, the gate's wait and SQLite's, before
+it is parked as locked. Reads on a writable engine begin IMMEDIATE too and do not pass the gate:
+the daemon reads rarely while it writes (a batch whose rows were there already).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ class WriteGate:
     @contextmanager
     def held(self) -> Iterator[None]:
         if not self._lock.acquire(timeout=self._timeout_s):
-            raise StorageUnavailable("database is locked (by another write of this process)")
+            raise StorageUnavailable(
+                f"database is locked: this process's other writes held it for {self._timeout_s:g} s"
+            )
         try:
             yield
         finally:
