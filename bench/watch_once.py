@@ -13,7 +13,8 @@ process of its own, timed from its first scan to its last move; its peak RSS is 
 This shared VM's speed drifts by ±15% within minutes, so each round measures the ceiling just
 before and just after ours and divides by their mean; the ratios printed are the medians of the
 rounds' ratios. Prints the figures and ratios, and writes them as JSON. `--variants 256x3 256x6`
-then runs `watch --once` once more at each batch size and number of lanes, on the same frames.
+then runs `watch --once` once more at each batch size and number of lanes, on the same frames;
+`--compare-switch-interval 0.5` runs it in each round at that batch.gil_switch_interval_ms too.
 
 The engine is chosen as the daemon chooses it (model.engine_choice, `--runtime`/`--precision` as
 model.runtime/model.precision; the export and its evidence are made once, before the rounds, in a
@@ -217,11 +218,13 @@ def ours_untraced(root: Path, originals: list[Path], config: Path) -> dict[str, 
     return _ours_configured(root, originals, config.with_name("untraced.toml"), text)
 
 
-def ours_python_switch(root: Path, originals: list[Path], config: Path) -> dict[str, float]:
-    """`watch --once` on the same frames at Python's own switch interval (5 ms) instead of the
-    daemon's (batch.gil_switch_interval_ms), measured in the same round."""
-    text = re.sub(r"(?m)^\[batch\]$", "[batch]\ngil_switch_interval_ms = 5.0", config.read_text())
-    return _ours_configured(root, originals, config.with_name("python-switch.toml"), text)
+def ours_other_switch(
+    root: Path, originals: list[Path], config: Path, interval_ms: float
+) -> dict[str, float]:
+    """`watch --once` on the same frames at another switch interval (batch.gil_switch_interval_ms),
+    measured in the same round."""
+    text = re.sub(r"(?m)^\[batch\]$", f"[batch]\ngil_switch_interval_ms = {interval_ms}", config.read_text())
+    return _ours_configured(root, originals, config.with_name("other-switch.toml"), text)
 
 
 def variant(
@@ -418,8 +421,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--compare-switch-interval",
-        action="store_true",
-        help="also run watch --once at Python's switch interval (gil_switch_interval_ms = 5) in each round",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="also run watch --once at this batch.gil_switch_interval_ms in each round (0.5, say)",
     )
     parser.add_argument(
         "--variants",
@@ -493,8 +498,10 @@ def main() -> int:
                 return 1
             threads = ours_on_threads(root, originals, config) if args.compare_threads else None
             untraced = ours_untraced(root, originals, config) if args.compare_untraced else None
-            python_switch = (
-                ours_python_switch(root, originals, config) if args.compare_switch_interval else None
+            other_switch = (
+                ours_other_switch(root, originals, config, args.compare_switch_interval)
+                if args.compare_switch_interval is not None
+                else None
             )
             after = ceiling(extractor, batch_size=args.batch_size, batches=batches)
             torch_after = ceiling(reference, batch_size=args.batch_size, batches=batches)
@@ -534,11 +541,12 @@ def main() -> int:
                     ),
                     **(
                         {
-                            "watch_once_python_switch_fps": round(python_switch["fps"], 1),
-                            "ours_over_python_switch": round(measured["fps"] / python_switch["fps"], 3),
-                            "python_switch_stage_seconds": python_switch["stage_seconds_summed_over_batches"],
+                            "other_switch_interval_ms": args.compare_switch_interval,
+                            "watch_once_other_switch_fps": round(other_switch["fps"], 1),
+                            "ours_over_other_switch": round(measured["fps"] / other_switch["fps"], 3),
+                            "other_switch_stage_seconds": other_switch["stage_seconds_summed_over_batches"],
                         }
-                        if python_switch
+                        if other_switch
                         else {}
                     ),
                     **(
@@ -599,8 +607,8 @@ def main() -> int:
                 *(("watch_once_file_threads_fps", "ours_over_file_threads") if args.compare_threads else ()),
                 *(("watch_once_untraced_fps", "ours_over_untraced") if args.compare_untraced else ()),
                 *(
-                    ("watch_once_python_switch_fps", "ours_over_python_switch")
-                    if args.compare_switch_interval
+                    ("watch_once_other_switch_fps", "ours_over_other_switch")
+                    if args.compare_switch_interval is not None
                     else ()
                 ),
             )
@@ -644,9 +652,12 @@ def main() -> int:
         lines.append(("ours / ours with file work on threads", f"{result['ours_over_file_threads']:8.2f} x"))
     if args.compare_untraced:
         lines.append(("ours / ours with the model stage op by op", f"{result['ours_over_untraced']:8.2f} x"))
-    if args.compare_switch_interval:
+    if args.compare_switch_interval is not None:
         lines.append(
-            ("ours / ours at Python's switch interval", f"{result['ours_over_python_switch']:8.2f} x")
+            (
+                f"ours / ours at a {args.compare_switch_interval:g} ms switch interval",
+                f"{result['ours_over_other_switch']:8.2f} x",
+            )
         )
     for entry in variants:
         label = f"watch --once, batch {entry['batch_size']}, {entry['gpu_lanes']} lanes"

@@ -61,7 +61,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert all(entry["watch_once_fps"] > 0 and entry["peak_rss_mib"] > 0 for entry in once["variants"])
     convoy = json.loads((out / "gil-convoy.json").read_text())
     for stage in ("tower", "model_stage"):
-        for way in ("op_by_op", "traced", "traced_daemon_switch"):
+        for way in ("op_by_op", "traced", "traced_short_switch"):
             assert convoy[f"{stage}_{way}_beside_ms"] > 0, (stage, way)
     live = json.loads((out / "live-mass-drop.json").read_text())
     assert live["all_done"] and live["dropped_after_start"] and live["every_frame_accounted_for"]

@@ -49,8 +49,9 @@ class DatabaseConfig(Section):
     busy_timeout_ms: int = Field(
         10_000,
         ge=0,
-        description="How long a writer waits for a locked SQLite database; on PostgreSQL, the "
-        "lock_timeout. Past it the batch is parked and retried.",
+        description="How long a writer waits for a locked SQLite database (for its turn among this "
+        "process's writes, then for another process's); on PostgreSQL, the lock_timeout. Past it "
+        "the batch is parked and retried.",
     )
     store_embeddings: bool = Field(
         True,
