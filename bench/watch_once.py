@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -161,8 +160,7 @@ def profiled(root: Path, originals: list[Path], config: Path, profile: Path) -> 
     try:
         measured = ours(config, profile=profile, py_spy=py_spy)
     except subprocess.CalledProcessError as error:
-        said = f"{error.stdout or ''}{error.stderr or ''}"
-        return {"profile_error": f"exit {error.returncode}: {said[-1000:]}"}
+        return {"profile_error": what_failed(error)}
     except OSError as error:  # a py-spy that cannot run here
         return {"profile_error": f"cannot run {py_spy}: {error}"}
     return {
@@ -170,6 +168,12 @@ def profiled(root: Path, originals: list[Path], config: Path, profile: Path) -> 
         "profiled_watch_once_fps": round(measured["fps"], 1),
         "profiled_watch_once_ok": measured["ok"],
     }
+
+
+def what_failed(error: subprocess.CalledProcessError) -> str:
+    """A `watch --once` child that failed, for the JSON: its exit and the end of what it said."""
+    said = f"{error.stdout or ''}{error.stderr or ''}"
+    return f"exit {error.returncode}: {said[-1000:]}"
 
 
 def min_cosine(extractor: ClipFeatureExtractor, reference: ClipFeatureExtractor, frames: list[Path]) -> float:
@@ -239,11 +243,17 @@ def variant(
     """`watch --once` on the same frames at another batch size and number of lanes
     (batch.gpu_lanes), beside the bare forward at that batch size: one process for the frames, the
     model and the export, where a run of this script each would spend a minute of a lent GPU
-    writing the same frames again."""
+    writing the same frames again. A variant that fails is recorded, not raised: one variant must
+    not lose the rounds' figures."""
     text = re.sub(r"(?m)^size = .*$", f"size = {batch}", config.read_text())
     text = re.sub(r"(?m)^gpu_lanes = .*$", f"gpu_lanes = {lanes}", text)
-    top = max(ceiling(extractor, batch_size=batch, batches=max(1, len(originals) // batch)).values())
-    measured = _ours_configured(root, originals, config.with_name(f"b{batch}-lanes{lanes}.toml"), text)
+    try:
+        top = max(ceiling(extractor, batch_size=batch, batches=max(1, len(originals) // batch)).values())
+        measured = _ours_configured(root, originals, config.with_name(f"b{batch}-lanes{lanes}.toml"), text)
+    except subprocess.CalledProcessError as error:
+        return {"batch_size": batch, "gpu_lanes": lanes, "error": what_failed(error)}
+    except (OSError, RuntimeError) as error:  # the ceiling's pass (out of GPU memory, say)
+        return {"batch_size": batch, "gpu_lanes": lanes, "error": str(error)}
     return {
         "batch_size": batch,
         "gpu_lanes": lanes,
@@ -256,17 +266,6 @@ def variant(
         "stage_seconds": measured["stage_seconds_summed_over_batches"],
         "watch_once_seconds": round(measured["seconds"], 2),
     }
-
-
-def measured_or_failed(
-    measure: Callable[[], dict[str, object]], *, batch: int, lanes: int
-) -> dict[str, object]:
-    """A variant's figures, or why it failed: one variant must not lose the rounds' figures."""
-    try:
-        return measure()
-    except (subprocess.CalledProcessError, OSError, RuntimeError) as error:
-        said = f"{getattr(error, 'stdout', '') or ''}{getattr(error, 'stderr', '') or ''}"
-        return {"batch_size": batch, "gpu_lanes": lanes, "error": f"{error}: {said[-1000:]}"}
 
 
 def batch_and_lanes(text: str) -> tuple[int, int]:
@@ -562,13 +561,7 @@ def main() -> int:
             )
 
         variants = [
-            measured_or_failed(
-                lambda batch=batch, lanes=lanes: variant(
-                    root, originals, config, extractor, batch=batch, lanes=lanes
-                ),
-                batch=batch,
-                lanes=lanes,
-            )
+            variant(root, originals, config, extractor, batch=batch, lanes=lanes)
             for batch, lanes in args.variants
         ]
         profile = profiled(root, originals, config, args.profile) if args.profile else {}

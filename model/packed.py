@@ -81,8 +81,9 @@ def packed_rows(frames: list[PackedBmp], device: torch.device) -> torch.Tensor:
         fits = buffer.stride() == (1,) and offsets[-1] + first.nbytes <= buffer.numel()
         if step is not None and fits and _already_on(buffer, device):
             return buffer.as_strided(shape, (step, first.row_bytes, 1), buffer.storage_offset() + offsets[0])
-        start, end = min(offsets), max(offsets) + first.nbytes
-        if end - start <= SPAN_SLACK * len(frames) * first.nbytes:
+        covered = _close_span(frames)
+        if covered is not None:
+            start, end = covered
             span = buffer[start:end].to(device, non_blocking=device.type == "cuda")
             return _cut_out(span, [offset - start for offset in offsets], first.nbytes).view(shape)
     stored = torch.empty(shape, dtype=torch.uint8, device=device)
@@ -104,6 +105,14 @@ def _even_step(offsets: list[int], nbytes: int) -> int | None:
     return step
 
 
+def _close_span(frames: list[PackedBmp]) -> tuple[int, int] | None:
+    """(start, end) of the bytes that frames of one buffer cover, when that is at most SPAN_SLACK
+    times their own bytes (a full batch's arena); None when they lie too far apart."""
+    start = min(frame.block.offset for frame in frames)
+    end = max(frame.block.offset + frame.block.nbytes for frame in frames)
+    return (start, end) if end - start <= SPAN_SLACK * sum(frame.block.nbytes for frame in frames) else None
+
+
 def _already_on(tensor: torch.Tensor, device: torch.device) -> bool:
     return tensor.device.type == device.type and device.index in (None, tensor.device.index)
 
@@ -119,7 +128,7 @@ def _cut_out(span: torch.Tensor, offsets: list[int], nbytes: int) -> torch.Tenso
     if span.device.type == "cuda":
         # From pinned memory the index's copy is queued behind the span's, not waited for.
         index = index.pin_memory().to(span.device, non_blocking=True)
-    return span.unfold(0, nbytes, unit).index_select(0, index.to(span.device))
+    return span.unfold(0, nbytes, unit).index_select(0, index)
 
 
 def upright(stored: torch.Tensor, block: PixelBlock) -> torch.Tensor:
@@ -154,14 +163,13 @@ def gathered_on(frames: list[PackedBmp], device: torch.device) -> list[PackedBmp
     may be reused once that stream has done them.
     """
     buffer = frames[0].buffer
-    if all(frame.buffer is buffer for frame in frames):
-        start = min(frame.block.offset for frame in frames)
-        end = max(frame.block.offset + frame.block.nbytes for frame in frames)
-        if end - start <= SPAN_SLACK * sum(frame.block.nbytes for frame in frames):
-            span = torch.empty(end - start, dtype=torch.uint8, device=device)
-            span.copy_(buffer[start:end], non_blocking=device.type == "cuda")
-            return _evenly_spaced(span, frames, start)
-    return _by_stretches(frames, device)
+    covered = _close_span(frames) if all(frame.buffer is buffer for frame in frames) else None
+    if covered is None:
+        return _by_stretches(frames, device)
+    start, end = covered
+    span = torch.empty(end - start, dtype=torch.uint8, device=device)
+    span.copy_(buffer[start:end], non_blocking=device.type == "cuda")
+    return _evenly_spaced(span, frames, start)
 
 
 def _evenly_spaced(span: torch.Tensor, frames: list[PackedBmp], start: int) -> list[PackedBmp]:
