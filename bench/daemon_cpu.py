@@ -42,7 +42,16 @@ BUDGET_US = 200.0  # issue 14's 5,000 frames/s
 BATCH = 128
 
 
-def _prepare(root: Path, clip: Path, frames: int, maker: FrameMaker, processes: int) -> Path:
+def _prepare(
+    root: Path,
+    clip: Path,
+    frames: int,
+    maker: FrameMaker,
+    processes: int | str,
+    *,
+    gpu_lanes: int | None = None,
+) -> Path:
+    lanes = {} if gpu_lanes is None else {"gpu_lanes": gpu_lanes}
     return cpu_run(
         root,
         clip,
@@ -50,7 +59,7 @@ def _prepare(root: Path, clip: Path, frames: int, maker: FrameMaker, processes: 
         maker,
         # Only full batches: a partial one would run alone on every thread, its model work off
         # the lane threads that the model stage is timed on.
-        batch={"size": BATCH, "max_wait_ms": 600_000, "file_processes": processes},
+        batch={"size": BATCH, "max_wait_ms": 600_000, "file_processes": processes} | lanes,
         # One model thread: every forward on the batch thread that the model stage is timed on
         # (with more, torch's own threads would do part of it out of that stage's sight).
         model={"cpu_threads": 1},
@@ -103,15 +112,22 @@ class _ThreadWatch:
         return spent
 
 
-def measure(config_path: Path, *, live: bool = False) -> dict[str, Any]:
+def measure(
+    config_path: Path, *, live: bool = False, stand_in_gpu: tuple[float, float] | None = None
+) -> dict[str, Any]:
     """The child: the daemon as the command builds it, its own CPU outside the model stage; with
-    `live`, as `watch` runs (inotify on the inbox), until the last waiting frame has its outcome.
+    `live`, as `watch` runs (inotify on the inbox), until the last waiting frame has its outcome;
+    with `stand_in_gpu` (model and copy ms per 128 frames), shaped as on a GPU of that speed (see
+    _as_on_a_stand_in_gpu).
     The garbage collector as `watch` has it: off while the daemon is built, then start-up's
     objects frozen and the collector on."""
     gc.disable()
     from model.clip_features import ClipFeatureExtractor
     from watcher.config import load_config
     from watcher.pipeline.assembly import build_daemon
+
+    if stand_in_gpu is not None:
+        _as_on_a_stand_in_gpu(*stand_in_gpu)
 
     model_seconds = [0.0]
     model_wall_seconds = [0.0]  # beside its CPU: what it waited for (the GIL, among others)
@@ -151,8 +167,51 @@ def measure(config_path: Path, *, live: bool = False) -> dict[str, Any]:
         "model_stage_wall_us": model_wall_seconds[0] / frames * 1e6,
         "frames_per_s": frames / wall,
         "threads_us": {name: round(seconds / frames * 1e6, 1) for name, seconds in by_thread.items()},
+        # Each stage's wall-clock time, summed over the batches (lanes overlap: more than the run).
+        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in report.stage_seconds.items()},
         "watcher": str(Path(sys.modules["watcher"].__file__ or "").parent),
     }
+
+
+def _as_on_a_stand_in_gpu(model_ms: float, copy_ms: float) -> None:
+    """In the child, before the daemon is built: the daemon's stages as on a GPU (the lanes of
+    `batch.gpu_lanes`, fewer arenas than lanes, each given back once its frames are on the
+    device), with a stand-in for the device, which cannot exist here: the copy to it takes
+    `copy_ms` and CLIP's stage `model_ms` per 128 frames, one batch at a time on each (one copy
+    engine, one GPU), without the GIL (a GPU's own time, asleep here), and CLIP's stage returns zero
+    features without looking at the pixels. Everything else runs as it does (claims, reads on the
+    file processes, the head, rows, moves): frames/s is the most this machine's CPU and the
+    daemon's structure let it feed a GPU of that speed (0 and 0: an instant one)."""
+    import numpy as np
+
+    from model.clip_features import ClipFeatureExtractor
+    from watcher.pipeline import lanes
+    from watcher.pipeline.processing import BatchProcessor
+
+    plan_lanes = lanes.plan_lanes
+    computing, copying = threading.Lock(), threading.Lock()
+
+    def planned_as_on_a_gpu(
+        *, on_accelerator: bool, cpu_threads: int, gpu_lanes: int = lanes.GPU_LANES
+    ) -> Any:
+        return plan_lanes(on_accelerator=True, cpu_threads=cpu_threads, gpu_lanes=gpu_lanes)
+
+    def features_on_the_device(self: Any, images: Any) -> Any:
+        if model_ms:
+            with computing:
+                time.sleep(model_ms / 1000 * len(images) / BATCH)
+        return np.zeros((len(images), self.feature_size), dtype=np.float32)
+
+    def taken_to_the_device(self: Any, frames: Any) -> Any:
+        if copy_ms:
+            with copying:
+                time.sleep(copy_ms / 1000 * len(frames) / BATCH)
+        return list(frames)
+
+    lanes.plan_lanes = planned_as_on_a_gpu
+    BatchProcessor.model_on_accelerator = property(lambda self: True)  # type: ignore[assignment,method-assign]
+    ClipFeatureExtractor.image_features = features_on_the_device  # type: ignore[method-assign]
+    ClipFeatureExtractor.taken_in = taken_to_the_device  # type: ignore[method-assign]
 
 
 def _run_live(daemon: Any, stop: threading.Event, waiting: int) -> Any:
@@ -169,11 +228,12 @@ def _run_live(daemon: Any, stop: threading.Event, waiting: int) -> Any:
     return report
 
 
-def measure_in_child(repo: Path, config: Path, *, live: bool = False) -> dict[str, Any]:
+def measure_in_child(
+    repo: Path, config: Path, *, live: bool = False, stand_in_gpu: tuple[float, float] | None = None
+) -> dict[str, Any]:
     """`measure` in a process of its own, with the `watcher` package of checkout `repo`."""
-    return measured_in_checkout(
-        repo, "daemon_cpu", f"measure(daemon_cpu.Path({str(config)!r}), live={live!r})", cwd=config.parent
-    )
+    call = f"measure(daemon_cpu.Path({str(config)!r}), live={live!r}, stand_in_gpu={stand_in_gpu!r})"
+    return measured_in_checkout(repo, "daemon_cpu", call, cwd=config.parent)
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -186,6 +246,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "model_stage_wall_us": round(statistics.median(run["model_stage_wall_us"] for run in runs), 1),
         "frames_per_s": round(statistics.median(run["frames_per_s"] for run in runs), 1),
         "threads_us_of_median_run": middle["threads_us"],
+        "stage_seconds_of_median_run": middle["stage_seconds"],
     }
 
 
@@ -194,7 +255,12 @@ def main() -> None:
     # Start-up's fixed CPU (recovery, the instance's rows) is spread over the frames: many frames.
     parser.add_argument("--frames", type=int, default=32 * BATCH, help="a multiple of 128: full batches")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each; the median counts")
-    parser.add_argument("--file-processes", type=int, default=2)
+    parser.add_argument(
+        "--file-processes",
+        type=_processes,
+        default=2,
+        help="batch.file_processes: a number, or auto (one fewer than the cores, as on a GPU)",
+    )
     # The daemon's own work does not depend on the frames' size (it never touches their pixels on
     # a GPU); the model stage's resize does, and small frames keep what is subtracted small.
     parser.add_argument("--width", type=int, default=160)
@@ -204,6 +270,16 @@ def main() -> None:
         action="store_true",
         help="run the daemon as `watch` does (inotify events on), not `--once`, until every frame is done",
     )
+    parser.add_argument(
+        "--stand-in-gpu",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("MODEL_MS", "COPY_MS"),
+        help="shape the daemon as on a GPU whose model takes MODEL_MS and whose copy COPY_MS per 128 "
+        "frames (0 0: an instant one); its frames/s is what the pipeline can feed such a GPU here",
+    )
+    parser.add_argument("--gpu-lanes", type=int, default=None, help="batch.gpu_lanes, with --stand-in-gpu")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")
     args = parser.parse_args()
@@ -216,14 +292,19 @@ def main() -> None:
         for repeat in range(args.repeats):
             for name, repo in checkouts.items():
                 root = work / f"{name}-{repeat}"
-                config = _prepare(root, clip, args.frames, maker, args.file_processes)
-                runs[name].append(measure_in_child(repo, config, live=args.live))
+                config = _prepare(
+                    root, clip, args.frames, maker, args.file_processes, gpu_lanes=args.gpu_lanes
+                )
+                runs[name].append(
+                    measure_in_child(repo, config, live=args.live, stand_in_gpu=_pair(args.stand_in_gpu))
+                )
                 shutil.rmtree(root)
     figures = {name: _summary(measured) for name, measured in runs.items()}
     ours = figures["ours"]["outside_model_us"]
     figures["budget_us"] = BUDGET_US
     figures["frames"] = args.frames
     figures["mode"] = "live" if args.live else "once"
+    figures["stand_in_gpu_ms"] = args.stand_in_gpu
     for name, summary in figures.items():
         if isinstance(summary, dict):
             print(
@@ -236,15 +317,27 @@ def main() -> None:
             print(
                 f"{name}: the model stage {summary['model_stage_wall_us']:.0f} µs a frame of wall-clock "
                 f"time (its CPU {summary['model_stage_us']:.0f}: the rest it waited, for the GIL among "
-                f"others), {summary['frames_per_s']:.0f} frames/s from the first scan to the last move"
+                f"others), {summary['frames_per_s']:.0f} frames/s from the first scan to the last move; "
+                f"stages' seconds summed over the batches {summary['stage_seconds_of_median_run']}"
             )
     if "baseline" in figures:
         baseline = figures["baseline"]["outside_model_us"]
         figures["ratio_to_baseline"] = round(ours / baseline, 3)
         print(f"ours / baseline {ours / baseline:.2f}")
+        speed = figures["ours"]["frames_per_s"] / figures["baseline"]["frames_per_s"]
+        figures["frames_per_s_ratio_to_baseline"] = round(speed, 3)
+        print(f"frames/s, ours / baseline {speed:.2f}")
     print(f"budget at 5,000 frames/s: {BUDGET_US:.0f} µs a frame; ours {ours / BUDGET_US:.2f} of it")
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
+def _processes(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
+def _pair(values: list[float] | None) -> tuple[float, float] | None:
+    return None if values is None else (values[0], values[1])
 
 
 if __name__ == "__main__":

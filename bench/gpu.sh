@@ -6,7 +6,8 @@
 #
 # Runs `watch --once` at batch 128 (and one more sampled by py-spy when it is there:
 # profile-watch-once-b128.txt) and, on the same frames, at batch 256 with 3 and 6 lanes
-# (watch-once.json, "variants"), the tower and
+# (watch-once.json, "variants"), the same daemon feeding a stand-in for the GPU (what this
+# machine's CPU can feed one: pipeline-stand-in.json), the tower and
 # the model stage beside a busy Python thread (op by op, traced, and traced at the daemon's switch
 # interval: bench/gil_convoy.py), the live daemon working through a mass drop renamed into the inbox
 # once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU
@@ -63,6 +64,13 @@ step watch-once "$python" bench/watch_once.py --device "$device" --precision "$p
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 \
     --variants 256x3 256x6 --baseline-frames $((frames / 16)) --json "$out/watch-once.json" \
     --profile "$out/profile-watch-once-b128.txt"
+# What this machine's CPU can feed a GPU: the same daemon with a stand-in for the device (the
+# copy 5 ms and the model 6.4 ms per 128 frames, about the H200's bare forward at batch 128,
+# without the GIL), so that the pipeline's own ceiling here is told apart from the real model
+# stage's (bench/daemon_cpu.py --stand-in-gpu; about 30 s).
+stand_in_frames=$(( (frames / 2 + 127) / 128 * 128 ))
+step pipeline-stand-in "$python" bench/daemon_cpu.py --stand-in-gpu 6.4 5 --width 640 --height 480 \
+    --frames "$stand_in_frames" --file-processes auto --repeats 1 --json "$out/pipeline-stand-in.json"
 # What the GIL costs the model stage's launches beside Python: op by op, traced, and traced at the
 # daemon's switch interval (about 30 s).
 step gil-convoy "$python" bench/gil_convoy.py --device "$device" --model "$model" --batch 128 \

@@ -41,6 +41,7 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     # Most important first: a GPU lease can end before the last step.
     expected = [
         "watch-once",
+        "pipeline-stand-in",
         "gil-convoy",
         "live-mass-drop",
         "latency",
@@ -52,13 +53,23 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert all(code == 0 for code in steps.values()), {
         name: (out / f"{name}.log").read_text()[-2000:] for name, code in steps.items() if code
     }
-    for figures in ("watch-once", "load-rss", "live-mass-drop", "latency", "inbox-events", "gil-convoy"):
+    for figures in (
+        "watch-once",
+        "pipeline-stand-in",
+        "load-rss",
+        "live-mass-drop",
+        "latency",
+        "inbox-events",
+        "gil-convoy",
+    ):
         assert json.loads((out / f"{figures}.json").read_text()), figures
     # The other batch sizes and lanes, on the same frames.
     once = json.loads((out / "watch-once.json").read_text())
     assert once["watch_once_fps"] > 0 and once["peak_rss_mib"] > 0
     assert [(entry["batch_size"], entry["gpu_lanes"]) for entry in once["variants"]] == [(256, 3), (256, 6)]
     assert all(entry["watch_once_fps"] > 0 and entry["peak_rss_mib"] > 0 for entry in once["variants"])
+    stand_in = json.loads((out / "pipeline-stand-in.json").read_text())
+    assert stand_in["ours"]["frames_per_s"] > 0 and stand_in["stand_in_gpu_ms"] == [6.4, 5.0]
     convoy = json.loads((out / "gil-convoy.json").read_text())
     for stage in ("tower", "model_stage"):
         for way in ("op_by_op", "traced", "traced_short_switch"):
