@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.batch_math import chunked, float_bytes, normalised_rows, pooled
+from model.batch_math import chunked, float_bytes, l2_normalised, normalised_rows, pooled
+from model.device_wait import on_host
 from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
 from model.images import as_uint8_array
@@ -211,10 +212,10 @@ class ClipFeatureExtractor:
             return normalised_rows(torch.from_numpy(projected))
         traced = self._traced
         if traced is not None and traced.fits(pixel_values):
-            return traced(pixel_values).cpu().numpy()  # normalised by the trace itself
+            return on_host(traced(pixel_values))  # normalised by the trace itself
         with self._autocast():
             output = self._model.get_image_features(pixel_values=pixel_values)
-        return normalised_rows(pooled(output))
+        return on_host(l2_normalised(pooled(output)))
 
     @property
     def model(self) -> Any:  # the transformers CLIPModel (model.onnx_vision exports its image tower)

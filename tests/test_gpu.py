@@ -162,3 +162,17 @@ def test_traces_on_the_lanes_streams_give_python_s_features(tiny_clip: Path) -> 
     for frames, features in zip(batches, got, strict=True):
         expected = op_by_op.image_features(frames)
         assert np.sum(features * expected, axis=1).min() > 0.9999
+
+
+def test_a_pass_on_the_gpu_counts_its_wait_for_the_device(tiny_clip: Path) -> None:
+    import numpy as np
+
+    from model.clip_features import ClipFeatureExtractor
+    from model.device_wait import take_device_wait
+
+    extractor = ClipFeatureExtractor(str(tiny_clip), runtime=resolve_runtime(device="cuda", precision="fp16"))
+    take_device_wait()
+    extractor.image_features([np.zeros((480, 640, 3), np.uint8)] * 4)
+    # The copy of the features to the host waits for the pass: the batch's "waiting for the device".
+    assert take_device_wait() > 0
+    assert take_device_wait() == 0  # taken: the next batch starts from nothing

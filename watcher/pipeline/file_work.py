@@ -11,8 +11,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
 import signal
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path, PurePosixPath
 
@@ -85,6 +87,29 @@ def start_worker(daemon_pid: int) -> None:
     # A frame's warnings (why it failed) are logged where they happen: on the daemon's stderr,
     # which the worker shares (the journal, under systemd).
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s (file worker): %(message)s")
+
+
+def serve(connection: Connection, daemon_pid: int) -> None:
+    """A file worker's life: each job the daemon sends down `connection` (a function of this
+    module with its arguments) run, and its result sent back, or the exception it raised; None,
+    or the daemon's end closed, ends it (see watcher.pipeline.file_workers)."""
+    start_worker(daemon_pid)
+    while True:
+        try:
+            job = connection.recv()
+        except EOFError:
+            return  # the daemon is gone
+        if job is None:
+            return
+        try:
+            answer: tuple[bool, object] = (True, job())
+        except Exception as error:  # noqa: BLE001 - the daemon's to handle, as in its own threads
+            answer = (False, error)
+        try:
+            connection.send(answer)
+        except (pickle.PicklingError, TypeError, AttributeError) as unpicklable:
+            # An exception whose arguments cannot cross: its text does.
+            connection.send((False, RuntimeError(f"{answer[1]!r} (not picklable: {unpicklable})")))
 
 
 def read_share(

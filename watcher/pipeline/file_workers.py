@@ -7,6 +7,14 @@ arena); the daemon's own threads only coordinate, run the model and commit. The 
 started with `spawn` (never forked from a process holding CUDA and threads), die with the daemon
 and ignore the stop signals that the daemon handles.
 
+Each worker has a pipe of its own, and the thread that hands it a share (a batch thread, or the
+loop for claims) writes the share to it and reads the answer from it itself: no feeder or result
+thread in between (a process pool's), whose every hand-off waits for the GIL behind the daemon's
+busy threads, up to a switch interval each, while the batch waits (bench/daemon_cpu.py
+--stand-in-gpu measures the read stage). Idle workers wait in one queue; a caller takes one per
+share, or reuses one of its own as it answers, so callers side by side never wait on each other's
+workers.
+
 A worker that dies (a decoder crashing on a frame's bytes) breaks the pool: the daemon stops as it
 would have if that crash had been in its own process, and its next start treats the frames left
 in progress as suspects (see watcher.intake.suspects).
@@ -14,15 +22,17 @@ in progress as suspects (see watcher.intake.suspects).
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
+import queue
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures import wait as wait_for_all
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for_answers
+from multiprocessing.process import BaseProcess
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from model.packed import PackedBmp
 from watcher.pipeline import file_work
@@ -37,6 +47,8 @@ _T = TypeVar("_T")
 
 # Fewer frames than this a share cost more in handing out than they gain from another core.
 MIN_FRAMES_A_SHARE = 4
+# How long a worker has to end once asked to (or it is killed): its share is done by then.
+_STOP_S = 10.0
 _DIED = "a file worker process died: stopping (its frames are recovered at start)"
 
 
@@ -44,33 +56,44 @@ class FileWorkersFailed(RuntimeError):
     """A file worker process died: the daemon cannot go on safely and stops."""
 
 
+class _Worker:
+    """One worker process and the daemon's end of its pipe."""
+
+    def __init__(self, context: Any, daemon_pid: int, number: int) -> None:
+        self.connection, theirs = context.Pipe(duplex=True)
+        self.process: BaseProcess = context.Process(
+            target=file_work.serve, args=(theirs, daemon_pid), name=f"file-worker-{number}", daemon=True
+        )
+        self.process.start()
+        theirs.close()  # the worker's end lives in the worker: its death is then our EOF
+
+
 class FileWorkers:
     def __init__(self, count: int, bounds: FrameBounds) -> None:
         self.count = count
         self._bounds = bounds
-        self._pool = ProcessPoolExecutor(
-            max_workers=count,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=file_work.start_worker,
-            initargs=(os.getpid(),),
-        )
-        # Every worker started now, from this thread: the pool would otherwise start them on
-        # demand from whichever batch thread submits, and a worker dies with the thread that
-        # started it (PR_SET_PDEATHSIG follows the thread), at the latest when a batch thread ends.
-        _results([self._submit(os.getpid) for _ in range(count)])
+        context = multiprocessing.get_context("spawn")
+        # Every worker started now, from this thread: a worker dies with the thread that started
+        # it (PR_SET_PDEATHSIG follows the thread), and batch threads end.
+        self._workers = [_Worker(context, os.getpid(), number) for number in range(count)]
+        # Idle workers; None once one has died (every caller that takes it puts it back and fails).
+        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
+        for worker in self._workers:
+            self._idle.put(worker)
+        self._run([functools.partial(os.getpid)] * count)  # each one up and answering
         logger.debug("%d file worker processes started", count)
 
     @property
     def pids(self) -> set[int]:
         """The workers' process ids (for monitoring)."""
-        return set(self._pool._processes or {})  # noqa: SLF001 - the executor keeps no public list
+        return {worker.process.pid for worker in self._workers if worker.process.pid is not None}
 
     def read(self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena) -> list[Decoded]:
         """Every frame read, hashed and decoded into `arena`, its claim made durable."""
         shares = _shares(frames, self.count)
         room = arena.size // max(len(shares), 1)
-        futures = [
-            self._submit(
+        jobs = [
+            functools.partial(
                 file_work.read_share,
                 [(frame, refused.get(frame.key)) for frame in share],
                 self._bounds,
@@ -80,7 +103,7 @@ class FileWorkers:
             )
             for number, share in enumerate(shares)
         ]
-        reads: list[FileRead] = [read for share in _results(futures) for read in share]
+        reads: list[FileRead] = [read for share in self._run(jobs) for read in share]
         return [_decoded(frame, read, arena) for frame, read in zip(frames, reads, strict=True)]
 
     def claim(
@@ -93,28 +116,96 @@ class FileWorkers:
         timeout_s: float,
     ) -> list[ClaimOutcome]:
         """The names shared out to be claimed where ready (see file_work.claim_share), in order."""
-        futures = [
-            self._submit(file_work.claim_share, inbox, area, share, settle_s=settle_s, timeout_s=timeout_s)
+        jobs = [
+            functools.partial(
+                file_work.claim_share, inbox, area, share, settle_s=settle_s, timeout_s=timeout_s
+            )
             for share in _shares(names, self.count)
         ]
-        return [outcome for share in _results(futures) for outcome in share]
+        return [outcome for share in self._run(jobs) for outcome in share]
 
     def move(self, moves: list[Move]) -> dict[str, str]:
         """Each share of the moves on a worker (see file_work.move_all); frames relocated, by key."""
-        futures = [self._submit(file_work.move_all, share) for share in _shares(moves, self.count)]
         relocated: dict[str, str] = {}
-        for share in _results(futures):
+        for share in self._run(
+            [functools.partial(file_work.move_all, share) for share in _shares(moves, self.count)]
+        ):
             relocated.update(share)
         return relocated
 
-    def _submit(self, work: Callable[..., _T], *args: object, **kwargs: object) -> Future[_T]:
+    def _run(self, jobs: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Each job (a function of file_work with its arguments) on a worker; their results in
+        order. A job's exception is raised here, and a worker's death as FileWorkersFailed, only
+        once every job handed out has ended: no worker is still at a batch's frames (or its arena)
+        when the batch gives up on them."""
+        results: list[Any] = [None] * len(jobs)
+        failure: BaseException | None = None
+        busy: dict[Connection, tuple[_Worker, int]] = {}  # ours, at a job: by their pipe
+        pending = list(enumerate(jobs))
+        while pending or busy:
+            if pending and failure is None:
+                try:
+                    worker = self._free_worker(waiting=not busy)
+                except FileWorkersFailed as broken:
+                    failure = broken
+                    continue
+                if worker is not None:
+                    number, job = pending.pop(0)
+                    try:
+                        worker.connection.send(job)
+                    except OSError:  # its pipe is closed: it died
+                        failure = self._broke()
+                        continue
+                    busy[worker.connection] = (worker, number)
+                    continue
+            if not busy:
+                break  # the rest is not handed out: a job failed
+            for connection in wait_for_answers(list(busy)):
+                answered, number = busy.pop(connection)  # type: ignore[call-overload]
+                try:
+                    succeeded, value = answered.connection.recv()
+                except (EOFError, OSError):
+                    failure = failure or self._broke()
+                    continue
+                self._idle.put(answered)
+                if succeeded:
+                    results[number] = value
+                else:
+                    failure = failure or value
+        if failure is not None:
+            raise failure
+        return results
+
+    def _free_worker(self, *, waiting: bool) -> _Worker | None:
+        """An idle worker, waiting for one if `waiting`; otherwise None when there is none (the
+        caller has jobs of its own in flight, and reuses those workers as they answer, never
+        waiting on another caller's). FileWorkersFailed once a worker has died."""
         try:
-            return self._pool.submit(work, *args, **kwargs)
-        except BrokenProcessPool:
-            raise FileWorkersFailed(_DIED) from None
+            worker = self._idle.get(block=waiting)
+        except queue.Empty:
+            return None
+        if worker is None:
+            self._idle.put(None)  # for every other caller, waiting or not
+            raise FileWorkersFailed(_DIED)
+        return worker
+
+    def _broke(self) -> FileWorkersFailed:
+        """A worker died: every caller from now on, including those waiting for a worker, fails."""
+        self._idle.put(None)
+        return FileWorkersFailed(_DIED)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for worker in self._workers:
+            try:
+                worker.connection.send(None)  # done: the worker ends
+            except OSError:
+                pass  # already gone
+        for worker in self._workers:
+            worker.process.join(_STOP_S)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.connection.close()
 
 
 def _decoded(frame: Claimed, read: FileRead, arena: Arena) -> Decoded:
@@ -129,13 +220,3 @@ def _shares(items: Sequence[_T], workers: int) -> list[list[_T]]:
     count = max(1, min(workers, len(items) // MIN_FRAMES_A_SHARE))
     size = -(-len(items) // count)
     return [list(items[start : start + size]) for start in range(0, len(items), size)]
-
-
-def _results(futures: list[Future[_T]]) -> list[_T]:
-    """Every share's result, in order; raises only once every share has ended, so no worker is
-    still at a batch's frames (or its arena) when the batch gives up on them."""
-    wait_for_all(futures)
-    try:
-        return [future.result() for future in futures]
-    except BrokenProcessPool:
-        raise FileWorkersFailed(_DIED) from None

@@ -15,6 +15,7 @@ import torch
 from sqlalchemy import Engine
 
 from model.clip_features import ClipFeatureExtractor
+from model.device_wait import take_device_wait
 from model.heads import Head
 from model.messages import first_line
 from model.packed import PackedBmp
@@ -132,8 +133,12 @@ class BatchProcessor:
                 stages.lap("to the device")
             # Otherwise it goes back once the model has the pixels: the copies out of it are
             # finished when the features come back (see model.packed).
+            take_device_wait()  # from this batch on
             classified = self._classifier.classify(decoded, head=head)
             stages.lap("model")
+            if self.model_on_accelerator:
+                # Launching the work (Python, the GIL) told apart from the device's own time.
+                stages.move("model", "model: waiting for the device", take_device_wait())
             del decoded  # its pixels may be views of the arena
         kill_point("inferred")
         claims_synced.result()
@@ -241,3 +246,8 @@ class _StageClock:
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
         self._last = now
+
+    def move(self, stage: str, part: str, seconds: float) -> None:
+        """Count `seconds` of what `stage` took as a stage of its own, `part`."""
+        self.seconds[stage] -= seconds
+        self.seconds[part] = self.seconds.get(part, 0.0) + seconds
