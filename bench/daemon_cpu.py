@@ -245,6 +245,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "model_stage_us": round(middle["model_stage_us"], 1),
         "model_stage_wall_us": round(statistics.median(run["model_stage_wall_us"] for run in runs), 1),
         "frames_per_s": round(statistics.median(run["frames_per_s"] for run in runs), 1),
+        "frames_per_s_runs": [round(run["frames_per_s"]) for run in runs],
         "threads_us_of_median_run": middle["threads_us"],
         "stage_seconds_of_median_run": middle["stage_seconds"],
     }
@@ -317,7 +318,8 @@ def main() -> None:
             print(
                 f"{name}: the model stage {summary['model_stage_wall_us']:.0f} µs a frame of wall-clock "
                 f"time (its CPU {summary['model_stage_us']:.0f}: the rest it waited, for the GIL among "
-                f"others), {summary['frames_per_s']:.0f} frames/s from the first scan to the last move; "
+                f"others), {summary['frames_per_s']:.0f} frames/s from the first scan to the last move (runs "
+                f"{', '.join(map(str, summary['frames_per_s_runs']))}); "
                 f"stages' seconds summed over the batches {summary['stage_seconds_of_median_run']}"
             )
     if "baseline" in figures:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import pickle
 import signal
+import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -94,6 +94,8 @@ def serve(connection: Connection, daemon_pid: int) -> None:
     module with its arguments) run, and its result sent back, or the exception it raised; None,
     or the daemon's end closed, ends it (see watcher.pipeline.file_workers)."""
     start_worker(daemon_pid)
+    # Kept by no process a job might start: the worker's death must close the daemon's end.
+    os.set_inheritable(connection.fileno(), False)
     while True:
         try:
             job = connection.recv()
@@ -104,12 +106,20 @@ def serve(connection: Connection, daemon_pid: int) -> None:
         try:
             answer: tuple[bool, object] = (True, job())
         except Exception as error:  # noqa: BLE001 - the daemon's to handle, as in its own threads
+            error.add_note(f"in file worker {os.getpid()}:\n{traceback.format_exc().rstrip()}")
             answer = (False, error)
         try:
             connection.send(answer)
-        except (pickle.PicklingError, TypeError, AttributeError) as unpicklable:
-            # An exception whose arguments cannot cross: its text does.
-            connection.send((False, RuntimeError(f"{answer[1]!r} (not picklable: {unpicklable})")))
+        except Exception as unpicklable:  # noqa: BLE001 - what cannot cross: its text does
+            connection.send((False, _crossable(answer[1], unpicklable)))
+
+
+def _crossable(value: object, why: Exception) -> Exception:
+    """An answer that cannot be pickled, as an exception that can: an OSError keeps its errno
+    (the daemon tells a full disk from a bad frame by it)."""
+    if isinstance(value, OSError):
+        return OSError(value.errno, f"{value.strerror} (not picklable: {why})", value.filename)
+    return RuntimeError(f"{value!r} (not picklable: {why})")
 
 
 def read_share(

@@ -25,9 +25,11 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import queue
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for_answers
 from multiprocessing.process import BaseProcess
@@ -65,6 +67,7 @@ class _Worker:
             target=file_work.serve, args=(theirs, daemon_pid), name=f"file-worker-{number}", daemon=True
         )
         self.process.start()
+        self.pid = self.process.pid
         theirs.close()  # the worker's end lives in the worker: its death is then our EOF
 
 
@@ -72,21 +75,31 @@ class FileWorkers:
     def __init__(self, count: int, bounds: FrameBounds) -> None:
         self.count = count
         self._bounds = bounds
-        context = multiprocessing.get_context("spawn")
-        # Every worker started now, from this thread: a worker dies with the thread that started
-        # it (PR_SET_PDEATHSIG follows the thread), and batch threads end.
-        self._workers = [_Worker(context, os.getpid(), number) for number in range(count)]
-        # Idle workers; None once one has died (every caller that takes it puts it back and fails).
+        self._workers: list[_Worker] = []
+        # Idle workers; None once the pool is broken (every caller that takes it puts it back).
         self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
-        for worker in self._workers:
-            self._idle.put(worker)
-        self._run([functools.partial(os.getpid)] * count)  # each one up and answering
+        self._broken = False
+        # Run by close(), or at exit if close() never is (start-up failing after this): before
+        # multiprocessing's own exit handler, which would SIGTERM the workers (they ignore it)
+        # and wait for them forever.
+        self._stopping = multiprocessing.util.Finalize(self, _stop, args=(self._workers,), exitpriority=10)
+        context = multiprocessing.get_context("spawn")
+        try:
+            # Every worker started now, from this thread: a worker dies with the thread that
+            # started it (PR_SET_PDEATHSIG follows the thread), and batch threads end.
+            for number in range(count):
+                self._workers.append(_Worker(context, os.getpid(), number))
+                self._idle.put(self._workers[-1])
+            self._run([functools.partial(os.getpid)] * count)  # each one up and answering
+        except BaseException:
+            self.close()
+            raise
         logger.debug("%d file worker processes started", count)
 
     @property
     def pids(self) -> set[int]:
         """The workers' process ids (for monitoring)."""
-        return {worker.process.pid for worker in self._workers if worker.process.pid is not None}
+        return {worker.pid for worker in self._workers if worker.pid is not None}
 
     def read(self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena) -> list[Decoded]:
         """Every frame read, hashed and decoded into `arena`, its claim made durable."""
@@ -135,77 +148,108 @@ class FileWorkers:
 
     def _run(self, jobs: Sequence[Callable[[], Any]]) -> list[Any]:
         """Each job (a function of file_work with its arguments) on a worker; their results in
-        order. A job's exception is raised here, and a worker's death as FileWorkersFailed, only
-        once every job handed out has ended: no worker is still at a batch's frames (or its arena)
-        when the batch gives up on them."""
+        order. A job's exception is raised here, and a worker's death as FileWorkersFailed (which
+        outranks it), only once every job handed out has ended: no worker is still at a batch's
+        frames (or its arena) when the batch gives up on them."""
         results: list[Any] = [None] * len(jobs)
-        failure: BaseException | None = None
-        busy: dict[Connection, tuple[_Worker, int]] = {}  # ours, at a job: by their pipe
-        pending = list(enumerate(jobs))
-        while pending or busy:
-            if pending and failure is None:
-                try:
-                    worker = self._free_worker(waiting=not busy)
-                except FileWorkersFailed as broken:
-                    failure = broken
-                    continue
-                if worker is not None:
-                    number, job = pending.pop(0)
-                    try:
-                        worker.connection.send(job)
-                    except OSError:  # its pipe is closed: it died
-                        failure = self._broke()
+        calls = _Calls(list(enumerate(jobs)))
+        try:
+            while calls.pending or calls.busy:
+                if calls.pending and calls.failure is None and not calls.died:
+                    if self._hand_out(calls):
                         continue
-                    busy[worker.connection] = (worker, number)
-                    continue
-            if not busy:
-                break  # the rest is not handed out: a job failed
-            for connection in wait_for_answers(list(busy)):
-                answered, number = busy.pop(connection)  # type: ignore[call-overload]
-                try:
-                    succeeded, value = answered.connection.recv()
-                except (EOFError, OSError):
-                    failure = failure or self._broke()
-                    continue
-                self._idle.put(answered)
-                if succeeded:
-                    results[number] = value
-                else:
-                    failure = failure or value
-        if failure is not None:
-            raise failure
+                if not calls.busy:
+                    break  # the rest is not handed out: a job failed
+                for connection in wait_for_answers(list(calls.busy)):
+                    self._take_answer(calls, connection, results)  # type: ignore[arg-type]
+        finally:
+            if calls.busy or calls.died:
+                # A death, or leaving with answers unread (those workers cannot serve another
+                # caller): the pool is broken, for every caller from now on.
+                self._break()
+        if calls.died:
+            raise FileWorkersFailed(_DIED) from calls.failure
+        if calls.failure is not None:
+            raise calls.failure
         return results
 
-    def _free_worker(self, *, waiting: bool) -> _Worker | None:
-        """An idle worker, waiting for one if `waiting`; otherwise None when there is none (the
-        caller has jobs of its own in flight, and reuses those workers as they answer, never
-        waiting on another caller's). FileWorkersFailed once a worker has died."""
+    def _hand_out(self, calls: _Calls) -> bool:
+        """The next pending job sent to a free worker; False if none is free and some of this
+        caller's are busy (it then takes the next free one from its own, never waiting on
+        another caller's)."""
+        if self._broken:
+            calls.died = True
+            return True
         try:
-            worker = self._idle.get(block=waiting)
+            worker = self._idle.get(block=not calls.busy)
         except queue.Empty:
-            return None
-        if worker is None:
+            return False
+        if worker is None:  # broken meanwhile
             self._idle.put(None)  # for every other caller, waiting or not
-            raise FileWorkersFailed(_DIED)
-        return worker
+            calls.died = True
+            return True
+        number, job = calls.pending.pop(0)
+        try:
+            worker.connection.send(job)
+        except OSError:  # its pipe is closed: it died
+            calls.died = True
+            return True
+        except Exception as error:  # noqa: BLE001 - the job would not pickle: nothing was sent
+            self._idle.put(worker)
+            calls.failure = error
+            return True
+        calls.busy[worker.connection] = (worker, number)
+        return True
 
-    def _broke(self) -> FileWorkersFailed:
-        """A worker died: every caller from now on, including those waiting for a worker, fails."""
-        self._idle.put(None)
-        return FileWorkersFailed(_DIED)
+    def _take_answer(self, calls: _Calls, connection: Connection, results: list[Any]) -> None:
+        worker, number = calls.busy.pop(connection)
+        try:
+            succeeded, value = connection.recv()
+        except (EOFError, OSError):
+            calls.died = True  # the pipe closed: the worker died
+            return
+        except Exception as error:  # noqa: BLE001 - read whole, but cannot be rebuilt here
+            succeeded, value = False, RuntimeError(f"a file worker's answer cannot be read: {error!r}")
+        self._idle.put(worker)
+        if succeeded:
+            results[number] = value
+        elif calls.failure is None:
+            calls.failure = value
+
+    def _break(self) -> None:
+        self._broken = True
+        self._idle.put(None)  # wakes a caller waiting for a free worker
 
     def close(self) -> None:
-        for worker in self._workers:
-            try:
-                worker.connection.send(None)  # done: the worker ends
-            except OSError:
-                pass  # already gone
-        for worker in self._workers:
-            worker.process.join(_STOP_S)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join()
-            worker.connection.close()
+        """End the workers (each finishes the job in hand, if any); any call from now on fails."""
+        self._break()
+        self._stopping()
+
+
+@dataclass
+class _Calls:
+    """One caller's jobs: those not handed out yet (by their place), those at a worker (by its
+    pipe), the first job's exception, whether a worker died."""
+
+    pending: list[tuple[int, Callable[[], Any]]]
+    busy: dict[Connection, tuple[_Worker, int]] = field(default_factory=dict)
+    failure: BaseException | None = None
+    died: bool = False
+
+
+def _stop(workers: list[_Worker]) -> None:
+    for worker in workers:
+        try:
+            worker.connection.send(None)  # done: the worker ends
+        except OSError:
+            pass  # already gone
+    for worker in workers:
+        worker.process.join(_STOP_S)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        worker.connection.close()
+        worker.process.close()
 
 
 def _decoded(frame: Claimed, read: FileRead, arena: Arena) -> Decoded:
