@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,68 @@ def test_a_process_that_never_closes_its_workers_still_exits() -> None:
     )
     ended = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60, check=False)
     assert ended.returncode == 3
+
+
+@dataclass(frozen=True)
+class _Frozen(Exception):
+    """An exception that takes no notes (its attributes are frozen)."""
+
+    reason: str
+
+
+def _raise_frozen() -> None:
+    raise _Frozen("bad")
+
+
+class _DiskFullWithALock(OSError):
+    def __init__(self) -> None:
+        super().__init__(errno.ENOSPC, "No space left on device")
+        self.lock = threading.Lock()  # does not pickle
+
+
+def _raise_disk_full_with_a_lock() -> None:
+    raise _DiskFullWithALock
+
+
+def test_an_odd_exception_in_a_job_fails_the_call_not_the_worker(workers: FileWorkers) -> None:
+    with pytest.raises(RuntimeError, match="FrozenInstanceError"):  # it cannot even be rebuilt here
+        _run(workers, [functools.partial(_raise_frozen)])
+    # One that does not pickle still tells a full disk (transient: the batch is parked) by errno.
+    with pytest.raises(OSError) as raised:
+        _run(workers, [functools.partial(_raise_disk_full_with_a_lock)])
+    assert raised.value.errno == errno.ENOSPC
+    assert _idle(workers) == workers.count
+    assert len(_run(workers, [functools.partial(os.getpid)] * 4)) == 4
+
+
+def test_a_worker_whose_answer_was_left_half_read_is_never_used_again(
+    workers: FileWorkers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Out of memory while the answer is read: the rest of it is still in the pipe.
+    def out_of_memory(self: object, maxlength: int | None = None) -> bytes:
+        raise MemoryError
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Connection, "recv_bytes", out_of_memory)
+        with pytest.raises(FileWorkersFailed):
+            _run(workers, [functools.partial(os.getpid)])
+    with pytest.raises(FileWorkersFailed):
+        _run(workers, [functools.partial(os.getpid)])
+
+
+def test_no_process_a_job_starts_keeps_a_workers_pipe_open(workers: FileWorkers) -> None:
+    # A helper process inheriting the worker's end would hide the worker's death from the daemon.
+    inheritable = _run(workers, [functools.partial(_inheritable_sockets)] * workers.count)
+    assert inheritable == [[]] * workers.count
+
+
+def _inheritable_sockets() -> list[str]:
+    found = []
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            target, fd = os.readlink(entry), int(entry.name)
+            if target.startswith("socket:") and os.get_inheritable(fd):
+                found.append(target)
+        except OSError:
+            continue  # the listing's own descriptor, closed meanwhile
+    return found

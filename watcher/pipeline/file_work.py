@@ -106,7 +106,7 @@ def serve(connection: Connection, daemon_pid: int) -> None:
         try:
             answer: tuple[bool, object] = (True, job())
         except Exception as error:  # noqa: BLE001 - the daemon's to handle, as in its own threads
-            error.add_note(f"in file worker {os.getpid()}:\n{traceback.format_exc().rstrip()}")
+            _note_where(error)
             answer = (False, error)
         try:
             connection.send(answer)
@@ -114,12 +114,24 @@ def serve(connection: Connection, daemon_pid: int) -> None:
             connection.send((False, _crossable(answer[1], unpicklable)))
 
 
+def _note_where(error: Exception) -> None:
+    """The worker's traceback, as a note on its exception (the daemon's traceback ends at the pipe)."""
+    try:
+        error.add_note(f"in file worker {os.getpid()}:\n{traceback.format_exc().rstrip()}")
+    except Exception:  # noqa: BLE001, S110 - an exception that takes no notes (frozen) goes without
+        pass
+
+
 def _crossable(value: object, why: Exception) -> Exception:
     """An answer that cannot be pickled, as an exception that can: an OSError keeps its errno
-    (the daemon tells a full disk from a bad frame by it)."""
-    if isinstance(value, OSError):
-        return OSError(value.errno, f"{value.strerror} (not picklable: {why})", value.filename)
-    return RuntimeError(f"{value!r} (not picklable: {why})")
+    (the daemon tells a full disk from a bad frame by it). Never fails itself."""
+    try:
+        text = f"{value} (not picklable: {why})"
+    except Exception:  # noqa: BLE001 - even its text fails: its type names it
+        text = f"{type(value).__qualname__} (not picklable)"
+    if isinstance(value, OSError) and isinstance(value.errno, int):
+        return OSError(value.errno, text)
+    return RuntimeError(text)
 
 
 def read_share(

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for_answers
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -204,13 +205,21 @@ class FileWorkers:
     def _take_answer(self, calls: _Calls, connection: Connection, results: list[Any]) -> None:
         worker, number = calls.busy.pop(connection)
         try:
-            succeeded, value = connection.recv()
+            message = connection.recv_bytes()
         except (EOFError, OSError):
             calls.died = True  # the pipe closed: the worker died
             return
+        except Exception as error:  # noqa: BLE001 - told as the worker's loss
+            # Out of memory halfway through, say: what is left of the answer is still in the
+            # pipe, and the worker cannot serve again. As if it had died.
+            calls.died = True
+            calls.failure = calls.failure or error
+            return
+        self._idle.put(worker)  # its answer read whole: free for the next job
+        try:
+            succeeded, value = ForkingPickler.loads(message)
         except Exception as error:  # noqa: BLE001 - read whole, but cannot be rebuilt here
             succeeded, value = False, RuntimeError(f"a file worker's answer cannot be read: {error!r}")
-        self._idle.put(worker)
         if succeeded:
             results[number] = value
         elif calls.failure is None:
@@ -221,7 +230,8 @@ class FileWorkers:
         self._idle.put(None)  # wakes a caller waiting for a free worker
 
     def close(self) -> None:
-        """End the workers (each finishes the job in hand, if any); any call from now on fails."""
+        """End the workers; any call from now on fails. Only once no call is under way (the
+        daemon closes them after its batch threads and its loop have ended)."""
         self._break()
         self._stopping()
 
