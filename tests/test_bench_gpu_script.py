@@ -70,6 +70,8 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert all(entry["watch_once_fps"] > 0 and entry["peak_rss_mib"] > 0 for entry in once["variants"])
     stand_in = json.loads((out / "pipeline-stand-in.json").read_text())
     assert stand_in["ours"]["frames_per_s"] > 0 and stand_in["stand_in_gpu_ms"] == [6.4, 5.0]
+    assert stand_in["file_processes"] >= 1  # the GPU's shape: file work on processes
+    assert "to the device" in stand_in["ours"]["stage_seconds_of_median_run"]
     convoy = json.loads((out / "gil-convoy.json").read_text())
     for stage in ("tower", "model_stage"):
         for way in ("op_by_op", "traced", "traced_short_switch"):
