@@ -47,7 +47,7 @@ def _prepare(
     clip: Path,
     frames: int,
     maker: FrameMaker,
-    processes: int | str,
+    processes: int,
     *,
     gpu_lanes: int | None = None,
 ) -> Path:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from model.device_wait import on_host
 from model.packed import PackedBmp
 
 _T = TypeVar("_T")
@@ -95,5 +96,6 @@ def l2_normalised(features: torch.Tensor) -> torch.Tensor:
 
 
 def normalised_rows(features: torch.Tensor) -> np.ndarray:
-    """L2-normalised rows as float32 numpy on the host."""
-    return l2_normalised(features).cpu().numpy()
+    """L2-normalised rows as float32 numpy on the host (on a GPU, the wait for them counted by
+    model.device_wait)."""
+    return on_host(l2_normalised(features))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.batch_math import chunked, float_bytes, l2_normalised, normalised_rows, pooled
+from model.batch_math import chunked, float_bytes, normalised_rows, pooled
 from model.device_wait import on_host
 from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
@@ -215,7 +215,7 @@ class ClipFeatureExtractor:
             return on_host(traced(pixel_values))  # normalised by the trace itself
         with self._autocast():
             output = self._model.get_image_features(pixel_values=pixel_values)
-        return on_host(l2_normalised(pooled(output)))
+        return normalised_rows(pooled(output))
 
     @property
     def model(self) -> Any:  # the transformers CLIPModel (model.onnx_vision exports its image tower)
