@@ -99,6 +99,12 @@ def test_folders_made_moved_in_and_out_are_watched_as_they_now_lie(tmp_path: Pat
     try:
         (inbox / "cam-01" / "2026" / "11").mkdir(parents=True)  # nested, made after the start
         wait_for(rescan_asked, timeout=30, what="a rescan for the new folder")
+        # mkdir -p makes 11 after 2026: the walk that 2026's event started may have looked inside
+        # it before 11 was there, and then 11's own event brings the walk that watches it. Until
+        # then a frame written there is found by the rescan, not by an event (a clean-clone CI run
+        # wrote it first, once in many).
+        nested = PurePosixPath("cam-01/2026/11")
+        wait_for(lambda: nested in events._folders.values(), timeout=30, what="the nested folder watched")
         write_bmp(inbox / "cam-01" / "2026" / "11" / "deep.bmp")
         wait_for(lambda: seen_in("finished", "cam-01/2026/11/deep.bmp"), timeout=30, what="the nested frame")
 
