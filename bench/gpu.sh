@@ -4,18 +4,20 @@
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
 #                        [--python PATH]
 #
-# Runs `watch --once` at batch 128 (and one more sampled by py-spy when it is there:
-# profile-watch-once-b128.txt) and, on the same frames, at batch 256 with 3 and 6 lanes
-# (watch-once.json, "variants"), the same daemon feeding a stand-in for the GPU (what this
-# machine's CPU can feed one: pipeline-stand-in.json), the tower and
+# Runs `watch --once` at batch 128 and, on the same frames, at batch 256 with 3 and 6 lanes
+# (watch-once.json, "variants"), the GPU tests, the same daemon feeding a stand-in for the GPU
+# (what this machine's CPU can feed one: pipeline-stand-in.json), the tower and
 # the model stage beside a busy Python thread (op by op, traced, and traced at the daemon's switch
 # interval: bench/gil_convoy.py), the live daemon working through a mass drop renamed into the inbox
-# once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory), the GPU
-# tests and the inbox events' CPU through a mass drop (bench/inbox_events.py), and writes each
+# once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory) and the
+# inbox events' CPU through a mass drop (bench/inbox_events.py), and writes each
 # figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
 # summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
-# and the rest still run: a GPU minute is not spent twice. About 7 minutes on an H200 (16 cores).
-# `--device cpu --model tiny` runs the same steps on any machine in a few minutes
+# and the rest still run: a GPU minute is not spent twice. On an H200 (16 cores) on 2026-11-27 it
+# took about 9 min 40 s, 5 min of it the first step (a 7.5 GB copy of the frames before each
+# `watch --once`, and a run sampled by py-spy); the frames are now hard links and the sampled run
+# is left to `bench/watch_once.py --profile`, which should bring it under 8 minutes (not yet timed
+# on a GPU). `--device cpu --model tiny` runs the same steps on any machine in a few minutes
 # (tests/test_bench_gpu_script.py does, so it can't rot).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,8 +64,10 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
 # batch size and number of lanes: it writes the frames, builds the model and exports it once.
 step watch-once "$python" bench/watch_once.py --device "$device" --precision "$precision" \
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 \
-    --variants 256x3 256x6 --baseline-frames $((frames / 16)) --json "$out/watch-once.json" \
-    --profile "$out/profile-watch-once-b128.txt"
+    --variants 256x3 256x6 --baseline-frames $((frames / 16)) --json "$out/watch-once.json"
+# The GPU tests next (about 25 s on an H200): a run cut short by its lease still says whether the
+# GPU paths are right. On 2026-11-27 they came seventh and the lease ended during them.
+step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
 # What this machine's CPU can feed a GPU: the same daemon with a stand-in for the device (the
 # copy 5 ms and the model 6.4 ms per 128 frames, about the H200's bare forward at batch 128,
 # without the GIL), so that the pipeline's own ceiling here is told apart from the real model
@@ -81,7 +85,6 @@ step latency "$python" bench/latency.py --device "$device" --precision "$precisi
     --drops 10 --json "$out/latency.json"
 # Host memory of loading CLIP for the GPU, apart from the rest of watch --once's peak.
 step load-rss "$python" bench/load_rss.py --model "$model" --repeats 1 --json "$out/load-rss.json"
-step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
 # What hearing about a mass drop live costs a frame, on the daemon's GIL (about 10 s). The file
 # handling's CPU and the daemon's own (bench/file_cpu.py, bench/daemon_cpu.py) need no GPU: they
 # are measured on the 2-core machine (README: Benchmark), not with a lent GPU's minutes.

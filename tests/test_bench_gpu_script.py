@@ -41,12 +41,12 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     # Most important first: a GPU lease can end before the last step.
     expected = [
         "watch-once",
+        "gpu-tests",
         "pipeline-stand-in",
         "gil-convoy",
         "live-mass-drop",
         "latency",
         "load-rss",
-        "gpu-tests",
         "inbox-events",
     ]
     assert list(steps) == expected

@@ -83,9 +83,12 @@ def test_arenas_are_pinned_and_packed_frames_give_the_decoded_frames_features(ti
         pool.close()
     gathered = {id(frame.buffer) for frame in taken}
     assert len(gathered) == 1 and taken[0].buffer.is_cuda
-    # One stretch, one copy: the frames' rows and the headers between them, nothing else.
-    first, last = packed[0].block, packed[-1].block
-    assert taken[0].buffer.numel() == last.offset + last.nbytes - first.offset
+    # The span crossed as one copy and the frames were cut out of it on the device, evenly spaced
+    # in a buffer of their own: their rows and nothing else (no headers, no alignment padding).
+    assert taken[0].buffer.numel() == sum(frame.block.nbytes for frame in packed)
+    assert [frame.block.offset for frame in taken] == [
+        index * packed[0].block.nbytes for index in range(len(files))
+    ]
     for features in (from_arena, from_device):
         cosines = (features * decoded).sum(axis=1)
         assert np.all(cosines > 0.9999), cosines
