@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from model.synthetic import write_bmp
 from watcher.intake import suspects
-from watcher.intake.claim_names import claimed_name, parse_claimed_name
+from watcher.intake.claim_names import claimed_name, is_claimed_name, parse_claimed_name
 from watcher.intake.claiming import (
     FLAT_NAME,
     MAX_NESTED_PARTS,
@@ -50,6 +50,18 @@ def test_a_claimed_name_gives_back_its_key_and_path(parts: list[str]) -> None:
     name = claimed_name(KEY, relative)
     assert b"/" not in name
     assert parse_claimed_name(os.fsdecode(name)) == (KEY, relative)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_parts, min_size=1, max_size=6), st.lists(_parts, min_size=1, max_size=6))
+def test_a_claimed_name_is_told_as_text_as_its_bytes_tell_it(parts: list[str], other: list[str]) -> None:
+    # is_claimed_name compares text, claimed_name bytes: they must agree on every name, hostile
+    # bytes (surrogate-escaped) and the escapes' own characters included.
+    relative, elsewhere = PurePosixPath(*parts), PurePosixPath(*other)
+    name = os.fsdecode(claimed_name(KEY, relative))
+    assert is_claimed_name(name, KEY, relative)
+    assert is_claimed_name(name, KEY, elsewhere) == (claimed_name(KEY, elsewhere) == os.fsencode(name))
+    assert not is_claimed_name(name, KEY.replace("0", "f"), relative)
 
 
 @settings(max_examples=100, deadline=None)

@@ -23,6 +23,13 @@ def claimed_name(key: str, relative: PurePosixPath) -> bytes:
     return os.fsencode(key) + KEY_SEPARATOR + escaped
 
 
+def is_claimed_name(name: str, key: str, relative: PurePosixPath) -> bool:
+    """Whether `name` (as the filesystem gave it) is claimed_name(key, relative), compared as text:
+    the escapes replace ASCII characters, which encode byte for byte, so the text compares as
+    the bytes would, without encoding both (a check made for every frame of every batch)."""
+    return name == f"{key}={str(relative).replace('%', '%25').replace('/', '%2F')}"
+
+
 def parse_claimed_name(name: str) -> tuple[str, PurePosixPath] | None:
     """(key, inbox-relative path) of a claim's name in the area; None for any other name.
 

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from watcher.intake.claim_names import claimed_name, inside_inbox, parse_claimed_name
+from watcher.intake.claim_names import claimed_name, inside_inbox, is_claimed_name, parse_claimed_name
 from watcher.intake.discovery import camera_of
 from watcher.intake.moving import make_folders
 
@@ -79,7 +79,7 @@ class ClaimedFrame:
     @cached_property
     def in_own_folder(self) -> bool:
         """Claimed in a folder of its own (a long name, or an area from an earlier version)."""
-        return os.fsencode(self.work_path.name) != claimed_name(self.key, self.relative)
+        return not is_claimed_name(self.work_path.name, self.key, self.relative)
 
     @cached_property
     def key_dir(self) -> Path | None:

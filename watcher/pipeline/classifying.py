@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 
-import numpy as np
 import torch
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.heads import Head, Prediction
 from watcher.pipeline.stages import Classification, Classified, Decoded
-from watcher.store.embeddings import embedding_model_id, pack_embedding
+from watcher.store.embeddings import embedding_model_id, pack_embeddings
 from watcher.wording import plural
 
 logger = logging.getLogger(__name__)
@@ -72,19 +71,21 @@ class Classifier:
             self._classify(decodable[:middle], head, outcome)
             self._classify(decodable[middle:], head, outcome)
             return
-        for item, prediction, row_features in zip(decodable, predictions, features, strict=True):
+        embeddings: list[bytes | None] = [None] * len(decodable)
+        if self._embedding_model is not None:
+            embeddings = list(pack_embeddings(features))
+        for item, prediction, embedding in zip(decodable, predictions, embeddings, strict=True):
             outcome[item.frame.key] = Classified(
-                item.frame, item.facts, self._classification(prediction, row_features, head)
+                item.frame, item.facts, self._classification(prediction, embedding, head)
             )
             logger.debug("frame %s: %s %.3f", item.frame.relative, prediction.label, prediction.probability)
 
-    def _classification(self, prediction: Prediction, features: np.ndarray, head: Head) -> Classification:
-        stored = self._embedding_model is not None
+    def _classification(self, prediction: Prediction, embedding: bytes | None, head: Head) -> Classification:
         return Classification(
             label=prediction.label,
             probability=prediction.probability,
             model_version=head.version,
             precision=self._extractor.runtime.precision,
-            embedding=pack_embedding(features) if stored else None,
+            embedding=embedding,
             embedding_model=self._embedding_model,
         )

@@ -12,8 +12,10 @@ def embedding_model_id(clip_model: str, preprocessing_version: str, engine: str 
     return f"{clip_model} {preprocessing_version}" + (f" {engine}" if engine else "")
 
 
-def pack_embedding(features: np.ndarray) -> bytes:
-    return features.astype("<f2").tobytes()
+def pack_embeddings(features: np.ndarray) -> list[bytes]:
+    """Each row of `features` as a row stores it; the whole batch converted in one call (a
+    conversion a row cost more than the bytes themselves)."""
+    return [row.tobytes() for row in features.astype("<f2")]
 
 
 def unpack_embeddings(blobs: list[bytes]) -> np.ndarray:

@@ -11,8 +11,10 @@ one SQLAlchemy would have called: the stored values are the same (tests/test_sql
 from __future__ import annotations
 
 import functools
+import operator
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -30,41 +32,50 @@ _Converter = Callable[[Any], Any]
 def insert_new_sqlite_rows(connection: Connection, records: Sequence[ResultRecord]) -> set[str]:
     """INSERT the records (already in key order) whose frame key has no row yet, on SQLite;
     returns the keys that were inserted. Same statement as SQLAlchemy's ON CONFLICT DO NOTHING."""
-    names, converters = _columns(connection.dialect)
+    columns = _columns(connection.dialect)
     inserted: set[str] = set()
     for start in range(0, len(records), ROWS_PER_STATEMENT):
         chunk = records[start : start + ROWS_PER_STATEMENT]
         values: list[Any] = []
         for record in chunk:
-            values += [
-                value if convert is None else convert(value)
-                for value, convert in zip(_values(record, names), converters, strict=True)
-            ]
-        result = connection.exec_driver_sql(_statement(names, len(chunk)), tuple(values))
+            at = len(values)
+            values += columns.row_of(record)  # one C call for the row's values, in column order
+            for index, convert in columns.conversions:
+                values[at + index] = convert(values[at + index])
+        result = connection.exec_driver_sql(_statement(columns.names, len(chunk)), tuple(values))
         inserted.update(row[0] for row in result)
     return inserted
 
 
-def _values(record: ResultRecord, names: tuple[str, ...]) -> list[Any]:
-    return [getattr(record, name) for name in names]
+@dataclass(frozen=True)
+class _Columns:
+    """The inserted columns in table order, how a record's values are read in that order, and the
+    columns whose type converts a value on this dialect (index, its bind processor)."""
+
+    names: tuple[str, ...]
+    row_of: Callable[[ResultRecord], tuple[Any, ...]]
+    conversions: tuple[tuple[int, _Converter], ...]
 
 
-_Columns = tuple[tuple[str, ...], tuple[_Converter | None, ...]]
 # Per dialect (one an engine), forgotten with its engine.
 _columns_by_dialect: weakref.WeakKeyDictionary[Dialect, _Columns] = weakref.WeakKeyDictionary()
 
 
 def _columns(dialect: Dialect) -> _Columns:
-    """The inserted columns in table order, and each one's bind processor on this dialect (None
-    where the driver takes the value as it is)."""
     known = _columns_by_dialect.get(dialect)
     if known is None:
         columns = [column for column in Result.__table__.columns if column.name != "id"]
         names = tuple(column.name for column in columns)
         if set(names) != set(RESULT_FIELDS) - {"id"}:
             raise RuntimeError(f"results columns {names} are not the record's fields {RESULT_FIELDS}")
-        converters = tuple(column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns)
-        known = _columns_by_dialect[dialect] = (names, converters)
+        processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+        known = _columns_by_dialect[dialect] = _Columns(
+            names=names,
+            row_of=operator.attrgetter(*names),
+            conversions=tuple(
+                (index, convert) for index, convert in enumerate(processors) if convert is not None
+            ),
+        )
     return known
 
 
