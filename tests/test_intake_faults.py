@@ -133,7 +133,7 @@ def test_a_clash_on_a_very_long_name_still_fits(tmp_path: Path) -> None:
     source = tmp_path / "new.bmp"
     source.write_bytes(b"new")
 
-    destination = reserve_destination(tmp_path / "out" / name, taken=set())
+    destination = Path(reserve_destination(str(tmp_path / "out" / name), taken=set()))
     final = move_no_clobber(source, destination)
 
     assert len(final.name.encode()) <= 255 and final.name.endswith("-1.bmp")

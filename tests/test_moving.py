@@ -11,8 +11,8 @@ def test_clashing_names_get_a_numbered_suffix_and_nothing_is_overwritten(tmp_pat
     (root / "cam" / "x.bmp").write_bytes(b"old")
     taken: set[str] = set()
 
-    first = reserve_destination(root / "cam" / "x.bmp", taken=taken)
-    second = reserve_destination(root / "cam" / "x.bmp", taken=taken)
+    first = Path(reserve_destination(str(root / "cam" / "x.bmp"), taken=taken))
+    second = Path(reserve_destination(str(root / "cam" / "x.bmp"), taken=taken))
 
     assert first == root / "cam" / "x-1.bmp"
     assert second == root / "cam" / "x-2.bmp"

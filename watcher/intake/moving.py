@@ -62,14 +62,15 @@ def _numbered(path: Path, number: int) -> Path:
     )
 
 
-def reserve_destination(wanted: Path, *, taken: set[str]) -> Path:
-    """The first free name for `wanted` (`x.bmp`, `x-1.bmp`, ...), not in `taken` (paths as text:
-    the reservations outlive their batch's Path objects, and text is what rows hold)."""
+def reserve_destination(wanted: str, *, taken: set[str]) -> str:
+    """The first free name for `wanted` (`x.bmp`, `x-1.bmp`, ...), not in `taken`. Paths as text:
+    the reservations outlive their batch, text is what rows hold, and a Path a frame was most of
+    a batch's placing."""
     candidate, number = wanted, 0
-    while str(candidate) in taken or os.path.lexists(candidate):
+    while candidate in taken or os.path.lexists(candidate):
         number += 1
-        candidate = _numbered(wanted, number)
-    taken.add(str(candidate))
+        candidate = str(_numbered(Path(wanted), number))
+    taken.add(candidate)
     return candidate
 
 

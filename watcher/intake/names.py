@@ -75,6 +75,6 @@ def flat_name(key: str, relative: PurePosixPath) -> str:
     return fit_name(f"{key}-{storable(relative.name)}")
 
 
-def fits(path: Path) -> bool:
+def fits(path: str | Path) -> bool:
     """Whether `path` is short enough to be created (with room for a numbered suffix)."""
     return len(os.fsencode(path)) <= _DESTINATION_MAX_BYTES

@@ -23,24 +23,27 @@ logger = logging.getLogger(__name__)
 UNMOVABLE_DIRNAME = ".unmovable"
 
 
-def place(root: Path, frame: ClaimedFrame, *, taken: set[str], made: set[Path] | None = None) -> Path:
+def place(root: Path, frame: ClaimedFrame, *, taken: set[str], made: set[str] | None = None) -> str:
     """Reserve the frame's destination under `root`, its folder made; OSError if it cannot be.
-    `taken` holds the destinations reserved so far for the batch (as text), `made` the folders
-    made for it (each looked at once a batch, not once a frame)."""
-    wanted = root / destination_relative(frame.relative)
+    `taken` holds the destinations reserved so far for the batch, `made` the folders made for it
+    (each looked at once a batch, not once a frame), all as text: the destination is returned as
+    the row holds it, and no Path is made a frame."""
+    # `frame.relative` is relative and normalised (a PurePosixPath): joined as text, it reads as
+    # `root / relative` would.
+    wanted = os.path.join(root, destination_relative(frame.relative))
     if not fits(wanted):
         return place_flat(root, frame, taken=taken)
-    folder = wanted.parent
+    folder = os.path.dirname(wanted)
     if made is None or folder not in made:
-        make_folders(folder)
+        make_folders(Path(folder))
         if made is not None:
             made.add(folder)
     return reserve_destination(wanted, taken=taken)
 
 
-def place_flat(root: Path, frame: ClaimedFrame, *, taken: set[str]) -> Path:
+def place_flat(root: Path, frame: ClaimedFrame, *, taken: set[str]) -> str:
     """Reserve a name directly in `root`, which always fits."""
-    return reserve_destination(root / flat_name(frame.key, frame.relative), taken=taken)
+    return reserve_destination(os.path.join(root, flat_name(frame.key, frame.relative)), taken=taken)
 
 
 def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | None) -> Path:

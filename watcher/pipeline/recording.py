@@ -11,7 +11,6 @@ import errno
 import logging
 import threading
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -49,9 +48,10 @@ def frame_record(
 ) -> ResultRecord:
     """A frame's row: what it is, what reading it learned, and what the model said (or why not).
     The daemon's rows and `backfill`'s are both made here."""
+    camera = frame.camera  # worked out from the path each time it is asked for
     return ResultRecord(
         frame_key=frame_key,
-        camera=storable(frame.camera) if frame.camera is not None else None,
+        camera=storable(camera) if camera is not None else None,
         source_path=storable(frame.relative.as_posix()),
         stored_path=stored_path,
         received_at=frame.received_at,
@@ -89,7 +89,7 @@ class Recorder:
 
     def record(self, classified: list[Classified]) -> list[Stored]:
         check_output_folders(self._folders)  # placing would otherwise make them again
-        now, made = utc_now(), set[Path]()
+        now, made = utc_now(), set[str]()
         with self._reserving:
             # Batches in flight side by side must not reserve one name twice (a camera that
             # uploads `snapshot.bmp` again): the names reserved and not yet moved count as taken.
@@ -138,7 +138,7 @@ class Recorder:
             raise StorageFailed(next(iter(outcome.rejected.values())))
         return outcome
 
-    def _record(self, item: Classified, now: datetime, taken: set[str], made: set[Path]) -> ResultRecord:
+    def _record(self, item: Classified, now: datetime, taken: set[str], made: set[str]) -> ResultRecord:
         frame, facts, classification = item.frame, item.facts, item.classification
         error = item.error
         root = self._folders.for_status(item.status)
