@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import ExitStack
-from dataclasses import replace
 
 import torch
 from sqlalchemy import Engine
@@ -169,7 +168,10 @@ class BatchProcessor:
             )
             return False
         decoded[:] = [
-            replace(item, pixels=next(moved)) if isinstance(item.pixels, PackedBmp) else item
+            # Made directly: dataclasses.replace looks up every field again, for each frame.
+            Decoded(item.frame, item.facts, next(moved), item.error)
+            if isinstance(item.pixels, PackedBmp)
+            else item
             for item in decoded
         ]
         return True
