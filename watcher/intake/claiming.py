@@ -73,8 +73,8 @@ class ClaimedFrame:
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # Sent to and from the file processes for every frame: its paths as text rebuild in half
         # the time of pathlib's own pickling (part by part), and the cached layout is not sent.
-        source_dir = str(self.source_dir) if self.source_dir is not None else None
-        return _unpickled, (self.key, str(self.relative), str(self.work_path), self.received_at, source_dir)
+        source = str(self.source_dir) if self.source_dir is not None else None
+        return claimed_frame, (self.key, str(self.relative), str(self.work_path), self.received_at, source)
 
     @cached_property
     def in_own_folder(self) -> bool:
@@ -120,11 +120,14 @@ class ClaimedFrame:
 _folder = functools.lru_cache(maxsize=1024)(Path)
 
 
-def _unpickled(
-    key: str, relative: str, work_path: str, received_at: datetime, source_dir: str | None
+def claimed_frame(
+    key: str, relative: PurePosixPath | str, work_path: str, received_at: datetime, source_dir: str | None
 ) -> ClaimedFrame:
+    """A claimed frame from its fields as text (as they cross a pipe); `relative` may be the path
+    the receiver already holds for it."""
     folder = _folder(source_dir) if source_dir else None
-    return ClaimedFrame(key, PurePosixPath(relative), Path(work_path), received_at, folder)
+    path = relative if isinstance(relative, PurePosixPath) else PurePosixPath(relative)
+    return ClaimedFrame(key, path, Path(work_path), received_at, folder)
 
 
 def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | None:

@@ -14,13 +14,14 @@ import os
 import signal
 import traceback
 from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path, PurePosixPath
 
 from watcher import faults
 from watcher.faults import kill_point
-from watcher.intake.claiming import ClaimRefused, claim, release
+from watcher.intake.claiming import ClaimRefused, claim, claimed_frame, release
 from watcher.intake.durability import fsync_dirs
 from watcher.intake.placement import move_frame
 from watcher.intake.readiness import Look, Verdict, look
@@ -57,19 +58,30 @@ class ClaimOutcome:
     looked: Look | None = None
     refused: str | None = None
 
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        # Sent back for every name claimed: its path as text, rebuilt only when no claimed frame
-        # carries it already (parsing a path is most of unpickling an outcome).
-        return _unpickled_outcome, (str(self.relative), self.frame, self.verdict, self.looked, self.refused)
+
+# A claimed frame as it crosses back from a file process: its key, where it is now, when it was
+# claimed and the inbox folder it left, as text; its inbox path is the name the daemon sent.
+_CrossedFrame = tuple[str, str, datetime, str | None]
+# A name's outcome as it crosses back, in the order the names went: the daemon pairs each answer
+# with the name it sent (claim_outcome), so that neither the name nor the frame's path is
+# parsed again there, nor the name's hash worked out again to take it off the waiting list.
+ClaimAnswer = tuple[_CrossedFrame | None, Verdict | None, Look | None, str | None]
 
 
-def _unpickled_outcome(
-    relative: str, frame: Claimed | None, verdict: Verdict | None, looked: Look | None, refused: str | None
-) -> ClaimOutcome:
-    path = (
-        frame.relative if frame is not None and str(frame.relative) == relative else PurePosixPath(relative)
-    )
-    return ClaimOutcome(path, frame, verdict, looked, refused)
+def claim_answer(outcome: ClaimOutcome) -> ClaimAnswer:
+    frame = outcome.frame
+    crossed = None
+    if frame is not None:
+        source_dir = str(frame.source_dir) if frame.source_dir is not None else None
+        crossed = (frame.key, str(frame.work_path), frame.received_at, source_dir)
+    return crossed, outcome.verdict, outcome.looked, outcome.refused
+
+
+def claim_outcome(relative: PurePosixPath, answer: ClaimAnswer) -> ClaimOutcome:
+    """The outcome for `relative` (the name as the daemon holds it) of its answer."""
+    crossed, verdict, looked, refused = answer
+    frame = None if crossed is None else claimed_frame(crossed[0], relative, *crossed[1:])
+    return ClaimOutcome(relative, frame, verdict, looked, refused)
 
 
 def start_worker(daemon_pid: int) -> None:
@@ -157,38 +169,44 @@ def read_share(
 def claim_share(
     inbox: Path,
     area: Path,
-    names: list[tuple[PurePosixPath, tuple[int, int] | None]],
+    names: list[tuple[str, tuple[int, int] | None]],
     *,
     settle_s: float,
     timeout_s: float,
-) -> list[ClaimOutcome]:
-    """Claim each waiting name that a look shows ready (complete and idle for settle_s, or closed
-    by its writer: each name comes with its writer's close mark, if any). A name a first look
-    cannot call ready comes back with what was seen, for the daemon's readiness tracker, which
-    remembers earlier looks."""
-    outcomes = []
-    for relative, finished in names:
-        looked = look(inbox / relative)
-        if isinstance(looked, Look):
-            verdict = looked.verdict(settle_s=settle_s, timeout_s=timeout_s, finished=finished)
-        else:
-            verdict = looked
-        if verdict not in (Verdict.READY, Verdict.TIMED_OUT, Verdict.SPECIAL):
-            outcomes.append(
-                ClaimOutcome(relative, verdict=verdict, looked=looked if isinstance(looked, Look) else None)
-            )
-            continue
-        try:
-            frame = claim(inbox, area, relative)
-        except ClaimRefused as error:
-            outcomes.append(ClaimOutcome(relative, refused=str(error)))
-            continue
-        if frame is None:
-            outcomes.append(ClaimOutcome(relative, verdict=Verdict.GONE))
-            continue
-        kill_point("claimed")
-        outcomes.append(ClaimOutcome(relative, frame=frame))
-    return outcomes
+) -> list[ClaimAnswer]:
+    """Claim each waiting name (inbox-relative, as text) that a look shows ready (complete and
+    idle for settle_s, or closed by its writer: each name comes with its writer's close mark, if
+    any). A name a first look cannot call ready comes back with what was seen, for the daemon's
+    readiness tracker, which remembers earlier looks. One answer a name, in order (claim_outcome)."""
+    return [
+        claim_answer(_claimed_if_ready(inbox, area, PurePosixPath(name), finished, settle_s, timeout_s))
+        for name, finished in names
+    ]
+
+
+def _claimed_if_ready(
+    inbox: Path,
+    area: Path,
+    relative: PurePosixPath,
+    finished: tuple[int, int] | None,
+    settle_s: float,
+    timeout_s: float,
+) -> ClaimOutcome:
+    looked = look(inbox / relative)
+    if isinstance(looked, Look):
+        verdict = looked.verdict(settle_s=settle_s, timeout_s=timeout_s, finished=finished)
+    else:
+        verdict = looked
+    if verdict not in (Verdict.READY, Verdict.TIMED_OUT, Verdict.SPECIAL):
+        return ClaimOutcome(relative, verdict=verdict, looked=looked if isinstance(looked, Look) else None)
+    try:
+        frame = claim(inbox, area, relative)
+    except ClaimRefused as error:
+        return ClaimOutcome(relative, refused=str(error))
+    if frame is None:
+        return ClaimOutcome(relative, verdict=Verdict.GONE)
+    kill_point("claimed")
+    return ClaimOutcome(relative, frame=frame)
 
 
 def sync_claims(frames: list[Claimed]) -> None:

@@ -130,13 +130,23 @@ class FileWorkers:
         timeout_s: float,
     ) -> list[ClaimOutcome]:
         """The names shared out to be claimed where ready (see file_work.claim_share), in order."""
+        # The names cross as text (a path pickles part by part), and come back as the same objects.
         jobs = [
             functools.partial(
-                file_work.claim_share, inbox, area, share, settle_s=settle_s, timeout_s=timeout_s
+                file_work.claim_share,
+                inbox,
+                area,
+                [(str(relative), finished) for relative, finished in share],
+                settle_s=settle_s,
+                timeout_s=timeout_s,
             )
             for share in _shares(names, self.count)
         ]
-        return [outcome for share in self._run(jobs) for outcome in share]
+        answers = [answer for share in self._run(jobs) for answer in share]
+        return [
+            file_work.claim_outcome(relative, answer)
+            for (relative, _), answer in zip(names, answers, strict=True)
+        ]
 
     def move(self, moves: list[Move]) -> dict[str, str]:
         """Each share of the moves on a worker (see file_work.move_all); frames relocated, by key."""
