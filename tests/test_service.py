@@ -342,3 +342,35 @@ def test_the_grafana_dashboard_uses_only_metrics_the_daemon_exports() -> None:
         for name in re.findall(r"\b((?:cctv_gender|process|python)_[a-z_]+)\b", target["expr"])
     }
     assert used and used <= exported, used - exported
+
+
+def test_the_status_file_keeps_pace_with_batches_without_a_write_for_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watcher.reports import BatchReport
+    from watcher.service import telemetry as telemetry_module
+    from watcher.service.telemetry import DaemonStatus, Telemetry, status_dir
+
+    telemetry = Telemetry(instance="host-1", data=tmp_path, model_version="v1")
+    path = status_dir(tmp_path) / "host-1.json"
+
+    def frames_in_file() -> int:
+        status = DaemonStatus.read(path)
+        assert status is not None
+        return status.last_batch_frames
+
+    telemetry.ready(waiting=3)
+    # Batches closer together than the interval: their figures wait for a later write.
+    monkeypatch.setattr(telemetry_module, "STATUS_WRITE_EVERY_S", 3600.0)
+    telemetry.batch_done(BatchReport(ok=5, seconds=0.1))
+    telemetry.turn(waiting=0, busy_s=None)
+    assert frames_in_file() == 0
+    # Stopping writes what is held back.
+    telemetry.flush()
+    assert frames_in_file() == 5
+    # So does the next loop turn once the interval has passed.
+    telemetry.batch_done(BatchReport(ok=7, seconds=0.1))
+    assert frames_in_file() == 5
+    monkeypatch.setattr(telemetry_module, "STATUS_WRITE_EVERY_S", 0.0)
+    telemetry.turn(waiting=0, busy_s=None)
+    assert frames_in_file() == 7

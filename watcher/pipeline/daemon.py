@@ -129,6 +129,7 @@ class Daemon:
             self._telemetry.stopping()
             self._dispatcher.flush()
             self._dispatcher.collect(wait=True)
+            self._telemetry.flush()  # the last batches' figures, held back if they came quickly
             self._heartbeat.beat(self._progress(), state="stopped", force=True)
             suspects.mark_clean_stop(self.instance.area)
         finally:

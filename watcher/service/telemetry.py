@@ -19,6 +19,10 @@ from watcher.service.notify import SystemdNotifier
 logger = logging.getLogger(__name__)
 
 RECENT_BATCHES = 10
+# The status file is written at most this often while batches stream by (a write a batch, 25 and
+# more a second on a GPU, was the loop thread's largest cost a batch after the claims); what is
+# held back is written at the next loop turn after that, and when the daemon stops.
+STATUS_WRITE_EVERY_S = 0.25
 
 
 @dataclass
@@ -64,6 +68,8 @@ class Telemetry:
         )
         self._recent: deque[tuple[int, float]] = deque(maxlen=RECENT_BATCHES)
         self._last_status_note = 0.0
+        self._last_write = -STATUS_WRITE_EVERY_S
+        self._unwritten = False
         if metrics is not None:
             metrics.model.info({"version": model_version})
 
@@ -86,6 +92,8 @@ class Telemetry:
         """Once per loop turn."""
         self.alive(busy_s=busy_s)
         self.status.waiting = waiting
+        if self._unwritten:
+            self._write_when_due()
         if self._metrics is not None:
             self._metrics.queue_depth.set(waiting)
 
@@ -99,7 +107,8 @@ class Telemetry:
         if self._metrics is not None:
             self._metrics.record_batch(report)
             self._metrics.model.info({"version": self.status.model_version})
-        self._write()
+        self._unwritten = True
+        self._write_when_due()
         if time.monotonic() - self._last_status_note >= 1.0:
             self._last_status_note = time.monotonic()
             self._notifier.status(self._summary())
@@ -107,13 +116,23 @@ class Telemetry:
     def stopping(self) -> None:
         self._notifier.stopping()
 
+    def flush(self) -> None:
+        """The status file as it is now, if a batch changed it since it was last written."""
+        if self._unwritten:
+            self._write()
+
     def _summary(self) -> str:
         return (
             f"{self.status.waiting} waiting, {self.status.frames_per_s:.1f} frames/s, "
             f"model {self.status.model_version}"
         )
 
+    def _write_when_due(self) -> None:
+        if time.monotonic() - self._last_write >= STATUS_WRITE_EVERY_S:
+            self._write()
+
     def _write(self) -> None:
+        self._last_write, self._unwritten = time.monotonic(), False
         self.status.updated_at = _now()
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
