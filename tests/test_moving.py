@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from watcher.intake.moving import move_no_clobber, reserve_destination
 
 
@@ -59,3 +61,16 @@ def test_a_move_interrupted_between_link_and_unlink_is_finished_not_copied(tmp_p
 
     assert not source.exists() and destination.read_bytes() == b"frame"
     assert sorted(path.name for path in destination.parent.iterdir()) == ["x.bmp"]
+
+
+def test_a_numbered_name_keeps_the_folder_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `./x-1.bmp` and `x-1.bmp` are one file: a numbered name written the second way would not
+    # count as taken when a frame really named `x-1.bmp` asks for `./x-1.bmp`.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.bmp").write_bytes(b"old")
+    taken: set[str] = set()
+
+    numbered = reserve_destination("./x.bmp", taken=taken)
+    own_name = reserve_destination("./x-1.bmp", taken=taken)
+
+    assert numbered == "./x-1.bmp" and own_name == "./x-1-1.bmp"

@@ -69,7 +69,9 @@ def reserve_destination(wanted: str, *, taken: set[str]) -> str:
     candidate, number = wanted, 0
     while candidate in taken or os.path.lexists(candidate):
         number += 1
-        candidate = str(_numbered(Path(wanted), number))
+        # Only the name changes: the folder stays written as the caller wrote it (`./x-1.bmp`
+        # and `x-1.bmp` would be two texts, and two reservations, for one file).
+        candidate = os.path.join(os.path.dirname(wanted), _numbered(Path(wanted), number).name)
     taken.add(candidate)
     return candidate
 

@@ -129,10 +129,12 @@ class Daemon:
             self._telemetry.stopping()
             self._dispatcher.flush()
             self._dispatcher.collect(wait=True)
-            self._telemetry.flush()  # the last batches' figures, held back if they came quickly
             self._heartbeat.beat(self._progress(), state="stopped", force=True)
             suspects.mark_clean_stop(self.instance.area)
         finally:
+            # The last batches' figures, held back if they came quickly, even on the way out of
+            # a failure: the status file must not keep older ones (it never raises).
+            self._telemetry.flush()
             if events is not None:
                 events.stop()
             # Whatever happened, the batch in flight ends before the lock goes: another instance
