@@ -66,7 +66,7 @@ step watch-once "$python" bench/watch_once.py --device "$device" --precision "$p
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 \
     --variants 256x3 256x6 --baseline-frames $((frames / 16)) --json "$out/watch-once.json"
 # The GPU tests next (about 25 s on an H200): a run cut short by its lease still says whether the
-# GPU paths are right. On 2026-11-27 they came seventh and the lease ended during them.
+# GPU paths are right. On 2026-11-27 they came seventh, and the run's time ran out during them.
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
 # What this machine's CPU can feed a GPU: the same daemon with a stand-in for the device (the
 # copy 5 ms and the model 6.4 ms per 128 frames, about the H200's bare forward at batch 128,
