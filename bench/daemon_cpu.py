@@ -336,9 +336,13 @@ def main() -> None:
 
 
 def _processes(text: str) -> int:
-    """A number, or auto: one fewer than the cores, as `batch.file_processes = "auto"` gives on a
-    GPU (the config's own auto gives none here: the tiny CLIP runs on the CPU)."""
-    return max(1, (os.cpu_count() or 1) - 1) if text == "auto" else int(text)
+    """A number, or auto: what `batch.file_processes = "auto"` gives on a GPU (here, where the tiny
+    CLIP runs on the CPU, the daemon's own auto would give none)."""
+    if text != "auto":
+        return int(text)
+    from watcher.config.sections import BatchConfig
+
+    return BatchConfig(file_processes="auto").file_process_count(on_accelerator=True)
 
 
 def _pair(values: list[float] | None) -> tuple[float, float] | None:

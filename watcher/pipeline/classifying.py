@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 import torch
 
@@ -71,9 +72,9 @@ class Classifier:
             self._classify(decodable[:middle], head, outcome)
             self._classify(decodable[middle:], head, outcome)
             return
-        embeddings: list[bytes | None] = [None] * len(decodable)
-        if self._embedding_model is not None:
-            embeddings = list(pack_embeddings(features))
+        embeddings: Sequence[bytes | None] = (
+            pack_embeddings(features) if self._embedding_model is not None else [None] * len(decodable)
+        )
         for item, prediction, embedding in zip(decodable, predictions, embeddings, strict=True):
             outcome[item.frame.key] = Classified(
                 item.frame, item.facts, self._classification(prediction, embedding, head)
