@@ -16,11 +16,10 @@ from hypothesis import strategies as st
 from model.synthetic import write_bmp
 from watcher.intake import suspects
 from watcher.intake.claim_names import claimed_name, is_claimed_name, parse_claimed_name
+from watcher.intake.claimed import FLAT_NAME, ClaimedFrame
 from watcher.intake.claiming import (
-    FLAT_NAME,
     MAX_NESTED_PARTS,
     SOURCE_FILE,
-    ClaimedFrame,
     claim,
     claimed_frames,
     release,
@@ -72,7 +71,7 @@ def test_a_claimed_frame_crosses_to_a_file_process_unchanged(parts: list[str], r
     frame = ClaimedFrame(
         key=KEY,
         relative=relative,
-        work_path=area / os.fsdecode(claimed_name(KEY, relative)),
+        work_path_text=str(area / os.fsdecode(claimed_name(KEY, relative))),
         received_at=datetime(2026, 11, 26, 22, 40, 1, 123456, tzinfo=UTC),
         source_dir=None if recovered else (Path("/srv/inbox") / relative).parent,
     )
@@ -98,7 +97,7 @@ def test_what_became_of_a_name_crosses_back_unchanged(parts: list[str], outcome:
     frame = ClaimedFrame(
         key=KEY,
         relative=relative,
-        work_path=Path("/srv/inbox/.in-progress/host-1") / os.fsdecode(claimed_name(KEY, relative)),
+        work_path_text=str(Path("/srv/inbox/.in-progress/host-1") / os.fsdecode(claimed_name(KEY, relative))),
         received_at=datetime(2026, 11, 27, 1, 40, 1, 123456, tzinfo=UTC),
         source_dir=Path("/srv/inbox") / relative.parent,
     )
@@ -292,7 +291,7 @@ def test_release_removes_nothing_but_the_claims_own_folder(tmp_path: Path) -> No
     odd = ClaimedFrame(
         key=KEY,
         relative=PurePosixPath("cam/x.bmp"),
-        work_path=inbox / "cam" / "x.bmp",
+        work_path_text=str(inbox / "cam" / "x.bmp"),
         received_at=datetime.now(UTC),
     )
     release(odd)

@@ -464,7 +464,7 @@ def test_batches_in_flight_never_reserve_one_destination_twice(tmp_path: Path) -
     same name (a camera that uploads `snapshot.bmp` again): two names, until the first is moved."""
     from datetime import UTC, datetime
 
-    from watcher.intake.claiming import ClaimedFrame
+    from watcher.intake.claimed import ClaimedFrame
     from watcher.pipeline.recording import Recorder
     from watcher.pipeline.stages import Classified, FileFacts, OutputFolders
     from watcher.store.engine import make_engine
@@ -482,7 +482,7 @@ def test_batches_in_flight_never_reserve_one_destination_twice(tmp_path: Path) -
         frame = ClaimedFrame(
             key=key,
             relative=PurePosixPath("cam-01/snapshot.bmp"),
-            work_path=tmp_path / "area" / key / "cam-01" / "snapshot.bmp",
+            work_path_text=str(tmp_path / "area" / key / "cam-01" / "snapshot.bmp"),
             received_at=datetime.now(UTC),
         )
         return [Classified(frame, FileFacts(), None, "cannot decode: test")]

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import os
-from pathlib import PurePosixPath
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watcher.intake.names import NAME_MAX_BYTES, destination_relative, fit_name, original_bytes, storable
+from watcher.intake.claimed import claimed_frame
+from watcher.intake.names import (
+    NAME_MAX_BYTES,
+    destination_relative,
+    fit_name,
+    flat_name,
+    original_bytes,
+    storable,
+)
+from watcher.intake.placement import place
 
 # Names as the inbox yields them: any bytes but '/' and NUL, decoded as Python does (undecodable
 # bytes as lone surrogates), ASCII often enough that the shortcut is taken.
@@ -45,3 +56,21 @@ def test_plain_names_are_their_own_storable_text() -> None:
     assert destination_relative(relative) == relative
     assert storable("cam\\x.bmp") == "cam\\\\x.bmp"  # a backslash is doubled, shortcut or not
     assert destination_relative(PurePosixPath("a" * 300 + ".bmp")).name == "a" * 251 + ".bmp"
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=_PARTS)
+def test_a_destination_is_the_output_root_joined_with_the_frame_path(
+    tmp_path: Path, parts: list[str]
+) -> None:
+    """place() joins the root and the frame's path as text: what os.path.join gives (or the flat
+    name, where that is too long)."""
+    relative = PurePosixPath(*parts)
+    frame = claimed_frame("0123456789abcdef0123456789abcdef", relative, "/a/k=x", datetime.now(UTC), None)
+    root = tmp_path / uuid.uuid4().hex  # one an example: an earlier one's folders are not in the way
+    placed = place(root, frame, taken=set())
+    assert placed in (
+        os.path.join(root, destination_relative(relative)),
+        os.path.join(root, flat_name(frame.key, relative)),
+    )
+    assert os.path.isdir(os.path.dirname(placed))

@@ -13,7 +13,7 @@ from model.heads import Head
 from model.serving import load_serving_head
 from watcher.backfill.archive import ArchiveFile, archive_frame_key
 from watcher.config import Config
-from watcher.intake.claiming import ClaimedFrame
+from watcher.intake.claimed import ClaimedFrame
 from watcher.intake.names import storable
 from watcher.pipeline.assembly import load_extractor
 from watcher.pipeline.classifying import Classifier
@@ -46,7 +46,10 @@ def frame_bounds(config: Config) -> FrameBounds:
 def as_claimed(file: ArchiveFile, *, received_at: datetime) -> ClaimedFrame:
     """The archive file as the stages see a frame: read where it lies (never moved)."""
     return ClaimedFrame(
-        key=file.relative.as_posix(), relative=file.relative, work_path=file.path, received_at=received_at
+        key=file.relative.as_posix(),
+        relative=file.relative,
+        work_path_text=str(file.path),
+        received_at=received_at,
     )
 
 

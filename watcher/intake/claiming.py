@@ -27,25 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import logging
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from watcher.intake.claim_names import claimed_name, inside_inbox, is_claimed_name, parse_claimed_name
-from watcher.intake.discovery import camera_of
+from watcher.intake.claim_names import claimed_name, inside_inbox, parse_claimed_name
+from watcher.intake.claimed import ATTEMPTS_FILE, FLAT_NAME, ClaimedFrame
 from watcher.intake.moving import make_folders
 
 logger = logging.getLogger(__name__)
 
 SOURCE_FILE = ".source"
-FLAT_NAME = "frame"
-ATTEMPTS_FILE = ".attempts"
 # Deeper paths are claimed flat too: Python 3.11's rglob and rmtree recurse once per level.
 MAX_NESTED_PARTS = 32
 # The longest directory entry on Linux's local filesystems (ext4, XFS, btrfs, tmpfs).
@@ -55,79 +50,6 @@ NAME_MAX = 255
 class ClaimRefused(Exception):
     """The frame cannot be taken out of the inbox (its folder is not writable for the daemon, say);
     it stays where it is, untouched, and the message says why."""
-
-
-@dataclass(frozen=True)
-class ClaimedFrame:
-    key: str
-    relative: PurePosixPath  # original path, relative to the inbox
-    work_path: Path  # where the file is while it is being worked on
-    received_at: datetime
-    # The inbox folder the frame was renamed out of (unknown for frames recovered at start).
-    source_dir: Path | None = None
-
-    @property
-    def camera(self) -> str | None:
-        return camera_of(self.relative)
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        # Sent to and from the file processes for every frame: its paths as text rebuild in half
-        # the time of pathlib's own pickling (part by part), and the cached layout is not sent.
-        source = str(self.source_dir) if self.source_dir is not None else None
-        return claimed_frame, (self.key, str(self.relative), str(self.work_path), self.received_at, source)
-
-    @cached_property
-    def in_own_folder(self) -> bool:
-        """Claimed in a folder of its own (a long name, or an area from an earlier version)."""
-        return not is_claimed_name(self.work_path.name, self.key, self.relative)
-
-    @cached_property
-    def key_dir(self) -> Path | None:
-        """The claim's own folder; None for a claim that is one name in the area."""
-        if not self.in_own_folder:
-            return None
-        if self.work_path.name == FLAT_NAME and self.work_path.parent.name == self.key:
-            return self.work_path.parent  # claimed flat (a frame named `frame` is not, deeper down)
-        return self.work_path.parents[len(self.relative.parts) - 1]
-
-    @property
-    def area(self) -> Path:
-        """The in-progress area holding the claim."""
-        return self.work_path.parent if self.key_dir is None else self.key_dir.parent
-
-    @property
-    def attempts_path(self) -> Path:
-        """Where the frame's count of crashes is kept (see watcher.intake.suspects)."""
-        if self.key_dir is None:
-            return self.area / f"{ATTEMPTS_FILE}-{self.key}"
-        return self.key_dir / ATTEMPTS_FILE
-
-    @property
-    def claim_dirs(self) -> list[Path]:
-        """Every directory whose entries the claim changed (what must be flushed to make it
-        durable): its own folders if it has them, the area, and the inbox folder it left."""
-        inside = []
-        if self.key_dir is not None:
-            for folder in self.work_path.parents:
-                inside.append(folder)
-                if folder == self.key_dir:
-                    break
-        return [*inside, self.area, *([self.source_dir] if self.source_dir else [])]
-
-
-# A camera's frames all come from one inbox folder: its Path is parsed once, not once a frame
-# (paths are immutable, so one object serves them all).
-_folder = functools.lru_cache(maxsize=1024)(Path)
-
-
-def claimed_frame(
-    key: str, relative: PurePosixPath | str, work_path: str, received_at: datetime, source_dir: str | None
-) -> ClaimedFrame:
-    """A claimed frame from its fields as text (as they cross a pipe); `relative` may be the path
-    the receiver already holds for it."""
-    folder = _folder(source_dir) if source_dir else None
-    path = relative if isinstance(relative, PurePosixPath) else PurePosixPath(relative)
-    return ClaimedFrame(key, path, Path(work_path), received_at, folder)
 
 
 def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | None:
@@ -146,7 +68,7 @@ def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | No
     return ClaimedFrame(
         key=key,
         relative=relative,
-        work_path=work_path,
+        work_path_text=str(work_path),
         received_at=datetime.now(UTC),
         source_dir=(inbox / relative).parent,
     )
@@ -253,7 +175,9 @@ def claimed_frames(area: Path) -> list[ClaimedFrame]:
             key, relative = parsed
             # The rename that claimed it set its ctime: when it was received, near enough.
             received = datetime.fromtimestamp(entry.lstat().st_ctime, UTC)
-            frames.append(ClaimedFrame(key=key, relative=relative, work_path=entry, received_at=received))
+            frames.append(
+                ClaimedFrame(key=key, relative=relative, work_path_text=str(entry), received_at=received)
+            )
             keys.add(key)
         elif entry.is_dir() and not entry.is_symlink():  # a claim in a folder of its own
             frames += _claimed_in_folder(entry)
@@ -278,7 +202,10 @@ def _claimed_in_folder(key_dir: Path) -> list[ClaimedFrame]:
             return []
         return [
             ClaimedFrame(
-                key=key_dir.name, relative=relative, work_path=key_dir / FLAT_NAME, received_at=received
+                key=key_dir.name,
+                relative=relative,
+                work_path_text=str(key_dir / FLAT_NAME),
+                received_at=received,
             )
         ]
     files = [
@@ -292,7 +219,7 @@ def _claimed_in_folder(key_dir: Path) -> list[ClaimedFrame]:
         ClaimedFrame(
             key=key_dir.name,
             relative=PurePosixPath(work_path.relative_to(key_dir).as_posix()),
-            work_path=work_path,
+            work_path_text=str(work_path),
             received_at=received,
         )
         for work_path in files

@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from watcher.intake.claiming import ClaimedFrame
+from watcher.intake.claimed import ClaimedFrame
 from watcher.intake.moving import is_placement_error, make_folders, move_no_clobber, reserve_destination
 from watcher.intake.names import destination_relative, fits, flat_name
 
@@ -29,8 +29,10 @@ def place(root: Path, frame: ClaimedFrame, *, taken: set[str], made: set[str] | 
     (each looked at once a batch, not once a frame), all as text: the destination is returned as
     the row holds it, and no Path is made a frame."""
     # `frame.relative` is relative and normalised (a PurePosixPath): joined as text, it reads as
-    # `root / relative` would.
-    wanted = os.path.join(root, destination_relative(frame.relative))
+    # `root / relative` would, and as os.path.join would put it (which costs ten times as much).
+    root_text = str(root)
+    separator = "" if root_text.endswith("/") else "/"  # a root of `/`
+    wanted = f"{root_text}{separator}{destination_relative(frame.relative)}"
     if not fits(wanted):
         return place_flat(root, frame, taken=taken)
     folder = os.path.dirname(wanted)

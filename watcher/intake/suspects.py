@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from watcher.intake.claiming import ClaimedFrame
+from watcher.intake.claimed import ClaimedFrame
 
 logger = logging.getLogger(__name__)
 

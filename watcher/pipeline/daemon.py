@@ -199,8 +199,10 @@ class Daemon:
         return once and not dispatcher.batch_open and not settling and not dispatcher.busy
 
     def _take(self, frame: Claimed) -> None:
-        # A long backlog is claimed within one turn: the watchdog is fed as it goes.
-        self._telemetry.alive(busy_s=self.in_flight_seconds)
+        # A long backlog is claimed within one turn: the watchdog is fed as it goes (the batches'
+        # time in flight worked out only when a ping is due, not for every frame).
+        if self._telemetry.watchdog_due():
+            self._telemetry.alive(busy_s=self.in_flight_seconds)
         self._dispatcher.add(frame)
 
     def _maybe_switch_head(self) -> None:

@@ -28,6 +28,7 @@ from model.images import (
     plain_bmp_block,
 )
 from watcher.faults import kill_on_frame
+from watcher.frozen import frozen_when_checked
 from watcher.intake.readiness import incomplete_reason
 from watcher.pipeline.stages import Claimed, Decoded, FileFacts, FrameBounds
 
@@ -78,7 +79,7 @@ class Room:
     end: int
 
 
-@dataclass(frozen=True)
+@frozen_when_checked  # made for every frame (see watcher.frozen)
 class FileRead:
     """What reading one frame gave: its facts, and its pixels decoded (`pixels`), or still where
     they were read to in a Room (`block`, a plain 24-bit BMP), or the reason there are none."""

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import traceback
-from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -21,7 +20,9 @@ from pathlib import Path, PurePosixPath
 
 from watcher import faults
 from watcher.faults import kill_point
-from watcher.intake.claiming import ClaimRefused, claim, claimed_frame, release
+from watcher.frozen import frozen_when_checked
+from watcher.intake.claimed import claimed_frame
+from watcher.intake.claiming import ClaimRefused, claim, release
 from watcher.intake.durability import fsync_dirs
 from watcher.intake.placement import move_frame
 from watcher.intake.readiness import Look, Verdict, look
@@ -36,7 +37,7 @@ _PR_SET_PDEATHSIG = 1
 _attached: dict[str, SharedMemory] = {}
 
 
-@dataclass(frozen=True)
+@frozen_when_checked  # made for every frame (see watcher.frozen)
 class Move:
     """A committed frame to move to where its row says (`stored`, the row's text: made a path by
     the process that moves it, not the daemon's loop), under `root`."""
@@ -47,7 +48,7 @@ class Move:
     sha256: str | None
 
 
-@dataclass(frozen=True)
+@frozen_when_checked  # made for every frame (see watcher.frozen)
 class ClaimOutcome:
     """What became of one waiting name: claimed (`frame`), refused (`refused`: why it stays in
     the inbox), or not taken (`verdict`, with what was seen of it for the readiness tracker)."""

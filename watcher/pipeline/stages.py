@@ -1,7 +1,8 @@
 """What a frame is between the pipeline's stages: Claimed → Decoded → Classified → Stored.
 
 Each stage takes the one before it and returns the next; none is changed after it is made, so a
-frame's state can be read on any thread without asking who else holds it.
+frame's state can be read on any thread without asking who else holds it. The type checker holds
+them to that (see watcher.frozen: made for every frame, they are not frozen at run time).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from watcher.intake.claiming import ClaimedFrame
+from watcher.frozen import frozen_when_checked
+from watcher.intake.claimed import ClaimedFrame
 from watcher.store.records import ResultRecord, Status
 
 if TYPE_CHECKING:  # file workers import this module, and never torch
@@ -40,7 +42,7 @@ class FrameBounds:
     max_file_bytes: int
 
 
-@dataclass(frozen=True)
+@frozen_when_checked  # made for every frame (see watcher.frozen)
 class FileFacts:
     """What reading a frame's file learned, as much as it got to before any failure."""
 
@@ -51,7 +53,7 @@ class FileFacts:
     height: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen_when_checked  # made for every frame (see watcher.frozen)
 class Decoded:
     frame: Claimed
     facts: FileFacts
@@ -61,7 +63,7 @@ class Decoded:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen_when_checked  # made for every frame (see watcher.frozen)
 class Classification:
     label: str
     probability: float
@@ -72,7 +74,7 @@ class Classification:
     embedding_model: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen_when_checked  # made for every frame (see watcher.frozen)
 class Classified:
     frame: Claimed
     facts: FileFacts
@@ -84,7 +86,7 @@ class Classified:
         return Status.OK if self.classification is not None else Status.FAILED
 
 
-@dataclass(frozen=True)
+@frozen_when_checked  # made for every frame (see watcher.frozen)
 class Stored:
     """The frame's row is committed; its file is still in the in-progress area."""
 

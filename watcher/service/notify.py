@@ -47,13 +47,15 @@ class SystemdNotifier:
     def stopping(self) -> None:
         self.send("STOPPING=1", "STATUS=stopping: finishing the batch in hand")
 
+    def watchdog_due(self) -> bool:
+        """Whether a ping now would be sent: at most two per interval (systemd recommends half)."""
+        interval = self.watchdog_interval_s
+        return interval is not None and time.monotonic() - self._last_ping >= interval / 2
+
     def watchdog(self) -> None:
-        """Ping the watchdog, at most twice per interval (systemd recommends half the interval)."""
-        if self.watchdog_interval_s is None:
-            return
-        now = time.monotonic()
-        if now - self._last_ping >= self.watchdog_interval_s / 2:
-            self._last_ping = now
+        """Ping the watchdog, when due."""
+        if self.watchdog_due():
+            self._last_ping = time.monotonic()
             self.send("WATCHDOG=1")
 
 

@@ -88,6 +88,10 @@ class Telemetry:
             return
         self._notifier.watchdog()
 
+    def watchdog_due(self) -> bool:
+        """Whether alive() could feed the watchdog now (a check cheap enough for every frame)."""
+        return self._notifier.watchdog_due()
+
     def turn(self, *, waiting: int, busy_s: float | None) -> None:
         """Once per loop turn."""
         self.alive(busy_s=busy_s)

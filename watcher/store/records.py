@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from watcher.frozen import frozen_when_checked
 
 
 class Status(StrEnum):
@@ -13,7 +15,7 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
+@frozen_when_checked  # made for every frame (see watcher.frozen)
 class ResultRecord:
     """One row of `results`: one frame taken from the inbox (see watcher.store.schema.Result)."""
 
