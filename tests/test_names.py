@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,7 @@ from watcher.intake.names import (
     original_bytes,
     storable,
 )
-from watcher.intake.placement import place
+from watcher.intake.placement import joined, place
 
 # Names as the inbox yields them: any bytes but '/' and NUL, decoded as Python does (undecodable
 # bytes as lone surrogates), ASCII often enough that the shortcut is taken.
@@ -74,3 +75,10 @@ def test_a_destination_is_the_output_root_joined_with_the_frame_path(
         os.path.join(root, flat_name(frame.key, relative)),
     )
     assert os.path.isdir(os.path.dirname(placed))
+
+
+@pytest.mark.parametrize("root", ["/", "//", ".", "rel", "rel/out", "/srv/processed"])
+@given(parts=_PARTS)
+def test_a_root_and_a_frame_path_join_as_os_path_join_does(root: str, parts: list[str]) -> None:
+    relative = PurePosixPath(*parts)
+    assert joined(Path(root), relative) == os.path.join(Path(root), relative)

@@ -30,7 +30,8 @@ _folder = functools.lru_cache(maxsize=1024)(Path)
 class ClaimedFrame:
     key: str
     relative: PurePosixPath  # original path, relative to the inbox
-    # Where the file is while it is being worked on, as text (see work_path).
+    # Where the file is while it is being worked on, as text (see work_path): a path as str(Path)
+    # writes it (no `//`, `./` or trailing `/`), which equality and the layout's tests rely on.
     work_path_text: str
     received_at: datetime
     # The inbox folder the frame was renamed out of (unknown for frames recovered at start).
@@ -95,8 +96,8 @@ class ClaimedFrame:
 def claimed_frame(
     key: str, relative: PurePosixPath | str, work_path: str, received_at: datetime, source_dir: str | None
 ) -> ClaimedFrame:
-    """A claimed frame from its fields as text (as they cross a pipe); `relative` may be the path
-    the receiver already holds for it."""
+    """A claimed frame from its fields as text (as they cross a pipe, each written by str(Path));
+    `relative` may be the path the receiver already holds for it."""
     folder = _folder(source_dir) if source_dir else None
     path = relative if isinstance(relative, PurePosixPath) else PurePosixPath(relative)
     return ClaimedFrame(key, path, work_path, received_at, folder)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from watcher.intake.claimed import ClaimedFrame
 from watcher.intake.moving import is_placement_error, make_folders, move_no_clobber, reserve_destination
@@ -28,11 +28,7 @@ def place(root: Path, frame: ClaimedFrame, *, taken: set[str], made: set[str] | 
     `taken` holds the destinations reserved so far for the batch, `made` the folders made for it
     (each looked at once a batch, not once a frame), all as text: the destination is returned as
     the row holds it, and no Path is made a frame."""
-    # `frame.relative` is relative and normalised (a PurePosixPath): joined as text, it reads as
-    # `root / relative` would, and as os.path.join would put it (which costs ten times as much).
-    root_text = str(root)
-    separator = "" if root_text.endswith("/") else "/"  # a root of `/`
-    wanted = f"{root_text}{separator}{destination_relative(frame.relative)}"
+    wanted = joined(root, destination_relative(frame.relative))
     if not fits(wanted):
         return place_flat(root, frame, taken=taken)
     folder = os.path.dirname(wanted)
@@ -41,6 +37,13 @@ def place(root: Path, frame: ClaimedFrame, *, taken: set[str], made: set[str] | 
         if made is not None:
             made.add(folder)
     return reserve_destination(wanted, taken=taken)
+
+
+def joined(root: Path, relative: PurePosixPath) -> str:
+    """`root` and a relative, normalised path (a frame's) joined as text, as os.path.join puts
+    them, which costs ten times as much (it is done for every frame)."""
+    text = str(root)
+    return f"{text}{relative}" if text.endswith("/") else f"{text}/{relative}"
 
 
 def place_flat(root: Path, frame: ClaimedFrame, *, taken: set[str]) -> str:

@@ -74,7 +74,7 @@ def claim_answer(outcome: ClaimOutcome) -> ClaimAnswer:
     crossed = None
     if frame is not None:
         source_dir = str(frame.source_dir) if frame.source_dir is not None else None
-        crossed = (frame.key, str(frame.work_path), frame.received_at, source_dir)
+        crossed = (frame.key, frame.work_path_text, frame.received_at, source_dir)
     return crossed, outcome.verdict, outcome.looked, outcome.refused
 
 
