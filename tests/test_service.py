@@ -319,6 +319,38 @@ def test_a_long_backlog_keeps_feeding_the_watchdog(
     assert len(pings_during_backlog) >= 5
 
 
+def test_claiming_a_long_backlog_in_one_turn_keeps_feeding_the_watchdog(
+    start_daemon: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    notify_socket: NotifySocket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One loop turn claims every ready frame, however many: the claiming itself feeds the
+    watchdog (Daemon._take), since no turn ends and no batch finishes meanwhile."""
+    import watcher.pipeline.claims as claims_module
+
+    original = claims_module.claim
+    pings_at_claims: list[int] = []
+
+    def slow_claim(*args: object, **kwargs: object) -> object:
+        pings_at_claims.append(notify_socket.lines().count("WATCHDOG=1"))
+        time.sleep(0.04)  # a slow filesystem's rename, simulated: 30 claims span six intervals
+        return original(*args, **kwargs)
+
+    for index in range(30):
+        write_bmp(tmp_path / "inbox" / f"{index:02d}.bmp", seed=index)
+    monkeypatch.setattr(claims_module, "claim", slow_claim)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    # One batch larger than the backlog, flushed only after the turn: nothing else feeds it.
+    start_daemon(batch={"size": 64, "max_wait_ms": 60_000})
+
+    wait_for(lambda: len(pings_at_claims) == 30, what="the backlog claimed")
+    # Pings reach the socket's thread a moment after they are sent: the last claim's count may
+    # miss the last one.
+    assert pings_at_claims[-1] - pings_at_claims[0] >= 3, pings_at_claims
+
+
 def test_the_grafana_dashboard_uses_only_metrics_the_daemon_exports() -> None:
     from watcher.reports import BatchReport
     from watcher.service.metrics import Metrics
