@@ -119,6 +119,13 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
     receiver.close()
 
 
+def _under_systemd_with_a_fast_watchdog(monkeypatch: pytest.MonkeyPatch, notify_socket: NotifySocket) -> None:
+    """The environment systemd gives a `Type=notify` service, its watchdog at 200 ms: a daemon
+    built after this (its notifier reads the environment) notifies `notify_socket`."""
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+
+
 def test_ready_status_watchdog_and_stopping(
     make_config: Callable[..., Path], tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
@@ -261,8 +268,7 @@ def test_a_hung_model_call_starves_the_watchdog(
         return original(self, images)
 
     monkeypatch.setattr(ClipFeatureExtractor, "image_features", hanging)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    _under_systemd_with_a_fast_watchdog(monkeypatch, notify_socket)
     running = start_daemon()  # built after the environment above: its notifier reads it
     try:
         wait_for(lambda: notify_socket.lines().count("WATCHDOG=1") >= 3, what="pings while idle")
@@ -307,8 +313,7 @@ def test_a_long_backlog_keeps_feeding_the_watchdog(
     for index in range(96):
         write_bmp(tmp_path / "inbox" / f"{index:02d}.bmp", seed=index)
     monkeypatch.setattr(ClipFeatureExtractor, "image_features", slow)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    _under_systemd_with_a_fast_watchdog(monkeypatch, notify_socket)
     start_daemon(batch={"size": 2, "max_wait_ms": 50})
 
     wait_for(lambda: len(files_under(tmp_path / "processed")) == 96, what="the backlog")
@@ -340,8 +345,7 @@ def test_claiming_a_long_backlog_in_one_turn_keeps_feeding_the_watchdog(
     for index in range(30):
         write_bmp(tmp_path / "inbox" / f"{index:02d}.bmp", seed=index)
     monkeypatch.setattr(claims_module, "claim", slow_claim)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    _under_systemd_with_a_fast_watchdog(monkeypatch, notify_socket)
     # One batch larger than the backlog, flushed only after the turn: nothing else feeds it.
     start_daemon(batch={"size": 64, "max_wait_ms": 60_000})
 
