@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watcher.pipeline import file_workers
 from watcher.pipeline.file_workers import FileWorkers, FileWorkersFailed
 from watcher.pipeline.stages import FrameBounds
 
@@ -220,11 +220,11 @@ def test_a_worker_whose_answer_was_left_half_read_is_never_used_again(
     workers: FileWorkers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Out of memory while the answer is read: the rest of it is still in the pipe.
-    def out_of_memory(self: object, maxlength: int | None = None) -> bytes:
+    def out_of_memory(fd: int) -> bytes:
         raise MemoryError
 
     with monkeypatch.context() as patched:
-        patched.setattr(Connection, "recv_bytes", out_of_memory)
+        patched.setattr(file_workers, "receive_message", out_of_memory)
         with pytest.raises(FileWorkersFailed):
             _run(workers, [functools.partial(os.getpid)])
     with pytest.raises(FileWorkersFailed):

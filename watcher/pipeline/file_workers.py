@@ -42,6 +42,7 @@ from watcher.pipeline import file_work
 from watcher.pipeline.arenas import Arena
 from watcher.pipeline.decoding import FileRead
 from watcher.pipeline.file_work import ClaimOutcome, Move
+from watcher.pipeline.gil_held_pipes import ready, receive_message, send_message
 from watcher.pipeline.stages import Claimed, Decoded, FrameBounds
 
 logger = logging.getLogger(__name__)
@@ -171,8 +172,8 @@ class FileWorkers:
                         continue
                 if not calls.busy:
                     break  # the rest is not handed out: a job failed
-                for connection in wait_for_answers(list(calls.busy)):
-                    self._take_answer(calls, connection, results)  # type: ignore[arg-type]
+                for connection in _answered(calls.busy):
+                    self._take_answer(calls, connection, results)
         finally:
             if calls.busy or calls.died:
                 # A death, or leaving with answers unread (those workers cannot serve another
@@ -201,13 +202,15 @@ class FileWorkers:
             return True
         number, job = calls.pending.pop(0)
         try:
-            worker.connection.send(job)
-        except OSError:  # its pipe is closed: it died
-            calls.died = True
-            return True
+            message = ForkingPickler.dumps(job)
         except Exception as error:  # noqa: BLE001 - the job would not pickle: nothing was sent
             self._idle.put(worker)
             calls.failure = error
+            return True
+        try:
+            send_message(worker.connection.fileno(), message)
+        except OSError:  # its pipe is closed: it died
+            calls.died = True
             return True
         calls.busy[worker.connection] = (worker, number)
         return True
@@ -215,7 +218,7 @@ class FileWorkers:
     def _take_answer(self, calls: _Calls, connection: Connection, results: list[Any]) -> None:
         worker, number = calls.busy.pop(connection)
         try:
-            message = connection.recv_bytes()
+            message = receive_message(connection.fileno())
         except (EOFError, OSError):
             calls.died = True  # the pipe closed: the worker died
             return
@@ -255,6 +258,16 @@ class _Calls:
     busy: dict[Connection, tuple[_Worker, int]] = field(default_factory=dict)
     failure: BaseException | None = None
     died: bool = False
+
+
+def _answered(busy: dict[Connection, tuple[_Worker, int]]) -> list[Connection]:
+    """The busy workers' pipes that hold an answer (or were closed by a death): those ready now,
+    without giving the GIL back, else the first to be, waiting (see watcher.pipeline.gil_held_pipes)."""
+    by_fd = {connection.fileno(): connection for connection in busy}
+    now = ready(list(by_fd))
+    if now:
+        return [by_fd[fd] for fd in now]
+    return wait_for_answers(list(busy))  # type: ignore[return-value]
 
 
 def _stop(workers: list[_Worker]) -> None:
