@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import gc
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -229,6 +231,44 @@ def test_a_worker_whose_answer_was_left_half_read_is_never_used_again(
             _run(workers, [functools.partial(os.getpid)])
     with pytest.raises(FileWorkersFailed):
         _run(workers, [functools.partial(os.getpid)])
+
+
+def _answer_in_part_then_die(promised: int, written: int, how: str) -> None:
+    """In a worker: the start of an answer of `promised` bytes, `written` of them, then its death."""
+    (connection,) = [item for item in gc.get_objects() if isinstance(item, Connection) and not item.closed]
+    os.write(connection.fileno(), promised.to_bytes(4, "big") + b"x" * written)
+    if how == "exit":
+        os._exit(1)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("promised", "written", "how"),
+    [
+        pytest.param(100, 10, "exit", id="short_answer_cut_then_exit"),
+        pytest.param(500_000, 300_000, "kill", id="answer_past_the_buffer_cut_then_killed"),
+        pytest.param(100, 0, "kill", id="header_only_then_killed"),
+    ],
+)
+def test_a_worker_that_dies_within_its_answer_fails_the_call_and_never_hangs(
+    promised: int, written: int, how: str
+) -> None:
+    workers = FileWorkers(2, BOUNDS)
+    try:
+        outcome: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                _run(workers, [functools.partial(_answer_in_part_then_die, promised, written, how)])
+            except BaseException as error:  # noqa: BLE001 - what the caller got, for the assertion
+                outcome.append(error)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        _joined([caller])
+        assert len(outcome) == 1 and isinstance(outcome[0], FileWorkersFailed)
+    finally:
+        workers.close()
 
 
 def test_no_process_a_job_starts_keeps_a_workers_pipe_open(workers: FileWorkers) -> None:

@@ -4,6 +4,8 @@ GIL kept through each call (another thread cannot run meanwhile; a wait lets it)
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import multiprocessing
 import os
 import sys
@@ -15,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.pipeline.gil_held_pipes import LARGE_MESSAGE, ready, receive_message, send_message
+from watcher.pipeline import gil_held_pipes
+from watcher.pipeline.gil_held_pipes import ready, receive_message, send_message
 
 
 @pytest.fixture
@@ -48,8 +51,11 @@ def echo() -> Iterator[Connection]:
     ours.close()
 
 
-# Small ones, ones past a pipe's buffer (read while they are written) and past LARGE_MESSAGE.
-_SIZES = st.one_of(st.integers(0, 300), st.integers(60_000, 600_000), st.just(LARGE_MESSAGE + 17))
+# Small ones, ones either side of 16 KiB (where a Connection writes its header apart), and ones
+# past a socket pair's buffer (~208 KiB: read while they are written, in several calls).
+_SIZES = st.one_of(
+    st.integers(0, 300), st.integers(16_380, 16_390), st.integers(200_000, 600_000), st.just(3 << 20)
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -68,6 +74,40 @@ def test_a_message_a_connection_sends_is_received_whole_here(echo: Connection, s
     payload = bytes((seed * 7 + index) % 256 for index in range(size))
     echo.send_bytes(payload)
     assert bytes(receive_message(echo.fileno())) == payload
+
+
+def _ends_within(seconds: float, work: Callable[[], object]) -> bool:
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
+def test_a_message_past_the_buffer_waits_for_a_reader_in_this_process_with_the_gil_given_back(
+    pipe: tuple[Connection, Connection],
+) -> None:
+    # Kept through a wait for room, the GIL would stop the reader thread: a deadlock.
+    ours, theirs = pipe
+    payload = bytes(range(256)) * 8192  # 2 MiB, several times a socket pair's buffer
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(theirs.recv_bytes()), daemon=True)
+    reader.start()
+    assert _ends_within(30, lambda: send_message(ours.fileno(), payload))
+    reader.join(30)
+    assert received == [payload]
+
+
+def test_an_answer_still_being_written_by_a_thread_of_this_process_is_waited_for_with_the_gil_given_back(
+    pipe: tuple[Connection, Connection],
+) -> None:
+    ours, theirs = pipe
+    payload = bytes(range(256)) * 8192
+    writer = threading.Thread(target=lambda: theirs.send_bytes(payload), daemon=True)
+    writer.start()
+    got: list[bytes] = []
+    assert _ends_within(30, lambda: got.append(bytes(receive_message(ours.fileno()))))
+    writer.join(30)
+    assert got == [payload]
 
 
 def test_messages_in_a_row_stay_apart(pipe: tuple[Connection, Connection]) -> None:
@@ -95,8 +135,9 @@ def test_a_writer_gone_before_a_message_is_eof_and_within_one_an_error(
 def test_writing_to_a_reader_that_is_gone_raises_oserror(pipe: tuple[Connection, Connection]) -> None:
     ours, theirs = pipe
     theirs.close()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as raised:
         send_message(ours.fileno(), b"to no one")
+    assert raised.value.errno == errno.EPIPE  # the file workers tell a worker's death by it
 
 
 def test_ready_names_the_pipes_with_a_message_or_a_writer_gone() -> None:
@@ -118,7 +159,8 @@ def test_ready_names_the_pipes_with_a_message_or_a_writer_gone() -> None:
 
 def _other_thread_ran_during(call: Callable[[], object]) -> bool:
     """Whether a thread that wants the GIL ran while `call` ran. The switch interval is made so
-    long that this thread keeps the GIL unless `call` gives it back: deterministic, no timing."""
+    long that this thread keeps the GIL unless `call` gives it back; a short release may be taken
+    back before the other thread wakes, so only a call that waits is sure to show."""
     counter = [0]
     stop = threading.Event()
 
@@ -143,6 +185,10 @@ def _other_thread_ran_during(call: Callable[[], object]) -> bool:
 
 
 def test_the_gil_is_kept_through_sending_polling_and_receiving(pipe: tuple[Connection, Connection]) -> None:
+    # What keeps it: the C functions are called as Python API ones (ctypes.PyDLL), which keep the
+    # GIL. A plain CDLL's give it back, and the check below is only sure to see a long release.
+    for function in (gil_held_pipes._send, gil_held_pipes._recv, gil_held_pipes._poll):  # noqa: SLF001
+        assert function._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # noqa: SLF001
     ours, theirs = pipe
     theirs.send_bytes(b"an answer waiting")
     assert not _other_thread_ran_during(lambda: ready([ours.fileno()]))

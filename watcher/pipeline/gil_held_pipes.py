@@ -4,14 +4,17 @@ Python gives the GIL back around every system call (`os.write`, `os.read`, `sele
 taking it again waits, while another of the daemon's threads runs Python, until that thread is
 made to drop it: up to the switch interval, 5 ms. A batch's hand-offs to its file workers were
 four such calls a worker (the share's write, the wait for its answer, the answer's header and its
-body), sixty a batch of 128 on 15 workers, each read, move and claim round; on a 16-core GPU host,
-with the daemon's other threads busy, a read of 128 frames that costs the workers ~5 ms took
-~35 ms (`bench/daemon_cpu.py --stand-in-gpu`, stage "read"). These calls cannot block for long (a
-share is written into an idle worker's empty pipe; an answer is read once `poll` has said it is
-there), so they are made through ctypes' `PyDLL`, which keeps the GIL: a batch gives it back only
-to wait, once per round of answers. A message past `LARGE_MESSAGE` (pictures decoded by Pillow
-come back through the pipe) is read the usual way, the GIL given back: it takes long enough to
-let the other threads run.
+body), about sixty a batch of 128 on 15 workers, in each read, move and claim round; on a 16-core
+GPU host a read of 128 frames that costs the workers ~5 ms took ~35 ms (`bench/daemon_cpu.py
+--stand-in-gpu`, stage "read"; `bench/hand_offs.py` measures the hand-offs beside busy Python).
+
+So the calls that need not wait are made through ctypes' `PyDLL`, which keeps the GIL: `poll`
+with no timeout, and `send`/`recv` with MSG_DONTWAIT on the pipes (socket pairs, as
+multiprocessing makes them with duplex=True). A call that would have to wait (the worker's side
+of the pipe full, or the rest of an answer not written yet: the worker descheduled on a busy
+host) is made again the usual way, giving the GIL back while it waits: holding it then would
+stall every thread of the daemon behind one worker. A batch thus gives the GIL back about once a
+round of answers, to wait for them.
 
 The framing is multiprocessing.Connection's (a 4-byte big-endian length, or -1 and an 8-byte
 one), so a worker's end stays a plain Connection.
@@ -24,17 +27,18 @@ import errno
 import os
 import struct
 
-# Past this, a message is read with the GIL given back (see the module's docstring).
-LARGE_MESSAGE = 1 << 20
-
 _POLLIN = 0x001
+_MSG_DONTWAIT = 0x40  # Linux's values
+_MSG_NOSIGNAL = 0x4000
+_WOULD_WAIT = (errno.EAGAIN, errno.EWOULDBLOCK)
+
 _libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held through each call
-_write = _libc.write
-_write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-_write.restype = ctypes.c_ssize_t
-_read = _libc.read
-_read.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-_read.restype = ctypes.c_ssize_t
+_send = _libc.send
+_send.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_send.restype = ctypes.c_ssize_t
+_recv = _libc.recv
+_recv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_recv.restype = ctypes.c_ssize_t
 _poll = _libc.poll
 _poll.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int]
 _poll.restype = ctypes.c_int
@@ -45,7 +49,7 @@ class _PollFd(ctypes.Structure):
 
 
 def send_message(fd: int, payload: bytes | bytearray | memoryview) -> None:
-    """`payload` framed and written whole to `fd` (a pipe: raises OSError, EPIPE, if its reader is gone)."""
+    """`payload` framed and written whole to `fd`, a socket (OSError, EPIPE, if its reader is gone)."""
     size = len(payload)
     header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
     data = header + payload
@@ -53,21 +57,20 @@ def send_message(fd: int, payload: bytes | bytearray | memoryview) -> None:
     assert address is not None, "bytes have a buffer"
     sent = 0
     while sent < len(data):
-        written = _write(fd, address + sent, len(data) - sent)
-        if written < 0:
-            _raise_unless_interrupted()
+        count = _send(fd, address + sent, len(data) - sent, _MSG_DONTWAIT | _MSG_NOSIGNAL)
+        if count < 0:
+            if _would_wait():
+                sent += os.write(fd, memoryview(data)[sent:])  # waits for room, the GIL given back
             continue
-        sent += written
+        sent += count
 
 
-def receive_message(fd: int) -> bytes | bytearray:
-    """One framed message from `fd`; EOFError if the writer closed it before a message began,
-    OSError if it closed it within one."""
+def receive_message(fd: int) -> bytearray:
+    """One framed message from `fd`, a socket; EOFError if the writer closed it before a message
+    began, OSError if it closed it within one."""
     (size,) = struct.unpack("!i", _read_exactly(fd, 4, at_start=True))
     if size == -1:
         (size,) = struct.unpack("!Q", _read_exactly(fd, 8))
-    if size > LARGE_MESSAGE:
-        return _read_releasing(fd, size)
     return _read_exactly(fd, size)
 
 
@@ -75,7 +78,7 @@ def ready(fds: list[int]) -> list[int]:
     """Those of `fds` that can be read now (a message there, or the writer gone), without waiting."""
     polled = (_PollFd * len(fds))(*(_PollFd(fd, _POLLIN, 0) for fd in fds))
     while _poll(ctypes.addressof(polled), len(fds), 0) < 0:
-        _raise_unless_interrupted()
+        _would_wait()  # raises unless interrupted (EINTR): then again
     return [entry.fd for entry in polled if entry.revents]
 
 
@@ -87,31 +90,27 @@ def _read_exactly(fd: int, size: int, *, at_start: bool = False) -> bytearray:
     address = ctypes.addressof(window)
     got = 0
     while got < size:
-        count = _read(fd, address + got, size - got)
+        count = _recv(fd, address + got, size - got, _MSG_DONTWAIT)
         if count < 0:
-            _raise_unless_interrupted()
-            continue
+            if _would_wait():
+                count = os.readv(fd, [memoryview(buffer)[got:]])  # waits, the GIL given back
+            else:
+                continue
         if count == 0:
             if at_start and got == 0:
                 raise EOFError
             raise OSError("got end of file during message")
         got += count
+    del window
     return buffer
 
 
-def _read_releasing(fd: int, size: int) -> bytearray:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        count = os.readv(fd, [view[got:]])
-        if count == 0:
-            raise OSError("got end of file during message")
-        got += count
-    return buffer
-
-
-def _raise_unless_interrupted() -> None:
+def _would_wait() -> bool:
+    """After a failed call: True if it would have had to wait, False if a signal interrupted it
+    (to be made again); any other error raised as OSError."""
     code = ctypes.get_errno()
-    if code != errno.EINTR:
-        raise OSError(code, os.strerror(code))
+    if code in _WOULD_WAIT:
+        return True
+    if code == errno.EINTR:
+        return False
+    raise OSError(code, os.strerror(code))
