@@ -16,9 +16,12 @@
 # and the rest still run: a GPU minute is not spent twice. On an H200 (16 cores) on 2026-11-27 it
 # took about 9 min 40 s, 5 min of it the first step (a 7.5 GB copy of the frames before each
 # `watch --once`, and a run sampled by py-spy); the frames are now hard links and the sampled run
-# is left to `bench/watch_once.py --profile`, which should bring it under 8 minutes (not yet timed
-# on a GPU). `--device cpu --model tiny` runs the same steps on any machine in a few minutes
-# (tests/test_bench_gpu_script.py does, so it can't rot).
+# is left to `bench/watch_once.py --profile`. On a lent H100 (16 cores) on 2026-11-28 the first
+# seven steps took 461 s (watch-once 212, gpu-tests 29, pipeline-stand-in 39, gil-convoy 32,
+# live-mass-drop 57, latency 53, load-rss 39) and that run's own 470 s limit stopped the last,
+# inbox-events, 9 s in: about 8 minutes, under 8 not confirmed. `--device cpu --model tiny` runs
+# the same steps on any machine in a few minutes (tests/test_bench_gpu_script.py does, so it
+# can't rot).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
