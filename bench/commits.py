@@ -1,15 +1,18 @@
 """The commit stage with batches in flight: lanes committing their batches' rows to one SQLite file.
 
     .venv/bin/python bench/commits.py [--lanes 1 3 6] [--batches 30] [--batch 128] [--other-ms 20]
-                                      [--repeats 3] [--baseline DIR] [--json FILE]
+                                      [--busy 0] [--repeats 3] [--baseline DIR] [--json FILE]
 
 Each lane (a thread, as watcher.pipeline.lanes runs batches) commits `--batches` batches of
 `--batch` result rows through `writes.insert_new`, the daemon's own commit (one transaction,
 synchronous=FULL), spending `--other-ms` between commits as a lane spends its other stages
-(reading, the model, the moves). Prints rows/s and each commit's time (the whole `insert_new`:
-its turn at the write lock, the insert and the fsync; mean, p90, max) for each number of lanes;
-with `--baseline DIR`, the same in another checkout (a `git worktree`), runs alternating, and the
-ratios. Each measurement runs in a process of its own with that checkout's `watcher` package.
+(reading, the model, the moves). `--busy N` runs N threads of pure Python beside them, as the
+daemon's loop and other lanes are (each of the commit's calls that gives the GIL back may then
+wait up to the switch interval to take it again). Prints rows/s and each commit's time (the
+whole `insert_new`: its turn at the write lock, the insert and the fsync; mean, p90, max) for
+each number of lanes; with `--baseline DIR`, the same in another checkout (a `git worktree`),
+runs alternating, and the ratios. Each measurement runs in a process of its own with that
+checkout's `watcher` package.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from typing import Any
 from harness import REPO, measured_in_checkout
 
 
-def measure(database: Path, *, lanes: int, batches: int, batch: int, other_ms: float) -> dict[str, Any]:
-    """In the child: `lanes` threads committing; rows/s and the commits' waits."""
+def measure(
+    database: Path, *, lanes: int, batches: int, batch: int, other_ms: float, busy: int = 0
+) -> dict[str, Any]:
+    """In the child: `lanes` threads committing, `busy` threads running Python beside them; rows/s
+    and the commits' waits."""
     import watcher
     from watcher.store import writes
     from watcher.store.engine import make_engine
@@ -69,6 +75,10 @@ def measure(database: Path, *, lanes: int, batches: int, batch: int, other_ms: f
             waits.append(time.perf_counter() - started)
             time.sleep(other_ms / 1000)  # the lane's other stages
 
+    done = threading.Event()
+    busy_threads = [threading.Thread(target=_busy_python, args=(done,)) for _ in range(busy)]
+    for thread in busy_threads:
+        thread.start()
     threads = [threading.Thread(target=lane, args=(number,)) for number in range(lanes)]
     started = time.perf_counter()
     for thread in threads:
@@ -76,6 +86,9 @@ def measure(database: Path, *, lanes: int, batches: int, batch: int, other_ms: f
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    done.set()
+    for thread in busy_threads:
+        thread.join()
     waits.sort()
     return {
         "watcher": str(Path(watcher.__file__).resolve()),
@@ -84,6 +97,13 @@ def measure(database: Path, *, lanes: int, batches: int, batch: int, other_ms: f
         "commit_p90_ms": waits[int(len(waits) * 0.9)] * 1000,
         "commit_max_ms": waits[-1] * 1000,
     }
+
+
+def _busy_python(done: threading.Event) -> None:
+    """Python that never waits, as the daemon's loop claiming a backlog or a lane placing rows."""
+    count = 0
+    while not done.is_set():
+        count += 1
 
 
 def _positive(text: str) -> int:
@@ -98,12 +118,13 @@ def main() -> int:
     parser.add_argument("--batches", type=_positive, default=30)
     parser.add_argument("--batch", type=_positive, default=128)
     parser.add_argument("--other-ms", type=float, default=20.0)
+    parser.add_argument("--busy", type=int, default=0, help="threads running Python beside the lanes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     args = parser.parse_args()
     checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-    settings = {"batches": args.batches, "batch": args.batch, "other_ms": args.other_ms}
+    settings = {"batches": args.batches, "batch": args.batch, "other_ms": args.other_ms, "busy": args.busy}
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in checkouts}
     with tempfile.TemporaryDirectory(prefix="cctv-commits-", dir="/var/tmp") as temp:
         for repeat in range(args.repeats):

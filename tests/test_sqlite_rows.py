@@ -168,3 +168,84 @@ def test_a_value_its_column_cannot_convert_is_refused_alone_on_either_database(
     assert outcome.rejected == {
         f"{1:032x}": "cannot store its row: ValueError: naive datetime given to a UTC column"
     }
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=_records(), there_already=st.sets(st.integers(0, 11)), per_statement=st.integers(1, 5))
+def test_keys_with_rows_already_are_told_apart_as_sqlalchemys_insert_tells_them(
+    databases: tuple[Path, Path],
+    records: list[ResultRecord],
+    there_already: set[int],
+    per_statement: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The count of a statement's rows says they all went in; when it falls short, the statement
+    # is undone to its savepoint and run again with RETURNING. Several statements a call, so an
+    # undone one must leave the earlier ones' rows.
+    monkeypatch.setattr(sqlite_rows, "ROWS_PER_STATEMENT", per_statement)
+    earlier = [
+        _row(index, frame_key=record.frame_key, label="female")
+        for index, record in enumerate(records)
+        if index in there_already
+    ]
+    fast, portable = (_engine(path) for path in databases)
+    for engine in (fast, portable):
+        with transaction(engine) as connection:
+            connection.exec_driver_sql("DELETE FROM results")
+        _insert(engine, writes.insert_new_rows_portable, earlier)
+
+    inserted = _insert(fast, sqlite_rows.insert_new_sqlite_rows, records)
+    expected = _insert(portable, writes.insert_new_rows_portable, records)
+
+    assert inserted == expected == {record.frame_key for record in records} - {r.frame_key for r in earlier}
+    assert _stored(databases[0]) == _stored(databases[1])
+    fast.dispose()
+    portable.dispose()
+
+
+def _statements_run(engine: Engine, rows: list[ResultRecord]) -> tuple[set[str], list[str]]:
+    """The keys insert_new_sqlite_rows reports inserted, and the SQL it ran to learn them."""
+    statements: list[str] = []
+    with transaction(engine) as connection:
+        connection.connection.driver_connection.set_trace_callback(statements.append)  # type: ignore[union-attr]  # sqlite3's connection
+        try:
+            inserted = sqlite_rows.insert_new_sqlite_rows(connection, rows)
+        finally:
+            connection.connection.driver_connection.set_trace_callback(None)  # type: ignore[union-attr]
+    return inserted, [
+        statement.split(" (")[0] + (" RETURNING" if "RETURNING" in statement else "")
+        for statement in statements
+    ]
+
+
+def test_new_rows_are_counted_not_returned_and_rows_already_there_are_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_rows, "ROWS_PER_STATEMENT", 2)
+    engine = _engine(tmp_path / "results.sqlite3")
+
+    inserted, statements = _statements_run(engine, [_row(0), _row(1)])
+    assert inserted == {f"{0:032x}", f"{1:032x}"}
+    assert statements == ["SAVEPOINT new_result_rows", "INSERT INTO results", "RELEASE new_result_rows"]
+
+    # The first statement's rows are all new, the second's are not: only the second is undone.
+    inserted, statements = _statements_run(engine, [_row(2), _row(3), _row(1, label="male"), _row(4)])
+    assert inserted == {f"{index:032x}" for index in (2, 3, 4)}
+    assert statements == [
+        "SAVEPOINT new_result_rows", "INSERT INTO results", "RELEASE new_result_rows",
+        "SAVEPOINT new_result_rows", "INSERT INTO results", "ROLLBACK TO new_result_rows",
+        "INSERT INTO results RETURNING", "RELEASE new_result_rows",
+    ]  # fmt: skip
+    with sqlite3.connect(tmp_path / "results.sqlite3") as connection:
+        rows = dict(connection.execute("SELECT frame_key, label FROM results"))
+    assert sorted(rows) == [f"{index:032x}" for index in range(5)]
+    assert rows[f"{1:032x}"] is None  # the row there already was left as it was
+
+
+def test_a_key_twice_in_one_call_is_inserted_once_as_sqlalchemys_insert_does(tmp_path: Path) -> None:
+    fast, portable = _engine(tmp_path / "fast.sqlite3"), _engine(tmp_path / "portable.sqlite3")
+    twice = [_row(7, label="female"), _row(7, label="male"), _row(8)]
+
+    assert _insert(fast, sqlite_rows.insert_new_sqlite_rows, twice) == {f"{7:032x}", f"{8:032x}"}
+    assert _insert(portable, writes.insert_new_rows_portable, twice) == {f"{7:032x}", f"{8:032x}"}
+    assert _stored(tmp_path / "fast.sqlite3") == _stored(tmp_path / "portable.sqlite3")

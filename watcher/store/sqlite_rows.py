@@ -6,6 +6,14 @@ of the daemon's own Python once the file work is on processes (see bench/daemon_
 statement text is made once per batch size, each row is one tuple, and only the columns whose
 type converts a value (the UTC times, the embedding) call that type's own bind processor, the
 one SQLAlchemy would have called: the stored values are the same (tests/test_sqlite_rows.py).
+
+Which rows went in is told by the statement's count, not by RETURNING: Python's sqlite3 fetches
+each returned row with a call of its own that gives the GIL back and must take it again, and
+beside the daemon's other threads running Python each take can wait up to the switch interval
+(5 ms). A batch of 128 rows waited ~20 ms more that way (bench/commits.py --busy 1), with its
+commit holding the write lock that the other lanes' commits queue for. The insert runs inside a
+savepoint: when the count falls short (some keys had their rows already: a retry after a lost
+commit answer), it is undone and run again with RETURNING, which says which.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from watcher.store.schema import Result
 
 # SQLite allows 32,766 bound values a statement (3.32 and newer); 20 columns a row.
 ROWS_PER_STATEMENT = 500
+# Undoes one statement's rows, inside whatever transaction the caller holds.
+_SAVEPOINT = "new_result_rows"
 
 _Converter = Callable[[Any], Any]
 
@@ -42,9 +52,25 @@ def insert_new_sqlite_rows(connection: Connection, records: Sequence[ResultRecor
             values += columns.row_of(record)  # one C call for the row's values, in column order
             for index, convert in columns.conversions:
                 values[at + index] = convert(values[at + index])
-        result = connection.exec_driver_sql(_statement(columns.names, len(chunk)), tuple(values))
-        inserted.update(row[0] for row in result)
+        inserted |= _inserted_chunk(connection, columns.names, chunk, tuple(values))
     return inserted
+
+
+def _inserted_chunk(
+    connection: Connection, names: tuple[str, ...], chunk: Sequence[ResultRecord], values: tuple[Any, ...]
+) -> set[str]:
+    """One statement's rows inserted; the keys that went in. An error leaves the savepoint to the
+    rollback of the caller's transaction."""
+    connection.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+    counted = connection.exec_driver_sql(_statement(names, len(chunk), returning=False), values).rowcount
+    if counted == len(chunk):
+        keys = {record.frame_key for record in chunk}
+    else:
+        connection.exec_driver_sql(f"ROLLBACK TO {_SAVEPOINT}")
+        result = connection.exec_driver_sql(_statement(names, len(chunk), returning=True), values)
+        keys = {row[0] for row in result}
+    connection.exec_driver_sql(f"RELEASE {_SAVEPOINT}")
+    return keys
 
 
 @dataclass(frozen=True)
@@ -80,9 +106,9 @@ def _columns(dialect: Dialect) -> _Columns:
 
 
 @functools.lru_cache(maxsize=16)
-def _statement(names: tuple[str, ...], rows: int) -> str:
+def _statement(names: tuple[str, ...], rows: int, *, returning: bool) -> str:
     row = "(" + ", ".join("?" * len(names)) + ")"
     return (
         f"INSERT INTO {Result.__tablename__} ({', '.join(names)}) VALUES {', '.join([row] * rows)} "
-        "ON CONFLICT (frame_key) DO NOTHING RETURNING frame_key"
+        f"ON CONFLICT (frame_key) DO NOTHING{' RETURNING frame_key' if returning else ''}"
     )
