@@ -93,8 +93,10 @@ def test_a_commit_whose_answer_was_lost_is_not_counted_twice(
     original = Recorder.record
     lost: list[bool] = []
 
-    def commit_then_lose_the_answer(self: Recorder, classified: list[Classified]) -> list[Stored]:
-        stored = original(self, classified)
+    def commit_then_lose_the_answer(
+        self: Recorder, classified: list[Classified], **looked: frozenset[str]
+    ) -> list[Stored]:
+        stored = original(self, classified, **looked)
         if not lost:
             lost.append(True)
             # What the store's boundary makes of psycopg's error for a dropped connection.
