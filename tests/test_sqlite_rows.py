@@ -249,3 +249,24 @@ def test_a_key_twice_in_one_call_is_inserted_once_as_sqlalchemys_insert_does(tmp
     assert _insert(fast, sqlite_rows.insert_new_sqlite_rows, twice) == {f"{7:032x}", f"{8:032x}"}
     assert _insert(portable, writes.insert_new_rows_portable, twice) == {f"{7:032x}", f"{8:032x}"}
     assert _stored(tmp_path / "fast.sqlite3") == _stored(tmp_path / "portable.sqlite3")
+
+
+def test_without_a_begin_the_rows_still_go_with_the_callers_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An engine that does not begin IMMEDIATE (not make_engine's): a savepoint would open and
+    # commit a transaction of its own, and the first statement's rows would outlive the caller's
+    # rollback when the second fails.
+    from sqlalchemy import create_engine
+
+    monkeypatch.setattr(sqlite_rows, "ROWS_PER_STATEMENT", 2)
+
+    _engine(tmp_path / "results.sqlite3").dispose()  # the schema
+    plain = create_engine(f"sqlite:///{tmp_path / 'results.sqlite3'}")
+    with pytest.raises(UnicodeError), plain.begin() as connection:
+        sqlite_rows.insert_new_sqlite_rows(connection, [_row(0), _row(1), _row(2, source_path="x\udc80")])
+    plain.dispose()
+
+    assert sqlite3.connect(tmp_path / "results.sqlite3").execute(
+        "SELECT count(*) FROM results"
+    ).fetchone() == (0,)

@@ -61,6 +61,11 @@ def _inserted_chunk(
 ) -> set[str]:
     """One statement's rows inserted; the keys that went in. An error leaves the savepoint to the
     rollback of the caller's transaction."""
+    if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]  # sqlite3's
+        # No BEGIN yet (an engine not made by make_engine, which begins IMMEDIATE): a SAVEPOINT
+        # would open a transaction of its own and RELEASE commit it, whatever the caller then does.
+        result = connection.exec_driver_sql(_statement(names, len(chunk), returning=True), values)
+        return {row[0] for row in result}
     connection.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
     counted = connection.exec_driver_sql(_statement(names, len(chunk), returning=False), values).rowcount
     if counted == len(chunk):
