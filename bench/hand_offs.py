@@ -40,10 +40,7 @@ def measure(root: Path, *, workers: int, frames: int, rounds: int, busy: list[in
 
 
 def _rounds_beside(busy: int, pool: Any, claimed: list[Any], arena: Any, rounds: int) -> float:
-    def all_read(answer: Any) -> None:
-        decoded = (
-            answer[0] if isinstance(answer, tuple) else answer
-        )  # (frames, free destinations) since 964e14c
+    def all_read(decoded: list[Any]) -> None:
         assert all(item.error is None for item in decoded), "every frame read"
 
     return median_ms_beside(busy, rounds, lambda: pool.read(claimed, refused={}, arena=arena), all_read)

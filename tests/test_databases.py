@@ -93,10 +93,8 @@ def test_a_commit_whose_answer_was_lost_is_not_counted_twice(
     original = Recorder.record
     lost: list[bool] = []
 
-    def commit_then_lose_the_answer(
-        self: Recorder, classified: list[Classified], **looked: frozenset[str]
-    ) -> list[Stored]:
-        stored = original(self, classified, **looked)
+    def commit_then_lose_the_answer(self: Recorder, classified: list[Classified]) -> list[Stored]:
+        stored = original(self, classified)
         if not lost:
             lost.append(True)
             # What the store's boundary makes of psycopg's error for a dropped connection.

@@ -206,9 +206,9 @@ def test_the_claims_are_on_disk_before_their_rows_with_file_processes(
         fsync_dirs(paths)
         synced.update(paths)
 
-    def recording(self: Recorder, classified: list, **looked: frozenset[str]) -> list:
+    def recording(self: Recorder, classified: list) -> list:
         unsynced_at_rows.append({folder for item in classified for folder in item.frame.claim_dirs} - synced)
-        return record(self, classified, **looked)
+        return record(self, classified)
 
     monkeypatch.setattr(file_work, "fsync_dirs", flushing)
     monkeypatch.setattr(Recorder, "record", recording)

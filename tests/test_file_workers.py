@@ -19,10 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -290,37 +289,13 @@ def _inheritable_sockets() -> list[str]:
     return found
 
 
-def test_a_read_with_destinations_says_which_frames_own_destinations_are_free(
-    workers: FileWorkers, tmp_path: Path
-) -> None:
-    # The commit stage trusts these (Recorder.record): a name taken, a dangling link included,
-    # must never be among them.
-    from model.synthetic import write_bmp
-    from watcher.pipeline.arenas import Arena
+def test_existing_says_which_paths_name_something_in_order(workers: FileWorkers, tmp_path: Path) -> None:
+    (tmp_path / "file.bmp").write_bytes(b"x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "dangling.bmp").symlink_to(tmp_path / "nowhere")
+    paths = [str(tmp_path / name) for name in ("file.bmp", "missing.bmp", "folder", "dangling.bmp")]
+    paths += [str(tmp_path / "file.bmp" / "under-a-file.bmp"), "\udcff.bmp", str(tmp_path / ("n" * 300))]
 
-    inbox, processed = tmp_path / "inbox", tmp_path / "processed"
-    names = [PurePosixPath(f"cam-{index % 2}/f{index}.bmp") for index in range(10)]
-    for index, name in enumerate(names):
-        write_bmp(inbox / name, width=8, height=6, seed=index)
-    write_bmp(processed / "cam-0" / "f0.bmp", width=8, height=6)
-    (processed / "cam-1").mkdir()
-    (processed / "cam-1" / "f1.bmp").symlink_to(tmp_path / "nowhere")
-    (processed / "cam-1" / "f3.bmp").mkdir()
-    outcomes = workers.claim(
-        [(name, None) for name in names],
-        inbox=inbox,
-        area=inbox / ".in-progress" / "a",
-        settle_s=0,
-        timeout_s=60,
-    )
-    claimed = [outcome.frame for outcome in outcomes if outcome.frame is not None]
-    arena = Arena(len(claimed) * 4096, torch.device("cpu"))
-    try:
-        decoded, free = workers.read(claimed, refused={}, arena=arena, destinations=str(processed))
-        unlooked = workers.read(claimed, refused={}, arena=arena)[1]
-    finally:
-        arena.close()
-
-    assert len(claimed) == 10 and all(item.error is None for item in decoded)
-    assert free == {str(processed / name) for name in names[4:]} | {str(processed / names[2])}
-    assert unlooked == frozenset()
+    assert workers.existing(paths) == [True, False, True, True, False, False, False]
+    assert workers.existing([]) == []
+    assert _idle(workers) == 2

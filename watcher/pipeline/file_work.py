@@ -24,7 +24,7 @@ from watcher.frozen import frozen_when_checked
 from watcher.intake.claimed import claimed_frame
 from watcher.intake.claiming import ClaimRefused, claim, release
 from watcher.intake.durability import fsync_dirs
-from watcher.intake.placement import move_frame, wanted_destination
+from watcher.intake.placement import move_frame
 from watcher.intake.readiness import Look, Verdict, look
 from watcher.pipeline.decoding import FileRead, Room, read_and_decode
 from watcher.pipeline.stages import Claimed, FrameBounds
@@ -148,18 +148,11 @@ def _crossable(value: object, why: Exception) -> Exception:
 
 
 def read_share(
-    jobs: list[tuple[Claimed, str | None]],
-    bounds: FrameBounds,
-    buffer: str,
-    start: int,
-    end: int,
-    destinations: str | None = None,
-) -> tuple[list[FileRead], list[str]]:
+    jobs: list[tuple[Claimed, str | None]], bounds: FrameBounds, buffer: str, start: int, end: int
+) -> list[FileRead]:
     """Read, hash and decode frames into `buffer[start:end]` (the name of a shared buffer). Each
     job is a frame and the reason it is refused unopened, if any. Their claims are made durable by
-    the daemon, once for the whole batch (see BatchProcessor). With `destinations` (an output
-    folder), also which of the frames' own destinations there name nothing now (see
-    watcher.pipeline.recording)."""
+    the daemon, once for the whole batch (see BatchProcessor)."""
     memory = _attached.get(buffer)
     if memory is None:
         memory = _attached[buffer] = SharedMemory(name=buffer)
@@ -171,10 +164,7 @@ def read_share(
         if read.block is not None:
             cursor = _aligned(read.block.offset + read.block.nbytes)
         reads.append(read)
-    if destinations is None:
-        return reads, []
-    wanted = (wanted_destination(Path(destinations), frame) for frame, _ in jobs)
-    return reads, [path for path in wanted if path is not None and not os.path.lexists(path)]
+    return reads
 
 
 def claim_share(
@@ -245,6 +235,11 @@ def move_all(moves: list[Move]) -> dict[str, str]:
     for move in moves:
         release(move.frame)
     return relocated
+
+
+def existing(paths: list[str]) -> list[bool]:
+    """Whether each path names something (a dangling link does), as os.path.lexists says."""
+    return [os.path.lexists(path) for path in paths]
 
 
 def _aligned(offset: int) -> int:

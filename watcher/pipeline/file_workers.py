@@ -100,11 +100,8 @@ class FileWorkers:
         """The workers' process ids (for monitoring)."""
         return {worker.pid for worker in self._workers if worker.pid is not None}
 
-    def read(
-        self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena, destinations: str | None = None
-    ) -> tuple[list[Decoded], frozenset[str]]:
-        """Every frame read, hashed and decoded into `arena`; and with `destinations` (an output
-        folder) the frames' own destinations there that name nothing now (see file_work.read_share)."""
+    def read(self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena) -> list[Decoded]:
+        """Every frame read, hashed and decoded into `arena`, its claim made durable."""
         shares = _shares(frames, self.count)
         room = arena.size // max(len(shares), 1)
         jobs = [
@@ -115,14 +112,11 @@ class FileWorkers:
                 arena.name,
                 number * room,
                 (number + 1) * room,
-                destinations,
             )
             for number, share in enumerate(shares)
         ]
-        answers: list[tuple[list[FileRead], list[str]]] = self._run(jobs)
-        reads = [read for share, _ in answers for read in share]
-        free = frozenset(path for _, share in answers for path in share)
-        return [_decoded(frame, read, arena) for frame, read in zip(frames, reads, strict=True)], free
+        reads: list[FileRead] = [read for share in self._run(jobs) for read in share]
+        return [_decoded(frame, read, arena) for frame, read in zip(frames, reads, strict=True)]
 
     def claim(
         self,
@@ -154,8 +148,16 @@ class FileWorkers:
 
     def move(self, moves: list[Move]) -> dict[str, str]:
         """Each share of the moves on a worker (see file_work.move_all); frames relocated, by key."""
-        jobs = [functools.partial(file_work.move_all, share) for share in _shares(moves, self.count)]
-        return {key: path for share in self._run(jobs) for key, path in share.items()}
+        relocated: dict[str, str] = {}
+        for share in self._run(
+            [functools.partial(file_work.move_all, share) for share in _shares(moves, self.count)]
+        ):
+            relocated.update(share)
+        return relocated
+
+    def existing(self, paths: list[str]) -> list[bool]:
+        """Whether each path names something, looked at on one worker: one wait for the GIL."""
+        return self._run([functools.partial(file_work.existing, paths)])[0] if paths else []
 
     def _run(self, jobs: Sequence[Callable[[], Any]]) -> list[Any]:
         """Each job (a function of file_work with its arguments) on a worker; their results in

@@ -61,8 +61,12 @@ class BatchProcessor:
         self._arenas = self._make_arenas(batch_size) if file_processes else None
         self._workers = FileWorkers(file_processes, bounds) if self._arenas is not None else None
         self._classifier = Classifier(extractor, store_embeddings=store_embeddings)
-        self._folders = folders
-        self._recorder = Recorder(engine, folders, database_guard or DatabaseFileGuard(engine))
+        self._recorder = Recorder(
+            engine,
+            folders,
+            database_guard or DatabaseFileGuard(engine),
+            existing=self._workers.existing if self._workers else None,
+        )
         self._said_frames_stay = False  # warned that frames could not be taken to the device
         self._deliverer = Deliverer(engine, folders, mover=self._workers.move if self._workers else move_all)
 
@@ -77,13 +81,12 @@ class BatchProcessor:
         if cpu_threads is not None:
             self._extractor.use_cpu_threads(cpu_threads)
         stages = _StageClock()
-        free: frozenset[str] = frozenset()  # destinations looked at while reading, found free
         if self._workers is not None:
-            classified, free = self._read_and_classify_on_workers(frames, refused or {}, head, stages)
+            classified = self._read_and_classify_on_workers(frames, refused or {}, head, stages)
         else:
             classified = self._read_and_classify(frames, refused or {}, head)
             stages.lap("read+model")
-        stored = self._recorder.record(classified, free=free)
+        stored = self._recorder.record(classified)
         stages.lap("commit")
         kill_point("committed")
         self._deliverer.deliver(stored)
@@ -117,16 +120,12 @@ class BatchProcessor:
 
     def _read_and_classify_on_workers(
         self, frames: list[Claimed], refused: dict[str, str], head: Head, stages: _StageClock
-    ) -> tuple[list[Classified], frozenset[str]]:
+    ) -> list[Classified]:
         assert self._workers is not None and self._arenas is not None, "made together"
         with ExitStack() as holding:
             arena = holding.enter_context(self._arenas.lease())
             stages.lap("wait for an arena")
-            # Where the frames will go is looked at as they are read, on the workers (see
-            # Recorder.record): most of a batch goes to processed/.
-            decoded, free = self._workers.read(
-                frames, refused=refused, arena=arena, destinations=str(self._folders.processed)
-            )
+            decoded = self._workers.read(frames, refused=refused, arena=arena)
             stages.lap("read")
             kill_point("decoded")
             # Flushed here, once a folder a batch, while the frames go to the device and the model
@@ -147,7 +146,7 @@ class BatchProcessor:
             del decoded  # its pixels may be views of the arena
         kill_point("inferred")
         claims_synced.result()
-        return classified, free
+        return classified
 
     def _taken_to_device(self, decoded: list[Decoded]) -> bool:
         """The frames' pixels copied out of their arena onto the model's device, in place in

@@ -10,13 +10,14 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine
 
 from watcher.intake.moving import is_placement_error
 from watcher.intake.names import storable
-from watcher.intake.placement import OutputFolderMissing, place, place_flat
+from watcher.intake.placement import OutputFolderMissing, place, place_flat, wanted_destination
 from watcher.pipeline.stages import Claimed, Classification, Classified, FileFacts, OutputFolders, Stored
 from watcher.store import writes
 from watcher.store.errors import StorageFailed
@@ -74,10 +75,20 @@ def frame_record(
 
 
 class Recorder:
-    def __init__(self, engine: Engine, folders: OutputFolders, guard: DatabaseFileGuard) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        folders: OutputFolders,
+        guard: DatabaseFileGuard,
+        *,
+        existing: Callable[[list[str]], list[bool]] | None = None,
+    ) -> None:
         self._engine = engine
         self._folders = folders
         self._guard = guard
+        # Whether each of a batch's paths names something, all looked at in one call (on a file
+        # worker process); None to look at each from the batch's thread as it is placed.
+        self._existing = existing
         self._reserving = threading.Lock()
         # Destinations (as text, as rows hold them) of rows committed, files not yet moved.
         self._reserved: set[str] = set()
@@ -87,16 +98,9 @@ class Recorder:
         with self._reserving:
             self._reserved -= {item.record.stored_path for item in stored}
 
-    def record(self, classified: list[Classified], *, free: frozenset[str] = frozenset()) -> list[Stored]:
-        """Each frame's destination reserved and the batch's rows committed. `free`: destinations
-        just looked at elsewhere and found free (the file workers look as they read), not looked
-        at again. A look from here gives the GIL back and may wait up to the switch interval to
-        take it again while the daemon's other threads run Python: a batch of 128 took 105 ms to
-        read and record beside one busy Python thread that way, 38 ms with its looks made as the
-        workers read (bench/placing.py). A name taken after the look is found by the move, which
-        never overwrites (watcher.intake.moving)."""
+    def record(self, classified: list[Classified]) -> list[Stored]:
         check_output_folders(self._folders)  # placing would otherwise make them again
-        now, made = utc_now(), set[str]()
+        now, made, free = utc_now(), set[str](), self._free_destinations(classified)
         with self._reserving:
             # Batches in flight side by side must not reserve one name twice (a camera that
             # uploads `snapshot.bmp` again): the names reserved and not yet moved count as taken.
@@ -144,6 +148,23 @@ class Recorder:
             # The least a row can say did not fit: that is the database's fault, not the frame's.
             raise StorageFailed(next(iter(outcome.rejected.values())))
         return outcome
+
+    def _free_destinations(self, classified: list[Classified]) -> frozenset[str]:
+        """The frames' own destinations that name nothing now, looked at in one go. From a batch
+        thread each look gives the GIL back and may wait up to the switch interval to take it
+        again while the daemon's other threads run Python: a batch of 128 took 104 ms to record
+        beside one busy Python thread that way, 20 ms this way (bench/placing.py). Empty without
+        `existing`: each destination is then looked at as it is placed."""
+        if self._existing is None:
+            return frozenset()
+        wanted = [
+            path
+            for item in classified
+            if (path := wanted_destination(self._folders.for_status(item.status), item.frame)) is not None
+        ]
+        return frozenset(
+            path for path, there in zip(wanted, self._existing(wanted), strict=True) if not there
+        )
 
     def _record(
         self, item: Classified, now: datetime, taken: set[str], made: set[str], free: frozenset[str]
