@@ -287,15 +287,3 @@ def _inheritable_sockets() -> list[str]:
         except OSError:
             continue  # the listing's own descriptor, closed meanwhile
     return found
-
-
-def test_existing_says_which_paths_name_something_in_order(workers: FileWorkers, tmp_path: Path) -> None:
-    (tmp_path / "file.bmp").write_bytes(b"x")
-    (tmp_path / "folder").mkdir()
-    (tmp_path / "dangling.bmp").symlink_to(tmp_path / "nowhere")
-    paths = [str(tmp_path / name) for name in ("file.bmp", "missing.bmp", "folder", "dangling.bmp")]
-    paths += [str(tmp_path / "file.bmp" / "under-a-file.bmp"), "\udcff.bmp", str(tmp_path / ("n" * 300))]
-
-    assert workers.existing(paths) == [True, False, True, True, False, False, False]
-    assert workers.existing([]) == []
-    assert _idle(workers) == 2

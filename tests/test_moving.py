@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -75,26 +74,3 @@ def test_a_numbered_name_keeps_the_folder_as_written(tmp_path: Path, monkeypatch
     own_name = reserve_destination("./x-1.bmp", taken=taken)
 
     assert numbered == "./x-1.bmp" and own_name == "./x-1-1.bmp"
-
-
-def test_a_name_just_looked_at_and_found_free_is_not_looked_at_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The commit stage looks at a batch's destinations in one go on a file worker and passes the
-    # free ones: those cost the batch thread no look of its own; a numbered name still does.
-    (tmp_path / "x.bmp").write_bytes(b"old")
-    looked: list[str] = []
-    lexists = os.path.lexists
-    monkeypatch.setattr(os.path, "lexists", lambda path: looked.append(path) or lexists(path))
-    taken: set[str] = set()
-
-    free = reserve_destination(str(tmp_path / "y.bmp"), taken=taken, free={str(tmp_path / "y.bmp")})
-    again = reserve_destination(str(tmp_path / "y.bmp"), taken=taken, free={str(tmp_path / "y.bmp")})
-    clash = reserve_destination(str(tmp_path / "x.bmp"), taken=taken, free={str(tmp_path / "y.bmp")})
-
-    assert (free, again, clash) == (
-        str(tmp_path / "y.bmp"),
-        str(tmp_path / "y-1.bmp"),
-        str(tmp_path / "x-1.bmp"),
-    )
-    assert looked == [str(tmp_path / "y-1.bmp"), str(tmp_path / "x.bmp"), str(tmp_path / "x-1.bmp")]

@@ -7,7 +7,6 @@ import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Collection
 from pathlib import Path
 
 from watcher.faults import kill_point
@@ -63,13 +62,12 @@ def _numbered(path: Path, number: int) -> Path:
     )
 
 
-def reserve_destination(wanted: str, *, taken: set[str], free: Collection[str] = ()) -> str:
+def reserve_destination(wanted: str, *, taken: set[str]) -> str:
     """The first free name for `wanted` (`x.bmp`, `x-1.bmp`, ...), not in `taken`. Paths as text:
     the reservations outlive their batch, text is what rows hold, and a Path a frame was most of
-    a batch's placing. Names in `free` were just looked at and named nothing: not looked at again
-    (a name taken meanwhile is found by the move, which never overwrites)."""
+    a batch's placing."""
     candidate, number = wanted, 0
-    while candidate in taken or (candidate not in free and os.path.lexists(candidate)):
+    while candidate in taken or os.path.lexists(candidate):
         number += 1
         # Only the name changes: the folder stays written as the caller wrote it (`./x-1.bmp`
         # and `x-1.bmp` would be two texts, and two reservations, for one file).

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 from watcher.intake.claimed import ClaimedFrame
@@ -24,35 +23,20 @@ logger = logging.getLogger(__name__)
 UNMOVABLE_DIRNAME = ".unmovable"
 
 
-def place(
-    root: Path,
-    frame: ClaimedFrame,
-    *,
-    taken: set[str],
-    made: set[str] | None = None,
-    free: Collection[str] = (),
-) -> str:
+def place(root: Path, frame: ClaimedFrame, *, taken: set[str], made: set[str] | None = None) -> str:
     """Reserve the frame's destination under `root`, its folder made; OSError if it cannot be.
     `taken` holds the destinations reserved so far for the batch, `made` the folders made for it
-    (each looked at once a batch, not once a frame), `free` the destinations just looked at and
-    found free (see reserve_destination), all as text: the destination is returned as the row
-    holds it, and no Path is made a frame."""
-    wanted = wanted_destination(root, frame)
-    if wanted is None:
+    (each looked at once a batch, not once a frame), all as text: the destination is returned as
+    the row holds it, and no Path is made a frame."""
+    wanted = joined(root, destination_relative(frame.relative))
+    if not fits(wanted):
         return place_flat(root, frame, taken=taken)
     folder = os.path.dirname(wanted)
     if made is None or folder not in made:
         make_folders(Path(folder))
         if made is not None:
             made.add(folder)
-    return reserve_destination(wanted, taken=taken, free=free)
-
-
-def wanted_destination(root: Path, frame: ClaimedFrame) -> str | None:
-    """Where under `root` the frame goes when its name is free: its own path, as text; None
-    when that path cannot exist there (too long), and it goes flat into `root` instead."""
-    wanted = joined(root, destination_relative(frame.relative))
-    return wanted if fits(wanted) else None
+    return reserve_destination(wanted, taken=taken)
 
 
 def joined(root: Path, relative: PurePosixPath) -> str:

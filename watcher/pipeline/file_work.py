@@ -237,10 +237,5 @@ def move_all(moves: list[Move]) -> dict[str, str]:
     return relocated
 
 
-def existing(paths: list[str]) -> list[bool]:
-    """Whether each path names something (a dangling link does), as os.path.lexists says."""
-    return [os.path.lexists(path) for path in paths]
-
-
 def _aligned(offset: int) -> int:
     return -(-offset // ALIGNMENT) * ALIGNMENT

@@ -8,13 +8,16 @@ started with `spawn` (never forked from a process holding CUDA and threads), die
 and ignore the stop signals that the daemon handles.
 
 Each worker has a pipe of its own, and the thread that hands it a share (a batch thread, or the
-loop for claims) writes the share to it and reads the answer itself: no feeder or result thread
-in between (a process pool's), whose every hand-off waits for the GIL behind the daemon's busy
-threads, up to a switch interval each (bench/daemon_cpu.py --stand-in-gpu measures the read
-stage). Idle workers wait in one queue; a caller takes one per share, or reuses one of its own as
-it answers, so callers side by side never wait on each other's workers. A worker that dies (a
-decoder crashing on a frame's bytes) breaks the pool: the daemon stops as if that crash had been
-in its own process, and its next start treats the frames left in progress as suspects.
+loop for claims) writes the share to it and reads the answer from it itself: no feeder or result
+thread in between (a process pool's), whose every hand-off waits for the GIL behind the daemon's
+busy threads, up to a switch interval each, while the batch waits (bench/daemon_cpu.py
+--stand-in-gpu measures the read stage). Idle workers wait in one queue; a caller takes one per
+share, or reuses one of its own as it answers, so callers side by side never wait on each other's
+workers.
+
+A worker that dies (a decoder crashing on a frame's bytes) breaks the pool: the daemon stops as it
+would have if that crash had been in its own process, and its next start treats the frames left
+in progress as suspects (see watcher.intake.suspects).
 """
 
 from __future__ import annotations
@@ -154,10 +157,6 @@ class FileWorkers:
         ):
             relocated.update(share)
         return relocated
-
-    def existing(self, paths: list[str]) -> list[bool]:
-        """Whether each path names something, looked at on one worker: one wait for the GIL."""
-        return self._run([functools.partial(file_work.existing, paths)])[0] if paths else []
 
     def _run(self, jobs: Sequence[Callable[[], Any]]) -> list[Any]:
         """Each job (a function of file_work with its arguments) on a worker; their results in

@@ -61,12 +61,7 @@ class BatchProcessor:
         self._arenas = self._make_arenas(batch_size) if file_processes else None
         self._workers = FileWorkers(file_processes, bounds) if self._arenas is not None else None
         self._classifier = Classifier(extractor, store_embeddings=store_embeddings)
-        self._recorder = Recorder(
-            engine,
-            folders,
-            database_guard or DatabaseFileGuard(engine),
-            existing=self._workers.existing if self._workers else None,
-        )
+        self._recorder = Recorder(engine, folders, database_guard or DatabaseFileGuard(engine))
         self._said_frames_stay = False  # warned that frames could not be taken to the device
         self._deliverer = Deliverer(engine, folders, mover=self._workers.move if self._workers else move_all)
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine
 
 from watcher.intake.moving import is_placement_error
 from watcher.intake.names import storable
-from watcher.intake.placement import OutputFolderMissing, place, place_flat, wanted_destination
+from watcher.intake.placement import OutputFolderMissing, place, place_flat
 from watcher.pipeline.stages import Claimed, Classification, Classified, FileFacts, OutputFolders, Stored
 from watcher.store import writes
 from watcher.store.errors import StorageFailed
@@ -75,20 +74,10 @@ def frame_record(
 
 
 class Recorder:
-    def __init__(
-        self,
-        engine: Engine,
-        folders: OutputFolders,
-        guard: DatabaseFileGuard,
-        *,
-        existing: Callable[[list[str]], list[bool]] | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, folders: OutputFolders, guard: DatabaseFileGuard) -> None:
         self._engine = engine
         self._folders = folders
         self._guard = guard
-        # Whether each of a batch's paths names something, all looked at in one call (on a file
-        # worker process); None to look at each from the batch's thread as it is placed.
-        self._existing = existing
         self._reserving = threading.Lock()
         # Destinations (as text, as rows hold them) of rows committed, files not yet moved.
         self._reserved: set[str] = set()
@@ -100,12 +89,12 @@ class Recorder:
 
     def record(self, classified: list[Classified]) -> list[Stored]:
         check_output_folders(self._folders)  # placing would otherwise make them again
-        now, made, free = utc_now(), set[str](), self._free_destinations(classified)
+        now, made = utc_now(), set[str]()
         with self._reserving:
             # Batches in flight side by side must not reserve one name twice (a camera that
             # uploads `snapshot.bmp` again): the names reserved and not yet moved count as taken.
             taken = set(self._reserved)
-            records = {item.frame.key: self._record(item, now, taken, made, free) for item in classified}
+            records = {item.frame.key: self._record(item, now, taken, made) for item in classified}
             reserved = {record.stored_path for record in records.values()}
             self._reserved |= reserved
         stored: list[Stored] = []
@@ -149,31 +138,12 @@ class Recorder:
             raise StorageFailed(next(iter(outcome.rejected.values())))
         return outcome
 
-    def _free_destinations(self, classified: list[Classified]) -> frozenset[str]:
-        """The frames' own destinations that name nothing now, looked at in one go. From a batch
-        thread each look gives the GIL back and may wait up to the switch interval to take it
-        again while the daemon's other threads run Python: a batch of 128 took 65.6 ms to record
-        beside one busy Python thread that way, 18.2 ms this way (bench/placing.py). Empty without
-        `existing`: each destination is then looked at as it is placed."""
-        if self._existing is None:
-            return frozenset()
-        wanted = [
-            path
-            for item in classified
-            if (path := wanted_destination(self._folders.for_status(item.status), item.frame)) is not None
-        ]
-        return frozenset(
-            path for path, there in zip(wanted, self._existing(wanted), strict=True) if not there
-        )
-
-    def _record(
-        self, item: Classified, now: datetime, taken: set[str], made: set[str], free: frozenset[str]
-    ) -> ResultRecord:
+    def _record(self, item: Classified, now: datetime, taken: set[str], made: set[str]) -> ResultRecord:
         frame, facts, classification = item.frame, item.facts, item.classification
         error = item.error
         root = self._folders.for_status(item.status)
         try:
-            destination = place(root, frame, taken=taken, made=made, free=free)
+            destination = place(root, frame, taken=taken, made=made)
         except OSError as placing:
             if not is_placement_error(placing):
                 raise

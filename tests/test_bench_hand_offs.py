@@ -1,7 +1,6 @@
-"""The benchmarks of one stage beside busy Python run: bench/hand_offs.py (the file workers'
-hand-offs, see watcher.pipeline.gil_held_pipes) and bench/placing.py (the commit stage: rows'
-destinations reserved, rows committed). A tiny run of each here, with this checkout as its own
-baseline, so that the scripts cannot rot between the runs that quote them."""
+"""bench/hand_offs.py, which measures the file workers' hand-offs beside busy Python (see
+watcher.pipeline.gil_held_pipes), runs: a tiny run here, with this checkout as its own baseline,
+so that the script cannot rot between the runs that quote it."""
 
 from __future__ import annotations
 
@@ -10,17 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("script", ["hand_offs.py", "placing.py"])
-def test_the_bench_measures_its_stage_alone_and_beside_busy_threads(script: str, tmp_path: Path) -> None:
-    figures = tmp_path / "figures.json"
+def test_hand_offs_bench_measures_a_read_round_alone_and_beside_busy_threads(tmp_path: Path) -> None:
+    figures = tmp_path / "hand_offs.json"
     arguments = ["--workers", "2", "--frames", "8", "--rounds", "2", "--busy", "0", "1", "--repeats", "1"]
     result = subprocess.run(
-        [sys.executable, f"bench/{script}", *arguments, "--baseline", str(REPO), "--json", str(figures)],
+        [sys.executable, "bench/hand_offs.py", *arguments, "--baseline", str(REPO), "--json", str(figures)],
         cwd=REPO,
         capture_output=True,
         text=True,
