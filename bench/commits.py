@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, measured_in_checkout
+from harness import REPO, busy_python, measured_in_checkout
 
 
 def measure(
@@ -75,20 +75,14 @@ def measure(
             waits.append(time.perf_counter() - started)
             time.sleep(other_ms / 1000)  # the lane's other stages
 
-    done = threading.Event()
-    busy_threads = [threading.Thread(target=_busy_python, args=(done,)) for _ in range(busy)]
-    for thread in busy_threads:
-        thread.start()
     threads = [threading.Thread(target=lane, args=(number,)) for number in range(lanes)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
-    done.set()
-    for thread in busy_threads:
-        thread.join()
+    with busy_python(busy):
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
     waits.sort()
     return {
         "watcher": str(Path(watcher.__file__).resolve()),
@@ -97,13 +91,6 @@ def measure(
         "commit_p90_ms": waits[int(len(waits) * 0.9)] * 1000,
         "commit_max_ms": waits[-1] * 1000,
     }
-
-
-def _busy_python(done: threading.Event) -> None:
-    """Python that never waits, as the daemon's loop claiming a backlog or a lane placing rows."""
-    count = 0
-    while not done.is_set():
-        count += 1
 
 
 def _positive(text: str) -> int:

@@ -26,13 +26,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import MODELS, REPO, build_model, write_json
+from harness import MODELS, REPO, build_model, busy_python, write_json
 
 sys.path.insert(0, str(REPO))
 
@@ -44,13 +43,6 @@ if TYPE_CHECKING:
     from model.clip_features import ClipFeatureExtractor
 
 
-def _busy_python(stop: threading.Event) -> None:
-    """Python that never waits, as a thread of the daemon building rows does between its waits."""
-    count = 0
-    while not stop.is_set():
-        count += 1
-
-
 def _time_calls(
     run: Callable[[], object], calls: int, *, beside_busy: bool, switch_interval_s: float
 ) -> float:
@@ -58,19 +50,13 @@ def _time_calls(
     at the given switch interval (sys.setswitchinterval)."""
     before = sys.getswitchinterval()
     sys.setswitchinterval(switch_interval_s)
-    stop = threading.Event()
-    busy = threading.Thread(target=_busy_python, args=(stop,), name="busy-python")
-    if beside_busy:
-        busy.start()
     try:
-        started = time.perf_counter()
-        for _ in range(calls):
-            run()
-        return (time.perf_counter() - started) / calls * 1000
+        with busy_python(1 if beside_busy else 0):
+            started = time.perf_counter()
+            for _ in range(calls):
+                run()
+            return (time.perf_counter() - started) / calls * 1000
     finally:
-        stop.set()
-        if beside_busy:
-            busy.join()
         sys.setswitchinterval(before)
 
 

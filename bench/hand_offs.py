@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness import REPO, FrameMaker, measured_in_checkout, write_json
+from harness import REPO, FrameMaker, busy_python, measured_in_checkout, write_json
 
 
 def measure(root: Path, *, workers: int, frames: int, rounds: int, busy: list[int]) -> dict[str, Any]:
@@ -64,17 +63,7 @@ def measure(root: Path, *, workers: int, frames: int, rounds: int, busy: list[in
 
 
 def _rounds_beside(busy: int, pool: Any, claimed: list[Any], arena: Any, rounds: int) -> float:
-    stop = threading.Event()
-
-    def spin() -> None:  # the daemon's other threads, running Python
-        count = 0
-        while not stop.is_set():
-            count += 1
-
-    spinners = [threading.Thread(target=spin, daemon=True) for _ in range(busy)]
-    for thread in spinners:
-        thread.start()
-    try:
+    with busy_python(busy):  # the daemon's other threads, running Python
         times = []
         for _ in range(rounds):
             started = time.perf_counter()
@@ -82,10 +71,6 @@ def _rounds_beside(busy: int, pool: Any, claimed: list[Any], arena: Any, rounds:
             times.append(time.perf_counter() - started)
             assert all(item.error is None for item in decoded), "every frame read"
         return round(statistics.median(times) * 1000, 3)
-    finally:
-        stop.set()
-        for thread in spinners:
-            thread.join()
 
 
 def main() -> None:

@@ -13,7 +13,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ __all__ = [
     "DaemonProcess",
     "FrameMaker",
     "build_model",
+    "busy_python",
     "cpu_run",
     "files_under",
     "measured_in_checkout",
@@ -39,6 +43,29 @@ def build_model(folder: Path, kind: ClipSize) -> Path:
     """A random-weight CLIP saved with save_pretrained: the real ViT-B/32 architecture or the tests'
     tiny one. The weights do not change the speed."""
     return build_clip_checkpoint(folder, size=kind)
+
+
+@contextmanager
+def busy_python(threads: int) -> Iterator[None]:
+    """`threads` threads running Python that never waits while the body runs, as the daemon's
+    loop claiming a backlog or a lane building rows does between its waits: what a call that
+    gives the GIL back competes with to take it again."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+
+    spinners = [threading.Thread(target=spin, name="busy-python", daemon=True) for _ in range(threads)]
+    for thread in spinners:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in spinners:
+            thread.join()
 
 
 def measured_in_checkout(repo: Path, module: str, call: str, *, cwd: Path | None = None) -> dict[str, Any]:

@@ -15,6 +15,8 @@ before and just after ours and divides by their mean; the ratios printed are the
 rounds' ratios. Prints the figures and ratios, and writes them as JSON. `--variants 256x3 256x6`
 then runs `watch --once` once more at each batch size and number of lanes, on the same frames;
 `--compare-switch-interval 0.5` runs it in each round at that batch.gil_switch_interval_ms too.
+`--baseline DIR` runs the `watch --once` of another checkout (a `git worktree` of an earlier
+commit) on the same frames in each round, between the same two ceilings, the order alternating.
 
 The engine is chosen as the daemon chooses it (model.engine_choice, `--runtime`/`--precision` as
 model.runtime/model.precision; the export and its evidence are made once, before the rounds, in a
@@ -115,13 +117,17 @@ def ceiling(extractor: ClipFeatureExtractor, *, batch_size: int, batches: int) -
     return {"one_pass": one_pass, "lanes": batch_size * each * lanes.count / wall}
 
 
-def ours(config_path: Path, *, profile: Path | None = None, py_spy: str | None = None) -> dict[str, float]:
+def ours(
+    config_path: Path, *, profile: Path | None = None, py_spy: str | None = None, checkout: Path = REPO
+) -> dict[str, float]:
     """`watch --once` in a fresh process (see `measure_watch_once`): frames/s, frames, peak RSS.
-    With `profile`, sampled by `py_spy` (every thread and process, idle ones too) into that file."""
+    With `profile`, sampled by `py_spy` (every thread and process, idle ones too) into that file.
+    `checkout`: the repository whose `watcher` and `model` run (`--baseline`'s, say)."""
     # Started with -c, not as this script: the daemon's file worker processes (spawned) would
     # otherwise run this script's imports (torch) again each, as the real command's never do.
+    # The checkout goes first on the path: the file processes, spawned, inherit it.
     child = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import watch_once; "
+        f"import sys; sys.path[:0] = [{str(checkout)!r}, {str(Path(__file__).parent)!r}]; import watch_once; "
         f"raise SystemExit(watch_once.measure_watch_once(watch_once.Path({str(config_path)!r})))"
     )
     command = [sys.executable, "-c", child]
@@ -134,7 +140,26 @@ def ours(config_path: Path, *, profile: Path | None = None, py_spy: str | None =
     figures = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if not figures:
         raise subprocess.CalledProcessError(1, command, completed.stdout, completed.stderr)
-    return json.loads(figures[-1])
+    measured: dict[str, float] = json.loads(figures[-1])
+    if not Path(str(measured["watcher"])).is_relative_to(checkout):
+        raise RuntimeError(f"measured the daemon of {measured['watcher']}, not of {checkout}")
+    return measured
+
+
+def ours_and_baseline(
+    root: Path, originals: list[Path], config: Path, baseline: Path | None, *, ours_first: bool
+) -> dict[str, dict[str, float]]:
+    """`watch --once` of this checkout and, with `baseline`, of that one on the same frames, in
+    the order given (rounds alternate it: the VM's speed drifts within minutes)."""
+    order = (
+        [("ours", REPO), ("baseline", baseline)] if ours_first else [("baseline", baseline), ("ours", REPO)]
+    )
+    measured = {}
+    for name, checkout in order:
+        if checkout is not None:
+            refill_inbox(root, originals)
+            measured[name] = ours(config, checkout=checkout)
+    return measured
 
 
 def find_py_spy() -> str | None:
@@ -372,9 +397,12 @@ def measure_watch_once(config_path: Path) -> int:
     peak_rss_mib = own_peak_rss_mib()
     worker_rss_mib = workers.stop()
     stages = {stage: round(total, 2) for stage, total in report.stage_seconds.items()}
+    import watcher
+
     print(
         json.dumps(
             {
+                "watcher": str(Path(watcher.__file__).parent),
                 "fps": report.ok / seconds if seconds > 0 else 0.0,
                 "startup_seconds": startup_seconds,
                 "ok": report.ok,
@@ -447,6 +475,12 @@ def main() -> int:
         type=Path,
         help="after the rounds, one more watch --once sampled by py-spy (all threads and processes) into it",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run watch --once of another checkout (a git worktree) on the same frames in each round",
+    )
     parser.add_argument("--measure-watch-once", type=Path, help=argparse.SUPPRESS)  # the child's role
     args = parser.parse_args()
     if args.measure_watch_once:
@@ -494,11 +528,12 @@ def main() -> int:
         evidence = [json.loads(path.read_text()) for path in registry.glob(".engines/*/evidence-*.json")]
         batches = max(1, args.frames // args.batch_size)
         rounds = []
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             before = ceiling(extractor, batch_size=args.batch_size, batches=batches)
             torch_before = ceiling(reference, batch_size=args.batch_size, batches=batches)
-            refill_inbox(root, originals)
-            measured = ours(config)
+            baseline_checkout = args.baseline.resolve() if args.baseline else None
+            both = ours_and_baseline(root, originals, config, baseline_checkout, ours_first=repeat % 2 == 0)
+            measured, checkout_baseline = both["ours"], both.get("baseline")
             if measured["ok"] != args.frames:
                 print(
                     f"error: watch --once processed {measured['ok']} of {args.frames} frames", file=sys.stderr
@@ -538,6 +573,20 @@ def main() -> int:
                     "workers_peak_rss_mib_summed": round(measured["workers_peak_rss_mib_summed"]),
                     "stage_seconds": measured["stage_seconds_summed_over_batches"],
                     "watch_once_seconds": round(measured["seconds"], 2),
+                    **(
+                        {
+                            "baseline_checkout_fps": round(checkout_baseline["fps"], 1),
+                            "ours_over_baseline_checkout": round(
+                                measured["fps"] / checkout_baseline["fps"], 3
+                            ),
+                            "baseline_checkout_over_ceiling": round(checkout_baseline["fps"] / top, 3),
+                            "baseline_checkout_stage_seconds": checkout_baseline[
+                                "stage_seconds_summed_over_batches"
+                            ],
+                        }
+                        if checkout_baseline
+                        else {}
+                    ),
                     **(
                         {
                             "watch_once_file_threads_fps": round(threads["fps"], 1),
@@ -606,6 +655,11 @@ def main() -> int:
                 "watch_once_fps",
                 "ours_over_ceiling",
                 "ours_over_baseline",
+                *(
+                    ("baseline_checkout_fps", "ours_over_baseline_checkout", "baseline_checkout_over_ceiling")
+                    if args.baseline
+                    else ()
+                ),
                 *(("watch_once_file_threads_fps", "ours_over_file_threads") if args.compare_threads else ()),
                 *(("watch_once_untraced_fps", "ours_over_untraced") if args.compare_untraced else ()),
                 *(
@@ -650,6 +704,10 @@ def main() -> int:
         ("start-up, torch as before engines", f"{result['startup_torch_seconds']:8.2f} s"),
         ("peak RSS of watch --once", f"{result['peak_rss_mib']:8.1f} MiB"),
     ]
+    if args.baseline:
+        lines.append((f"watch --once of {args.baseline}", f"{result['baseline_checkout_fps']:8.1f} frames/s"))
+        lines.append(("  its / ceiling", f"{result['baseline_checkout_over_ceiling']:8.2f} x"))
+        lines.append(("ours / its", f"{result['ours_over_baseline_checkout']:8.2f} x"))
     if args.compare_threads:
         lines.append(("ours / ours with file work on threads", f"{result['ours_over_file_threads']:8.2f} x"))
     if args.compare_untraced:

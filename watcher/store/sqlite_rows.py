@@ -64,18 +64,24 @@ def _inserted_chunk(
     if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]  # sqlite3's
         # No BEGIN yet (an engine not made by make_engine, which begins IMMEDIATE): a SAVEPOINT
         # would open a transaction of its own and RELEASE commit it, whatever the caller then does.
-        result = connection.exec_driver_sql(_statement(names, len(chunk), returning=True), values)
-        return {row[0] for row in result}
+        return _returned_keys(connection, names, len(chunk), values)
     connection.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
     counted = connection.exec_driver_sql(_statement(names, len(chunk), returning=False), values).rowcount
     if counted == len(chunk):
         keys = {record.frame_key for record in chunk}
     else:
         connection.exec_driver_sql(f"ROLLBACK TO {_SAVEPOINT}")
-        result = connection.exec_driver_sql(_statement(names, len(chunk), returning=True), values)
-        keys = {row[0] for row in result}
+        keys = _returned_keys(connection, names, len(chunk), values)
     connection.exec_driver_sql(f"RELEASE {_SAVEPOINT}")
     return keys
+
+
+def _returned_keys(
+    connection: Connection, names: tuple[str, ...], rows: int, values: tuple[Any, ...]
+) -> set[str]:
+    """The rows inserted with RETURNING: the keys that went in, told by SQLite itself."""
+    result = connection.exec_driver_sql(_statement(names, rows, returning=True), values)
+    return {row[0] for row in result}
 
 
 @dataclass(frozen=True)
