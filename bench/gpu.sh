@@ -19,7 +19,9 @@
 # is left to `bench/watch_once.py --profile`. On a lent H100 (16 cores) on 2026-11-28 the first
 # seven steps took 461 s (watch-once 212, gpu-tests 29, pipeline-stand-in 39, gil-convoy 32,
 # live-mass-drop 57, latency 53, load-rss 39) and that run's own 470 s limit stopped the last,
-# inbox-events, 9 s in: about 8 minutes, under 8 not confirmed. `--device cpu --model tiny` runs
+# inbox-events, 9 s in: about 8 minutes, under 8 not confirmed. Since then watch_once writes its
+# frames from one picture (8,192 frames in ~15 s instead of ~40 on the 2-core VM) and the steps share
+# one ViT-B/32 checkpoint (four builds of ~8 s less); not yet timed on a GPU. `--device cpu --model tiny` runs
 # the same steps on any machine in a few minutes (tests/test_bench_gpu_script.py does, so it
 # can't rot).
 set -uo pipefail
@@ -45,6 +47,11 @@ if [ "$device" = cpu ]; then precision=fp32; else precision=fp16; fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 steps=()
+# One random-weight checkpoint of each model for every step (bench/harness.py build_model), not
+# one a step: a ViT-B/32 takes ~8 s to build and save, and five steps use one.
+CCTV_BENCH_CHECKPOINTS=$(mktemp -d)
+export CCTV_BENCH_CHECKPOINTS
+trap 'rm -rf "$CCTV_BENCH_CHECKPOINTS"' EXIT
 
 sampler=""
 if [ "$device" != cpu ] && command -v nvidia-smi > /dev/null; then

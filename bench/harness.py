@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,9 @@ from typing import Any
 from model.synthetic import ClipSize, FrameMaker, build_clip_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
+# A folder where build_model keeps one checkpoint of each kind for every benchmark run while it is
+# set: bench/gpu.sh's steps built a ViT-B/32 each, ~8 s apiece of a lent GPU's minutes.
+SHARED_CHECKPOINTS = "CCTV_BENCH_CHECKPOINTS"
 MODELS: tuple[ClipSize, ...] = ("vit-b32", "tiny")
 
 __all__ = [
@@ -41,8 +45,21 @@ __all__ = [
 
 def build_model(folder: Path, kind: ClipSize) -> Path:
     """A random-weight CLIP saved with save_pretrained: the real ViT-B/32 architecture or the tests'
-    tiny one. The weights do not change the speed."""
-    return build_clip_checkpoint(folder, size=kind)
+    tiny one. The weights do not change the speed. With SHARED_CHECKPOINTS set (bench/gpu.sh sets
+    it) the checkpoint of each kind is built once in that folder, and `folder` is not used."""
+    shared = os.environ.get(SHARED_CHECKPOINTS)
+    if not shared:
+        return build_clip_checkpoint(folder, size=kind)
+    built = Path(shared) / kind
+    if not built.is_dir():
+        # Saved aside and renamed: a step stopped mid-save leaves no half checkpoint for the next.
+        staging = Path(shared) / f".{kind}-{os.getpid()}"
+        build_clip_checkpoint(staging, size=kind)
+        try:
+            staging.rename(built)
+        except OSError:  # another process's is there now: the same weights (seed 0)
+            shutil.rmtree(staging, ignore_errors=True)
+    return built
 
 
 @contextmanager

@@ -47,7 +47,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import MODELS, REPO, build_model, own_memory_mib, write_config, write_json
+from harness import MODELS, REPO, FrameMaker, build_model, own_memory_mib, write_config, write_json
 from pydantic import ValidationError
 
 from model.clip_features import ClipFeatureExtractor
@@ -207,6 +207,14 @@ def min_cosine(extractor: ClipFeatureExtractor, reference: ClipFeatureExtractor,
 
     pictures = [decode_pixels(path.read_bytes(), max_pixels=100_000_000) for path in frames]
     return float((extractor.image_features(pictures) * reference.image_features(pictures)).sum(axis=1).min())
+
+
+def write_frames(folder: Path, count: int, *, width: int, height: int) -> list[Path]:
+    """`count` distinct 24-bit BMPs (harness.FrameMaker: one random picture, each copy stamped
+    with its index). Each made with random pixels of its own took 4.9 ms of Python on the 2-core
+    VM, 8,192 of them 40 s: on a lent GPU, its minutes spent before anything was measured."""
+    maker = FrameMaker(width=width, height=height)
+    return [maker.write(folder / f"{index:05d}.bmp", index) for index in range(count)]
 
 
 def startups(root: Path, config: Path, model: dict[str, str]) -> dict[str, float]:
@@ -490,9 +498,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cctv-bench-") as scratch:
         root = Path(scratch)
         clip_dir = build_model(root / "clip", args.model)
-        originals = [
-            write_bmp(root / "frames" / f"{index:05d}.bmp", width=args.width, height=args.height, seed=index)
-            for index in range(args.frames)
+        writing = time.perf_counter()
+        originals = write_frames(root / "frames", args.frames, width=args.width, height=args.height)
+        frames_written_seconds = time.perf_counter() - writing
+        # The engines' embeddings are compared on pictures that differ throughout, not on copies
+        # of one picture (the frames above).
+        distinct = [
+            write_bmp(
+                root / "distinct" / f"{index:05d}.bmp", width=args.width, height=args.height, seed=index
+            )
+            for index in range(min(args.batch_size, args.frames))
         ]
         registry = root / "registry"  # outside data/, which each round empties: the export is kept
         model = {"clip": str(clip_dir), "device": args.device, "registry": str(registry)}
@@ -523,7 +538,7 @@ def main() -> int:
         reference = engines.passing.get("torch-fp32") or ClipFeatureExtractor(
             str(clip_dir), runtime=Runtime(device=runtime.device, precision="fp32")
         )
-        cosine = min_cosine(extractor, reference, originals[: args.batch_size])
+        cosine = min_cosine(extractor, reference, distinct)
         startup = startups(root, config, model)
         evidence = [json.loads(path.read_text()) for path in registry.glob(".engines/*/evidence-*.json")]
         batches = max(1, args.frames // args.batch_size)
@@ -637,6 +652,7 @@ def main() -> int:
         "engine": runtime.tag,
         "precision": runtime.precision,
         "min_cosine_to_torch_fp32": round(cosine, 5),
+        "frames_written_seconds": round(frames_written_seconds, 1),
         **startup,
         "lanes": lanes.count,
         "gpu_lanes": args.gpu_lanes,
@@ -700,6 +716,7 @@ def main() -> int:
         (f"ceiling ({runtime.tag}) / PyTorch fp32 ceiling", f"{result['ceiling_over_torch_fp32']:8.2f} x"),
         ("ours / PyTorch fp32 ceiling", f"{result['ours_over_torch_fp32_ceiling']:8.2f} x"),
         (f"min cosine, {runtime.tag} to torch fp32 embeddings", f"{result['min_cosine_to_torch_fp32']:8.5f}"),
+        (f"{args.frames} frames written, before the rounds", f"{result['frames_written_seconds']:8.1f} s"),
         ("start-up, cached export (build + warm-up)", f"{result['startup_seconds']:8.2f} s"),
         ("start-up, torch as before engines", f"{result['startup_torch_seconds']:8.2f} s"),
         ("peak RSS of watch --once", f"{result['peak_rss_mib']:8.1f} MiB"),
