@@ -5,7 +5,8 @@
 #                        [--python PATH]
 #
 # Runs `watch --once` at batch 128 and, on the same frames, at batch 256 with 3 and 6 lanes
-# (watch-once.json, "variants"), the GPU tests, the same daemon feeding a stand-in for the GPU
+# (watch-once.json, "variants"), and at batch 128 once more sampled by py-spy
+# (profile-watch-once-b128.txt), the GPU tests, the same daemon feeding a stand-in for the GPU
 # (what this machine's CPU can feed one: pipeline-stand-in.json), the tower and
 # the model stage beside a busy Python thread (op by op, traced, and traced at the daemon's switch
 # interval: bench/gil_convoy.py), the live daemon working through a mass drop renamed into the inbox
@@ -16,12 +17,13 @@
 # and the rest still run: a GPU minute is not spent twice. On an H200 (16 cores) on 2026-11-27 it
 # took about 9 min 40 s, 5 min of it the first step (a 7.5 GB copy of the frames before each
 # `watch --once`, and a run sampled by py-spy); the frames are now hard links and the sampled run
-# is left to `bench/watch_once.py --profile`. On a lent H100 (16 cores) on 2026-11-28 the first
+# was left out. On a lent H100 (16 cores) on 2026-11-28 the first
 # seven steps took 461 s (watch-once 212, gpu-tests 29, pipeline-stand-in 39, gil-convoy 32,
 # live-mass-drop 57, latency 53, load-rss 39) and that run's own 470 s limit stopped the last,
 # inbox-events, 9 s in: about 8 minutes, under 8 not confirmed. Since then watch_once writes its
 # frames from one picture (8,192 frames in ~15 s instead of ~40 on the 2-core VM) and the steps share
-# one ViT-B/32 checkpoint (four builds of ~8 s less); not yet timed on a GPU. `--device cpu --model tiny` runs
+# one ViT-B/32 checkpoint (four builds of ~8 s less), and the run sampled by py-spy is back
+# (about 15 s: where a batch's time goes on the GPU host); not yet timed on a GPU. `--device cpu --model tiny` runs
 # the same steps on any machine in a few minutes (tests/test_bench_gpu_script.py does, so it
 # can't rot).
 set -uo pipefail
@@ -71,10 +73,13 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
 }
 
 # Most important first: a GPU lease can end before the last step. One run of watch_once for every
-# batch size and number of lanes: it writes the frames, builds the model and exports it once.
+# batch size and number of lanes: it writes the frames, builds the model and exports it once; then
+# one more at batch 128 sampled by py-spy (without py-spy, or where it cannot attach, recorded as
+# skipped in the JSON).
 step watch-once "$python" bench/watch_once.py --device "$device" --precision "$precision" \
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 \
-    --variants 256x3 256x6 --baseline-frames $((frames / 16)) --json "$out/watch-once.json"
+    --variants 256x3 256x6 --baseline-frames $((frames / 16)) \
+    --profile "$out/profile-watch-once-b128.txt" --json "$out/watch-once.json"
 # The GPU tests next (about 25 s on an H200): a run cut short by its lease still says whether the
 # GPU paths are right. On 2026-11-27 they came seventh, and the run's time ran out during them.
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py

@@ -68,6 +68,10 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert once["watch_once_fps"] > 0 and once["peak_rss_mib"] > 0
     assert [(entry["batch_size"], entry["gpu_lanes"]) for entry in once["variants"]] == [(256, 3), (256, 6)]
     assert all(entry["watch_once_fps"] > 0 and entry["peak_rss_mib"] > 0 for entry in once["variants"])
+    # The run sampled by py-spy: its stacks, or why there are none (no py-spy, no ptrace).
+    if "profile_error" not in once:
+        assert once["profiled_watch_once_ok"] == 64
+        assert (out / "profile-watch-once-b128.txt").read_text().strip()
     stand_in = json.loads((out / "pipeline-stand-in.json").read_text())
     assert stand_in["ours"]["frames_per_s"] > 0 and stand_in["stand_in_gpu_ms"] == [6.4, 5.0]
     assert stand_in["file_processes"] >= 1  # the GPU's shape: file work on processes
