@@ -36,6 +36,7 @@ __all__ = [
     "FrameMaker",
     "build_model",
     "busy_python",
+    "check_measured_in",
     "cpu_run",
     "files_under",
     "measured_in_checkout",
@@ -97,9 +98,15 @@ def measured_in_checkout(repo: Path, module: str, call: str, *, cwd: Path | None
     if done.returncode != 0:
         raise RuntimeError(f"the measurement failed:\n{done.stderr[-2000:]}")
     figures: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-    if not Path(figures["watcher"]).is_relative_to(repo):
-        raise RuntimeError(f"measured {figures['watcher']}, not {repo}")
+    check_measured_in(figures, repo)
     return figures
+
+
+def check_measured_in(figures: dict[str, Any], repo: Path) -> None:
+    """Refuse a child's figures unless the `watcher` package it ran (its "watcher": the package's
+    path) is checkout `repo`'s: another checkout first on its path would pass as this one."""
+    if not Path(str(figures["watcher"])).is_relative_to(repo):
+        raise RuntimeError(f"measured {figures['watcher']}, not {repo}")
 
 
 def write_json(path: Path, figures: dict[str, Any]) -> None:

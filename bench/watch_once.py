@@ -47,7 +47,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import MODELS, REPO, FrameMaker, build_model, own_memory_mib, write_config, write_json
+from harness import (
+    MODELS,
+    REPO,
+    FrameMaker,
+    build_model,
+    check_measured_in,
+    own_memory_mib,
+    write_config,
+    write_json,
+)
 from pydantic import ValidationError
 
 from model.clip_features import ClipFeatureExtractor
@@ -141,8 +150,7 @@ def ours(
     if not figures:
         raise subprocess.CalledProcessError(1, command, completed.stdout, completed.stderr)
     measured: dict[str, float] = json.loads(figures[-1])
-    if not Path(str(measured["watcher"])).is_relative_to(checkout):
-        raise RuntimeError(f"measured the daemon of {measured['watcher']}, not of {checkout}")
+    check_measured_in(measured, checkout)
     return measured
 
 
@@ -387,6 +395,7 @@ def own_peak_rss_mib() -> float:
 
 def measure_watch_once(config_path: Path) -> int:
     """The child: the daemon as the command builds it, timed from the first scan to the last move."""
+    import watcher
     from watcher.config import load_config
     from watcher.pipeline.assembly import build_daemon
 
@@ -405,8 +414,6 @@ def measure_watch_once(config_path: Path) -> int:
     peak_rss_mib = own_peak_rss_mib()
     worker_rss_mib = workers.stop()
     stages = {stage: round(total, 2) for stage, total in report.stage_seconds.items()}
-    import watcher
-
     print(
         json.dumps(
             {
