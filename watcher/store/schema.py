@@ -60,8 +60,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
         # SQLite keeps it as text: isoformat writes the dialect's own storage format
         # ('2026-11-25 17:30:08.123456') in one C call, where the generic path takes three Python
-        # steps a value; a result row has three, and the daemon writes thousands a second.
+        # steps a value; a result row has three, and the daemon writes thousands a second. The
+        # daemon's own times are in UTC already: written as they are, less their '+00:00'.
         def process(value: datetime | None) -> str | None:
+            if value is not None and value.tzinfo is UTC:
+                return value.isoformat(" ", "microseconds")[:-6]
             naive = self.process_bind_param(value, dialect)
             return naive.isoformat(sep=" ", timespec="microseconds") if naive is not None else None
 
