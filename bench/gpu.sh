@@ -5,7 +5,8 @@
 #                        [--python PATH]
 #
 # Runs `watch --once` at batch 128 and, on the same frames, at batch 256 with 3 and 6 lanes
-# (watch-once.json, "variants"), and at batch 128 once more sampled by py-spy
+# (watch-once.json, "variants"), at batch 128 at a 0.5 ms switch interval, and at batch 128 once
+# more sampled by py-spy
 # (profile-watch-once-b128.txt), the GPU tests, the same daemon feeding a stand-in for the GPU
 # (what this machine's CPU can feed one: pipeline-stand-in.json), the tower and
 # the model stage beside a busy Python thread (op by op, traced, and traced at the daemon's switch
@@ -74,11 +75,13 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
 
 # Most important first: a GPU lease can end before the last step. One run of watch_once for every
 # batch size and number of lanes: it writes the frames, builds the model and exports it once; then
-# one more at batch 128 sampled by py-spy (without py-spy, or where it cannot attach, recorded as
-# skipped in the JSON).
+# one more at batch 128 at a 0.5 ms switch interval (batch.gil_switch_interval_ms: with the reads'
+# and the commit's waits for the GIL gone, whether the model stage's are what is left, a few
+# seconds), and one at batch 128 sampled by py-spy (without py-spy, or where it cannot attach,
+# recorded as skipped in the JSON).
 step watch-once "$python" bench/watch_once.py --device "$device" --precision "$precision" \
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 \
-    --variants 256x3 256x6 --baseline-frames $((frames / 16)) \
+    --variants 256x3 256x6 --compare-switch-interval 0.5 --baseline-frames $((frames / 16)) \
     --profile "$out/profile-watch-once-b128.txt" --json "$out/watch-once.json"
 # The GPU tests next (about 25 s on an H200): a run cut short by its lease still says whether the
 # GPU paths are right. On 2026-11-27 they came seventh, and the run's time ran out during them.

@@ -68,6 +68,8 @@ def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     assert once["watch_once_fps"] > 0 and once["peak_rss_mib"] > 0
     assert [(entry["batch_size"], entry["gpu_lanes"]) for entry in once["variants"]] == [(256, 3), (256, 6)]
     assert all(entry["watch_once_fps"] > 0 and entry["peak_rss_mib"] > 0 for entry in once["variants"])
+    # Batch 128 at a 0.5 ms switch interval too (whether the GIL's waits still cap it).
+    assert once["rounds"][0]["other_switch_interval_ms"] == 0.5 and once["watch_once_other_switch_fps"] > 0
     # The run sampled by py-spy: its stacks, or why there are none (no py-spy, no ptrace).
     if "profile_error" not in once:
         assert once["profiled_watch_once_ok"] == 64
