@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from harness import REPO, FrameMaker, busy_python, measured_in_checkout, write_json
+from harness import REPO, FrameMaker, busy_python, checkouts, in_turn, measured_in_checkout, write_json
 
 _T = TypeVar("_T")
 
@@ -98,10 +98,10 @@ def measure_checkouts(module: str, args: argparse.Namespace, temp: Path) -> dict
     """`module.measure(root, workers=, frames=, rounds=, busy=)` in a process of its own for this
     checkout and `--baseline`'s, alternating, `--repeats` times each: its "ms_a_round" by number
     of busy threads, their medians and every run's, as JSON would hold them."""
-    checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in checkouts}
+    measured = checkouts(args.baseline)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in measured}
     for repeat in range(args.repeats):
-        for name, repo in checkouts.items():
+        for name, repo in in_turn(measured, repeat):
             root = temp / f"{name}-{repeat}"
             call = (
                 f"measure({module}.Path({str(root)!r}), workers={args.workers}, frames={args.frames}, "
@@ -114,11 +114,11 @@ def measure_checkouts(module: str, args: argparse.Namespace, temp: Path) -> dict
         "rounds": args.rounds,
         "repeats": args.repeats,
     }
-    for name, measured in runs.items():
+    for name, each in runs.items():
         figures[name] = {
             busy: {
-                "median_ms": statistics.median(run[busy] for run in measured),
-                "runs_ms": [run[busy] for run in measured],
+                "median_ms": statistics.median(run[busy] for run in each),
+                "runs_ms": [run[busy] for run in each],
             }
             for busy in map(str, args.busy)
         }

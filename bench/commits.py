@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, busy_python, measured_in_checkout
+from harness import busy_python, checkouts, in_turn, measured_in_checkout
 
 
 def measure(
@@ -110,13 +110,13 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     args = parser.parse_args()
-    checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+    compared = checkouts(args.baseline)
     settings = {"batches": args.batches, "batch": args.batch, "other_ms": args.other_ms, "busy": args.busy}
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in checkouts}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {} for name in compared}
     with tempfile.TemporaryDirectory(prefix="cctv-commits-", dir="/var/tmp") as temp:
         for repeat in range(args.repeats):
             for lanes in args.lanes:
-                for name, repo in checkouts.items():
+                for name, repo in in_turn(compared, repeat):
                     database = Path(temp) / f"{name}-{lanes}-{repeat}.sqlite3"
                     call = f"measure(commits.Path({str(database)!r}), lanes={lanes}, **{settings!r})"
                     measured = measured_in_checkout(repo, "commits", call)
@@ -124,7 +124,7 @@ def main() -> int:
     figures: dict[str, Any] = {"settings": settings, "repeats": args.repeats}
     for lanes in args.lanes:
         line = []
-        for name in checkouts:
+        for name in compared:
             median = {
                 key: statistics.median(run[key] for run in runs[name][lanes])
                 for key in ("rows_per_s", "commit_mean_ms", "commit_p90_ms", "commit_max_ms")
@@ -134,7 +134,7 @@ def main() -> int:
                 f"{name} {median['rows_per_s']:,.0f} rows/s, a commit {median['commit_mean_ms']:.1f} ms "
                 f"(p90 {median['commit_p90_ms']:.1f}, max {median['commit_max_ms']:.1f})"
             )
-        if "baseline" in checkouts:
+        if "baseline" in compared:
             ratio = (
                 figures[f"ours_lanes{lanes}"]["rows_per_s"] / figures[f"baseline_lanes{lanes}"]["rows_per_s"]
             )

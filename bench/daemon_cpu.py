@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, FrameMaker, build_model, cpu_run, measured_in_checkout
+from harness import FrameMaker, build_model, checkouts, cpu_run, in_turn, measured_in_checkout
 
 BUDGET_US = 200.0  # issue 14's 5,000 frames/s
 BATCH = 128
@@ -284,14 +284,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")
     args = parser.parse_args()
-    checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
+    compared = checkouts(args.baseline)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in compared}
     with tempfile.TemporaryDirectory(prefix="cctv-daemon-cpu-") as temp:
         work = Path(temp)
         clip = build_model(work / "clip", "tiny")
         maker = FrameMaker(width=args.width, height=args.height)
         for repeat in range(args.repeats):
-            for name, repo in checkouts.items():
+            for name, repo in in_turn(compared, repeat):
                 root = work / f"{name}-{repeat}"
                 config = _prepare(
                     root, clip, args.frames, maker, args.file_processes, gpu_lanes=args.gpu_lanes

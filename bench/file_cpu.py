@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 from daemon_cpu import measure_in_child
-from harness import REPO, FrameMaker, build_model, cpu_run
+from harness import FrameMaker, build_model, checkouts, cpu_run, in_turn
 
 TARGET_MS = 2.0
 
@@ -156,9 +156,9 @@ def _in_process_ms(
 def _measure(args: argparse.Namespace) -> tuple[dict[str, list[float]], float]:
     """Each checkout's figures, runs alternating: by the difference of two runs, and in-process."""
     counts = (args.small, args.large)
-    checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+    compared = checkouts(args.baseline)
     kinds = ("", "_in_process", "_clip_stage", "_startup", "_warm_up")
-    runs: dict[str, list[float]] = {f"{name}{kind}": [] for name in checkouts for kind in kinds}
+    runs: dict[str, list[float]] = {f"{name}{kind}": [] for name in compared for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="cctv-file-cpu-") as temp:
         work = Path(temp)
         clip = build_model(work / "clip", "tiny")
@@ -166,13 +166,13 @@ def _measure(args: argparse.Namespace) -> tuple[dict[str, list[float]], float]:
         floor = _floor_ms(work / "floor", maker, args.large)
         flush = not args.no_sync
         pair = functools.partial(_per_frame_ms, work, clip, maker, counts, flush=flush)
-        for name, repo in checkouts.items():
+        for name, repo in compared.items():
             for warm_up in range(args.warm_up):
                 warmed = pair(repo=repo, tag=f"{name}-warm-{warm_up}", large_first=False)
                 runs[f"{name}_warm_up"].append(warmed)
                 print(f"{name}: warm-up pair {warmed:.2f} ms a frame (not counted)", flush=True)
         for repeat in range(args.repeats):
-            for name, repo in checkouts.items():
+            for name, repo in in_turn(compared, repeat):
                 tag = f"{name}-{repeat}"
                 runs[name].append(pair(repo=repo, tag=tag, large_first=repeat % 2 == 1))
                 total, clip_stage = _in_process_ms(

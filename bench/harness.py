@@ -37,8 +37,10 @@ __all__ = [
     "build_model",
     "busy_python",
     "check_measured_in",
+    "checkouts",
     "cpu_run",
     "files_under",
+    "in_turn",
     "measured_in_checkout",
     "write_config",
 ]
@@ -84,6 +86,19 @@ def busy_python(threads: int) -> Iterator[None]:
         stop.set()
         for thread in spinners:
             thread.join()
+
+
+def checkouts(baseline: Path | None) -> dict[str, Path]:
+    """The checkouts a benchmark measures: this one ("ours") and, with `--baseline DIR`, that one
+    ("baseline": a `git worktree` of the code before a change, say)."""
+    return {"ours": REPO} | ({"baseline": baseline.resolve()} if baseline is not None else {})
+
+
+def in_turn(measured: dict[str, Path], repeat: int) -> list[tuple[str, Path]]:
+    """The checkouts in repeat `repeat`'s order: reversed every other repeat, so that neither always
+    runs first (the VM's speed drifts within minutes, and a first run can warm what the second uses)."""
+    order = list(measured.items())
+    return order if repeat % 2 == 0 else order[::-1]
 
 
 def measured_in_checkout(repo: Path, module: str, call: str, *, cwd: Path | None = None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, write_json
+from harness import checkouts, in_turn, write_json
 
 _READER = """
 import json, resource, sys, threading, time
@@ -100,11 +100,11 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     args = parser.parse_args()
-    checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-    runs: dict[str, list[float]] = {name: [] for name in checkouts}
+    compared = checkouts(args.baseline)
+    runs: dict[str, list[float]] = {name: [] for name in compared}
     with tempfile.TemporaryDirectory(prefix="cctv-inbox-events-") as temp:
         for repeat in range(args.repeats):
-            for name, repo in checkouts.items():
+            for name, repo in in_turn(compared, repeat):
                 root = Path(temp) / f"{name}-{repeat}"
                 runs[name].append(measure(repo, root, args.frames)["us_a_frame"])
                 shutil.rmtree(root)

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import MODELS, REPO, build_model, write_json
+from harness import MODELS, REPO, build_model, checkouts, in_turn, write_json
 
 # The child: the extractor built as the daemon builds it, then its memory, as one JSON line.
 _CHILD = """
@@ -82,13 +82,12 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR", help="another checkout")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "load_rss.json")
     args = parser.parse_args()
-    checkouts = {"ours": REPO} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in checkouts}
+    compared = checkouts(args.baseline)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in compared}
     with tempfile.TemporaryDirectory(prefix="cctv-load-rss-") as scratch:
         clip = build_model(Path(scratch) / "clip", args.model)
         for repeat in range(args.repeats):
-            order = list(checkouts.items())
-            for name, repo in order if repeat % 2 == 0 else reversed(order):
+            for name, repo in in_turn(compared, repeat):
                 runs[name].append(measure(clip, repo))
     result: dict[str, object] = {"model": args.model, "device": runs["ours"][0]["device"], "runs": runs}
     for name, measured in runs.items():
@@ -104,7 +103,7 @@ def main() -> int:
     print(
         f"CLIP {args.model} loaded in fp16 for {result['device']}, median of {args.repeats} fresh processes:"
     )
-    for name in checkouts:
+    for name in compared:
         labels = ("peak", "after_load", "heap", "files", "load_own_peak", "load_own_kept")
         figures = {label: result[f"{name}_{label}_mib"] for label in labels}
         print(
