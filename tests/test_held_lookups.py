@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import sys
@@ -16,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watcher.intake import held_lookups
+from watcher.intake.held_lookups import LookupsByFolder, lexists_for
 from watcher.intake.moving import reserve_destination
 
 # Name parts: plain ones, odd bytes a camera could write (as os.fsdecode gives them), the ones
@@ -42,7 +45,11 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(parts=st.lists(_PARTS, min_size=1, max_size=4))
-def test_every_name_gets_os_path_lexists_answer(tree: Path, parts: list[str]) -> None:
+def test_every_name_gets_os_path_lexists_answer(
+    tree: Path, parts: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(held_lookups, "_released_until", 0.0)  # every look the held one
+    monkeypatch.setattr(held_lookups, "SLOW_LOOKUP_S", float("inf"))
     path = str(tree) + "/" + "/".join(parts)
     assert held_lookups.lexists(path) == os.path.lexists(path)
 
@@ -93,7 +100,14 @@ def _spinning(switch_interval_s: float) -> Iterator[_Spinner]:
         spinner.close()
 
 
-def test_the_look_keeps_the_gil_beside_busy_python(tree: Path) -> None:
+def test_the_look_is_made_through_a_function_that_keeps_the_gil() -> None:
+    # ctypes' PyDLL functions keep the GIL through the call (CDLL's give it back): the flag says so.
+    assert held_lookups._faccessat is not None
+    assert held_lookups._faccessat._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
+
+
+def test_the_look_keeps_the_gil_beside_busy_python(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(held_lookups, "_released_until", 0.0)  # not after another test's slow look
     # A look that gave the GIL back would let the busy thread take it (and this one would then
     # wait up to a switch interval to get it again, the daemon's cost); one that keeps it lets
     # nothing run. At a 0.5 s switch interval the busy thread runs otherwise only when forced:
@@ -121,7 +135,7 @@ def test_a_slow_look_sends_looks_back_to_giving_the_gil_back_for_a_while(
         return lexists(path)
 
     monkeypatch.setattr(os.path, "lexists", spied)
-    with caplog.at_level(logging.INFO, logger=held_lookups.__name__):
+    with caplog.at_level(logging.DEBUG, logger=held_lookups.__name__):
         assert held_lookups.lexists(str(tree / "file"))  # held, and found slow
         assert held_lookups.lexists(str(tree / "dangling"))
         assert not held_lookups.lexists(str(tree / "missing"))
@@ -133,8 +147,71 @@ def test_a_slow_look_sends_looks_back_to_giving_the_gil_back_for_a_while(
     assert len(released) == 2  # held again
 
 
+def test_a_failure_other_than_absent_is_asked_of_os_path_lexists(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A seccomp filter that refuses faccessat2 with EPERM (an older systemd's SystemCallFilter), or
+    # a C library that refuses the flags with EINVAL: the usual look answers, not "absent".
+    monkeypatch.setattr(held_lookups, "_released_until", 0.0)
+    for refused in (errno.EPERM, errno.EINVAL, errno.ENOSYS, errno.EACCES):
+
+        def refusing(directory: int, path: bytes, mode: int, flags: int, code: int = refused) -> int:
+            ctypes.set_errno(code)
+            return -1
+
+        monkeypatch.setattr(held_lookups, "_faccessat", refusing)
+        assert held_lookups.lexists(str(tree / "file")), errno.errorcode[refused]
+        assert not held_lookups.lexists(str(tree / "missing")), errno.errorcode[refused]
+
+
+def test_only_local_filesystems_get_the_look_that_keeps_the_gil(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert lexists_for(tree) is held_lookups.lexists  # tmp_path: a local disk
+    # A network share or FUSE can make a look wait on the network: never with the GIL held.
+    for fstype in ("nfs4", "cifs", "fuse.sshfs", None):
+        monkeypatch.setattr(held_lookups, "filesystem_type", lambda folder, kind=fstype: kind)
+        assert lexists_for(tree) is os.path.lexists, fstype
+
+
+def test_the_look_is_chosen_again_when_a_filesystem_is_mounted_over_the_folder(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups, asked = LookupsByFolder(), []
+    device = [os.stat(tree).st_dev]
+    kinds = iter(["ext4", "ext4", "nfs4"])
+
+    def filesystem_type(folder: Path) -> str:
+        asked.append(folder)
+        return next(kinds)
+
+    real_stat = os.stat
+    monkeypatch.setattr(held_lookups, "filesystem_type", filesystem_type)
+    monkeypatch.setattr(
+        held_lookups.os,
+        "stat",
+        lambda path, **kwargs: (
+            os.stat_result((0, 0, device[0], *real_stat(path)[3:]))
+            if path == tree
+            else real_stat(path, **kwargs)
+        ),
+    )
+    assert lookups.under(tree) is held_lookups.lexists
+    assert lookups.under(tree) is held_lookups.lexists and len(asked) == 1  # kept while it is the same
+    device[0] += 1  # a share mounted over it
+    assert lookups.under(tree) is held_lookups.lexists and len(asked) == 2
+    device[0] += 1
+    assert lookups.under(tree) is os.path.lexists
+    assert lookups.under(tree / "gone") is os.path.lexists
+
+
 def test_reserving_skips_names_taken_on_disk_by_any_kind_of_entry(tree: Path) -> None:
     # A dangling link or a folder in the way takes the name as a file does: the frame gets `-1`.
-    for name in ("file", "dangling", "folder"):
-        assert reserve_destination(str(tree / name), taken=set()) == str(tree / f"{name}-1")
-    assert reserve_destination(str(tree / "free.bmp"), taken=set()) == str(tree / "free.bmp")
+    for exists in (held_lookups.lexists, os.path.lexists):
+        for name in ("file", "dangling", "folder"):
+            assert reserve_destination(str(tree / name), taken=set(), exists=exists) == str(
+                tree / f"{name}-1"
+            )
+        assert reserve_destination(str(tree / "free.bmp"), taken=set(), exists=exists) == str(
+            tree / "free.bmp"
+        )

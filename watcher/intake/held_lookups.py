@@ -2,16 +2,20 @@
 
 The commit stage reserves each frame's destination in `processed/` or `failed/`: one look a frame
 from the batch thread (watcher.intake.moving.reserve_destination). Python gives the GIL back around
-the `lstat`, and taking it again waits, while another of the daemon's threads runs Python (the
+the `lstat`, and taking it again can wait, while another of the daemon's threads runs Python (the
 other lanes, the loop claiming), until that thread is made to let go: up to the switch interval,
-5 ms. On the 2-core VM of 2026-11-28, 128 looks took 0.7 ms alone, 89 ms beside one busy Python
-thread and 382 ms beside two (bench/placing.py measures the whole stage); on a GPU that wait is
-the lane's. So the look is made through ctypes' `PyDLL`, which keeps the GIL: `faccessat(F_OK,
-AT_SYMLINK_NOFOLLOW)`, true exactly where `lstat` succeeds, a few microseconds on a local disk.
+5 ms. How often it waits depends on the cores: on the idle 2-core VM of 2026-11-28, a batch of 128
+took 100–111 ms to record beside one busy Python thread (bench/placing.py), and 12.8–24.3 while
+other processes kept the cores busy too. So the look is made through ctypes' `PyDLL`, which keeps
+the GIL: `faccessat(F_OK, AT_SYMLINK_NOFOLLOW | AT_EACCESS)`, a few microseconds on a local disk,
+true where `lstat` succeeds. An answer it cannot give for certain (a failure other than the name
+or its folder being absent: a permission, a system call refused by a seccomp filter) is asked of
+os.path.lexists.
 
-A look that is slow (a network share, a cold disk) would hold every thread of the daemon for its
-length: one that takes SLOW_LOOKUP_S or more sends the looks of the next RELEASE_FOR_S back to
-os.path.lexists, which gives the GIL back while it waits.
+Only on local filesystems (`lexists_for`): on a network share or FUSE a look can wait on the
+network, and holding the GIL through it would stop every thread of the daemon (SIGTERM's
+handling, the heartbeat). A local look that takes SLOW_LOOKUP_S or more (a disk's cold directory
+block) sends the looks of the next RELEASE_FOR_S back to os.path.lexists.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
+
+from watcher.intake.mounts import filesystem_type, needs_polling
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +37,13 @@ SLOW_LOOKUP_S = 0.001
 RELEASE_FOR_S = 10.0
 
 _AT_FDCWD = -100
-_AT_SYMLINK_NOFOLLOW = 0x100  # Linux's values
+_AT_SYMLINK_NOFOLLOW = 0x100  # Linux's values, the same on every architecture
+_AT_EACCESS = 0x200  # the effective ids, as lstat uses (faccessat2 checks the real ones otherwise)
 _F_OK = 0
+# Failures that mean the name is not there, as lstat would fail: anything else is asked again.
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP})
+
+Lookup = Callable[[str], bool]
 
 
 def _held_faccessat() -> Callable[[int, bytes, int, int], int] | None:
@@ -47,8 +59,35 @@ def _held_faccessat() -> Callable[[int, bytes, int, int], int] | None:
 _faccessat = _held_faccessat()
 
 # Until when (time.monotonic) looks give the GIL back, after a slow one. One value for the
-# process: a slow filesystem is slow for every thread.
+# process: a slow disk is slow for every thread.
 _released_until = 0.0
+
+
+class LookupsByFolder:
+    """The look for names under each folder (lexists_for), chosen again whenever the folder's
+    filesystem changes: a share mounted over it after the daemon started."""
+
+    def __init__(self) -> None:
+        self._chosen: dict[Path, tuple[int, Lookup]] = {}
+
+    def under(self, folder: Path) -> Lookup:
+        try:
+            device = os.stat(folder).st_dev
+        except OSError:
+            return os.path.lexists  # gone: placing says why
+        known = self._chosen.get(folder)
+        if known is None or known[0] != device:
+            known = self._chosen[folder] = (device, lexists_for(folder))
+        return known[1]
+
+
+def lexists_for(folder: Path) -> Lookup:
+    """The look for names under `folder`: `lexists` on a local filesystem, os.path.lexists (which
+    gives the GIL back while it waits) on a network share, FUSE, or one it cannot tell."""
+    fstype = filesystem_type(folder)
+    if _faccessat is None or fstype is None or needs_polling(fstype):
+        return os.path.lexists
+    return lexists
 
 
 def lexists(path: str) -> bool:
@@ -61,18 +100,19 @@ def lexists(path: str) -> bool:
         encoded = os.fsencode(path)
     except UnicodeError:
         return os.path.lexists(path)  # which says False, as it does for every name it cannot encode
-    started = time.perf_counter()
+    started, failure = time.perf_counter(), 0
     while True:
-        found = _faccessat(_AT_FDCWD, encoded, _F_OK, _AT_SYMLINK_NOFOLLOW) == 0
-        if found or ctypes.get_errno() != errno.EINTR:
+        if _faccessat(_AT_FDCWD, encoded, _F_OK, _AT_SYMLINK_NOFOLLOW | _AT_EACCESS) == 0:
+            found = True
+            break
+        failure = ctypes.get_errno()
+        if failure != errno.EINTR:
+            found = False
             break
     took = time.perf_counter() - started
     if took >= SLOW_LOOKUP_S:
         _released_until = time.monotonic() + RELEASE_FOR_S
-        logger.info(
-            "a look at %s took %.1f ms with every thread waiting: the next %.0f s of looks give the GIL back",
-            path,
-            took * 1000,
-            RELEASE_FOR_S,
-        )
+        logger.debug("a look took %.1f ms: looks give the GIL back for %.0f s", took * 1000, RELEASE_FOR_S)
+    if not found and failure not in _ABSENT:
+        return os.path.lexists(path)  # not a plain "absent": the usual way says for certain
     return found

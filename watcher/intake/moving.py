@@ -7,10 +7,10 @@ import hashlib
 import os
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from watcher.faults import kill_point
-from watcher.intake import held_lookups
 from watcher.intake.names import NAME_MAX_BYTES
 
 # link() fails with these where hard links are impossible (another filesystem, some shares).
@@ -63,13 +63,15 @@ def _numbered(path: Path, number: int) -> Path:
     )
 
 
-def reserve_destination(wanted: str, *, taken: set[str]) -> str:
-    """The first free name for `wanted` (`x.bmp`, `x-1.bmp`, ...), not in `taken`. Paths as text:
-    the reservations outlive their batch, text is what rows hold, and a Path a frame was most of
-    a batch's placing. Each look keeps the GIL (see watcher.intake.held_lookups): it is made
-    from the batch thread, one a frame."""
+def reserve_destination(
+    wanted: str, *, taken: set[str], exists: Callable[[str], bool] = os.path.lexists
+) -> str:
+    """The first free name for `wanted` (`x.bmp`, `x-1.bmp`, ...), not in `taken` and not on disk
+    as `exists` looks (the commit stage's keeps the GIL: watcher.intake.held_lookups). Paths as
+    text: the reservations outlive their batch, text is what rows hold, and a Path a frame was most
+    of a batch's placing."""
     candidate, number = wanted, 0
-    while candidate in taken or held_lookups.lexists(candidate):
+    while candidate in taken or exists(candidate):
         number += 1
         # Only the name changes: the folder stays written as the caller wrote it (`./x-1.bmp`
         # and `x-1.bmp` would be two texts, and two reservations, for one file).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from watcher.intake.claimed import ClaimedFrame
@@ -23,20 +24,28 @@ logger = logging.getLogger(__name__)
 UNMOVABLE_DIRNAME = ".unmovable"
 
 
-def place(root: Path, frame: ClaimedFrame, *, taken: set[str], made: set[str] | None = None) -> str:
+def place(
+    root: Path,
+    frame: ClaimedFrame,
+    *,
+    taken: set[str],
+    made: set[str] | None = None,
+    exists: Callable[[str], bool] = os.path.lexists,
+) -> str:
     """Reserve the frame's destination under `root`, its folder made; OSError if it cannot be.
     `taken` holds the destinations reserved so far for the batch, `made` the folders made for it
     (each looked at once a batch, not once a frame), all as text: the destination is returned as
-    the row holds it, and no Path is made a frame."""
+    the row holds it, and no Path is made a frame. `exists` looks at names on disk (see
+    reserve_destination)."""
     wanted = joined(root, destination_relative(frame.relative))
     if not fits(wanted):
-        return place_flat(root, frame, taken=taken)
+        return place_flat(root, frame, taken=taken, exists=exists)
     folder = os.path.dirname(wanted)
     if made is None or folder not in made:
         make_folders(Path(folder))
         if made is not None:
             made.add(folder)
-    return reserve_destination(wanted, taken=taken)
+    return reserve_destination(wanted, taken=taken, exists=exists)
 
 
 def joined(root: Path, relative: PurePosixPath) -> str:
@@ -46,9 +55,13 @@ def joined(root: Path, relative: PurePosixPath) -> str:
     return f"{text}{relative}" if text.endswith("/") else f"{text}/{relative}"
 
 
-def place_flat(root: Path, frame: ClaimedFrame, *, taken: set[str]) -> str:
+def place_flat(
+    root: Path, frame: ClaimedFrame, *, taken: set[str], exists: Callable[[str], bool] = os.path.lexists
+) -> str:
     """Reserve a name directly in `root`, which always fits."""
-    return reserve_destination(os.path.join(root, flat_name(frame.key, frame.relative)), taken=taken)
+    return reserve_destination(
+        os.path.join(root, flat_name(frame.key, frame.relative)), taken=taken, exists=exists
+    )
 
 
 def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | None) -> Path:

@@ -11,9 +11,11 @@ import errno
 import logging
 import threading
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Engine
 
+from watcher.intake.held_lookups import Lookup, LookupsByFolder
 from watcher.intake.moving import is_placement_error
 from watcher.intake.names import storable
 from watcher.intake.placement import OutputFolderMissing, place, place_flat
@@ -81,6 +83,8 @@ class Recorder:
         self._reserving = threading.Lock()
         # Destinations (as text, as rows hold them) of rows committed, files not yet moved.
         self._reserved: set[str] = set()
+        # How a name's place on disk is looked at: with the GIL kept, on a local disk.
+        self._lookups = LookupsByFolder()
 
     def moved(self, stored: list[Stored]) -> None:
         """The batch's files are where their rows say: their names need no reserving any more."""
@@ -90,11 +94,12 @@ class Recorder:
     def record(self, classified: list[Classified]) -> list[Stored]:
         check_output_folders(self._folders)  # placing would otherwise make them again
         now, made = utc_now(), set[str]()
+        looks = {root: self._lookups.under(root) for root in (self._folders.processed, self._folders.failed)}
         with self._reserving:
             # Batches in flight side by side must not reserve one name twice (a camera that
             # uploads `snapshot.bmp` again): the names reserved and not yet moved count as taken.
             taken = set(self._reserved)
-            records = {item.frame.key: self._record(item, now, taken, made) for item in classified}
+            records = {item.frame.key: self._record(item, now, taken, made, looks) for item in classified}
             reserved = {record.stored_path for record in records.values()}
             self._reserved |= reserved
         stored: list[Stored] = []
@@ -138,12 +143,14 @@ class Recorder:
             raise StorageFailed(next(iter(outcome.rejected.values())))
         return outcome
 
-    def _record(self, item: Classified, now: datetime, taken: set[str], made: set[str]) -> ResultRecord:
+    def _record(
+        self, item: Classified, now: datetime, taken: set[str], made: set[str], looks: dict[Path, Lookup]
+    ) -> ResultRecord:
         frame, facts, classification = item.frame, item.facts, item.classification
         error = item.error
         root = self._folders.for_status(item.status)
         try:
-            destination = place(root, frame, taken=taken, made=made)
+            destination = place(root, frame, taken=taken, made=made, exists=looks[root])
         except OSError as placing:
             if not is_placement_error(placing):
                 raise
@@ -152,7 +159,9 @@ class Recorder:
             error = f"cannot be placed in {root}: {placing.strerror or placing}"
             logger.warning("frame %s failed: %s", frame.relative, error)
             classification = None
-            destination = place_flat(self._folders.failed, frame, taken=taken)
+            destination = place_flat(
+                self._folders.failed, frame, taken=taken, exists=looks[self._folders.failed]
+            )
         return frame_record(
             frame,
             facts,
