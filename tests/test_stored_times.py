@@ -19,7 +19,9 @@ _ZONES_AND_UTC = st.one_of(st.just(UTC), _ZONES)
 
 
 @given(
-    moment=st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9998, 12, 30), timezones=_ZONES_AND_UTC)
+    moment=st.datetimes(
+        min_value=datetime(1000, 1, 2), max_value=datetime(9998, 12, 30), timezones=_ZONES_AND_UTC
+    )
 )
 def test_sqlite_gets_the_text_its_dialect_would_write(moment: datetime) -> None:
     dialect = sqlite.dialect()
