@@ -98,10 +98,10 @@ def measure_checkouts(module: str, args: argparse.Namespace, temp: Path) -> dict
     """`module.measure(root, workers=, frames=, rounds=, busy=)` in a process of its own for this
     checkout and `--baseline`'s, alternating, `--repeats` times each: its "ms_a_round" by number
     of busy threads, their medians and every run's, as JSON would hold them."""
-    measured = checkouts(args.baseline)
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in measured}
+    compared = checkouts(args.baseline)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in compared}
     for repeat in range(args.repeats):
-        for name, repo in in_turn(measured, repeat):
+        for name, repo in in_turn(compared, repeat):
             root = temp / f"{name}-{repeat}"
             call = (
                 f"measure({module}.Path({str(root)!r}), workers={args.workers}, frames={args.frames}, "

@@ -76,7 +76,7 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
 # Most important first: a GPU lease can end before the last step. One run of watch_once for every
 # batch size and number of lanes: it writes the frames, builds the model and exports it once; then
 # one more at batch 128 at a 0.5 ms switch interval (batch.gil_switch_interval_ms: with the reads'
-# and the commit's waits for the GIL gone, whether the model stage's are what is left, a few
+# and the commit's waits for the GIL gone, whether the model stage's launches are what is left, a few
 # seconds), and one at batch 128 sampled by py-spy (without py-spy, or where it cannot attach,
 # recorded as skipped in the JSON).
 step watch-once "$python" bench/watch_once.py --device "$device" --precision "$precision" \

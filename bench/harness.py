@@ -94,10 +94,10 @@ def checkouts(baseline: Path | None) -> dict[str, Path]:
     return {"ours": REPO} | ({"baseline": baseline.resolve()} if baseline is not None else {})
 
 
-def in_turn(measured: dict[str, Path], repeat: int) -> list[tuple[str, Path]]:
+def in_turn(compared: dict[str, Path], repeat: int) -> list[tuple[str, Path]]:
     """The checkouts in repeat `repeat`'s order: reversed every other repeat, so that neither always
     runs first (the VM's speed drifts within minutes, and a first run can warm what the second uses)."""
-    order = list(measured.items())
+    order = list(compared.items())
     return order if repeat % 2 == 0 else order[::-1]
 
 

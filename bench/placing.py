@@ -28,15 +28,26 @@ from beside_busy import claimed_batch, median_ms_beside
 def measure(root: Path, *, workers: int, frames: int, rounds: int, busy: list[int]) -> dict[str, Any]:
     """In the child: the batch's frames claimed and read once, then recorded `rounds` times beside
     each number of busy threads; the median ms a round for each."""
-    import watcher
-    from watcher.pipeline.recording import Recorder
-    from watcher.pipeline.stages import Classification, Classified, OutputFolders
+    from watcher.pipeline.stages import OutputFolders
     from watcher.store.engine import make_engine
-    from watcher.store.file_guard import DatabaseFileGuard
-    from watcher.store.migrate import upgrade_to_head
 
     folders = OutputFolders(processed=root / "processed", failed=root / "failed")
     engine = make_engine(f"sqlite:///{root / 'results.sqlite3'}", busy_timeout_ms=30_000)
+    try:
+        return _rounds(root, engine, folders, workers=workers, frames=frames, rounds=rounds, busy=busy)
+    finally:
+        engine.dispose()
+
+
+def _rounds(
+    root: Path, engine: Any, folders: Any, *, workers: int, frames: int, rounds: int, busy: list[int]
+) -> dict[str, Any]:
+    import watcher
+    from watcher.pipeline.recording import Recorder
+    from watcher.pipeline.stages import Classification, Classified
+    from watcher.store.file_guard import DatabaseFileGuard
+    from watcher.store.migrate import upgrade_to_head
+
     with claimed_batch(root, workers=workers, frames=frames) as (pool, arena, claimed):
         for folder in (folders.processed, folders.failed):
             folder.mkdir()
@@ -54,16 +65,13 @@ def measure(root: Path, *, workers: int, frames: int, rounds: int, busy: list[in
             with engine.begin() as connection:
                 connection.exec_driver_sql("DELETE FROM results")
 
-        try:
-            return {
-                "watcher": watcher.__file__,
-                "ms_a_round": {
-                    str(count): median_ms_beside(count, rounds, lambda: recorder.record(classified), put_back)
-                    for count in busy
-                },
-            }
-        finally:
-            engine.dispose()
+        return {
+            "watcher": watcher.__file__,
+            "ms_a_round": {
+                str(count): median_ms_beside(count, rounds, lambda: recorder.record(classified), put_back)
+                for count in busy
+            },
+        }
 
 
 if __name__ == "__main__":

@@ -108,6 +108,7 @@ def test_the_look_is_made_through_a_function_that_keeps_the_gil() -> None:
 
 def test_the_look_keeps_the_gil_beside_busy_python(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(held_lookups, "_released_until", 0.0)  # not after another test's slow look
+    monkeypatch.setattr(held_lookups, "SLOW_LOOKUP_S", float("inf"))  # nor a look the OS delayed
     # A look that gave the GIL back would let the busy thread take it (and this one would then
     # wait up to a switch interval to get it again, the daemon's cost); one that keeps it lets
     # nothing run. At a 0.5 s switch interval the busy thread runs otherwise only when forced:
@@ -152,24 +153,38 @@ def test_a_failure_other_than_absent_is_asked_of_os_path_lexists(
 ) -> None:
     # A seccomp filter that refuses faccessat2 with EPERM (an older systemd's SystemCallFilter), or
     # a C library that refuses the flags with EINVAL: the usual look answers, not "absent".
-    monkeypatch.setattr(held_lookups, "_released_until", 0.0)
-    for refused in (errno.EPERM, errno.EINVAL, errno.ENOSYS, errno.EACCES):
+    for refused in (errno.EACCES, errno.EPERM, errno.EINVAL, errno.ENOSYS):
+        monkeypatch.setattr(held_lookups, "_released_until", 0.0)
+        calls: list[bytes] = []
 
-        def refusing(directory: int, path: bytes, mode: int, flags: int, code: int = refused) -> int:
+        def refusing(
+            directory: int,
+            path: bytes,
+            mode: int,
+            flags: int,
+            code: int = refused,
+            calls: list[bytes] = calls,
+        ) -> int:
+            calls.append(path)
             ctypes.set_errno(code)
             return -1
 
         monkeypatch.setattr(held_lookups, "_faccessat", refusing)
         assert held_lookups.lexists(str(tree / "file")), errno.errorcode[refused]
         assert not held_lookups.lexists(str(tree / "missing")), errno.errorcode[refused]
+        # A permission is the name's own case; the call refused outright is not tried again.
+        assert len(calls) == (2 if refused == errno.EACCES else 1), errno.errorcode[refused]
 
 
 def test_only_local_filesystems_get_the_look_that_keeps_the_gil(
     tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert lexists_for(tree) is held_lookups.lexists  # tmp_path: a local disk
-    # A network share or FUSE can make a look wait on the network: never with the GIL held.
-    for fstype in ("nfs4", "cifs", "fuse.sshfs", None):
+    for local in ("ext4", "xfs", "tmpfs", "overlay"):
+        monkeypatch.setattr(held_lookups, "filesystem_type", lambda folder, kind=local: kind)
+        assert lexists_for(tree) is held_lookups.lexists, local
+    # A network share, FUSE or anything not known to be local can make a look wait on the network
+    # or a process: never with the GIL held.
+    for fstype in ("nfs4", "cifs", "fuse.sshfs", "fuseblk", "beegfs", None):
         monkeypatch.setattr(held_lookups, "filesystem_type", lambda folder, kind=fstype: kind)
         assert lexists_for(tree) is os.path.lexists, fstype
 

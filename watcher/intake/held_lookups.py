@@ -4,18 +4,19 @@ The commit stage reserves each frame's destination in `processed/` or `failed/`:
 from the batch thread (watcher.intake.moving.reserve_destination). Python gives the GIL back around
 the `lstat`, and taking it again can wait, while another of the daemon's threads runs Python (the
 other lanes, the loop claiming), until that thread is made to let go: up to the switch interval,
-5 ms. How often it waits depends on the cores: on the idle 2-core VM of 2026-11-28, a batch of 128
-took 100–111 ms to record beside one busy Python thread (bench/placing.py), and 12.8–24.3 while
-other processes kept the cores busy too. So the look is made through ctypes' `PyDLL`, which keeps
-the GIL: `faccessat(F_OK, AT_SYMLINK_NOFOLLOW | AT_EACCESS)`, a few microseconds on a local disk,
-true where `lstat` succeeds. An answer it cannot give for certain (a failure other than the name
-or its folder being absent: a permission, a system call refused by a seccomp filter) is asked of
-os.path.lexists.
+5 ms. How often it waits depends on the cores (bench/placing.py; figures in the README's
+Benchmark section). So the look is made through ctypes' `PyDLL`, which keeps the GIL:
+`faccessat(F_OK, AT_SYMLINK_NOFOLLOW | AT_EACCESS)`, a few microseconds on a local disk, true
+where `lstat` succeeds. An answer it cannot give for certain (a failure other than the name or its
+folder being absent) is asked of os.path.lexists; a call the system refuses outright (a seccomp
+filter, a C library without the flags) turns the held look off for the process.
 
-Only on local filesystems (`lexists_for`): on a network share or FUSE a look can wait on the
-network, and holding the GIL through it would stop every thread of the daemon (SIGTERM's
-handling, the heartbeat). A local look that takes SLOW_LOOKUP_S or more (a disk's cold directory
-block) sends the looks of the next RELEASE_FOR_S back to os.path.lexists.
+Only on filesystems known to be local (`lexists_for`): on a network share or FUSE a look can wait
+on the network, and holding the GIL through it would stop every thread of the daemon (SIGTERM's
+handling, the heartbeat). The choice is made for the output folder itself: a camera subfolder
+mounted apart from it is looked at as the folder is. A local look that takes SLOW_LOOKUP_S or
+more (a disk's cold directory block) sends the looks of the next RELEASE_FOR_S back to
+os.path.lexists.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from watcher.intake.mounts import filesystem_type, needs_polling
+from watcher.intake.mounts import filesystem_type
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,13 @@ _AT_EACCESS = 0x200  # the effective ids, as lstat uses (faccessat2 checks the r
 _F_OK = 0
 # Failures that mean the name is not there, as lstat would fail: anything else is asked again.
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP})
+# The call itself refused (a seccomp filter, flags the C library does not take): never again.
+_REFUSED = frozenset({errno.EPERM, errno.EINVAL, errno.ENOSYS})
+# Filesystems known to answer a look from local memory or disk; any other (NFS, CIFS, FUSE,
+# fuseblk, a cluster filesystem) may wait on a network or a process.
+LOCAL_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "bcachefs", "jfs", "tmpfs", "ramfs", "overlay"}
+)
 
 Lookup = Callable[[str], bool]
 
@@ -84,8 +93,7 @@ class LookupsByFolder:
 def lexists_for(folder: Path) -> Lookup:
     """The look for names under `folder`: `lexists` on a local filesystem, os.path.lexists (which
     gives the GIL back while it waits) on a network share, FUSE, or one it cannot tell."""
-    fstype = filesystem_type(folder)
-    if _faccessat is None or fstype is None or needs_polling(fstype):
+    if _faccessat is None or filesystem_type(folder) not in LOCAL_FILESYSTEMS:
         return os.path.lexists
     return lexists
 
@@ -114,5 +122,10 @@ def lexists(path: str) -> bool:
         _released_until = time.monotonic() + RELEASE_FOR_S
         logger.debug("a look took %.1f ms: looks give the GIL back for %.0f s", took * 1000, RELEASE_FOR_S)
     if not found and failure not in _ABSENT:
+        if failure in _REFUSED:
+            _released_until = math.inf
+            logger.debug(
+                "faccessat refused (%s): looks give the GIL back from now on", errno.errorcode[failure]
+            )
         return os.path.lexists(path)  # not a plain "absent": the usual way says for certain
     return found

@@ -7,10 +7,10 @@ import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from watcher.faults import kill_point
+from watcher.intake.held_lookups import Lookup
 from watcher.intake.names import NAME_MAX_BYTES
 
 # link() fails with these where hard links are impossible (another filesystem, some shares).
@@ -63,9 +63,7 @@ def _numbered(path: Path, number: int) -> Path:
     )
 
 
-def reserve_destination(
-    wanted: str, *, taken: set[str], exists: Callable[[str], bool] = os.path.lexists
-) -> str:
+def reserve_destination(wanted: str, *, taken: set[str], exists: Lookup = os.path.lexists) -> str:
     """The first free name for `wanted` (`x.bmp`, `x-1.bmp`, ...), not in `taken` and not on disk
     as `exists` looks (the commit stage's keeps the GIL: watcher.intake.held_lookups). Paths as
     text: the reservations outlive their batch, text is what rows hold, and a Path a frame was most

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from watcher.intake.claimed import ClaimedFrame
+from watcher.intake.held_lookups import Lookup
 from watcher.intake.moving import is_placement_error, make_folders, move_no_clobber, reserve_destination
 from watcher.intake.names import destination_relative, fits, flat_name
 
@@ -30,7 +30,7 @@ def place(
     *,
     taken: set[str],
     made: set[str] | None = None,
-    exists: Callable[[str], bool] = os.path.lexists,
+    exists: Lookup = os.path.lexists,
 ) -> str:
     """Reserve the frame's destination under `root`, its folder made; OSError if it cannot be.
     `taken` holds the destinations reserved so far for the batch, `made` the folders made for it
@@ -55,9 +55,7 @@ def joined(root: Path, relative: PurePosixPath) -> str:
     return f"{text}{relative}" if text.endswith("/") else f"{text}/{relative}"
 
 
-def place_flat(
-    root: Path, frame: ClaimedFrame, *, taken: set[str], exists: Callable[[str], bool] = os.path.lexists
-) -> str:
+def place_flat(root: Path, frame: ClaimedFrame, *, taken: set[str], exists: Lookup = os.path.lexists) -> str:
     """Reserve a name directly in `root`, which always fits."""
     return reserve_destination(
         os.path.join(root, flat_name(frame.key, frame.relative)), taken=taken, exists=exists
