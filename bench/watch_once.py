@@ -53,6 +53,8 @@ from harness import (
     FrameMaker,
     build_model,
     check_measured_in,
+    checkouts,
+    in_turn,
     own_memory_mib,
     write_config,
     write_json,
@@ -155,18 +157,14 @@ def ours(
 
 
 def ours_and_baseline(
-    root: Path, originals: list[Path], config: Path, baseline: Path | None, *, ours_first: bool
+    root: Path, originals: list[Path], config: Path, baseline: Path | None, *, repeat: int
 ) -> dict[str, dict[str, float]]:
     """`watch --once` of this checkout and, with `baseline`, of that one on the same frames, in
-    the order given (rounds alternate it: the VM's speed drifts within minutes)."""
-    order = (
-        [("ours", REPO), ("baseline", baseline)] if ours_first else [("baseline", baseline), ("ours", REPO)]
-    )
+    round `repeat`'s order (harness.in_turn: the VM's speed drifts within minutes)."""
     measured = {}
-    for name, checkout in order:
-        if checkout is not None:
-            refill_inbox(root, originals)
-            measured[name] = ours(config, checkout=checkout)
+    for name, checkout in in_turn(checkouts(baseline), repeat):
+        refill_inbox(root, originals)
+        measured[name] = ours(config, checkout=checkout)
     return measured
 
 
@@ -553,8 +551,7 @@ def main() -> int:
         for repeat in range(args.repeats):
             before = ceiling(extractor, batch_size=args.batch_size, batches=batches)
             torch_before = ceiling(reference, batch_size=args.batch_size, batches=batches)
-            baseline_checkout = args.baseline.resolve() if args.baseline else None
-            both = ours_and_baseline(root, originals, config, baseline_checkout, ours_first=repeat % 2 == 0)
+            both = ours_and_baseline(root, originals, config, args.baseline, repeat=repeat)
             measured, checkout_baseline = both["ours"], both.get("baseline")
             if measured["ok"] != args.frames:
                 print(

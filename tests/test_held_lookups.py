@@ -193,31 +193,18 @@ def test_the_look_is_chosen_again_when_a_filesystem_is_mounted_over_the_folder(
     tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lookups, asked = LookupsByFolder(), []
-    device = [os.stat(tree).st_dev]
+    device = os.stat(tree).st_dev
     kinds = iter(["ext4", "ext4", "nfs4"])
 
     def filesystem_type(folder: Path) -> str:
         asked.append(folder)
         return next(kinds)
 
-    real_stat = os.stat
     monkeypatch.setattr(held_lookups, "filesystem_type", filesystem_type)
-    monkeypatch.setattr(
-        held_lookups.os,
-        "stat",
-        lambda path, **kwargs: (
-            os.stat_result((0, 0, device[0], *real_stat(path)[3:]))
-            if path == tree
-            else real_stat(path, **kwargs)
-        ),
-    )
-    assert lookups.under(tree) is held_lookups.lexists
-    assert lookups.under(tree) is held_lookups.lexists and len(asked) == 1  # kept while it is the same
-    device[0] += 1  # a share mounted over it
-    assert lookups.under(tree) is held_lookups.lexists and len(asked) == 2
-    device[0] += 1
-    assert lookups.under(tree) is os.path.lexists
-    assert lookups.under(tree / "gone") is os.path.lexists
+    assert lookups.under(tree, device) is held_lookups.lexists
+    assert lookups.under(tree, device) is held_lookups.lexists and len(asked) == 1  # kept while the same
+    assert lookups.under(tree, device + 1) is held_lookups.lexists and len(asked) == 2  # a share mounted
+    assert lookups.under(tree, device + 2) is os.path.lexists
 
 
 def test_reserving_skips_names_taken_on_disk_by_any_kind_of_entry(tree: Path) -> None:

@@ -79,11 +79,9 @@ class LookupsByFolder:
     def __init__(self) -> None:
         self._chosen: dict[Path, tuple[int, Lookup]] = {}
 
-    def under(self, folder: Path) -> Lookup:
-        try:
-            device = os.stat(folder).st_dev
-        except OSError:
-            return os.path.lexists  # gone: placing says why
+    def under(self, folder: Path, device: int) -> Lookup:
+        """The look under `folder`, whose `st_dev` the caller has just read (it checks the folder
+        is there, once a batch)."""
         known = self._chosen.get(folder)
         if known is None or known[0] != device:
             known = self._chosen[folder] = (device, lexists_for(folder))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import stat
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +31,21 @@ from watcher.store.schema import utc_now
 logger = logging.getLogger(__name__)
 
 
-def check_output_folders(folders: OutputFolders) -> None:
+def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
+    """Each output folder's device (what placing's looks are chosen by); OutputFolderMissing if
+    one is not a folder now."""
+    devices = {}
     for root in (folders.processed, folders.failed):
-        if not root.is_dir():
+        try:
+            info = os.stat(root)
+        except OSError:
+            info = None
+        if info is None or not stat.S_ISDIR(info.st_mode):
             # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
             # rows are committed; the batch waits, and its moves are finished once it is back.
             raise OutputFolderMissing(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
+        devices[root] = info.st_dev
+    return devices
 
 
 def frame_record(
@@ -92,9 +103,9 @@ class Recorder:
             self._reserved -= {item.record.stored_path for item in stored}
 
     def record(self, classified: list[Classified]) -> list[Stored]:
-        check_output_folders(self._folders)  # placing would otherwise make them again
+        devices = check_output_folders(self._folders)  # placing would otherwise make them again
         now, made = utc_now(), set[str]()
-        looks = {root: self._lookups.under(root) for root in (self._folders.processed, self._folders.failed)}
+        looks = {root: self._lookups.under(root, device) for root, device in devices.items()}
         with self._reserving:
             # Batches in flight side by side must not reserve one name twice (a camera that
             # uploads `snapshot.bmp` again): the names reserved and not yet moved count as taken.
