@@ -30,8 +30,9 @@ test: $(STAMP) postgres browser
 	if [ $$linted -ne 0 ]; then echo "make lint failed" >&2; fi; \
 	test $$tests -eq 0 && test $$linted -eq 0
 
-# bench/gpu.sh end to end on the CPU with the tiny model (tests marked `bench`, about 90 s): kept
-# out of `make test`'s time, run by CI after it, so the script a GPU loan runs cannot rot.
+# bench/gpu.sh end to end on the CPU with the tiny model, with and without --diagnostics (tests
+# marked `bench`, about 3 minutes): kept out of `make test`'s time, run by CI after it, so the
+# script a GPU loan runs cannot rot.
 bench-check: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m bench
 

@@ -1,41 +1,42 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark in one run, for a lent GPU machine where minutes are scarce.
+# The issue's GPU targets in one run, for a lent GPU machine where minutes are scarce; with
+# --diagnostics, the checks that say why a target is missed, after them.
 #
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
-#                        [--python PATH]
+#                        [--python PATH] [--diagnostics]
 #
-# Runs `watch --once` at batch 128 and, on the same frames, at batch 256 with 3 and 6 lanes
-# (watch-once.json, "variants"), at batch 128 at a 0.5 ms switch interval, and at batch 128 once
-# more sampled by py-spy
-# (profile-watch-once-b128.txt), the GPU tests, the same daemon feeding a stand-in for the GPU
-# (what this machine's CPU can feed one: pipeline-stand-in.json), the tower and
-# the model stage beside a busy Python thread (op by op, traced, and traced at the daemon's switch
-# interval: bench/gil_convoy.py), the live daemon working through a mass drop renamed into the inbox
-# once it runs (backlog), single-frame latency, CLIP's load alone (load_rss: host memory) and the
-# inbox events' CPU through a mass drop (bench/inbox_events.py), and writes each
-# figure as JSON under OUT_DIR (with GPU utilisation sampled by nvidia-smi when there is one, and
-# summary.json: the machine, each step's seconds and exit code). A step that fails is recorded
-# and the rest still run: a GPU minute is not spent twice. On an H200 (16 cores) on 2026-11-27 it
-# took about 9 min 40 s, 5 min of it the first step (a 7.5 GB copy of the frames before each
-# `watch --once`, and a run sampled by py-spy); the frames are now hard links and the sampled run
-# was left out. On a lent H100 (16 cores) on 2026-11-28 the first
-# seven steps took 461 s (watch-once 212, gpu-tests 29, pipeline-stand-in 39, gil-convoy 32,
-# live-mass-drop 57, latency 53, load-rss 39) and that run's own 470 s limit stopped the last,
-# inbox-events, 9 s in: about 8 minutes, under 8 not confirmed. Since then watch_once writes its
-# frames from one picture (8,192 frames in ~15 s instead of ~40 on the 2-core VM) and the steps share
-# one ViT-B/32 checkpoint (four builds of ~8 s less), and the run sampled by py-spy is back
-# (about 15 s: where a batch's time goes on the GPU host); not yet timed on a GPU. `--device cpu --model tiny` runs
-# the same steps on any machine in a few minutes (tests/test_bench_gpu_script.py does, so it
-# can't rot).
+# The targets (what issue 14's "under 8 minutes" times), most important first: `watch --once` at
+# batch 128 and, on the same frames, at batch 256 (watch-once.json, "variants"), the GPU tests,
+# the live daemon working through a mass drop renamed into the inbox once it runs (backlog), and
+# single-frame latency. --diagnostics adds, in the same watch_once run, batch 256 with 6 lanes,
+# batch 128 at a 0.5 ms switch interval and batch 128 once more sampled by py-spy
+# (profile-watch-once-b128.txt), then after the targets: the same daemon feeding a stand-in for the
+# GPU (what this machine's CPU can feed one: pipeline-stand-in.json), the tower and the model stage
+# beside a busy Python thread (op by op, traced, and traced at a shorter switch interval:
+# bench/gil_convoy.py), CLIP's load alone (load_rss: host memory) and the inbox events' CPU through a
+# mass drop (bench/inbox_events.py). Each figure is written as JSON under OUT_DIR, with GPU
+# utilisation sampled by nvidia-smi when there is one, and summary.json: the machine, each step's
+# seconds and exit code, and the whole run's seconds. A step that fails is recorded and the rest
+# still run: a GPU minute is not spent twice.
+#
+# Timings: on an H200 (16 cores) on 2026-11-27 everything took about 9 min 40 s, 5 min of it the
+# first step (a 7.5 GB copy of the frames before each `watch --once`, since hard links). On a lent
+# H100 (16 cores) on 2026-11-28, at 8db99cb, with what are now the diagnostics in it, the steps
+# took watch-once 212 s (batch 128, 256 and 256 with 6 lanes; its frames written in ~40 s, now
+# ~15), gpu-tests 29, pipeline-stand-in 39, gil-convoy 32, live-mass-drop 57, latency 53, load-rss
+# 39, and the run's own 470 s limit stopped inbox-events 9 s in. By those times the targets alone
+# take about 5 to 6 minutes; not yet timed on a GPU. `--device cpu --model tiny` runs the same
+# steps on any machine in a minute or two (tests/test_bench_gpu_script.py does, with and without
+# --diagnostics, so it can't rot).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
-    echo "usage: bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S] [--python PATH]" >&2
+    echo "usage: bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S] [--python PATH] [--diagnostics]" >&2
     exit 2
 fi
 out=$1; shift
-device=cuda; model=vit-b32; frames=8192; seconds=60; python=.venv/bin/python
+device=cuda; model=vit-b32; frames=8192; seconds=60; python=.venv/bin/python; diagnostics=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) device=$2; shift 2 ;;
@@ -43,6 +44,7 @@ while [ $# -gt 0 ]; do
         --frames) frames=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         --python) python=$2; shift 2 ;;
+        --diagnostics) diagnostics=true; shift ;;
         *) echo "bench/gpu.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -51,7 +53,8 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 steps=()
 # One random-weight checkpoint of each model for every step (bench/harness.py build_model), not
-# one a step: a ViT-B/32 takes ~8 s to build and save, and five steps use one.
+# one a step: a ViT-B/32 takes ~8 s to build and save, and three steps use one (five with
+# --diagnostics).
 CCTV_BENCH_CHECKPOINTS=$(mktemp -d)
 export CCTV_BENCH_CHECKPOINTS
 trap 'rm -rf "$CCTV_BENCH_CHECKPOINTS"' EXIT
@@ -73,46 +76,59 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
     steps+=("{\"step\": \"$name\", \"seconds\": $((SECONDS - started)), \"exit_code\": $code}")
 }
 
-# Most important first: a GPU lease can end before the last step. One run of watch_once for every
-# batch size and number of lanes: it writes the frames, builds the model and exports it once; then
-# one more at batch 128 at a 0.5 ms switch interval (batch.gil_switch_interval_ms: with the reads'
-# and the commit's waits for the GIL gone, whether the model stage's launches are what is left, a few
-# seconds), and one at batch 128 sampled by py-spy (without py-spy, or where it cannot attach,
-# recorded as skipped in the JSON).
+# The targets, most important first: a GPU lease can end before the last step. One run of
+# watch_once for every batch size and number of lanes: it writes the frames, builds the model and
+# exports it once. The diagnostics' variants ride in the same run: batch 256 with 6 lanes, batch
+# 128 at a 0.5 ms switch interval (batch.gil_switch_interval_ms: with the reads' and the commit's
+# waits for the GIL gone, whether the model stage's launches are what is left, a few seconds), and
+# batch 128 sampled by py-spy (without py-spy, or where it cannot attach, recorded as skipped).
+once_extras=(--variants 256x3)
+if [ "$diagnostics" = true ]; then
+    once_extras=(--variants 256x3 256x6 --compare-switch-interval 0.5
+                 --profile "$out/profile-watch-once-b128.txt")
+fi
 step watch-once "$python" bench/watch_once.py --device "$device" --precision "$precision" \
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 \
-    --variants 256x3 256x6 --compare-switch-interval 0.5 --baseline-frames $((frames / 16)) \
-    --profile "$out/profile-watch-once-b128.txt" --json "$out/watch-once.json"
+    --baseline-frames $((frames / 16)) "${once_extras[@]}" --json "$out/watch-once.json"
 # The GPU tests next (about 25 s on an H200): a run cut short by its lease still says whether the
 # GPU paths are right. On 2026-11-27 they came seventh, and the run's time ran out during them.
 step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
-# What this machine's CPU can feed a GPU: the same daemon with a stand-in for the device (the
-# copy 5 ms and the model 6.4 ms per 128 frames, about the H200's bare forward at batch 128,
-# without the GIL), so that the pipeline's own ceiling here is told apart from the real model
-# stage's (bench/daemon_cpu.py --stand-in-gpu; about 30 s).
-stand_in_frames=$(( (frames / 2 + 127) / 128 * 128 ))
-step pipeline-stand-in "$python" bench/daemon_cpu.py --stand-in-gpu 6.4 5 --width 640 --height 480 \
-    --frames "$stand_in_frames" --file-processes auto --repeats 1 --json "$out/pipeline-stand-in.json"
-# What the GIL costs the model stage's launches beside Python: op by op, traced, and traced at the
-# daemon's switch interval (about 30 s).
-step gil-convoy "$python" bench/gil_convoy.py --device "$device" --model "$model" --batch 128 \
-    --repeats 2 --calls 1 --json "$out/gil-convoy.json"
 step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
     --seconds "$seconds" --batch-size 128 --drop-after-start --json "$out/live-mass-drop.json"
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \
     --drops 10 --json "$out/latency.json"
-# Host memory of loading CLIP for the GPU, apart from the rest of watch --once's peak.
-step load-rss "$python" bench/load_rss.py --model "$model" --repeats 1 --json "$out/load-rss.json"
-# What hearing about a mass drop live costs a frame, on the daemon's GIL (about 10 s). The file
-# handling's CPU and the daemon's own (bench/file_cpu.py, bench/daemon_cpu.py) need no GPU: they
-# are measured on the 2-core machine (README: Benchmark), not with a lent GPU's minutes.
-step inbox-events "$python" bench/inbox_events.py --frames "$frames" --repeats 3 --json "$out/inbox-events.json"
+targets_seconds=$SECONDS
 
+if [ "$diagnostics" = true ]; then
+    # What this machine's CPU can feed a GPU: the same daemon with a stand-in for the device (the
+    # copy 5 ms and the model 6.4 ms per 128 frames, about the H200's bare forward at batch 128,
+    # without the GIL), so that the pipeline's own ceiling here is told apart from the real model
+    # stage's (bench/daemon_cpu.py --stand-in-gpu; about 40 s).
+    stand_in_frames=$(( (frames / 2 + 127) / 128 * 128 ))
+    step pipeline-stand-in "$python" bench/daemon_cpu.py --stand-in-gpu 6.4 5 --width 640 --height 480 \
+        --frames "$stand_in_frames" --file-processes auto --repeats 1 --json "$out/pipeline-stand-in.json"
+    # What the GIL costs the model stage's launches beside Python: op by op, traced, and traced at
+    # a 0.5 ms switch interval (about 30 s).
+    step gil-convoy "$python" bench/gil_convoy.py --device "$device" --model "$model" --batch 128 \
+        --repeats 2 --calls 1 --json "$out/gil-convoy.json"
+    # Host memory of loading CLIP for the GPU, apart from the rest of watch --once's peak.
+    step load-rss "$python" bench/load_rss.py --model "$model" --repeats 1 --json "$out/load-rss.json"
+    # What hearing about a mass drop live costs a frame, on the daemon's GIL (about 10 s). The file
+    # handling's CPU and the daemon's own (bench/file_cpu.py, bench/daemon_cpu.py) need no GPU:
+    # they are measured on the 2-core machine (README: Benchmark), not with a lent GPU's minutes.
+    step inbox-events "$python" bench/inbox_events.py --frames "$frames" --repeats 3 --json "$out/inbox-events.json"
+fi
+
+run_seconds=$SECONDS
 if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi
 machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)
 {
-    printf '{"device": "%s", "model": "%s", "frames": %s, "machine": "%s", "cpus": %s, "steps": [' \
+    printf '{"device": "%s", "model": "%s", "frames": %s, "machine": "%s", "cpus": %s, ' \
         "$device" "$model" "$frames" "$machine" "$(nproc)"
+    # The targets' seconds (the steps before the diagnostics, the set-up before them included)
+    # and the whole run's.
+    printf '"diagnostics": %s, "targets_seconds": %s, "seconds": %s, "steps": [' \
+        "$diagnostics" "$targets_seconds" "$run_seconds"
     (IFS=,; printf '%s' "${steps[*]}")
     printf ']}\n'
 } > "$out/summary.json"

@@ -7,52 +7,60 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.bench
-def test_gpu_script_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "figures"
-    result = subprocess.run(
-        [
-            "bash",
-            "bench/gpu.sh",
-            str(out),
-            "--device",
-            "cpu",
-            "--model",
-            "tiny",
-            "--frames",
-            "64",
-            "--seconds",
-            "3",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+TARGETS = ["watch-once", "gpu-tests", "live-mass-drop", "latency"]
+DIAGNOSTICS = ["pipeline-stand-in", "gil-convoy", "load-rss", "inbox-events"]
+
+
+def run_gpu_script(out: Path, *options: str) -> dict[str, Any]:
+    """bench/gpu.sh on the CPU with the tiny model and a few frames; its summary.json, once every
+    step it ran has ended well."""
+    command = ["bash", "bench/gpu.sh", str(out), "--device", "cpu", "--model", "tiny"]
+    command += ["--frames", "64", "--seconds", "3", *options]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    steps = {step["step"]: step["exit_code"] for step in summary["steps"]}
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    failed = [step["step"] for step in summary["steps"] if step["exit_code"]]
+    assert not failed, {name: (out / f"{name}.log").read_text()[-2000:] for name in failed}
+    assert 0 < summary["targets_seconds"] <= summary["seconds"]
+    return summary
+
+
+@pytest.mark.bench
+def test_gpu_script_runs_the_targets_alone_by_default(tmp_path: Path) -> None:
+    out = tmp_path / "figures"
+    summary = run_gpu_script(out)
     # Most important first: a GPU lease can end before the last step.
-    expected = [
-        "watch-once",
-        "gpu-tests",
-        "pipeline-stand-in",
-        "gil-convoy",
-        "live-mass-drop",
-        "latency",
-        "load-rss",
-        "inbox-events",
-    ]
-    assert list(steps) == expected
-    assert all(code == 0 for code in steps.values()), {
-        name: (out / f"{name}.log").read_text()[-2000:] for name, code in steps.items() if code
-    }
+    assert [step["step"] for step in summary["steps"]] == TARGETS
+    assert summary["diagnostics"] is False
+    once = json.loads((out / "watch-once.json").read_text())
+    assert once["watch_once_fps"] > 0 and once["peak_rss_mib"] > 0
+    # Batch 256 on the same frames; the diagnostics' variants and sampled run left out.
+    assert [(entry["batch_size"], entry["gpu_lanes"]) for entry in once["variants"]] == [(256, 3)]
+    assert once["variants"][0]["watch_once_fps"] > 0 and once["variants"][0]["peak_rss_mib"] > 0
+    assert "other_switch_interval_ms" not in once["rounds"][0]
+    assert not (out / "profile-watch-once-b128.txt").exists() and "profile_error" not in once
+    live = json.loads((out / "live-mass-drop.json").read_text())
+    assert live["all_done"] and live["dropped_after_start"] and live["every_frame_accounted_for"]
+    assert json.loads((out / "latency.json").read_text())
+    for figures in DIAGNOSTICS:
+        assert not (out / f"{figures}.json").exists(), figures
+
+
+@pytest.mark.bench
+def test_gpu_script_runs_every_step_on_the_cpu_with_diagnostics(tmp_path: Path) -> None:
+    out = tmp_path / "figures"
+    summary = run_gpu_script(out, "--diagnostics")
+    # The targets first, then what says why one is missed.
+    assert [step["step"] for step in summary["steps"]] == TARGETS + DIAGNOSTICS
+    assert summary["diagnostics"] is True
+    assert summary["targets_seconds"] < summary["seconds"]
     for figures in (
         "watch-once",
         "pipeline-stand-in",
