@@ -16,7 +16,8 @@
 # bench/gil_convoy.py), CLIP's load alone (load_rss: host memory) and the inbox events' CPU through a
 # mass drop (bench/inbox_events.py). Each figure is written as JSON under OUT_DIR, with GPU
 # utilisation sampled by nvidia-smi when there is one, and summary.json: the machine, each step's
-# seconds and exit code, and the whole run's seconds. A step that fails is recorded and the rest
+# seconds and exit code, and the whole run's seconds; then targets.json and a table: each target
+# met, missed or not measured (bench/gpu_targets.py). A step that fails is recorded and the rest
 # still run: a GPU minute is not spent twice.
 #
 # Timings: on an H200 (16 cores) on 2026-11-27 everything took about 9 min 40 s, 5 min of it the
@@ -132,4 +133,6 @@ machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name
     (IFS=,; printf '%s' "${steps[*]}")
     printf ']}\n'
 } > "$out/summary.json"
+# The verdict last: each target met, missed or not measured (targets.json), read from the above.
+"$python" bench/gpu_targets.py "$out" || echo "bench/gpu_targets.py failed; the figures are still there" >&2
 echo "figures in $out"

@@ -29,6 +29,10 @@ def run_gpu_script(out: Path, *options: str) -> dict[str, Any]:
     failed = [step["step"] for step in summary["steps"] if step["exit_code"]]
     assert not failed, {name: (out / f"{name}.log").read_text()[-2000:] for name in failed}
     assert 0 < summary["targets_seconds"] <= summary["seconds"]
+    # The verdict, read from the figures above (on the CPU, said not to be the GPU's).
+    verdict = json.loads((out / "targets.json").read_text())
+    assert verdict["on_a_gpu"] is False and "not a GPU" in result.stdout
+    assert all(target["met"] is not None for target in verdict["targets"])
     return summary
 
 
