@@ -53,14 +53,16 @@ if [ "$device" = cpu ]; then precision=fp32; else precision=fp16; fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 steps=()
+# Figures of an earlier run into the same folder are not this run's (each step removes its own).
+rm -f "$out/targets.json" "$out/summary.json" "$out/gpu-utilisation.csv" "$out/profile-watch-once-b128.txt"
 # One random-weight checkpoint of each model for every step (bench/harness.py build_model), not
 # one a step: a ViT-B/32 takes ~8 s to build and save, and three steps use one (five with
 # --diagnostics).
 CCTV_BENCH_CHECKPOINTS=$(mktemp -d)
 export CCTV_BENCH_CHECKPOINTS
-trap 'rm -rf "$CCTV_BENCH_CHECKPOINTS"' EXIT
-
 sampler=""
+trap 'rm -rf "$CCTV_BENCH_CHECKPOINTS"; if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi' EXIT
+
 if [ "$device" != cpu ] && command -v nvidia-smi > /dev/null; then
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
         > "$out/gpu-utilisation.csv" 2> /dev/null &
@@ -71,6 +73,7 @@ step() {  # step NAME COMMAND...: run it, keep its output and how it ended
     local name=$1; shift
     local started=$SECONDS
     echo "== $name: $*"
+    rm -f "$out/$name.json"  # an OUT_DIR used before: a step that fails must leave no figures
     "$@" > "$out/$name.log" 2>&1
     local code=$?
     tail -n 3 "$out/$name.log"
@@ -121,12 +124,14 @@ if [ "$diagnostics" = true ]; then
 fi
 
 run_seconds=$SECONDS
-if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi
+if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null; sampler=""; fi
 machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)
+machine=${machine//[\"\\]/}  # written into JSON below as it is
 {
     printf '{"device": "%s", "model": "%s", "frames": %s, "machine": "%s", "cpus": %s, ' \
         "$device" "$model" "$frames" "$machine" "$(nproc)"
-    # The targets' seconds (the steps before the diagnostics, the set-up before them included)
+    # The targets' seconds (the steps before the diagnostics, the set-up before them included;
+    # with --diagnostics its variants ride in the first step, so that time is not the targets')
     # and the whole run's.
     printf '"diagnostics": %s, "targets_seconds": %s, "seconds": %s, "steps": [' \
         "$diagnostics" "$targets_seconds" "$run_seconds"

@@ -204,6 +204,22 @@ def files_under(folder: Path) -> list[str]:
     return sorted(found)
 
 
+def _stacks_of(pid: int) -> str:
+    """Every thread's stack in process `pid`, by py-spy (beside this Python, or on PATH)."""
+    py_spy = shutil.which(
+        "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
+    if py_spy is None:
+        return "(no py-spy to take them)"
+    try:
+        dumped = subprocess.run(
+            [py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"(py-spy failed: {error})"
+    return dumped.stdout or dumped.stderr
+
+
 class DaemonProcess:
     """`cctv-gender watch` as systemd runs it: a process of its own, stopped with SIGTERM."""
 
@@ -240,9 +256,20 @@ class DaemonProcess:
         return fields["VmRSS"], fields["VmHWM"]
 
     def stop(self, timeout: float = 120.0) -> int:
+        """SIGTERM, and its exit code once it has stopped. A daemon that does not stop in `timeout`
+        is killed, and the error carries its threads' stacks (py-spy, when there is one) and the end
+        of its log: a run's temporary folder, log included, is gone by the time anyone looks."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stacks = _stacks_of(self.process.pid)
+            self.process.kill()
+            self.process.wait()
+            self._log.flush()
+            tail = self.log.read_text(errors="replace")[-4000:]
+            said = f"the daemon did not stop {timeout:.0f} s after SIGTERM"
+            raise RuntimeError(f"{said}; its threads:\n{stacks}\nits log:\n{tail}") from None
         finally:
             self._log.close()

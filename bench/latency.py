@@ -121,6 +121,7 @@ def main() -> int:
         "forward_ms": round(forward, 1),
         "budget_ms": round(budget),
         "median_over_budget": round(median / budget, 2),
+        "within_budget": median <= budget,  # unrounded: 604.4 against 603.6 is over
         "each_ms": [round(value) for value in latencies],
     }
     print(f"{args.drops} single frames (640x480) into an idle daemon, {args.model} CLIP ({precision})")

@@ -31,13 +31,21 @@ def verdict(out: Path) -> tuple[dict[str, Any], str]:
     return json.loads((out / "targets.json").read_text()), result.stdout
 
 
-def met(result: dict[str, Any]) -> dict[str, bool | None]:
-    return {target["target"]: target["met"] for target in result["targets"]}
+def met(result: dict[str, Any]) -> dict[str, str]:
+    """Each target's status: met, missed or not measured."""
+    return {target["target"]: target["status"] for target in result["targets"]}
 
 
 def gpu_run(fps_128: float, rss_128: float, fps_256: float, rss_256: float) -> dict[str, dict[str, Any]]:
     return {
-        "summary": {"device": "cuda", "machine": "NVIDIA H200", "targets_seconds": 350, "seconds": 560},
+        "summary": {
+            "device": "cuda",
+            "model": "vit-b32",
+            "machine": "NVIDIA H200",
+            "diagnostics": False,
+            "targets_seconds": 350,
+            "seconds": 360,
+        },
         "watch_once": {
             "frames": 8192,
             "batch_size": 128,
@@ -45,18 +53,30 @@ def gpu_run(fps_128: float, rss_128: float, fps_256: float, rss_256: float) -> d
             "watch_once_fps": fps_128,
             "peak_rss_mib": rss_128,
             "variants": [
-                {"batch_size": 256, "gpu_lanes": 3, "watch_once_fps": fps_256, "peak_rss_mib": rss_256}
+                {
+                    "batch_size": 256,
+                    "gpu_lanes": 3,
+                    "watch_once_fps": fps_256,
+                    "frames_ok": 8192,
+                    "peak_rss_mib": rss_256,
+                }
             ],
         },
-        "live_mass_drop": {"frames_per_s": 3100.0, "peak_rss_mib": 1900, "every_frame_accounted_for": True},
-        "latency": {"median_ms": 520, "budget_ms": 604},
+        "live_mass_drop": {
+            "frames_per_s": 3100.0,
+            "peak_rss_mib": 1900,
+            "all_done": True,
+            "every_frame_accounted_for": True,
+            "exit_code": 0,
+        },
+        "latency": {"median_ms": 520, "budget_ms": 604, "within_budget": True},
     }
 
 
 def test_every_target_met_is_all_met(tmp_path: Path) -> None:
     write_figures(tmp_path, **gpu_run(5200, 1900, 5600, 2000))
     result, printed = verdict(tmp_path)
-    assert result["all_met"] and result["on_a_gpu"] and set(met(result).values()) == {True}
+    assert result["all_met"] and result["on_a_gpu"] and set(met(result).values()) == {"met"}
     assert result["best_watch_once_run"]["batch_size"] == 256
     assert "all met" in printed and "MISSED" not in printed
 
@@ -67,8 +87,8 @@ def test_a_speed_counts_only_with_its_memory(tmp_path: Path) -> None:
     result, printed = verdict(tmp_path)
     verdicts = met(result)
     assert result["best_watch_once_run"]["batch_size"] == 128
-    assert verdicts["watch --once frames/s (best run)"] is False
-    assert verdicts["watch --once peak RSS (that run)"] is True
+    assert verdicts["watch --once frames/s (best run)"] == "missed"
+    assert verdicts["watch --once peak RSS (that run)"] == "met"
     assert not result["all_met"] and "MISSED" in printed and "not all met" in printed
 
 
@@ -83,13 +103,66 @@ def test_a_step_that_did_not_run_is_not_measured_never_met(tmp_path: Path) -> No
     )
     result, printed = verdict(tmp_path)
     verdicts = met(result)
-    assert verdicts["single-frame latency, median"] is None
-    assert verdicts["live daemon frames/s"] is False
+    assert verdicts["single-frame latency, median"] == "not measured"
+    assert verdicts["live daemon frames/s"] == "missed"
     assert not result["all_met"] and "not measured" in printed
     assert result["gpu_utilisation"] == {"mean_percent": 40.0, "peak_percent": 50.0}
 
 
 def test_an_empty_folder_says_nothing_was_measured(tmp_path: Path) -> None:
     result, printed = verdict(tmp_path)
-    assert set(met(result).values()) == {None} and not result["all_met"] and not result["on_a_gpu"]
+    assert set(met(result).values()) == {"not measured"} and not result["all_met"] and not result["on_a_gpu"]
     assert "not a GPU" in printed
+
+
+def test_only_vit_b32_on_a_gpu_can_meet_them_all(tmp_path: Path) -> None:
+    figures = gpu_run(5200, 1900, 5600, 2000)
+    figures["summary"]["model"] = "tiny"
+    write_figures(tmp_path, **figures)
+    result, printed = verdict(tmp_path)
+    assert set(met(result).values()) == {"met"} and not result["all_met"]
+    assert "not the targets' figures" in printed
+
+
+def test_odd_figures_are_not_measured_and_never_crash_the_verdict(tmp_path: Path) -> None:
+    figures = gpu_run(5200, 1900, 5600, 2000)
+    figures["watch_once"]["watch_once_fps"] = "5200"  # text
+    figures["watch_once"]["variants"][0]["frames_ok"] = 8000  # frames that failed: no speed to count
+    figures["live_mass_drop"]["frames_per_s"] = True
+    figures["summary"]["diagnostics"] = True  # the first step carried the diagnostics: not the targets' time
+    write_figures(tmp_path, **figures)
+    # Infinity is what json.loads reads from a figure gone wrong.
+    (tmp_path / "latency.json").write_text('{"median_ms": Infinity, "budget_ms": 604}')
+    (tmp_path / "gpu-utilisation.csv").write_text(
+        "timestamp, utilization.gpu [%], memory.used [MiB]\nx, [N/A], [N/A]\nx, 80 %, 1 MiB\nx, 9"
+    )
+    result, _ = verdict(tmp_path)
+    verdicts = met(result)
+    assert verdicts["watch --once frames/s (best run)"] == "not measured"
+    assert verdicts["live daemon frames/s"] == "not measured"
+    assert verdicts["single-frame latency, median"] == "not measured"
+    assert verdicts["bench/gpu.sh, the targets' seconds"] == "not measured"
+    assert result["gpu_utilisation"] == {"mean_percent": 80.0, "peak_percent": 80.0}
+    (tmp_path / "watch-once.json").write_text('["not", "figures"]')
+    (tmp_path / "summary.json").write_text("null")
+    result, _ = verdict(tmp_path)
+    assert not result["all_met"] and result["watch_once_runs"] == []
+
+
+def test_the_steps_own_verdict_decides_where_rounded_figures_tie(tmp_path: Path) -> None:
+    figures = gpu_run(5200, 1900, 5600, 2000)
+    figures["latency"] = {"median_ms": 604, "budget_ms": 604, "within_budget": False}  # 604.4 against 603.6
+    write_figures(tmp_path, **figures)
+    result, _ = verdict(tmp_path)
+    assert met(result)["single-frame latency, median"] == "missed" and not result["all_met"]
+
+
+def test_a_folder_that_is_not_there_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/gpu_targets.py", str(tmp_path / "nowhere")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "is not a folder" in result.stderr
