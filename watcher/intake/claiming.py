@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from watcher.intake.claim_names import claimed_name, inside_inbox, parse_claimed_name
 from watcher.intake.claimed import ATTEMPTS_FILE, FLAT_NAME, ClaimedFrame
 from watcher.intake.moving import make_folders
+from watcher.intake.source_folders import Source, SourceFolders
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,20 @@ class ClaimRefused(Exception):
     it stays where it is, untouched, and the message says why."""
 
 
-def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | None:
+def claim(
+    inbox: Path, area: Path, relative: PurePosixPath, folders: SourceFolders | None = None
+) -> ClaimedFrame | None:
     """Move one frame into this instance's in-progress area; None if it vanished (or another
-    instance claimed it) first; ClaimRefused when the filesystem will not let it go."""
+    instance claimed it) first, or a folder on its way below the inbox is a link now; ClaimRefused
+    when the filesystem will not let it go. `folders`: the folders already opened for a share's
+    claims (see watcher.intake.source_folders), else the frame's own is opened and closed here."""
     key = uuid.uuid4().hex
     try:
-        work_path = _claim(inbox, area, key, relative)
+        if folders is not None:
+            work_path = _claim(folders.source(relative), area, key, relative)
+        else:
+            with SourceFolders(inbox) as own:
+                work_path = _claim(own.source(relative), area, key, relative)
     except FileNotFoundError:
         shutil.rmtree(area / key, ignore_errors=True)
         logger.debug("%s vanished before it could be claimed", relative)
@@ -74,36 +83,36 @@ def claim(inbox: Path, area: Path, relative: PurePosixPath) -> ClaimedFrame | No
     )
 
 
-def _claim(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
+def _claim(source: Source, area: Path, key: str, relative: PurePosixPath) -> Path:
     name = claimed_name(key, relative)
     if len(name) <= NAME_MAX:
         work_path = area / os.fsdecode(name)
         try:
             # rename() moves a symlink or special file itself, never what it points to.
-            os.rename(inbox / relative, work_path)
+            os.rename(source.name, work_path, src_dir_fd=source.folder)
             return work_path
         except FileNotFoundError:
             if area.is_dir():
                 raise  # the frame is gone
             make_folders(area)  # the area itself is gone: made again, as at start
-            os.rename(inbox / relative, work_path)
+            os.rename(source.name, work_path, src_dir_fd=source.folder)
             return work_path
         except OSError as error:
             # A filesystem with a shorter NAME_MAX (some FUSE ones say EINVAL): a folder of its own.
             if error.errno not in (errno.ENAMETOOLONG, errno.EINVAL):
                 raise
     if len(relative.parts) > MAX_NESTED_PARTS:
-        return _claim_flat(inbox, area, key, relative)
+        return _claim_flat(source, area, key, relative)
     try:
-        return _claim_nested(inbox, area, key, relative)
+        return _claim_nested(source, area, key, relative)
     except OSError as error:
         if error.errno != errno.ENAMETOOLONG:
             raise
         shutil.rmtree(area / key, ignore_errors=True)
-        return _claim_flat(inbox, area, key, relative)
+        return _claim_flat(source, area, key, relative)
 
 
-def _claim_nested(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
+def _claim_nested(source: Source, area: Path, key: str, relative: PurePosixPath) -> Path:
     work_path = area / key / relative
     try:
         # The key is new: its folders are made top down, one mkdir each, without looking first.
@@ -114,11 +123,11 @@ def _claim_nested(inbox: Path, area: Path, key: str, relative: PurePosixPath) ->
             os.mkdir(folder)
     except FileNotFoundError:
         make_folders(work_path.parent)  # the area itself is gone: made again, as at start
-    os.rename(inbox / relative, work_path)
+    os.rename(source.name, work_path, src_dir_fd=source.folder)
     return work_path
 
 
-def _claim_flat(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> Path:
+def _claim_flat(source: Source, area: Path, key: str, relative: PurePosixPath) -> Path:
     key_dir = area / key
     key_dir.mkdir()
     # Written (and flushed) before the rename: recovery must always know where the frame came from.
@@ -127,7 +136,7 @@ def _claim_flat(inbox: Path, area: Path, key: str, relative: PurePosixPath) -> P
         handle.flush()
         os.fsync(handle.fileno())
     work_path = key_dir / FLAT_NAME
-    os.rename(inbox / relative, work_path)
+    os.rename(source.name, work_path, src_dir_fd=source.folder)
     return work_path
 
 

@@ -26,6 +26,7 @@ from watcher.intake.claiming import ClaimRefused, claim, release
 from watcher.intake.durability import fsync_dirs
 from watcher.intake.placement import move_frame
 from watcher.intake.readiness import Look, Verdict, look
+from watcher.intake.source_folders import SourceFolders
 from watcher.pipeline.decoding import FileRead, Room, read_and_decode
 from watcher.pipeline.stages import Claimed, FrameBounds
 
@@ -179,21 +180,23 @@ def claim_share(
     idle for settle_s, or closed by its writer: each name comes with its writer's close mark, if
     any). A name a first look cannot call ready comes back with what was seen, for the daemon's
     readiness tracker, which remembers earlier looks. One answer a name, in order (claim_outcome)."""
-    return [
-        claim_answer(_claimed_if_ready(inbox, area, PurePosixPath(name), finished, settle_s, timeout_s))
-        for name, finished in names
-    ]
+    # A share's frames come a folder at a time: each folder is opened once for the share's claims.
+    with SourceFolders(inbox) as folders:
+        return [
+            claim_answer(_claimed_if_ready(folders, area, PurePosixPath(name), finished, settle_s, timeout_s))
+            for name, finished in names
+        ]
 
 
 def _claimed_if_ready(
-    inbox: Path,
+    folders: SourceFolders,
     area: Path,
     relative: PurePosixPath,
     finished: tuple[int, int] | None,
     settle_s: float,
     timeout_s: float,
 ) -> ClaimOutcome:
-    looked = look(inbox / relative)
+    looked = look(folders.inbox / relative)
     if isinstance(looked, Look):
         verdict = looked.verdict(settle_s=settle_s, timeout_s=timeout_s, finished=finished)
     else:
@@ -201,7 +204,7 @@ def _claimed_if_ready(
     if verdict not in (Verdict.READY, Verdict.TIMED_OUT, Verdict.SPECIAL):
         return ClaimOutcome(relative, verdict=verdict, looked=looked if isinstance(looked, Look) else None)
     try:
-        frame = claim(inbox, area, relative)
+        frame = claim(folders.inbox, area, relative, folders)
     except ClaimRefused as error:
         return ClaimOutcome(relative, refused=str(error))
     if frame is None:
