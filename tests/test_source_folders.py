@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -15,9 +16,11 @@ from hypothesis import strategies as st
 
 from model.synthetic import write_bmp
 from watcher.intake.claiming import claim
-from watcher.intake.readiness import Verdict
+from watcher.intake.readiness import ReadinessTracker, Verdict
 from watcher.intake.source_folders import KEPT_OPEN, FolderReplaced, SourceFolders
+from watcher.pipeline.claims import Claims
 from watcher.pipeline.file_work import claim_outcome, claim_share
+from watcher.pipeline.stages import Claimed
 
 
 def layout(root: Path) -> tuple[Path, Path, Path]:
@@ -88,14 +91,15 @@ def test_a_share_claims_from_real_folders_and_leaves_a_swapped_ones_frames(
 
 
 def test_a_folder_swapped_after_it_was_opened_is_not_followed_either(tmp_path: Path) -> None:
+    # Within one file process's share (milliseconds): the claims go on in the folder opened.
     inbox, area, outside = layout(tmp_path)
     first, second = frame(inbox / "cam" / "a.bmp"), frame(inbox / "cam" / "b.bmp")
     victim = frame(outside / "b.bmp")
     with SourceFolders(inbox) as folders:
-        assert claim(inbox, area, PurePosixPath("cam/a.bmp"), folders) is not None
+        assert claim(inbox, area, PurePosixPath("cam/a.bmp"), folders=folders) is not None
         swapped_for_a_link(inbox / "cam", outside)
         # The folder that was opened: the frame that was scanned there, not the link's.
-        taken = claim(inbox, area, PurePosixPath("cam/b.bmp"), folders)
+        taken = claim(inbox, area, PurePosixPath("cam/b.bmp"), folders=folders)
     assert taken is not None and victim.exists() and not first.exists()
     assert not (inbox / ".away-cam" / second.name).exists()
 
@@ -149,3 +153,38 @@ def test_any_level_swapped_for_a_link_leaves_everything_where_it_was(
     )
     taken = claim(inbox, area, relative)
     assert taken is not None and not (inbox / relative).exists() and taken.work_path.exists()
+
+
+def test_a_folder_moved_away_and_made_again_during_a_turn_is_claimed_from_anew(tmp_path: Path) -> None:
+    # On threads a turn's `take` can wait minutes for a batch: a folder rotated away meanwhile
+    # (a retention job) and made again by the camera must be the one claimed from next.
+    inbox, area, outside = layout(tmp_path)
+    frame(inbox / "cam" / "a.bmp")
+    frame(inbox / "cam" / "b.bmp")
+    claims = Claims(
+        inbox=inbox,
+        area=area,
+        readiness=ReadinessTracker(settle_s=0.0, timeout_s=60.0),
+        stop=threading.Event(),
+    )
+    claims.hint([PurePosixPath("cam/a.bmp"), PurePosixPath("cam/b.bmp"), PurePosixPath("cam/c.bmp")])
+    taken: list[Claimed] = []
+
+    def take(claimed: Claimed) -> None:
+        if not taken:  # after the first claim: the folder rotated out, a new one with a new frame
+            (inbox / "cam").rename(outside / "cam")
+            frame(inbox / "cam" / "c.bmp")
+        taken.append(claimed)
+
+    claims.claim_ready(take)
+    assert [str(claimed.relative) for claimed in taken] == ["cam/a.bmp", "cam/c.bmp"]
+    assert (outside / "cam" / "b.bmp").exists() and len(os.listdir(area)) == 2
+
+
+def test_a_path_out_of_the_inbox_is_never_claimed(tmp_path: Path) -> None:
+    inbox, area, outside = layout(tmp_path)
+    frame(inbox / "cam" / "x.bmp")
+    victim = frame(outside / "secret.bmp")
+    for relative in ("cam/../../outside/secret.bmp", str(outside / "secret.bmp"), "cam/.hidden/x.bmp"):
+        assert claim(inbox, area, PurePosixPath(relative)) is None, relative
+    assert victim.exists() and os.listdir(area) == []

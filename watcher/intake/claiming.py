@@ -54,12 +54,13 @@ class ClaimRefused(Exception):
 
 
 def claim(
-    inbox: Path, area: Path, relative: PurePosixPath, folders: SourceFolders | None = None
+    inbox: Path, area: Path, relative: PurePosixPath, *, folders: SourceFolders | None = None
 ) -> ClaimedFrame | None:
     """Move one frame into this instance's in-progress area; None if it vanished (or another
     instance claimed it) first, or a folder on its way below the inbox is a link now; ClaimRefused
-    when the filesystem will not let it go. `folders`: the folders already opened for a share's
-    claims (see watcher.intake.source_folders), else the frame's own is opened and closed here."""
+    when the filesystem will not let it go. `folders`: the folders of `inbox` already opened for a
+    share's claims (see watcher.intake.source_folders), else the frame's own is opened and closed
+    here."""
     key = uuid.uuid4().hex
     try:
         if folders is not None:

@@ -5,8 +5,9 @@ claim a camera folder can be swapped for a link, and a rename by path follows li
 it walks: `cam-07/x.bmp` would then be taken from wherever `cam-07` points on the same filesystem,
 a file outside the inbox claimed, recorded and moved as a frame. The claim's rename starts instead
 from the frame's own folder as opened here, each level with O_NOFOLLOW: a level that is a link now
-(or a file) counts as the frame being gone, and nothing outside the inbox is touched. The inbox
-itself is the operator's choice of path, links and all.
+(or a file) counts as the frame being gone, and nothing outside the inbox is renamed. The inbox
+itself is the operator's choice of path, links and all. (The readiness look before the claim reads
+a header by path, links followed: it only decides when to claim.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import NamedTuple
+
+from watcher.intake.claim_names import inside_inbox
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +49,11 @@ class Source(NamedTuple):
 
 
 class SourceFolders:
-    """Folders below the inbox opened for claims, each kept open for the claims of one share (a
-    folder's frames come together), all closed when it ends. A folder swapped for a link after it
-    was opened is not followed: the claims go on in the folder that was opened."""
+    """Folders below the inbox opened for claims, each kept open for the claims of one file
+    process's share (a folder's frames come together; a share takes milliseconds), all closed when
+    it ends. A folder swapped for a link after it was opened is not followed: the share's claims go
+    on in the folder that was opened. Kept no longer than that: a folder moved away and made again
+    later must be found anew (see watcher.pipeline.claims)."""
 
     def __init__(self, inbox: Path) -> None:
         self.inbox = inbox
@@ -58,6 +63,9 @@ class SourceFolders:
     def source(self, relative: PurePosixPath) -> Source:
         """Where the rename of the frame at `relative` starts; FileNotFoundError when a folder on its
         way is gone, FolderReplaced when one is a link or a file now."""
+        if not inside_inbox(relative):
+            # Never what a scan or an event gives ('..', absolute, hidden): nothing to take.
+            raise FileNotFoundError(errno.ENOENT, f"{relative} is not a path inside the inbox")
         folder = relative.parent
         if not folder.parts:
             return Source(None, os.path.join(self.inbox, relative))

@@ -21,7 +21,6 @@ from watcher.faults import kill_point
 from watcher.intake.claiming import ClaimRefused, claim
 from watcher.intake.discovery import scan_inbox
 from watcher.intake.readiness import ReadinessTracker, Verdict
-from watcher.intake.source_folders import SourceFolders
 from watcher.pipeline.file_work import ClaimOutcome
 from watcher.pipeline.stages import Claimed
 
@@ -74,24 +73,24 @@ class Claims:
         if self._bulk is not None:
             return self._claim_in_bulk(self._bulk, take)
         settling = 0
-        # Each folder opened once for the turn's claims, not once a frame (see claim).
-        with SourceFolders(self._inbox) as folders:
-            for relative in list(self._waiting):
-                if self._stop.is_set():
-                    break
-                verdict = self._readiness.assess(self._inbox, relative)
-                if verdict == Verdict.INCOMPLETE:
-                    continue
-                if verdict == Verdict.SETTLING:
-                    settling += 1
-                    continue
-                del self._waiting[relative]
-                self._readiness.forget(relative)
-                frame = self._claim(relative, verdict, folders)
-                if frame is not None:
-                    kill_point("claimed")
-                    logger.debug("claimed %s as %s", relative, frame.key)
-                    take(frame)
+        for relative in list(self._waiting):
+            if self._stop.is_set():
+                break
+            verdict = self._readiness.assess(self._inbox, relative)
+            if verdict == Verdict.INCOMPLETE:
+                continue
+            if verdict == Verdict.SETTLING:
+                settling += 1
+                continue
+            del self._waiting[relative]
+            self._readiness.forget(relative)
+            # Its folder opened for this claim alone: `take` can wait minutes for a batch to
+            # finish, and a folder held open that long could be moved away and made again.
+            frame = self._claim(relative, verdict)
+            if frame is not None:
+                kill_point("claimed")
+                logger.debug("claimed %s as %s", relative, frame.key)
+                take(frame)
         return settling
 
     def _claim_in_bulk(self, bulk: BulkClaimer, take: Callable[[Claimed], None]) -> int:
@@ -135,9 +134,7 @@ class Claims:
             return self._readiness.judge(outcome.relative, outcome.looked)
         return outcome.verdict
 
-    def _claim(
-        self, relative: PurePosixPath, verdict: Verdict, folders: SourceFolders | None = None
-    ) -> Claimed | None:
+    def _claim(self, relative: PurePosixPath, verdict: Verdict) -> Claimed | None:
         if verdict == Verdict.GONE:
             return None
         if verdict == Verdict.UNREACHABLE:
@@ -145,7 +142,7 @@ class Claims:
             return None
         # A timed-out frame is claimed like any other: processing finds it short and fails it.
         try:
-            return claim(self._inbox, self._area, relative, folders)
+            return claim(self._inbox, self._area, relative)
         except ClaimRefused as error:
             self._refuse(relative, str(error))
             return None

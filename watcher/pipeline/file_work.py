@@ -183,20 +183,26 @@ def claim_share(
     # A share's frames come a folder at a time: each folder is opened once for the share's claims.
     with SourceFolders(inbox) as folders:
         return [
-            claim_answer(_claimed_if_ready(folders, area, PurePosixPath(name), finished, settle_s, timeout_s))
+            claim_answer(
+                _claimed_if_ready(
+                    inbox, area, PurePosixPath(name), finished, settle_s, timeout_s, folders=folders
+                )
+            )
             for name, finished in names
         ]
 
 
 def _claimed_if_ready(
-    folders: SourceFolders,
+    inbox: Path,
     area: Path,
     relative: PurePosixPath,
     finished: tuple[int, int] | None,
     settle_s: float,
     timeout_s: float,
+    *,
+    folders: SourceFolders,
 ) -> ClaimOutcome:
-    looked = look(folders.inbox / relative)
+    looked = look(inbox / relative)
     if isinstance(looked, Look):
         verdict = looked.verdict(settle_s=settle_s, timeout_s=timeout_s, finished=finished)
     else:
@@ -204,7 +210,7 @@ def _claimed_if_ready(
     if verdict not in (Verdict.READY, Verdict.TIMED_OUT, Verdict.SPECIAL):
         return ClaimOutcome(relative, verdict=verdict, looked=looked if isinstance(looked, Look) else None)
     try:
-        frame = claim(folders.inbox, area, relative, folders)
+        frame = claim(inbox, area, relative, folders=folders)
     except ClaimRefused as error:
         return ClaimOutcome(relative, refused=str(error))
     if frame is None:
