@@ -7,11 +7,11 @@ import gc
 import logging
 import signal
 import threading
-from types import FrameType
 
 from watcher.commands.arguments import add_config
 from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_OK
 from watcher.config import Config
+from watcher.service.signals import relay_signals
 from watcher.store.errors import StorageError
 from watcher.wording import plural
 
@@ -51,18 +51,18 @@ def run(config: Config, args: argparse.Namespace) -> int:
     gc.freeze()
     gc.enable()
 
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("%s received: finishing the batch in hand, then exiting", signal.Signals(signum).name)
+    def request_stop(received: signal.Signals) -> None:
+        logger.info("%s received: finishing the batch in hand, then exiting", received.name)
         stop.set()
         daemon.wake()
 
-    def request_reload(_signum: int, _frame: FrameType | None) -> None:
+    def request_reload() -> None:
         logger.info("SIGHUP received: reloading the head before the next batch")
         daemon.request_reload()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGHUP, request_reload)
+    # On a thread of their own: set from a signal handler, the loop's wake-up event could wait for
+    # its own lock, held by the same thread (see watcher.service.signals).
+    relay_signals(stop=request_stop, reload=request_reload)
     try:
         report = daemon.run(once=args.once)
     except (OSError, StorageError) as error:

@@ -1,0 +1,94 @@
+"""A stop signal always stops the daemon: acted on by the relay thread, not inside the handler,
+which Python runs in the main thread whatever that thread holds (the loop's wake-up event's lock,
+while it waits or clears it). Each case runs in a Python process of its own, with real signals;
+one that hangs is killed by the timeout and fails."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Sends itself SIGTERM while its main thread holds the wake-up event's lock, as the daemon's
+# loop does inside Event.wait and Event.clear; the signal's Python handler then runs inside it.
+_HOLDING_THE_LOCK = """
+import os, signal, sys, threading, time
+wake, stopped = threading.Event(), threading.Event()
+
+def stop(*_):
+    wake.set()  # as the daemon's handler did: stop.set(), then wake the loop
+    stopped.set()
+
+{install}
+with wake._cond:  # the lock Event.wait and Event.clear hold
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(10_000):
+        pass  # bytecodes: Python runs the handler between them, the lock still held
+    time.sleep(0.2)
+print("stopped" if stopped.wait(10) and wake.is_set() else "not stopped")
+"""
+
+
+def run_python(source: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str] | None:
+    """The script's run, or None when it had to be killed (it hung)."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(source)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def test_a_stop_while_the_loop_holds_its_wake_up_lock_still_stops_it() -> None:
+    relayed = (
+        "from watcher.service.signals import relay_signals\nrelay_signals(stop=stop, reload=lambda: None)"
+    )
+    result = run_python(_HOLDING_THE_LOCK.format(install=relayed))
+    assert result is not None and result.stdout.strip() == "stopped", result and result.stderr
+
+
+def test_setting_the_event_inside_the_handler_would_hang_there() -> None:
+    # Why the relay exists: the handler the daemon had (stop.set(); daemon.wake()) waits forever for
+    # a lock its own thread holds. If Python ever makes this safe, this test says so.
+    in_handler = "signal.signal(signal.SIGTERM, stop)"
+    assert run_python(_HOLDING_THE_LOCK.format(install=in_handler), timeout=15.0) is None
+
+
+def test_sighup_reloads_sigint_stops_and_a_failing_callback_leaves_the_relay_working() -> None:
+    result = run_python(
+        """
+        import os, signal, threading
+        from watcher.service.signals import relay_signals
+        reloaded, stopped, calls = threading.Event(), threading.Event(), []
+
+        def reload():
+            calls.append("reload")
+            if len(calls) == 1:
+                raise RuntimeError("the first reload fails")
+            reloaded.set()
+
+        def stop(received):
+            calls.append(received.name)
+            stopped.set()
+
+        relay_signals(stop=stop, reload=reload)
+        os.kill(os.getpid(), signal.SIGHUP)
+        while len(calls) < 1:
+            pass
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert reloaded.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stopped.wait(10)
+        print(calls)
+        """
+    )
+    assert result is not None and result.returncode == 0, result and result.stderr
+    assert result.stdout.strip() == "['reload', 'reload', 'SIGINT']"
+    assert "acting on SIGHUP failed" in result.stderr and "the first reload fails" in result.stderr

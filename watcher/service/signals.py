@@ -1,0 +1,75 @@
+"""SIGTERM, SIGINT and SIGHUP acted on by a thread of their own, never inside a signal handler.
+
+Python runs a signal's handler in the main thread between two of its bytecodes, whatever that
+thread holds at the moment. The daemon's loop spends its idle time in a threading.Event's wait
+and clear, which hold the event's lock: a handler that sets that event (to wake the loop) then
+waits for a lock its own thread holds, and the daemon never stops; systemd kills it when its stop
+times out. A handler that logs can likewise land inside the main thread's own write to stderr.
+Here the handlers do nothing: Python's C-level handler writes each signal's number to a pipe
+(signal.set_wakeup_fd), and a relay thread reads it and calls the daemon's callbacks like any
+other thread would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+logger = logging.getLogger(__name__)
+
+STOPPING = (signal.SIGTERM, signal.SIGINT)
+RELOADING = signal.SIGHUP
+
+
+@dataclass
+class _Relay:
+    """The process's one relay: what it calls, and whether its thread runs."""
+
+    stop: Callable[[signal.Signals], None] = lambda _received: None
+    reload: Callable[[], None] = lambda: None
+    running: bool = False
+
+
+_relay_state = _Relay()
+
+
+def relay_signals(*, stop: Callable[[signal.Signals], None], reload: Callable[[], None]) -> None:
+    """From now on SIGTERM and SIGINT call `stop`, SIGHUP `reload`, each on the relay thread. Only
+    from the main thread (where Python lets signals be handled); called again, the new callbacks
+    replace the old, on the same thread and pipe."""
+    _relay_state.stop, _relay_state.reload = stop, reload
+    if _relay_state.running:
+        return
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(write_end, False)  # set_wakeup_fd's demand: a full pipe never blocks a handler
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for number in (*STOPPING, RELOADING):
+        signal.signal(number, _noted)
+    threading.Thread(target=_relay, args=(read_end,), name="signal-relay", daemon=True).start()
+    _relay_state.running = True
+
+
+def _noted(_signum: int, _frame: FrameType | None) -> None:
+    """The Python-level handler: nothing to do, the number is already in the pipe."""
+
+
+def _relay(read_end: int) -> None:
+    while numbers := os.read(read_end, 64):
+        for number in numbers:
+            try:
+                received = signal.Signals(number)
+            except ValueError:
+                continue  # a number no signal has
+            try:
+                if received in STOPPING:
+                    _relay_state.stop(received)
+                elif received == RELOADING:
+                    _relay_state.reload()
+            except Exception:
+                # The relay must outlive a failing callback: the next SIGTERM still has to stop it.
+                logger.exception("acting on %s failed", received.name)
