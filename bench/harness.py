@@ -204,11 +204,20 @@ def files_under(folder: Path) -> list[str]:
     return sorted(found)
 
 
+def find_py_spy() -> str | None:
+    """py-spy's program: on PATH, beside this Python, or where `pip install --target DIR` puts it
+    (DIR/bin, DIR on sys.path: how the packages travel to a lent GPU machine, see README)."""
+    candidates = [
+        Path(sys.executable).parent / "py-spy",
+        *(Path(entry) / "bin" / "py-spy" for entry in sys.path),
+    ]
+    beside = (str(path) for path in candidates if os.access(path, os.X_OK))
+    return shutil.which("py-spy") or next(beside, None)
+
+
 def _stacks_of(pid: int) -> str:
-    """Every thread's stack in process `pid`, by py-spy (beside this Python, or on PATH)."""
-    py_spy = shutil.which(
-        "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    )
+    """Every thread's stack in process `pid`, by py-spy (find_py_spy)."""
+    py_spy = find_py_spy()
     if py_spy is None:
         return "(no py-spy to take them)"
     try:

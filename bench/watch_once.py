@@ -54,6 +54,7 @@ from harness import (
     build_model,
     check_measured_in,
     checkouts,
+    find_py_spy,
     in_turn,
     own_memory_mib,
     write_config,
@@ -166,17 +167,6 @@ def ours_and_baseline(
         refill_inbox(root, originals)
         measured[name] = ours(config, checkout=checkout)
     return measured
-
-
-def find_py_spy() -> str | None:
-    """py-spy's program: on PATH, beside this Python, or where `pip install --target DIR` puts it
-    (DIR/bin, DIR on sys.path: how the packages travel to a lent GPU machine, see README)."""
-    candidates = [
-        Path(sys.executable).parent / "py-spy",
-        *(Path(entry) / "bin" / "py-spy" for entry in sys.path),
-    ]
-    beside = (str(path) for path in candidates if os.access(path, os.X_OK))
-    return shutil.which("py-spy") or next(beside, None)
 
 
 def profiled(root: Path, originals: list[Path], config: Path, profile: Path) -> dict[str, object]:
