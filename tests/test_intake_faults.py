@@ -85,6 +85,31 @@ def test_a_vanished_inbox_is_waited_for_not_recreated(
     wait_for(lambda: files_under(tmp_path / "processed") == ["cam-01/x.bmp"], what="the move to processed/")
 
 
+def test_an_inbox_event_while_an_output_folder_is_missing_does_not_spin_the_loop(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A long rescan interval: the only wake-ups are the inbox's events.
+    running = start_daemon(inbox={"mode": "events", "rescan_interval_s": 30, "settle_ms": 0})
+    daemon = running.daemon
+    wait_for(lambda: daemon.turns > 0, what="the loop to start")
+    processed, away = tmp_path / "processed", tmp_path / "unmounted"
+    processed.rename(away)  # the share goes away
+    daemon.wake()
+    wait_for(lambda: "missing (unmounted?): waiting" in caplog.text, what="the daemon to notice")
+
+    write_bmp(tmp_path / "inbox" / "cam-01" / "x.bmp")  # an event sets the loop's wake-up
+    turns = daemon.turns
+    wait_for(lambda: daemon.turns > turns, what="the turn the event wakes")
+    # Not a synchronisation but the window the loop is watched over: waiting for the folder, it
+    # takes a turn per wake-up (a few here), never one after another on a wake-up left set.
+    running.stop.wait(1.0)
+    assert daemon.turns - turns <= 5, f"{daemon.turns - turns} turns in 1 s: the loop spins"
+
+    away.rename(processed)  # and comes back
+    daemon.wake()
+    wait_for(lambda: files_under(processed) == ["cam-01/x.bmp"], what="the frame once processed/ returned")
+
+
 def test_a_locked_database_is_waited_out_and_nothing_moves_before_commit(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -181,6 +181,8 @@ class Daemon:
                 if once:
                     return
                 self._wake.wait(timeout=rescan_every)
+                # Cleared, or an inbox event left set would turn the loop without a pause.
+                self._wake.clear()
                 continue
             if self._turn(once=once):
                 return
