@@ -90,12 +90,17 @@ def test_sighup_reloads_and_the_daemon_keeps_running(
     log = tmp_path / "daemon.log"
     process = start_watch_process(config, log)
     try:
-        wait_for(lambda: "watching" in log.read_text(), timeout=120, what="the daemon to start")
+        # A frame through first: the loop runs, so the signal relay is in place ("watching" is
+        # logged before it is, when SIGHUP would still end the process by its default).
+        write_bmp(tmp_path / "inbox" / "x.bmp")
+        wait_for(lambda: files_under(tmp_path / "processed") == ["x.bmp"], timeout=120, what="a first frame")
         process.send_signal(signal.SIGHUP)
         # The forced reload loads the serving head again (zero-shot here: the log says so twice).
         wait_for(lambda: log.read_text().count("no trained head in") == 2, what="SIGHUP to reload the head")
-        write_bmp(tmp_path / "inbox" / "x.bmp")
-        wait_for(lambda: files_under(tmp_path / "processed") == ["x.bmp"], what="a frame after SIGHUP")
+        write_bmp(tmp_path / "inbox" / "y.bmp", seed=1)
+        wait_for(
+            lambda: files_under(tmp_path / "processed") == ["x.bmp", "y.bmp"], what="a frame after SIGHUP"
+        )
         assert process.poll() is None
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0

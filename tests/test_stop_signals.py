@@ -58,7 +58,7 @@ def test_setting_the_event_inside_the_handler_would_hang_there() -> None:
     # Why the relay exists: the handler the daemon had (stop.set(); daemon.wake()) waits forever for
     # a lock its own thread holds. If Python ever makes this safe, this test says so.
     in_handler = "signal.signal(signal.SIGTERM, stop)"
-    assert run_python(_HOLDING_THE_LOCK.format(install=in_handler), timeout=15.0) is None
+    assert run_python(_HOLDING_THE_LOCK.format(install=in_handler), timeout=5.0) is None
 
 
 def test_sighup_reloads_sigint_stops_and_a_failing_callback_leaves_the_relay_working() -> None:
@@ -66,11 +66,12 @@ def test_sighup_reloads_sigint_stops_and_a_failing_callback_leaves_the_relay_wor
         """
         import os, signal, threading
         from watcher.service.signals import relay_signals
-        reloaded, stopped, calls = threading.Event(), threading.Event(), []
+        failed, reloaded, stopped, calls = threading.Event(), threading.Event(), threading.Event(), []
 
         def reload():
             calls.append("reload")
             if len(calls) == 1:
+                failed.set()
                 raise RuntimeError("the first reload fails")
             reloaded.set()
 
@@ -80,8 +81,7 @@ def test_sighup_reloads_sigint_stops_and_a_failing_callback_leaves_the_relay_wor
 
         relay_signals(stop=stop, reload=reload)
         os.kill(os.getpid(), signal.SIGHUP)
-        while len(calls) < 1:
-            pass
+        assert failed.wait(10)
         os.kill(os.getpid(), signal.SIGHUP)
         assert reloaded.wait(10)
         os.kill(os.getpid(), signal.SIGINT)
@@ -92,3 +92,31 @@ def test_sighup_reloads_sigint_stops_and_a_failing_callback_leaves_the_relay_wor
     assert result is not None and result.returncode == 0, result and result.stderr
     assert result.stdout.strip() == "['reload', 'reload', 'SIGINT']"
     assert "acting on SIGHUP failed" in result.stderr and "the first reload fails" in result.stderr
+
+
+def test_a_stop_after_the_relay_thread_ended_still_ends_the_process() -> None:
+    # The relay's callbacks catch Exception; a BaseException (SystemExit here) ends its thread. A
+    # handler that did nothing then would swallow every later SIGTERM, and systemd would wait out
+    # its stop timeout.
+    result = run_python(
+        """
+        import os, signal, threading, time
+        from watcher.service.signals import relay_signals
+
+        def stop(_received):
+            raise SystemExit  # ends the relay thread
+
+        relay_signals(stop=stop, reload=lambda: None)
+        relay = next(thread for thread in threading.enumerate() if thread.name == "signal-relay")
+        os.kill(os.getpid(), signal.SIGTERM)
+        relay.join(10)
+        print("relay gone" if not relay.is_alive() else "relay alive", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # never reached the end: the signal's default ends the process first
+        print("still running")
+        """
+    )
+    assert result is not None, "the second SIGTERM was swallowed"
+    assert result.stdout.strip() == "relay gone", result.stderr
+    assert result.returncode == -15, result.stderr
+    assert "the signal relay stopped" in result.stderr

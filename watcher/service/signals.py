@@ -7,7 +7,9 @@ waits for a lock its own thread holds, and the daemon never stops; systemd kills
 times out. A handler that logs can likewise land inside the main thread's own write to stderr.
 Here the handlers do nothing: Python's C-level handler writes each signal's number to a pipe
 (signal.set_wakeup_fd), and a relay thread reads it and calls the daemon's callbacks like any
-other thread would.
+other thread would. Should that thread ever end (it never returns on its own), the handlers
+fall back to the stop signals' defaults: SIGTERM or SIGINT then ends the process as if no
+handler had been set, and the next start recovers the frames in progress.
 """
 
 from __future__ import annotations
@@ -50,15 +52,29 @@ def relay_signals(*, stop: Callable[[signal.Signals], None], reload: Callable[[]
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     for number in (*STOPPING, RELOADING):
         signal.signal(number, _noted)
+    _relay_state.running = True  # before the thread starts: its end sets it back
     threading.Thread(target=_relay, args=(read_end,), name="signal-relay", daemon=True).start()
-    _relay_state.running = True
 
 
-def _noted(_signum: int, _frame: FrameType | None) -> None:
-    """The Python-level handler: nothing to do, the number is already in the pipe."""
+def _noted(signum: int, _frame: FrameType | None) -> None:
+    """The Python-level handler: nothing to do while the relay runs, the number is already in the
+    pipe. Without the relay nothing would read it, and a stop would be swallowed: the signal's
+    default is restored and the signal sent again (SIGTERM's default ends the process)."""
+    if _relay_state.running or signum not in STOPPING:
+        return  # a reload with no relay is missed, never turned into SIGHUP's default, an exit
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _relay(read_end: int) -> None:
+    try:
+        _relay_numbers(read_end)
+    finally:
+        _relay_state.running = False
+        logger.critical("the signal relay stopped: the next stop signal ends the process at once")
+
+
+def _relay_numbers(read_end: int) -> None:
     while numbers := os.read(read_end, 64):
         for number in numbers:
             try:
