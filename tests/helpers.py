@@ -20,6 +20,8 @@ import numpy as np
 from model.synthetic import bmp_bytes
 
 if TYPE_CHECKING:
+    import pytest
+
     from watcher.pipeline.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +44,16 @@ class RunningDaemon:
         """Wait until the loop has gone round `count` more times (it looked at the inbox again)."""
         start = self.daemon.turns
         wait_for(lambda: self.daemon.turns >= start + count, what=f"{count} more turns of the loop")
+
+    def take_away(self, folder: Path, log: pytest.LogCaptureFixture) -> Path:
+        """`folder` renamed away once the loop runs (an unmounted share), and the daemon's notice
+        of it in `log` waited for; returns where it went (rename it back to return it)."""
+        wait_for(lambda: self.daemon.turns > 0, what="the loop to start")
+        away = folder.with_name("unmounted")
+        folder.rename(away)
+        self.daemon.wake()
+        wait_for(lambda: "missing (unmounted?): waiting" in log.text, what="the daemon to notice")
+        return away
 
 
 def feature_cosines(clip: Path, *, reference: tuple[str, str], candidate: tuple[str, str]) -> np.ndarray:

@@ -58,6 +58,37 @@ def test_a_frame_key_gets_one_row_however_often_it_is_inserted(database_url: str
     ]
 
 
+@pytest.mark.parametrize(
+    ("query", "within_s"),
+    [pytest.param("", 40.0, id="default_10s"), pytest.param("?connect_timeout=1", 8.0, id="the_urls_own_1s")],
+)
+def test_a_server_that_never_answers_is_given_up_not_waited_for(query: str, within_s: float) -> None:
+    import socket
+    import time
+
+    # A port whose kernel completes the handshake and whose server never says a word (a stopped
+    # host behind a live pooler): libpq alone would wait for ever, and the daemon's loop with it.
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as silent:
+        port = silent.getsockname()[1]
+        engine = make_engine(f"postgresql+psycopg://cctv@127.0.0.1:{port}/test{query}", busy_timeout_ms=1000)
+        outcome: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                engine.connect().close()
+            except BaseException as error:  # noqa: BLE001 - the test reads it
+                outcome.append(error)
+
+        started = time.monotonic()
+        thread = threading.Thread(target=connect, daemon=True)
+        thread.start()
+        thread.join(within_s)
+        assert not thread.is_alive(), f"still connecting after {within_s} s"
+        assert time.monotonic() - started >= 0.5  # given up by the timeout, not refused at once
+        assert outcome and isinstance(outcome[0], OperationalError), outcome
+        engine.dispose()
+
+
 def test_daemons_starting_together_migrate_once(postgres_url: str) -> None:
     # Three hosts starting at once on an empty database: one migrates, the others wait and find
     # the schema current.

@@ -68,12 +68,10 @@ def test_the_real_mount_table_is_readable(tmp_path: Path) -> None:
 def test_a_vanished_inbox_is_waited_for_not_recreated(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    daemon = start_daemon(inbox={"rescan_interval_s": 0.2, "settle_ms": 0}).daemon
-    wait_for(lambda: daemon.turns > 0, what="the loop to start")
-    inbox, away = tmp_path / "inbox", tmp_path / "unmounted"
-    inbox.rename(away)  # the share goes away
-
-    wait_for(lambda: "missing (unmounted?): waiting" in caplog.text, what="the daemon to notice")
+    running = start_daemon(inbox={"rescan_interval_s": 0.2, "settle_ms": 0})
+    daemon = running.daemon
+    inbox = tmp_path / "inbox"
+    away = running.take_away(inbox, caplog)
     turns = daemon.turns
     wait_for(lambda: daemon.turns > turns + 2, what="a few more turns")
     assert not inbox.exists(), "the daemon must not recreate a missing inbox"
@@ -91,11 +89,8 @@ def test_an_inbox_event_while_an_output_folder_is_missing_does_not_spin_the_loop
     # A long rescan interval: the only wake-ups are the inbox's events.
     running = start_daemon(inbox={"mode": "events", "rescan_interval_s": 30, "settle_ms": 0})
     daemon = running.daemon
-    wait_for(lambda: daemon.turns > 0, what="the loop to start")
-    processed, away = tmp_path / "processed", tmp_path / "unmounted"
-    processed.rename(away)  # the share goes away
-    daemon.wake()
-    wait_for(lambda: "missing (unmounted?): waiting" in caplog.text, what="the daemon to notice")
+    processed = tmp_path / "processed"
+    away = running.take_away(processed, caplog)
 
     write_bmp(tmp_path / "inbox" / "cam-01" / "x.bmp")  # an event sets the loop's wake-up
     turns = daemon.turns
@@ -108,6 +103,50 @@ def test_an_inbox_event_while_an_output_folder_is_missing_does_not_spin_the_loop
     away.rename(processed)  # and comes back
     daemon.wake()
     wait_for(lambda: files_under(processed) == ["cam-01/x.bmp"], what="the frame once processed/ returned")
+
+
+def test_a_refusal_is_said_once_per_frame_and_forgotten_once_the_frame_is_gone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import subprocess
+
+    from watcher.intake.readiness import ReadinessTracker
+    from watcher.pipeline.claims import Claims
+
+    inbox = tmp_path / "inbox"
+    mount_tmpfs(inbox, size="16m")
+
+    def remount(mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(inbox)], check=True)
+
+    try:
+        area = inbox / ".in-progress" / "node"
+        area.mkdir(parents=True)
+        write_bmp(inbox / "cam" / "x.bmp")
+        remount("ro")  # a read-only inbox: every claim is refused (EROFS)
+        claims = Claims(
+            inbox=inbox,
+            area=area,
+            readiness=ReadinessTracker(settle_s=0, timeout_s=60),
+            stop=threading.Event(),
+        )
+        for _ in range(3):
+            claims.rescan()
+            claims.claim_ready(lambda _frame: None)
+        assert caplog.text.count("stays in the inbox") == 1, "one refusal of one frame, said once"
+
+        remount("rw")
+        (inbox / "cam" / "x.bmp").unlink()  # an operator clears it away
+        claims.rescan()
+        write_bmp(inbox / "cam" / "x.bmp", seed=1)  # and the camera sends the name again
+        remount("ro")
+        claims.rescan()
+        claims.claim_ready(lambda _frame: None)
+        # A new frame, refused: said again (the old refusal forgotten with its frame, not kept
+        # for every name a long refusal ever saw).
+        assert caplog.text.count("stays in the inbox") == 2
+    finally:
+        subprocess.run(["umount", "-l", str(inbox)], check=False)
 
 
 def test_a_locked_database_is_waited_out_and_nothing_moves_before_commit(

@@ -561,6 +561,38 @@ def test_an_output_folder_vanishing_mid_batch_parks_it_until_it_returns(
     assert sorted(rows) == [(f"cam/{index}.bmp", "ok") for index in range(3)]
 
 
+def test_names_of_a_batch_whose_moves_waited_are_free_again_once_it_moved(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watcher.pipeline import processing
+
+    processed, away = tmp_path / "processed", tmp_path / "unmounted"
+
+    def unmount_after_the_commit(step: str) -> None:
+        if step == "committed" and processed.exists():
+            processed.rename(away)  # rows committed, then the share goes: the moves must wait
+
+    monkeypatch.setattr(processing, "kill_point", unmount_after_the_commit)
+    names = [f"{index}.bmp" for index in range(3)]
+    for index, name in enumerate(names):  # before the start: one batch of three
+        write_bmp(tmp_path / "inbox" / name, seed=index)
+    daemon = start_daemon(inbox={"settle_ms": 0, "rescan_interval_s": 0.2}).daemon
+    wait_for(lambda: daemon.parked_frames == 3, what="the committed batch to wait for processed/")
+    monkeypatch.setattr(processing, "kill_point", lambda _step: None)
+    away.rename(processed)
+    daemon.wake()
+    wait_for(lambda: files_under(processed) == names, what="the moves once processed/ returned")
+
+    # Retention clears processed/; the cameras send the same names again. Names held back for
+    # the waiting moves must be free now, or these would land as 0-1.bmp and so on.
+    for name in names:
+        (processed / name).unlink()
+    for index, name in enumerate(names):
+        write_bmp(tmp_path / "inbox" / name, seed=10 + index)
+    wait_for(lambda: len(files_under(processed)) == 3, what="the second frames' moves")
+    assert files_under(processed) == names
+
+
 @pytest.mark.parametrize("kind", ["garbage_database_file", "data_is_a_file"])
 def test_a_broken_database_location_is_one_line_not_a_traceback(
     make_config: Callable[..., Path], tmp_path: Path, kind: str

@@ -111,6 +111,17 @@ def test_special_files_and_vanished_files(tmp_path: Path) -> None:
     assert tracker.assess(tmp_path, PurePosixPath("gone.bmp")) == Verdict.GONE
 
 
+def test_a_name_whose_folder_became_a_file_or_a_link_loop_is_gone(tmp_path: Path) -> None:
+    # Waiting for these (INCOMPLETE, no time kept) kept the name, and the waiting count, forever.
+    (tmp_path / "cam").write_bytes(b"a file where the camera's folder was")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    tracker = ReadinessTracker(settle_s=0, timeout_s=60)
+
+    assert tracker.assess(tmp_path, PurePosixPath("cam/x.bmp")) == Verdict.GONE  # ENOTDIR
+    assert tracker.assess(tmp_path, PurePosixPath("loop-a/x.bmp")) == Verdict.GONE  # ELOOP
+
+
 def test_a_non_bmp_is_taken_once_stable(tmp_path: Path) -> None:
     path = tmp_path / "x.bmp"
     path.write_bytes(b"this is not a bitmap at all")

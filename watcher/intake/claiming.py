@@ -63,11 +63,8 @@ def claim(
     here."""
     key = uuid.uuid4().hex
     try:
-        if folders is not None:
-            work_path = _claim(folders.source(relative), area, key, relative)
-        else:
-            with SourceFolders(inbox) as own:
-                work_path = _claim(own.source(relative), area, key, relative)
+        with SourceFolders(inbox) if folders is None else contextlib.nullcontext(folders) as opened:
+            work_path = _claim(opened.source(relative), area, key, relative)
     except FileNotFoundError:
         shutil.rmtree(area / key, ignore_errors=True)
         logger.debug("%s vanished before it could be claimed", relative)

@@ -186,6 +186,10 @@ def look(path: Path, *, before: _Observation | None = None) -> Look | Verdict:
     except FileNotFoundError:
         return Verdict.GONE
     except OSError as error:
+        if error.errno in (errno.ENOTDIR, errno.ELOOP):
+            # A folder on its way is a file now, or a link loop: no such frame can be there (and
+            # waiting for one would keep the name, and the waiting count, forever).
+            return Verdict.GONE
         if error.errno == errno.ENAMETOOLONG:
             # Written through a relative path (a writer that walked down with chdir): not
             # "still being written", and never will be readable by its name.

@@ -141,6 +141,7 @@ class Daemon:
             # must never adopt frames this one is still moving.
             self._dispatcher.shutdown()
             self._processor.close()
+            self._recovery.release_all()
             self.instance.release()
         self.report.recovered = self._recovery.recovered
         self.report.left_incomplete = self._claims.left()

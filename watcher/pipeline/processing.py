@@ -205,7 +205,10 @@ class BatchProcessor:
 
     def finish_committed(self, frame: Claimed, record: ResultRecord) -> None:
         """Recovery: the row of `frame` was committed but its move did not happen (or not all)."""
-        self._deliverer.deliver([Stored(frame, record)])
+        stored = [Stored(frame, record)]
+        self._deliverer.deliver(stored)
+        # Its name was reserved if this run recorded it (a batch whose moves failed, retried).
+        self._recorder.moved(stored)
 
     def prefetch(self, frame: Claimed) -> None:
         """Start reading, hashing and decoding a claimed frame now, before its batch is processed

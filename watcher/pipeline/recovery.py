@@ -48,6 +48,7 @@ class Recovery:
         self._in_progress = in_progress
         # Called after each suspect: a long line of them must still feed the watchdog.
         self._after_suspect = after_suspect
+        self._adopted: list[InstanceLock] = []  # dead instances' locks, held while we hold their frames
         self.recovered = 0
 
     def recover(self, *, crashed: bool) -> None:
@@ -55,26 +56,51 @@ class Recovery:
         self._recover_area(self._instance.area, crashed=crashed)
         self.adopt_orphans()
         self._dispatcher.collect(wait=True)
+        self._release_adopted()
 
     def adopt_orphans(self) -> None:
-        # An instance whose lock we can take is gone: its claimed frames are ours to finish.
+        """An instance whose lock we can take is gone: its claimed frames are ours to finish. Its
+        lock stays ours while any of them is (parked while an output folder is away, say, or in a
+        batch on a worker): let go, the next rescan, ours or another instance's, would adopt the
+        same frames again and process them twice."""
+        self._release_adopted()
         for orphan in orphaned_instances(self._in_progress, own=self._instance.name):
+            self._adopted.append(orphan)
             try:
                 crashed = not suspects.stopped_cleanly(orphan.area)
                 if self._recover_area(orphan.area, crashed=crashed):
                     logger.info("recovered the frames of instance %s, which is gone", orphan.name)
                 suspects.take_clean_stop(orphan.area)
-                with contextlib.suppress(OSError):
-                    orphan.area.rmdir()
             except (StorageError, OSError) as error:
                 if not is_transient(error):
                     raise
                 # The database or an output folder is away: the next rescan tries again; the
                 # frames stay where they are.
                 logger.warning("cannot adopt instance %s's frames yet: %s", orphan.name, first_line(error))
-                return
-            finally:
-                orphan.release()
+                break
+        self._release_adopted()
+
+    def release_all(self) -> None:
+        """On the way out: the frames still held go back to whoever adopts them next."""
+        for orphan in self._adopted:
+            orphan.release()
+        self._adopted = []
+
+    def _release_adopted(self) -> None:
+        # Only at a rescan (claimed_frames lists each area): the locks of the dead instances none
+        # of whose frames we hold any more go, with their areas once empty.
+        if not self._adopted:
+            return
+        held = {frame.key for frame in self._dispatcher.held()}
+        kept: list[InstanceLock] = []
+        for orphan in self._adopted:
+            if any(frame.key in held for frame in claimed_frames(orphan.area)):
+                kept.append(orphan)
+                continue
+            with contextlib.suppress(OSError):
+                orphan.area.rmdir()
+            orphan.release()
+        self._adopted = kept
 
     def _recover_area(self, area: Path, *, crashed: bool) -> int:
         leftovers = claimed_frames(area)

@@ -24,6 +24,29 @@ def sqlite_file(url: str | URL) -> Path | None:
     return Path(database)
 
 
+# libpq's own defaults wait for ever: a server that takes the connection and never answers (a
+# stopped host behind a live pooler, a SYN-queued port), or a peer lost mid-query, would hold the
+# daemon's loop thread (and its SIGTERM) until the kernel gives up, ~15 minutes later. A URL's
+# own values win.
+LIBPQ_TIMEOUTS: dict[str, int] = {
+    "connect_timeout": 10,  # seconds, the whole connection's start included
+    "keepalives": 1,
+    "keepalives_idle": 30,  # a silent peer is given up after 30 + 3 × 10 s
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,  # ms: data sent and not acknowledged
+}
+
+
+def _libpq_defaults(url: URL) -> dict[str, Any]:
+    if url.get_backend_name() != "postgresql":
+        return {}
+    connect_args: dict[str, Any] = {"application_name": "cctv-gender"}
+    if url.get_driver_name() in ("psycopg", "psycopg2"):  # libpq's parameters
+        connect_args |= {key: value for key, value in LIBPQ_TIMEOUTS.items() if key not in url.query}
+    return connect_args
+
+
 def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> Engine:
     """An engine for `url`; SQLite gets WAL, synchronous=FULL, a busy timeout, BEGIN IMMEDIATE
     and, but read-only, a write gate (watcher.store.write_gate: the process's writes take turns).
@@ -36,7 +59,7 @@ def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> E
     open (an export piped into `less`) holds a WAL snapshot and never the daemon's write lock.
     """
     if not url.startswith("sqlite"):
-        connect_args = {"application_name": "cctv-gender"} if url.startswith("postgresql") else {}
+        connect_args = _libpq_defaults(make_url(url))
         # hide_parameters: an error's message never carries a batch's rows (embeddings included).
         engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
 
