@@ -58,3 +58,26 @@ def test_an_orphans_frame_waiting_for_its_output_folder_is_adopted_once(
     wait_for(lambda: not area.exists(), what="the dead instance's area to go at the next rescan")
     # Its lock is let go once its frames are done: the name can be taken again.
     acquire_instance(area.parent, name="deadnode").release()
+
+
+def test_an_orphans_frame_still_waiting_at_a_clean_stop_is_no_suspect_for_the_next_adopter(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="watcher.pipeline.recovery")
+    first = start_daemon(inbox={"mode": "events", "rescan_interval_s": 0.2, "settle_ms": 0})
+    processed = tmp_path / "processed"
+    away = first.take_away(processed, caplog)
+    area = _dead_instance_with_a_claim(tmp_path)
+    wait_for(lambda: first.daemon.parked_frames == 1, what="the orphan's frame to wait for processed/")
+
+    first.stop.set()  # a clean stop (SIGTERM) with the adopted frame still waiting
+    first.daemon.wake()
+    first.thread.join(timeout=30)
+    assert not first.thread.is_alive()
+    away.rename(processed)
+    start_daemon(inbox={"mode": "events", "rescan_interval_s": 0.2, "settle_ms": 0})
+
+    wait_for(lambda: files_under(processed) == ["x.bmp"], what="the next adopter's move")
+    # The dead instance's crash made it a suspect once; the clean stop after it did not.
+    assert caplog.text.count("by a run that crashed") == 1, caplog.text
+    assert not area.exists() or not list(area.glob(".attempts*"))

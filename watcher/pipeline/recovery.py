@@ -80,6 +80,12 @@ class Recovery:
                 break
         self._release_adopted()
 
+    def mark_clean_stop(self) -> None:
+        """A clean stop: dead instances' frames we still hold (parked) are no suspects for
+        whoever adopts them next, as our own are not."""
+        for orphan in self._adopted:
+            suspects.mark_clean_stop(orphan.area)
+
     def release_all(self) -> None:
         """On the way out: the frames still held go back to whoever adopts them next."""
         for orphan in self._adopted:
