@@ -165,10 +165,6 @@ class InboxEvents:
                 entries = list(os.scandir(folder))
             except OSError as error:
                 unwatched.append(f"{folder} ({error.strerror or error})")
-                if not relative.parts:
-                    # The inbox itself unwatched (out of watches, say): check_inbox asks again at
-                    # each rescan until it is, or its own frames would only ever come by rescans.
-                    self._inbox_identity = None
                 continue
             for entry in entries:
                 try:
