@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,14 +94,17 @@ class Recovery:
         self._adopted = []
 
     def _release_adopted(self) -> None:
-        # Only at a rescan (claimed_frames lists each area): the locks of the dead instances none
+        # At a rescan: the locks of the dead instances none
         # of whose frames we hold any more go, with their areas once empty.
         if not self._adopted:
             return
-        held = {frame.key for frame in self._dispatcher.held()}
+        # From the frames held, never a listing of the area: its frames move out of it on the
+        # lanes meanwhile, and a listing could see one go between two looks (FileNotFoundError).
+        held = [frame.work_path_text for frame in self._dispatcher.held()]
         kept: list[InstanceLock] = []
         for orphan in self._adopted:
-            if any(frame.key in held for frame in claimed_frames(orphan.area)):
+            inside = f"{orphan.area}{os.sep}"
+            if any(path.startswith(inside) for path in held):
                 kept.append(orphan)
                 continue
             with contextlib.suppress(OSError):
