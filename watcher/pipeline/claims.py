@@ -66,14 +66,13 @@ class Claims:
         self._readiness.writers_finished(self._inbox, names)
 
     def rescan(self) -> None:
-        found = list(scan_inbox(self._inbox))
+        self.hint(scan_inbox(self._inbox))
         if self._refused:
-            # Refused names are remembered to say each refusal once; one no longer in the inbox
-            # (cleared away, or claimed since) is forgotten, or a long refusal (a read-only
+            # Refused names are remembered to say each refusal once. A refused name leaves the
+            # waiting set, and the scan puts it back while it is still in the inbox: one not
+            # back (cleared away, or claimed since) is forgotten, or a long refusal (a read-only
             # inbox) would keep every name it ever saw.
-            present = set(found)
-            self._refused = {name: reason for name, reason in self._refused.items() if name in present}
-        self.hint(found)
+            self._refused = {name: reason for name, reason in self._refused.items() if name in self._waiting}
 
     def claim_ready(self, take: Callable[[Claimed], None]) -> int:
         """Claim every ready frame, handing each to `take`; returns how many are still settling."""

@@ -94,8 +94,8 @@ class Recovery:
         self._adopted = []
 
     def _release_adopted(self) -> None:
-        # At a rescan: the locks of the dead instances none
-        # of whose frames we hold any more go, with their areas once empty.
+        # At a rescan: the locks of the dead instances none of whose frames we hold any more go,
+        # with their areas once empty.
         if not self._adopted:
             return
         # From the frames held, never a listing of the area: its frames move out of it on the
