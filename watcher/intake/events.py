@@ -48,6 +48,9 @@ class InboxEvents:
         # folder renamed keeps its watch, under its new name; one gone leaves no watch).
         self._folders: dict[int, PurePosixPath] = {}
         self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
+        # Folders the last walk could not watch (out of inotify watches, say): tried again at
+        # each rescan, and warned about only when they change, not at every try.
+        self._unwatched: frozenset[Path] = frozenset()
 
     def request_rescan(self) -> None:
         with self._lock:
@@ -83,9 +86,13 @@ class InboxEvents:
 
     def check_inbox(self) -> None:
         """Have the inbox watched again if it is not the folder its watch is on (deleted and made
-        again, renamed away and back, a share mounted over it, or missing when watching began):
-        events would otherwise never come back. The daemon asks at each rescan."""
-        if self._reader is not None and _identity(self._inbox) != self._inbox_identity:
+        again, renamed away and back, a share mounted over it, or missing when watching began),
+        or if the last walk left folders unwatched (the inotify watches used up, by other
+        programs say): their events would otherwise never come, their frames found only by
+        rescans for the rest of the run. The daemon asks at each rescan."""
+        if self._reader is None:
+            return
+        if self._unwatched or _identity(self._inbox) != self._inbox_identity:
             os.write(self._control_write, _REWATCH)
 
     def stop(self) -> None:
@@ -142,20 +149,28 @@ class InboxEvents:
                     asked = os.read(self._control_read, 64)
                     if _STOP in asked:
                         return
-                    self._watch_tree()  # check_inbox: the inbox is another folder now
-                    self.request_rescan()
+                    self._rewatch()
                 if inotify.descriptor in ready:
                     self.take_events(inotify.read())
             except Exception:  # noqa: BLE001 - events are only hints: never stop reading them
                 logger.exception("reading the inbox's events failed: rescanning")
                 self.request_rescan()
 
+    def _rewatch(self) -> None:
+        """check_inbox's walk. A rescan follows only if it watches what was not watched before
+        (frames may have come there unheard since the rescan that asked): a folder that still
+        cannot be watched is tried again at the next rescan, not in a loop of rescans."""
+        identity, watched = self._inbox_identity, set(self._folders.values())
+        self._watch_tree()
+        if self._inbox_identity != identity or not watched.issuperset(self._folders.values()):
+            self.request_rescan()
+
     def _watch_tree(self) -> None:
         """Watch the inbox and every folder under it but hidden ones (links not followed); drop
         the watches of folders no longer there."""
         assert self._inotify is not None, "started"
         folders: dict[int, PurePosixPath] = {}
-        unwatched = []
+        unwatched: dict[Path, str] = {}
         self._inbox_identity = _identity(self._inbox)
         stack = [(self._inbox, PurePosixPath())]
         while stack:
@@ -164,7 +179,7 @@ class InboxEvents:
                 folders[self._inotify.watch(folder)] = relative
                 entries = list(os.scandir(folder))
             except OSError as error:
-                unwatched.append(f"{folder} ({error.strerror or error})")
+                unwatched[folder] = f"{folder} ({error.strerror or error})"
                 continue
             for entry in entries:
                 try:
@@ -174,11 +189,17 @@ class InboxEvents:
                     continue
         if unwatched:
             # Gone again, or out of inotify watches: the periodic rescan still finds their frames.
-            logger.warning(
+            # Tried again at each rescan (check_inbox): the same refusal is not news.
+            said = list(unwatched.values())
+            logger.log(
+                logging.DEBUG if unwatched.keys() == self._unwatched else logging.WARNING,
                 "cannot watch %s for events; relying on rescans: %s",
-                plural(len(unwatched), "folder"),
-                ", ".join(unwatched[:3]) + (", ..." if len(unwatched) > 3 else ""),
+                plural(len(said), "folder"),
+                ", ".join(said[:3]) + (", ..." if len(said) > 3 else ""),
             )
+        elif self._unwatched:
+            logger.info("every folder of the inbox is watched for events again")
+        self._unwatched = frozenset(unwatched)
         for watch in self._folders.keys() - folders.keys():
             self._inotify.unwatch(watch)
         self._folders = folders
