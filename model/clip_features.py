@@ -25,7 +25,7 @@ from model.identity import identify_clip
 from model.images import as_uint8_array
 from model.messages import first_line
 from model.packed import PackedBmp, gathered_on, packed_rows, thread_stream
-from model.processor_steps import preprocessed_on_cpu, resizes_by_steps, steps_from_rows, transform
+from model.processor_steps import finish, resized_where_they_lie, resizes_by_steps, steps_from_rows, transform
 from model.runtime import TORCH, ModelLoadError, Runtime
 from model.staging import staged
 from model.traced import Traced, TracedByShape, trace_image_tower
@@ -170,7 +170,8 @@ class ClipFeatureExtractor:
         if isinstance(group[0], PackedBmp):
             yield from (self._packed_pixels(chunk) for chunk in chunks)  # type: ignore[arg-type]  # a group is all of one type
         elif self.runtime.device.type == "cpu" and resizes_by_steps(processor):
-            yield from preprocessed_on_cpu(processor, chunks, self._staging)  # type: ignore[arg-type]  # not PackedBmp
+            for chunk in chunks:
+                yield finish(processor, *resized_where_they_lie(processor, chunk))  # type: ignore[arg-type]  # not PackedBmp
         else:
             for on_device, bgr in self._uploaded(chunks):  # type: ignore[arg-type]  # not PackedBmp
                 yield transform(processor, on_device, bgr)

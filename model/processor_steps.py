@@ -8,7 +8,7 @@ a batch give identical values (tested in tests/test_fast_path.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,6 @@ import torch
 from model.batch_math import affine_of, normalised_rgb, to_rgb
 from model.images import PixelBlock
 from model.packed import upright
-from model.staging import reused
 
 _STEPS = ("resize", "center_crop", "rescale_and_normalize")
 
@@ -57,67 +56,34 @@ def steps_from_rows(processor: Any, block: PixelBlock) -> Callable[[torch.Tensor
 
 
 def finish(processor: Any, batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
-    """The processor's crop, then its rescale and normalisation (see `normalised`)."""
+    """The processor's crop, then its rescale and normalisation as one multiply-add a channel on
+    a contiguous float copy, the channels put in RGB order by that copy: after resizing and
+    cropping, on a few KB a frame instead of the whole frame (both treat channels alike)."""
     if processor.do_center_crop:
         batch = processor.center_crop(batch, processor.crop_size)
-    return normalised(processor, batch, bgr)
-
-
-def normalised(processor: Any, batch: torch.Tensor, bgr: list[bool]) -> torch.Tensor:
-    """The processor's rescale and normalisation as one multiply-add a channel on a contiguous
-    float copy, the channels put in RGB order by that copy: after resizing and cropping, on a few
-    KB a frame instead of the whole frame (both treat channels alike)."""
     scale, shift = affine_of(processor)
     return normalised_rgb(batch, bgr, scale, shift)
 
 
-def preprocessed_on_cpu(
-    processor: Any, chunks: list[list[np.ndarray]], buffers: dict[tuple[int, ...], torch.Tensor]
-) -> Iterator[torch.Tensor]:
-    """Each chunk of frames of one size resized, cropped and normalised on a CPU (see
-    cropped_where_they_lie), with `buffers` the calling thread's."""
-    for chunk in chunks:
-        cropped, bgr = cropped_where_they_lie(processor, chunk, buffers)
-        yield normalised(processor, cropped, bgr)  # before the next chunk reuses `cropped`
-
-
-def cropped_where_they_lie(
-    processor: Any, arrays: list[np.ndarray], buffers: dict[tuple[int, ...], torch.Tensor]
-) -> tuple[torch.Tensor, list[bool]]:
-    """On a CPU, each frame resized straight from where its file was read (no copy of the whole
-    frame into a batch first: as many bytes as reading it), cropped, and copied into one NCHW
-    uint8 batch kept in `buffers` (the calling thread's) for the next call: joining the resized
-    frames into a fresh batch and making a contiguous copy of its crop cost ~0.05 ms a frame more
-    (0.69-0.72 ms a frame of 640x480 against 0.63-0.67, 2-core VM). A BMP is resized with its rows
-    and channels as stored; a bottom-up one is put upright after resizing, on a few KB (resizing
-    is symmetric: flipping before or after gives the same bytes, tested), and the channels are
-    swapped by the normalising copy. Returns the batch, valid until the thread's next call, and
-    which frames hold BGR."""
-    batch: torch.Tensor | None = None
-    bgr = []
-    for index, array in enumerate(arrays):
-        small, reversed_channels = _resized_where_it_lies(processor, array)
-        if processor.do_center_crop:
-            small = processor.center_crop(small, processor.crop_size)
-        if batch is None:
-            batch = reused(buffers, len(arrays), tuple(small.shape[1:]))[: len(arrays)]
-        batch[index].copy_(small[0])
+def resized_where_they_lie(processor: Any, arrays: list[np.ndarray]) -> tuple[torch.Tensor, list[bool]]:
+    """On a CPU, each frame resized straight from where its file was read: no copy of the whole
+    frame into a batch first (as many bytes as reading it). A BMP is resized with its rows and
+    channels as stored; a bottom-up one is put upright after resizing, on a few KB (resizing is
+    symmetric: flipping before or after gives the same bytes, tested), and the channels are
+    swapped by the normalising copy. Returns the resized batch and which frames hold BGR."""
+    resized, bgr = [], []
+    for array in arrays:
+        if array.dtype != np.uint8:
+            raise TypeError(f"a picture must be uint8 (height, width, 3), not {array.dtype}")
+        upside_down = array.strides[0] < 0
+        stored = array[::-1] if upside_down else array
+        reversed_channels = stored.strides[-1] < 0
+        stored = stored[..., ::-1] if reversed_channels else stored
+        if not stored.flags.writeable or min(stored.strides) < 0:
+            # torch views only writable memory without a warning, and no negative strides.
+            stored = np.ascontiguousarray(stored) if stored.flags.writeable else stored.copy()
+        frame = torch.from_numpy(stored).permute(2, 0, 1).unsqueeze(0)  # HWC → NCHW, a view
+        small = processor.resize(frame, size=processor.size, resample=processor.resample)
+        resized.append(small.flip(2) if upside_down else small)
         bgr.append(reversed_channels)
-    assert batch is not None, "a group has a frame"
-    return batch, bgr
-
-
-def _resized_where_it_lies(processor: Any, array: np.ndarray) -> tuple[torch.Tensor, bool]:
-    """One frame resized from its rows as stored, put upright; and whether it holds BGR."""
-    if array.dtype != np.uint8:
-        raise TypeError(f"a picture must be uint8 (height, width, 3), not {array.dtype}")
-    upside_down = array.strides[0] < 0
-    stored = array[::-1] if upside_down else array
-    reversed_channels = stored.strides[-1] < 0
-    stored = stored[..., ::-1] if reversed_channels else stored
-    if not stored.flags.writeable or min(stored.strides) < 0:
-        # torch views only writable memory without a warning, and no negative strides.
-        stored = np.ascontiguousarray(stored) if stored.flags.writeable else stored.copy()
-    frame = torch.from_numpy(stored).permute(2, 0, 1).unsqueeze(0)  # HWC → NCHW, a view
-    small = processor.resize(frame, size=processor.size, resample=processor.resample)
-    return (small.flip(2) if upside_down else small), reversed_channels
+    return torch.cat(resized), bgr

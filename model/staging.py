@@ -26,20 +26,7 @@ def staged(
     a fresh allocation costs page faults every batch (and pinning, on CUDA, costs more than the
     copy).
     """
-    count = len(arrays)
-    buffer = reused(cache, count, arrays[0].shape, pinned=pinned)
-    slots = buffer[:count].numpy()
-    bgr = [array.strides[-1] < 0 for array in arrays]
-    for slot, array, reversed_channels in zip(slots, arrays, bgr, strict=True):
-        np.copyto(slot, array[..., ::-1] if reversed_channels else array)  # rows come upright
-    return buffer[:count], bgr
-
-
-def reused(
-    cache: dict[tuple[int, ...], torch.Tensor], count: int, shape: tuple[int, ...], *, pinned: bool = False
-) -> torch.Tensor:
-    """A uint8 buffer of at least `count` slots of `shape`, kept in `cache` per slot shape when it
-    is at most STAGING_CACHE_BYTES (the oldest of STAGING_CACHE_SHAPES shapes let go first)."""
+    count, shape = len(arrays), arrays[0].shape
     buffer = cache.get(shape)
     if buffer is None or buffer.shape[0] < count:
         buffer = torch.empty((count, *shape), dtype=torch.uint8, pin_memory=pinned)
@@ -47,4 +34,8 @@ def reused(
             if len(cache) >= STAGING_CACHE_SHAPES:
                 cache.pop(next(iter(cache)))  # the oldest frame size
             cache[shape] = buffer
-    return buffer
+    slots = buffer[:count].numpy()
+    bgr = [array.strides[-1] < 0 for array in arrays]
+    for slot, array, reversed_channels in zip(slots, arrays, bgr, strict=True):
+        np.copyto(slot, array[..., ::-1] if reversed_channels else array)  # rows come upright
+    return buffer[:count], bgr
