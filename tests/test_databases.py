@@ -59,18 +59,37 @@ def test_a_frame_key_gets_one_row_however_often_it_is_inserted(database_url: str
 
 
 @pytest.mark.parametrize(
-    ("query", "within_s"),
-    [pytest.param("", 40.0, id="default_10s"), pytest.param("?connect_timeout=1", 8.0, id="the_urls_own_1s")],
+    ("operator_set", "within_s"),
+    [
+        pytest.param("", 40.0, id="default_10s"),
+        pytest.param("?connect_timeout=1", 8.0, id="the_urls_own_1s"),
+        pytest.param("PGCONNECT_TIMEOUT=1", 8.0, id="libpqs_environment_1s"),
+        pytest.param("service", 8.0, id="a_named_services_1s"),
+    ],
 )
-def test_a_server_that_never_answers_is_given_up_not_waited_for(query: str, within_s: float) -> None:
+def test_a_server_that_never_answers_is_given_up_not_waited_for(
+    operator_set: str, within_s: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
     import time
 
     # A port whose kernel completes the handshake and whose server never says a word (a stopped
     # host behind a live pooler): libpq alone would wait for ever, and the daemon's loop with it.
+    # What the operator set, in the URL or where libpq looks for it, wins over the 10 s default.
     with socket.create_server(("127.0.0.1", 0), backlog=8) as silent:
         port = silent.getsockname()[1]
-        engine = make_engine(f"postgresql+psycopg://cctv@127.0.0.1:{port}/test{query}", busy_timeout_ms=1000)
+        url = f"postgresql+psycopg://cctv@127.0.0.1:{port}/test"
+        if operator_set.startswith("?"):
+            url += operator_set
+        elif operator_set == "service":
+            (tmp_path / "pg_service.conf").write_text(
+                f"[silent]\nhost=127.0.0.1\nport={port}\nuser=cctv\ndbname=test\nconnect_timeout=1\n"
+            )
+            monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "pg_service.conf"))
+            url = "postgresql+psycopg:///?service=silent"
+        elif operator_set:
+            monkeypatch.setenv(*operator_set.split("="))
+        engine = make_engine(url, busy_timeout_ms=1000)
         outcome: list[BaseException] = []
 
         def connect() -> None:
@@ -87,6 +106,52 @@ def test_a_server_that_never_answers_is_given_up_not_waited_for(query: str, with
         assert time.monotonic() - started >= 0.5  # given up by the timeout, not refused at once
         assert outcome and isinstance(outcome[0], OperationalError), outcome
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("operator_set", "expected"),
+    [("", "cctv-gender"), ("application_name=site-a", "site-a"), ("PGAPPNAME=site-b", "site-b")],
+)
+def test_the_connections_name_is_the_operators_if_set(
+    postgres_url: str, operator_set: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    url = postgres_url
+    if operator_set.startswith("application_name"):
+        url += f"&{operator_set}"
+    elif operator_set:
+        monkeypatch.setenv(*operator_set.split("="))
+    engine = make_engine(url, busy_timeout_ms=1000)
+    with engine.connect() as connection:
+        assert connection.execute(text("SHOW application_name")).scalar() == expected
+    engine.dispose()
+
+
+def test_a_named_services_entry_is_left_to_it_and_its_connect_timeout_handed_to_psycopg(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import make_url
+
+    from watcher.store.engine import LIBPQ_TIMEOUTS, libpq_defaults
+
+    user_file, system = tmp_path / "mine.conf", tmp_path / "etc"
+    user_file.write_text(
+        "# the site's\n[other]\nconnect_timeout=99\n\n[site]\n keepalives_idle = 5 \nconnect_timeout=3\n"
+    )
+    system.mkdir()
+    (system / "pg_service.conf").write_text("[shared]\ntcp_user_timeout=1000\n")
+    environment = {"PGSERVICEFILE": str(user_file), "PGSYSCONFDIR": str(system)}
+    url = make_url("postgresql+psycopg:///?service=site")
+    set_here = libpq_defaults(url, environment)
+    assert "keepalives_idle" not in set_here and set_here["connect_timeout"] == "3"
+    assert set_here["tcp_user_timeout"] == LIBPQ_TIMEOUTS["tcp_user_timeout"]
+    # Not in the user's file: the system's, as libpq looks.
+    shared = libpq_defaults(make_url("postgresql+psycopg:///?service=shared"), environment)
+    assert "tcp_user_timeout" not in shared and shared["connect_timeout"] == LIBPQ_TIMEOUTS["connect_timeout"]
+    # The URL's own value outranks the service's, as in libpq.
+    mine = libpq_defaults(make_url("postgresql+psycopg:///?service=site&connect_timeout=7"), environment)
+    assert "connect_timeout" not in mine
 
 
 def test_daemons_starting_together_migrate_once(postgres_url: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 
+from watcher.store.pg_service import service_settings
 from watcher.store.write_gate import add_write_gate
 
 
@@ -26,8 +29,7 @@ def sqlite_file(url: str | URL) -> Path | None:
 
 # libpq's own defaults wait for ever: a server that takes the connection and never answers (a
 # stopped host behind a live pooler, a SYN-queued port), or a peer lost mid-query, would hold the
-# daemon's loop thread (and its SIGTERM) until the kernel gives up, ~15 minutes later. A URL's
-# own values win.
+# daemon's loop thread (and its SIGTERM) until the kernel gives up, ~15 minutes later.
 LIBPQ_TIMEOUTS: dict[str, int] = {
     "connect_timeout": 10,  # seconds, the whole connection's start included
     "keepalives": 1,
@@ -36,15 +38,38 @@ LIBPQ_TIMEOUTS: dict[str, int] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 60_000,  # ms: data sent and not acknowledged
 }
+# The environment variables libpq reads for the parameters above (the others have none).
+LIBPQ_ENVIRONMENT = {"connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME"}
 
 
-def _libpq_defaults(url: URL) -> dict[str, Any]:
+def libpq_defaults(url: URL, environment: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """What the daemon sets for a PostgreSQL connection, short of what the operator set: a
+    parameter given here outranks libpq's own sources, so one that the URL's query names, its
+    environment variable, or a named service's pg_service.conf entry sets is left to them (the
+    entry's connect_timeout is handed over: psycopg 3 would not read it, see pg_service)."""
     if url.get_backend_name() != "postgresql":
         return {}
-    connect_args: dict[str, Any] = {"application_name": "cctv-gender"}
-    if url.get_driver_name() in ("psycopg", "psycopg2"):  # libpq's parameters
-        connect_args |= {key: value for key, value in LIBPQ_TIMEOUTS.items() if key not in url.query}
-    return connect_args
+    libpq = url.get_driver_name() in ("psycopg", "psycopg2")
+    wanted: dict[str, Any] = {"application_name": "cctv-gender"} | (LIBPQ_TIMEOUTS if libpq else {})
+    if not libpq:
+        return {key: value for key, value in wanted.items() if key not in url.query}
+    service = _query_value(url, "service") or environment.get("PGSERVICE")
+    from_service = (
+        service_settings(service, service_file=_query_value(url, "servicefile"), environment=environment)
+        if service
+        else {}
+    )
+    from_environment = {key for key, variable in LIBPQ_ENVIRONMENT.items() if variable in environment}
+    operators = set(url.query) | from_service.keys() | from_environment
+    given = {key: value for key, value in wanted.items() if key not in operators}
+    if "connect_timeout" in from_service and "connect_timeout" not in url.query:
+        given["connect_timeout"] = from_service["connect_timeout"]
+    return given
+
+
+def _query_value(url: URL, key: str) -> str | None:
+    value = url.query.get(key)
+    return value if value is None or isinstance(value, str) else value[-1]  # given twice: the last
 
 
 def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> Engine:
@@ -59,7 +84,7 @@ def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> E
     open (an export piped into `less`) holds a WAL snapshot and never the daemon's write lock.
     """
     if not url.startswith("sqlite"):
-        connect_args = _libpq_defaults(make_url(url))
+        connect_args = libpq_defaults(make_url(url))
         # hide_parameters: an error's message never carries a batch's rows (embeddings included).
         engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
 

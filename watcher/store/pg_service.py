@@ -1,0 +1,55 @@
+"""What a named PostgreSQL service sets (its pg_service.conf entry), found as libpq finds it.
+
+libpq fills a connection's parameters from the entry only where the connection gives none, so the
+daemon must know which they are to leave them alone (watcher.store.engine). psycopg 3 also waits
+for a connection by a timeout of its own that it reads from the connection and PGCONNECT_TIMEOUT
+only, never from the service: the entry's `connect_timeout` has to be handed to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+# Where Debian's libpq looks for the system-wide file when PGSYSCONFDIR is not set.
+SYSTEM_CONFIG_FOLDER = Path("/etc/postgresql-common")
+
+
+def service_settings(
+    name: str, *, service_file: str | None, environment: Mapping[str, str]
+) -> dict[str, str]:
+    """The entry `name` of the first file that has one, libpq's order: the URL's `servicefile`,
+    else PGSERVICEFILE, else ~/.pg_service.conf; then the system's pg_service.conf (in
+    PGSYSCONFDIR). Empty when no file has it (libpq then refuses the connection itself)."""
+    for path in _service_files(service_file, environment):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue  # absent or unreadable: libpq goes on to the next as well
+        entry = _entry(text, name)
+        if entry is not None:
+            return entry
+    return {}
+
+
+def _service_files(service_file: str | None, environment: Mapping[str, str]) -> list[Path]:
+    user = service_file or environment.get("PGSERVICEFILE") or str(Path.home() / ".pg_service.conf")
+    system = Path(environment.get("PGSYSCONFDIR") or SYSTEM_CONFIG_FOLDER) / "pg_service.conf"
+    return [Path(user), system]
+
+
+def _entry(text: str, name: str) -> dict[str, str] | None:
+    """The `[name]` section's key=value lines (comments and blank lines skipped), or None."""
+    entry: dict[str, str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if entry is not None:
+                return entry  # the section after ours
+            entry = {} if line == f"[{name}]" else None
+        elif entry is not None and "=" in line:
+            key, _, value = line.partition("=")
+            entry[key.strip()] = value.strip()
+    return entry
