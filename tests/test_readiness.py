@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path, PurePosixPath
@@ -7,6 +8,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from model.synthetic import bmp_bytes
+from tests.helpers import wait_for
 from watcher.intake.discovery import camera_of, is_candidate_name, scan_inbox
 from watcher.intake.readiness import ReadinessTracker, Verdict, declared_bmp_size, incomplete_reason
 
@@ -164,3 +166,36 @@ def test_a_closed_but_short_frame_is_still_incomplete(tmp_path: Path) -> None:
     tracker = ReadinessTracker(settle_s=0, timeout_s=600)
     tracker.writers_finished(tmp_path, {PurePosixPath("x.bmp")})
     assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.INCOMPLETE
+
+
+def test_a_file_that_cannot_be_looked_at_waits_and_is_said_once_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An I/O error on the file's inode (a failing disk, a stale NFS handle) cannot be made here,
+    # nor a folder's search permission taken away from root: lstat is made to fail for one file.
+    path = tmp_path / "x.bmp"
+    path.write_bytes(bmp_bytes())
+    _age(path, 10)
+    lstat = Path.lstat
+
+    def failing(self: Path) -> os.stat_result:
+        if self == path:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
+        return lstat(self)
+
+    monkeypatch.setattr(Path, "lstat", failing)
+    tracker = ReadinessTracker(settle_s=0, timeout_s=0.2)
+
+    def said() -> list[str]:
+        return [
+            record.getMessage() for record in caplog.records if record.getMessage().startswith("cannot look")
+        ]
+
+    wait_for(lambda: tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.INCOMPLETE and said())
+    for _ in range(5):
+        assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.INCOMPLETE
+    assert said() == [said()[0]] and "x.bmp" in said()[0] and "(Input/output error)" in said()[0]
+    assert [record.levelname for record in caplog.records if record.getMessage() in said()] == ["WARNING"]
+
+    monkeypatch.setattr(Path, "lstat", lstat)  # readable again: it goes on its way
+    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.READY

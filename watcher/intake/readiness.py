@@ -95,10 +95,13 @@ class ReadinessTracker:
         # Frames whose writer closed them after writing (inotify says so), with the (size, mtime)
         # they had then: a later write makes the mark stale.
         self._finished: dict[PurePosixPath, tuple[int, int]] = {}
+        # Files that could not be looked at (lstat failed), since when; None once said.
+        self._unlooked: dict[PurePosixPath, float | None] = {}
 
     def forget(self, relative: PurePosixPath) -> None:
         self._seen.pop(relative, None)
         self._finished.pop(relative, None)
+        self._unlooked.pop(relative, None)
 
     def writers_finished(self, root: Path, paths: set[PurePosixPath]) -> None:
         for relative in paths:
@@ -113,8 +116,32 @@ class ReadinessTracker:
         if isinstance(looked, Verdict):
             if looked == Verdict.GONE:
                 self.forget(relative)
+            elif looked == Verdict.INCOMPLETE:  # from look: it could not be looked at
+                self._not_looked_at(root, relative)
             return looked
+        self._unlooked.pop(relative, None)
         return self.judge(relative, looked)
+
+    def _not_looked_at(self, root: Path, relative: PurePosixPath) -> None:
+        """A file whose lstat fails (EIO, a stale NFS handle, a folder's search permission taken
+        away) cannot be claimed, read or failed: it waits in the inbox, and the operator is told
+        once it has for `timeout_s`, with why, beside the waiting count that never falls."""
+        now = time.monotonic()
+        since = self._unlooked.setdefault(relative, now)
+        if since is None or now - since < self._timeout_s:
+            return
+        self._unlooked[relative] = None
+        try:
+            (root / relative).lstat()
+            reason = "it can be looked at now"
+        except OSError as error:
+            reason = error.strerror or str(error)
+        logger.warning(
+            "cannot look at %s for %.0f s (%s): it waits in the inbox until it can be",
+            relative,
+            now - since,
+            reason,
+        )
 
     def finished_mark(self, relative: PurePosixPath) -> tuple[int, int] | None:
         """(size, mtime_ns) the frame had when its writer closed it, if an event said so."""
