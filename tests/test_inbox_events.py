@@ -9,6 +9,7 @@ import os
 import shutil
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -79,6 +80,29 @@ def test_a_full_event_queue_is_read_as_an_overflow_and_asks_for_a_rescan(tmp_pat
         assert inbox_events.take().rescan is True
     finally:
         inbox_events.stop()
+
+
+def test_a_folder_made_while_the_event_queue_was_full_is_watched(tmp_path: Path) -> None:
+    (tmp_path / "cam").mkdir()
+    events = InboxEvents(tmp_path, threading.Event())
+    events._inotify = Inotify()  # driven by hand: take_events is the reader thread's
+    try:
+        events._watch_tree()
+        limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+        for index in range(limit // 2 + 1):  # a creation and a close each: the queue fills
+            (tmp_path / "cam" / f"{index}.bmp").write_bytes(b"")
+        (tmp_path / "cam2").mkdir()  # its event dropped
+        read: list[Event] = []
+        while batch := events._inotify.read():
+            read += batch
+        assert read[-1].overflowed and not any(event.name == "cam2" for event in read)
+        events.take_events(read)
+        assert events.take().rescan
+        write_bmp(tmp_path / "cam2" / "heard.bmp")
+        events.take_events(events._inotify.read())
+        assert PurePosixPath("cam2/heard.bmp") in events.take().finished
+    finally:
+        events.stop()
 
 
 def test_folders_made_moved_in_and_out_are_watched_as_they_now_lie(tmp_path: Path) -> None:
@@ -164,15 +188,15 @@ def test_a_frame_in_a_folder_renamed_within_the_same_read_is_hinted_by_its_new_n
 
 
 def refuse_watches(
-    monkeypatch: pytest.MonkeyPatch, folder: Path, times: int | None = None
+    monkeypatch: pytest.MonkeyPatch, refused_here: Callable[[Path], bool], *, times: int | None = None
 ) -> threading.Event:
-    """`folder`'s watch refused `times` times (None: until the event returned is set), as when
-    fs.inotify.max_user_watches is used up by other programs: a machine-wide setting that a test
-    must not lower."""
+    """The watches of folders `refused_here` says refused `times` times (None: until the event
+    returned is set), as when fs.inotify.max_user_watches is used up by other programs: a
+    machine-wide setting that a test must not lower."""
     watch, tries, allowed = Inotify.watch, [], threading.Event()
 
     def refused(self: Inotify, path: Path) -> int:
-        if path == folder and not allowed.is_set():
+        if refused_here(path) and not allowed.is_set():
             tries.append(path)
             if times is None or len(tries) <= times:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
@@ -193,7 +217,9 @@ def test_an_inbox_that_is_another_folder_now_is_watched_again_at_the_next_rescan
     if change != "missing at start":
         (inbox / "cam").mkdir(parents=True)
     if change == "out of watches at start":
-        refuse_watches(monkeypatch, inbox, times=1)  # check_inbox tries the same folder again
+        refuse_watches(
+            monkeypatch, lambda path: path == inbox, times=1
+        )  # check_inbox tries the same folder again
     events = InboxEvents(inbox, threading.Event())
     events.start()
     try:
@@ -228,7 +254,7 @@ def test_a_watch_still_refused_is_tried_at_each_rescan_without_asking_for_anothe
     # asks check_inbox, whose try would ask for a rescan): measured 8,402 rescans in 3 s.
     camera = tmp_path / "inbox" / "cam"
     camera.mkdir(parents=True)
-    allowed = refuse_watches(monkeypatch, camera)
+    allowed = refuse_watches(monkeypatch, lambda path: path == camera)
     events = InboxEvents(camera.parent, threading.Event())
     caplog.set_level(logging.DEBUG, logger="watcher.intake.events")
 
@@ -253,6 +279,33 @@ def test_a_watch_still_refused_is_tried_at_each_rescan_without_asking_for_anothe
         wait_for(lambda: PurePosixPath("cam/heard.bmp") in events.take().finished, what="the folder's events")
     finally:
         events.stop()
+
+
+def test_folders_refused_one_after_another_are_warned_about_once_until_all_are_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Out of watches, a camera making a folder an hour (and retention removing old ones) changes
+    # which folders are refused at every walk: news once, not every hour.
+    allowed = refuse_watches(monkeypatch, lambda path: path.name.startswith("hour-"))
+    events = InboxEvents(tmp_path, threading.Event())
+    events._inotify = Inotify()  # driven by hand: the walks are the reader thread's
+    caplog.set_level(logging.DEBUG, logger="watcher.intake.events")
+    try:
+        for hour in range(4):
+            (tmp_path / f"hour-{hour}").mkdir()
+            if hour >= 2:
+                (tmp_path / f"hour-{hour - 2}").rmdir()
+            events._watch_tree()
+        allowed.set()
+        events._watch_tree()
+        (tmp_path / "hour-9").mkdir()
+        allowed.clear()
+        events._watch_tree()  # refused again after all were watched: news again
+    finally:
+        events.stop()
+    said = [(record.levelno, record.getMessage()) for record in caplog.records]
+    levels = [level for level, message in said if message.startswith(("cannot watch", "every folder"))]
+    assert levels == [logging.WARNING] + [logging.DEBUG] * 3 + [logging.INFO, logging.WARNING]
 
 
 def test_start_twice_is_refused_and_stop_leaves_nothing_open(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ class InboxEvents:
         self._folders: dict[int, PurePosixPath] = {}
         self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
         # Folders the last walk could not watch (out of inotify watches, say): tried again at
-        # each rescan, and warned about only when they change, not at every try.
+        # each rescan, and warned about once until every folder is watched again.
         self._unwatched: frozenset[Path] = frozenset()
 
     def request_rescan(self) -> None:
@@ -117,9 +117,10 @@ class InboxEvents:
         tree_changed = any(_changes_the_tree(event) for event in events)
         if overflowed:
             logger.warning("the inbox's event queue overflowed: rescanning")
-        if tree_changed:
+        if tree_changed or overflowed:
             # First: a folder renamed keeps its watch, and its files' events name it as it is now.
-            # A folder made or moved in may arrive already full: a scan looks inside.
+            # A folder made or moved in may arrive already full: a scan looks inside. One made
+            # while the queue was full left no event: the walk finds it.
             self._watch_tree()
         hints, finished = set(), set()
         for event in events:
@@ -189,10 +190,11 @@ class InboxEvents:
                     continue
         if unwatched:
             # Gone again, or out of inotify watches: the periodic rescan still finds their frames.
-            # Tried again at each rescan (check_inbox): the same refusal is not news.
+            # Tried again at each rescan (check_inbox): said once until every folder is watched
+            # again, not at each folder made or removed meanwhile (a camera's hourly folders).
             said = list(unwatched.values())
             logger.log(
-                logging.DEBUG if unwatched.keys() == self._unwatched else logging.WARNING,
+                logging.DEBUG if self._unwatched else logging.WARNING,
                 "cannot watch %s for events; relying on rescans: %s",
                 plural(len(said), "folder"),
                 ", ".join(said[:3]) + (", ..." if len(said) > 3 else ""),
