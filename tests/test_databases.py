@@ -137,7 +137,8 @@ def test_a_named_services_entry_is_left_to_it_and_its_connect_timeout_handed_to_
 
     user_file, system = tmp_path / "mine.conf", tmp_path / "etc"
     user_file.write_text(
-        "# the site's\n[other]\nconnect_timeout=99\n\n[site]\n keepalives_idle = 5 \nconnect_timeout=3\n"
+        "# the site's\n[other]\nconnect_timeout=99\n\n"
+        "[site] # the cameras\nkeepalives_idle=5\nconnect_timeout=3\nconnect_timeout=30\n"
     )
     system.mkdir()
     (system / "pg_service.conf").write_text("[shared]\ntcp_user_timeout=1000\n")

@@ -69,7 +69,7 @@ def libpq_defaults(url: URL, environment: Mapping[str, str] = os.environ) -> dic
 
 def _query_value(url: URL, key: str) -> str | None:
     value = url.query.get(key)
-    return value if value is None or isinstance(value, str) else value[-1]  # given twice: the last
+    return value if value is None or isinstance(value, str) else None  # given twice: libpq refuses it anyway
 
 
 def make_engine(url: str, *, busy_timeout_ms: int, read_only: bool = False) -> Engine:

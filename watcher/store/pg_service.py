@@ -48,8 +48,8 @@ def _entry(text: str, name: str) -> dict[str, str] | None:
         if line.startswith("["):
             if entry is not None:
                 return entry  # the section after ours
-            entry = {} if line == f"[{name}]" else None
+            entry = {} if line.startswith(f"[{name}]") else None  # as libpq: what follows "]" ignored
         elif entry is not None and "=" in line:
             key, _, value = line.partition("=")
-            entry[key.strip()] = value.strip()
+            entry.setdefault(key.strip(), value.strip())  # given twice: libpq keeps the first
     return entry
