@@ -48,9 +48,9 @@ class InboxEvents:
         # folder renamed keeps its watch, under its new name; one gone leaves no watch).
         self._folders: dict[int, PurePosixPath] = {}
         self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
-        # Folders the last walk could not watch (out of inotify watches, say): tried again at
-        # each rescan, and warned about once until every folder is watched again.
-        self._unwatched: frozenset[Path] = frozenset()
+        # Whether the last walk left folders unwatched (out of inotify watches, say): they are
+        # tried again at each rescan, and warned about once until every folder is watched again.
+        self._left_unwatched = False
 
     def request_rescan(self) -> None:
         with self._lock:
@@ -92,7 +92,7 @@ class InboxEvents:
         rescans for the rest of the run. The daemon asks at each rescan."""
         if self._reader is None:
             return
-        if self._unwatched or _identity(self._inbox) != self._inbox_identity:
+        if self._left_unwatched or _identity(self._inbox) != self._inbox_identity:
             os.write(self._control_write, _REWATCH)
 
     def stop(self) -> None:
@@ -171,7 +171,7 @@ class InboxEvents:
         the watches of folders no longer there."""
         assert self._inotify is not None, "started"
         folders: dict[int, PurePosixPath] = {}
-        unwatched: dict[Path, str] = {}
+        unwatched = []
         self._inbox_identity = _identity(self._inbox)
         stack = [(self._inbox, PurePosixPath())]
         while stack:
@@ -180,7 +180,7 @@ class InboxEvents:
                 folders[self._inotify.watch(folder)] = relative
                 entries = list(os.scandir(folder))
             except OSError as error:
-                unwatched[folder] = f"{folder} ({error.strerror or error})"
+                unwatched.append(f"{folder} ({error.strerror or error})")
                 continue
             for entry in entries:
                 try:
@@ -192,16 +192,15 @@ class InboxEvents:
             # Gone again, or out of inotify watches: the periodic rescan still finds their frames.
             # Tried again at each rescan (check_inbox): said once until every folder is watched
             # again, not at each folder made or removed meanwhile (a camera's hourly folders).
-            said = list(unwatched.values())
             logger.log(
-                logging.DEBUG if self._unwatched else logging.WARNING,
+                logging.DEBUG if self._left_unwatched else logging.WARNING,
                 "cannot watch %s for events; relying on rescans: %s",
-                plural(len(said), "folder"),
-                ", ".join(said[:3]) + (", ..." if len(said) > 3 else ""),
+                plural(len(unwatched), "folder"),
+                ", ".join(unwatched[:3]) + (", ..." if len(unwatched) > 3 else ""),
             )
-        elif self._unwatched:
+        elif self._left_unwatched:
             logger.info("every folder of the inbox is watched for events again")
-        self._unwatched = frozenset(unwatched)
+        self._left_unwatched = bool(unwatched)
         for watch in self._folders.keys() - folders.keys():
             self._inotify.unwatch(watch)
         self._folders = folders
