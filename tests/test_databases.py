@@ -144,14 +144,16 @@ def test_a_named_services_entry_is_left_to_it_and_its_connect_timeout_handed_to_
     (system / "pg_service.conf").write_text("[shared]\ntcp_user_timeout=1000\n")
     environment = {"PGSERVICEFILE": str(user_file), "PGSYSCONFDIR": str(system)}
     url = make_url("postgresql+psycopg:///?service=site")
-    set_here = libpq_defaults(url, environment)
+    set_here = libpq_defaults(url, environment=environment)
     assert "keepalives_idle" not in set_here and set_here["connect_timeout"] == "3"
     assert set_here["tcp_user_timeout"] == LIBPQ_TIMEOUTS["tcp_user_timeout"]
     # Not in the user's file: the system's, as libpq looks.
-    shared = libpq_defaults(make_url("postgresql+psycopg:///?service=shared"), environment)
+    shared = libpq_defaults(make_url("postgresql+psycopg:///?service=shared"), environment=environment)
     assert "tcp_user_timeout" not in shared and shared["connect_timeout"] == LIBPQ_TIMEOUTS["connect_timeout"]
     # The URL's own value outranks the service's, as in libpq.
-    mine = libpq_defaults(make_url("postgresql+psycopg:///?service=site&connect_timeout=7"), environment)
+    mine = libpq_defaults(
+        make_url("postgresql+psycopg:///?service=site&connect_timeout=7"), environment=environment
+    )
     assert "connect_timeout" not in mine
 
 

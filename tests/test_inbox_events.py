@@ -269,7 +269,10 @@ def test_a_watch_still_refused_is_tried_at_each_rescan_without_asking_for_anothe
             wait_for(lambda tries=rescan: len(refusals()) > tries, what="the refused watch to be tried again")
         assert not events.take().rescan
         assert [record.levelno for record in refusals()] == [logging.WARNING] + [logging.DEBUG] * 4
-        assert f"{camera} (No space left on device)" in refusals()[0].getMessage()
+        assert (
+            f"{camera} (out of inotify watches: raise fs.inotify.max_user_watches)"
+            in refusals()[0].getMessage()
+        )
         # Watched at last: one rescan for frames that came there unheard since the last.
         allowed.set()
         events.check_inbox()
@@ -306,6 +309,38 @@ def test_folders_refused_one_after_another_are_warned_about_once_until_all_are_w
     said = [(record.levelno, record.getMessage()) for record in caplog.records]
     levels = [level for level, message in said if message.startswith(("cannot watch", "every folder"))]
     assert levels == [logging.WARNING] + [logging.DEBUG] * 3 + [logging.INFO, logging.WARNING]
+
+
+def test_a_folder_removed_during_the_walk_is_not_a_folder_left_unwatched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Retention removing an old hour folder between its parent's listing and its watch: nothing
+    # is left to watch there. Counted as unwatched, it took the one warning, and the real news
+    # (out of watches) that came after it was said only at DEBUG.
+    for name in ("hour-0", "hour-1"):
+        (tmp_path / name).mkdir()
+    watch = Inotify.watch
+
+    def removed_first(self: Inotify, path: Path) -> int:
+        if path.name == "hour-0" and path.exists():
+            path.rmdir()  # the kernel itself then answers ENOENT
+        return watch(self, path)
+
+    monkeypatch.setattr(Inotify, "watch", removed_first)
+    events = InboxEvents(tmp_path, threading.Event())
+    events._inotify = Inotify()  # driven by hand: the walks are the reader thread's
+    caplog.set_level(logging.DEBUG, logger="watcher.intake.events")
+    try:
+        events._watch_tree()
+        assert not [message for message in caplog.messages if message.startswith("cannot watch")]
+        assert sorted(str(folder) for folder in events._folders.values()) == [".", "hour-1"]
+        refuse_watches(monkeypatch, lambda path: path.name == "hour-1")
+        events._watch_tree()
+    finally:
+        events.stop()
+    refusals = [record for record in caplog.records if record.getMessage().startswith("cannot watch")]
+    assert [record.levelno for record in refusals] == [logging.WARNING]
+    assert "fs.inotify.max_user_watches" in refusals[0].getMessage()
 
 
 def test_start_twice_is_refused_and_stop_leaves_nothing_open(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from pathlib import Path, PurePosixPath
 
@@ -11,6 +12,8 @@ from model.synthetic import bmp_bytes
 from tests.helpers import wait_for
 from watcher.intake.discovery import camera_of, is_candidate_name, scan_inbox
 from watcher.intake.readiness import ReadinessTracker, Verdict, declared_bmp_size, incomplete_reason
+from watcher.pipeline.claims import Claims
+from watcher.pipeline.file_work import ClaimOutcome, claim_outcome, claim_share
 
 
 @pytest.mark.parametrize(
@@ -168,34 +171,62 @@ def test_a_closed_but_short_frame_is_still_incomplete(tmp_path: Path) -> None:
     assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.INCOMPLETE
 
 
-def test_a_file_that_cannot_be_looked_at_waits_and_is_said_once_after_the_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("file_processes", [False, True], ids=["threads", "file_processes"])
+def test_files_that_cannot_be_looked_at_wait_and_are_said_once_a_folder_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, file_processes: bool
 ) -> None:
-    # An I/O error on the file's inode (a failing disk, a stale NFS handle) cannot be made here,
-    # nor a folder's search permission taken away from root: lstat is made to fail for one file.
-    path = tmp_path / "x.bmp"
-    path.write_bytes(bmp_bytes())
-    _age(path, 10)
+    # An I/O error on an inode (a failing disk, a stale NFS handle) cannot be made here, nor a
+    # folder's search permission taken away from root: lstat is made to fail for cam/'s files.
+    # With file processes the names are looked at by claim_share, run here in-process so that
+    # the failing lstat reaches it (a real worker process would not see the monkeypatch).
+    inbox, area = tmp_path / "inbox", tmp_path / "area"
+    area.mkdir()
+    for relative in ("cam/a.bmp", "cam/b.bmp", "cam/c.bmp", "other/d.bmp"):
+        (inbox / relative).parent.mkdir(parents=True, exist_ok=True)
+        (inbox / relative).write_bytes(bmp_bytes())
+        _age(inbox / relative, 10)
     lstat = Path.lstat
 
     def failing(self: Path) -> os.stat_result:
-        if self == path:
+        if self.parent == inbox / "cam" and self.suffix == ".bmp":
             raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
         return lstat(self)
 
+    def in_bulk(names: list[tuple[PurePosixPath, tuple[int, int] | None]]) -> list[ClaimOutcome]:
+        answers = claim_share(
+            inbox, area, [(str(name), mark) for name, mark in names], settle_s=0, timeout_s=0.2
+        )
+        return [claim_outcome(name, answer) for (name, _mark), answer in zip(names, answers, strict=True)]
+
     monkeypatch.setattr(Path, "lstat", failing)
-    tracker = ReadinessTracker(settle_s=0, timeout_s=0.2)
+    claims = Claims(
+        inbox=inbox,
+        area=area,
+        readiness=ReadinessTracker(settle_s=0, timeout_s=0.2),
+        stop=threading.Event(),
+        bulk=in_bulk if file_processes else None,
+    )
+    claimed: list[str] = []
+
+    def turn() -> None:
+        claims.rescan()
+        claims.claim_ready(lambda frame: claimed.append(str(frame.relative)))
 
     def said() -> list[str]:
         return [
             record.getMessage() for record in caplog.records if record.getMessage().startswith("cannot look")
         ]
 
-    wait_for(lambda: tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.INCOMPLETE and said())
+    wait_for(lambda: turn() or said())
     for _ in range(5):
-        assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.INCOMPLETE
-    assert said() == [said()[0]] and "x.bmp" in said()[0] and "(Input/output error)" in said()[0]
+        turn()
+    assert len(said()) == 1, "one line for the folder, said once"
+    assert (
+        "3 file(s)" in said()[0] and str(inbox / "cam") in said()[0] and "(Input/output error)" in said()[0]
+    )
     assert [record.levelname for record in caplog.records if record.getMessage() in said()] == ["WARNING"]
+    assert claimed == ["other/d.bmp"] and claims.waiting == 3, "the others wait; the readable one went"
 
-    monkeypatch.setattr(Path, "lstat", lstat)  # readable again: it goes on its way
-    assert tracker.assess(tmp_path, PurePosixPath("x.bmp")) == Verdict.READY
+    monkeypatch.setattr(Path, "lstat", lstat)  # readable again: they go on their way
+    turn()
+    assert sorted(claimed) == ["cam/a.bmp", "cam/b.bmp", "cam/c.bmp", "other/d.bmp"] and claims.waiting == 0

@@ -10,6 +10,7 @@ thread reads the events, everything queued at each read, and hands them over in 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -179,8 +180,15 @@ class InboxEvents:
             try:
                 folders[self._inotify.watch(folder)] = relative
                 entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                if folder == self._inbox:
+                    unwatched.append(f"{folder} (it is not there)")
+                continue  # a folder gone since its parent was listed: nothing left to watch
             except OSError as error:
-                unwatched.append(f"{folder} ({error.strerror or error})")
+                reason = error.strerror or str(error)
+                if error.errno == errno.ENOSPC:  # inotify's own word for "no watches left"
+                    reason = "out of inotify watches: raise fs.inotify.max_user_watches"
+                unwatched.append(f"{folder} ({reason})")
                 continue
             for entry in entries:
                 try:

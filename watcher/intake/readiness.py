@@ -117,31 +117,39 @@ class ReadinessTracker:
             if looked == Verdict.GONE:
                 self.forget(relative)
             elif looked == Verdict.INCOMPLETE:  # from look: it could not be looked at
-                self._not_looked_at(root, relative)
+                self.not_looked_at(relative)
             return looked
-        self._unlooked.pop(relative, None)
         return self.judge(relative, looked)
 
-    def _not_looked_at(self, root: Path, relative: PurePosixPath) -> None:
-        """A file whose lstat fails (EIO, a stale NFS handle, a folder's search permission taken
-        away) cannot be claimed, read or failed: it waits in the inbox, and the operator is told
-        once it has for `timeout_s`, with why, beside the waiting count that never falls."""
-        now = time.monotonic()
-        since = self._unlooked.setdefault(relative, now)
-        if since is None or now - since < self._timeout_s:
+    def not_looked_at(self, relative: PurePosixPath) -> None:
+        """A file whose lstat failed (EIO, a stale NFS handle, a folder's search permission taken
+        away): it cannot be claimed, read or failed, and waits in the inbox. Once it has for
+        `timeout_s`, `say_unlooked` tells the operator why."""
+        self._unlooked.setdefault(relative, time.monotonic())
+
+    def say_unlooked(self, root: Path) -> None:
+        """One warning per folder for the files that could not be looked at for `timeout_s`, with
+        how many and why, beside the waiting count that never falls: called once a turn, so that a
+        camera folder whose permission is taken away is one line, not one per frame."""
+        if not self._unlooked:
             return
-        self._unlooked[relative] = None
-        try:
-            (root / relative).lstat()
-            reason = "it can be looked at now"
-        except OSError as error:
-            reason = error.strerror or str(error)
-        logger.warning(
-            "cannot look at %s for %.0f s (%s): it waits in the inbox until it can be",
-            relative,
-            now - since,
-            reason,
-        )
+        now = time.monotonic()
+        due: dict[PurePosixPath, list[PurePosixPath]] = {}
+        for relative, since in self._unlooked.items():
+            if since is not None and now - since >= self._timeout_s:
+                due.setdefault(relative.parent, []).append(relative)
+        for folder, names in due.items():
+            for relative in names:
+                self._unlooked[relative] = None  # said: not again while it waits
+            logger.warning(
+                "cannot look at %d file(s) in %s for %.0f s or more (%s), %s among them: they "
+                "wait in the inbox until they can be",
+                len(names),
+                root / folder,
+                self._timeout_s,
+                _why_not_looked_at(root / names[0]),
+                names[0].name,
+            )
 
     def finished_mark(self, relative: PurePosixPath) -> tuple[int, int] | None:
         """(size, mtime_ns) the frame had when its writer closed it, if an event said so."""
@@ -150,6 +158,7 @@ class ReadinessTracker:
     def judge(self, relative: PurePosixPath, looked: Look) -> Verdict:
         """The verdict on what `look` saw of a regular file, with what was seen of it before."""
         now = time.monotonic()
+        self._unlooked.pop(relative, None)  # looked at now, whatever it was before
         previous = self._seen.get(relative)
         if previous is None or (previous.size, previous.mtime_ns) != (looked.size, looked.mtime_ns):
             previous = _Observation(
@@ -230,6 +239,14 @@ def look(path: Path, *, before: _Observation | None = None) -> Look | Verdict:
     else:
         declared = _declared_size_if_readable(path, info.st_size)
     return Look(size=info.st_size, mtime_ns=info.st_mtime_ns, declared_size=declared)
+
+
+def _why_not_looked_at(path: Path) -> str:
+    try:
+        path.lstat()
+    except OSError as error:
+        return error.strerror or str(error)
+    return "it can be looked at now"
 
 
 def _declared_size_if_readable(path: Path, size: int) -> int | None:

@@ -77,7 +77,13 @@ class Claims:
     def claim_ready(self, take: Callable[[Claimed], None]) -> int:
         """Claim every ready frame, handing each to `take`; returns how many are still settling."""
         if self._bulk is not None:
-            return self._claim_in_bulk(self._bulk, take)
+            settling = self._claim_in_bulk(self._bulk, take)
+        else:
+            settling = self._claim_one_by_one(take)
+        self._readiness.say_unlooked(self._inbox)
+        return settling
+
+    def _claim_one_by_one(self, take: Callable[[Claimed], None]) -> int:
         settling = 0
         for relative in list(self._waiting):
             if self._stop.is_set():
@@ -138,6 +144,8 @@ class Claims:
     def _verdict(self, outcome: ClaimOutcome) -> Verdict | None:
         if outcome.looked is not None:
             return self._readiness.judge(outcome.relative, outcome.looked)
+        if outcome.verdict == Verdict.INCOMPLETE:  # no look: its lstat failed in the worker
+            self._readiness.not_looked_at(outcome.relative)
         return outcome.verdict
 
     def _claim(self, relative: PurePosixPath, verdict: Verdict) -> Claimed | None:

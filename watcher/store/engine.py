@@ -42,7 +42,7 @@ LIBPQ_TIMEOUTS: dict[str, int] = {
 LIBPQ_ENVIRONMENT = {"connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME"}
 
 
-def libpq_defaults(url: URL, environment: Mapping[str, str] = os.environ) -> dict[str, Any]:
+def libpq_defaults(url: URL, *, environment: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """What the daemon sets for a PostgreSQL connection, short of what the operator set: a
     parameter given here outranks libpq's own sources, so one that the URL's query names, its
     environment variable, or a named service's pg_service.conf entry sets is left to them (the
