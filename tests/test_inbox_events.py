@@ -311,36 +311,62 @@ def test_folders_refused_one_after_another_are_warned_about_once_until_all_are_w
     assert levels == [logging.WARNING] + [logging.DEBUG] * 3 + [logging.INFO, logging.WARNING]
 
 
-def test_a_folder_removed_during_the_walk_is_not_a_folder_left_unwatched(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("odd", ["removed during the walk", "never watchable"])
+def test_running_out_of_watches_is_news_after_another_folder_went_unwatched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, odd: str
 ) -> None:
-    # Retention removing an old hour folder between its parent's listing and its watch: nothing
-    # is left to watch there. Counted as unwatched, it took the one warning, and the real news
-    # (out of watches) that came after it was said only at DEBUG.
-    for name in ("hour-0", "hour-1"):
+    # Retention removing an old hour folder between its parent's listing and its watch (nothing
+    # left to watch: not unwatched at all), or a `lost+found` the daemon's user may not enter
+    # (unwatched for good): with one warning for any reason, the real news after it, out of
+    # watches, was said only at DEBUG.
+    for name in ("odd", "cam"):
         (tmp_path / name).mkdir()
     watch = Inotify.watch
 
-    def removed_first(self: Inotify, path: Path) -> int:
-        if path.name == "hour-0" and path.exists():
+    def odd_one(self: Inotify, path: Path) -> int:
+        if path.name == "odd" and odd == "never watchable":  # root may watch any: refused here
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        if path.name == "odd" and path.exists():
             path.rmdir()  # the kernel itself then answers ENOENT
         return watch(self, path)
 
-    monkeypatch.setattr(Inotify, "watch", removed_first)
+    monkeypatch.setattr(Inotify, "watch", odd_one)
     events = InboxEvents(tmp_path, threading.Event())
     events._inotify = Inotify()  # driven by hand: the walks are the reader thread's
     caplog.set_level(logging.DEBUG, logger="watcher.intake.events")
     try:
-        events._watch_tree()
-        assert not [message for message in caplog.messages if message.startswith("cannot watch")]
-        assert sorted(str(folder) for folder in events._folders.values()) == [".", "hour-1"]
-        refuse_watches(monkeypatch, lambda path: path.name == "hour-1")
+        for _ in range(2):
+            events._watch_tree()
+        refuse_watches(monkeypatch, lambda path: path.name == "cam")
+        for _ in range(2):
+            events._watch_tree()
+    finally:
+        events.stop()
+    refusals = [
+        record.getMessage() for record in caplog.records if record.getMessage().startswith("cannot watch")
+    ]
+    levels = [record.levelno for record in caplog.records if record.getMessage().startswith("cannot watch")]
+    if odd == "removed during the walk":
+        assert levels == [logging.WARNING, logging.DEBUG] and "odd" not in refusals[0]
+    else:
+        assert levels == [logging.WARNING, logging.DEBUG, logging.WARNING, logging.DEBUG]
+        assert "odd (Permission denied)" in refusals[0]
+        assert refusals[2].index("cam") < refusals[2].index("odd"), "the news first"
+    assert "cam (out of inotify watches: raise fs.inotify.max_user_watches)" in refusals[-2]
+
+
+def test_an_inbox_that_is_a_file_now_is_said_to_be_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.write_bytes(b"not a folder")
+    events = InboxEvents(inbox, threading.Event())
+    events._inotify = Inotify()
+    try:
         events._watch_tree()
     finally:
         events.stop()
-    refusals = [record for record in caplog.records if record.getMessage().startswith("cannot watch")]
-    assert [record.levelno for record in refusals] == [logging.WARNING]
-    assert "fs.inotify.max_user_watches" in refusals[0].getMessage()
+    assert f"{inbox} (Not a directory)" in caplog.text
 
 
 def test_start_twice_is_refused_and_stop_leaves_nothing_open(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 import time
@@ -10,7 +11,7 @@ import pytest
 
 from model.synthetic import bmp_bytes
 from tests.helpers import wait_for
-from watcher.intake.discovery import camera_of, is_candidate_name, scan_inbox
+from watcher.intake.discovery import UnlistedFolders, camera_of, is_candidate_name, scan_inbox
 from watcher.intake.readiness import ReadinessTracker, Verdict, declared_bmp_size, incomplete_reason
 from watcher.pipeline.claims import Claims
 from watcher.pipeline.file_work import ClaimOutcome, claim_outcome, claim_share
@@ -221,12 +222,92 @@ def test_files_that_cannot_be_looked_at_wait_and_are_said_once_a_folder_after_th
     for _ in range(5):
         turn()
     assert len(said()) == 1, "one line for the folder, said once"
-    assert (
-        "3 file(s)" in said()[0] and str(inbox / "cam") in said()[0] and "(Input/output error)" in said()[0]
-    )
+    assert "3 files" in said()[0] and str(inbox / "cam") in said()[0] and "(Input/output error)" in said()[0]
     assert [record.levelname for record in caplog.records if record.getMessage() in said()] == ["WARNING"]
     assert claimed == ["other/d.bmp"] and claims.waiting == 3, "the others wait; the readable one went"
+    # Frames still coming into the folder (the camera writes on) are not news, however long
+    # they wait: no line each.
+    (inbox / "cam" / "e.bmp").write_bytes(bmp_bytes())
+    turn()
+    assert claims.waiting == 4
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # past e.bmp's own timeout (0.2 s): said, it would be now
+        turn()
+    assert len(said()) == 1
 
     monkeypatch.setattr(Path, "lstat", lstat)  # readable again: they go on their way
     turn()
-    assert sorted(claimed) == ["cam/a.bmp", "cam/b.bmp", "cam/c.bmp", "other/d.bmp"] and claims.waiting == 0
+    assert sorted(claimed) == ["cam/a.bmp", "cam/b.bmp", "cam/c.bmp", "cam/e.bmp", "other/d.bmp"]
+    assert claims.waiting == 0
+
+
+def test_a_file_looked_at_again_starts_its_wait_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Looked at once between two failing stretches (a flapping NFS mount): its second stretch is
+    # said only after a timeout of its own, and said again, since the folder was news again.
+    path = tmp_path / "cam" / "x.bmp"
+    path.parent.mkdir()
+    path.write_bytes(bmp_bytes())
+    _age(path, 10)
+    lstat, failing_now = Path.lstat, [True]
+
+    def failing(self: Path) -> os.stat_result:
+        if self == path and failing_now[0]:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), str(self))
+        return lstat(self)
+
+    monkeypatch.setattr(Path, "lstat", failing)
+    tracker, relative = ReadinessTracker(settle_s=0, timeout_s=0.3), PurePosixPath("cam/x.bmp")
+
+    def said() -> int:
+        return sum(message.startswith("cannot look") for message in caplog.messages)
+
+    def turn() -> Verdict:
+        verdict = tracker.assess(tmp_path, relative)
+        tracker.say_unlooked(tmp_path)
+        return verdict
+
+    wait_for(lambda: turn() == Verdict.INCOMPLETE and said() == 1)
+    failing_now[0] = False
+    assert turn() == Verdict.READY  # looked at (not claimed): the wait is over
+    failing_now[0] = True
+    started = time.monotonic()
+    assert turn() == Verdict.INCOMPLETE and said() == 1, "not said at once: its wait starts now"
+    wait_for(lambda: turn() == Verdict.INCOMPLETE and said() == 2)
+    assert time.monotonic() - started >= 0.3
+
+
+def test_a_folder_that_cannot_be_listed_is_said_once_until_it_can_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A `lost+found` at the inbox's mount root, which the daemon's user may not enter: warned
+    # about at every rescan, it was a line every rescan_interval_s for good. Root may enter
+    # any folder, so the listing is made to fail.
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / "cam").mkdir()
+    (tmp_path / "cam" / "a.bmp").write_bytes(b"x")
+    scandir, refused = os.scandir, [True]
+
+    def scandir_refusing(path: Path) -> object:
+        if Path(path).name == "lost+found" and refused[0]:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_refusing)
+    caplog.set_level(logging.DEBUG, logger="watcher.intake.discovery")
+    unlisted = UnlistedFolders()
+
+    def scan() -> list[str]:
+        return [str(relative) for relative in scan_inbox(tmp_path, unlisted=unlisted)]
+
+    for _ in range(3):
+        assert scan() == ["cam/a.bmp"]
+    refused[0] = False
+    assert scan() == ["cam/a.bmp"]
+    refused[0] = True
+    assert scan() == ["cam/a.bmp"]  # refused again after it was listed: news again
+    levels = [record.levelno for record in caplog.records if record.getMessage().startswith("cannot list")]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.WARNING]
+    list(scan_inbox(tmp_path))  # kept by no one (a status probe): said each time
+    assert [record.levelno for record in caplog.records][-1] == logging.WARNING

@@ -28,22 +28,44 @@ def camera_of(relative: PurePosixPath) -> str | None:
     return relative.parts[0] if len(relative.parts) > 1 else None
 
 
-def scan_inbox(inbox: Path) -> Iterator[PurePosixPath]:
+class UnlistedFolders:
+    """Folders a scan could not list, each said once with its reason until it is listed again or
+    gone: a `lost+found` that the daemon's user may not enter is one line, not one a rescan."""
+
+    def __init__(self) -> None:
+        self._said: dict[Path, str] = {}
+
+    def refused(self, folder: Path, error: OSError) -> None:
+        reason = str(error)
+        level = logging.DEBUG if self._said.get(folder) == reason else logging.WARNING
+        self._said[folder] = reason
+        logger.log(level, "cannot list %s: %s", folder, error)
+
+    def listed(self, folder: Path) -> None:
+        if self._said:
+            self._said.pop(folder, None)
+
+
+def scan_inbox(inbox: Path, *, unlisted: UnlistedFolders | None = None) -> Iterator[PurePosixPath]:
     """Every candidate frame under `inbox`, depth first, without following directory links.
 
     Hidden folders (the in-progress area among them) are skipped. Symlinks and special files
-    with a frame's name are yielded: they are claimed and failed, never opened.
+    with a frame's name are yielded: they are claimed and failed, never opened. A folder that
+    cannot be listed is warned about at each scan, or once if `unlisted` is kept between scans.
     """
+    unlisted = unlisted if unlisted is not None else UnlistedFolders()
     stack = [(inbox, PurePosixPath())]
     while stack:
         folder, relative_folder = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:
+            unlisted.listed(folder)  # gone: nothing to say of it any more
             continue
         except OSError as error:
-            logger.warning("cannot list %s: %s", folder, error)
+            unlisted.refused(folder, error)
             continue
+        unlisted.listed(folder)
         for entry in sorted(entries, key=lambda item: item.name):
             if entry.name.startswith("."):
                 continue

@@ -49,9 +49,10 @@ class InboxEvents:
         # folder renamed keeps its watch, under its new name; one gone leaves no watch).
         self._folders: dict[int, PurePosixPath] = {}
         self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
-        # Whether the last walk left folders unwatched (out of inotify watches, say): they are
-        # tried again at each rescan, and warned about once until every folder is watched again.
-        self._left_unwatched = False
+        # Why the last walk left folders unwatched (out of inotify watches, say): they are tried
+        # again at each rescan, and warned about once for each reason until every folder is
+        # watched again (a never-watchable `lost+found` must not hide running out of watches).
+        self._unwatched_because: set[str] = set()
 
     def request_rescan(self) -> None:
         with self._lock:
@@ -93,7 +94,7 @@ class InboxEvents:
         rescans for the rest of the run. The daemon asks at each rescan."""
         if self._reader is None:
             return
-        if self._left_unwatched or _identity(self._inbox) != self._inbox_identity:
+        if self._unwatched_because or _identity(self._inbox) != self._inbox_identity:
             os.write(self._control_write, _REWATCH)
 
     def stop(self) -> None:
@@ -172,7 +173,7 @@ class InboxEvents:
         the watches of folders no longer there."""
         assert self._inotify is not None, "started"
         folders: dict[int, PurePosixPath] = {}
-        unwatched = []
+        unwatched: list[tuple[Path, str]] = []
         self._inbox_identity = _identity(self._inbox)
         stack = [(self._inbox, PurePosixPath())]
         while stack:
@@ -180,15 +181,13 @@ class InboxEvents:
             try:
                 folders[self._inotify.watch(folder)] = relative
                 entries = list(os.scandir(folder))
-            except (FileNotFoundError, NotADirectoryError):
-                if folder == self._inbox:
-                    unwatched.append(f"{folder} (it is not there)")
-                continue  # a folder gone since its parent was listed: nothing left to watch
             except OSError as error:
+                if isinstance(error, (FileNotFoundError, NotADirectoryError)) and folder != self._inbox:
+                    continue  # a folder gone (or a file now) since its parent was listed
                 reason = error.strerror or str(error)
                 if error.errno == errno.ENOSPC:  # inotify's own word for "no watches left"
                     reason = "out of inotify watches: raise fs.inotify.max_user_watches"
-                unwatched.append(f"{folder} ({reason})")
+                unwatched.append((folder, reason))
                 continue
             for entry in entries:
                 try:
@@ -196,19 +195,23 @@ class InboxEvents:
                         stack.append((Path(entry.path), relative / entry.name))
                 except OSError:
                     continue
+        because = {reason for _folder, reason in unwatched}
         if unwatched:
-            # Gone again, or out of inotify watches: the periodic rescan still finds their frames.
-            # Tried again at each rescan (check_inbox): said once until every folder is watched
-            # again, not at each folder made or removed meanwhile (a camera's hourly folders).
+            unwatched.sort(key=lambda item: item[1] in self._unwatched_because)  # news first
+            # Out of inotify watches, or not allowed: the periodic rescan still finds their frames.
+            # Tried again at each rescan (check_inbox): said once for each reason until every
+            # folder is watched again, not at each folder made or removed meanwhile (a camera's
+            # hourly folders).
             logger.log(
-                logging.DEBUG if self._left_unwatched else logging.WARNING,
+                logging.DEBUG if because <= self._unwatched_because else logging.WARNING,
                 "cannot watch %s for events; relying on rescans: %s",
                 plural(len(unwatched), "folder"),
-                ", ".join(unwatched[:3]) + (", ..." if len(unwatched) > 3 else ""),
+                ", ".join(f"{folder} ({reason})" for folder, reason in unwatched[:3])
+                + (", ..." if len(unwatched) > 3 else ""),
             )
-        elif self._left_unwatched:
+        elif self._unwatched_because:
             logger.info("every folder of the inbox is watched for events again")
-        self._left_unwatched = bool(unwatched)
+        self._unwatched_because = because
         for watch in self._folders.keys() - folders.keys():
             self._inotify.unwatch(watch)
         self._folders = folders

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
+from watcher.wording import plural
+
 logger = logging.getLogger(__name__)
 
 BMP_MAGIC = b"BM"
@@ -95,8 +97,10 @@ class ReadinessTracker:
         # Frames whose writer closed them after writing (inotify says so), with the (size, mtime)
         # they had then: a later write makes the mark stale.
         self._finished: dict[PurePosixPath, tuple[int, int]] = {}
-        # Files that could not be looked at (lstat failed), since when; None once said.
-        self._unlooked: dict[PurePosixPath, float | None] = {}
+        # Files that could not be looked at (lstat failed), since when; and the folders of them
+        # said already, not said again until none of their files is left unlooked at.
+        self._unlooked: dict[PurePosixPath, float] = {}
+        self._said_folders: set[PurePosixPath] = set()
 
     def forget(self, relative: PurePosixPath) -> None:
         self._seen.pop(relative, None)
@@ -128,27 +132,31 @@ class ReadinessTracker:
         self._unlooked.setdefault(relative, time.monotonic())
 
     def say_unlooked(self, root: Path) -> None:
-        """One warning per folder for the files that could not be looked at for `timeout_s`, with
-        how many and why, beside the waiting count that never falls: called once a turn, so that a
-        camera folder whose permission is taken away is one line, not one per frame."""
+        """One warning per folder once its first file has not been looked at for `timeout_s`, with
+        how many files wait there and why, beside the waiting count that never falls. Called once
+        a turn, so that a camera folder whose permission is taken away is one line, not one per
+        frame, nor one per frame that comes into it later."""
         if not self._unlooked:
+            self._said_folders.clear()
             return
         now = time.monotonic()
-        due: dict[PurePosixPath, list[PurePosixPath]] = {}
+        folders: dict[PurePosixPath, list[tuple[float, PurePosixPath]]] = {}
         for relative, since in self._unlooked.items():
-            if since is not None and now - since >= self._timeout_s:
-                due.setdefault(relative.parent, []).append(relative)
-        for folder, names in due.items():
-            for relative in names:
-                self._unlooked[relative] = None  # said: not again while it waits
+            folders.setdefault(relative.parent, []).append((since, relative))
+        self._said_folders &= folders.keys()  # all looked at since: news again, if ever
+        for folder, waiting in folders.items():
+            since, oldest = min(waiting)
+            if folder in self._said_folders or now - since < self._timeout_s:
+                continue
+            self._said_folders.add(folder)
             logger.warning(
-                "cannot look at %d file(s) in %s for %.0f s or more (%s), %s among them: they "
-                "wait in the inbox until they can be",
-                len(names),
+                "cannot look at %s in %s for %.0f s (%s), %s among them: they wait in the inbox "
+                "until they can be",
+                plural(len(waiting), "file"),
                 root / folder,
-                self._timeout_s,
-                _why_not_looked_at(root / names[0]),
-                names[0].name,
+                now - since,
+                _why_not_looked_at(root / oldest),
+                oldest.name,
             )
 
     def finished_mark(self, relative: PurePosixPath) -> tuple[int, int] | None:

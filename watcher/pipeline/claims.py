@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from watcher.faults import kill_point
 from watcher.intake.claiming import ClaimRefused, claim
-from watcher.intake.discovery import scan_inbox
+from watcher.intake.discovery import UnlistedFolders, scan_inbox
 from watcher.intake.readiness import ReadinessTracker, Verdict
 from watcher.pipeline.file_work import ClaimOutcome
 from watcher.pipeline.stages import Claimed
@@ -51,6 +51,7 @@ class Claims:
         self._waiting: dict[PurePosixPath, None] = {}  # insertion-ordered set: oldest first
         # Frames refused with the reason last logged: logged again only if it changes.
         self._refused: dict[PurePosixPath, str] = {}
+        self._unlisted = UnlistedFolders()  # folders a rescan cannot list, said once each
 
     @property
     def waiting(self) -> int:
@@ -66,7 +67,7 @@ class Claims:
         self._readiness.writers_finished(self._inbox, names)
 
     def rescan(self) -> None:
-        self.hint(scan_inbox(self._inbox))
+        self.hint(scan_inbox(self._inbox, unlisted=self._unlisted))
         if self._refused:
             # Refused names are remembered to say each refusal once. A refused name leaves the
             # waiting set, and the scan puts it back while it is still in the inbox: one not
