@@ -307,7 +307,11 @@ def test_a_folder_that_cannot_be_listed_is_said_once_until_it_can_be(
     assert scan() == ["cam/a.bmp"]
     refused[0] = True
     assert scan() == ["cam/a.bmp"]  # refused again after it was listed: news again
+    (tmp_path / "lost+found").rmdir()
+    assert scan() == ["cam/a.bmp"]
+    (tmp_path / "lost+found").mkdir()
+    assert scan() == ["cam/a.bmp"]  # made again after it was gone, and refused: news again
     levels = [record.levelno for record in caplog.records if record.getMessage().startswith("cannot list")]
-    assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.WARNING]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.WARNING, logging.WARNING]
     list(scan_inbox(tmp_path))  # kept by no one (a status probe): said each time
     assert [record.levelno for record in caplog.records][-1] == logging.WARNING

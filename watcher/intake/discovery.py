@@ -29,21 +29,26 @@ def camera_of(relative: PurePosixPath) -> str | None:
 
 
 class UnlistedFolders:
-    """Folders a scan could not list, each said once with its reason until it is listed again or
-    gone: a `lost+found` that the daemon's user may not enter is one line, not one a rescan."""
+    """Folders a scan could not list, each said once with its reason while every scan finds it
+    so: a `lost+found` that the daemon's user may not enter is one line, not one a rescan. One a
+    scan did not find so (listed, or gone) is news again the next time."""
 
     def __init__(self) -> None:
         self._said: dict[Path, str] = {}
+        self._this_scan: dict[Path, str] = {}
+
+    def scan_starts(self) -> None:
+        self._this_scan = {}
 
     def refused(self, folder: Path, error: OSError) -> None:
         reason = str(error)
         level = logging.DEBUG if self._said.get(folder) == reason else logging.WARNING
-        self._said[folder] = reason
+        self._this_scan[folder] = reason
         logger.log(level, "cannot list %s: %s", folder, error)
 
-    def listed(self, folder: Path) -> None:
-        if self._said:
-            self._said.pop(folder, None)
+    def scan_ended(self) -> None:
+        # Only this scan's: a folder deleted since (a camera's hourly folder, say) is not kept.
+        self._said = self._this_scan
 
 
 def scan_inbox(inbox: Path, *, unlisted: UnlistedFolders | None = None) -> Iterator[PurePosixPath]:
@@ -54,18 +59,18 @@ def scan_inbox(inbox: Path, *, unlisted: UnlistedFolders | None = None) -> Itera
     cannot be listed is warned about at each scan, or once if `unlisted` is kept between scans.
     """
     unlisted = unlisted if unlisted is not None else UnlistedFolders()
+    unlisted.scan_starts()
     stack = [(inbox, PurePosixPath())]
     while stack:
         folder, relative_folder = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:
-            unlisted.listed(folder)  # gone: nothing to say of it any more
-            continue
+            continue  # gone since its parent was listed (the inbox itself: said where it is used)
         except OSError as error:
-            unlisted.refused(folder, error)
+            if not (isinstance(error, NotADirectoryError) and folder != inbox):  # a file now
+                unlisted.refused(folder, error)
             continue
-        unlisted.listed(folder)
         for entry in sorted(entries, key=lambda item: item.name):
             if entry.name.startswith("."):
                 continue
@@ -77,3 +82,4 @@ def scan_inbox(inbox: Path, *, unlisted: UnlistedFolders | None = None) -> Itera
                 stack.append((Path(entry.path), relative_folder / entry.name))
             elif is_candidate_name(entry.name):
                 yield relative_folder / entry.name
+    unlisted.scan_ended()

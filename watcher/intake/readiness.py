@@ -135,7 +135,9 @@ class ReadinessTracker:
         """One warning per folder once its first file has not been looked at for `timeout_s`, with
         how many files wait there and why, beside the waiting count that never falls. Called once
         a turn, so that a camera folder whose permission is taken away is one line, not one per
-        frame, nor one per frame that comes into it later."""
+        frame, nor one per frame that comes into it later. The reason is the oldest file's then: a
+        folder failing one way and then another (EIO, then ESTALE) is not said twice, as long as
+        none of its files could be looked at between."""
         if not self._unlooked:
             self._said_folders.clear()
             return
