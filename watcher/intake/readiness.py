@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from watcher.wording import plural
+from watcher.intake.unlooked import UnlookedFiles
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +97,12 @@ class ReadinessTracker:
         # Frames whose writer closed them after writing (inotify says so), with the (size, mtime)
         # they had then: a later write makes the mark stale.
         self._finished: dict[PurePosixPath, tuple[int, int]] = {}
-        # Files that could not be looked at (lstat failed), since when; and the folders of them
-        # said already, not said again until none of their files is left unlooked at.
-        self._unlooked: dict[PurePosixPath, float] = {}
-        self._said_folders: set[PurePosixPath] = set()
+        self._unlooked = UnlookedFiles(timeout_s=timeout_s)  # lstat failed: see watcher.intake.unlooked
 
     def forget(self, relative: PurePosixPath) -> None:
         self._seen.pop(relative, None)
         self._finished.pop(relative, None)
-        self._unlooked.pop(relative, None)
+        self._unlooked.looked_at(relative)
 
     def writers_finished(self, root: Path, paths: set[PurePosixPath]) -> None:
         for relative in paths:
@@ -126,40 +123,13 @@ class ReadinessTracker:
         return self.judge(relative, looked)
 
     def not_looked_at(self, relative: PurePosixPath) -> None:
-        """A file whose lstat failed (EIO, a stale NFS handle, a folder's search permission taken
-        away): it cannot be claimed, read or failed, and waits in the inbox. Once it has for
-        `timeout_s`, `say_unlooked` tells the operator why."""
-        self._unlooked.setdefault(relative, time.monotonic())
+        """A file whose lstat failed: it waits in the inbox, and `say_unlooked` tells why."""
+        self._unlooked.add(relative)
 
     def say_unlooked(self, root: Path) -> None:
-        """One warning per folder once its first file has not been looked at for `timeout_s`, with
-        how many files wait there and why, beside the waiting count that never falls. Called once
-        a turn, so that a camera folder whose permission is taken away is one line, not one per
-        frame, nor one per frame that comes into it later. The reason is the oldest file's then: a
-        folder failing one way and then another (EIO, then ESTALE) is not said twice, as long as
-        none of its files could be looked at between."""
-        if not self._unlooked:
-            self._said_folders.clear()
-            return
-        now = time.monotonic()
-        folders: dict[PurePosixPath, list[tuple[float, PurePosixPath]]] = {}
-        for relative, since in self._unlooked.items():
-            folders.setdefault(relative.parent, []).append((since, relative))
-        self._said_folders &= folders.keys()  # all looked at since: news again, if ever
-        for folder, waiting in folders.items():
-            since, oldest = min(waiting)
-            if folder in self._said_folders or now - since < self._timeout_s:
-                continue
-            self._said_folders.add(folder)
-            logger.warning(
-                "cannot look at %s in %s for %.0f s (%s), %s among them: they wait in the inbox "
-                "until they can be",
-                plural(len(waiting), "file"),
-                root / folder,
-                now - since,
-                _why_not_looked_at(root / oldest),
-                oldest.name,
-            )
+        """Called once a turn: one warning per folder that has had files not looked at for
+        `timeout_s` (see watcher.intake.unlooked)."""
+        self._unlooked.say(root)
 
     def finished_mark(self, relative: PurePosixPath) -> tuple[int, int] | None:
         """(size, mtime_ns) the frame had when its writer closed it, if an event said so."""
@@ -168,7 +138,7 @@ class ReadinessTracker:
     def judge(self, relative: PurePosixPath, looked: Look) -> Verdict:
         """The verdict on what `look` saw of a regular file, with what was seen of it before."""
         now = time.monotonic()
-        self._unlooked.pop(relative, None)  # looked at now, whatever it was before
+        self._unlooked.looked_at(relative)  # looked at now, whatever it was before
         previous = self._seen.get(relative)
         if previous is None or (previous.size, previous.mtime_ns) != (looked.size, looked.mtime_ns):
             previous = _Observation(
@@ -249,14 +219,6 @@ def look(path: Path, *, before: _Observation | None = None) -> Look | Verdict:
     else:
         declared = _declared_size_if_readable(path, info.st_size)
     return Look(size=info.st_size, mtime_ns=info.st_mtime_ns, declared_size=declared)
-
-
-def _why_not_looked_at(path: Path) -> str:
-    try:
-        path.lstat()
-    except OSError as error:
-        return error.strerror or str(error)
-    return "it can be looked at now"
 
 
 def _declared_size_if_readable(path: Path, size: int) -> int | None:
