@@ -214,7 +214,7 @@ class InboxEvents:
         elif self._left_unwatched:
             logger.info("every folder of the inbox is watched for events again")
         self._left_unwatched = bool(unwatched)
-        self._reasons_said = self._reasons_said | because if unwatched else set()
+        self._reasons_said = (self._reasons_said | because) if unwatched else set()
         for watch in self._folders.keys() - folders.keys():
             self._inotify.unwatch(watch)
         self._folders = folders

@@ -59,11 +59,18 @@ class UnlookedFiles:
         The reason is one file's then: a folder failing one way and then another (EIO, then
         ESTALE) is told of once, as long as none of its files could be looked at between."""
         now = time.monotonic()
-        for name, folder in self._folders.items():
-            if name in self._said or now - folder.since < self._timeout_s:
-                continue
+        due = [
+            name
+            for name, folder in self._folders.items()
+            if name not in self._said and now - folder.since >= self._timeout_s
+        ]
+        if not due:
+            return
+        # One file of each to name and ask why, in one pass (a stale mount: many folders at once).
+        examples = {relative.parent: relative for relative in self._files}
+        for name in due:
+            folder, example = self._folders[name], examples[name]
             self._said.add(name)
-            example = next(relative for relative in self._files if relative.parent == name)
             logger.warning(
                 "cannot look at %s in %s for %.0f s (%s), %s among them: they wait in the inbox "
                 "until they can be",
