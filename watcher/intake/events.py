@@ -49,12 +49,12 @@ class InboxEvents:
         # folder renamed keeps its watch, under its new name; one gone leaves no watch).
         self._folders: dict[int, PurePosixPath] = {}
         self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
-        # Whether the last walk left folders unwatched (out of inotify watches, say): they are
-        # tried again at each rescan. Each reason is warned about once until every folder is
-        # watched again (a never-watchable `lost+found` must not hide running out of watches,
-        # and watches hovering at the limit must not make news at every other rescan).
-        self._left_unwatched = False
-        self._reasons_said: set[str] = set()
+        # Why folders were left unwatched (out of inotify watches, say) since a walk last watched
+        # them all; empty when it did. They are tried again at each rescan, and each reason is
+        # warned about once until every folder is watched again (a never-watchable `lost+found`
+        # must not hide running out of watches, nor watches hovering at the limit make news at
+        # every other rescan).
+        self._unwatched_reasons: set[str] = set()
 
     def request_rescan(self) -> None:
         with self._lock:
@@ -96,7 +96,7 @@ class InboxEvents:
         rescans for the rest of the run. The daemon asks at each rescan."""
         if self._reader is None:
             return
-        if self._left_unwatched or _identity(self._inbox) != self._inbox_identity:
+        if self._unwatched_reasons or _identity(self._inbox) != self._inbox_identity:
             os.write(self._control_write, _REWATCH)
 
     def stop(self) -> None:
@@ -199,22 +199,21 @@ class InboxEvents:
                     continue
         because = {reason for _folder, reason in unwatched}
         if unwatched:
-            unwatched.sort(key=lambda item: item[1] in self._reasons_said)  # news first
+            unwatched.sort(key=lambda item: item[1] in self._unwatched_reasons)  # news first
             # Out of inotify watches, or not allowed: the periodic rescan still finds their frames.
             # Tried again at each rescan (check_inbox): said once for each reason until every
             # folder is watched again, not at each folder made or removed meanwhile (a camera's
             # hourly folders).
             logger.log(
-                logging.DEBUG if because <= self._reasons_said else logging.WARNING,
+                logging.DEBUG if because <= self._unwatched_reasons else logging.WARNING,
                 "cannot watch %s for events; relying on rescans: %s",
                 plural(len(unwatched), "folder"),
                 ", ".join(f"{folder} ({reason})" for folder, reason in unwatched[:3])
                 + (", ..." if len(unwatched) > 3 else ""),
             )
-        elif self._left_unwatched:
+        elif self._unwatched_reasons:
             logger.info("every folder of the inbox is watched for events again")
-        self._left_unwatched = bool(unwatched)
-        self._reasons_said = (self._reasons_said | because) if unwatched else set()
+        self._unwatched_reasons = (self._unwatched_reasons | because) if unwatched else set()
         for watch in self._folders.keys() - folders.keys():
             self._inotify.unwatch(watch)
         self._folders = folders
