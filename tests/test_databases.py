@@ -155,6 +155,17 @@ def test_a_named_services_entry_is_left_to_it_and_its_connect_timeout_handed_to_
         make_url("postgresql+psycopg:///?service=site&connect_timeout=7"), environment=environment
     )
     assert "connect_timeout" not in mine
+    # Without PGSERVICEFILE, the user's file is ~/.pg_service.conf, ~ being the given HOME.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".pg_service.conf").write_text("[homely]\nconnect_timeout=4\n")
+    at_home = {"HOME": str(home), "PGSYSCONFDIR": str(system)}
+    assert (
+        libpq_defaults(make_url("postgresql+psycopg:///?service=homely"), environment=at_home)[
+            "connect_timeout"
+        ]
+        == "4"
+    )
 
 
 def test_daemons_starting_together_migrate_once(postgres_url: str) -> None:

@@ -6,24 +6,51 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import pytest
 
 from model.synthetic import write_bmp
 from tests.helpers import RunningDaemon, files_under, query, wait_for
-from watcher.intake.claiming import claim
+from watcher.intake.claiming import claim, claimed_frames
 from watcher.service.instance import acquire_instance, orphaned_instances
+from watcher.store import writes
+from watcher.store.engine import make_engine
+from watcher.store.records import ResultRecord
+
+# Events, and a rescan (where dead instances are adopted) every 0.2 s.
+_RESCANNING = {"mode": "events", "rescan_interval_s": 0.2, "settle_ms": 0}
 
 
-def _dead_instance_with_a_claim(tmp_path: Path) -> Path:
-    """`deadnode`'s area, one frame claimed into it, as a run that crashed leaves it (no lock
-    held, no clean-stop mark)."""
+def _stop_cleanly(running: RunningDaemon) -> None:
+    """As SIGTERM does: the loop ends, the batch in hand is finished, the clean stop marked."""
+    running.stop.set()
+    running.daemon.wake()
+    running.thread.join(timeout=30)
+    assert not running.thread.is_alive()
+
+
+def _running_without_processed(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> tuple[RunningDaemon, Path, Path]:
+    """A daemon whose processed/ has gone away (recovery's log in `caplog`): it, processed/, and
+    where processed/ went (rename it back to return it)."""
+    caplog.set_level(logging.INFO, logger="watcher.pipeline.recovery")
+    running = start_daemon(inbox=_RESCANNING)
+    processed = tmp_path / "processed"
+    return running, processed, running.take_away(processed, caplog)
+
+
+def _dead_instance_with_claims(tmp_path: Path, names: tuple[str, ...] = ("x.bmp",)) -> Path:
+    """`deadnode`'s area, a frame of each name claimed into it, as a run that crashed leaves it
+    (no lock held, no clean-stop mark)."""
     staging = tmp_path / "staging"
-    write_bmp(staging / "x.bmp")
     area = tmp_path / "inbox" / ".in-progress" / "deadnode"
     area.mkdir(parents=True)
-    assert claim(staging, area, PurePosixPath("x.bmp")) is not None
+    for name in names:
+        write_bmp(staging / name)
+        assert claim(staging, area, PurePosixPath(name)) is not None
     return area
 
 
@@ -31,11 +58,11 @@ def test_an_orphans_frame_waiting_for_its_output_folder_is_adopted_once(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="watcher.pipeline.recovery")
-    running = start_daemon(inbox={"mode": "events", "rescan_interval_s": 0.2, "settle_ms": 0})
+    running = start_daemon(inbox=_RESCANNING)
     daemon = running.daemon
     processed = tmp_path / "processed"
     away = running.take_away(processed, caplog)
-    area = _dead_instance_with_a_claim(tmp_path)
+    area = _dead_instance_with_claims(tmp_path)
 
     wait_for(lambda: daemon.parked_frames == 1, what="the orphan's frame to wait for processed/")
     turns = daemon.turns
@@ -63,21 +90,58 @@ def test_an_orphans_frame_waiting_for_its_output_folder_is_adopted_once(
 def test_an_orphans_frame_still_waiting_at_a_clean_stop_is_no_suspect_for_the_next_adopter(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="watcher.pipeline.recovery")
-    first = start_daemon(inbox={"mode": "events", "rescan_interval_s": 0.2, "settle_ms": 0})
-    processed = tmp_path / "processed"
-    away = first.take_away(processed, caplog)
-    area = _dead_instance_with_a_claim(tmp_path)
+    first, processed, away = _running_without_processed(start_daemon, tmp_path, caplog)
+    area = _dead_instance_with_claims(tmp_path)
     wait_for(lambda: first.daemon.parked_frames == 1, what="the orphan's frame to wait for processed/")
 
-    first.stop.set()  # a clean stop (SIGTERM) with the adopted frame still waiting
-    first.daemon.wake()
-    first.thread.join(timeout=30)
-    assert not first.thread.is_alive()
+    _stop_cleanly(first)  # with the adopted frame still waiting
     away.rename(processed)
-    start_daemon(inbox={"mode": "events", "rescan_interval_s": 0.2, "settle_ms": 0})
+    start_daemon(inbox=_RESCANNING)
 
     wait_for(lambda: files_under(processed) == ["x.bmp"], what="the next adopter's move")
     # The dead instance's crash made it a suspect once; the clean stop after it did not.
     assert caplog.text.count("by a run that crashed") == 1, caplog.text
     assert not area.exists() or not list(area.glob(".attempts*"))
+
+
+def test_an_orphan_whose_adoption_was_cut_short_stays_a_crash_for_the_next_adopter(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, processed, away = _running_without_processed(start_daemon, tmp_path, caplog)
+    # A crashed instance's three claims, taken in the order recovery takes them: the first is
+    # processed alone and waits for processed/; the second's row was committed before the crash,
+    # so it only needs its move, and that move finding processed/ away stops the adoption there;
+    # the third is never reached.
+    area = _dead_instance_with_claims(tmp_path, ("a.bmp", "b.bmp", "c.bmp"))
+    reached, committed, unreached = claimed_frames(area)
+    now = datetime.now(UTC)
+    row = ResultRecord(
+        frame_key=committed.key,
+        source_path=committed.relative.as_posix(),
+        stored_path=str(processed / committed.relative),  # where the daemon would move it
+        received_at=now,
+        processed_at=now,
+        status="ok",
+    )
+    database = tmp_path / "data" / "results.sqlite3"
+    engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=10_000)
+    assert writes.insert_new(engine, [row]).inserted == {committed.key}
+    engine.dispose()
+    first.daemon.wake()
+    wait_for(
+        lambda: "cannot adopt instance deadnode's frames yet" in caplog.text, what="the cut-short adoption"
+    )
+    assert first.daemon.parked_frames == 1
+
+    _stop_cleanly(first)  # with the adopted first frame still waiting
+    # Our clean stop says nothing of frames we never reached: the crash stays on the record.
+    assert not (area / ".clean-stop").exists()
+    away.rename(processed)
+    start_daemon(inbox=_RESCANNING)
+
+    names = sorted(frame.relative.name for frame in (reached, committed, unreached))
+    wait_for(lambda: files_under(processed) == names, what="the next adopter's moves")
+    # The next adopter took them as a crash's leftovers: the unreached frame processed alone.
+    assert caplog.text.count("by a run that crashed") == 2, caplog.text
+    rows = query(database, "SELECT source_path, stored_path FROM results ORDER BY source_path")
+    assert rows == [(name, str(processed / name)) for name in names]

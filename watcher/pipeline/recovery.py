@@ -50,6 +50,9 @@ class Recovery:
         # Called after each suspect: a long line of them must still feed the watchdog.
         self._after_suspect = after_suspect
         self._adopted: list[InstanceLock] = []  # dead instances' locks, held while we hold their frames
+        # Adopted areas whose recovery a transient error stopped part-way: frames in them may not
+        # have been looked at yet, so a clean stop of ours says nothing about them.
+        self._cut_short: set[Path] = set()
         self.recovered = 0
 
     def recover(self, *, crashed: bool) -> None:
@@ -78,20 +81,25 @@ class Recovery:
                 # The database or an output folder is away: the next rescan tries again; the
                 # frames stay where they are.
                 logger.warning("cannot adopt instance %s's frames yet: %s", orphan.name, first_line(error))
+                self._cut_short.add(orphan.area)
                 break
         self._release_adopted()
 
     def mark_clean_stop(self) -> None:
         """A clean stop: dead instances' frames we still hold (parked) are no suspects for
-        whoever adopts them next, as our own are not."""
+        whoever adopts them next, as our own are not. Not so an area whose recovery was cut
+        short: it keeps the mark its own instance left, or none after a crash, so that the frames
+        not reached yet are still each processed alone by the next adopter."""
         for orphan in self._adopted:
-            suspects.mark_clean_stop(orphan.area)
+            if orphan.area not in self._cut_short:
+                suspects.mark_clean_stop(orphan.area)
 
     def release_all(self) -> None:
         """On the way out: the frames still held go back to whoever adopts them next."""
         for orphan in self._adopted:
             orphan.release()
         self._adopted = []
+        self._cut_short.clear()
 
     def _release_adopted(self) -> None:
         # At a rescan: the locks of the dead instances none of whose frames we hold any more go,
@@ -110,6 +118,7 @@ class Recovery:
             with contextlib.suppress(OSError):
                 orphan.area.rmdir()
             orphan.release()
+            self._cut_short.discard(orphan.area)
         self._adopted = kept
 
     def _recover_area(self, area: Path, *, crashed: bool) -> int:

@@ -8,6 +8,8 @@ only, never from the service: the entry's `connect_timeout` has to be handed to 
 
 from __future__ import annotations
 
+import os
+import pwd
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,8 +21,9 @@ def service_settings(
     name: str, *, service_file: str | None, environment: Mapping[str, str]
 ) -> dict[str, str]:
     """The entry `name` of the first file that has one, libpq's order: the URL's `servicefile`,
-    else PGSERVICEFILE, else ~/.pg_service.conf; then the system's pg_service.conf (in
-    PGSYSCONFDIR). Empty when no file has it (libpq then refuses the connection itself)."""
+    else PGSERVICEFILE, else ~/.pg_service.conf (~ being the environment's HOME); then the system's
+    pg_service.conf (in PGSYSCONFDIR). Empty when no file has it (libpq then refuses the
+    connection itself)."""
     for path in _service_files(service_file, environment):
         try:
             text = path.read_text(errors="replace")
@@ -33,9 +36,24 @@ def service_settings(
 
 
 def _service_files(service_file: str | None, environment: Mapping[str, str]) -> list[Path]:
-    user = service_file or environment.get("PGSERVICEFILE") or str(Path.home() / ".pg_service.conf")
     system = Path(environment.get("PGSYSCONFDIR") or SYSTEM_CONFIG_FOLDER) / "pg_service.conf"
-    return [Path(user), system]
+    user = service_file or environment.get("PGSERVICEFILE")
+    if user:
+        return [Path(user), system]
+    home = _home(environment)
+    return [system] if home is None else [home / ".pg_service.conf", system]
+
+
+def _home(environment: Mapping[str, str]) -> Path | None:
+    """Home as libpq (15 and later) finds it: the given environment's HOME, else the passwd entry (not
+    this process's HOME, which Path.home() would read); None when neither says."""
+    home = environment.get("HOME")
+    if home:
+        return Path(home)
+    try:
+        return Path(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        return None
 
 
 def _entry(text: str, name: str) -> dict[str, str] | None:
