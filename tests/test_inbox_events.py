@@ -284,6 +284,51 @@ def test_a_watch_still_refused_is_tried_at_each_rescan_without_asking_for_anothe
         events.stop()
 
 
+def test_a_rescan_tries_only_the_folders_left_unwatched_and_what_is_under_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An inbox on a filesystem of its own has a `lost+found` the daemon's user may not enter:
+    # trying it again must not cost a walk of the whole tree (every camera's folders) at every
+    # rescan. A folder out of watches is tried again with what is under it.
+    for folder in ("lost+found", "cam-1/2026-11-29", "cam-2/2026-11-29"):
+        (tmp_path / folder).mkdir(parents=True)
+    tried: list[str] = []
+    watch, allowed = Inotify.watch, threading.Event()
+
+    def lost_and_found_refused(self: Inotify, path: Path) -> int:
+        tried.append(path.relative_to(tmp_path).as_posix())
+        if path.name == "lost+found":  # root may watch any: refused here
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        if path.name == "cam-2" and not allowed.is_set():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return watch(self, path)
+
+    monkeypatch.setattr(Inotify, "watch", lost_and_found_refused)
+    events = InboxEvents(tmp_path, threading.Event())
+    events._inotify = Inotify()  # driven by hand: the walks are the reader thread's
+    try:
+        events._watch_tree()
+        assert sorted(tried) == [".", "cam-1", "cam-1/2026-11-29", "cam-2", "lost+found"]
+        tried.clear()
+        events._rewatch()  # check_inbox's, at a rescan
+        assert sorted(tried) == ["cam-2", "lost+found"]
+        assert not events.take().rescan, "nothing newly watched"
+        tried.clear()
+        allowed.set()
+        events._rewatch()
+        assert sorted(tried) == ["cam-2", "cam-2/2026-11-29", "lost+found"]
+        assert events.take().rescan, "frames may have come to cam-2 unheard"
+        tried.clear()
+        events._rewatch()
+        assert tried == ["lost+found"]
+        write_bmp(tmp_path / "cam-2" / "2026-11-29" / "heard.bmp")
+        heard = PurePosixPath("cam-2/2026-11-29/heard.bmp")
+        events.take_events(events._inotify.read())
+        assert heard in events.take().finished
+    finally:
+        events.stop()
+
+
 def test_folders_refused_one_after_another_are_warned_about_once_until_all_are_watched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

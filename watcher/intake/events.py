@@ -17,6 +17,7 @@ import select
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from watcher.intake.discovery import is_candidate_name
 from watcher.intake.inotify import IN_CLOSE_WRITE, IN_ISDIR, Event, Inotify
@@ -49,11 +50,13 @@ class InboxEvents:
         # folder renamed keeps its watch, under its new name; one gone leaves no watch).
         self._folders: dict[int, PurePosixPath] = {}
         self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
-        # Why folders were left unwatched (out of inotify watches, say) since a walk last watched
-        # them all; empty when it did. They are tried again at each rescan, and each reason is
-        # warned about once until every folder is watched again (a never-watchable `lost+found`
-        # must not hide running out of watches, nor watches hovering at the limit make news at
-        # every other rescan).
+        # The folders the last walk could not watch (out of inotify watches, say): tried again at
+        # each rescan, they alone, not the whole tree.
+        self._unwatched: list[_Unwatched] = []
+        # Why folders were left unwatched since a walk last watched them all; empty when it did.
+        # Each reason is warned about once until every folder is watched again (a never-watchable
+        # `lost+found` must not hide running out of watches, nor watches hovering at the limit
+        # make news at every other rescan).
         self._unwatched_reasons: set[str] = set()
 
     def request_rescan(self) -> None:
@@ -96,7 +99,7 @@ class InboxEvents:
         rescans for the rest of the run. The daemon asks at each rescan."""
         if self._reader is None:
             return
-        if self._unwatched_reasons or _identity(self._inbox) != self._inbox_identity:
+        if self._unwatched or _identity(self._inbox) != self._inbox_identity:
             os.write(self._control_write, _REWATCH)
 
     def stop(self) -> None:
@@ -166,7 +169,10 @@ class InboxEvents:
         (frames may have come there unheard since the rescan that asked): a folder that still
         cannot be watched is tried again at the next rescan, not in a loop of rescans."""
         identity, watched = self._inbox_identity, set(self._folders.values())
-        self._watch_tree()
+        if _identity(self._inbox) != identity or any(left.folder == self._inbox for left in self._unwatched):
+            self._watch_tree()
+        else:
+            self._watch_unwatched()
         if self._inbox_identity != identity or not watched.issuperset(self._folders.values()):
             self.request_rescan()
 
@@ -174,10 +180,32 @@ class InboxEvents:
         """Watch the inbox and every folder under it but hidden ones (links not followed); drop
         the watches of folders no longer there."""
         assert self._inotify is not None, "started"
-        folders: dict[int, PurePosixPath] = {}
-        unwatched: list[tuple[Path, str]] = []
         self._inbox_identity = _identity(self._inbox)
-        stack = [(self._inbox, PurePosixPath())]
+        folders, unwatched = self._walk([(self._inbox, PurePosixPath())])
+        for watch in self._folders.keys() - folders.keys():
+            self._inotify.unwatch(watch)
+        self._folders = folders
+        self._say_unwatched(unwatched)
+
+    def _watch_unwatched(self) -> None:
+        """The folders the last walk could not watch tried again, and what is under them: a
+        folder that never can be (a `lost+found` the daemon's user may not enter, at the root of
+        an inbox on its own filesystem) must not cost a walk of the whole tree at every rescan.
+        The rest keep their watches; a folder moved or removed meanwhile made an event, and
+        that event its own walk of the whole tree."""
+        folders, unwatched = self._walk([(left.folder, left.relative) for left in self._unwatched])
+        self._folders.update(folders)
+        self._say_unwatched(unwatched)
+
+    def _walk(
+        self, starts: list[tuple[Path, PurePosixPath]]
+    ) -> tuple[dict[int, PurePosixPath], list[_Unwatched]]:
+        """Watch each folder of `starts` and every folder under it but hidden ones (links not
+        followed): each watch's folder as its path in the inbox, and the folders left unwatched."""
+        assert self._inotify is not None, "started"
+        folders: dict[int, PurePosixPath] = {}
+        unwatched: list[_Unwatched] = []
+        stack = list(starts)
         while stack:
             folder, relative = stack.pop()
             try:
@@ -189,7 +217,7 @@ class InboxEvents:
                 reason = error.strerror or str(error)
                 if error.errno == errno.ENOSPC:  # inotify's own word for "no watches left"
                     reason = "out of inotify watches: raise fs.inotify.max_user_watches"
-                unwatched.append((folder, reason))
+                unwatched.append(_Unwatched(folder, relative, reason))
                 continue
             for entry in entries:
                 try:
@@ -197,26 +225,37 @@ class InboxEvents:
                         stack.append((Path(entry.path), relative / entry.name))
                 except OSError:
                     continue
-        because = {reason for _folder, reason in unwatched}
+        return folders, unwatched
+
+    def _say_unwatched(self, unwatched: list[_Unwatched]) -> None:
+        """Keep the folders a walk left unwatched, for the next rescan to try again, and say why."""
+        self._unwatched = unwatched
+        because = {left.reason for left in unwatched}
         if unwatched:
-            unwatched.sort(key=lambda item: item[1] in self._unwatched_reasons)  # news first
+            unwatched = sorted(
+                unwatched, key=lambda left: left.reason in self._unwatched_reasons
+            )  # news first
             # Out of inotify watches, or not allowed: the periodic rescan still finds their frames.
-            # Tried again at each rescan (check_inbox): said once for each reason until every
-            # folder is watched again, not at each folder made or removed meanwhile (a camera's
-            # hourly folders).
+            # Said once for each reason until every folder is watched again, not at each folder
+            # made or removed meanwhile (a camera's hourly folders).
             logger.log(
                 logging.DEBUG if because <= self._unwatched_reasons else logging.WARNING,
                 "cannot watch %s for events; relying on rescans: %s",
                 plural(len(unwatched), "folder"),
-                ", ".join(f"{folder} ({reason})" for folder, reason in unwatched[:3])
+                ", ".join(f"{left.folder} ({left.reason})" for left in unwatched[:3])
                 + (", ..." if len(unwatched) > 3 else ""),
             )
         elif self._unwatched_reasons:
             logger.info("every folder of the inbox is watched for events again")
         self._unwatched_reasons = (self._unwatched_reasons | because) if unwatched else set()
-        for watch in self._folders.keys() - folders.keys():
-            self._inotify.unwatch(watch)
-        self._folders = folders
+
+
+class _Unwatched(NamedTuple):
+    """A folder a walk could not watch: where it is, its path in the inbox, and why."""
+
+    folder: Path
+    relative: PurePosixPath
+    reason: str
 
 
 # What the reader's pipe carries: stop, or watch the tree again (check_inbox).
