@@ -4,8 +4,9 @@ unopened) nor let another instance take them; once they are moved, its lock and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -14,6 +15,7 @@ import pytest
 from model.synthetic import write_bmp
 from tests.helpers import RunningDaemon, files_under, query, wait_for
 from watcher.intake.claiming import claim, claimed_frames
+from watcher.intake.suspects import crashes_survived
 from watcher.service.instance import acquire_instance, orphaned_instances
 from watcher.store import writes
 from watcher.store.engine import make_engine
@@ -42,16 +44,25 @@ def _running_without_processed(
     return running, processed, running.take_away(processed, caplog)
 
 
-def _dead_instance_with_claims(tmp_path: Path, names: tuple[str, ...] = ("x.bmp",)) -> Path:
-    """`deadnode`'s area, a frame of each name claimed into it, as a run that crashed leaves it
-    (no lock held, no clean-stop mark)."""
+@contextlib.contextmanager
+def _dying_instance(tmp_path: Path, names: tuple[str, ...] = ("x.bmp",)) -> Iterator[Path]:
+    """`deadnode`'s area, a frame of each name claimed into it; its lock held until the block
+    ends, so that no rescan adopts it half made. Dead then as a run that crashed leaves it (no
+    clean-stop mark) unless the block marks it."""
     staging = tmp_path / "staging"
-    area = tmp_path / "inbox" / ".in-progress" / "deadnode"
-    area.mkdir(parents=True)
-    for name in names:
-        write_bmp(staging / name)
-        assert claim(staging, area, PurePosixPath(name)) is not None
-    return area
+    lock = acquire_instance(tmp_path / "inbox" / ".in-progress", name="deadnode")
+    try:
+        for name in names:
+            write_bmp(staging / name)
+            assert claim(staging, lock.area, PurePosixPath(name)) is not None
+        yield lock.area
+    finally:
+        lock.release()
+
+
+def _dead_instance_with_a_claim(tmp_path: Path) -> Path:
+    with _dying_instance(tmp_path) as area:
+        return area
 
 
 def test_an_orphans_frame_waiting_for_its_output_folder_is_adopted_once(
@@ -62,7 +73,7 @@ def test_an_orphans_frame_waiting_for_its_output_folder_is_adopted_once(
     daemon = running.daemon
     processed = tmp_path / "processed"
     away = running.take_away(processed, caplog)
-    area = _dead_instance_with_claims(tmp_path)
+    area = _dead_instance_with_a_claim(tmp_path)
 
     wait_for(lambda: daemon.parked_frames == 1, what="the orphan's frame to wait for processed/")
     turns = daemon.turns
@@ -91,7 +102,7 @@ def test_an_orphans_frame_still_waiting_at_a_clean_stop_is_no_suspect_for_the_ne
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     first, processed, away = _running_without_processed(start_daemon, tmp_path, caplog)
-    area = _dead_instance_with_claims(tmp_path)
+    area = _dead_instance_with_a_claim(tmp_path)
     wait_for(lambda: first.daemon.parked_frames == 1, what="the orphan's frame to wait for processed/")
 
     _stop_cleanly(first)  # with the adopted frame still waiting
@@ -104,44 +115,50 @@ def test_an_orphans_frame_still_waiting_at_a_clean_stop_is_no_suspect_for_the_ne
     assert not area.exists() or not list(area.glob(".attempts*"))
 
 
-def test_an_orphan_whose_adoption_was_cut_short_stays_a_crash_for_the_next_adopter(
-    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("stopped", ["crashed", "cleanly"])
+def test_an_orphan_whose_adoption_was_cut_short_is_left_to_the_next_adopter_as_its_instance_left_it(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture, stopped: str
 ) -> None:
     first, processed, away = _running_without_processed(start_daemon, tmp_path, caplog)
-    # A crashed instance's three claims, taken in the order recovery takes them: the first is
-    # processed alone and waits for processed/; the second's row was committed before the crash,
-    # so it only needs its move, and that move finding processed/ away stops the adoption there;
-    # the third is never reached.
-    area = _dead_instance_with_claims(tmp_path, ("a.bmp", "b.bmp", "c.bmp"))
-    reached, committed, unreached = claimed_frames(area)
-    now = datetime.now(UTC)
-    row = ResultRecord(
-        frame_key=committed.key,
-        source_path=committed.relative.as_posix(),
-        stored_path=str(processed / committed.relative),  # where the daemon would move it
-        received_at=now,
-        processed_at=now,
-        status="ok",
-    )
-    database = tmp_path / "data" / "results.sqlite3"
-    engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=10_000)
-    assert writes.insert_new(engine, [row]).inserted == {committed.key}
-    engine.dispose()
+    # Three claims, taken in the order recovery takes them: the first is processed (alone after
+    # a crash) and waits for processed/; the second's row was committed before the instance
+    # died, so it only needs its move, and that move finding processed/ away stops the adoption
+    # there; the third is never reached.
+    with _dying_instance(tmp_path, ("a.bmp", "b.bmp", "c.bmp")) as area:
+        reached, committed, unreached = claimed_frames(area)
+        now = datetime.now(UTC)
+        row = ResultRecord(
+            frame_key=committed.key,
+            source_path=committed.relative.as_posix(),
+            stored_path=str(processed / committed.relative),  # where the daemon would move it
+            received_at=now,
+            processed_at=now,
+            status="ok",
+        )
+        database = tmp_path / "data" / "results.sqlite3"
+        engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=10_000)
+        assert writes.insert_new(engine, [row]).inserted == {committed.key}
+        engine.dispose()
+        if stopped == "cleanly":
+            (area / ".clean-stop").touch()
     first.daemon.wake()
     wait_for(
         lambda: "cannot adopt instance deadnode's frames yet" in caplog.text, what="the cut-short adoption"
     )
-    assert first.daemon.parked_frames == 1
-
-    _stop_cleanly(first)  # with the adopted first frame still waiting
-    # Our clean stop says nothing of frames we never reached: the crash stays on the record.
+    # While its frames are ours, a death of ours among them would be a crash in their area.
     assert not (area / ".clean-stop").exists()
+
+    _stop_cleanly(first)  # with the first frame adopted and still waiting
+    # Our clean stop says nothing of frames we never reached: the area is as its instance left it.
+    assert (area / ".clean-stop").exists() == (stopped == "cleanly")
+    # Nor did our attempt at the first frame crash anything: its count is as the crash left it.
+    assert crashes_survived(reached) == 1
     away.rename(processed)
     start_daemon(inbox=_RESCANNING)
 
     names = sorted(frame.relative.name for frame in (reached, committed, unreached))
     wait_for(lambda: files_under(processed) == names, what="the next adopter's moves")
-    # The next adopter took them as a crash's leftovers: the unreached frame processed alone.
-    assert caplog.text.count("by a run that crashed") == 2, caplog.text
+    # After a crash, the next adopter took them as a crash's leftovers too.
+    assert caplog.text.count("by a run that crashed") == (2 if stopped == "crashed" else 0), caplog.text
     rows = query(database, "SELECT source_path, stored_path FROM results ORDER BY source_path")
     assert rows == [(name, str(processed / name)) for name in names]

@@ -50,9 +50,13 @@ class Recovery:
         # Called after each suspect: a long line of them must still feed the watchdog.
         self._after_suspect = after_suspect
         self._adopted: list[InstanceLock] = []  # dead instances' locks, held while we hold their frames
-        # Adopted areas whose recovery a transient error stopped part-way: frames in them may not
-        # have been looked at yet, so a clean stop of ours says nothing about them.
-        self._cut_short: set[Path] = set()
+        # Adopted areas whose recovery a transient error stopped part-way, each with whether its
+        # instance had stopped cleanly (its mark, taken when the adoption began, is ours to give
+        # back): after a crash, frames not reached yet stay suspects whatever we do.
+        self._cut_short: dict[Path, bool] = {}
+        # Suspects processed alone, by key: the frame and its count before that attempt, put back
+        # at a clean stop for those still held (parked), which that attempt did not crash.
+        self._counted: dict[str, tuple[Claimed, int]] = {}
         self.recovered = 0
 
     def recover(self, *, crashed: bool) -> None:
@@ -70,29 +74,36 @@ class Recovery:
         self._release_adopted()
         for orphan in orphaned_instances(self._in_progress, own=self._instance.name):
             self._adopted.append(orphan)
+            # Taken before its frames are touched: if this run dies among them, they are a
+            # crash's leftovers for the next adopter, as our own would be.
+            stopped_cleanly = suspects.take_clean_stop(orphan.area)
             try:
-                crashed = not suspects.stopped_cleanly(orphan.area)
-                if self._recover_area(orphan.area, crashed=crashed):
+                if self._recover_area(orphan.area, crashed=not stopped_cleanly):
                     logger.info("recovered the frames of instance %s, which is gone", orphan.name)
-                suspects.take_clean_stop(orphan.area)
             except (StorageError, OSError) as error:
                 if not is_transient(error):
                     raise
                 # The database or an output folder is away: the next rescan tries again; the
                 # frames stay where they are.
                 logger.warning("cannot adopt instance %s's frames yet: %s", orphan.name, first_line(error))
-                self._cut_short.add(orphan.area)
+                self._cut_short[orphan.area] = stopped_cleanly
                 break
         self._release_adopted()
 
     def mark_clean_stop(self) -> None:
         """A clean stop: dead instances' frames we still hold (parked) are no suspects for
-        whoever adopts them next, as our own are not. Not so an area whose recovery was cut
-        short: it keeps the mark its own instance left, or none after a crash, so that the frames
-        not reached yet are still each processed alone by the next adopter."""
+        whoever adopts them next, as our own are not. Not so an area whose instance crashed and
+        whose recovery was cut short: its frames not reached yet must still each be processed
+        alone by the next adopter, so it stays unmarked, and the suspects we hold get back the
+        count they had, as no crash came of our attempt."""
         for orphan in self._adopted:
-            if orphan.area not in self._cut_short:
+            if self._cut_short.get(orphan.area, True):
                 suspects.mark_clean_stop(orphan.area)
+        held = {frame.key for frame in self._dispatcher.held()}
+        for key, (frame, crashes) in self._counted.items():
+            if key in held:
+                with contextlib.suppress(OSError):
+                    suspects.record_attempt(frame, crashes)
 
     def release_all(self) -> None:
         """On the way out: the frames still held go back to whoever adopts them next."""
@@ -100,15 +111,20 @@ class Recovery:
             orphan.release()
         self._adopted = []
         self._cut_short.clear()
+        self._counted.clear()
 
     def _release_adopted(self) -> None:
         # At a rescan: the locks of the dead instances none of whose frames we hold any more go,
-        # with their areas once empty.
-        if not self._adopted:
+        # with their areas once empty; so do the counts of suspects done with.
+        if not (self._adopted or self._counted):
             return
         # From the frames held, never a listing of the area: its frames move out of it on the
         # lanes meanwhile, and a listing could see one go between two looks (FileNotFoundError).
-        held = [frame.work_path_text for frame in self._dispatcher.held()]
+        frames = self._dispatcher.held()
+        self._counted = {
+            frame.key: self._counted[frame.key] for frame in frames if frame.key in self._counted
+        }
+        held = [frame.work_path_text for frame in frames]
         kept: list[InstanceLock] = []
         for orphan in self._adopted:
             inside = f"{orphan.area}{os.sep}"
@@ -117,8 +133,9 @@ class Recovery:
                 continue
             with contextlib.suppress(OSError):
                 orphan.area.rmdir()
+            if self._cut_short.pop(orphan.area, False):
+                suspects.mark_clean_stop(orphan.area)  # its frames left as its instance left them
             orphan.release()
-            self._cut_short.discard(orphan.area)
         self._adopted = kept
 
     def _recover_area(self, area: Path, *, crashed: bool) -> int:
@@ -160,6 +177,7 @@ class Recovery:
         else:
             try:
                 suspects.record_attempt(frame, crashes + 1)
+                self._counted[frame.key] = (frame, crashes)
             except OSError as error:
                 logger.warning("cannot count the attempts of %s: %s", frame.relative, error.strerror)
             self._dispatcher.submit([frame])
