@@ -329,6 +329,62 @@ def test_a_rescan_tries_only_the_folders_left_unwatched_and_what_is_under_them(
         events.stop()
 
 
+def test_a_refused_folder_renamed_before_the_retry_is_not_taken_for_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The rescan's retry can come before the reader has read a rename's event: tried by its old
+    # name, the refused folder was gone, and every folder taken for watched (an INFO line, then
+    # the warning again once the event was read).
+    for name in ("cam-1", "cam-2"):
+        (tmp_path / name).mkdir()
+    refuse_watches(monkeypatch, lambda path: path.name in ("cam-2", "cam-3") and path.exists())
+    events = InboxEvents(tmp_path, threading.Event())
+    events._inotify = Inotify()  # driven by hand: the walks are the reader thread's
+    caplog.set_level(logging.DEBUG, logger="watcher.intake.events")
+    try:
+        events._watch_tree()
+        (tmp_path / "cam-2").rename(tmp_path / "cam-3")
+        events._rewatch()
+        events.take_events(events._inotify.read())
+    finally:
+        events.stop()
+    said = [record for record in caplog.records if record.getMessage().startswith(("cannot watch", "every"))]
+    assert [record.levelno for record in said] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "cam-3 (out of inotify watches" in said[-1].getMessage()
+
+
+def test_a_retry_never_follows_a_link_put_where_a_folder_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A camera folder moved away and a link to elsewhere put in its place, its event unread yet:
+    # its refused subfolder tried again by the old path went through the link, out of the inbox.
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    (inbox / "cam-1" / "day").mkdir(parents=True)
+    (outside / "day" / "deep").mkdir(parents=True)
+    tried: list[Path] = []
+    watch = Inotify.watch
+
+    def day_refused(self: Inotify, path: Path) -> int:
+        tried.append(path)
+        if path.name == "day":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return watch(self, path)
+
+    monkeypatch.setattr(Inotify, "watch", day_refused)
+    events = InboxEvents(inbox, threading.Event())
+    events._inotify = Inotify()  # driven by hand: the walks are the reader thread's
+    try:
+        events._watch_tree()
+        (inbox / "cam-1").rename(tmp_path / "away")
+        (inbox / "cam-1").symlink_to(outside)
+        tried.clear()
+        events._rewatch()
+    finally:
+        events.stop()
+    assert tried, "the retry ran"
+    assert all(path.resolve().is_relative_to(inbox.resolve()) for path in tried), tried
+
+
 def test_folders_refused_one_after_another_are_warned_about_once_until_all_are_watched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -46,8 +46,9 @@ class InboxEvents:
         self._inotify: Inotify | None = None
         self._control_read, self._control_write = -1, -1  # a pipe to the reader: _STOP or _REWATCH
         self._reader: threading.Thread | None = None
-        # Each watch's folder, as its path in the inbox: set anew by every walk of the tree (a
-        # folder renamed keeps its watch, under its new name; one gone leaves no watch).
+        # Each watch's folder, as its path in the inbox: set anew by every walk of the whole tree
+        # (a folder renamed keeps its watch, under its new name; one gone leaves no watch), added
+        # to by a retry of the folders left unwatched.
         self._folders: dict[int, PurePosixPath] = {}
         self._inbox_identity: tuple[int, int] | None = None  # (device, inode) the walk watched
         # The folders the last walk could not watch (out of inotify watches, say): tried again at
@@ -168,6 +169,11 @@ class InboxEvents:
         """check_inbox's walk. A rescan follows only if it watches what was not watched before
         (frames may have come there unheard since the rescan that asked): a folder that still
         cannot be watched is tried again at the next rescan, not in a loop of rescans."""
+        assert self._inotify is not None, "started"
+        # The events queued already first (one read holds thousands): a folder moved since the
+        # last walk, its event still unread, must not be tried again by its old path, nor through
+        # a link put in its place.
+        self.take_events(self._inotify.read())
         identity, watched = self._inbox_identity, set(self._folders.values())
         if _identity(self._inbox) != identity or any(left.folder == self._inbox for left in self._unwatched):
             self._watch_tree()
@@ -185,7 +191,7 @@ class InboxEvents:
         for watch in self._folders.keys() - folders.keys():
             self._inotify.unwatch(watch)
         self._folders = folders
-        self._say_unwatched(unwatched)
+        self._keep_unwatched(unwatched)
 
     def _watch_unwatched(self) -> None:
         """The folders the last walk could not watch tried again, and what is under them: a
@@ -195,7 +201,7 @@ class InboxEvents:
         that event its own walk of the whole tree."""
         folders, unwatched = self._walk([(left.folder, left.relative) for left in self._unwatched])
         self._folders.update(folders)
-        self._say_unwatched(unwatched)
+        self._keep_unwatched(unwatched)
 
     def _walk(
         self, starts: list[tuple[Path, PurePosixPath]]
@@ -227,14 +233,13 @@ class InboxEvents:
                     continue
         return folders, unwatched
 
-    def _say_unwatched(self, unwatched: list[_Unwatched]) -> None:
+    def _keep_unwatched(self, unwatched: list[_Unwatched]) -> None:
         """Keep the folders a walk left unwatched, for the next rescan to try again, and say why."""
         self._unwatched = unwatched
         because = {left.reason for left in unwatched}
         if unwatched:
-            unwatched = sorted(
-                unwatched, key=lambda left: left.reason in self._unwatched_reasons
-            )  # news first
+            # News first.
+            unwatched = sorted(unwatched, key=lambda left: left.reason in self._unwatched_reasons)
             # Out of inotify watches, or not allowed: the periodic rescan still finds their frames.
             # Said once for each reason until every folder is watched again, not at each folder
             # made or removed meanwhile (a camera's hourly folders).
