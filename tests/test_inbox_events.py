@@ -206,6 +206,22 @@ def refuse_watches(
     return allowed
 
 
+def watches_tried(monkeypatch: pytest.MonkeyPatch, refusal: Callable[[Path], int | None]) -> list[Path]:
+    """Every folder a watch is asked for, in order, each refused with the errno `refusal` gives
+    it (None: watched)."""
+    watch, tried = Inotify.watch, []
+
+    def spied(self: Inotify, path: Path) -> int:
+        tried.append(path)
+        number = refusal(path)
+        if number is not None:
+            raise OSError(number, os.strerror(number), str(path))
+        return watch(self, path)
+
+    monkeypatch.setattr(Inotify, "watch", spied)
+    return tried
+
+
 @pytest.mark.parametrize(
     "change",
     ["deleted and made again", "renamed away and back", "missing at start", "out of watches at start"],
@@ -292,35 +308,35 @@ def test_a_rescan_tries_only_the_folders_left_unwatched_and_what_is_under_them(
     # rescan. A folder out of watches is tried again with what is under it.
     for folder in ("lost+found", "cam-1/2026-11-29", "cam-2/2026-11-29"):
         (tmp_path / folder).mkdir(parents=True)
-    tried: list[str] = []
-    watch, allowed = Inotify.watch, threading.Event()
+    allowed = threading.Event()
 
-    def lost_and_found_refused(self: Inotify, path: Path) -> int:
-        tried.append(path.relative_to(tmp_path).as_posix())
+    def refusal(path: Path) -> int | None:
         if path.name == "lost+found":  # root may watch any: refused here
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        if path.name == "cam-2" and not allowed.is_set():
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return watch(self, path)
+            return errno.EACCES
+        return errno.ENOSPC if path.name == "cam-2" and not allowed.is_set() else None
 
-    monkeypatch.setattr(Inotify, "watch", lost_and_found_refused)
+    tried = watches_tried(monkeypatch, refusal)
+
+    def relative_tried() -> list[str]:
+        return sorted(path.relative_to(tmp_path).as_posix() for path in tried)
+
     events = InboxEvents(tmp_path, threading.Event())
     events._inotify = Inotify()  # driven by hand: the walks are the reader thread's
     try:
         events._watch_tree()
-        assert sorted(tried) == [".", "cam-1", "cam-1/2026-11-29", "cam-2", "lost+found"]
+        assert relative_tried() == [".", "cam-1", "cam-1/2026-11-29", "cam-2", "lost+found"]
         tried.clear()
         events._rewatch()  # check_inbox's, at a rescan
-        assert sorted(tried) == ["cam-2", "lost+found"]
+        assert relative_tried() == ["cam-2", "lost+found"]
         assert not events.take().rescan, "nothing newly watched"
         tried.clear()
         allowed.set()
         events._rewatch()
-        assert sorted(tried) == ["cam-2", "cam-2/2026-11-29", "lost+found"]
+        assert relative_tried() == ["cam-2", "cam-2/2026-11-29", "lost+found"]
         assert events.take().rescan, "frames may have come to cam-2 unheard"
         tried.clear()
         events._rewatch()
-        assert tried == ["lost+found"]
+        assert relative_tried() == ["lost+found"]
         write_bmp(tmp_path / "cam-2" / "2026-11-29" / "heard.bmp")
         heard = PurePosixPath("cam-2/2026-11-29/heard.bmp")
         events.take_events(events._inotify.read())
@@ -361,16 +377,7 @@ def test_a_retry_never_follows_a_link_put_where_a_folder_was(
     inbox, outside = tmp_path / "inbox", tmp_path / "outside"
     (inbox / "cam-1" / "day").mkdir(parents=True)
     (outside / "day" / "deep").mkdir(parents=True)
-    tried: list[Path] = []
-    watch = Inotify.watch
-
-    def day_refused(self: Inotify, path: Path) -> int:
-        tried.append(path)
-        if path.name == "day":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return watch(self, path)
-
-    monkeypatch.setattr(Inotify, "watch", day_refused)
+    tried = watches_tried(monkeypatch, lambda path: errno.ENOSPC if path.name == "day" else None)
     events = InboxEvents(inbox, threading.Event())
     events._inotify = Inotify()  # driven by hand: the walks are the reader thread's
     try:
