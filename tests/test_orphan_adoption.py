@@ -15,10 +15,13 @@ import pytest
 from model.synthetic import write_bmp
 from tests.helpers import RunningDaemon, files_under, query, wait_for
 from watcher.intake.claiming import claim, claimed_frames
-from watcher.intake.suspects import crashes_survived
+from watcher.intake.suspects import MAX_CRASHES, crash_reason, crashes_survived, record_attempt
+from watcher.pipeline.recording import Recorder
+from watcher.pipeline.stages import Classified, Stored
 from watcher.service.instance import acquire_instance, orphaned_instances
 from watcher.store import writes
 from watcher.store.engine import make_engine
+from watcher.store.errors import StorageUnavailable
 from watcher.store.records import ResultRecord
 
 # Events, and a rescan (where dead instances are adopted) every 0.2 s.
@@ -103,9 +106,13 @@ def test_an_orphans_frame_still_waiting_at_a_clean_stop_is_no_suspect_for_the_ne
 ) -> None:
     first, processed, away = _running_without_processed(start_daemon, tmp_path, caplog)
     area = _dead_instance_with_a_claim(tmp_path)
+    (frame,) = claimed_frames(area)
     wait_for(lambda: first.daemon.parked_frames == 1, what="the orphan's frame to wait for processed/")
 
     _stop_cleanly(first)  # with the adopted frame still waiting
+    # Its count stays raised by the attempt: the next adopter takes it for no suspect and raises
+    # nothing, so a crash of that run is its second.
+    assert crashes_survived(frame) == 2
     away.rename(processed)
     start_daemon(inbox=_RESCANNING)
 
@@ -162,3 +169,34 @@ def test_an_orphan_whose_adoption_was_cut_short_is_left_to_the_next_adopter_as_i
     assert caplog.text.count("by a run that crashed") == (2 if stopped == "crashed" else 0), caplog.text
     rows = query(database, "SELECT source_path, stored_path FROM results ORDER BY source_path")
     assert rows == [(name, str(processed / name)) for name in names]
+
+
+def test_a_crasher_failed_unopened_whose_row_waited_for_the_database_is_never_opened(
+    start_daemon: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its batch parked (the database away at its commit), the retry took it for an ordinary
+    # frame: opened in a batch, the frame that crashed the daemon three times could do it again.
+    caplog.set_level(logging.INFO, logger="watcher.pipeline.recovery")
+    record, batches = Recorder.record, []
+
+    def database_away_once(self: Recorder, classified: list[Classified]) -> list[Stored]:
+        batches.append([item.frame.relative.name for item in classified])
+        if len(batches) == 1:
+            raise StorageUnavailable("database is locked")
+        return record(self, classified)
+
+    monkeypatch.setattr(Recorder, "record", database_away_once)
+    running = start_daemon(inbox=_RESCANNING)
+    wait_for(lambda: running.daemon.turns > 0, what="the loop to start")
+    with _dying_instance(tmp_path) as area:
+        (frame,) = claimed_frames(area)
+        record_attempt(frame, MAX_CRASHES)  # in progress during three crashes already
+
+    failed = tmp_path / "failed"
+    wait_for(lambda: files_under(failed) == ["x.bmp"], what="the crasher's move to failed/")
+    rows = query(tmp_path / "data" / "results.sqlite3", "SELECT status, error FROM results")
+    assert rows == [("failed", crash_reason())]
+    assert batches == [["x.bmp"], ["x.bmp"]], "failed unopened, then its row stored at the retry"

@@ -55,7 +55,9 @@ class Recovery:
         # back): after a crash, frames not reached yet stay suspects whatever we do.
         self._cut_short: dict[Path, bool] = {}
         # Suspects processed alone, by key: the frame and its count before that attempt, put back
-        # at a clean stop for those still held (parked), which that attempt did not crash.
+        # at a clean stop for those still held (parked) in an area left unmarked, which that
+        # attempt did not crash. In a marked area the raised count stays: the next run takes the
+        # frame for no suspect and raises nothing, so it counts that run's crash, if any.
         self._counted: dict[str, tuple[Claimed, int]] = {}
         self.recovered = 0
 
@@ -94,14 +96,17 @@ class Recovery:
         """A clean stop: dead instances' frames we still hold (parked) are no suspects for
         whoever adopts them next, as our own are not. Not so an area whose instance crashed and
         whose recovery was cut short: its frames not reached yet must still each be processed
-        alone by the next adopter, so it stays unmarked, and the suspects we hold get back the
-        count they had, as no crash came of our attempt."""
+        alone by the next adopter, so it stays unmarked, and the suspects we hold in it get back
+        the count they had, as no crash came of our attempt (the next adopter raises it again)."""
+        unmarked: set[Path] = set()
         for orphan in self._adopted:
             if self._cut_short.get(orphan.area, True):
                 suspects.mark_clean_stop(orphan.area)
+            else:
+                unmarked.add(orphan.area)
         held = {frame.key for frame in self._dispatcher.held()}
         for key, (frame, crashes) in self._counted.items():
-            if key in held:
+            if key in held and frame.area in unmarked:
                 with contextlib.suppress(OSError):
                     suspects.record_attempt(frame, crashes)
 
@@ -159,7 +164,9 @@ class Recovery:
             record = committed.get(frame.key)
             if record is not None:
                 self._processor.finish_committed(frame, record)
-            elif crashed:
+            elif crashed or suspects.crashes_survived(frame) >= suspects.MAX_CRASHES:
+                # A crash's leftover, or a frame failed unopened as a crasher whose row could not
+                # be stored then (parked, or left claimed by a clean stop): never in a batch.
                 self._process_suspect(frame)
             else:
                 self._dispatcher.add(frame)
