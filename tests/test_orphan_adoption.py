@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -171,32 +172,46 @@ def test_an_orphan_whose_adoption_was_cut_short_is_left_to_the_next_adopter_as_i
     assert rows == [(name, str(processed / name)) for name in names]
 
 
-def test_a_crasher_failed_unopened_whose_row_waited_for_the_database_is_never_opened(
+@pytest.mark.parametrize("restarted", [False, True], ids=["retried", "after a clean stop"])
+@pytest.mark.parametrize("crashes", [MAX_CRASHES, MAX_CRASHES - 1], ids=["a crasher", "its last try"])
+def test_a_suspect_whose_row_waited_for_the_database_keeps_its_fate(
     start_daemon: Callable[..., RunningDaemon],
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    crashes: int,
+    restarted: bool,
 ) -> None:
-    # Its batch parked (the database away at its commit), the retry took it for an ordinary
-    # frame: opened in a batch, the frame that crashed the daemon three times could do it again.
-    caplog.set_level(logging.INFO, logger="watcher.pipeline.recovery")
-    record, batches = Recorder.record, []
+    # In progress during three crashes, it is failed unopened; during two, it is tried alone a
+    # last time, its count raised to three first. Either way its row waits (the database away),
+    # and the frame is tried again, in the same run or the next: taken for an ordinary frame,
+    # the crasher was opened in a batch; taken for a crasher by its count, the frame on its last
+    # try, which had crashed nothing, was failed unopened.
+    record, batches, away = Recorder.record, [], threading.Event()
+    away.set()
 
     def database_away_once(self: Recorder, classified: list[Classified]) -> list[Stored]:
         batches.append([item.frame.relative.name for item in classified])
-        if len(batches) == 1:
+        if away.is_set():
+            if not restarted:
+                away.clear()  # back for the retry
             raise StorageUnavailable("database is locked")
         return record(self, classified)
 
     monkeypatch.setattr(Recorder, "record", database_away_once)
-    running = start_daemon(inbox=_RESCANNING)
-    wait_for(lambda: running.daemon.turns > 0, what="the loop to start")
+    first = start_daemon(inbox=_RESCANNING)
+    wait_for(lambda: first.daemon.turns > 0, what="the loop to start")
     with _dying_instance(tmp_path) as area:
         (frame,) = claimed_frames(area)
-        record_attempt(frame, MAX_CRASHES)  # in progress during three crashes already
+        record_attempt(frame, crashes)
+    if restarted:
+        wait_for(lambda: first.daemon.parked_frames == 1, what="its row to wait for the database")
+        _stop_cleanly(first)
+        away.clear()
+        start_daemon(inbox=_RESCANNING)
 
-    failed = tmp_path / "failed"
-    wait_for(lambda: files_under(failed) == ["x.bmp"], what="the crasher's move to failed/")
+    crasher = crashes == MAX_CRASHES
+    folder = tmp_path / ("failed" if crasher else "processed")
+    wait_for(lambda: files_under(folder) == ["x.bmp"], what="its move")
     rows = query(tmp_path / "data" / "results.sqlite3", "SELECT status, error FROM results")
-    assert rows == [("failed", crash_reason())]
-    assert batches == [["x.bmp"], ["x.bmp"]], "failed unopened, then its row stored at the retry"
+    assert rows == ([("failed", crash_reason())] if crasher else [("ok", None)])
+    assert batches == [["x.bmp"], ["x.bmp"]], "alone each time"

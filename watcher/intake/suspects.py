@@ -9,7 +9,9 @@ area, or `.attempts` in the claim's folder: see watcher.intake.claiming), so it 
 
 - a frame left over from a crash has been in progress during 1 crash (its `.attempts` is absent);
 - processing it alone, the file says 2: if the daemon dies now, that is its second crash;
-- one whose count has reached `MAX_CRASHES` goes to `failed/` without being opened again.
+- one whose count has reached `MAX_CRASHES` goes to `failed/` without being opened again, its
+  count then set to `FAILED_UNOPENED`, which no attempt writes: if that failure's row has to wait
+  (the database away), its retry, in this run or after a restart, knows it for a crasher.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from watcher.intake.claimed import ClaimedFrame
 logger = logging.getLogger(__name__)
 
 MAX_CRASHES = 3
+# A count above any an attempt writes (at most MAX_CRASHES): the frame was failed unopened.
+FAILED_UNOPENED = MAX_CRASHES + 1
 CLEAN_STOP_FILE = ".clean-stop"
 
 
@@ -60,6 +64,12 @@ def crashes_survived(frame: ClaimedFrame) -> int:
         return max(int(frame.attempts_path.read_text(encoding="ascii").strip()), 1)
     except (OSError, ValueError):
         return 1  # absent, or torn by the crash it counts
+
+
+def failed_unopened(frame: ClaimedFrame) -> bool:
+    """Whether the frame was failed unopened as a crasher (see FAILED_UNOPENED). A count of
+    MAX_CRASHES alone does not say so: it is also the count raised before a last attempt."""
+    return crashes_survived(frame) >= FAILED_UNOPENED
 
 
 def record_attempt(frame: ClaimedFrame, crashes: int) -> None:

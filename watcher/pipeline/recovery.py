@@ -164,7 +164,7 @@ class Recovery:
             record = committed.get(frame.key)
             if record is not None:
                 self._processor.finish_committed(frame, record)
-            elif crashed or suspects.crashes_survived(frame) >= suspects.MAX_CRASHES:
+            elif crashed or suspects.failed_unopened(frame):
                 # A crash's leftover, or a frame failed unopened as a crasher whose row could not
                 # be stored then (parked, or left claimed by a clean stop): never in a batch.
                 self._process_suspect(frame)
@@ -175,11 +175,16 @@ class Recovery:
     def _process_suspect(self, frame: Claimed) -> None:
         crashes = suspects.crashes_survived(frame)
         if crashes >= suspects.MAX_CRASHES:
-            logger.error(
-                "frame %s was in progress during %s: failing it unopened",
-                frame.relative,
-                plural(crashes, "crash"),
-            )
+            if crashes < suspects.FAILED_UNOPENED:  # not said again at each retry of its row
+                logger.error(
+                    "frame %s was in progress during %s: failing it unopened",
+                    frame.relative,
+                    plural(crashes, "crash"),
+                )
+                try:
+                    suspects.record_attempt(frame, suspects.FAILED_UNOPENED)
+                except OSError as error:
+                    logger.warning("cannot mark %s failed unopened: %s", frame.relative, error.strerror)
             self._dispatcher.submit([frame], refused={frame.key: suspects.crash_reason()})
         else:
             try:
