@@ -5,7 +5,9 @@ unopened) nor let another instance take them; once they are moved, its lock and 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -15,6 +17,8 @@ import pytest
 
 from model.synthetic import write_bmp
 from tests.helpers import RunningDaemon, files_under, query, wait_for
+from watcher.intake import suspects
+from watcher.intake.claimed import ClaimedFrame
 from watcher.intake.claiming import claim, claimed_frames
 from watcher.intake.suspects import MAX_CRASHES, crash_reason, crashes_survived, record_attempt
 from watcher.pipeline.recording import Recorder
@@ -173,19 +177,34 @@ def test_an_orphan_whose_adoption_was_cut_short_is_left_to_the_next_adopter_as_i
 
 
 @pytest.mark.parametrize("restarted", [False, True], ids=["retried", "after a clean stop"])
-@pytest.mark.parametrize("crashes", [MAX_CRASHES, MAX_CRASHES - 1], ids=["a crasher", "its last try"])
+@pytest.mark.parametrize(
+    ("crashes", "markable"),
+    [(MAX_CRASHES, True), (MAX_CRASHES - 1, True), (MAX_CRASHES, False)],
+    ids=["a crasher", "its last try", "a crasher on a full disk"],
+)
 def test_a_suspect_whose_row_waited_for_the_database_keeps_its_fate(
     start_daemon: Callable[..., RunningDaemon],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     crashes: int,
+    markable: bool,
     restarted: bool,
 ) -> None:
     # In progress during three crashes, it is failed unopened; during two, it is tried alone a
     # last time, its count raised to three first. Either way its row waits (the database away),
     # and the frame is tried again, in the same run or the next: taken for an ordinary frame,
     # the crasher was opened in a batch; taken for a crasher by its count, the frame on its last
-    # try, which had crashed nothing, was failed unopened.
+    # try, which had crashed nothing, was failed unopened. On a full disk the crasher's mark
+    # cannot be written, and it must still never be opened.
+    if not markable:
+        counted = suspects.record_attempt
+
+        def disk_full_for_the_mark(frame: ClaimedFrame, count: int) -> None:
+            if count == suspects.FAILED_UNOPENED:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            counted(frame, count)
+
+        monkeypatch.setattr(suspects, "record_attempt", disk_full_for_the_mark)
     record, batches, away = Recorder.record, [], threading.Event()
     away.set()
 

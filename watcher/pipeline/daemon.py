@@ -130,8 +130,7 @@ class Daemon:
             self._dispatcher.flush()
             self._dispatcher.collect(wait=True)
             self._heartbeat.beat(self._progress(), state="stopped", force=True)
-            suspects.mark_clean_stop(self.instance.area)
-            self._recovery.mark_clean_stop()
+            self._recovery.mark_clean_stop()  # our area's mark, and adopted areas'
         finally:
             # The last batches' figures, held back if they came quickly, even on the way out of
             # a failure: the status file must not keep older ones (it never raises).

@@ -54,6 +54,10 @@ class Recovery:
         # instance had stopped cleanly (its mark, taken when the adoption began, is ours to give
         # back): after a crash, frames not reached yet stay suspects whatever we do.
         self._cut_short: dict[Path, bool] = {}
+        # Keys of the frames failed unopened as crashers in this run: a retry of a batch that
+        # carried one (its row waited for the database) fails it unopened again, even where its
+        # mark (suspects.FAILED_UNOPENED) could not be written.
+        self._failed_unopened: set[str] = set()
         # Suspects processed alone, by key: the frame and its count before that attempt, put back
         # at a clean stop for those still held (parked) in an area left unmarked, which that
         # attempt did not crash. In a marked area the raised count stays: the next run takes the
@@ -93,22 +97,27 @@ class Recovery:
         self._release_adopted()
 
     def mark_clean_stop(self) -> None:
-        """A clean stop: dead instances' frames we still hold (parked) are no suspects for
-        whoever adopts them next, as our own are not. Not so an area whose instance crashed and
-        whose recovery was cut short: its frames not reached yet must still each be processed
-        alone by the next adopter, so it stays unmarked, and the suspects we hold in it get back
-        the count they had, as no crash came of our attempt (the next adopter raises it again)."""
-        unmarked: set[Path] = set()
-        for orphan in self._adopted:
-            if self._cut_short.get(orphan.area, True):
-                suspects.mark_clean_stop(orphan.area)
-            else:
-                unmarked.add(orphan.area)
-        held = {frame.key for frame in self._dispatcher.held()}
-        for key, (frame, crashes) in self._counted.items():
-            if key in held and frame.area in unmarked:
+        """A clean stop: frames we still hold (parked), ours and dead instances', are no suspects
+        for whoever takes them next, so each area is marked. Not so an area whose instance
+        crashed and whose recovery was cut short (its frames not reached yet must still each be
+        processed alone by the next adopter), nor one holding a crasher failed unopened whose
+        mark could not be written (it would be opened in a batch): those stay unmarked, and the
+        suspects we hold in them get back the count they had, as no crash came of our attempt
+        (the next run raises it again)."""
+        held = self._dispatcher.held()
+        areas = [self._instance.area, *(orphan.area for orphan in self._adopted)]
+        unmarked = {area for area in areas if not self._cut_short.get(area, True)}
+        unmarked |= {
+            frame.area for frame in held if frame.key in self._failed_unopened and not _marked(frame)
+        }
+        for area in areas:
+            if area not in unmarked:
+                suspects.mark_clean_stop(area)
+        for frame in held:
+            counted = self._counted.get(frame.key)
+            if counted is not None and frame.area in unmarked:
                 with contextlib.suppress(OSError):
-                    suspects.record_attempt(frame, crashes)
+                    suspects.record_attempt(frame, counted[1])
 
     def release_all(self) -> None:
         """On the way out: the frames still held go back to whoever adopts them next."""
@@ -117,11 +126,12 @@ class Recovery:
         self._adopted = []
         self._cut_short.clear()
         self._counted.clear()
+        self._failed_unopened.clear()
 
     def _release_adopted(self) -> None:
         # At a rescan: the locks of the dead instances none of whose frames we hold any more go,
         # with their areas once empty; so do the counts of suspects done with.
-        if not (self._adopted or self._counted):
+        if not (self._adopted or self._counted or self._failed_unopened):
             return
         # From the frames held, never a listing of the area: its frames move out of it on the
         # lanes meanwhile, and a listing could see one go between two looks (FileNotFoundError).
@@ -129,6 +139,7 @@ class Recovery:
         self._counted = {
             frame.key: self._counted[frame.key] for frame in frames if frame.key in self._counted
         }
+        self._failed_unopened &= {frame.key for frame in frames}
         held = [frame.work_path_text for frame in frames]
         kept: list[InstanceLock] = []
         for orphan in self._adopted:
@@ -164,7 +175,7 @@ class Recovery:
             record = committed.get(frame.key)
             if record is not None:
                 self._processor.finish_committed(frame, record)
-            elif crashed or suspects.failed_unopened(frame):
+            elif crashed or frame.key in self._failed_unopened or suspects.failed_unopened(frame):
                 # A crash's leftover, or a frame failed unopened as a crasher whose row could not
                 # be stored then (parked, or left claimed by a clean stop): never in a batch.
                 self._process_suspect(frame)
@@ -175,6 +186,7 @@ class Recovery:
     def _process_suspect(self, frame: Claimed) -> None:
         crashes = suspects.crashes_survived(frame)
         if crashes >= suspects.MAX_CRASHES:
+            self._failed_unopened.add(frame.key)
             if crashes < suspects.FAILED_UNOPENED:  # not said again at each retry of its row
                 logger.error(
                     "frame %s was in progress during %s: failing it unopened",
@@ -195,3 +207,14 @@ class Recovery:
             self._dispatcher.submit([frame])
         self._dispatcher.collect(wait=True)
         self._after_suspect()
+
+
+def _marked(frame: Claimed) -> bool:
+    """Whether a frame failed unopened says so on disk, its mark written now if it was not."""
+    if suspects.failed_unopened(frame):
+        return True
+    try:
+        suspects.record_attempt(frame, suspects.FAILED_UNOPENED)
+    except OSError:
+        return False
+    return True
