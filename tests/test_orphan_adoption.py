@@ -17,6 +17,7 @@ import pytest
 
 from model.synthetic import write_bmp
 from tests.helpers import RunningDaemon, files_under, query, wait_for
+from watcher.errors import StartupError
 from watcher.intake import suspects
 from watcher.intake.claimed import ClaimedFrame
 from watcher.intake.claiming import claim, claimed_frames
@@ -102,8 +103,17 @@ def test_an_orphans_frame_waiting_for_its_output_folder_is_adopted_once(
     rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path, status FROM results")
     assert rows == [("x.bmp", "ok")]
     wait_for(lambda: not area.exists(), what="the dead instance's area to go at the next rescan")
-    # Its lock is let go once its frames are done: the name can be taken again.
-    acquire_instance(area.parent, name="deadnode").release()
+
+    def name_free() -> bool:
+        try:
+            acquire_instance(area.parent, name="deadnode").release()
+        except StartupError:
+            return False
+        return True
+
+    # Its lock is let go once its frames are done (just after its area goes, so that the removal
+    # never takes a new instance's area): the name can be taken again.
+    wait_for(name_free, what="the dead instance's lock to be let go")
 
 
 def test_an_orphans_frame_still_waiting_at_a_clean_stop_is_no_suspect_for_the_next_adopter(
