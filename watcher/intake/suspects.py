@@ -72,6 +72,15 @@ def failed_unopened(frame: ClaimedFrame) -> bool:
     return crashes_survived(frame) >= FAILED_UNOPENED
 
 
+def mark_failed_unopened(frame: ClaimedFrame) -> str | None:
+    """Set the frame's count to FAILED_UNOPENED; why it could not be (a full disk), or None."""
+    try:
+        record_attempt(frame, FAILED_UNOPENED)
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
 def record_attempt(frame: ClaimedFrame, crashes: int) -> None:
     """Before the frame is processed alone: if the daemon dies now, that is crash `crashes`."""
     path = frame.attempts_path

@@ -58,11 +58,11 @@ class Recovery:
         # carried one (its row waited for the database) fails it unopened again, even where its
         # mark (suspects.FAILED_UNOPENED) could not be written.
         self._failed_unopened: set[str] = set()
-        # Suspects processed alone, by key: the frame and its count before that attempt, put back
+        # Suspects processed alone, by key: their count before that attempt, put back
         # at a clean stop for those still held (parked) in an area left unmarked, which that
         # attempt did not crash. In a marked area the raised count stays: the next run takes the
         # frame for no suspect and raises nothing, so it counts that run's crash, if any.
-        self._counted: dict[str, tuple[Claimed, int]] = {}
+        self._counted: dict[str, int] = {}
         self.recovered = 0
 
     def recover(self, *, crashed: bool) -> None:
@@ -108,16 +108,19 @@ class Recovery:
         areas = [self._instance.area, *(orphan.area for orphan in self._adopted)]
         unmarked = {area for area in areas if not self._cut_short.get(area, True)}
         unmarked |= {
-            frame.area for frame in held if frame.key in self._failed_unopened and not _marked(frame)
+            frame.area
+            for frame in held
+            if frame.key in self._failed_unopened
+            and not (suspects.failed_unopened(frame) or suspects.mark_failed_unopened(frame) is None)
         }
         for area in areas:
             if area not in unmarked:
                 suspects.mark_clean_stop(area)
         for frame in held:
-            counted = self._counted.get(frame.key)
-            if counted is not None and frame.area in unmarked:
+            crashes = self._counted.get(frame.key)
+            if crashes is not None and frame.area in unmarked:
                 with contextlib.suppress(OSError):
-                    suspects.record_attempt(frame, counted[1])
+                    suspects.record_attempt(frame, crashes)
 
     def release_all(self) -> None:
         """On the way out: the frames still held go back to whoever adopts them next."""
@@ -193,28 +196,16 @@ class Recovery:
                     frame.relative,
                     plural(crashes, "crash"),
                 )
-                try:
-                    suspects.record_attempt(frame, suspects.FAILED_UNOPENED)
-                except OSError as error:
-                    logger.warning("cannot mark %s failed unopened: %s", frame.relative, error.strerror)
+                why = suspects.mark_failed_unopened(frame)
+                if why is not None:
+                    logger.warning("cannot mark %s failed unopened: %s", frame.relative, why)
             self._dispatcher.submit([frame], refused={frame.key: suspects.crash_reason()})
         else:
             try:
                 suspects.record_attempt(frame, crashes + 1)
-                self._counted[frame.key] = (frame, crashes)
+                self._counted[frame.key] = crashes
             except OSError as error:
                 logger.warning("cannot count the attempts of %s: %s", frame.relative, error.strerror)
             self._dispatcher.submit([frame])
         self._dispatcher.collect(wait=True)
         self._after_suspect()
-
-
-def _marked(frame: Claimed) -> bool:
-    """Whether a frame failed unopened says so on disk, its mark written now if it was not."""
-    if suspects.failed_unopened(frame):
-        return True
-    try:
-        suspects.record_attempt(frame, suspects.FAILED_UNOPENED)
-    except OSError:
-        return False
-    return True
