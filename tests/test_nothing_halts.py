@@ -311,7 +311,13 @@ def test_a_frame_that_kills_the_daemon_is_failed_after_3_crashes_and_innocents_a
 
 def test_frames_left_by_a_clean_stop_are_not_suspects(tmp_path: Path) -> None:
     from watcher.intake.claiming import claim
-    from watcher.intake.suspects import crashes_survived, mark_clean_stop, record_attempt, take_clean_stop
+    from watcher.intake.suspects import (
+        LastStop,
+        crashes_survived,
+        mark_clean_stop,
+        record_attempt,
+        take_last_stop,
+    )
 
     inbox, area = tmp_path / "inbox", tmp_path / "inbox" / ".in-progress" / "a"
     write_bmp(inbox / "x.bmp")
@@ -322,8 +328,13 @@ def test_frames_left_by_a_clean_stop_are_not_suspects(tmp_path: Path) -> None:
     record_attempt(frame, 2)
     assert crashes_survived(frame) == 2
     mark_clean_stop(area)
-    assert take_clean_stop(area) is True
-    assert take_clean_stop(area) is False, "the mark is used once"
+    assert take_last_stop(area) is LastStop.CLEAN
+    assert take_last_stop(area) is LastStop.CRASHED, "the mark is used once"
+    # An adopter's clean stop: the frames are no suspects, yet the area's own instance crashed.
+    mark_clean_stop(area, last=LastStop.HANDED_ON)
+    assert take_last_stop(area) is LastStop.HANDED_ON
+    assert take_last_stop(area) is LastStop.CRASHED, "that mark is used once too"
+    assert crashes_survived(frame) == 2, "the marks leave the counts as they are"
 
 
 # -- the database file is the one it opened ---------------------------------------------------------

@@ -17,17 +17,21 @@ import pytest
 
 from model.synthetic import write_bmp
 from tests.helpers import RunningDaemon, files_under, query, wait_for
+from watcher.config import load_config
 from watcher.errors import StartupError
 from watcher.intake import suspects
 from watcher.intake.claimed import ClaimedFrame
 from watcher.intake.claiming import claim, claimed_frames
 from watcher.intake.suspects import MAX_CRASHES, crash_reason, crashes_survived, record_attempt
+from watcher.pipeline.assembly import build_daemon
 from watcher.pipeline.recording import Recorder
 from watcher.pipeline.stages import Classified, Stored
 from watcher.service.instance import acquire_instance, orphaned_instances
+from watcher.service.status import collect_status, instance_state
 from watcher.store import writes
 from watcher.store.engine import make_engine
 from watcher.store.errors import StorageUnavailable
+from watcher.store.instances import Beat, record_beat
 from watcher.store.records import ResultRecord
 
 # Events, and a rescan (where dead instances are adopted) every 0.2 s.
@@ -135,6 +139,44 @@ def test_an_orphans_frame_still_waiting_at_a_clean_stop_is_no_suspect_for_the_ne
     # The dead instance's crash made it a suspect once; the clean stop after it did not.
     assert caplog.text.count("by a run that crashed") == 1, caplog.text
     assert not area.exists() or not list(area.glob(".attempts*"))
+
+
+def test_a_crashed_instance_whose_frames_an_adopter_left_waiting_still_shows_its_crash(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, processed, away = _running_without_processed(start_daemon, tmp_path, caplog)
+    database = tmp_path / "data" / "results.sqlite3"
+    engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=10_000)
+    now = datetime.now(UTC)
+    # deadnode's last heartbeat said it was running: it died without saying it stopped.
+    record_beat(engine, Beat("deadnode", "elsewhere", 1, "running", now, now, 1, 0, 0, 0.0, None))
+    engine.dispose()
+    area = _dead_instance_with_a_claim(tmp_path)
+    wait_for(lambda: first.daemon.parked_frames == 1, what="the orphan's frame to wait for processed/")
+
+    _stop_cleanly(first)  # with the adopted frame still waiting
+    # The frame is no suspect for whoever takes it next, but deadnode did not stop cleanly.
+    assert (area / suspects.HANDED_ON_FILE).exists()
+    assert not (area / suspects.CLEAN_STOP_FILE).exists()
+    config = load_config(tmp_path / "config.toml")
+    (seen,) = [item for item in collect_status(config).instances_seen if item.name == "deadnode"]
+    assert instance_state(seen) == "gone"
+
+    # deadnode comes back (the frame still in its area): its crash is counted, its frame is no
+    # suspect, and what it leaves at its own clean stop is its own mark.
+    away.rename(processed)
+    stop = threading.Event()
+    daemon = build_daemon(config, stop=stop, instance_name="deadnode")
+    again = RunningDaemon(daemon, stop, threading.Thread(target=daemon.run, name="daemon", daemon=True))
+    again.thread.start()
+    try:
+        wait_for(lambda: files_under(processed) == ["x.bmp"], what="deadnode's move of its frame")
+    finally:
+        _stop_cleanly(again)
+    assert query(database, "SELECT crashes FROM instances WHERE name = 'deadnode'") == [(1,)]
+    assert caplog.text.count("by a run that crashed") == 1, caplog.text  # the first adoption's
+    assert (area / suspects.CLEAN_STOP_FILE).exists()
+    assert not (area / suspects.HANDED_ON_FILE).exists()
 
 
 @pytest.mark.parametrize("stopped", ["crashed", "cleanly"])

@@ -2,7 +2,9 @@
 
 Frames still in an in-progress area when its daemon starts were being worked on when the previous
 run died, unless that run stopped cleanly (it leaves `<area>/.clean-stop`; a SIGTERM can leave
-frames claimed whose batch waited for the database). After a crash they are suspects: each is
+frames claimed whose batch waited for the database), or another instance that had adopted them
+after that death stopped cleanly holding them (it leaves `<area>/.handed-on`: the frames are no
+suspects, yet the area's own instance did crash). After a crash they are suspects: each is
 processed alone, so an innocent frame never shares a batch with the one that kills the daemon,
 and before that its count of crashes is raised in a file beside the claim (`.attempts-<key>` in the
 area, or `.attempts` in the claim's folder: see watcher.intake.claiming), so it survives restarts:
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from enum import Enum
 from pathlib import Path
 
 from watcher.intake.claimed import ClaimedFrame
@@ -29,32 +32,52 @@ MAX_CRASHES = 3
 # A count above any an attempt writes (at most MAX_CRASHES): the frame was failed unopened.
 FAILED_UNOPENED = MAX_CRASHES + 1
 CLEAN_STOP_FILE = ".clean-stop"
+# Another instance's mark: it stopped cleanly holding frames adopted from this dead area's instance.
+HANDED_ON_FILE = ".handed-on"
+
+
+class LastStop(Enum):
+    """How the last run that held an area's frames ended, as its marks tell."""
+
+    CRASHED = "crashed"  # no mark: its frames are suspects
+    HANDED_ON = "handed on"  # its instance died; an adopter of its frames stopped cleanly since
+    CLEAN = "clean"  # its own instance stopped cleanly
 
 
 def crash_reason() -> str:
     return f"crashed the daemon {MAX_CRASHES} times"
 
 
-def mark_clean_stop(area: Path) -> None:
-    """The run ends cleanly: frames left claimed (parked) are not suspects at the next start."""
+def mark_clean_stop(area: Path, *, last: LastStop = LastStop.CLEAN) -> None:
+    """The run holding the area's frames ends cleanly: those left claimed (parked) are not
+    suspects at the next start. `last` is HANDED_ON for a dead instance's area whose own last
+    stop was not clean: `status` and the crash count still see that instance's crash."""
+    name = HANDED_ON_FILE if last is LastStop.HANDED_ON else CLEAN_STOP_FILE
     with contextlib.suppress(OSError):
-        (area / CLEAN_STOP_FILE).touch()
+        (area / name).touch()
 
 
 def stopped_cleanly(area: Path) -> bool:
-    """Whether the last run in `area` stopped cleanly (its mark is left where it is)."""
+    """Whether the area's own instance stopped cleanly last time (its mark is left where it is)."""
     return (area / CLEAN_STOP_FILE).exists()
 
 
-def take_clean_stop(area: Path) -> bool:
-    """Whether the last run in `area` stopped cleanly; the mark is removed, so that a crash of
+def take_last_stop(area: Path) -> LastStop:
+    """How the last run holding `area`'s frames ended; its marks are removed, so that a crash of
     this run is never mistaken for a clean stop."""
+    found = [_taken(area / name) for name in (CLEAN_STOP_FILE, HANDED_ON_FILE)]
+    if found[0]:
+        return LastStop.CLEAN
+    return LastStop.HANDED_ON if found[1] else LastStop.CRASHED
+
+
+def _taken(mark: Path) -> bool:
     try:
-        (area / CLEAN_STOP_FILE).unlink()
+        mark.unlink()
     except FileNotFoundError:
         return False
     except OSError as error:
-        logger.warning("cannot remove %s: %s", area / CLEAN_STOP_FILE, error.strerror)
+        logger.warning("cannot remove %s: %s", mark, error.strerror)
     return True
 
 

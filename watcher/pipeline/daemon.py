@@ -150,10 +150,11 @@ class Daemon:
 
     def _start(self, events: InboxEvents | None) -> InboxEvents | None:
         """Recovery, the events (None, for polling, when they cannot be had) and the first scan."""
-        # Frames left by a run that crashed are suspects (see watcher.intake.suspects).
-        stopped_cleanly = suspects.take_clean_stop(self.instance.area)
-        self._heartbeat.record_start(stopped_cleanly=stopped_cleanly)
-        self._recovery.recover(crashed=not stopped_cleanly)
+        # Frames left by a run that crashed are suspects (see watcher.intake.suspects), unless an
+        # instance that adopted them stopped cleanly since: that run's crash still counts.
+        last_stop = suspects.take_last_stop(self.instance.area)
+        self._heartbeat.record_start(stopped_cleanly=last_stop is suspects.LastStop.CLEAN)
+        self._recovery.recover(crashed=last_stop is suspects.LastStop.CRASHED)
         listening = events if events is not None and events.start() else None
         self._claims.rescan()
         # Migrated, model loaded, earlier work recovered: only now is the service ready.

@@ -50,10 +50,12 @@ class Recovery:
         # Called after each suspect: a long line of them must still feed the watchdog.
         self._after_suspect = after_suspect
         self._adopted: list[InstanceLock] = []  # dead instances' locks, held while we hold their frames
-        # Adopted areas whose recovery a transient error stopped part-way, each with whether its
-        # instance had stopped cleanly (its mark, taken when the adoption began, is ours to give
-        # back): after a crash, frames not reached yet stay suspects whatever we do.
-        self._cut_short: dict[Path, bool] = {}
+        # How each adopted area's last run ended: its mark, taken when the adoption began, is ours
+        # to give back as it was (a dead instance's crash is never turned into its clean stop).
+        self._last_stops: dict[Path, suspects.LastStop] = {}
+        # Adopted areas whose recovery a transient error stopped part-way: after a crash, frames
+        # not reached yet stay suspects whatever we do.
+        self._cut_short: set[Path] = set()
         # Keys of the frames failed unopened as crashers in this run: a retry of a batch that
         # carried one (its row waited for the database) fails it unopened again, even where its
         # mark (suspects.FAILED_UNOPENED) could not be written.
@@ -82,9 +84,9 @@ class Recovery:
             self._adopted.append(orphan)
             # Taken before its frames are touched: if this run dies among them, they are a
             # crash's leftovers for the next adopter, as our own would be.
-            stopped_cleanly = suspects.take_clean_stop(orphan.area)
+            last_stop = self._last_stops[orphan.area] = suspects.take_last_stop(orphan.area)
             try:
-                if self._recover_area(orphan.area, crashed=not stopped_cleanly):
+                if self._recover_area(orphan.area, crashed=last_stop is suspects.LastStop.CRASHED):
                     logger.info("recovered the frames of instance %s, which is gone", orphan.name)
             except (StorageError, OSError) as error:
                 if not is_transient(error):
@@ -92,7 +94,7 @@ class Recovery:
                 # The database or an output folder is away: the next rescan tries again; the
                 # frames stay where they are.
                 logger.warning("cannot adopt instance %s's frames yet: %s", orphan.name, first_line(error))
-                self._cut_short[orphan.area] = stopped_cleanly
+                self._cut_short.add(orphan.area)
                 break
         self._release_adopted()
 
@@ -106,7 +108,8 @@ class Recovery:
         (the next run raises it again)."""
         held = self._dispatcher.held()
         areas = [self._instance.area, *(orphan.area for orphan in self._adopted)]
-        unmarked = {area for area in areas if not self._cut_short.get(area, True)}
+        crashed = suspects.LastStop.CRASHED
+        unmarked = {area for area in self._cut_short if self._last_stops.get(area) is crashed}
         unmarked |= {
             frame.area
             for frame in held
@@ -115,7 +118,7 @@ class Recovery:
         }
         for area in areas:
             if area not in unmarked:
-                suspects.mark_clean_stop(area)
+                suspects.mark_clean_stop(area, last=self._mark_for(area))
         for frame in held:
             crashes = self._counted.get(frame.key)
             if crashes is not None and frame.area in unmarked:
@@ -127,6 +130,7 @@ class Recovery:
         for orphan in self._adopted:
             orphan.release()
         self._adopted = []
+        self._last_stops.clear()
         self._cut_short.clear()
         self._counted.clear()
         self._failed_unopened.clear()
@@ -152,10 +156,19 @@ class Recovery:
                 continue
             with contextlib.suppress(OSError):
                 orphan.area.rmdir()
-            if self._cut_short.pop(orphan.area, False):
-                suspects.mark_clean_stop(orphan.area)  # its frames left as its instance left them
+            last_stop = self._last_stops.pop(orphan.area, suspects.LastStop.CRASHED)
+            if orphan.area in self._cut_short and last_stop is not suspects.LastStop.CRASHED:
+                # Its frames left as its last run left them: so is its mark.
+                suspects.mark_clean_stop(orphan.area, last=last_stop)
+            self._cut_short.discard(orphan.area)
             orphan.release()
         self._adopted = kept
+
+    def _mark_for(self, area: Path) -> suspects.LastStop:
+        """The mark our clean stop leaves in `area`: CLEAN in our own and in a dead instance's
+        that had stopped cleanly, HANDED_ON in one whose instance had not (its crash stays told)."""
+        clean = suspects.LastStop.CLEAN
+        return clean if self._last_stops.get(area, clean) is clean else suspects.LastStop.HANDED_ON
 
     def _recover_area(self, area: Path, *, crashed: bool) -> int:
         leftovers = claimed_frames(area)
