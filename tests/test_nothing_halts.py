@@ -7,6 +7,7 @@ CLIP's weights are random (the tiny checkpoint: no downloads here).
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import subprocess
@@ -335,6 +336,53 @@ def test_frames_left_by_a_clean_stop_are_not_suspects(tmp_path: Path) -> None:
     assert take_last_stop(area) is LastStop.HANDED_ON
     assert take_last_stop(area) is LastStop.CRASHED, "that mark is used once too"
     assert crashes_survived(frame) == 2, "the marks leave the counts as they are"
+
+
+@pytest.mark.parametrize("layout", ["a name in the area", "a folder of its own"])
+def test_a_suspects_count_is_still_written_on_a_full_disk(tmp_path: Path, layout: str) -> None:
+    # On a full disk a new file gets no block: a count written aside and renamed over the old one
+    # could not be lowered back (a clean stop's undoing of an attempt that crashed nothing) nor
+    # set to FAILED_UNOPENED, and a frame on its last try could then be failed as a crasher.
+    from watcher.intake.claiming import claim
+    from watcher.intake.suspects import (
+        FAILED_UNOPENED,
+        crashes_survived,
+        failed_unopened,
+        mark_failed_unopened,
+        record_attempt,
+    )
+
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, size="1m")
+    try:
+        inbox, area = disk / "inbox", disk / "inbox" / ".in-progress" / "a"
+        # A name too long for the area's flat layout is claimed into a folder of its own.
+        name = "x.bmp" if layout == "a name in the area" else f"{'n' * 240}.bmp"
+        write_bmp(inbox / name, width=8, height=8)
+        area.mkdir(parents=True)
+        frame = claim(inbox, area, PurePosixPath(name))
+        assert frame is not None
+        assert frame.in_own_folder == (layout == "a folder of its own")
+        write_bmp(inbox / "y.bmp", width=8, height=8)
+        fresh = claim(inbox, area, PurePosixPath("y.bmp"))
+        assert fresh is not None
+        record_attempt(frame, 3)
+        with (disk / "filler").open("wb", buffering=0) as filler, pytest.raises(OSError) as full:
+            while True:
+                filler.write(b"\0" * 65536)
+        assert full.value.errno == errno.ENOSPC
+
+        record_attempt(frame, 2)  # the attempt crashed nothing: its count goes back
+        assert crashes_survived(frame) == 2
+        assert mark_failed_unopened(frame) is None
+        assert failed_unopened(frame) and crashes_survived(frame) == FAILED_UNOPENED
+        # A frame with no count yet has no file to write over: that still fails, and says so.
+        with pytest.raises(OSError):
+            record_attempt(fresh, 2)
+        assert crashes_survived(fresh) == 1
+        assert not [path for path in area.rglob("*.new")], "a half-made count left behind"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 # -- the database file is the one it opened ---------------------------------------------------------

@@ -232,7 +232,7 @@ def test_an_orphan_whose_adoption_was_cut_short_is_left_to_the_next_adopter_as_i
 @pytest.mark.parametrize(
     ("crashes", "markable"),
     [(MAX_CRASHES, True), (MAX_CRASHES - 1, True), (MAX_CRASHES, False)],
-    ids=["a crasher", "its last try", "a crasher on a full disk"],
+    ids=["a crasher", "its last try", "a crasher whose mark cannot be written"],
 )
 def test_a_suspect_whose_row_waited_for_the_database_keeps_its_fate(
     start_daemon: Callable[..., RunningDaemon],
@@ -246,17 +246,17 @@ def test_a_suspect_whose_row_waited_for_the_database_keeps_its_fate(
     # last time, its count raised to three first. Either way its row waits (the database away),
     # and the frame is tried again, in the same run or the next: taken for an ordinary frame,
     # the crasher was opened in a batch; taken for a crasher by its count, the frame on its last
-    # try, which had crashed nothing, was failed unopened. On a full disk the crasher's mark
-    # cannot be written, and it must still never be opened.
+    # try, which had crashed nothing, was failed unopened. Where the crasher's mark cannot be
+    # written (its area turned read-only, say), it must still never be opened.
     if not markable:
         counted = suspects.record_attempt
 
-        def disk_full_for_the_mark(frame: ClaimedFrame, count: int) -> None:
+        def unwritable_mark(frame: ClaimedFrame, count: int) -> None:
             if count == suspects.FAILED_UNOPENED:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             counted(frame, count)
 
-        monkeypatch.setattr(suspects, "record_attempt", disk_full_for_the_mark)
+        monkeypatch.setattr(suspects, "record_attempt", unwritable_mark)
     record, batches, away = Recorder.record, [], threading.Event()
     away.set()
 

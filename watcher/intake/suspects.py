@@ -96,7 +96,8 @@ def failed_unopened(frame: ClaimedFrame) -> bool:
 
 
 def mark_failed_unopened(frame: ClaimedFrame) -> str | None:
-    """Set the frame's count to FAILED_UNOPENED; why it could not be (a full disk), or None."""
+    """Set the frame's count to FAILED_UNOPENED; why it could not be (its area turned read-only,
+    say), or None."""
     try:
         record_attempt(frame, FAILED_UNOPENED)
     except OSError as error:
@@ -107,6 +108,30 @@ def mark_failed_unopened(frame: ClaimedFrame) -> str | None:
 def record_attempt(frame: ClaimedFrame, crashes: int) -> None:
     """Before the frame is processed alone: if the daemon dies now, that is crash `crashes`."""
     path = frame.attempts_path
+    text = f"{crashes}\n".encode("ascii")
     staging = path.with_name(f"{path.name}.new")
-    staging.write_text(f"{crashes}\n", encoding="ascii")
-    os.replace(staging, path)
+    try:
+        staging.write_bytes(text)
+        os.replace(staging, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            staging.unlink()
+        # A full disk has no block for a new file, but the count's own file has one: a count is
+        # one digit, so the new one is written over the old where it is (two bytes in one block
+        # cannot be torn apart).
+        if not _written_over(path, text):
+            raise
+
+
+def _written_over(path: Path, text: bytes) -> bool:
+    """`text` written over `path`'s bytes in place, where it is a file of the same length."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        return os.fstat(descriptor).st_size == len(text) and os.pwrite(descriptor, text, 0) == len(text)
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
