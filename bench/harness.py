@@ -192,18 +192,14 @@ def cpu_run(
     return config
 
 
-_STOP_MARKS = (".clean-stop", ".handed-on")
-
-
 def files_under(folder: Path) -> list[str]:
-    """Frame files below `folder`, relative, sorted: instance locks and clean-stop marks left out
-    (`.clean-stop`, `.handed-on`: see watcher.intake.suspects)."""
+    """Frame files below `folder`, relative, sorted: instance locks and clean-stop marks left out."""
     found = []
     # os.walk, not rglob: running daemons remove folders while we look, and walk skips those.
     for directory, _, names in os.walk(folder):
         parent = Path(directory)
         for name in names:
-            if not (name.endswith(".lock") and parent.name == ".in-progress") and name not in _STOP_MARKS:
+            if not (name.endswith(".lock") and parent.name == ".in-progress") and name != ".clean-stop":
                 found.append((parent / name).relative_to(folder).as_posix())
     return sorted(found)
 

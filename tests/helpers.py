@@ -148,19 +148,16 @@ def query_url(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         engine.dispose()
 
 
-_STOP_MARKS = (".clean-stop", ".handed-on")  # see watcher.intake.suspects
-
-
 def files_under(folder: Path) -> list[str]:
     """Files below `folder`, relative, sorted; instance lock files (`.in-progress/*.lock`) and
-    clean-stop marks (`.in-progress/<instance>/.clean-stop` or `.handed-on`) left out."""
+    clean-stop marks (`.in-progress/<instance>/.clean-stop`) left out."""
     # os.walk, not rglob: running daemons remove folders while we look, and walk skips those.
     found = []
     for directory, _, names in os.walk(folder):
         parent = Path(directory)
         for name in names:
-            # Bookkeeping, not frames: instance locks, and an instance's clean-stop marks.
-            if not (name.endswith(".lock") and parent.name == ".in-progress") and name not in _STOP_MARKS:
+            # Bookkeeping, not frames: instance locks, and an instance's clean-stop mark.
+            if not (name.endswith(".lock") and parent.name == ".in-progress") and name != ".clean-stop":
                 found.append((parent / name).relative_to(folder).as_posix())
     return sorted(found)
 

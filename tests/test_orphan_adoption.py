@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from model.synthetic import write_bmp
-from tests.helpers import RunningDaemon, files_under, query, wait_for
+from tests.helpers import RunningDaemon, files_under, mount_tmpfs, query, wait_for
 from watcher.config import load_config
 from watcher.errors import StartupError
 from watcher.intake import suspects
@@ -32,6 +33,7 @@ from watcher.store import writes
 from watcher.store.engine import make_engine
 from watcher.store.errors import StorageUnavailable
 from watcher.store.instances import Beat, record_beat
+from watcher.store.migrate import upgrade_to_head
 from watcher.store.records import ResultRecord
 
 # Events, and a rescan (where dead instances are adopted) every 0.2 s.
@@ -46,6 +48,15 @@ def _stop_cleanly(running: RunningDaemon) -> None:
     assert not running.thread.is_alive()
 
 
+def _start_named(config: Path, name: str) -> RunningDaemon:
+    """The daemon loop in a thread as instance `name` (the fixture's daemons take a free name)."""
+    stop = threading.Event()
+    daemon = build_daemon(load_config(config), stop=stop, instance_name=name)
+    running = RunningDaemon(daemon, stop, threading.Thread(target=daemon.run, name="daemon", daemon=True))
+    running.thread.start()
+    return running
+
+
 def _running_without_processed(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> tuple[RunningDaemon, Path, Path]:
@@ -58,12 +69,14 @@ def _running_without_processed(
 
 
 @contextlib.contextmanager
-def _dying_instance(tmp_path: Path, names: tuple[str, ...] = ("x.bmp",)) -> Iterator[Path]:
-    """`deadnode`'s area, a frame of each name claimed into it; its lock held until the block
+def _dying_instance(
+    tmp_path: Path, names: tuple[str, ...] = ("x.bmp",), *, instance: str = "deadnode"
+) -> Iterator[Path]:
+    """`instance`'s area, a frame of each name claimed into it; its lock held until the block
     ends, so that no rescan adopts it half made. Dead then as a run that crashed leaves it (no
     clean-stop mark) unless the block marks it."""
     staging = tmp_path / "staging"
-    lock = acquire_instance(tmp_path / "inbox" / ".in-progress", name="deadnode")
+    lock = acquire_instance(tmp_path / "inbox" / ".in-progress", name=instance)
     try:
         for name in names:
             write_bmp(staging / name)
@@ -156,8 +169,7 @@ def test_a_crashed_instance_whose_frames_an_adopter_left_waiting_still_shows_its
 
     _stop_cleanly(first)  # with the adopted frame still waiting
     # The frame is no suspect for whoever takes it next, but deadnode did not stop cleanly.
-    assert (area / suspects.HANDED_ON_FILE).exists()
-    assert not (area / suspects.CLEAN_STOP_FILE).exists()
+    assert (area / suspects.CLEAN_STOP_FILE).read_bytes() == suspects.HANDED_ON
     config = load_config(tmp_path / "config.toml")
     (seen,) = [item for item in collect_status(config).instances_seen if item.name == "deadnode"]
     assert instance_state(seen) == "gone"
@@ -165,18 +177,97 @@ def test_a_crashed_instance_whose_frames_an_adopter_left_waiting_still_shows_its
     # deadnode comes back (the frame still in its area): its crash is counted, its frame is no
     # suspect, and what it leaves at its own clean stop is its own mark.
     away.rename(processed)
-    stop = threading.Event()
-    daemon = build_daemon(config, stop=stop, instance_name="deadnode")
-    again = RunningDaemon(daemon, stop, threading.Thread(target=daemon.run, name="daemon", daemon=True))
-    again.thread.start()
+    again = _start_named(tmp_path / "config.toml", "deadnode")
     try:
         wait_for(lambda: files_under(processed) == ["x.bmp"], what="deadnode's move of its frame")
     finally:
         _stop_cleanly(again)
     assert query(database, "SELECT crashes FROM instances WHERE name = 'deadnode'") == [(1,)]
     assert caplog.text.count("by a run that crashed") == 1, caplog.text  # the first adoption's
-    assert (area / suspects.CLEAN_STOP_FILE).exists()
-    assert not (area / suspects.HANDED_ON_FILE).exists()
+    assert (area / suspects.CLEAN_STOP_FILE).read_bytes() == b""
+
+
+def test_a_clean_stop_whose_last_heartbeat_was_lost_stays_clean_after_an_adopter_empties_its_area(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # Found by review: the adopter took the mark, finished the frames and removed the area with
+    # it, and the instance's row, which its `stopped` beat never reached, said it died.
+    config_path = make_config(inbox=_RESCANNING)
+    config = load_config(config_path)
+    database = tmp_path / "data" / "results.sqlite3"
+    database.parent.mkdir()
+    engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=10_000)
+    upgrade_to_head(engine)
+    now = datetime.now(UTC)
+    # node stopped cleanly with a frame left claimed (its batch waited for the database), whose
+    # last heartbeat, `stopped`, never arrived.
+    record_beat(engine, Beat("node", "here", 1, "running", now, now, 1, 0, 0, 0.0, None))
+    engine.dispose()
+    with _dying_instance(tmp_path, instance="node") as node_area:
+        suspects.mark_clean_stop(node_area)
+    other = _start_named(config_path, "other")
+    try:
+        wait_for(lambda: files_under(tmp_path / "processed") == ["x.bmp"], what="the adopter's move")
+        wait_for(lambda: not node_area.exists(), what="node's area to go")
+        (seen,) = [item for item in collect_status(config).instances_seen if item.name == "node"]
+        assert instance_state(seen) == "stopped"
+    finally:
+        _stop_cleanly(other)
+    _stop_cleanly(_start_named(config_path, "node"))
+    assert query(database, "SELECT crashes FROM instances WHERE name = 'node'") == [(0,)]
+
+
+def test_a_suspect_raised_for_its_last_try_goes_back_where_no_clean_stop_mark_can_be_made(
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: out of inodes, a count is raised in place (no new file) but the clean
+    # stop's mark cannot be made; taking the area for marked, the stop left the count raised, and
+    # the next start failed the frame as a crasher after two crashes.
+    config_path = make_config(inbox=_RESCANNING)
+    inbox = tmp_path / "inbox"
+    mount_tmpfs(inbox, size="8m,nr_inodes=64")
+    try:
+        lock = acquire_instance(inbox / ".in-progress", name="node")
+        write_bmp(inbox / "x.bmp")
+        frame = claim(inbox, lock.area, PurePosixPath("x.bmp"))
+        assert frame is not None
+        record_attempt(frame, MAX_CRASHES - 1)  # two crashes so far
+        lock.release()
+        fillers = inbox / ".filler"
+        fillers.mkdir()
+        with pytest.raises(OSError) as full:
+            for number in range(100):
+                (fillers / str(number)).touch()
+        assert full.value.errno == errno.ENOSPC
+
+        record, away = Recorder.record, threading.Event()
+        away.set()
+
+        def database_away(self: Recorder, classified: list[Classified]) -> list[Stored]:
+            if away.is_set():
+                raise StorageUnavailable("database is locked")
+            return record(self, classified)
+
+        monkeypatch.setattr(Recorder, "record", database_away)
+        first = _start_named(config_path, "node")
+        wait_for(lambda: first.daemon.parked_frames == 1, what="its row to wait for the database")
+        assert crashes_survived(frame) == MAX_CRASHES, "raised in place for its last lone try"
+        _stop_cleanly(first)  # no crash came of that try
+        assert not (lock.area / suspects.CLEAN_STOP_FILE).exists()
+        assert crashes_survived(frame) == MAX_CRASHES - 1, "the try crashed nothing: put back"
+
+        for filler in fillers.iterdir():
+            filler.unlink()
+        away.clear()
+        again = _start_named(config_path, "node")
+        try:
+            wait_for(lambda: files_under(tmp_path / "processed") == ["x.bmp"], what="its move")
+        finally:
+            _stop_cleanly(again)
+        rows = query(tmp_path / "data" / "results.sqlite3", "SELECT status, error FROM results")
+        assert rows == [("ok", None)], "tried alone a last time, not failed unopened"
+    finally:
+        subprocess.run(["umount", "-l", str(inbox)], check=False)
 
 
 @pytest.mark.parametrize("stopped", ["crashed", "cleanly"])

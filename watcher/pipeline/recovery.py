@@ -24,7 +24,7 @@ from watcher.pipeline.dispatch import Dispatcher
 from watcher.pipeline.processing import BatchProcessor
 from watcher.pipeline.stages import Claimed
 from watcher.service.instance import InstanceLock, orphaned_instances
-from watcher.store import writes
+from watcher.store import instances, writes
 from watcher.store.errors import StorageError
 from watcher.wording import plural
 
@@ -86,6 +86,10 @@ class Recovery:
             # crash's leftovers for the next adopter, as our own would be.
             last_stop = self._last_stops[orphan.area] = suspects.take_last_stop(orphan.area)
             try:
+                if last_stop is suspects.LastStop.CLEAN:
+                    # Its `stopped` heartbeat may not have reached the database (away, as why it
+                    # left frames): said now, as the mark that said so goes with its area.
+                    instances.record_clean_stop(self._engine, orphan.name)
                 if self._recover_area(orphan.area, crashed=last_stop is suspects.LastStop.CRASHED):
                     logger.info("recovered the frames of instance %s, which is gone", orphan.name)
             except (StorageError, OSError) as error:
@@ -100,10 +104,11 @@ class Recovery:
 
     def mark_clean_stop(self) -> None:
         """A clean stop: frames we still hold (parked), ours and dead instances', are no suspects
-        for whoever takes them next, so each area is marked. Not so an area whose instance
+        for whoever takes them next, so each area is marked. Not so an area whose last run
         crashed and whose recovery was cut short (its frames not reached yet must still each be
         processed alone by the next adopter), nor one holding a crasher failed unopened whose
-        mark could not be written (it would be opened in a batch): those stay unmarked, and the
+        mark could not be written (it would be opened in a batch), nor one where no mark can be
+        made (out of inodes): those stay unmarked, and the
         suspects we hold in them get back the count they had, as no crash came of our attempt
         (the next run raises it again)."""
         held = self._dispatcher.held()
@@ -117,8 +122,8 @@ class Recovery:
             and not (suspects.failed_unopened(frame) or suspects.mark_failed_unopened(frame) is None)
         }
         for area in areas:
-            if area not in unmarked:
-                suspects.mark_clean_stop(area, last=self._mark_for(area))
+            if area not in unmarked and not suspects.mark_clean_stop(area, last=self._mark_for(area)):
+                unmarked.add(area)  # no mark could be made: the next run takes it for a crash's
         for frame in held:
             crashes = self._counted.get(frame.key)
             if crashes is not None and frame.area in unmarked:

@@ -45,7 +45,7 @@ def _frames_in(area: Path) -> int | None:
     """Frames in one in-progress area (a name each, or a folder each: see
     watcher.intake.claiming), or None without the area.
 
-    Names starting with '.' are bookkeeping (`.clean-stop`, `.handed-on`, `.attempts-<key>`, see
+    Names starting with '.' are bookkeeping (`.clean-stop`, `.attempts-<key>`, see
     watcher.intake.suspects), and anything else no claim, not frames.
     """
     try:

@@ -58,6 +58,17 @@ def record_beat(engine: Engine, beat: Beat) -> None:
         connection.execute(statement)
 
 
+def record_clean_stop(engine: Engine, name: str) -> None:
+    """The instance stopped cleanly (its in-progress area's mark says so), whatever its row says:
+    its last heartbeat, `stopped`, may not have been written. Neither `status` nor its next start
+    takes that stop for a crash."""
+    statement = (
+        update(Instance).where(Instance.name == name, Instance.state == "running").values(state="stopped")
+    )
+    with transaction(engine) as connection:
+        connection.execute(statement)
+
+
 def count_crash(engine: Engine, name: str) -> Crash | None:
     """If the instance's row still says `running`, count a crash (its last heartbeat is when it
     happened) and return the new count; None when the row says it stopped, or there is none."""
