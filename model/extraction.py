@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,40 @@ def extract_labelled(
         cache_hits=run.hits,
         extracted=run.extracted,
         seconds=time.perf_counter() - started,
+    )
+
+
+def distinct_images(extracted: ExtractedFeatures) -> ExtractedFeatures:
+    """`extracted` with each picture once: a copy of an image (same content hash) is left out, so
+    no picture lands in two splits (a copy in the test split of one trained on would be scored as
+    if it were unseen), and a picture under both labels is left out altogether (it would teach and
+    test both answers). Each one left out is listed in `skipped` with the reason."""
+    first: dict[tuple[str, int], int] = {}  # (content hash, label) → its first image
+    for index, content_hash in enumerate(extracted.content_hashes):
+        first.setdefault((content_hash, int(extracted.labels[index])), index)
+    skipped = dict(extracted.skipped)
+    kept = []
+    for index, content_hash in enumerate(extracted.content_hashes):
+        label = int(extracted.labels[index])
+        name = extracted.items[index].name
+        other_label = first.get((content_hash, 1 - label))
+        if other_label is not None:
+            skipped[name] = f"the same image is also labelled {extracted.items[other_label].name}"
+        elif first[(content_hash, label)] != index:
+            skipped[name] = f"duplicate of {extracted.items[first[(content_hash, label)]].name}"
+        else:
+            kept.append(index)
+    if len(kept) == len(extracted.items):
+        return extracted
+    for name in sorted(set(skipped) - set(extracted.skipped)):
+        logger.warning("left out %s: %s", name, skipped[name])
+    return replace(
+        extracted,
+        features=extracted.features[kept],
+        labels=extracted.labels[kept],
+        items=[extracted.items[index] for index in kept],
+        content_hashes=[extracted.content_hashes[index] for index in kept],
+        skipped=skipped,
     )
 
 

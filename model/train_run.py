@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.dataset import LabelledImage, fingerprint, require_enough, scan_labelled_folder
 from model.evaluation import ZERO_SHOT, PromotePolicy, classification_metrics, decide_promotion, roc_points
-from model.extraction import ExtractedFeatures, extract_cached
+from model.extraction import ExtractedFeatures, distinct_images, extract_cached
 from model.keras_head import KerasHead
 from model.labels import LABEL_ORDER, Label
 from model.registry import (
@@ -95,7 +95,8 @@ def train(
 ) -> TrainingOutcome:
     """Train on `extractor`'s features (the engine the daemon runs); the new head is also scored
     on the test split's features from each of `other_engines`, side by side in the report."""
-    extracted = _extract(options, extractor, extracted_items=None)
+    # Each picture once: a copy in two splits would be tested on as if unseen.
+    extracted = distinct_images(_extract(options, extractor, extracted_items=None))
     counts = {label: extracted.count(label) for label in LABEL_ORDER}
     require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
     fitted = _fit(options, extracted)

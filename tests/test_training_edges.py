@@ -1,0 +1,63 @@
+"""Training under a hostile user: odd labelled folders, interrupted and concurrent promotions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import model.train_run as train_run
+from model.registry import current_version
+from model.synthetic import make_labelled_folder
+from watcher.commands.main import main
+
+
+def _train(config: Path, data: Path, *extra: str) -> int:
+    return main(["train", "--data", str(data), "--config", str(config), *extra])
+
+
+def _only_version(registry: Path) -> Path:
+    (folder,) = [path for path in registry.iterdir() if path.is_dir() and not path.name.startswith(".")]
+    return folder
+
+
+def test_copies_of_an_image_never_land_in_two_splits(
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder with copies (an export run twice, a camera repeating a frame) must not put one copy
+    in the test split and another in the training split: the head would be tested on what it learnt."""
+    config = make_config()
+    data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=6)
+    for label in ("FEMALE", "MALE"):
+        for path in sorted((data / label).iterdir()):
+            for copy in range(3):
+                shutil.copy(path, path.with_name(f"{path.stem}-copy{copy}.bmp"))
+    # And one picture filed under both classes.
+    shutil.copy(data / "FEMALE" / "f0000.bmp", data / "MALE" / "also-female.bmp")
+    seen: list[Any] = []
+    original = train_run._fit
+
+    def fit_and_keep(options: Any, extracted: Any) -> Any:
+        fitted = original(options, extracted)
+        seen.append((extracted, fitted.split))
+        return fitted
+
+    monkeypatch.setattr(train_run, "_fit", fit_and_keep)
+
+    assert _train(config, data, "--promote", "never") == 0
+
+    ((extracted, split),) = seen
+    hashes = extracted.content_hashes
+    test = {hashes[index] for index in split.test}
+    learnt = {hashes[index] for index in [*split.train, *split.validation]}
+    assert not test & learnt, f"{len(test & learnt)} test images were also trained on"
+    folder = _only_version(tmp_path / "data" / "models")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["dataset"]["counts"] == {"female": 19, "male": 20}  # each picture once
+    report = (folder / "report.md").read_text()
+    assert "| FEMALE/f0001.bmp | duplicate of FEMALE/f0001-copy0.bmp |" in report
+    assert "| MALE/also-female.bmp | the same image is also labelled FEMALE/f0000-copy0.bmp |" in report
