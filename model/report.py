@@ -178,4 +178,5 @@ def write_report(
         lines += ["## Skipped images", "", "| image | reason |", "|---|---|"]
         lines += [f"| {name} | {reason} |" for name, reason in sorted(skipped.items())]
         lines.append("")
-    (folder / REPORT).write_text("\n".join(lines), encoding="utf-8")
+    # A file name that is not UTF-8 (bytes kept by os.fsdecode as surrogates) is written escaped.
+    (folder / REPORT).write_text("\n".join(lines), encoding="utf-8", errors="backslashreplace")

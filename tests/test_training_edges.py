@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -61,3 +62,18 @@ def test_copies_of_an_image_never_land_in_two_splits(
     report = (folder / "report.md").read_text()
     assert "| FEMALE/f0001.bmp | duplicate of FEMALE/f0001-copy0.bmp |" in report
     assert "| MALE/also-female.bmp | the same image is also labelled FEMALE/f0000-copy0.bmp |" in report
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_not_a_traceback(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Names from other systems (Latin-1 bytes) reach the report of skipped images."""
+    config = make_config()
+    data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=7)
+    (data / "FEMALE" / os.fsdecode(b"caf\xe9.bmp")).write_bytes(b"not an image")
+
+    assert _train(config, data, "--promote", "never") == 0
+
+    assert "1 image skipped" in capsys.readouterr().out
+    report = (_only_version(tmp_path / "data" / "models") / "report.md").read_text(encoding="utf-8")
+    assert "| FEMALE/caf\\udce9.bmp | not a recognised image format |" in report
