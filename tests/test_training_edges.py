@@ -77,3 +77,29 @@ def test_a_file_name_that_is_not_utf8_is_listed_not_a_traceback(
     assert "1 image skipped" in capsys.readouterr().out
     report = (_only_version(tmp_path / "data" / "models") / "report.md").read_text(encoding="utf-8")
     assert "| FEMALE/caf\\udce9.bmp | not a recognised image format |" in report
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_out_of_range_is_a_usage_error(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: str
+) -> None:
+    """scikit-learn's split takes seeds 0..2**32-1: anything else was a traceback after CLIP loaded."""
+    config = make_config()
+    data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=8)
+
+    with pytest.raises(SystemExit) as usage:
+        _train(config, data, "--seed", seed)
+
+    assert usage.value.code == 2
+    assert f"--seed: must be between 0 and 4294967295, got {seed}" in capsys.readouterr().err
+
+
+def test_a_configured_seed_out_of_range_is_a_config_error(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(training={"seed": -1})
+    data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=8)
+
+    assert _train(config, data) == 2
+
+    assert "training.seed" in capsys.readouterr().err

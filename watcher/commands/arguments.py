@@ -104,6 +104,20 @@ def positive_int_type(text: str) -> int:
     return value
 
 
+# What seeds the split (scikit-learn's random_state) and the fit (numpy's seed) can take.
+MAX_SEED = 2**32 - 1
+
+
+def seed_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, got {value}")
+    return value
+
+
 def path_type(text: str) -> Path:
     return Path(text)
 

@@ -6,7 +6,7 @@ import argparse
 
 from model.dataset import DatasetError, scan_labelled_folder
 from model.registry import RegistryError
-from watcher.commands.arguments import UsageError, add_config, add_data_argument
+from watcher.commands.arguments import UsageError, add_config, add_data_argument, seed_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupError
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto (default): only if it beats the current head and zero-shot on the test split",
     )
     parser.add_argument(
-        "--seed", type=int, default=None, help="split and training seed (default training.seed)"
+        "--seed", type=seed_type, default=None, help="split and training seed (default training.seed)"
     )
 
 

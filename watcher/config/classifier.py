@@ -155,7 +155,12 @@ class TrainingConfig(Section):
         "restored).",
     )
     learning_rate: float = Field(0.001, gt=0, description="Adam's learning rate.")
-    seed: int = Field(42, description="Seed of the split and the training (`train --seed N` overrides it).")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the split and the training (`train --seed N` overrides it).",
+    )
     extract_batch_size: int = Field(
         32, ge=1, le=4096, description="Images per CLIP batch while extracting training features."
     )
