@@ -149,11 +149,15 @@ def promotion_history(registry: Path) -> list[str]:
 
 
 def promote(registry: Path, version: str) -> None:
-    """Serve `version` from now on, remembering it for rollback."""
+    """Serve `version` from now on, remembering it for rollback.
+
+    The pointer moves first: a promotion cut short (a full disk, a kill) between the two files
+    leaves the history without the version rather than naming one that was never served, which
+    a later rollback would then serve."""
     version_dir(registry, version)
     history = [name for name in promotion_history(registry) if name != version] + [version]
-    _write_atomically(registry / HISTORY_FILE, "\n".join(history) + "\n")
     set_current(registry, version)
+    _write_atomically(registry / HISTORY_FILE, "\n".join(history) + "\n")
 
 
 def rollback(registry: Path) -> str | None:
@@ -162,8 +166,10 @@ def rollback(registry: Path) -> str | None:
     current = current_version(registry)
     if current is None:
         raise RegistryError(f"{registry}: no current head to roll back from")
-    if history and history[-1] == current:
-        history.pop()
+    if current in history:
+        # What was promoted before the current head; anything recorded after it (by a promotion
+        # cut short before it moved the pointer) was never served.
+        del history[history.index(current) :]
     _write_atomically(registry / HISTORY_FILE, "".join(f"{name}\n" for name in history))
     if not history:
         (registry / CURRENT_POINTER).unlink()

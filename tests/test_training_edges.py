@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 import model.train_run as train_run
-from model.registry import current_version
+from model.registry import CURRENT_POINTER, HEAD_FILE, current_version, promote, rollback
 from model.synthetic import make_labelled_folder
 from watcher.commands.main import main
 
@@ -103,3 +104,35 @@ def test_a_configured_seed_out_of_range_is_a_config_error(
     assert _train(config, data) == 2
 
     assert "training.seed" in capsys.readouterr().err
+
+
+def _registry_with(registry: Path, *versions: str) -> None:
+    """Version folders as the registry sees them (it never loads the head to move the pointer)."""
+    for version in versions:
+        (registry / version).mkdir(parents=True)
+        (registry / version / HEAD_FILE).write_bytes(b"a head")
+
+
+def test_a_promotion_cut_short_is_not_served_by_a_later_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills (or the process is killed) between the two files a promotion writes: the
+    head was never served, and rolling back must not serve it either."""
+    registry = tmp_path / "models"
+    _registry_with(registry, "a", "b")
+    promote(registry, "a")
+    replace = os.replace
+
+    def disk_full_for_the_pointer(source: Any, target: Any) -> None:
+        if Path(target).name == CURRENT_POINTER:
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", disk_full_for_the_pointer)
+    with pytest.raises(OSError):
+        promote(registry, "b")
+    monkeypatch.setattr(os, "replace", replace)
+    assert current_version(registry) == "a"
+
+    assert rollback(registry) is None  # back to what served before a: zero-shot, never b
+    assert current_version(registry) is None
