@@ -6,17 +6,23 @@
     <registry>/history                    the versions promoted so far, oldest first (for rollback)
 
 Versions are written under a temporary name and renamed into place; the pointer is replaced by
-a rename too, so a reader never sees half of either.
+a rename too, so a reader never sees half of either. What changes the pointer or the history
+(a training run from its comparison to its promotion, `models promote`, `models rollback`) holds
+the registry's lock, an flock on the registry folder itself: two of them never interleave, so a
+head is never promoted over one it was not compared with.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
@@ -76,6 +82,31 @@ class HeadMetadata:
         return json.dumps({**data, **extra}, indent=2, sort_keys=True) + "\n"
 
 
+# The registries this process holds the lock of, and the thread holding each (it may take it again).
+_holders: dict[Path, int] = {}
+
+
+@contextmanager
+def registry_lock(registry: Path) -> Iterator[None]:
+    """Hold `registry`'s lock (an flock on its folder, made if missing) for the block: another
+    process or thread waits; the thread that holds it may take it again."""
+    registry.mkdir(parents=True, exist_ok=True)
+    key = registry.resolve()
+    if _holders.get(key) == threading.get_ident():
+        yield
+        return
+    descriptor = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        _holders[key] = threading.get_ident()
+        try:
+            yield
+        finally:
+            del _holders[key]
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def current_version(registry: Path) -> str | None:
     pointer = registry / CURRENT_POINTER
     try:
@@ -129,15 +160,21 @@ def register_head(registry: Path, model: Any, metadata: HeadMetadata) -> Path:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, path)
+    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
 
 
 def set_current(registry: Path, version: str) -> None:
     """Point `current` at `version` with one atomic rename."""
-    version_dir(registry, version)
-    _write_atomically(registry / CURRENT_POINTER, version + "\n")
+    with registry_lock(registry):
+        version_dir(registry, version)
+        _write_atomically(registry / CURRENT_POINTER, version + "\n")
     logger.info("registry %s: current head is now %s", registry, version)
 
 
@@ -154,14 +191,20 @@ def promote(registry: Path, version: str) -> None:
     The pointer moves first: a promotion cut short (a full disk, a kill) between the two files
     leaves the history without the version rather than naming one that was never served, which
     a later rollback would then serve."""
-    version_dir(registry, version)
-    history = [name for name in promotion_history(registry) if name != version] + [version]
-    set_current(registry, version)
-    _write_atomically(registry / HISTORY_FILE, "\n".join(history) + "\n")
+    with registry_lock(registry):
+        version_dir(registry, version)
+        history = [name for name in promotion_history(registry) if name != version] + [version]
+        set_current(registry, version)
+        _write_atomically(registry / HISTORY_FILE, "\n".join(history) + "\n")
 
 
 def rollback(registry: Path) -> str | None:
     """Return to the version promoted before the current one; None means back to zero-shot."""
+    with registry_lock(registry):
+        return _rollback(registry)
+
+
+def _rollback(registry: Path) -> str | None:
     history = promotion_history(registry)
     current = current_version(registry)
     if current is None:

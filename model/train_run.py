@@ -6,7 +6,7 @@ The test split is used once, at the end, for every model in the comparison.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from model.registry import (
     package_versions,
     promote,
     register_version,
+    registry_lock,
 )
 from model.report import REPORT, comparison_table, write_report
 from model.serving import build_zero_shot_head, load_registered_head
@@ -100,35 +101,42 @@ def train(
     counts = {label: extracted.count(label) for label in LABEL_ORDER}
     require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
     fitted = _fit(options, extracted)
-    comparison = _compare(options, extractor, extracted, fitted)
-    engines = {extractor.runtime.tag: comparison.results[fitted.version]}
-    engines |= _on_other_engines(options, other_engines or {}, extracted, fitted)
-    promoted, decision = decide_promotion(
-        options.promote, fitted.version, comparison.results, comparison.current
-    )
-    decision += comparison.note
-    metadata = _metadata(options, extractor, extracted, fitted, comparison, counts, engines)
-    summary = _summary(options, extractor, extracted, fitted, counts, decision)
-    y_test = extracted.labels[fitted.split.test]
-    curves = {name: roc_points(y_test, positive) for name, (positive, _) in comparison.probabilities.items()}
-
-    def write(folder: Path) -> None:
-        fitted.model.save(folder / HEAD_FILE)
-        (folder / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
-        write_report(
-            folder,
-            version=fitted.version,
-            results=comparison.results,
-            summary=summary,
-            skipped=extracted.skipped,
-            history=fitted.history,
-            curves=curves,
-            engines=engines,
+    others = _on_other_engines(options, other_engines or {}, extracted, fitted)
+    # From the comparison to the promotion the registry is this run's: another training (or a
+    # `models promote`) that promotes meanwhile would otherwise be replaced by a head never compared
+    # with it. The version is named inside, so two runs never pick the same name.
+    with registry_lock(options.registry):
+        fitted = _named(fitted, new_version_name(options.registry))
+        comparison = _compare(options, extractor, extracted, fitted)
+        engines = {extractor.runtime.tag: comparison.results[fitted.version]} | others
+        promoted, decision = decide_promotion(
+            options.promote, fitted.version, comparison.results, comparison.current
         )
+        decision += comparison.note
+        metadata = _metadata(options, extractor, extracted, fitted, comparison, counts, engines)
+        summary = _summary(options, extractor, extracted, fitted, counts, decision)
+        y_test = extracted.labels[fitted.split.test]
+        curves = {
+            name: roc_points(y_test, positive) for name, (positive, _) in comparison.probabilities.items()
+        }
 
-    folder = register_version(options.registry, fitted.version, write)
-    if promoted:
-        promote(options.registry, fitted.version)
+        def write(folder: Path) -> None:
+            fitted.model.save(folder / HEAD_FILE)
+            (folder / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+            write_report(
+                folder,
+                version=fitted.version,
+                results=comparison.results,
+                summary=summary,
+                skipped=extracted.skipped,
+                history=fitted.history,
+                curves=curves,
+                engines=engines,
+            )
+
+        folder = register_version(options.registry, fitted.version, write)
+        if promoted:
+            promote(options.registry, fitted.version)
     return TrainingOutcome(
         version=fitted.version,
         folder=folder,
@@ -180,10 +188,14 @@ def _fit(options: TrainingOptions, extracted: ExtractedFeatures) -> _Fitted:
         x[split.train], y[split.train], x[split.validation], y[split.validation], settings=options.fit
     )
     seconds = time.perf_counter() - started
-    version = new_version_name(options.registry)
-    head = KerasHead(model, threshold=0.5, version=version)
+    head = KerasHead(model, threshold=0.5, version="")  # named when it is registered (_named)
     head.threshold = choose_threshold(y[split.validation], head.positive_probability(x[split.validation]))
-    return _Fitted(version, model, head, history, split, seconds)
+    return _Fitted("", model, head, history, split, seconds)
+
+
+def _named(fitted: _Fitted, version: str) -> _Fitted:
+    fitted.head.version = version
+    return replace(fitted, version=version)
 
 
 def _compare(

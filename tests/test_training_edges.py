@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -136,3 +137,42 @@ def test_a_promotion_cut_short_is_not_served_by_a_later_rollback(
 
     assert rollback(registry) is None  # back to what served before a: zero-shot, never b
     assert current_version(registry) is None
+
+
+def test_a_head_is_never_promoted_over_one_it_was_not_compared_with(
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two trainings at once (or a `models promote` beside one): the other promotes its head after
+    this run compared itself with what was served, before this run promotes. A promotion takes
+    the registry's lock (flock on the registry folder); this stands in for the other process,
+    which promotes only if it can take the lock at that moment, and must otherwise wait."""
+    config = make_config()
+    registry = tmp_path / "data" / "models"
+    data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=9)
+    assert _train(config, data, "--promote", "never", "--seed", "1") == 0
+    other = _only_version(registry).name
+    original = train_run.register_version
+    promoted_meanwhile: list[str] = []
+
+    def another_promotes_meanwhile(registry: Path, version: str, write: Any) -> Path:
+        descriptor = os.open(registry, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # this run holds the registry: the other waits for it, and compares with its result
+        else:
+            promote(registry, other)
+            promoted_meanwhile.append(other)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+        finally:
+            os.close(descriptor)
+        return original(registry, version, write)
+
+    monkeypatch.setattr(train_run, "register_version", another_promotes_meanwhile)
+
+    assert _train(config, data, "--seed", "2") == 0
+
+    served = current_version(registry)
+    if promoted_meanwhile and served != other:
+        metadata = json.loads((registry / str(served) / "metadata.json").read_text())
+        assert other in metadata["metrics"]["baselines"], f"{served} replaced {other} unseen"
