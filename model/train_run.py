@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
-from model.dataset import LabelledImage, fingerprint, require_enough, scan_labelled_folder
+from model.dataset import DatasetError, LabelledImage, fingerprint, require_enough, scan_labelled_folder
 from model.evaluation import ZERO_SHOT, PromotePolicy, classification_metrics, decide_promotion, roc_points
 from model.extraction import ExtractedFeatures, distinct_images, extract_cached
 from model.keras_head import KerasHead
@@ -97,9 +97,18 @@ def train(
     """Train on `extractor`'s features (the engine the daemon runs); the new head is also scored
     on the test split's features from each of `other_engines`, side by side in the report."""
     # Each picture once: a copy in two splits would be tested on as if unseen.
-    extracted = distinct_images(_extract(options, extractor, extracted_items=None))
+    read = _extract(options, extractor, extracted_items=None)
+    extracted = distinct_images(read)
     counts = {label: extracted.count(label) for label in LABEL_ORDER}
-    require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
+    try:
+        require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
+    except DatasetError as error:
+        left_out = len(extracted.skipped) - len(read.skipped)
+        if not left_out:
+            raise
+        raise DatasetError(
+            f"{error} ({left_out} copies of an image, or pictures under both classes, left out)"
+        ) from None
     fitted = _fit(options, extracted)
     others = _on_other_engines(options, other_engines or {}, extracted, fitted)
     # From the comparison to the promotion the registry is this run's: another training (or a

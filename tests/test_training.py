@@ -140,10 +140,10 @@ def test_unusable_folders_stop_with_a_message(
     exit_code: int,
 ) -> None:
     config = make_config()
-    for name, count in layout.items():
+    for offset, (name, count) in enumerate(layout.items()):
         (tmp_path / "labelled" / name).mkdir(parents=True)
-        for index in range(count):
-            write_bmp(tmp_path / "labelled" / name / f"{index}.bmp", seed=index)
+        for index in range(count):  # no picture twice: a copy counts once
+            write_bmp(tmp_path / "labelled" / name / f"{index}.bmp", seed=1000 * offset + index)
 
     try:
         code = _train(config, tmp_path / "labelled")

@@ -66,6 +66,24 @@ def test_copies_of_an_image_never_land_in_two_splits(
     assert "| MALE/also-female.bmp | the same image is also labelled FEMALE/f0000-copy0.bmp |" in report
 
 
+
+def test_pictures_filed_under_both_classes_are_counted_out_with_a_message(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config()
+    data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=10)
+    for path in (data / "MALE").iterdir():
+        path.unlink()
+    shutil.copytree(data / "FEMALE", data / "MALE", dirs_exist_ok=True)
+
+    assert _train(config, data) == 1
+
+    assert (
+        "FEMALE has 0, MALE has 0; each class needs at least 16 "
+        "(40 copies of an image, or pictures under both classes, left out)"
+    ) in capsys.readouterr().err
+
+
 def test_a_file_name_that_is_not_utf8_is_listed_not_a_traceback(
     make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
