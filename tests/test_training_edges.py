@@ -16,6 +16,7 @@ import pytest
 import model.train_run as train_run
 from model.registry import CURRENT_POINTER, HEAD_FILE, current_version, promote, rollback
 from model.synthetic import make_labelled_folder
+from tests.helpers import write_unknown_layer_head
 from watcher.commands.main import main
 
 
@@ -194,3 +195,22 @@ def test_a_head_is_never_promoted_over_one_it_was_not_compared_with(
     if promoted_meanwhile and served != other:
         metadata = json.loads((registry / str(served) / "metadata.json").read_text())
         assert other in metadata["metrics"]["baselines"], f"{served} replaced {other} unseen"
+
+
+def test_a_head_that_cannot_be_loaded_is_not_promoted(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`models promote` of a version whose head file Keras cannot load (copied from a newer Keras,
+    damaged): a running daemon keeps its old head, and the next start would stop on it."""
+    config = make_config()
+    registry = tmp_path / "data" / "models"
+    data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=11)
+    assert _train(config, data, "--promote", "never") == 0
+    version = _only_version(registry).name
+    write_unknown_layer_head(registry / version / HEAD_FILE)
+    capsys.readouterr()
+
+    assert main(["models", "promote", version, "--config", str(config)]) == 1
+
+    assert f"cannot load head {version}" in capsys.readouterr().err
+    assert current_version(registry) is None

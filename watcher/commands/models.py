@@ -81,13 +81,18 @@ def require_version(config: Config, version: str) -> None:
 def promote_head(config: Config, *, version: str) -> int:
     require_version(config, version)  # first: a version that is not there needs no torch to say so
     # model.serving loads CLIP's code (torch): only this action needs it.
-    from model.serving import refuse_if_incompatible
+    from model.keras_head import KerasBackendError
+    from model.serving import read_head_file, refuse_if_incompatible
 
     try:
-        metadata = HeadMetadata.read(version_dir(config.registry_dir, version))
+        folder = version_dir(config.registry_dir, version)
+        metadata = HeadMetadata.read(folder)
         refuse_if_incompatible(metadata, clip_source=config.model.clip)
+        # A head file Keras cannot load would be promoted for a daemon to refuse: a running one
+        # keeps its old head, and the next start stops on it.
+        read_head_file(folder, metadata)
         promote(config.registry_dir, version)
-    except RegistryError as error:
+    except (RegistryError, KerasBackendError) as error:
         raise StartupError(str(error)) from None
     print(f"current head is now {version}; a running daemon switches to it before its next batch")
     return EXIT_OK
