@@ -67,7 +67,6 @@ def test_copies_of_an_image_never_land_in_two_splits(
     assert "| MALE/also-female.bmp | the same image is also labelled FEMALE/f0000-copy0.bmp |" in report
 
 
-
 def test_pictures_filed_under_both_classes_are_counted_out_with_a_message(
     make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
