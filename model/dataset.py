@@ -61,14 +61,18 @@ def scan_labelled_folder(root: Path) -> list[LabelledImage]:
     return images
 
 
-def require_enough(counts: dict[Label, int], *, minimum_per_class: int) -> None:
-    """Stop with a message saying how many images each class needs."""
+def require_enough(counts: dict[Label, int], *, minimum_per_class: int, left_out: int = 0) -> None:
+    """Stop with a message saying how many images each class needs (and how many copies of an
+    image, or pictures under both classes, were `left_out`)."""
     short = {label: count for label, count in counts.items() if count < minimum_per_class}
     if short:
         details = ", ".join(f"{label.upper()} has {count}" for label, count in short.items())
+        copies = (
+            f" ({left_out} copies of an image, or pictures under both classes, left out)" if left_out else ""
+        )
         raise DatasetError(
             f"too few usable images to split into train, validation and test: {details}; "
-            f"each class needs at least {minimum_per_class}"
+            f"each class needs at least {minimum_per_class}{copies}"
         )
 
 

@@ -7,33 +7,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
-from model.dataset import DatasetError, LabelledImage, fingerprint, require_enough, scan_labelled_folder
-from model.evaluation import ZERO_SHOT, PromotePolicy, classification_metrics, decide_promotion, roc_points
+from model.clip_features import ClipFeatureExtractor
+from model.dataset import LabelledImage, require_enough, scan_labelled_folder
+from model.evaluation import ZERO_SHOT, PromotePolicy, classification_metrics, decide_promotion
 from model.extraction import ExtractedFeatures, distinct_images, extract_cached
 from model.keras_head import KerasHead
 from model.labels import LABEL_ORDER, Label
 from model.registry import (
-    HEAD_FILE,
-    METADATA_FILE,
-    HeadMetadata,
     RegistryError,
     current_version,
     new_version_name,
-    package_versions,
     promote,
-    register_version,
     registry_lock,
 )
-from model.report import REPORT, comparison_table, write_report
+from model.report import comparison_table
 from model.serving import build_zero_shot_head, load_registered_head
+from model.train_record import register_run
 from model.training import FitSettings, Split, SplitFractions, choose_threshold, fit_head, stratified_split
 
 LOGISTIC = "logistic regression"
@@ -100,15 +95,11 @@ def train(
     read = _extract(options, extractor, extracted_items=None)
     extracted = distinct_images(read)
     counts = {label: extracted.count(label) for label in LABEL_ORDER}
-    try:
-        require_enough(counts, minimum_per_class=options.fractions.minimum_per_class())
-    except DatasetError as error:
-        left_out = len(extracted.skipped) - len(read.skipped)
-        if not left_out:
-            raise
-        raise DatasetError(
-            f"{error} ({left_out} copies of an image, or pictures under both classes, left out)"
-        ) from None
+    require_enough(
+        counts,
+        minimum_per_class=options.fractions.minimum_per_class(),
+        left_out=len(extracted.skipped) - len(read.skipped),
+    )
     fitted = _fit(options, extracted)
     others = _on_other_engines(options, other_engines or {}, extracted, fitted)
     # From the comparison to the promotion the registry is this run's: another training (or a
@@ -122,28 +113,7 @@ def train(
             options.promote, fitted.version, comparison.results, comparison.current
         )
         decision += comparison.note
-        metadata = _metadata(options, extractor, extracted, fitted, comparison, counts, engines)
-        summary = _summary(options, extractor, extracted, fitted, counts, decision)
-        y_test = extracted.labels[fitted.split.test]
-        curves = {
-            name: roc_points(y_test, positive) for name, (positive, _) in comparison.probabilities.items()
-        }
-
-        def write(folder: Path) -> None:
-            fitted.model.save(folder / HEAD_FILE)
-            (folder / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
-            write_report(
-                folder,
-                version=fitted.version,
-                results=comparison.results,
-                summary=summary,
-                skipped=extracted.skipped,
-                history=fitted.history,
-                curves=curves,
-                engines=engines,
-            )
-
-        folder = register_version(options.registry, fitted.version, write)
+        folder = register_run(options, extractor, extracted, fitted, comparison, counts, engines, decision)
         if promoted:
             promote(options.registry, fitted.version)
     return TrainingOutcome(
@@ -232,75 +202,3 @@ def _compare(
         for name, (positive, threshold) in probabilities.items()
     }
     return _Comparison(probabilities, results, current, note)
-
-
-def _summary(
-    options: TrainingOptions,
-    extractor: ClipFeatureExtractor,
-    extracted: ExtractedFeatures,
-    fitted: _Fitted,
-    counts: dict[Label, int],
-    decision: str,
-) -> dict[str, Any]:
-    split, val_loss = fitted.split, fitted.history.get("val_loss", [])
-    return {
-        "data": str(options.data),
-        "counts": ", ".join(f"{label.upper()} {count}" for label, count in counts.items()),
-        "clip_model": extractor.identity.name,
-        "engine": extractor.runtime.tag,
-        "seed": options.fit.seed,
-        "split": f"train {len(split.train)}, validation {len(split.validation)}, test {len(split.test)}",
-        "decision": decision,
-        "extraction_seconds": extracted.seconds,
-        "extracted": extracted.extracted,
-        "cache_hits": extracted.cache_hits,
-        "fit_seconds": fitted.seconds,
-        "epochs_run": len(fitted.history.get("loss", [])),
-        "best_epoch": int(np.argmin(val_loss)) + 1 if val_loss else 0,
-    }
-
-
-def _metadata(
-    options: TrainingOptions,
-    extractor: ClipFeatureExtractor,
-    extracted: ExtractedFeatures,
-    fitted: _Fitted,
-    comparison: _Comparison,
-    counts: dict[Label, int],
-    engines: dict[str, dict[str, Any]],
-) -> HeadMetadata:
-    split, version, results = fitted.split, fitted.version, comparison.results
-    labelled = zip(extracted.content_hashes, map(_label_of, extracted.labels), strict=True)
-    return HeadMetadata(
-        version=version,
-        clip_model=extractor.identity.name,
-        clip_identity=extractor.identity.recorded(),
-        feature_size=extractor.feature_size,
-        preprocessing_version=PREPROCESSING_VERSION,
-        threshold=fitted.head.threshold,
-        extra={
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            # What computed the features it was trained on. Informational: every engine that runs
-            # passed the fidelity gate against torch fp32, so a head serves on any of them.
-            "features_engine": extractor.runtime.tag,
-            "dataset_fingerprint": fingerprint(list(labelled)),
-            "dataset": {"path": str(options.data), "counts": {str(k): v for k, v in counts.items()}},
-            "split": {
-                "train": len(split.train),
-                "validation": len(split.validation),
-                "test": len(split.test),
-            },
-            "seed": options.fit.seed,
-            "metrics": {
-                "test": results[version],
-                "baselines": {n: r for n, r in results.items() if n != version},
-                "engines": engines,
-            },
-            "package_versions": package_versions(),
-            "report": REPORT,
-        },
-    )
-
-
-def _label_of(index: int) -> Label:
-    return LABEL_ORDER[int(index)]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import model.train_record as train_record
 import model.train_run as train_run
 from model.registry import CURRENT_POINTER, HEAD_FILE, current_version, promote, rollback
 from model.synthetic import make_labelled_folder
@@ -169,7 +170,7 @@ def test_a_head_is_never_promoted_over_one_it_was_not_compared_with(
     data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=9)
     assert _train(config, data, "--promote", "never", "--seed", "1") == 0
     other = _only_version(registry).name
-    original = train_run.register_version
+    original = train_record.register_version
     promoted_meanwhile: list[str] = []
 
     def another_promotes_meanwhile(registry: Path, version: str, write: Any) -> Path:
@@ -186,7 +187,7 @@ def test_a_head_is_never_promoted_over_one_it_was_not_compared_with(
             os.close(descriptor)
         return original(registry, version, write)
 
-    monkeypatch.setattr(train_run, "register_version", another_promotes_meanwhile)
+    monkeypatch.setattr(train_record, "register_version", another_promotes_meanwhile)
 
     assert _train(config, data, "--seed", "2") == 0
 
