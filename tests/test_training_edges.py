@@ -15,7 +15,7 @@ import pytest
 
 import model.train_record as train_record
 import model.train_run as train_run
-from model.registry import CURRENT_POINTER, HEAD_FILE, current_version, promote, rollback
+from model.registry import CURRENT_POINTER, HEAD_FILE, current_version, promote, register_version, rollback
 from model.synthetic import make_labelled_folder
 from tests.helpers import write_unknown_layer_head
 from watcher.commands.main import main
@@ -170,7 +170,7 @@ def test_a_head_is_never_promoted_over_one_it_was_not_compared_with(
     data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=9)
     assert _train(config, data, "--promote", "never", "--seed", "1") == 0
     other = _only_version(registry).name
-    original = train_record.register_version
+    original = register_version  # what train_record.register_run calls
     promoted_meanwhile: list[str] = []
 
     def another_promotes_meanwhile(registry: Path, version: str, write: Any) -> Path:
