@@ -2,6 +2,7 @@
 
     <registry>/<version>/head.keras       the Keras model
     <registry>/<version>/metadata.json    CLIP name and identity, feature size, preprocessing version...
+    <registry>/<version>/learnt           content hashes of the images it was fitted and validated on
     <registry>/current                    a text file naming the served version
     <registry>/history                    the versions promoted so far, oldest first (for rollback)
 
@@ -38,6 +39,7 @@ CURRENT_POINTER = "current"
 HISTORY_FILE = "history"
 HEAD_FILE = "head.keras"
 METADATA_FILE = "metadata.json"
+LEARNT_FILE = "learnt"
 
 
 class RegistryError(Exception):
@@ -114,6 +116,16 @@ def current_version(registry: Path) -> str | None:
     except FileNotFoundError:
         return None
     return version or None
+
+
+def learnt_images(registry: Path, version: str) -> frozenset[str] | None:
+    """The content hashes of the images `version` was fitted and validated on; None for a version
+    registered before they were recorded (or whose record cannot be read)."""
+    try:
+        text = (registry / version / LEARNT_FILE).read_text(encoding="ascii")
+    except (OSError, ValueError):
+        return None
+    return frozenset(text.split())
 
 
 def version_dir(registry: Path, version: str) -> Path:

@@ -13,7 +13,14 @@ from model.dataset import fingerprint
 from model.evaluation import roc_points
 from model.extraction import ExtractedFeatures
 from model.labels import LABEL_ORDER, Label
-from model.registry import HEAD_FILE, METADATA_FILE, HeadMetadata, package_versions, register_version
+from model.registry import (
+    HEAD_FILE,
+    LEARNT_FILE,
+    METADATA_FILE,
+    HeadMetadata,
+    package_versions,
+    register_version,
+)
 from model.report import REPORT, write_report
 
 if TYPE_CHECKING:
@@ -33,12 +40,18 @@ def register_run(
     """The new version's folder (head, metadata, report), written aside and renamed into place."""
     metadata = _metadata(options, extractor, extracted, fitted, comparison, counts, engines)
     summary = _summary(options, extractor, extracted, fitted, counts, decision)
-    y_test = extracted.labels[fitted.split.test]
+    y_test = extracted.labels[comparison.scored]
     curves = {name: roc_points(y_test, positive) for name, (positive, _) in comparison.probabilities.items()}
+    # What it learnt: a later run scores it only on images outside this (see model.train_run).
+    hashes = extracted.content_hashes
+    learnt = sorted({hashes[index] for index in [*fitted.split.train, *fitted.split.validation]})
 
     def write(folder: Path) -> None:
         fitted.model.save(folder / HEAD_FILE)
         (folder / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+        (folder / LEARNT_FILE).write_text(
+            "".join(f"{content_hash}\n" for content_hash in learnt), encoding="ascii"
+        )
         write_report(
             folder,
             version=fitted.version,
@@ -108,6 +121,8 @@ def _metadata(
                 "train": len(split.train),
                 "validation": len(split.validation),
                 "test": len(split.test),
+                # Of the test split, what the comparison scored every model on (see model.train_run).
+                "scored": len(comparison.scored),
             },
             "seed": options.fit.seed,
             "metrics": {

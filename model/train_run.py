@@ -22,6 +22,7 @@ from model.labels import LABEL_ORDER, Label
 from model.registry import (
     RegistryError,
     current_version,
+    learnt_images,
     new_version_name,
     promote,
     registry_lock,
@@ -77,10 +78,11 @@ class _Fitted:
 
 @dataclass(frozen=True)
 class _Comparison:
-    probabilities: dict[str, tuple[np.ndarray, float]]  # name → (test probabilities, threshold)
+    probabilities: dict[str, tuple[np.ndarray, float]]  # name → (probabilities of `scored`, threshold)
     results: dict[str, dict[str, Any]]
     current: str | None
-    note: str  # why the current head is missing from the comparison, if it is
+    note: str  # why the current head is missing from the comparison, or on what it was scored
+    scored: np.ndarray  # the test split's images every model was scored on (indices)
 
 
 def train(
@@ -160,7 +162,9 @@ def _extract(
 
 
 def _fit(options: TrainingOptions, extracted: ExtractedFeatures) -> _Fitted:
-    split = stratified_split(extracted.labels, fractions=options.fractions, seed=options.fit.seed)
+    split = stratified_split(
+        extracted.labels, keys=extracted.content_hashes, fractions=options.fractions, seed=options.fit.seed
+    )
     x, y = extracted.features, extracted.labels
     started = time.perf_counter()
     model, history = fit_head(
@@ -180,25 +184,52 @@ def _named(fitted: _Fitted, version: str) -> _Fitted:
 def _compare(
     options: TrainingOptions, extractor: ClipFeatureExtractor, extracted: ExtractedFeatures, fitted: _Fitted
 ) -> _Comparison:
-    """The new head, zero-shot, a logistic probe and the current head, on the test split only."""
-    x, y, split = extracted.features, extracted.labels, fitted.split
-    x_test, y_test = x[split.test], y[split.test]
+    """The new head, zero-shot, a logistic probe and the current head, on the test split only: on
+    its images the current head did not learn, where enough of each class are left."""
+    x, y = extracted.features, extracted.labels
+    current = current_version(options.registry)
+    incumbent, note = None, ""
+    if current is not None:
+        try:
+            incumbent = load_registered_head(options.registry, current, clip=extractor)
+        except RegistryError as error:
+            note = f" (current head {current} not compared: {error})"
+    scored, scored_note = _scored(options, extracted, fitted.split.test, current if incumbent else None)
+    x_test, note = x[scored], note + scored_note
     probabilities = {fitted.version: (fitted.head.positive_probability(x_test), fitted.head.threshold)}
     zero_shot = build_zero_shot_head(extractor, options.prompts)
     probabilities[ZERO_SHOT] = (zero_shot.positive_probability(x_test), zero_shot.threshold)
     probe = LogisticRegression(max_iter=5000, class_weight="balanced")
-    probe.fit(x[split.train], y[split.train])
+    probe.fit(x[fitted.split.train], y[fitted.split.train])
     probabilities[LOGISTIC] = (probe.predict_proba(x_test)[:, 1], 0.5)
-    current = current_version(options.registry)
-    note = ""
-    if current is not None:
-        try:
-            incumbent = load_registered_head(options.registry, current, clip=extractor)
-            probabilities[current] = (incumbent.positive_probability(x_test), incumbent.threshold)
-        except RegistryError as error:
-            note = f" (current head {current} not compared: {error})"
+    if incumbent is not None and current is not None:
+        probabilities[current] = (incumbent.positive_probability(x_test), incumbent.threshold)
     results = {
-        name: classification_metrics(y_test, positive, threshold=threshold)
+        name: classification_metrics(y[scored], positive, threshold=threshold)
         for name, (positive, threshold) in probabilities.items()
     }
-    return _Comparison(probabilities, results, current, note)
+    return _Comparison(probabilities, results, current, note, scored)
+
+
+def _scored(
+    options: TrainingOptions, extracted: ExtractedFeatures, test: np.ndarray, current: str | None
+) -> tuple[np.ndarray, str]:
+    """The test images every model is scored on, and what the report says of them: those the
+    current head did not learn (it would look better than it is on the others), unless that
+    leaves a class fewer than two."""
+    if current is None:
+        return test, ""
+    learnt = learnt_images(options.registry, current)
+    if learnt is None:
+        return test, f" (current head {current} does not record what it learnt: it may be scored on some)"
+    hashes = extracted.content_hashes
+    unseen = np.array([index for index in test if hashes[index] not in learnt], dtype=np.intp)
+    if len(unseen) == len(test):
+        return test, ""
+    of_the_test = f"{len(test) - len(unseen)} of the {len(test)} test images"
+    if np.bincount(extracted.labels[unseen], minlength=2).min() < 2:
+        return test, f" (current head {current} learnt {of_the_test} and is scored on them: too few others)"
+    return (
+        unseen,
+        f" (current head {current} learnt {of_the_test}: every model scored on the other {len(unseen)})",
+    )

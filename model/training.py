@@ -3,14 +3,14 @@ the threshold."""
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import train_test_split
 
 from model.keras_head import build_head_model, import_keras
 from model.progress import Progress
@@ -33,14 +33,25 @@ class Split:
     test: np.ndarray
 
 
-def stratified_split(labels: np.ndarray, *, fractions: SplitFractions, seed: int) -> Split:
-    indices = np.arange(len(labels))
-    rest, test = train_test_split(indices, test_size=fractions.test, stratify=labels, random_state=seed)
-    validation_share = fractions.validation / (1.0 - fractions.test)
-    train, validation = train_test_split(
-        rest, test_size=validation_share, stratify=labels[rest], random_state=seed
-    )
-    return Split(train=np.sort(train), validation=np.sort(validation), test=np.sort(test))
+def stratified_split(
+    labels: np.ndarray, *, keys: Sequence[str], fractions: SplitFractions, seed: int
+) -> Split:
+    """Each class split in its proportions, each image placed by a keyed hash of its `key` (its
+    content hash): in each class the images whose hashes come first are the test split, the next
+    the validation split. An image keeps its place as the folder grows (new images only push it
+    back in its class's order): a head trained on a folder is tested, in a run on the grown one,
+    on images it did not learn, except near a border (see model.train_run, which leaves those out)."""
+    order = np.array([hashlib.sha256(f"{seed}:{key}".encode()).digest() for key in keys], dtype=object)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        ranked = members[np.argsort(order[members], kind="stable")]
+        test = math.ceil(len(ranked) * fractions.test)
+        validation = math.ceil(len(ranked) * fractions.validation)
+        parts["test"].append(ranked[:test])
+        parts["validation"].append(ranked[test : test + validation])
+        parts["train"].append(ranked[test + validation :])
+    return Split(**{name: np.sort(np.concatenate(chosen)).astype(np.intp) for name, chosen in parts.items()})
 
 
 @dataclass(frozen=True)
