@@ -47,7 +47,9 @@ def stratified_split(
         members = np.flatnonzero(labels == label)
         ranked = members[np.argsort(order[members], kind="stable")]
         test = math.ceil(len(ranked) * fractions.test)
-        validation = math.ceil(len(ranked) * fractions.validation)
+        # Both round up: at fractions summing to 0.8 a small class (8 at 0.4 and 0.4) would keep
+        # no training image, and the head and the logistic probe would never see that class.
+        validation = min(math.ceil(len(ranked) * fractions.validation), len(ranked) - test - 1)
         parts["test"].append(ranked[:test])
         parts["validation"].append(ranked[test : test + validation])
         parts["train"].append(ranked[test + validation :])
