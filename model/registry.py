@@ -221,10 +221,11 @@ def _rollback(registry: Path) -> str | None:
     current = current_version(registry)
     if current is None:
         raise RegistryError(f"{registry}: no current head to roll back from")
-    if current in history:
-        # What was promoted before the current head; anything recorded after it (by a promotion
-        # cut short before it moved the pointer) was never served.
-        del history[history.index(current) :]
+    if history and history[-1] == current:
+        history.pop()
+    # Otherwise the current head's promotion was cut short after it moved the pointer (promote
+    # moves it first), before it recorded the version: the last recorded one served before it,
+    # even where the current head was promoted once before (a re-promotion) and is listed earlier.
     _write_atomically(registry / HISTORY_FILE, "".join(f"{name}\n" for name in history))
     if not history:
         (registry / CURRENT_POINTER).unlink()
