@@ -103,14 +103,16 @@ def train(
         left_out=len(extracted.skipped) - len(read.skipped),
     )
     fitted = _fit(options, extracted)
-    others = _on_other_engines(options, other_engines or {}, extracted, fitted)
+    others = _on_other_engines(options, other_engines or {}, extracted, fitted)  # before the lock: slow
     # From the comparison to the promotion the registry is this run's: another training (or a
     # `models promote`) that promotes meanwhile would otherwise be replaced by a head never compared
     # with it. The version is named inside, so two runs never pick the same name.
     with registry_lock(options.registry):
         fitted = _named(fitted, new_version_name(options.registry))
         comparison = _compare(options, extractor, extracted, fitted)
-        engines = {extractor.runtime.tag: comparison.results[fitted.version]} | others
+        engines = {extractor.runtime.tag: comparison.results[fitted.version]} | _engine_results(
+            others, extracted, fitted, comparison.scored
+        )
         promoted, decision = decide_promotion(
             options.promote, fitted.version, comparison.results, comparison.current
         )
@@ -136,14 +138,25 @@ def _on_other_engines(
     others: dict[str, ClipFeatureExtractor],
     extracted: ExtractedFeatures,
     fitted: _Fitted,
-) -> dict[str, dict[str, Any]]:
-    """The new head's test-split metrics on each other engine's features of the same images."""
+) -> dict[str, ExtractedFeatures]:
+    """Each other engine's features of the test split's images."""
     test_items = [extracted.items[index] for index in fitted.split.test]
+    return {tag: _extract(options, other, extracted_items=test_items) for tag, other in others.items()}
+
+
+def _engine_results(
+    others: dict[str, ExtractedFeatures], extracted: ExtractedFeatures, fitted: _Fitted, scored: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """The new head's metrics on each other engine's features of the images the comparison scored
+    every model on (the serving engine's row is the comparison's: the same images)."""
+    wanted = {extracted.content_hashes[index] for index in scored}
     results = {}
-    for tag, other in others.items():
-        features = _extract(options, other, extracted_items=test_items)
-        probabilities = fitted.head.positive_probability(features.features)
-        results[tag] = classification_metrics(features.labels, probabilities, threshold=fitted.head.threshold)
+    for tag, features in others.items():
+        rows = np.array([i for i, key in enumerate(features.content_hashes) if key in wanted], dtype=np.intp)
+        probabilities = fitted.head.positive_probability(features.features[rows])
+        results[tag] = classification_metrics(
+            features.labels[rows], probabilities, threshold=fitted.head.threshold
+        )
     return results
 
 
