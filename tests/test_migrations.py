@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -153,3 +154,27 @@ def test_any_real_file_size_and_a_long_camera_name_are_stored(database_url: str,
     engine.dispose()
     assert tuple(stored) == (3_000_000_000, camera) and len(camera) == 400
     assert in_view == 3_000_000_000
+
+
+def test_a_database_a_newer_version_migrated_is_one_line_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A site rolled back to an older release (or a second host still on one) finds a revision
+    # it has no script for: `db upgrade` and `watch` must not die in Alembic, and the readers
+    # must not send the operator to `db upgrade`, which cannot help.
+    import sqlite3
+
+    from tests.helpers import write_config
+    from watcher.commands.main import main
+
+    config = write_config(tmp_path / "config.toml", {"display": {"timezone": "UTC"}})
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    with sqlite3.connect(tmp_path / "data" / "results.sqlite3") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0099_from_the_future'")
+    connection.close()
+    capsys.readouterr()
+    for command in (["db", "upgrade"], ["results"], ["status"]):
+        assert main([*command, "--config", str(config)]) == 1, command
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "Traceback" not in error, error
+        assert "0099_from_the_future" in error and "newer" in error and "db upgrade" not in error, error

@@ -14,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 import migrations
+from watcher.store.errors import StorageFailed
 from watcher.store.session import translated_errors
 
 logger = logging.getLogger(__name__)
@@ -31,11 +32,30 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
     return config
 
 
+class NewerSchema(StorageFailed):
+    """The database's revision is none of this release's migrations: a newer cctv-gender
+    migrated it. Nothing here can read or upgrade it (Alembic would fail on the unknown id)."""
+
+
+def require_known_revision(revision: str | None) -> None:
+    """NewerSchema unless `revision` is empty (None) or one of `migrations/`'s."""
+    if revision is None:
+        return
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+    if revision not in {script.revision for script in scripts.walk_revisions()}:
+        raise NewerSchema(
+            f"its schema is at revision {revision}, which this cctv-gender does not know (its newest "
+            f"is {scripts.get_current_head()}): a newer version migrated it; run that version"
+        )
+
+
 def upgrade_to_head(engine: Engine) -> str | None:
-    """Bring the schema to the newest revision; returns that revision."""
+    """Bring the schema to the newest revision; returns that revision. NewerSchema when a newer
+    release has migrated it past what this one knows."""
     config = _alembic_config(engine)
     with translated_errors(), _one_migrator_at_a_time(engine):
         before = current_revision(engine)
+        require_known_revision(before)
         command.upgrade(config, "head")
         after = current_revision(engine)
     if before != after:

@@ -12,7 +12,7 @@ from watcher.config import Config, ConfigError
 from watcher.errors import StartupError
 from watcher.store.engine import make_engine, sqlite_file
 from watcher.store.errors import StorageError
-from watcher.store.migrate import current_revision, head_revision, upgrade_to_head
+from watcher.store.migrate import current_revision, head_revision, require_known_revision, upgrade_to_head
 
 
 def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> Engine:
@@ -55,7 +55,10 @@ def _open(config: Config, *, migrate: bool, read_only: bool) -> Engine:
     engine = make_engine(config.database_url, busy_timeout_ms=settings.busy_timeout_ms, read_only=read_only)
     if migrate:
         upgrade_to_head(engine)
-    elif current_revision(engine) != head_revision():
+        return engine
+    revision = current_revision(engine)
+    require_known_revision(revision)  # a newer release's schema: `db upgrade` cannot help
+    if revision != head_revision():
         raise StartupError(
             f"the database at {engine.url.render_as_string(hide_password=True)} is not at the "
             "current schema; run `cctv-gender db upgrade`"
