@@ -339,3 +339,25 @@ def test_db_copy_refuses_a_bad_target(
     assert main(["db", "upgrade", "--config", str(config)]) == 0
     assert main(["db", "copy", "--to", "nosuchdb://x", "--config", str(config)]) == 1
     assert "--to:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        # A dialect whose driver is not installed: one line, like database.url's, no traceback.
+        ("mysql://user@host/db", "driver is not installed (MySQLdb)"),
+        # Every row "copied" into a database that is gone when the command ends.
+        ("sqlite://", "in-memory"),
+        ("sqlite:///:memory:", "in-memory"),
+    ],
+)
+def test_db_copy_refuses_a_target_it_cannot_use_in_one_line(
+    make_config: Callable[..., Path], capsys: pytest.CaptureFixture[str], target: str, said: str
+) -> None:
+    config = make_config()
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["db", "copy", "--to", target, "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert "copied" not in captured.out
+    assert captured.err.count("\n") == 1 and "--to:" in captured.err and said in captured.err, captured.err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from watcher.commands.arguments import add_config
@@ -11,7 +12,7 @@ from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupError
 from watcher.store.copy import copy_results
-from watcher.store.engine import make_engine
+from watcher.store.engine import make_engine, sqlite_file
 from watcher.store.errors import StorageError
 from watcher.store.migrate import current_revision
 from watcher.store.opening import open_database
@@ -48,9 +49,14 @@ def upgrade(config: Config) -> int:
 def copy(config: Config, *, target_url: str) -> int:
     source = open_database(config, migrate=False, read_only=True)
     try:
+        if sqlite_file(target_url) is None and make_url(target_url).get_backend_name() == "sqlite":
+            # Each connection would get its own empty database: every row "copied", then gone.
+            raise StartupError("--to: an in-memory SQLite database keeps nothing: name a file")
         target = make_engine(target_url, busy_timeout_ms=config.database.busy_timeout_ms)
     except (ArgumentError, NoSuchModuleError) as error:
         raise StartupError(f"--to: {error}") from None
+    except ImportError as error:  # a dialect whose driver is not installed (mysql://)
+        raise StartupError(f"--to: its driver is not installed ({error.name or error})") from None
     shown = target.url.render_as_string(hide_password=True)
     if shown == source.url.render_as_string(hide_password=True):
         raise StartupError("--to names the database this config already uses")
