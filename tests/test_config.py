@@ -212,6 +212,13 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
             id="nothing_left_to_train_on",
         ),
         pytest.param(
+            # SQLite's busy_timeout and PostgreSQL's lock_timeout are C ints: past one, SQLite
+            # silently waits not at all and PostgreSQL refuses every connection.
+            {"database": {"busy_timeout_ms": 2**31}},
+            "database.busy_timeout_ms: Input should be less than or equal to 2147483647",
+            id="busy_timeout_past_a_c_int",
+        ),
+        pytest.param(
             {"paths": {"data": "inbox/state"}},
             "paths.data: the database file must not be inside paths.inbox",
             id="database_in_the_inbox",

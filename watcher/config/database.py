@@ -49,6 +49,9 @@ class DatabaseConfig(Section):
     busy_timeout_ms: int = Field(
         10_000,
         ge=0,
+        # A C int in both: SQLite took a larger one as 0 (no wait at all), PostgreSQL's
+        # lock_timeout refused it at every connection.
+        le=2**31 - 1,
         description="How long a writer waits for a locked SQLite database (for its turn among this "
         "process's writes, then for another process's); on PostgreSQL, the lock_timeout. Past it "
         "the batch is parked and retried.",
