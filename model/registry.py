@@ -73,9 +73,25 @@ class HeadMetadata:
             known = {name: raw.pop(name) for name in list(raw) if name in cls.__dataclass_fields__}
             known["label_order"] = tuple(known.get("label_order", ()))
             known["clip_identity"] = {str(k): str(v) for k, v in (known.get("clip_identity") or {}).items()}
-            return cls(**known, extra=raw)
+            metadata = cls(**known, extra=raw)
+            metadata._check_types()
+            return metadata
         except (OSError, ValueError, TypeError, AttributeError) as error:
             raise RegistryError(f"{path}: unreadable head metadata: {error}") from None
+
+    def _check_types(self) -> None:
+        """TypeError naming the first field of the wrong type (a hand-edited file): a `null`
+        threshold would otherwise pass here and break whatever formats or compares it later."""
+        texts = ("version", "clip_model", "preprocessing_version")
+        for name in texts:
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be text, not {getattr(self, name)!r}")
+        if isinstance(self.feature_size, bool) or not isinstance(self.feature_size, int):
+            raise TypeError(f"feature_size must be a whole number, not {self.feature_size!r}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float):
+            raise TypeError(f"threshold must be a number, not {self.threshold!r}")
+        if not all(isinstance(label, str) for label in self.label_order):
+            raise TypeError(f"label_order must be a list of labels, not {list(self.label_order)!r}")
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -115,6 +131,8 @@ def current_version(registry: Path) -> str | None:
         version = pointer.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise RegistryError(f"{pointer}: not a version name (not UTF-8 text)") from None
     return version or None
 
 

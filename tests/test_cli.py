@@ -143,3 +143,34 @@ def test_results_rejects_a_bad_limit(processed_config: Path, capsys: pytest.Capt
         main(["results", "--limit", "0", "--config", str(processed_config)])
     assert caught.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_a_hand_edited_registry_is_one_line_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "config.toml", {"display": {"timezone": "UTC"}})
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    registry = tmp_path / "data" / "models"
+    usable = {"clip_model": "clip", "feature_size": 8, "preprocessing_version": "p1"}
+    for version, changes in (
+        ("v1", {}),
+        ("v2", {"threshold": None}),  # a field the head needs, of the wrong type: left out
+        ("v3", {"feature_size": "8"}),
+        ("v4", {"created_at": None, "metrics": {"test": {"accuracy": "high"}}}),  # only shown
+    ):
+        (registry / version).mkdir(parents=True)
+        (registry / version / "head.keras").write_bytes(b"")
+        metadata = {**usable, **changes, "version": version}
+        (registry / version / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["models", "list", "--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err, captured.err
+    listed = [line.split()[0] for line in captured.out.splitlines()[1:] if not line.startswith("(")]
+    assert listed == ["v1", "v4"]
+    # A `current` pointer that is not text: the registry is unusable, said in one line.
+    (registry / "current").write_bytes(b"\xff\xfe")
+    for command in (["models", "list"], ["status"]):
+        assert main([*command, "--config", str(config)]) == 1, command
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "Traceback" not in error and "current" in error, error

@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from model.registry import RegistryError
 from watcher.commands import (
     backfill,
     completion,
@@ -180,7 +181,7 @@ def _guarded(
         return _config_error(error, debug=debug)
     except BrokenPipeError:
         raise  # not an error: see main()
-    except (StartupError, StorageError, OSError) as error:
+    except (StartupError, StorageError, RegistryError, OSError) as error:
         _traceback(error, debug=debug)
         print(f"cctv-gender: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_FAILURE

@@ -52,12 +52,15 @@ def list_heads(config: Config) -> int:
         return EXIT_OK
     print(f"{'':2}{'version':<20} {'created':<26} {'test accuracy':>13} {'threshold':>9}  clip")
     for metadata in versions:
-        test = metadata.extra.get("metrics", {}).get("test", {})
-        accuracy = f"{test['accuracy']:.3f}" if "accuracy" in test else "-"
+        # What training wrote beside the head is only shown: a hand-edited value shows as "-".
+        metrics = metadata.extra.get("metrics")
+        test = metrics.get("test") if isinstance(metrics, dict) else None
+        accuracy = test.get("accuracy") if isinstance(test, dict) else None
+        shown_accuracy = f"{accuracy:.3f}" if isinstance(accuracy, int | float) else "-"
         marker = "* " if metadata.version == current else "  "
-        created = metadata.extra.get("created_at", "-")
+        created = str(metadata.extra.get("created_at") or "-")
         print(
-            f"{marker}{metadata.version:<20} {created:<26} {accuracy:>13} "
+            f"{marker}{metadata.version:<20} {created:<26} {shown_accuracy:>13} "
             f"{metadata.threshold:>9.3f}  {metadata.clip_model}"
         )
     if current is None:
