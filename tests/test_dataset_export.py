@@ -115,3 +115,26 @@ def test_a_failed_export_leaves_no_folder_behind(
     out = tmp_path / "dataset"
     assert main(["dataset", "export", str(out), "--reviewed", "--config", str(reviewed)]) == 1
     assert not out.exists() and [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("named_as", ["link", "dot"])
+def test_an_empty_folder_named_through_a_link_or_as_dot_takes_the_export(
+    reviewed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named_as: str
+) -> None:
+    # "DIR must be new or empty": a link to an empty folder (datasets on a share) and `.` (run
+    # from inside the empty folder) are both that; they failed with "Not a directory" and
+    # "Invalid argument" (the rename went to the link's name, or to "."), exit 1.
+    real = tmp_path / "datasets" / "reviewed"
+    real.mkdir(parents=True)
+    if named_as == "link":
+        (tmp_path / "link").symlink_to(real)
+        argument = str(tmp_path / "link")
+    else:
+        monkeypatch.chdir(real)
+        argument = "."
+    assert main(["dataset", "export", argument, "--reviewed", "--config", str(reviewed)]) == 0
+    assert sorted(path.name for path in (real / "MALE").iterdir()) == ["3.bmp"]
+    assert (real / "manifest.csv").is_file()
+    if named_as == "link":
+        assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == real
+    assert [path.name for path in real.parent.iterdir()] == ["reviewed"]  # no work folder left

@@ -42,9 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
-    folder: Path = args.folder
+    named: Path = args.folder
+    # The real folder: the export is built beside it and renamed to it, which must be neither
+    # a link to an empty folder (the rename would meet the link) nor `.` (no rename to ".").
+    folder = Path(os.path.realpath(named))  # never raises (a link loop is left as it is)
     if folder.exists() and any(folder.iterdir()):
-        raise UsageError(f"{folder} is not empty: export into a new folder")
+        raise UsageError(f"{named} is not empty: export into a new folder")
     filters = filters_from(args, zone=config.display.zone)
     engine = open_database(config, migrate=False, read_only=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         engine.dispose()
     print(
         f"exported {plural(counts['female'], 'female frame')} and {plural(counts['male'], 'male frame')} "
-        f"to {folder} (manifest: {folder / MANIFEST})"
+        f"to {named} (manifest: {named / MANIFEST})"
     )
     if counts["skipped"]:
         print(f"{plural(counts['skipped'], 'frame')} skipped: gone, refused or duplicate (see the manifest)")
