@@ -37,6 +37,8 @@ class FilterParams:
     def result_filter(
         self, *, zone: tzinfo, default_time: TimeBasis, before_id: int | None = None
     ) -> ResultFilter:
+        refuse_nul("camera", *self.cameras)
+        refuse_nul("model", *([self.model] if self.model is not None else []))
         try:
             since, until = time_window(self.since, self.until, zone=zone)
         except ValueError as error:
@@ -52,3 +54,10 @@ class FilterParams:
             time_basis=self.time or default_time,
             before_id=before_id,
         )
+
+
+def refuse_nul(name: str, *values: str) -> None:
+    """422 for a NUL byte: no camera folder or model version holds one, and PostgreSQL's text
+    cannot, so it would come back as the database's error (503) instead of the request's."""
+    if any("\0" in value for value in values):
+        raise HTTPException(status_code=422, detail=f"{name}: a NUL byte names nothing")
