@@ -46,7 +46,19 @@ def test_a_port_in_use_is_one_line(config: Path, capsys: pytest.CaptureFixture[s
         port = taken.getsockname()[1]
         assert main(["serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"]) == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert "Address already in use" in line
+    assert "Address already in use" in line and f"--listen 127.0.0.1:{port}" in line
+
+
+def test_a_listen_name_that_does_not_resolve_is_one_line_naming_it(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said only "Name or service not known": which name, from where?
+    (tmp_path / "data").mkdir()
+    seed_results(f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}", [])
+    path = make_config(web={"listen": "cctv-box.invalid:8600", "token": "s3cret-token-for-tests"})
+    assert main(["serve", "--config", str(path)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "web.listen cctv-box.invalid:8600" in line and "Traceback" not in line
 
 
 @pytest.mark.parametrize("listen", ["8600", "127.0.0.1:", "127.0.0.1:70000", ":8600"])

@@ -10,6 +10,7 @@ from watcher.commands.arguments import UsageError, add_config
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config, ConfigError
 from watcher.config.web import is_loopback, split_listen
+from watcher.errors import StartupError
 from watcher.store.opening import open_database
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,11 @@ def run(config: Config, args: argparse.Namespace) -> int:
     writer = open_database(config, migrate=False)
     gate = Gate(token=config.web.token, token_name=config.web.token_name)
     app = create_app(WebContext(config=config, reader=reader, writer=writer, gate=gate), listen_host=host)
-    listening = _bind(host, port)  # a port in use is one line (OSError), before uvicorn starts
+    try:
+        listening = _bind(host, port)  # before uvicorn starts
+    except OSError as error:  # a port in use, a name that does not resolve: one line naming it
+        given = "--listen" if args.listen else "web.listen"
+        raise StartupError(f"cannot listen on {given} {listen}: {error.strerror or error}") from None
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, server_header=False)
     )
