@@ -83,6 +83,41 @@ def test_a_head_that_fails_to_load_leaves_the_old_one_serving(
     assert _versions(database) == ["v-good"]
 
 
+def _pointer_made_a_folder(pointer: Path) -> None:
+    pointer.unlink()
+    pointer.mkdir()
+
+
+@pytest.mark.parametrize(
+    "break_pointer",
+    [lambda pointer: pointer.write_bytes(b"\xff\xfe\n"), _pointer_made_a_folder],
+    ids=["not-text", "a-folder"],
+)
+def test_a_current_pointer_that_cannot_be_read_leaves_the_old_head_serving(
+    start_daemon: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    tiny_clip: Path,
+    caplog: pytest.LogCaptureFixture,
+    break_pointer: Callable[[Path], object],
+) -> None:
+    # A hand-edited (or half-restored) registry: the daemon's check for a promotion read the
+    # pointer outside its guard, and a pointer it could not read stopped the daemon.
+    registry = tmp_path / "data" / "models"
+    _register(registry, tiny_clip, "v-good")
+    promote(registry, "v-good")
+    running = start_daemon()
+    database = tmp_path / "data" / "results.sqlite3"
+
+    break_pointer(registry / "current")
+    running.turns_from_now(3)
+    write_bmp(tmp_path / "inbox" / "x.bmp")
+    wait_for(lambda: len(_versions(database)) == 1, what="a row")
+
+    assert _versions(database) == ["v-good"]
+    assert running.thread.is_alive()
+    assert caplog.text.count("cannot read which head to serve") == 1, "said once, not at every batch"
+
+
 def test_sighup_reloads_and_the_daemon_keeps_running(
     make_config: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -20,10 +20,19 @@ class HeadReloader:
         self._registry = registry
         self._load = load
         self._pointer_seen = current_version(registry)
+        self._unreadable: str | None = None  # why the pointer could not be read, once said
 
     def check(self, *, serving: Head, force: bool = False) -> Head | None:
-        """A newly loaded head if the pointer moved (or `force`), else None."""
-        pointer = current_version(self._registry)
+        """A newly loaded head if the pointer moved (or `force`), else None. A pointer that cannot
+        be read (hand-edited, a folder) leaves the serving head as it is, said once."""
+        try:
+            pointer = current_version(self._registry)
+        except (RegistryError, OSError) as error:
+            if str(error) != self._unreadable:
+                self._unreadable = str(error)
+                logger.error("keeping head %s: cannot read which head to serve: %s", serving.version, error)
+            return None
+        self._unreadable = None
         if not force and pointer == self._pointer_seen:
             return None
         self._pointer_seen = pointer
