@@ -138,3 +138,19 @@ def test_an_empty_folder_named_through_a_link_or_as_dot_takes_the_export(
     if named_as == "link":
         assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == real
     assert [path.name for path in real.parent.iterdir()] == ["reviewed"]  # no work folder left
+
+
+def test_an_export_into_dot_is_where_the_shell_stands_afterwards(
+    reviewed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Review of 27820b0: `.` is resolved, rmdir'd and replaced by the work folder's rename. The
+    # process (and the operator's shell) still stands in the removed directory: the printed
+    # "manifest: manifest.csv" is not there, `ls` shows nothing, os.getcwd() fails.
+    import os
+
+    real = tmp_path / "datasets" / "reviewed"
+    real.mkdir(parents=True)
+    monkeypatch.chdir(real)
+    assert main(["dataset", "export", ".", "--reviewed", "--config", str(reviewed)]) == 0
+    assert "manifest: manifest.csv" in capsys.readouterr().out
+    assert Path("manifest.csv").is_file(), os.listdir(".")
