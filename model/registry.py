@@ -15,15 +15,13 @@ head is never promoted over one it was not compared with.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
@@ -32,6 +30,7 @@ from typing import Any
 
 from model.identity import ClipIdentity, recorded_identity
 from model.labels import LABEL_ORDER
+from model.registry_lock import registry_lock
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +39,8 @@ HISTORY_FILE = "history"
 HEAD_FILE = "head.keras"
 METADATA_FILE = "metadata.json"
 LEARNT_FILE = "learnt"
+# More than any version name (a timestamp and a suffix): a pointer longer is read this far.
+MAX_POINTER_BYTES = 4096
 
 
 class RegistryError(Exception):
@@ -100,40 +101,38 @@ class HeadMetadata:
         return json.dumps({**data, **extra}, indent=2, sort_keys=True) + "\n"
 
 
-# The registries this process holds the lock of, and the thread holding each (it may take it again).
-_holders: dict[Path, int] = {}
-
-
-@contextmanager
-def registry_lock(registry: Path) -> Iterator[None]:
-    """Hold `registry`'s lock (an flock on its folder, made if missing) for the block: another
-    process or thread waits; the thread that holds it may take it again."""
-    registry.mkdir(parents=True, exist_ok=True)
-    key = registry.resolve()
-    if _holders.get(key) == threading.get_ident():
-        yield
-        return
-    descriptor = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        _holders[key] = threading.get_ident()
-        try:
-            yield
-        finally:
-            del _holders[key]
-    finally:
-        os.close(descriptor)  # releases the lock
-
-
 def current_version(registry: Path) -> str | None:
+    """The version served (None: zero-shot, no pointer). RegistryError for a pointer that cannot
+    be read as one: not text, not a file (a FIFO there is never waited on: the daemon's loop
+    reads it between batches), unreadable."""
     pointer = registry / CURRENT_POINTER
     try:
-        version = pointer.read_text(encoding="utf-8").strip()
+        descriptor = os.open(pointer, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError as error:
+        raise RegistryError(f"{pointer}: cannot be read: {error.strerror or error}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise RegistryError(f"{pointer}: not a file naming a version")
+        with os.fdopen(os.dup(descriptor), "rb") as handle:
+            version = handle.read(MAX_POINTER_BYTES).decode("utf-8").strip()
     except UnicodeDecodeError:
         raise RegistryError(f"{pointer}: not a version name (not UTF-8 text)") from None
+    except OSError as error:
+        raise RegistryError(f"{pointer}: cannot be read: {error.strerror or error}") from None
+    finally:
+        os.close(descriptor)
     return version or None
+
+
+def served_version(registry: Path) -> str:
+    """What `status` and the web pages show as served when no daemon says: the pointer's version,
+    `zero-shot` without one, or why it cannot be read."""
+    try:
+        return current_version(registry) or "zero-shot"
+    except RegistryError as error:
+        return f"unknown ({error})"
 
 
 def learnt_images(registry: Path, version: str) -> frozenset[str] | None:

@@ -25,8 +25,8 @@ from model.registry import (
     learnt_images,
     new_version_name,
     promote,
-    registry_lock,
 )
+from model.registry_lock import registry_lock
 from model.report import comparison_table
 from model.serving import build_zero_shot_head, load_registered_head
 from model.train_record import register_run
@@ -200,8 +200,11 @@ def _compare(
     """The new head, zero-shot, a logistic probe and the current head, on the test split only: on
     its images the current head did not learn, where enough of each class are left."""
     x, y = extracted.features, extracted.labels
-    current = current_version(options.registry)
     incumbent, note = None, ""
+    try:
+        current = current_version(options.registry)
+    except RegistryError as error:  # a finished run is not lost to a hand-edited pointer
+        current, note = None, f" (the current head is not known: {error})"
     if current is not None:
         try:
             incumbent = load_registered_head(options.registry, current, clip=extractor)

@@ -117,40 +117,35 @@ def test_a_failed_export_leaves_no_folder_behind(
     assert not out.exists() and [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
 
 
-@pytest.mark.parametrize("named_as", ["link", "dot"])
-def test_an_empty_folder_named_through_a_link_or_as_dot_takes_the_export(
-    reviewed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named_as: str
-) -> None:
-    # "DIR must be new or empty": a link to an empty folder (datasets on a share) and `.` (run
-    # from inside the empty folder) are both that; they failed with "Not a directory" and
-    # "Invalid argument" (the rename went to the link's name, or to "."), exit 1.
+def test_an_empty_folder_named_through_a_link_takes_the_export(reviewed: Path, tmp_path: Path) -> None:
+    # "DIR must be new or empty": a link to an empty folder (datasets on a share) is that; it
+    # failed with "Not a directory" (the rename went to the link's name), exit 1.
     real = tmp_path / "datasets" / "reviewed"
     real.mkdir(parents=True)
-    if named_as == "link":
-        (tmp_path / "link").symlink_to(real)
-        argument = str(tmp_path / "link")
-    else:
-        monkeypatch.chdir(real)
-        argument = "."
-    assert main(["dataset", "export", argument, "--reviewed", "--config", str(reviewed)]) == 0
+    (tmp_path / "link").symlink_to(real)
+    assert main(["dataset", "export", str(tmp_path / "link"), "--reviewed", "--config", str(reviewed)]) == 0
     assert sorted(path.name for path in (real / "MALE").iterdir()) == ["3.bmp"]
     assert (real / "manifest.csv").is_file()
-    if named_as == "link":
-        assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == real
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == real
     assert [path.name for path in real.parent.iterdir()] == ["reviewed"]  # no work folder left
 
 
-def test_an_export_into_dot_is_where_the_shell_stands_afterwards(
-    reviewed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("named_as", [".", "../reviewed"])
+def test_the_folder_one_stands_in_is_refused_with_a_message(
+    reviewed: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    named_as: str,
 ) -> None:
-    # Review of 27820b0: `.` is resolved, rmdir'd and replaced by the work folder's rename. The
-    # process (and the operator's shell) still stands in the removed directory: the printed
-    # "manifest: manifest.csv" is not there, `ls` shows nothing, os.getcwd() fails.
-    import os
-
+    # Replaced by the export (built beside it, renamed into place), it left the shell standing in
+    # the removed folder: the printed manifest not there, `ls` empty, os.getcwd() failing (found
+    # by review). Before that, "Invalid argument", exit 1.
     real = tmp_path / "datasets" / "reviewed"
     real.mkdir(parents=True)
     monkeypatch.chdir(real)
-    assert main(["dataset", "export", ".", "--reviewed", "--config", str(reviewed)]) == 0
-    assert "manifest: manifest.csv" in capsys.readouterr().out
-    assert Path("manifest.csv").is_file(), os.listdir(".")
+    with pytest.raises(SystemExit) as stopped:
+        main(["dataset", "export", named_as, "--reviewed", "--config", str(reviewed)])
+    assert stopped.value.code == 2
+    assert "is the folder you are in" in capsys.readouterr().err
+    assert list(real.iterdir()) == [] and [path.name for path in real.parent.iterdir()] == ["reviewed"]

@@ -43,11 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Config, args: argparse.Namespace) -> int:
     named: Path = args.folder
-    # The real folder: the export is built beside it and renamed to it, which must be neither
-    # a link to an empty folder (the rename would meet the link) nor `.` (no rename to ".").
+    # The real folder: the export is built beside it and renamed to it, which must not be a link
+    # to an empty folder (the rename would meet the link).
     folder = Path(os.path.realpath(named))  # never raises (a link loop is left as it is)
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"{named} is not empty: export into a new folder")
+    if folder == Path(os.path.realpath(os.curdir)):
+        # Replaced by the export, it would leave the shell standing in a removed folder (empty).
+        raise UsageError(f"{named} is the folder you are in: name it from its parent (cd ..)")
     filters = filters_from(args, zone=config.display.zone)
     engine = open_database(config, migrate=False, read_only=True)
     folder.parent.mkdir(parents=True, exist_ok=True)

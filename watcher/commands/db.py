@@ -53,7 +53,7 @@ def copy(config: Config, *, target_url: str) -> int:
             # Each connection would get its own empty database: every row "copied", then gone.
             raise StartupError("--to: an in-memory SQLite database keeps nothing: name a file")
         target = make_engine(target_url, busy_timeout_ms=config.database.busy_timeout_ms)
-    except (ArgumentError, NoSuchModuleError) as error:
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:  # ValueError: a port not a number
         raise StartupError(f"--to: {error}") from None
     except ImportError as error:  # a dialect whose driver is not installed (mysql://)
         raise StartupError(f"--to: its driver is not installed ({error.name or error})") from None

@@ -46,9 +46,12 @@ def run(config: Config, args: argparse.Namespace) -> int:
     app = create_app(WebContext(config=config, reader=reader, writer=writer, gate=gate), listen_host=host)
     try:
         listening = _bind(host, port)  # before uvicorn starts
-    except OSError as error:  # a port in use, a name that does not resolve: one line naming it
+    # A port in use, a name that does not resolve, or one the IDNA codec refuses (an empty label:
+    # "cctv-box..lan", UnicodeError): one line naming it.
+    except (OSError, UnicodeError) as error:
         given = "--listen" if args.listen else "web.listen"
-        raise StartupError(f"cannot listen on {given} {listen}: {error.strerror or error}") from None
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise StartupError(f"cannot listen on {given} {listen}: {reason}") from None
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, server_header=False)
     )

@@ -28,7 +28,7 @@ class HeadReloader:
         try:
             pointer = current_version(self._registry)
         except (RegistryError, OSError) as error:
-            if str(error) != self._unreadable:
+            if force or str(error) != self._unreadable:  # a SIGHUP is always answered
                 self._unreadable = str(error)
                 logger.error("keeping head %s: cannot read which head to serve: %s", serving.version, error)
             return None

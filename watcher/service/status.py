@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from model.registry import current_version
+from model.registry import RegistryError, current_version
 from watcher.config import Config
 from watcher.intake.placement import UNMOVABLE_DIRNAME
 from watcher.intake.suspects import stopped_cleanly
@@ -59,6 +59,7 @@ def collect_status(
     )
     started_at = min(datetime.fromisoformat(status.started_at) for status in statuses) if statuses else None
     unmovable = config.in_progress / UNMOVABLE_DIRNAME
+    served, registry_problems = _served(config)
     problems = [
         *inbox_problems(
             waiting=waiting,
@@ -70,6 +71,7 @@ def collect_status(
         ),
         *instance_problems(seen, areas=areas, running=running),
         *set_aside_problems(files_in(unmovable), folder=unmovable),
+        *registry_problems,
     ]
     last = activity.last_processed_at
     return StatusReport(
@@ -78,9 +80,7 @@ def collect_status(
         running=bool(running),
         instances=running,
         instances_seen=seen,
-        model_version=(
-            statuses[0].model_version if statuses else (current_version(config.registry_dir) or "zero-shot")
-        ),
+        model_version=statuses[0].model_version if statuses else served,
         waiting=waiting,
         in_progress=sum(areas.values()),
         processed_last_hour=activity.processed,
@@ -88,6 +88,15 @@ def collect_status(
         frames_per_s=round(sum(status.frames_per_s for status in statuses), 1),
         last_batch_age_s=round((now - last).total_seconds(), 1) if last is not None else None,
     )
+
+
+def _served(config: Config) -> tuple[str, list[str]]:
+    """The head the registry serves, and, where its pointer cannot be read (a daemon would not
+    start), the problem."""
+    try:
+        return current_version(config.registry_dir) or "zero-shot", []
+    except RegistryError as error:
+        return "unknown", [f"the served head cannot be known (a daemon would not start): {error}"]
 
 
 def _instances_seen(

@@ -23,7 +23,11 @@ def sqlite_file(url: str | URL) -> Path | None:
         return None
     assert database is not None
     if parsed.query.get("uri") == "true" or database.startswith("file:"):
+        if parsed.query.get("mode") == "memory" or "mode=memory" in database:
+            return None  # `file:name?mode=memory&uri=true`: in memory, whatever its name
         database = database.removeprefix("file:").partition("?")[0]
+        if database in ("", ":memory:"):
+            return None
     return Path(database)
 
 

@@ -82,8 +82,16 @@ def _one_migrator_at_a_time(engine: Engine) -> Iterator[None]:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's revision; NewerSchema where it has several (a newer release's branches:
+    this release has none)."""
     with translated_errors(), engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        heads = MigrationContext.configure(connection).get_current_heads()
+    if len(heads) > 1:
+        raise NewerSchema(
+            f"its schema is at revisions {', '.join(heads)}, branches this cctv-gender does not know: "
+            "a newer version migrated it; run that version"
+        )
+    return heads[0] if heads else None
 
 
 def head_revision() -> str | None:

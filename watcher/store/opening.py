@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from watcher.config import Config, ConfigError
@@ -43,11 +43,19 @@ def _one_line_error(config: Config, error: Exception) -> ConfigError | StartupEr
     if isinstance(error, ImportError):
         driver = error.name or error
         return ConfigError(f"{config.source}: database.url: its driver is not installed ({driver})")
-    cannot = f"cannot open the database {config.database_url}"
+    cannot = f"cannot open the database {_shown(config.database_url)}"
     if isinstance(error, OSError):
         return StartupError(f"{cannot}: {error.strerror or error}")
     # StorageError: unreachable, locked, or not a database at all ("file is not a database").
     return StartupError(f"{cannot}: {error}")
+
+
+def _shown(url: str) -> str:
+    """The URL as it may be printed (to a journal, say): its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(database.url)"
 
 
 def _open(config: Config, *, migrate: bool, read_only: bool) -> Engine:

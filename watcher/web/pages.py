@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from model.registry import current_version
+from model.registry import served_version
 from watcher.service.status_report import RECENTLY
 from watcher.store.export import iter_results
 from watcher.store.queries import ResultFilter, TimeBasis, result_fields
@@ -91,7 +91,7 @@ def dashboard(
                 "failed": sum(chart.failed for chart in charts),
             },
             "failed": failed,
-            "model": ", ".join(serving) or current_version(context.config.registry_dir) or "zero-shot",
+            "model": ", ".join(serving) or served_version(context.config.registry_dir),
             "last_processed_at": activity.last_processed_at,
             "processed_last_hour": activity.processed,
             "reviews": review_counts(context.reader),

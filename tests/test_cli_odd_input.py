@@ -1,6 +1,5 @@
-"""Reproductions from the review of e5cabfb..4874f0c (operator CLI fixes). Each test states the
-rule ("one clear line, never a traceback"; "nothing a file can do stops the running parts") and
-fails on 4874f0c."""
+"""Odd input at the operator's surface, each found by review: one clear line, never a traceback,
+and nothing a file in the registry can do holds the daemon's loop or the web pages."""
 
 from __future__ import annotations
 
@@ -36,9 +35,7 @@ def _one_line(main_args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/"])
-def test_web_app_survives_a_current_pointer_that_is_not_text(
-    tmp_path: Path, path: str
-) -> None:
+def test_web_app_survives_a_current_pointer_that_is_not_text(tmp_path: Path, path: str) -> None:
     # 047797f turned a non-UTF-8 `current` into RegistryError (a folder there is IsADirectoryError);
     # the web app handles only StorageError, and /healthz and the dashboard read the pointer when
     # no daemon instance reports its model: a 500 and a traceback in serve's log.
@@ -77,13 +74,13 @@ def test_db_copy_to_a_url_with_a_bad_port_is_one_line(
     # ValueError for a port that is not a number (database.url's validator turns the same into
     # a config error; --to has no validator).
     config = _site(tmp_path)
-    error = _one_line(["db", "copy", "--to", "postgresql+psycopg://user@host:54x2/db", "--config", str(config)], capsys)
+    error = _one_line(
+        ["db", "copy", "--to", "postgresql+psycopg://user@host:54x2/db", "--config", str(config)], capsys
+    )
     assert "--to" in error
 
 
-def test_db_copy_refuses_an_in_memory_sqlite_uri(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_db_copy_refuses_an_in_memory_sqlite_uri(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # sqlite_file() accepts the URI form and returns Path("mem") for it, so the new in-memory
     # check passes it; SQLAlchemy opens it as a memory database: "copied N rows", then gone.
     config = _site(tmp_path)
@@ -122,7 +119,10 @@ def test_a_database_that_cannot_be_opened_never_shows_its_password(
     pytest.importorskip("psycopg")
     config = write_config(
         tmp_path / "config.toml",
-        {"display": {"timezone": "UTC"}, "database": {"url": "postgresql+psycopg://cctv:hunter2@127.0.0.1:1/db"}},
+        {
+            "display": {"timezone": "UTC"},
+            "database": {"url": "postgresql+psycopg://cctv:hunter2@127.0.0.1:1/db"},
+        },
     )
     error = _one_line(["results", "--config", str(config)], capsys)
     assert "hunter2" not in error, error
