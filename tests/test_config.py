@@ -360,6 +360,13 @@ def test_every_problem_is_reported_one_line_each(tmp_path: Path) -> None:
     assert all(line.startswith(f"{path}: ") for line in lines)
 
 
+def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Found by review: "not valid TOML: Invalid statement (at line 1, column 1)", its cause invisible.
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'[display]\ntimezone = "UTC"\n')
+    assert load_config(path).display.timezone == "UTC"
+
+
 def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[batch\nsize = 3\n")

@@ -64,7 +64,8 @@ def load_config(path: Path) -> Config:
     """Read and validate one config file (its relative paths resolved against its folder), or
     raise `ConfigError` listing every problem, a line each: `file: section.key: message`."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark, as Windows' Notepad saves, is no "Invalid statement".
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
