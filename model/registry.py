@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 
 from model.identity import ClipIdentity, recorded_identity
 from model.labels import LABEL_ORDER
+from model.registry_files import NotAFile, as_umask_allows, read_regular, write_atomically
 from model.registry_lock import registry_lock
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ METADATA_FILE = "metadata.json"
 LEARNT_FILE = "learnt"
 # More than any version name (a timestamp and a suffix): a pointer longer is read this far.
 MAX_POINTER_BYTES = 4096
+# More than any metadata.json the training writes.
+MAX_METADATA_BYTES = 16 * 1024 * 1024
 
 
 class RegistryError(Exception):
@@ -70,7 +72,8 @@ class HeadMetadata:
     def read(cls, version_dir: Path) -> HeadMetadata:
         path = version_dir / METADATA_FILE
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            # Read between batches on the daemon's loop: a FIFO there must not hold it.
+            raw = json.loads(read_regular(path, limit=MAX_METADATA_BYTES).decode("utf-8"))
             known = {name: raw.pop(name) for name in list(raw) if name in cls.__dataclass_fields__}
             known["label_order"] = tuple(known.get("label_order", ()))
             known["clip_identity"] = {str(k): str(v) for k, v in (known.get("clip_identity") or {}).items()}
@@ -107,22 +110,15 @@ def current_version(registry: Path) -> str | None:
     reads it between batches), unreadable."""
     pointer = registry / CURRENT_POINTER
     try:
-        descriptor = os.open(pointer, os.O_RDONLY | os.O_NONBLOCK)
+        version = read_regular(pointer, limit=MAX_POINTER_BYTES).decode("utf-8").strip()
     except FileNotFoundError:
         return None
-    except OSError as error:
-        raise RegistryError(f"{pointer}: cannot be read: {error.strerror or error}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise RegistryError(f"{pointer}: not a file naming a version")
-        with os.fdopen(os.dup(descriptor), "rb") as handle:
-            version = handle.read(MAX_POINTER_BYTES).decode("utf-8").strip()
+    except NotAFile:
+        raise RegistryError(f"{pointer}: not a file naming a version") from None
     except UnicodeDecodeError:
         raise RegistryError(f"{pointer}: not a version name (not UTF-8 text)") from None
     except OSError as error:
         raise RegistryError(f"{pointer}: cannot be read: {error.strerror or error}") from None
-    finally:
-        os.close(descriptor)
     return version or None
 
 
@@ -170,6 +166,7 @@ def register_version(registry: Path, version: str, write: Callable[[Path], None]
         raise RegistryError(f"{final}: version {version!r} already exists")
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=registry))
     try:
+        as_umask_allows(staging)  # mkdtemp's 0700 would keep the operators' group out
         write(staging)
         os.rename(staging, final)
     except BaseException:
@@ -188,22 +185,11 @@ def register_head(registry: Path, model: Any, metadata: HeadMetadata) -> Path:
     return register_version(registry, metadata.version, write)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-
-
 def set_current(registry: Path, version: str) -> None:
     """Point `current` at `version` with one atomic rename."""
     with registry_lock(registry):
         version_dir(registry, version)
-        _write_atomically(registry / CURRENT_POINTER, version + "\n")
+        write_atomically(registry / CURRENT_POINTER, version + "\n")
     logger.info("registry %s: current head is now %s", registry, version)
 
 
@@ -224,7 +210,7 @@ def promote(registry: Path, version: str) -> None:
         version_dir(registry, version)
         history = [name for name in promotion_history(registry) if name != version] + [version]
         set_current(registry, version)
-        _write_atomically(registry / HISTORY_FILE, "\n".join(history) + "\n")
+        write_atomically(registry / HISTORY_FILE, "\n".join(history) + "\n")
 
 
 def rollback(registry: Path) -> str | None:
@@ -243,7 +229,7 @@ def _rollback(registry: Path) -> str | None:
     # Otherwise the current head's promotion was cut short after it moved the pointer (promote
     # moves it first), before it recorded the version: the last recorded one served before it,
     # even where the current head was promoted once before (a re-promotion) and is listed earlier.
-    _write_atomically(registry / HISTORY_FILE, "".join(f"{name}\n" for name in history))
+    write_atomically(registry / HISTORY_FILE, "".join(f"{name}\n" for name in history))
     if not history:
         (registry / CURRENT_POINTER).unlink()
         logger.info("registry %s: rolled back to zero-shot", registry)

@@ -83,6 +83,7 @@ class _Comparison:
     current: str | None
     note: str  # why the current head is missing from the comparison, or on what it was scored
     scored: np.ndarray  # the test split's images every model was scored on (indices)
+    current_unknown: bool = False  # the registry's pointer could not be read
 
 
 def train(
@@ -113,9 +114,13 @@ def train(
         engines = {extractor.runtime.tag: comparison.results[fitted.version]} | _engine_results(
             others, extracted, fitted, comparison.scored
         )
-        promoted, decision = decide_promotion(
-            options.promote, fitted.version, comparison.results, comparison.current
-        )
+        if comparison.current_unknown and options.promote == "auto":
+            # Promoted, it would replace a head it was never compared with: the daemon's.
+            promoted, decision = False, "not promoted: the current head is not known"
+        else:
+            promoted, decision = decide_promotion(
+                options.promote, fitted.version, comparison.results, comparison.current
+            )
         decision += comparison.note
         folder = register_run(options, extractor, extracted, fitted, comparison, counts, engines, decision)
         if promoted:
@@ -200,11 +205,11 @@ def _compare(
     """The new head, zero-shot, a logistic probe and the current head, on the test split only: on
     its images the current head did not learn, where enough of each class are left."""
     x, y = extracted.features, extracted.labels
-    incumbent, note = None, ""
+    incumbent, note, unknown = None, "", False
     try:
         current = current_version(options.registry)
     except RegistryError as error:  # a finished run is not lost to a hand-edited pointer
-        current, note = None, f" (the current head is not known: {error})"
+        current, note, unknown = None, f" (the current head is not known: {error})", True
     if current is not None:
         try:
             incumbent = load_registered_head(options.registry, current, clip=extractor)
@@ -224,7 +229,7 @@ def _compare(
         name: classification_metrics(y[scored], positive, threshold=threshold)
         for name, (positive, threshold) in probabilities.items()
     }
-    return _Comparison(probabilities, results, current, note, scored)
+    return _Comparison(probabilities, results, current, note, scored, current_unknown=unknown)
 
 
 def _scored(

@@ -264,3 +264,22 @@ def test_the_current_head_is_not_scored_on_images_it_was_trained_on(
         assert len(unseen) < len(test)
         report = (registry / newest / "report.md").read_text()
         assert f"every model scored on the other {len(unseen)}" in report
+
+
+def test_a_current_pointer_that_cannot_be_read_neither_loses_the_run_nor_is_promoted_over(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by review: the comparison read the pointer outside its guard (the finished run was
+    # lost); then, read as no head at all, `auto` promoted over the head the daemon serves,
+    # which the new one was never compared with.
+    config = make_config()
+    registry = tmp_path / "data" / "models"
+    registry.mkdir(parents=True)
+    (registry / CURRENT_POINTER).write_bytes(b"\xff\xfe\n")
+    data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=21)
+
+    assert _train(config, data) == 0
+
+    assert "not promoted: the current head is not known" in capsys.readouterr().out
+    assert _only_version(registry).is_dir()
+    assert (registry / CURRENT_POINTER).read_bytes() == b"\xff\xfe\n"

@@ -12,7 +12,7 @@ from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupError
 from watcher.store.copy import copy_results
-from watcher.store.engine import make_engine, sqlite_file
+from watcher.store.engine import make_engine, shown_url, sqlite_file
 from watcher.store.errors import StorageError
 from watcher.store.migrate import current_revision
 from watcher.store.opening import open_database
@@ -57,8 +57,8 @@ def copy(config: Config, *, target_url: str) -> int:
         raise StartupError(f"--to: {error}") from None
     except ImportError as error:  # a dialect whose driver is not installed (mysql://)
         raise StartupError(f"--to: its driver is not installed ({error.name or error})") from None
-    shown = target.url.render_as_string(hide_password=True)
-    if shown == source.url.render_as_string(hide_password=True):
+    shown = shown_url(target.url)
+    if shown == shown_url(source.url):
         raise StartupError("--to names the database this config already uses")
     try:
         report = copy_results(source, target)

@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from model.messages import first_line
@@ -32,7 +31,7 @@ from watcher.config import Config, ConfigError, load_config
 from watcher.errors import StartupError
 from watcher.intake.folders import FOLDERS_MARK
 from watcher.reports import RunReport
-from watcher.store.engine import sqlite_file
+from watcher.store.engine import shown_url, sqlite_file
 from watcher.store.errors import StorageError
 
 HELP = "check the install: a small random CLIP and generated frames through the real pipeline"
@@ -242,4 +241,4 @@ def _nearest_writable(path: Path) -> bool:
 
 
 def _hidden_password(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    return shown_url(url)

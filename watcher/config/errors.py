@@ -27,6 +27,10 @@ def raise_problems(problems: Sequence[tuple[str, str]]) -> None:
         raise ConfigProblems(problems)
 
 
+# Keys whose values may hold a password or a token.
+SECRET_KEYS = frozenset({"database.url", "web.token"})
+
+
 def describe(error: ValidationError) -> list[str]:
     """`section.key: message` for every problem pydantic found, in the order of the keys."""
     lines: list[str] = []
@@ -40,7 +44,9 @@ def describe(error: ValidationError) -> list[str]:
             lines.append(f"{_key(location)}: unknown key")
         else:
             message = details["msg"].removeprefix("Value error, ")
-            lines.append(f"{_key(location)}: {message} (got {details['input']!r})")
+            # A secret is not printed back (the line goes to the journal): the key says enough.
+            shown = "" if _key(location) in SECRET_KEYS else f" (got {details['input']!r})"
+            lines.append(f"{_key(location)}: {message}{shown}")
     return list(dict.fromkeys(lines))
 
 

@@ -59,7 +59,8 @@ def collect_status(
     )
     started_at = min(datetime.fromisoformat(status.started_at) for status in statuses) if statuses else None
     unmovable = config.in_progress / UNMOVABLE_DIRNAME
-    served, registry_problems = _served(config)
+    # A running daemon says what it serves; else the registry's pointer is read.
+    served, registry_problems = (statuses[0].model_version, []) if statuses else _served(config)
     problems = [
         *inbox_problems(
             waiting=waiting,
@@ -80,7 +81,7 @@ def collect_status(
         running=bool(running),
         instances=running,
         instances_seen=seen,
-        model_version=statuses[0].model_version if statuses else served,
+        model_version=served,
         waiting=waiting,
         in_progress=sum(areas.values()),
         processed_last_hour=activity.processed,
@@ -91,12 +92,12 @@ def collect_status(
 
 
 def _served(config: Config) -> tuple[str, list[str]]:
-    """The head the registry serves, and, where its pointer cannot be read (a daemon would not
-    start), the problem."""
+    """The head the registry serves, and, where its pointer cannot be read (a daemon that cannot
+    read it does not start), the problem."""
     try:
         return current_version(config.registry_dir) or "zero-shot", []
     except RegistryError as error:
-        return "unknown", [f"the served head cannot be known (a daemon would not start): {error}"]
+        return "unknown", [f"the served head cannot be known: {error}"]
 
 
 def _instances_seen(

@@ -14,6 +14,14 @@ from watcher.store.pg_service import service_settings
 from watcher.store.write_gate import add_write_gate
 
 
+def shown_url(url: str | URL) -> str:
+    """The URL as it may be printed (a journal, a terminal): its password hidden, written before
+    the host or as a `password=` parameter (libpq takes either)."""
+    parsed = make_url(url)
+    query = {key: "***" if key.lower() == "password" else value for key, value in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
 def sqlite_file(url: str | URL) -> Path | None:
     """The file a SQLite URL names (also in URI form, `sqlite:///file:/path?uri=true`), or None
     for another database or an in-memory one. Raises ArgumentError for a URL that is not one."""
@@ -23,8 +31,10 @@ def sqlite_file(url: str | URL) -> Path | None:
         return None
     assert database is not None
     if parsed.query.get("uri") == "true" or database.startswith("file:"):
-        if parsed.query.get("mode") == "memory" or "mode=memory" in database:
-            return None  # `file:name?mode=memory&uri=true`: in memory, whatever its name
+        # `file:name?mode=memory&uri=true` (or `vfs=memdb`): in memory, whatever its name.
+        in_memory = parsed.query.get("mode") == "memory" or parsed.query.get("vfs") == "memdb"
+        if database.startswith("file:") and in_memory:
+            return None
         database = database.removeprefix("file:").partition("?")[0]
         if database in ("", ":memory:"):
             return None

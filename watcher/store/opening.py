@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from watcher.config import Config, ConfigError
 from watcher.errors import StartupError
-from watcher.store.engine import make_engine, sqlite_file
+from watcher.store.engine import make_engine, shown_url, sqlite_file
 from watcher.store.errors import StorageError
 from watcher.store.migrate import current_revision, head_revision, require_known_revision, upgrade_to_head
 
@@ -53,7 +53,7 @@ def _one_line_error(config: Config, error: Exception) -> ConfigError | StartupEr
 def _shown(url: str) -> str:
     """The URL as it may be printed (to a journal, say): its password hidden."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return shown_url(url)
     except (ArgumentError, ValueError):
         return "(database.url)"
 
@@ -68,7 +68,7 @@ def _open(config: Config, *, migrate: bool, read_only: bool) -> Engine:
     require_known_revision(revision)  # a newer release's schema: `db upgrade` cannot help
     if revision != head_revision():
         raise StartupError(
-            f"the database at {engine.url.render_as_string(hide_password=True)} is not at the "
+            f"the database at {shown_url(engine.url)} is not at the "
             "current schema; run `cctv-gender db upgrade`"
         )
     return engine
