@@ -116,7 +116,7 @@ def train(
         )
         if comparison.current_unknown and options.promote == "auto":
             # Promoted, it would replace a head it was never compared with: the daemon's.
-            promoted, decision = False, "not promoted: the current head is not known"
+            promoted, decision = False, "not promoted"
         else:
             promoted, decision = decide_promotion(
                 options.promote, fitted.version, comparison.results, comparison.current

@@ -160,21 +160,37 @@ def test_a_symlinked_pointer_is_read(tmp_path: Path) -> None:
 # --- findings ---------------------------------------------------------------------------------
 
 
-def test_the_pointer_is_group_readable_under_the_units_umask(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("umask", "proc", "expected"),
+    [(0o027, True, 0o640), (0o077, False, 0o600)],
+    ids=["the unit's umask", "no /proc: as closed as can be"],
+)
+def test_the_pointer_takes_the_umasks_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int, proc: bool, expected: int
+) -> None:
     # systemd/cctv-gender.service: UMask=0027, "Group cctv-gender (operators) may read the database
-    # and registry". _write_atomically writes `current` through mkstemp: always 0600. An operator
-    # in the group then cannot read it, and since 27266bf `status` reads it even while a daemon
-    # runs (_served is unconditional; before, only when no daemon reported): a healthy site's
-    # status says "the served head cannot be known (a daemon would not start)" and exits 1.
+    # and registry". mkstemp made `current` 0600 whatever the umask: an operator in the group could
+    # not read it, and `status` then called a healthy site unhealthy. Where the umask cannot be read
+    # (no /proc), the fallback must not open what the umask would have closed.
+    import model.registry_files as files
+
+    if not proc:
+        real = Path.read_text
+
+        def no_proc(self: Path, *args: object, **kwargs: object) -> str:
+            if str(self) == "/proc/self/status":
+                raise FileNotFoundError(str(self))
+            return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(files.Path, "read_text", no_proc)
     (tmp_path / "v1").mkdir()
     (tmp_path / "v1" / "head.keras").write_bytes(b"")
-    old = os.umask(0o027)
+    old = os.umask(umask)
     try:
         set_current(tmp_path, "v1")
     finally:
         os.umask(old)
-    mode = (tmp_path / "current").stat().st_mode & 0o777
-    assert mode & 0o040, oct(mode)
+    assert (tmp_path / "current").stat().st_mode & 0o777 == expected
 
 
 def test_a_sqlite_uri_file_under_a_folder_named_mode_memory_is_a_file(tmp_path: Path) -> None:

@@ -280,6 +280,6 @@ def test_a_current_pointer_that_cannot_be_read_neither_loses_the_run_nor_is_prom
 
     assert _train(config, data) == 0
 
-    assert "not promoted: the current head is not known" in capsys.readouterr().out
+    assert "not promoted (the current head is not known: " in capsys.readouterr().out
     assert _only_version(registry).is_dir()
     assert (registry / CURRENT_POINTER).read_bytes() == b"\xff\xfe\n"

@@ -10,6 +10,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from watcher.commands.arguments import add_config
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
+from watcher.config.database import refuse_unencoded_at
 from watcher.errors import StartupError
 from watcher.store.copy import copy_results
 from watcher.store.engine import make_engine, shown_url, sqlite_file
@@ -49,12 +50,15 @@ def upgrade(config: Config) -> int:
 def copy(config: Config, *, target_url: str) -> int:
     source = open_database(config, migrate=False, read_only=True)
     try:
+        refuse_unencoded_at(target_url)
         if sqlite_file(target_url) is None and make_url(target_url).get_backend_name() == "sqlite":
             # Each connection would get its own empty database: every row "copied", then gone.
             raise StartupError("--to: an in-memory SQLite database keeps nothing: name a file")
         target = make_engine(target_url, busy_timeout_ms=config.database.busy_timeout_ms)
-    except (ArgumentError, NoSuchModuleError, ValueError) as error:  # ValueError: a port not a number
+    except (ArgumentError, NoSuchModuleError) as error:
         raise StartupError(f"--to: {error}") from None
+    except ValueError:  # a port that is not a number: its text (a password's tail?) not printed
+        raise StartupError("--to: not a URL that can be read (is its port a number?)") from None
     except ImportError as error:  # a dialect whose driver is not installed (mysql://)
         raise StartupError(f"--to: its driver is not installed ({error.name or error})") from None
     shown = shown_url(target.url)

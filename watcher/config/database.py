@@ -13,14 +13,28 @@ from sqlalchemy.exc import ArgumentError
 from watcher.config.base import OptionalText, Section, resolve, source_of
 
 
+def refuse_unencoded_at(url: str) -> None:
+    """ValueError for a server URL whose user name or password holds a bare `@`: the URL would be
+    split at it, and the rest of the password printed as the host in every error."""
+    scheme, _, rest = url.partition("://")
+    if scheme.startswith("sqlite"):
+        return  # no user or password; a path may hold an `@`
+    before_query = rest.partition("?")[0]
+    if before_query[: before_query.rfind("@")].count("@"):
+        raise ValueError("its user name or password holds an `@`: write it as %40")
+
+
 def _resolve_sqlite_path(url: str | None, info: ValidationInfo) -> str | None:
     source = source_of(info)
     if url is None or source is None:
         return url
+    refuse_unencoded_at(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
         return url  # opening the database reports it, naming database.url
+    except ValueError:  # its text (a password's tail, say) is not printed back
+        raise ValueError("not a URL that can be read (is its port a number?)") from None
     database = parsed.database
     if parsed.get_backend_name() == "sqlite" and database in (None, "", ":memory:"):
         # Each connection would get its own empty database: rows written, then never seen.

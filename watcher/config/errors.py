@@ -45,7 +45,9 @@ def describe(error: ValidationError) -> list[str]:
         else:
             message = details["msg"].removeprefix("Value error, ")
             # A secret is not printed back (the line goes to the journal): the key says enough.
-            shown = "" if _key(location) in SECRET_KEYS else f" (got {details['input']!r})"
+            key = _key(location)
+            secret = any(key == name or name.startswith(f"{key}.") for name in SECRET_KEYS)
+            shown = "" if secret else f" (got {details['input']!r})"
             lines.append(f"{_key(location)}: {message}{shown}")
     return list(dict.fromkeys(lines))
 

