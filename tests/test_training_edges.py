@@ -30,6 +30,20 @@ def _only_version(registry: Path) -> Path:
     return folder
 
 
+def _splits_kept(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """Each training run's features and split, in order, as the runs fit."""
+    kept: list[tuple[Any, Any]] = []
+    original = train_run._fit
+
+    def fit_and_keep(options: Any, extracted: Any) -> Any:
+        fitted = original(options, extracted)
+        kept.append((extracted, fitted.split))
+        return fitted
+
+    monkeypatch.setattr(train_run, "_fit", fit_and_keep)
+    return kept
+
+
 def test_copies_of_an_image_never_land_in_two_splits(
     make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -43,15 +57,7 @@ def test_copies_of_an_image_never_land_in_two_splits(
                 shutil.copy(path, path.with_name(f"{path.stem}-copy{copy}.bmp"))
     # And one picture filed under both classes.
     shutil.copy(data / "FEMALE" / "f0000.bmp", data / "MALE" / "also-female.bmp")
-    seen: list[Any] = []
-    original = train_run._fit
-
-    def fit_and_keep(options: Any, extracted: Any) -> Any:
-        fitted = original(options, extracted)
-        seen.append((extracted, fitted.split))
-        return fitted
-
-    monkeypatch.setattr(train_run, "_fit", fit_and_keep)
+    seen = _splits_kept(monkeypatch)
 
     assert _train(config, data, "--promote", "never") == 0
 
@@ -228,15 +234,7 @@ def test_the_current_head_is_not_scored_on_images_it_was_trained_on(
     config = make_config()
     registry = tmp_path / "data" / "models"
     data = make_labelled_folder(tmp_path / "labelled", per_class=30, seed=12)
-    runs: list[tuple[Any, Any]] = []
-    original = train_run._fit
-
-    def fit_and_keep(options: Any, extracted: Any) -> Any:
-        fitted = original(options, extracted)
-        runs.append((extracted, fitted.split))
-        return fitted
-
-    monkeypatch.setattr(train_run, "_fit", fit_and_keep)
+    runs = _splits_kept(monkeypatch)
     assert _train(config, data, "--promote", "force", "--seed", first_seed) == 0
     incumbent = current_version(registry)
     assert incumbent is not None

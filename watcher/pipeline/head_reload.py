@@ -27,7 +27,7 @@ class HeadReloader:
         be read (hand-edited, a folder) leaves the serving head as it is, said once."""
         try:
             pointer = current_version(self._registry)
-        except (RegistryError, OSError) as error:
+        except RegistryError as error:  # current_version says every OSError as one
             if force or str(error) != self._unreadable:  # a SIGHUP is always answered
                 self._unreadable = str(error)
                 logger.error("keeping head %s: cannot read which head to serve: %s", serving.version, error)

@@ -108,9 +108,8 @@ class Recovery:
         crashed and whose recovery was cut short (its frames not reached yet must still each be
         processed alone by the next adopter), nor one holding a crasher failed unopened whose
         mark could not be written (it would be opened in a batch), nor one where no mark can be
-        made (out of inodes): those stay unmarked, and the
-        suspects we hold in them get back the count they had, as no crash came of our attempt
-        (the next run raises it again)."""
+        made (out of inodes): those stay unmarked, and the suspects we hold in them get back the
+        count they had, as no crash came of our attempt (the next run raises it again)."""
         held = self._dispatcher.held()
         areas = [self._instance.area, *(orphan.area for orphan in self._adopted)]
         crashed = suspects.LastStop.CRASHED
