@@ -22,9 +22,15 @@ class DatasetError(Exception):
 class LabelledImage:
     path: Path
     label: Label
+    root: Path | None = None  # the labelled folder it was found in
 
     @property
     def name(self) -> str:
+        """The image as the operator filed it: its path from the labelled folder
+        (FEMALE/cam-1/x.bmp), so that the same file name in two class or camera folders stays two
+        entries in the report's skipped images."""
+        if self.root is not None:
+            return self.path.relative_to(self.root).as_posix()
         return f"{self.path.parent.name}/{self.path.name}"
 
 
@@ -57,7 +63,7 @@ def scan_labelled_folder(root: Path) -> list[LabelledImage]:
     for label in LABEL_ORDER:
         for path in sorted(class_dirs[label].rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-                images.append(LabelledImage(path=path, label=label))
+                images.append(LabelledImage(path=path, label=label, root=root))
     return images
 
 

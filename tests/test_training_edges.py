@@ -281,3 +281,22 @@ def test_a_current_pointer_that_cannot_be_read_neither_loses_the_run_nor_is_prom
     assert "not promoted (the current head is not known: " in capsys.readouterr().out
     assert _only_version(registry).is_dir()
     assert (registry / CURRENT_POINTER).read_bytes() == b"\xff\xfe\n"
+
+
+def test_the_same_file_name_in_two_nested_folders_is_listed_twice(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Camera folders inside the class folders often repeat names (cam-1/0001.bmp under both
+    classes): each unreadable one is its own entry, named from the labelled folder."""
+    config = make_config()
+    data = make_labelled_folder(tmp_path / "labelled", per_class=20, seed=8)
+    for label in ("FEMALE", "MALE"):
+        (data / label / "cam-1").mkdir()
+        (data / label / "cam-1" / "0001.bmp").write_bytes(b"not an image")
+
+    assert _train(config, data, "--promote", "never") == 0
+
+    assert "2 images skipped" in capsys.readouterr().out
+    report = (_only_version(tmp_path / "data" / "models") / "report.md").read_text(encoding="utf-8")
+    assert "| FEMALE/cam-1/0001.bmp | not a recognised image format |" in report
+    assert "| MALE/cam-1/0001.bmp | not a recognised image format |" in report
