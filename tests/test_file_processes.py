@@ -509,3 +509,77 @@ def test_frames_in_a_buffer_that_is_not_contiguous_are_still_their_bytes() -> No
     rows = packed_rows(frames, torch.device("cpu"))
 
     assert rows.tolist() == [[buffer[0:4].tolist()], [buffer[4:8].tolist()]]
+
+
+def test_frames_larger_than_an_arenas_room_make_it_grow(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Frames of 800x600 (1.4 MB, more than the 1 MiB a frame the arenas start with): a full
+    batch that did not fit makes the arenas grow, so later batches are read into them, not sent
+    through the workers' pipes (a few hundred KB a system call, each waiting for the GIL); the
+    rows are the thread path's, and no shared memory is left behind."""
+    from model.clip_features import ClipFeatureExtractor
+
+    frames = {f"cam-hd/{index:02d}.bmp": index for index in range(24)}
+
+    def rows(root: Path, processes: int) -> dict[str, tuple]:
+        config = make_config(
+            paths={name: str(root / name) for name in ("inbox", "processed", "failed", "data")},
+            batch={"size": 4, "file_processes": processes},
+            database={"store_embeddings": True},
+        )
+        for relative, seed in frames.items():
+            write_bmp(root / "inbox" / relative, width=800, height=600, seed=seed)
+        assert main(["watch", "--once", "--config", str(config)]) == 0
+        assert files_under(root / "inbox") == []
+        return _rows(root)
+
+    threads = rows(tmp_path / "p0", 0)
+    in_an_arena: list[list[bool]] = []  # for each model pass, each frame's
+    features = ClipFeatureExtractor.image_features
+
+    def watched(self: ClipFeatureExtractor, images: list) -> np.ndarray:
+        in_an_arena.append([isinstance(image, PackedBmp) for image in images])
+        return features(self, images)
+
+    monkeypatch.setattr(ClipFeatureExtractor, "image_features", watched)
+    shared_before = set(os.listdir("/dev/shm"))
+    processes = rows(tmp_path / "p2", 2)
+
+    assert sorted(processes) == sorted(threads) == sorted(frames)
+    for source, (status, label, probability, sha256, width, height, embedding) in processes.items():
+        expected = threads[source]
+        assert (status, label, sha256, width, height) == ("ok", expected[1], *expected[3:6]), source
+        assert probability == pytest.approx(expected[2], abs=1e-6), source
+        assert np.allclose(unpack_embeddings([embedding]), unpack_embeddings([expected[6]]), atol=1e-6)
+    assert not all(in_an_arena[0]), "the first batch found too little room (else this tests nothing)"
+    assert all(in_an_arena[-1]), in_an_arena
+    assert capfd.readouterr().err.count("frame buffers grow to 1.4 MiB a frame (was 1.0)") == 1
+    assert set(os.listdir("/dev/shm")) - shared_before == set()
+
+
+def test_a_worker_lets_go_of_the_buffers_the_daemon_removed(tmp_path: Path) -> None:
+    """A grown arena's old buffer is unlinked by the daemon; the workers that mapped it unmap it
+    at their next read, so its memory goes (a mapping keeps a removed shared memory's pages)."""
+    from multiprocessing.shared_memory import SharedMemory
+
+    from watcher.pipeline import file_work
+    from watcher.pipeline.stages import FrameBounds
+
+    old, new = SharedMemory(create=True, size=2**20), SharedMemory(create=True, size=2**20)
+    bounds = FrameBounds(max_pixels=10**7, max_file_bytes=2**24)
+    try:
+        assert file_work.read_share([], bounds, old.name, 0, old.size) == []
+        assert old.name in file_work._attached
+        old.unlink()
+        assert file_work.read_share([], bounds, new.name, 0, new.size) == []
+        assert old.name not in file_work._attached
+        assert new.name in file_work._attached
+    finally:
+        for memory in (old, new):
+            memory.close()
+        file_work._attached.pop(new.name).close()
+        new.unlink()

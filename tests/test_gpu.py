@@ -57,7 +57,7 @@ def test_arenas_are_pinned_and_packed_frames_give_the_decoded_frames_features(ti
     extractor = ClipFeatureExtractor(str(tiny_clip), runtime=resolve_runtime(device="cuda", precision="fp16"))
     device = extractor.runtime.device
     files = [bmp_bytes(width=640, height=480, seed=seed) for seed in range(6)]
-    pool = ArenaPool(count=1, size=len(files) * 2**20, device=device)
+    pool = ArenaPool(count=1, frames=len(files), device=device)
     try:
         with pool.lease() as arena:
             assert arena.tensor.is_pinned()

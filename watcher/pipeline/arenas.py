@@ -6,12 +6,20 @@ from there to the device (see model.packed). Pinned on CUDA, so those copies run
 On a GPU there are fewer arenas than batches in flight: a batch gives its arena back as soon as
 its pixels are on the device, before the model runs, its rows are committed and its files moved.
 On a CPU a batch holds its arena until the model has its pixels.
+
+The arenas start with room for frames of 640x480 and grow for larger ones: a frame that finds no
+room travels through its worker's pipe instead, a few hundred kilobytes a system call, each of
+which gives the GIL back and waits to take it again beside the daemon's busy threads (1920x1080
+frames, 6 MB each: the daemon's own CPU 9.9 ms a frame that way, 0.5 ms read into an arena;
+`bench/daemon_cpu.py --width 1920 --height 1080`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.shared_memory import SharedMemory
@@ -19,15 +27,26 @@ from multiprocessing.shared_memory import SharedMemory
 import torch
 
 from model.packed import pin_host_memory, unpin_host_memory
+from watcher.pipeline.file_work import SHARED_MEMORY
 
-# Room a frame gets in an arena: a 640x480 24-bit BMP is 900 KiB. Larger frames share what
-# smaller ones leave, and what finds no room travels through the worker's pipe instead (slower).
+logger = logging.getLogger(__name__)
+
+# Room a frame gets in an arena at first: a 640x480 24-bit BMP is 900 KiB. Larger frames share
+# what smaller ones leave, and the arenas grow when full batches need more (ArenaPool.fit).
 ARENA_BYTES_PER_FRAME = 1024 * 1024
+# How far they grow: a 3840x2160 24-bit BMP is 24 MiB; and all of them together (pinned on a
+# GPU: host memory that cannot be swapped), so that a camera of huge frames costs speed, not
+# the host's memory. Frames beyond that travel through the pipes, as before.
+MAX_BYTES_PER_FRAME = 32 * 1024 * 1024
+MAX_ARENAS_BYTES = 4 * 1024 * 1024 * 1024
+# A full batch asks for room for this share of its frames: one odd frame never makes them grow.
+FITTED_SHARE = 0.9
+# Slack a frame's room has beyond its file's bytes: the read's one byte more (a file still
+# growing is refused, not slurped) and the 64-byte alignment of the next frame's start.
+_ROOM_SLACK = 128
 # Arenas with the model on a GPU, whatever the lanes: a batch holds one only while its frames
 # are read and copied to the device, a fraction of its way through (see BatchProcessor).
 GPU_ARENAS = 2
-# Where Linux keeps POSIX shared memory.
-SHARED_MEMORY = "/dev/shm"
 
 
 class Arena:
@@ -38,16 +57,34 @@ class Arena:
         self.tensor = torch.frombuffer(self._memory.buf, dtype=torch.uint8)
         self._device = device
         self._pinned = pin_host_memory(self.tensor, device)
+        self._retired = False
 
     def close(self) -> None:
         """Unmap and remove it. Only once no batch can touch it: torch.frombuffer holds no lock on
         the mapping, so a view used after this would fault (BatchProcessor.close runs after the
         batch threads have ended)."""
+        self.retire()
+        self.unmap()
+
+    def retire(self) -> None:
+        """Unpinned and its name removed: no worker can attach to it again, and its memory goes
+        once every mapping of it has (see unmap)."""
         if self._pinned:
             unpin_host_memory(self.tensor, self._device)
-        del self.tensor
-        self._memory.close()
-        self._memory.unlink()
+            self._pinned = False
+        if not self._retired:
+            self._retired = True
+            self._memory.unlink()
+
+    def unmap(self) -> bool:
+        """Its memory unmapped here; False while a view of it still lives (a finished batch's
+        frames not yet collected, say): then later."""
+        self.tensor = torch.empty(0, dtype=torch.uint8)  # the view of the whole mapping let go
+        try:
+            self._memory.close()
+        except BufferError:
+            return False
+        return True
 
 
 class ArenasUnavailable(RuntimeError):
@@ -55,32 +92,79 @@ class ArenasUnavailable(RuntimeError):
 
 
 class ArenaPool:
-    def __init__(self, *, count: int, size: int, device: torch.device) -> None:
-        # Shared memory is a tmpfs: an arena larger than what is free there is created anyway and
-        # dies of SIGBUS when a worker writes past the free space. Refused up front instead.
-        free = _shared_memory_free()
-        if free is not None and free < count * size:
-            raise ArenasUnavailable(
-                f"{count} frame buffers of {size // 2**20} MiB need {count * size // 2**20} MiB of shared "
-                f"memory, {SHARED_MEMORY} has {free // 2**20} MiB free"
-            )
-        self._arenas = [Arena(size, device) for _ in range(count)]
+    """`count` arenas of room for `frames` frames each, leased one a batch."""
+
+    def __init__(self, *, count: int, frames: int, device: torch.device) -> None:
+        self._frames, self._device = frames, device
+        self._room = ARENA_BYTES_PER_FRAME  # a frame's, in the arenas made from now on
+        _require_room(count * frames * self._room, what=f"{count} frame buffers of {frames} MiB")
+        self._arenas = [Arena(frames * self._room, device) for _ in range(count)]
         self._free: queue.Queue[Arena] = queue.Queue()
         for arena in self._arenas:
             self._free.put(arena)
+        self._retired: list[Arena] = []  # replaced, still mapped by a view somewhere
+        self._grown_as_asked = True  # False once shared memory refused to grow them
+        self._replacing = threading.Lock()  # batch threads lease side by side
 
     @contextmanager
     def lease(self) -> Iterator[Arena]:
         """An arena for one batch, waiting for one to be given back if none is free."""
         arena = self._free.get()
+        if arena.size < self._frames * self._room:
+            with self._replacing:
+                arena = self._replaced(arena)
         try:
             yield arena
         finally:
             self._free.put(arena)
 
+    def fit(self, frame_sizes: list[int]) -> None:
+        """Grow the arenas (as each is next leased) when a full batch's frames, of these sizes in
+        bytes, did not find room enough: room for FITTED_SHARE of them, within the limits."""
+        if len(frame_sizes) < self._frames or not self._grown_as_asked:
+            return  # a batch flushed by time is small, and waits little: no measure of the site
+        fitted = sorted(frame_sizes)[int(FITTED_SHARE * (len(frame_sizes) - 1))] + _ROOM_SLACK
+        within = min(MAX_BYTES_PER_FRAME, MAX_ARENAS_BYTES // (len(self._arenas) * self._frames))
+        room = min(-(-fitted // 4096) * 4096, within)  # whole pages
+        with self._replacing:  # batches side by side ask once
+            if room <= self._room:
+                return
+            logger.info(
+                "frame buffers grow to %.1f MiB a frame (was %.1f): frames of %d bytes",
+                room / 2**20,
+                self._room / 2**20,
+                fitted - _ROOM_SLACK,
+            )
+            self._room = room
+
+    def _replaced(self, arena: Arena) -> Arena:
+        size = self._frames * self._room
+        try:
+            _require_room(size, what=f"a frame buffer of {size // 2**20} MiB")
+            grown = Arena(size, self._device)
+        except (ArenasUnavailable, OSError) as error:
+            logger.warning("frame buffers stay as they are (larger frames go through pipes): %s", error)
+            self._grown_as_asked = False
+            self._room = arena.size // self._frames
+            return arena
+        self._arenas[self._arenas.index(arena)] = grown
+        arena.retire()
+        self._retired = [old for old in [*self._retired, arena] if not old.unmap()]
+        return grown
+
     def close(self) -> None:
-        for arena in self._arenas:
+        for arena in [*self._arenas, *self._retired]:
             arena.close()
+
+
+def _require_room(size: int, *, what: str) -> None:
+    # Shared memory is a tmpfs: an arena larger than what is free there is created anyway and
+    # dies of SIGBUS when a worker writes past the free space. Refused up front instead.
+    free = _shared_memory_free()
+    if free is not None and free < size:
+        raise ArenasUnavailable(
+            f"{what} need {size // 2**20} MiB of shared memory, {SHARED_MEMORY} has {free // 2**20} MiB free"
+        )
 
 
 def _shared_memory_free() -> int | None:

@@ -33,8 +33,11 @@ from watcher.pipeline.stages import Claimed, FrameBounds
 # Frames start on this boundary in a shared buffer: whole cache lines for the copies out of it.
 ALIGNMENT = 64
 _PR_SET_PDEATHSIG = 1
+# Where Linux keeps POSIX shared memory (as watcher.pipeline.arenas, which imports torch: a
+# worker never does).
+SHARED_MEMORY = "/dev/shm"
 
-# Shared buffers this worker has opened, by name: opened once, kept for the worker's life.
+# Shared buffers this worker has opened, by name: opened once, kept while the daemon keeps them.
 _attached: dict[str, SharedMemory] = {}
 
 
@@ -154,6 +157,7 @@ def read_share(
     """Read, hash and decode frames into `buffer[start:end]` (the name of a shared buffer). Each
     job is a frame and the reason it is refused unopened, if any. Their claims are made durable by
     the daemon, once for the whole batch (see BatchProcessor)."""
+    _let_go_of_retired()  # a look at each one kept: microseconds, against milliseconds of reading
     memory = _attached.get(buffer)
     if memory is None:
         memory = _attached[buffer] = SharedMemory(name=buffer)
@@ -244,6 +248,16 @@ def move_all(moves: list[Move]) -> dict[str, str]:
     for move in moves:
         release(move.frame)
     return relocated
+
+
+def _let_go_of_retired() -> None:
+    """Unmap the shared buffers the daemon has removed (it grew them: see
+    watcher.pipeline.arenas), so that their memory goes."""
+    for name in [name for name in _attached if not (Path(SHARED_MEMORY) / name).exists()]:
+        try:
+            _attached.pop(name).close()
+        except BufferError:  # a view of it still lives: unmapped when that goes
+            pass
 
 
 def _aligned(offset: int) -> int:

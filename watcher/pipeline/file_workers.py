@@ -11,9 +11,8 @@ Each worker has a pipe of its own, and the thread that hands it a share (a batch
 loop for claims) writes the share to it and reads the answer from it itself: no feeder or result
 thread in between (a process pool's), whose every hand-off waits for the GIL behind the daemon's
 busy threads, up to a switch interval each, while the batch waits (bench/daemon_cpu.py
---stand-in-gpu measures the read stage). Idle workers wait in one queue; a caller takes one per
-share, or reuses one of its own as it answers, so callers side by side never wait on each other's
-workers.
+--stand-in-gpu measures the read stage). Idle workers wait in one queue; a caller takes one a
+share, or reuses one of its own as it answers: callers side by side never wait on each other's.
 
 A worker that dies (a decoder crashing on a frame's bytes) breaks the pool: the daemon stops as it
 would have if that crash had been in its own process, and its next start treats the frames left
@@ -23,6 +22,7 @@ in progress as suspects (see watcher.intake.suspects).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -104,19 +104,20 @@ class FileWorkers:
         return {worker.pid for worker in self._workers if worker.pid is not None}
 
     def read(self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena) -> list[Decoded]:
-        """Every frame read, hashed and decoded into `arena`, its claim made durable."""
+        """Every frame read, hashed and decoded into `arena` (a share's room in it in proportion to
+        its frames: shares of 9 and 8 frames alike fit an arena sized for 128)."""
         shares = _shares(frames, self.count)
-        room = arena.size // max(len(shares), 1)
+        ends = [arena.size * taken // len(frames) for taken in itertools.accumulate(map(len, shares))]
         jobs = [
             functools.partial(
                 file_work.read_share,
                 [(frame, refused.get(frame.key)) for frame in share],
                 self._bounds,
                 arena.name,
-                number * room,
-                (number + 1) * room,
+                start,
+                end,
             )
-            for number, share in enumerate(shares)
+            for share, start, end in zip(shares, [0, *ends[:-1]], ends, strict=True)
         ]
         reads: list[FileRead] = [read for share in self._run(jobs) for read in share]
         return [_decoded(frame, read, arena) for frame, read in zip(frames, reads, strict=True)]

@@ -19,7 +19,7 @@ from model.heads import Head
 from model.messages import first_line
 from model.packed import PackedBmp
 from watcher.faults import kill_point
-from watcher.pipeline.arenas import ARENA_BYTES_PER_FRAME, GPU_ARENAS, ArenaPool, ArenasUnavailable
+from watcher.pipeline.arenas import GPU_ARENAS, ArenaPool, ArenasUnavailable
 from watcher.pipeline.classifying import Classifier
 from watcher.pipeline.decoding import Decoder
 from watcher.pipeline.delivery import Deliverer
@@ -122,6 +122,7 @@ class BatchProcessor:
             stages.lap("wait for an arena")
             decoded = self._workers.read(frames, refused=refused, arena=arena)
             stages.lap("read")
+            self._arenas.fit([item.facts.size_bytes or 0 for item in decoded if item.error is None])
             kill_point("decoded")
             # Flushed here, once a folder a batch, while the frames go to the device and the model
             # (each file process flushing its share's folders put the area's flush on every
@@ -182,9 +183,7 @@ class BatchProcessor:
         # device: GPU_ARENAS serve any number of lanes. On a CPU each lane holds one through the model.
         count = max(1, min(lanes.count - 1, GPU_ARENAS)) if self.model_on_accelerator else lanes.count
         try:
-            return ArenaPool(
-                count=count, size=batch_size * ARENA_BYTES_PER_FRAME, device=self._extractor.runtime.device
-            )
+            return ArenaPool(count=count, frames=batch_size, device=self._extractor.runtime.device)
         except ArenasUnavailable as error:
             logger.warning("file work stays on threads: %s", error)
             return None
