@@ -47,10 +47,12 @@ fail() {
     exit 1
 }
 
+# An absolute path that systemd (a space separates paths, % is a specifier) and sed take as is.
+UNIT_PATH='^/[A-Za-z0-9._/@+,:=~-]*$'
+
 folder_option() {
-    # An absolute path that systemd (a space separates paths, % is a specifier) and sed take as is.
     [[ "$2" == /* ]] || usage_error "$1 needs an absolute path, not '$2'"
-    [[ "$2" =~ ^/[A-Za-z0-9._/@+,:=~-]*$ ]] \
+    [[ "$2" =~ $UNIT_PATH ]] \
         || usage_error "$1 '$2': use a path of letters, digits and ._/@+,:=~- (no spaces)"
 }
 
@@ -137,16 +139,36 @@ EOF
 }
 
 configured_folders() {
-    # data, inbox, processed, failed of an existing config, resolved as the daemon resolves them.
+    # data, inbox, processed, failed of an existing config, resolved as the daemon resolves them
+    # (a byte-order mark is allowed, as the daemon allows it); one line and exit 1 for a file the
+    # daemon refuses too.
     "$PYTHON" - "$1" <<'EOF'
 import sys, tomllib
 from pathlib import Path
 
 config = Path(sys.argv[1])
-paths = tomllib.loads(config.read_text()).get("paths", {})
-for key in ("data", "inbox", "processed", "failed"):
-    print((config.parent / Path(paths.get(key) or key).expanduser()).resolve())
+try:
+    paths = tomllib.loads(config.read_text(encoding="utf-8-sig")).get("paths", {})
+    folders = [
+        (config.parent / Path(paths.get(key) or key).expanduser()).resolve()
+        for key in ("data", "inbox", "processed", "failed")
+    ]
+except Exception as error:
+    problem = " ".join(str(error).split()) or type(error).__name__
+    sys.exit(f"install.sh: {config}: cannot read its [paths] ({problem}); cctv-gender refuses it too: fix it, then run again")
+print("\n".join(map(str, folders)))
 EOF
+}
+
+check_configured_folders() {
+    # The drop-in names the config's folders as they are: refuse what it cannot name, as the flags do.
+    local key name value
+    for key in data inbox processed failed; do
+        name=${key^^}
+        value=${!name}
+        [[ "$value" =~ $UNIT_PATH ]] \
+            || fail "$CONFIG_DIR/config.toml: paths.$key '$value': the unit's drop-in can only name a path of letters, digits and ._/@+,:=~- (no spaces); move the folder, edit [paths], then run again"
+    done
 }
 
 check_folders
@@ -164,11 +186,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 if [ -e "$CONFIG_DIR/config.toml" ]; then
     # The config in use is never overwritten: the drop-in follows its folders.
-    mapfile -t configured < <(configured_folders "$CONFIG_DIR/config.toml")
+    folders=$(configured_folders "$CONFIG_DIR/config.toml") || exit 1
+    mapfile -t configured <<< "$folders"
     if [ "$PATHS_GIVEN" = yes ] && [ "${configured[*]}" != "$DATA $INBOX $PROCESSED $FAILED" ]; then
         fail "$CONFIG_DIR/config.toml names other folders (data, inbox, processed, failed: ${configured[*]}); edit its [paths] to match, or run without --data/--inbox/--processed/--failed"
     fi
     DATA=${configured[0]} INBOX=${configured[1]} PROCESSED=${configured[2]} FAILED=${configured[3]}
+    check_configured_folders
 fi
 
 echo "== user $SERVICE_USER, group $SERVICE_GROUP"
