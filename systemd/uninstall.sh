@@ -10,14 +10,23 @@ set -euo pipefail
 
 UNIT=cctv-gender.service
 DROPIN_DIR=/etc/systemd/system/$UNIT.d
+# An uninstall that keeps the data keeps the drop-in's list of folders beside the config, so a
+# later --purge can still say which folders it leaves.
+KEPT_PATHS=/etc/cctv-gender/paths.conf
 if [ "$(id -u)" -ne 0 ]; then
     echo "uninstall.sh: run as root" >&2
     exit 1
 fi
 elsewhere=""
-if [ -f "$DROPIN_DIR/paths.conf" ]; then
-    elsewhere=$(sed -n 's/^ReadWritePaths=\(..*\)$/\1/p' "$DROPIN_DIR/paths.conf" | tr ' ' '\n' |
-        grep -v -E '^/(var/lib|srv)/cctv-gender(/|$)' | tr '\n' ' ' || true)
+for paths in "$DROPIN_DIR/paths.conf" "$KEPT_PATHS"; do
+    if [ -f "$paths" ]; then
+        elsewhere=$(sed -n 's/^ReadWritePaths=\(..*\)$/\1/p' "$paths" | tr ' ' '\n' |
+            grep -v -E '^/(var/lib|srv)/cctv-gender(/|$)' | tr '\n' ' ' || true)
+        break
+    fi
+done
+if [ "${1:-}" != "--purge" ] && [ -f "$DROPIN_DIR/paths.conf" ] && [ -d /etc/cctv-gender ]; then
+    cp "$DROPIN_DIR/paths.conf" "$KEPT_PATHS"
 fi
 if [ -d /run/systemd/system ]; then
     systemctl disable --now "$UNIT" 2>/dev/null || true

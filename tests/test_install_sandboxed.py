@@ -108,3 +108,15 @@ def test_a_config_the_drop_in_cannot_follow_stops_a_rerun_with_one_line(
     (only,) = completed.stderr.splitlines()
     assert only.startswith("install.sh: ") and message in only, only
     assert (tmp_path / DROPIN).read_text() == dropin
+
+
+@needs_sandbox
+def test_a_purge_after_an_uninstall_still_names_the_folders_it_leaves(tmp_path: Path) -> None:
+    _installed(tmp_path, "--data", "/mnt/share/data", "--inbox", "/mnt/share/inbox")
+    kept = sandboxed(tmp_path, "systemd/uninstall.sh")
+    assert kept.returncode == 0, kept.stderr
+    purged = sandboxed(tmp_path, "systemd/uninstall.sh --purge")
+    assert purged.returncode == 0, purged.stderr
+    for output in (kept.stdout, purged.stdout):
+        assert "kept (named in paths.conf" in output and "/mnt/share/data /mnt/share/inbox" in output, output
+    assert (tmp_path / "mnt" / "share" / "data").is_dir() and not (tmp_path / "etc" / "cctv-gender").exists()
