@@ -410,3 +410,38 @@ def test_the_status_file_keeps_pace_with_batches_without_a_write_for_each(
     monkeypatch.setattr(telemetry_module, "STATUS_WRITE_EVERY_S", 0.0)
     telemetry.turn(waiting=0, busy_s=None)
     assert frames_in_file() == 7
+
+
+def _log_line_with(monkeypatch: pytest.MonkeyPatch, stderr: Path, journal_stream: str | None) -> str:
+    """The line `configure_logging` writes to a real stderr file, with JOURNAL_STREAM as given."""
+    from watcher.service.logs import configure_logging
+
+    if journal_stream is None:
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    else:
+        monkeypatch.setenv("JOURNAL_STREAM", journal_stream)
+    with stderr.open("w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        configure_logging("info")
+        logging.getLogger("watcher.pipeline.daemon").warning("inbox gone")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+    return stderr.read_text()
+
+
+def test_journal_lines_only_when_stderr_is_the_journal_stream(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    stderr = tmp_path / "stderr.log"
+    stderr.touch()
+    own = os.stat(stderr)
+    # systemd's stream is stderr itself: priorities, no timestamp.
+    journal = _log_line_with(monkeypatch, stderr, f"{own.st_dev}:{own.st_ino}")
+    assert journal == "<4>watcher.pipeline.daemon: inbox gone\n"
+    # Inherited from a service that started this shell, with stderr elsewhere (a terminal, a file).
+    other = os.stat(tmp_path)
+    for inherited in (f"{other.st_dev}:{other.st_ino}", "8:12345", "garbage", None):
+        line = _log_line_with(monkeypatch, stderr, inherited)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d [\d:,]+ WARNING watcher.pipeline.daemon: inbox gone\n", line), (
+            line
+        )

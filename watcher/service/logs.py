@@ -27,9 +27,22 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
 
 
+def stderr_is_journal() -> bool:
+    """Whether stderr is the journal stream systemd names in $JOURNAL_STREAM (`device:inode`).
+    Every child inherits the variable (a shell in a terminal that a systemd service started, a
+    command run by a unit's script with stderr to a file), so it alone proves nothing: stderr
+    must be that very stream (systemd.exec(5), "$JOURNAL_STREAM")."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        status = os.fstat(sys.stderr.fileno())
+        return (status.st_dev, status.st_ino) == (int(device), int(inode))
+    except (AttributeError, OSError, ValueError):  # no stderr, one without a descriptor, no variable
+        return False
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):  # set by systemd when stderr goes to the journal
+    if stderr_is_journal():
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
