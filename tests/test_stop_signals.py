@@ -5,10 +5,16 @@ one that hangs is killed by the timeout and fails."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+
+from model.synthetic import write_bmp
+from tests.helpers import files_under, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,3 +126,43 @@ def test_a_stop_after_the_relay_thread_ended_still_ends_the_process() -> None:
     assert result.stdout.strip() == "relay gone", result.stderr
     assert result.returncode == -15, result.stderr
     assert "the signal relay stopped" in result.stderr
+
+
+def test_a_sighup_to_the_whole_service_while_it_starts_and_runs_only_reloads(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # `systemctl kill -s HUP` (or a closed terminal) signals every process of the service: the
+    # daemon while it starts (before its relay exists), then its file workers and multiprocessing's
+    # resource tracker. SIGHUP's default would end each of them, and the daemon with them.
+    config = make_config(batch={"file_processes": 2})
+    log = tmp_path / "daemon.log"
+    env = {key: value for key, value in os.environ.items() if key != "JOURNAL_STREAM"}
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        # Migrated: the model, the workers and the relay are still to come.
+        wait_for(lambda: "database migrated" in log.read_text() or process.poll() is not None, timeout=120)
+        os.killpg(process.pid, signal.SIGHUP)
+        wait_for(lambda: " is on " in log.read_text() or process.poll() is not None, timeout=120)
+        assert process.poll() is None, log.read_text()
+        assert "file work on 2 processes" in log.read_text()
+        os.killpg(process.pid, signal.SIGHUP)
+        wait_for(lambda: "SIGHUP received" in log.read_text(), what="the reload")
+        for index in range(3):
+            write_bmp(tmp_path / "inbox" / "cam-01" / f"{index}.bmp", seed=index)
+        wait_for(lambda: len(files_under(tmp_path / "processed")) == 3 or process.poll() is not None)
+        assert process.poll() is None, log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert "died" not in log.read_text(), log.read_text()

@@ -11,7 +11,7 @@ import threading
 from watcher.commands.arguments import add_config
 from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_OK
 from watcher.config import Config
-from watcher.service.signals import relay_signals
+from watcher.service.signals import hold_reloads, relay_signals
 from watcher.store.errors import StorageError
 from watcher.wording import plural
 
@@ -41,6 +41,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     from watcher.pipeline.assembly import build_daemon
     from watcher.pipeline.file_workers import FileWorkersFailed
 
+    hold_reloads()  # before anything starts: a SIGHUP during start-up must not end it
     stop = threading.Event()
     daemon = build_daemon(config, stop=stop, instance_name=args.instance)
     # Start-up, run with the collector off, leaves hundreds of thousands of objects that live as

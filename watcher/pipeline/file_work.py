@@ -100,6 +100,7 @@ def start_worker(daemon_pid: int) -> None:
     # and needs its workers for that.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the daemon's, never a worker's end
     faults.serve_daemon(daemon_pid)
     # A frame's warnings (why it failed) are logged where they happen: on the daemon's stderr,
     # which the worker shares (the journal, under systemd).

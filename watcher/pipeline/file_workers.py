@@ -5,7 +5,7 @@ the GIL. A batch's reading (straight into its arena, see watcher.pipeline.arenas
 are shared out between worker processes, each taking a contiguous share of the frames (and of the
 arena); the daemon's own threads only coordinate, run the model and commit. The workers are
 started with `spawn` (never forked from a process holding CUDA and threads), die with the daemon
-and ignore the stop signals that the daemon handles.
+and ignore the stop and reload signals that the daemon handles.
 
 Each worker has a pipe of its own, and the thread that hands it a share (a batch thread, or the
 loop for claims) writes the share to it and reads the answer from it itself: no feeder or result

@@ -40,6 +40,15 @@ class _Relay:
 _relay_state = _Relay()
 
 
+def hold_reloads() -> None:
+    """SIGHUP ignored until relay_signals takes it. Its default ends the process: a reload asked
+    for while the daemon starts (the model loads for minutes) would stop it, and systemd counts an
+    end by SIGHUP as clean, so it would not restart it. Ignoring is inherited by the processes
+    started meanwhile (file workers, multiprocessing's resource tracker), which a SIGHUP sent to
+    the whole service (`systemctl kill -s HUP`, a closed terminal) would otherwise end."""
+    signal.signal(RELOADING, signal.SIG_IGN)
+
+
 def relay_signals(*, stop: Callable[[signal.Signals], None], reload: Callable[[], None]) -> None:
     """From now on SIGTERM and SIGINT call `stop`, SIGHUP `reload`, each on the relay thread. Only
     from the main thread (where Python lets signals be handled); called again, the new callbacks
