@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,6 +168,15 @@ def test_the_pages_render(client: TestClient) -> None:
     review = client.get("/review").text
     # Least confident first: probability 0.55 (id 1) before 0.65 (id 2).
     assert review.index('data-id="1"') < review.index('data-id="2"')
+
+
+def test_the_review_filter_form_as_a_browser_sends_it(client: TestClient) -> None:
+    # A form sends its empty fields too: no camera typed, "either" label.
+    sent = client.get("/review?camera=&since=&until=&label=")
+    assert sent.status_code == 200, sent.text[:300]
+    assert sent.text.count('data-id="') == 6
+    females = client.get("/review?camera=&since=&until=&label=female").text
+    assert {int(found) for found in re.findall(r'data-id="(\d+)"', females)} == {2, 4}
 
 
 def test_a_token_is_needed_for_every_request(site: Callable[..., TestClient], database_url: str) -> None:

@@ -19,16 +19,19 @@ class FilterParams:
         camera: Annotated[list[str] | None, Query()] = None,
         since: str | None = None,
         until: str | None = None,
-        label: Literal["female", "male"] | None = None,
+        # "": the review page's "either" (a form sends every field, the empty ones as "").
+        label: Literal["female", "male", ""] | None = None,
         status: Literal["ok", "failed"] | None = None,
         min_probability: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
         model: str | None = None,
         time: TimeBasis | None = None,
     ) -> None:
-        self.cameras = tuple(camera or ())
+        # The review page's camera box sends camera= when left empty: no camera is named "" (a
+        # frame at the inbox's top has none), so it means any camera, as empty since/until do.
+        self.cameras = tuple(name for name in camera or () if name)
         self.since = since
         self.until = until
-        self.label = label
+        self.label = label or None
         self.status = status
         self.min_probability = min_probability
         self.model = model
