@@ -123,7 +123,9 @@ def time_ticks(start: datetime, end: datetime, *, x_of: Any, zone: tzinfo) -> li
     ticks = []
     if hours <= 48:
         every = 3 if hours <= 24 else 6
-        moment = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        # From `start`, a local whole hour: in a zone off by 30 or 45 minutes (Asia/Kolkata) a
+        # UTC whole hour is no local one, and its tick would sit in the middle of a bar.
+        moment = start.astimezone(UTC)
         while moment <= end:
             local = moment.astimezone(zone)
             if local.hour % every == 0:
