@@ -230,6 +230,14 @@ def test_browser_posts_need_the_csrf_token(client: TestClient, database_url: str
     assert query_url(database_url, "SELECT label FROM reviews ORDER BY id") == [("male",), ("female",)]
 
 
+def test_an_origin_that_is_no_url_is_refused_not_a_500(site: Callable[..., TestClient]) -> None:
+    broken = {"Origin": "http://[::1"}  # urlsplit cannot read it
+    with site() as client:
+        assert client.post("/api/results/1/review", json={"label": "male"}, headers=broken).status_code == 403
+    with site(token=TOKEN) as client:  # the login form is open to anyone who reaches the port
+        assert client.post("/login", data={"token": "x"}, headers=broken).status_code == 403
+
+
 def test_healthz_answers_with_the_status(client: TestClient) -> None:
     response = client.get("/healthz")
     # No daemon runs here, nothing waits: healthy; the code follows the body's verdict.

@@ -92,5 +92,8 @@ def csrf_token(request: Request) -> str:
 
 
 def _same_origin(origin: str, request: Request) -> bool:
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # "http://[::1": no browser sends it, and it names no origin of ours
+        return False
     return parts.netloc.lower() == request.headers.get("host", "").lower()
