@@ -22,7 +22,7 @@ from tests.helpers import query_url, seed_results
 from watcher.commands.main import main
 from watcher.config import load_config
 from watcher.store.opening import open_database
-from watcher.web.app import create_app
+from watcher.web.app import MAX_BODY_BYTES, create_app
 from watcher.web.context import WebContext
 from watcher.web.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Gate
 
@@ -236,6 +236,24 @@ def test_an_origin_that_is_no_url_is_refused_not_a_500(site: Callable[..., TestC
         assert client.post("/api/results/1/review", json={"label": "male"}, headers=broken).status_code == 403
     with site(token=TOKEN) as client:  # the login form is open to anyone who reaches the port
         assert client.post("/login", data={"token": "x"}, headers=broken).status_code == 403
+
+
+def test_a_body_over_64_kib_is_refused_before_it_is_read(site: Callable[..., TestClient]) -> None:
+    big = b"a" * (MAX_BODY_BYTES + 1)
+    with site(token=TOKEN) as client:  # the login form: open to anyone who reaches the port
+        sized = client.post("/login", data={"token": "x"}, files={"upload": ("f", big)})
+        assert sized.status_code == 413 and "64 KiB" in sized.json()["detail"]
+        # No Content-Length (chunked): cut once what was read adds up to more.
+        streamed = client.post("/login", content=iter([big[:40_000], big[40_000:]]),
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert streamed.status_code == 413
+    with site() as client:
+        review = b'{"label": "male", "note": "' + big + b'"}'
+        headers = {"Content-Type": "application/json"}
+        assert (
+            client.post("/api/results/1/review", content=iter([review]), headers=headers).status_code == 413
+        )
+        assert client.post("/api/results/1/review", json={"label": "male"}).status_code == 200
 
 
 def test_healthz_answers_with_the_status(client: TestClient) -> None:

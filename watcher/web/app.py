@@ -7,11 +7,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from watcher.service.status import collect_status, render_status
 from watcher.store.errors import StorageError
@@ -29,6 +31,10 @@ OPEN_PATHS = ("/login", "/static/")
 # that rebinds its own name to 127.0.0.1 (DNS rebinding) would otherwise be "same origin".
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+# Every body the app takes is a short form (login, a review button) or a one-line JSON review.
+# Without a cap, anyone who reaches the port could post gigabytes to the open login form, which
+# the form parser spools to the temporary folder's disk before any check is made.
+MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(context: WebContext, *, listen_host: str = "127.0.0.1") -> FastAPI:
@@ -40,6 +46,7 @@ def create_app(context: WebContext, *, listen_host: str = "127.0.0.1") -> FastAP
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodyLimit)  # inside the guard: a refused visitor's body is never read
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -79,6 +86,34 @@ def create_app(context: WebContext, *, listen_host: str = "127.0.0.1") -> FastAP
             return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+_TOO_LARGE = f"the request body is over {MAX_BODY_BYTES // 1024} KiB"
+
+
+class BodyLimit:
+    """413 for a request body over MAX_BODY_BYTES: at once when Content-Length says so, else as
+    soon as the chunks read add up to more."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = Headers(scope=scope).get("content-length", "") if scope["type"] == "http" else ""
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await JSONResponse({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise HTTPException(413, _TOO_LARGE)  # the route's body parsing passes it on
+            return message
+
+        await self.app(scope, counted if scope["type"] == "http" else receive, send)
 
 
 def _login_needed(request: Request) -> Response:
