@@ -11,7 +11,6 @@ import copy
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
@@ -19,14 +18,14 @@ import torch
 from PIL import Image
 
 from model.batch_math import chunked, float_bytes, normalised_rows, pooled
+from model.clip_loading import load_clip_parts
 from model.device_wait import on_host
 from model.hub import local_only, single_hub_log
 from model.identity import identify_clip
 from model.images import as_uint8_array
-from model.messages import first_line
 from model.packed import PackedBmp, gathered_on, packed_rows, thread_stream
 from model.processor_steps import finish, resized_where_they_lie, resizes_by_steps, steps_from_rows, transform
-from model.runtime import TORCH, ModelLoadError, Runtime
+from model.runtime import TORCH, Runtime
 from model.staging import staged
 from model.traced import Traced, TracedByShape, trace_image_tower
 
@@ -49,7 +48,6 @@ class ClipFeatureExtractor:
     or on ONNX Runtime when `variant` was handed an exported copy (model.engine_choice decides)."""
 
     def __init__(self, source: str, *, runtime: Runtime) -> None:
-        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers: unannotated
@@ -62,17 +60,8 @@ class ClipFeatureExtractor:
         # the model's dtype on their way there: loaded as fp16 on the host, they were a converted
         # copy there beside the file's pages (start-up peak and what stays: bench/load_rss.py).
         load_as = runtime.dtype if runtime.device.type == "cpu" else "auto"
-        try:
-            self._model = CLIPModel.from_pretrained(source, dtype=load_as, local_files_only=offline)
-            self._processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline)  # type: ignore[no-untyped-call]  # unannotated
-            self._tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
-        except (OSError, ValueError, KeyError) as error:
-            hint = (
-                ""
-                if Path(source).is_dir()
-                else " (model.clip: a Hugging Face id needs the network once; a local folder loads offline)"
-            )
-            raise ModelLoadError(f"cannot load CLIP model {source!r}: {first_line(error)}{hint}") from None
+        parts = load_clip_parts(source, dtype=load_as, offline=offline)
+        self._model, self._processor, self._tokenizer = parts.model, parts.processor, parts.tokenizer
         # What heads record and rows name: the model's content, wherever its folder lies.
         self.identity = identify_clip(source)
         self._model.to(runtime.device, dtype=runtime.dtype).eval()  # type: ignore[arg-type]  # transformers types `to` as a decorator

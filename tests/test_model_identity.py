@@ -3,6 +3,7 @@ refused; `model fetch` saves a loadable folder; a Hub id without network fails a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from model.keras_head import build_head_model
 from model.registry import HeadMetadata, register_head, set_current
 from model.runtime import resolve_runtime
 from model.synthetic import build_clip_checkpoint, random_image, write_bmp
-from tests.helpers import query
+from tests.helpers import files_under, query
 from watcher.commands.main import main
 
 
@@ -79,6 +80,60 @@ def test_a_head_that_recorded_a_path_loads_while_the_content_there_matches(
     capsys.readouterr()
     assert _watch_once(make_config(model={"clip": str(other)}), tmp_path / "inbox") == 1
     assert f"refused: it was trained on CLIP '{tiny_clip}'" in capsys.readouterr().err
+
+
+def _cut_weights(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+
+
+def _crop_96(folder: Path) -> None:
+    settings = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+    settings["crop_size"] = {"height": 96, "width": 96}
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings), encoding="utf-8")
+
+
+BROKEN_FOLDERS: dict[str, tuple[Callable[[Path], object], str]] = {
+    "no_config": (lambda folder: (folder / "config.json").unlink(), "the folder has no config.json"),
+    # Without the file's sizes transformers builds ViT-B/32, then refuses the tiny weights.
+    "config_of_no_model": (
+        lambda folder: (folder / "config.json").write_text("{}"),
+        "its weights do not have the shapes its config.json describes",
+    ),
+    "weights_cut_short": (_cut_weights, "its weights (*.safetensors) cannot be read: "),
+    "weights_empty": (
+        lambda folder: (folder / "model.safetensors").write_bytes(b""),
+        "its weights (*.safetensors) cannot be read: ",
+    ),
+    "processor_of_another_size": (
+        _crop_96,
+        "its image processor makes 96x96 pixels, its vision model takes 224x224",
+    ),
+}
+
+
+@pytest.mark.parametrize(("damage", "reason"), list(BROKEN_FOLDERS.values()), ids=list(BROKEN_FOLDERS))
+def test_a_broken_clip_folder_stops_startup_with_one_line(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    tiny_clip: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: Callable[[Path], object],
+    reason: str,
+) -> None:
+    folder = shutil.copytree(tiny_clip, tmp_path / "clip")
+    damage(folder)
+
+    assert _watch_once(make_config(model={"clip": str(folder)}), tmp_path / "inbox") == 1
+
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"cctv-gender: error: cannot load CLIP model '{folder}': {reason}")
+    )
+    assert files_under(tmp_path / "inbox") == ["x.bmp"]
 
 
 def test_zero_shot_is_named_after_the_model_not_its_path(

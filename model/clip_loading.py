@@ -1,0 +1,80 @@
+"""A CLIP model's parts (weights, image processor, tokenizer) loaded with transformers'
+`from_pretrained`, refused with one sentence where they do not make one working model.
+
+transformers fills in for some of what a folder lacks instead of failing: a folder without
+config.json loads ViT-B/32's default config, then fails on the weights' shapes with a RuntimeError
+that points at a report it printed; a damaged weights file raises safetensors' own error. Each
+would stop startup with a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from model.messages import first_line
+from model.runtime import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel
+
+
+@dataclass(frozen=True)
+class ClipParts:
+    model: CLIPModel
+    processor: Any  # its image processor
+    tokenizer: Any
+
+
+def load_clip_parts(source: str, *, dtype: torch.dtype | str, offline: bool) -> ClipParts:
+    """`source`'s model (loaded as `dtype`), image processor and tokenizer; ModelLoadError with a
+    one-line reason where they cannot be loaded or do not fit together."""
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+        raise ModelLoadError(f"cannot load CLIP model {source!r}: the folder has no config.json")
+    try:
+        model = CLIPModel.from_pretrained(source, dtype=dtype, local_files_only=offline)
+        processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline)  # type: ignore[no-untyped-call]  # unannotated
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+    # A damaged weights file raises SafetensorError; a config.json of the wrong shape or types,
+    # RuntimeError or StrictDataclassError: each means this folder holds no usable model.
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, StrictDataclassError) as error:
+        hint = (
+            ""
+            if Path(source).is_dir()
+            else " (model.clip: a Hugging Face id needs the network once; a local folder loads offline)"
+        )
+        raise ModelLoadError(f"cannot load CLIP model {source!r}: {_reason(error)}{hint}") from None
+    problem = _sizes_differ(model, processor)
+    if problem:
+        raise ModelLoadError(f"cannot load CLIP model {source!r}: {problem}")
+    return ClipParts(model=model, processor=processor, tokenizer=tokenizer)
+
+
+def _reason(error: BaseException) -> str:
+    from safetensors import SafetensorError
+
+    if isinstance(error, RuntimeError) and "mismatched_sizes" in str(error):
+        return "its weights do not have the shapes its config.json describes"
+    if isinstance(error, SafetensorError):  # its message names no file
+        return f"its weights (*.safetensors) cannot be read: {first_line(error)}"
+    return first_line(error)
+
+
+def _sizes_differ(model: Any, processor: Any) -> str | None:
+    """The image processor must make pixels of the size the vision model takes."""
+    expected = int(model.config.vision_config.image_size)
+    crop = getattr(processor, "crop_size", None) or {"height": 224, "width": 224}
+    made = (int(crop["height"]), int(crop["width"]))
+    if made != (expected, expected):
+        return (
+            f"its image processor makes {made[1]}x{made[0]} pixels, its vision model takes "
+            f"{expected}x{expected} (preprocessor_config.json and config.json disagree)"
+        )
+    return None
