@@ -1,10 +1,13 @@
 """A CLIP model's parts (weights, image processor, tokenizer) loaded with transformers'
 `from_pretrained`, refused with one sentence where they do not make one working model.
 
-transformers fills in for some of what a folder lacks instead of failing: a folder without
-config.json loads ViT-B/32's default config, then fails on the weights' shapes with a RuntimeError
-that points at a report it printed; a damaged weights file raises safetensors' own error. Each
-would stop startup with a traceback.
+transformers fills in for much of what a folder lacks instead of failing: a folder without
+config.json loads ViT-B/32's default config (then fails on the weights' shapes with a RuntimeError
+that points at a report it printed), tensors missing from the weights are initialised at random
+with a log line, and tokenizer files missing give a tokenizer of its special tokens alone, which
+turns every zero-shot prompt into the same run of unknown tokens. Each is refused here: the
+first would stop startup with a traceback, the others serve features or scores of a model nobody
+trained.
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ def load_clip_parts(source: str, *, dtype: torch.dtype | str, offline: bool) -> 
     if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
         raise ModelLoadError(f"cannot load CLIP model {source!r}: the folder has no config.json")
     try:
-        model = CLIPModel.from_pretrained(source, dtype=dtype, local_files_only=offline)
+        # With output_loading_info: the model, and what its weights lacked (typed as the model alone).
+        loaded: tuple[CLIPModel, dict[str, Any]] = CLIPModel.from_pretrained(  # type: ignore[assignment]
+            source, dtype=dtype, local_files_only=offline, output_loading_info=True
+        )
+        model, loading = loaded
         processor = AutoImageProcessor.from_pretrained(source, local_files_only=offline)  # type: ignore[no-untyped-call]  # unannotated
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
     # A damaged weights file raises SafetensorError; a config.json of the wrong shape or types,
@@ -51,7 +58,7 @@ def load_clip_parts(source: str, *, dtype: torch.dtype | str, offline: bool) -> 
             else " (model.clip: a Hugging Face id needs the network once; a local folder loads offline)"
         )
         raise ModelLoadError(f"cannot load CLIP model {source!r}: {_reason(error)}{hint}") from None
-    problem = _sizes_differ(model, processor)
+    problem = _made_up(model, loading["missing_keys"], tokenizer) or _sizes_differ(model, processor)
     if problem:
         raise ModelLoadError(f"cannot load CLIP model {source!r}: {problem}")
     return ClipParts(model=model, processor=processor, tokenizer=tokenizer)
@@ -65,6 +72,18 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, SafetensorError):  # its message names no file
         return f"its weights (*.safetensors) cannot be read: {first_line(error)}"
     return first_line(error)
+
+
+def _made_up(model: Any, missing: set[str], tokenizer: Any) -> str | None:
+    """What transformers would have made up for this model: weights initialised at random, or a
+    tokenizer of special tokens only (its vocabulary files missing)."""
+    parameters = sorted(name for name, _ in model.named_parameters() if name in missing)
+    if parameters:
+        more = f" and {len(parameters) - 1} more" if len(parameters) > 1 else ""
+        return f"its weights lack {parameters[0]}{more}"
+    if len(tokenizer) <= len(tokenizer.all_special_ids):
+        return "its tokenizer has no vocabulary (vocab.json and merges.txt, or tokenizer.json, missing)"
+    return None
 
 
 def _sizes_differ(model: Any, processor: Any) -> str | None:

@@ -93,6 +93,19 @@ def _crop_96(folder: Path) -> None:
     (folder / "preprocessor_config.json").write_text(json.dumps(settings), encoding="utf-8")
 
 
+def _drop_a_tensor(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    del weights["vision_model.encoder.layers.1.mlp.fc1.weight"]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _drop_the_tokenizer(folder: Path) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        (folder / name).unlink(missing_ok=True)
+
+
 BROKEN_FOLDERS: dict[str, tuple[Callable[[Path], object], str]] = {
     "no_config": (lambda folder: (folder / "config.json").unlink(), "the folder has no config.json"),
     # Without the file's sizes transformers builds ViT-B/32, then refuses the tiny weights.
@@ -105,6 +118,12 @@ BROKEN_FOLDERS: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda folder: (folder / "model.safetensors").write_bytes(b""),
         "its weights (*.safetensors) cannot be read: ",
     ),
+    # transformers would initialise the tensor at random, and make a tokenizer of special tokens.
+    "weights_missing_a_tensor": (
+        _drop_a_tensor,
+        "its weights lack vision_model.encoder.layers.1.mlp.fc1.weight",
+    ),
+    "no_tokenizer_files": (_drop_the_tokenizer, "its tokenizer has no vocabulary"),
     "processor_of_another_size": (
         _crop_96,
         "its image processor makes 96x96 pixels, its vision model takes 224x224",
