@@ -37,6 +37,7 @@ from model.engine_evidence import (
     evidence_path,
     measure,
     read_evidence,
+    still_passes,
     write_evidence,
 )
 from model.messages import first_line
@@ -148,9 +149,9 @@ def choose_cpu_engine(
             ranked = _ranked(candidates, evidence)
             passing: dict[str, ClipFeatureExtractor] = {}
             for candidate in ranked:
-                variant = loaded.get(candidate.tag) or _variants(extractor, [candidate], folder).get(
-                    candidate.tag
-                )
+                variant = loaded.get(candidate.tag) or _variants(
+                    extractor, [candidate], folder, cached=True
+                ).get(candidate.tag)
                 if variant is not None:
                     passing[candidate.tag] = variant
                     if not every_passing:
@@ -194,9 +195,10 @@ def engine_folder(cache_root: Path, extractor: ClipFeatureExtractor) -> Path:
 
 
 def _variants(
-    extractor: ClipFeatureExtractor, candidates: list[Runtime], folder: Path | None
+    extractor: ClipFeatureExtractor, candidates: list[Runtime], folder: Path | None, *, cached: bool = False
 ) -> dict[str, ClipFeatureExtractor]:
-    """Each candidate as a runnable extractor; ONNX Runtime's only where its export loads."""
+    """Each candidate as a runnable extractor; ONNX Runtime's only where its export loads and,
+    when the evidence already says it passed (`cached`), still passes on a gate frame."""
     variants: dict[str, ClipFeatureExtractor] = {}
     for candidate in candidates:
         if candidate.engine == TORCH:
@@ -204,11 +206,15 @@ def _variants(
             continue
         assert folder is not None, "ONNX Runtime candidates come with a cache folder"
         try:
-            variants[candidate.tag] = extractor.variant(
-                candidate, onnx=_session(extractor, folder, candidate)
-            )
+            variant = extractor.variant(candidate, onnx=_session(extractor, folder, candidate))
         except Exception as error:  # noqa: BLE001 - any failure of the export leaves torch running
             logger.warning("%s left out: the export failed: %s", candidate.tag, first_line(error, named=True))
+            continue
+        if not cached or still_passes(extractor, variant):
+            variants[candidate.tag] = variant
+        else:  # changed on disk since it passed: exported again (from fp32's export too) at the next start
+            for precision in {"fp32", candidate.precision}:
+                (folder / f"image-tower-{precision}.onnx").unlink(missing_ok=True)
     return variants
 
 

@@ -202,6 +202,52 @@ def test_a_damaged_export_is_made_again(tiny_clip: Path, tmp_path: Path) -> None
     assert exported.stat().st_size > 1000
 
 
+def _scramble_weights(exported: Path) -> None:
+    """The export's matrices replaced by noise: a file that still loads, of another model."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(exported)
+    rng = np.random.default_rng(0)
+    for tensor in graph.graph.initializer:
+        if len(tensor.dims) >= 2:
+            noise = rng.normal(size=tuple(tensor.dims)).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(noise, tensor.name))
+    onnx.save(graph, exported)
+
+
+def _another_frame_size(exported: Path) -> None:
+    """An export that takes 64-pixel frames, as another model's would: it loads, then fails to run."""
+    import onnx
+
+    graph = onnx.load(exported)
+    for axis in (2, 3):
+        graph.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = 64
+    onnx.save(graph, exported)
+
+
+@pytest.mark.parametrize("change", [_scramble_weights, _another_frame_size], ids=["weights", "frame_size"])
+def test_a_cached_export_changed_since_it_passed_is_not_run(
+    tiny_clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, change: Callable[[Path], None]
+) -> None:
+    _load(tiny_clip, tmp_path, engine="onnxruntime", precision="fp32")
+    exported = next((tmp_path / ".engines").glob("*/image-tower-fp32.onnx"))
+    change(exported)  # the evidence still says it passed
+
+    with caplog.at_level(logging.WARNING, logger="model.engine_evidence"):
+        engines = _load(tiny_clip, tmp_path, engine="onnxruntime", precision="fp32")
+
+    assert engines.chosen.runtime.tag == "torch-fp32"
+    assert [r.getMessage().split(" (")[0] for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "onnxruntime-fp32 left out: its cached export no longer passes the gate"
+    ]
+    assert not exported.exists()
+    # The next start exports it again, and runs it.
+    assert _load(tiny_clip, tmp_path, engine="onnxruntime", precision="fp32").chosen.runtime.tag == (
+        "onnxruntime-fp32"
+    )
+
+
 def test_damaged_evidence_is_measured_again(tiny_clip: Path, tmp_path: Path) -> None:
     _load(tiny_clip, tmp_path, engine="onnxruntime")
     evidence = next((tmp_path / ".engines").glob("*/evidence-*.json"))
