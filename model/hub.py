@@ -56,6 +56,9 @@ def local_only(source: str) -> bool:
     ModelLoadError with what to run instead."""
     if Path(source).is_dir():
         return True
+    problem = _not_a_folder(source)
+    if problem:
+        raise ModelLoadError(f"cannot load CLIP model {source!r}: {problem}")
     if hub_reachable():
         return False
     if identify_clip(source).sha256 is not None:  # its files are in the Hub cache
@@ -67,6 +70,20 @@ def local_only(source: str) -> bool:
     )
 
 
+def _not_a_folder(source: str) -> str | None:
+    """Why `source`, written as a path (absolute, `./`, `../`, `~`, or a file or link that is
+    there), names no model folder; None for a Hub id. Told as a Hub id, a mistyped folder or a
+    weights file would send the operator to `model fetch` it from the Hub."""
+    path = Path(source)
+    try:
+        path.stat()  # follows links: a loop or a dangling link fails here
+    except OSError as error:
+        if path.is_absolute() or path.is_symlink() or source.startswith(("./", "../", "~")):
+            return f"there is no folder at that path ({error.strerror or error})"
+        return None
+    return "that is a file, not a folder holding a saved model (model.clip names the folder)"
+
+
 def fetch_clip(source: str, target: Path, *, progress: Callable[[str], None] | None = None) -> Path:
     """Load `source` (a Hub id, or a folder) with from_pretrained and save model, image processor
     and tokenizer into `target` with save_pretrained, recording the Hub id and revision.
@@ -75,6 +92,9 @@ def fetch_clip(source: str, target: Path, *, progress: Callable[[str], None] | N
     from transformers.utils import logging as hf_logging
 
     single_hub_log()
+    problem = None if Path(source).is_dir() else _not_a_folder(source)
+    if problem:
+        raise ModelLoadError(f"cannot fetch {source!r}: {problem}")
     if not Path(source).is_dir() and not hub_reachable():
         raise ModelLoadError(
             f"cannot fetch {source!r}: the Hugging Face Hub cannot be reached from this machine; "

@@ -155,6 +155,42 @@ def test_a_broken_clip_folder_stops_startup_with_one_line(
     assert files_under(tmp_path / "inbox") == ["x.bmp"]
 
 
+NOT_FOLDERS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
+    "weights_file": (lambda _, clip: clip / "model.safetensors", "that is a file, not a folder"),
+    "mistyped_folder": (lambda root, _: root / "clip-vit-b32", "there is no folder at that path (No such"),
+    "symlink_loop": (
+        lambda root, _: _linked(root / "loop", root / "loop"),
+        "there is no folder at that path (Too many levels of symbolic links)",
+    ),
+}
+
+
+def _linked(link: Path, target: Path) -> Path:
+    link.symlink_to(target)
+    return link
+
+
+@pytest.mark.parametrize(("path", "reason"), list(NOT_FOLDERS.values()), ids=list(NOT_FOLDERS))
+def test_a_clip_path_that_is_no_folder_is_said_so_not_sent_to_the_hub(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    tiny_clip: Path,
+    capsys: pytest.CaptureFixture[str],
+    path: Callable[[Path, Path], Path],
+    reason: str,
+) -> None:
+    source = path(tmp_path, tiny_clip)
+    config = make_config(model={"clip": str(source)})
+
+    assert _watch_once(config, tmp_path / "inbox") == 1
+    assert main(["models", "fetch", str(source), "--to", str(tmp_path / "to"), "--config", str(config)]) == 1
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith(f"cctv-gender: error: cannot load CLIP model '{source}': {reason}"), err
+    assert err[-1].startswith(f"cctv-gender: error: cannot fetch '{source}': {reason}"), err
+    assert not any("Hub" in line or "Traceback" in line for line in err)
+
+
 def test_zero_shot_is_named_after_the_model_not_its_path(
     make_config: Callable[..., Path], tmp_path: Path, tiny_clip: Path
 ) -> None:
