@@ -85,6 +85,9 @@ def quantize_int8(source: Path, path: Path) -> None:
     finally:
         logging.getLogger().removeFilter(quiet)
         staging.unlink(missing_ok=True)
+        # The quantiser's shape-inferred copy of `source`, beside it: removed by the quantiser only
+        # when it succeeds. A failure (a full disk) would leave a file of the export's size behind.
+        source.with_name(f"{source.stem}-inferred{source.suffix}").unlink(missing_ok=True)
 
 
 class _QuantiserChatter(logging.Filter):

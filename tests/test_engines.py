@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from model.feature_cache import FeatureCache
 from model.onnx_vision import OnnxVision
 from model.registry import current_version
 from model.synthetic import make_labelled_folder, random_image, write_bmp
-from tests.helpers import query
+from tests.helpers import mount_tmpfs, query
 from watcher.commands.main import main
 
 
@@ -289,6 +290,20 @@ def test_daemons_starting_together_export_once(
         start.join(timeout=120)
 
     assert len(exports) == 1 and len(chosen) == 3 and len(set(chosen)) == 1
+
+
+def test_a_quantisation_on_a_full_disk_leaves_no_file_behind(tiny_clip: Path, tmp_path: Path) -> None:
+    """Room for the fp32 export (0.5 MB here), not for the quantiser's shape-inferred copy of it."""
+    registry = tmp_path / "models"
+    mount_tmpfs(registry, size="600k")
+    try:
+        engines = _load(tiny_clip, registry, engine="onnxruntime", precision="int8")
+
+        assert engines.chosen.runtime.tag == "torch-fp32"
+        folder = next((registry / ".engines").iterdir())
+        assert sorted(path.name for path in folder.iterdir()) == [".lock", "image-tower-fp32.onnx"]
+    finally:
+        subprocess.run(["umount", "-l", str(registry)], check=False)
 
 
 def test_the_feature_cache_keeps_each_engine_apart(tmp_path: Path) -> None:
