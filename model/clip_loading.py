@@ -87,13 +87,28 @@ def _made_up(model: Any, missing: set[str], tokenizer: Any) -> str | None:
 
 
 def _sizes_differ(model: Any, processor: Any) -> str | None:
-    """The image processor must make pixels of the size the vision model takes."""
+    """The image processor must make pixels of the size the vision model takes, whatever the
+    frame's shape: otherwise every frame fails in the model."""
     expected = int(model.config.vision_config.image_size)
-    crop = getattr(processor, "crop_size", None) or {"height": 224, "width": 224}
-    made = (int(crop["height"]), int(crop["width"]))
+    made = _pixels_made(processor)
+    if made is None:
+        return (
+            "its image processor makes pixels of each frame's own shape (do_center_crop is false and "
+            "its size is not a height and width): frames would not fit its vision model"
+        )
     if made != (expected, expected):
         return (
             f"its image processor makes {made[1]}x{made[0]} pixels, its vision model takes "
             f"{expected}x{expected} (preprocessor_config.json and config.json disagree)"
         )
     return None
+
+
+def _pixels_made(processor: Any) -> tuple[int, int] | None:
+    """(height, width) of the processor's output: its crop, or a resize to a fixed size when it
+    does not crop; None where it depends on the frame (a resize of the shortest edge alone)."""
+    if getattr(processor, "do_center_crop", True):
+        crop = getattr(processor, "crop_size", None) or {"height": 224, "width": 224}
+        return int(crop["height"]), int(crop["width"])
+    size = getattr(processor, "size", None) or {}
+    return (int(size["height"]), int(size["width"])) if "height" in size and "width" in size else None

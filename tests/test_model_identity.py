@@ -87,10 +87,12 @@ def _cut_weights(folder: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
 
 
-def _crop_96(folder: Path) -> None:
-    settings = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
-    settings["crop_size"] = {"height": 96, "width": 96}
-    (folder / "preprocessor_config.json").write_text(json.dumps(settings), encoding="utf-8")
+def _processor_settings(**changes: object) -> Callable[[Path], None]:
+    def change(folder: Path) -> None:
+        settings = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+        (folder / "preprocessor_config.json").write_text(json.dumps(settings | changes), encoding="utf-8")
+
+    return change
 
 
 def _drop_a_tensor(folder: Path) -> None:
@@ -125,8 +127,13 @@ BROKEN_FOLDERS: dict[str, tuple[Callable[[Path], object], str]] = {
     ),
     "no_tokenizer_files": (_drop_the_tokenizer, "its tokenizer has no vocabulary"),
     "processor_of_another_size": (
-        _crop_96,
+        _processor_settings(crop_size={"height": 96, "width": 96}),
         "its image processor makes 96x96 pixels, its vision model takes 224x224",
+    ),
+    # Each frame resized by its shortest edge and not cropped: a 4:3 frame is 298x224 pixels.
+    "processor_not_cropping": (
+        _processor_settings(do_center_crop=False),
+        "its image processor makes pixels of each frame's own shape",
     ),
 }
 
