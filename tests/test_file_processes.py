@@ -583,3 +583,78 @@ def test_a_worker_lets_go_of_the_buffers_the_daemon_removed(tmp_path: Path) -> N
             memory.close()
         file_work._attached.pop(new.name).close()
         new.unlink()
+
+
+_TWO_LANES_GROW = """
+import logging, os, sys, torch
+from watcher.pipeline.arenas import ArenaPool
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+pool = ArenaPool(count=2, frames=4, device=torch.device("cpu"))
+pool.fit([1920 * 1080 * 3 + 54] * 4)  # a full batch of 1920x1080 frames: room for 23.7 MiB an arena
+with pool.lease() as first, pool.lease() as second:  # two lanes, both leased before either is read into
+    for arena in (first, second):
+        arena.tensor.fill_(1)  # every byte written, as the workers' reads of a full batch would
+    print("sizes", first.size // 2**20, second.size // 2**20)
+pool.close()
+print("left", os.listdir("/dev/shm"))
+"""
+
+_TAKEN_MEANWHILE = """
+import os, torch
+from watcher.pipeline import arenas
+arenas._shared_memory_free = lambda: 2**40  # the check passed, then another process took the room
+try:
+    arenas.ArenaPool(count=2, frames=8, device=torch.device("cpu"))  # 8 MiB each
+except arenas.ArenasUnavailable as error:
+    print("refused:", error)
+print("left", os.listdir("/dev/shm"))
+"""
+
+
+def _can_mount_shared_memory() -> bool:
+    probe = ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/dev/shm"]
+    return os.geteuid() == 0 and subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+def _with_shared_memory_of(size: str, script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by Python where /dev/shm is a tmpfs of `size` of its own (a mount namespace)."""
+    small_shm = f'mount -t tmpfs -o size={size} tmpfs /dev/shm && exec "$0" -c "$1"'
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", small_shm, sys.executable, script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+needs_a_small_shared_memory = pytest.mark.skipif(
+    not _can_mount_shared_memory(), reason="needs root and mount namespaces"
+)
+
+
+@needs_a_small_shared_memory
+def test_arenas_that_shared_memory_cannot_hold_together_are_not_grown() -> None:
+    """A /dev/shm of 40 MiB holds one grown arena (23.7 MiB) beside the other's 4 MiB, not two:
+    the second is refused with one warning and keeps its size, rather than made and its pages
+    found missing when frames are read into it (the reads came back short: good frames failed
+    as truncated; here, writing them all, SIGBUS)."""
+    grown = _with_shared_memory_of("40m", _TWO_LANES_GROW)
+    assert grown.returncode == 0, grown.stderr
+    assert "sizes 23 4\n" in grown.stdout
+    assert "left []\n" in grown.stdout
+    assert grown.stderr.count("WARNING frame buffers stay as they are (larger frames go through pipes)") == 1
+
+
+@needs_a_small_shared_memory
+def test_arenas_refused_at_start_leave_nothing_in_shared_memory() -> None:
+    """The second of two arenas finds no room (12 MiB for 16): the first is removed, not left in
+    /dev/shm for the daemon's life while its file work stays on threads."""
+    refused = _with_shared_memory_of("12m", _TAKEN_MEANWHILE)
+    assert refused.returncode == 0, refused.stderr
+    assert (
+        "refused: a frame buffer of 8 MiB: /dev/shm cannot hold it (No space left on device)\n"
+        in refused.stdout
+    )
+    assert "left []\n" in refused.stdout

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 
 import torch
 
@@ -53,6 +54,14 @@ class Arena:
     def __init__(self, size: int, device: torch.device) -> None:
         self._memory = SharedMemory(create=True, size=size)
         self.name = self._memory.name
+        try:
+            _reserve(self.name, size)
+        except OSError as error:
+            self._memory.close()
+            self._memory.unlink()
+            raise ArenasUnavailable(
+                f"a frame buffer of {size // 2**20} MiB: {SHARED_MEMORY} cannot hold it ({error.strerror})"
+            ) from None
         self.size = size
         self.tensor = torch.frombuffer(self._memory.buf, dtype=torch.uint8)
         self._device = device
@@ -98,7 +107,14 @@ class ArenaPool:
         self._frames, self._device = frames, device
         self._room = ARENA_BYTES_PER_FRAME  # a frame's, in the arenas made from now on
         _require_room(count * frames * self._room, what=f"{count} frame buffers of {frames} MiB")
-        self._arenas = [Arena(frames * self._room, device) for _ in range(count)]
+        self._arenas: list[Arena] = []
+        try:
+            for _ in range(count):
+                self._arenas.append(Arena(frames * self._room, device))
+        except ArenasUnavailable:  # taken meanwhile: those made are not left in shared memory
+            for arena in self._arenas:
+                arena.close()
+            raise
         self._free: queue.Queue[Arena] = queue.Queue()
         for arena in self._arenas:
             self._free.put(arena)
@@ -165,6 +181,21 @@ def _require_room(size: int, *, what: str) -> None:
         raise ArenasUnavailable(
             f"{what} need {size // 2**20} MiB of shared memory, {SHARED_MEMORY} has {free // 2**20} MiB free"
         )
+
+
+def _reserve(name: str, size: int) -> None:
+    # A tmpfs takes a page only when it is first written: an arena that the free space held when
+    # it was made may find none left when a worker reads a frame into it (another one grown
+    # meanwhile, a replaced one still mapped), and that read comes back short, a good frame
+    # failed as truncated (pinning one faults the daemon). Every page taken now instead: an arena
+    # that shared memory cannot hold is refused when it is made.
+    if not hasattr(os, "posix_fallocate") or not Path(SHARED_MEMORY).is_dir():
+        return  # elsewhere than Linux: nothing to reserve
+    descriptor = os.open(Path(SHARED_MEMORY) / name, os.O_RDWR)
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    finally:
+        os.close(descriptor)
 
 
 def _shared_memory_free() -> int | None:
