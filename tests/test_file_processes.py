@@ -658,3 +658,40 @@ def test_arenas_refused_at_start_leave_nothing_in_shared_memory() -> None:
         in refused.stdout
     )
     assert "left []\n" in refused.stdout
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(150, 420),
+    height=st.integers(140, 300),
+    mode=st.sampled_from(["RGB", "RGBA", "P", "L"]),
+)
+def test_by_its_size_a_frame_is_told_as_one_an_arena_serves(width: int, height: int, mode: str) -> None:
+    """Only a plain 24-bit BMP's rows stay in an arena: 32-bit and palette BMPs are decoded by
+    Pillow whatever the room, so a site of them must not make the arenas grow (page-locked on a
+    GPU) for nothing. Told apart by size alone, for frames large enough to matter."""
+    from watcher.pipeline.arenas import served_in_place
+
+    data = bmp_bytes(width=width, height=height, mode=mode)
+    plain = plain_bmp_block(data, max_pixels=10**8) is not None
+    assert served_in_place(len(data), width, height) == plain == (mode == "RGB")
+
+
+def test_frames_an_arena_cannot_serve_never_make_it_grow(
+    make_config: Callable[..., Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Full batches of 32-bit frames of 800x600 (1.9 MB, more than an arena's 1 MiB a frame) come
+    back through the pipes whatever the room: the arenas stay as they are, every frame has its row."""
+    config = make_config(
+        paths={name: str(tmp_path / name) for name in ("inbox", "processed", "failed", "data")},
+        batch={"size": 4, "file_processes": 2},
+    )
+    for index in range(8):
+        write_bmp(
+            tmp_path / "inbox" / "cam-32" / f"{index}.bmp", width=800, height=600, mode="RGBA", seed=index
+        )
+
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+
+    assert [row[0] for row in _rows(tmp_path).values()] == ["ok"] * 8
+    assert "frame buffers grow" not in capfd.readouterr().err

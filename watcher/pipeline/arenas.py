@@ -45,6 +45,9 @@ FITTED_SHARE = 0.9
 # Slack a frame's room has beyond its file's bytes: the read's one byte more (a file still
 # growing is refused, not slurped) and the 64-byte alignment of the next frame's start.
 _ROOM_SLACK = 128
+# A plain BMP's headers: 14 + at most 124 bytes, and what a writer may put between them and the
+# rows (an embedded colour profile is a few KB).
+_HEADERS_AT_MOST = 16 * 1024
 # Arenas with the model on a GPU, whatever the lanes: a batch holds one only while its frames
 # are read and copied to the device, a fraction of its way through (see BatchProcessor).
 GPU_ARENAS = 2
@@ -173,13 +176,22 @@ class ArenaPool:
             arena.close()
 
 
+def served_in_place(size_bytes: int, width: int, height: int) -> bool:
+    """Whether a frame of this file size and these sides is, by its size, a plain 24-bit BMP: the
+    kind whose rows stay in an arena. Others (8- or 32-bit, compressed) are decoded by Pillow and
+    come back through the pipe whatever the room, so they never ask the arenas to grow."""
+    rows = (width * 3 + 3) // 4 * 4 * height
+    return rows <= size_bytes <= rows + _HEADERS_AT_MOST
+
+
 def _require_room(size: int, *, what: str) -> None:
     # Shared memory is a tmpfs: an arena larger than what is free there is created anyway and
     # dies of SIGBUS when a worker writes past the free space. Refused up front instead.
     free = _shared_memory_free()
     if free is not None and free < size:
         raise ArenasUnavailable(
-            f"{what} need {size // 2**20} MiB of shared memory, {SHARED_MEMORY} has {free // 2**20} MiB free"
+            f"{what}: {size // 2**20} MiB of shared memory wanted, {SHARED_MEMORY} has "
+            f"{free // 2**20} MiB free"
         )
 
 

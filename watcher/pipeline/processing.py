@@ -19,7 +19,7 @@ from model.heads import Head
 from model.messages import first_line
 from model.packed import PackedBmp
 from watcher.faults import kill_point
-from watcher.pipeline.arenas import GPU_ARENAS, ArenaPool, ArenasUnavailable
+from watcher.pipeline.arenas import GPU_ARENAS, ArenaPool, ArenasUnavailable, served_in_place
 from watcher.pipeline.classifying import Classifier
 from watcher.pipeline.decoding import Decoder
 from watcher.pipeline.delivery import Deliverer
@@ -122,7 +122,7 @@ class BatchProcessor:
             stages.lap("wait for an arena")
             decoded = self._workers.read(frames, refused=refused, arena=arena)
             stages.lap("read")
-            self._arenas.fit([item.facts.size_bytes or 0 for item in decoded if item.error is None])
+            self._arenas.fit([size for item in decoded if (size := _served_in_place(item)) is not None])
             kill_point("decoded")
             # Flushed here, once a folder a batch, while the frames go to the device and the model
             # (each file process flushing its share's folders put the area's flush on every
@@ -255,3 +255,11 @@ class _StageClock:
         """Count `seconds` of what `stage` took as a stage of its own, `part`."""
         self.seconds[stage] -= seconds
         self.seconds[part] = self.seconds.get(part, 0.0) + seconds
+
+
+def _served_in_place(item: Decoded) -> int | None:
+    """The file size of a frame read whole whose rows an arena can hold (see ArenaPool.fit)."""
+    facts = item.facts
+    if item.error is not None or facts.size_bytes is None or facts.width is None or facts.height is None:
+        return None
+    return facts.size_bytes if served_in_place(facts.size_bytes, facts.width, facts.height) else None
