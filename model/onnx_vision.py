@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ MICRO_BATCH = 16
 # Bump when the export or quantisation settings change: cached exports of another version are
 # made again (model.engine_choice keys its cache folder by it).
 EXPORT_VERSION = "vision+projection/opset17/int8-dynamic-qint8/1"
+# An export's staging file is written in one go near its end: one untouched this long is a dead
+# process's.
+STALE_STAGING_S = 600.0
 
 
 class _ImageTower(torch.nn.Module):
@@ -48,7 +52,7 @@ class _ImageTower(torch.nn.Module):
 
 def export_image_tower(model: Any, path: Path, *, image_size: tuple[int, int]) -> None:
     """Export `model`'s (a CLIPModel in fp32) image tower to `path`, written whole or not at all."""
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging = _staging_for(path)
     example = torch.zeros(2, 3, *image_size)
     try:
         # The tracer warns about transformers' shape checks, which hold for every input the
@@ -76,7 +80,7 @@ def quantize_int8(source: Path, path: Path) -> None:
     time (ONNX Runtime's dynamic quantisation: no calibration data needed)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging = _staging_for(path)
     quiet = _QuantiserChatter()
     logging.getLogger().addFilter(quiet)
     try:
@@ -88,6 +92,33 @@ def quantize_int8(source: Path, path: Path) -> None:
         # The quantiser's shape-inferred copy of `source`, beside it: removed by the quantiser only
         # when it succeeds. A failure (a full disk) would leave a file of the export's size behind.
         source.with_name(f"{source.stem}-inferred{source.suffix}").unlink(missing_ok=True)
+
+
+def _staging_for(path: Path) -> Path:
+    """This process's staging file for `path`, once those of processes that are gone are removed:
+    a start killed mid-export (systemd's start timeout, say) left one the size of the export
+    (about 350 MB for ViT-B/32), and every such start would leave another. Only those untouched
+    for STALE_STAGING_S: a process id of another container sharing the cache means nothing here."""
+    prefix, suffix = f".{path.name}.", ".tmp"
+    for stale in path.parent.glob(f"{prefix}*{suffix}"):
+        pid = stale.name[len(prefix) : -len(suffix)]
+        try:
+            untouched = time.time() - stale.stat().st_mtime > STALE_STAGING_S
+        except OSError:
+            continue  # gone meanwhile
+        if pid.isdigit() and untouched and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    return path.with_name(f"{prefix}{os.getpid()}{suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's: alive
+    return True
 
 
 class _QuantiserChatter(logging.Filter):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -500,3 +502,34 @@ def test_evidence_that_cannot_be_kept_still_chooses_what_was_measured(
     engines = _load(tiny_clip, tmp_path, engine="onnxruntime", precision="int8")
 
     assert engines.chosen.runtime.tag == "onnxruntime-int8"
+
+
+def test_an_export_cut_short_by_a_kill_leaves_no_file_for_ever(tmp_path: Path, tiny_clip: Path) -> None:
+    """A start killed mid-export (systemd's start timeout) left its staging file, the export's
+    size; the next export removes those of processes that are gone, and keeps a live one's."""
+    from transformers import CLIPModel
+
+    from model.onnx_vision import export_image_tower
+
+    path = tmp_path / "image-tower-fp32.onnx"
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead_ones = tmp_path / f".{path.name}.{ended.stdout.strip()}.tmp"
+        live_ones = tmp_path / f".{path.name}.{alive.pid}.tmp"
+        recent = tmp_path / f".{path.name}.999999999.tmp"  # its writer in another container, say
+        for staging in (dead_ones, live_ones, recent):
+            staging.write_bytes(b"half an export")
+        for staging in (dead_ones, live_ones):
+            os.utime(staging, (time.time() - 3600, time.time() - 3600))
+        export_image_tower(CLIPModel.from_pretrained(tiny_clip), path, image_size=(224, 224))
+    finally:
+        alive.kill()
+        alive.wait()
+
+    assert path.is_file()
+    assert sorted(item.name for item in tmp_path.iterdir()) == sorted(
+        [path.name, live_ones.name, recent.name]
+    )
