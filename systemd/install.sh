@@ -33,6 +33,8 @@ DATA=$STATE_DIR
 INBOX=/srv/cctv-gender/inbox
 PROCESSED=/srv/cctv-gender/processed
 FAILED=/srv/cctv-gender/failed
+# Other folders the config has the daemon write, outside those four (see configured_folders).
+OTHERS=""
 PATHS_GIVEN=no
 PRINT=no
 
@@ -130,33 +132,38 @@ paths_dropin() {
 # service may write. After moving a folder in the config, run install.sh again (or edit this
 # file), then: systemctl daemon-reload && systemctl restart cctv-gender
 [Unit]
-RequiresMountsFor=$DATA $INBOX $PROCESSED $FAILED
+RequiresMountsFor=$DATA $INBOX $PROCESSED $FAILED${OTHERS:+ $OTHERS}
 
 [Service]
 ReadWritePaths=
-ReadWritePaths=$DATA $INBOX $PROCESSED $FAILED
+ReadWritePaths=$DATA $INBOX $PROCESSED $FAILED${OTHERS:+ $OTHERS}
 EOF
 }
 
 configured_folders() {
     # data, inbox, processed, failed of an existing config, resolved as the daemon resolves them
-    # (a byte-order mark is allowed, as the daemon allows it); one line and exit 1 for a file the
-    # daemon refuses too.
+    # (a byte-order mark is allowed, as the daemon allows it), then on a fifth line the other
+    # folders the daemon writes that are outside them: model.registry's (its engine cache), a
+    # SQLite database.url's. One line and exit 1 for a file the daemon refuses too.
     "$PYTHON" - "$1" <<'EOF'
-import sys, tomllib
+import re, sys, tomllib
 from pathlib import Path
 
 config = Path(sys.argv[1])
+resolved = lambda value: (config.parent / Path(value).expanduser()).resolve()
 try:
-    paths = tomllib.loads(config.read_text(encoding="utf-8-sig")).get("paths", {})
-    folders = [
-        (config.parent / Path(paths.get(key) or key).expanduser()).resolve()
-        for key in ("data", "inbox", "processed", "failed")
-    ]
+    document = tomllib.loads(config.read_text(encoding="utf-8-sig"))
+    paths = document.get("paths", {})
+    folders = [resolved(paths.get(key) or key) for key in ("data", "inbox", "processed", "failed")]
+    others = [resolved(document["model"]["registry"])] if document.get("model", {}).get("registry") else []
+    sqlite = re.fullmatch(r"sqlite(\+\w+)?:///([^?]+)(\?.*)?", document.get("database", {}).get("url") or "")
+    if sqlite and sqlite[2] != ":memory:" and not sqlite[2].startswith("file:"):
+        others.append(resolved(sqlite[2]).parent)
 except Exception as error:
     problem = " ".join(str(error).split()) or type(error).__name__
     sys.exit(f"install.sh: {config}: cannot read its [paths] ({problem}); cctv-gender refuses it too: fix it, then run again")
-print("\n".join(map(str, folders)))
+outside = [str(other) for other in dict.fromkeys(others) if not any(other.is_relative_to(f) for f in folders)]
+print("\n".join([*map(str, folders), " ".join(outside)]))
 EOF
 }
 
@@ -168,6 +175,10 @@ check_configured_folders() {
         value=${!name}
         [[ "$value" =~ $UNIT_PATH ]] \
             || fail "$CONFIG_DIR/config.toml: paths.$key '$value': the unit's drop-in can only name a path of letters, digits and ._/@+,:=~- (no spaces); move the folder, edit [paths], then run again"
+    done
+    for value in $OTHERS; do
+        [[ "$value" =~ $UNIT_PATH ]] \
+            || fail "$CONFIG_DIR/config.toml: model.registry or database.url names '$value': the unit's drop-in can only name a path of letters, digits and ._/@+,:=~- (no spaces); move it, edit the config, then run again"
     done
 }
 
@@ -188,10 +199,11 @@ if [ -e "$CONFIG_DIR/config.toml" ]; then
     # The config in use is never overwritten: the drop-in follows its folders.
     folders=$(configured_folders "$CONFIG_DIR/config.toml") || exit 1
     mapfile -t configured <<< "$folders"
-    if [ "$PATHS_GIVEN" = yes ] && [ "${configured[*]}" != "$DATA $INBOX $PROCESSED $FAILED" ]; then
-        fail "$CONFIG_DIR/config.toml names other folders (data, inbox, processed, failed: ${configured[*]}); edit its [paths] to match, or run without --data/--inbox/--processed/--failed"
+    if [ "$PATHS_GIVEN" = yes ] && [ "${configured[*]:0:4}" != "$DATA $INBOX $PROCESSED $FAILED" ]; then
+        fail "$CONFIG_DIR/config.toml names other folders (data, inbox, processed, failed: ${configured[*]:0:4}); edit its [paths] to match, or run without --data/--inbox/--processed/--failed"
     fi
     DATA=${configured[0]} INBOX=${configured[1]} PROCESSED=${configured[2]} FAILED=${configured[3]}
+    OTHERS=${configured[4]:-}
     check_configured_folders
 fi
 
@@ -236,6 +248,13 @@ for folder in "$INBOX" "$PROCESSED" "$FAILED"; do
     [ -d "$folder" ] || install -d -m "$mode" -o "$SERVICE_USER" -g "$SERVICE_GROUP" "$folder"
     runuser -u "$SERVICE_USER" -- test -w "$folder" \
         || echo "warning: $SERVICE_USER cannot write $folder (on a share: the same uid on every node)" >&2
+done
+# model.registry's or a SQLite database's folder outside them: made like the data folder when
+# missing (the unit cannot make it: only the folders it names are writable), else kept as it is.
+for folder in $OTHERS; do
+    [ -d "$folder" ] || install -d -m 2750 -o "$SERVICE_USER" -g "$SERVICE_GROUP" "$folder"
+    runuser -u "$SERVICE_USER" -- test -w "$folder" \
+        || echo "warning: $SERVICE_USER cannot write $folder (named by model.registry or database.url)" >&2
 done
 
 echo "== database"

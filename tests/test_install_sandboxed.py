@@ -120,3 +120,40 @@ def test_a_purge_after_an_uninstall_still_names_the_folders_it_leaves(tmp_path: 
     for output in (kept.stdout, purged.stdout):
         assert "kept (named in paths.conf" in output and "/mnt/share/data /mnt/share/inbox" in output, output
     assert (tmp_path / "mnt" / "share" / "data").is_dir() and not (tmp_path / "etc" / "cctv-gender").exists()
+
+
+@needs_sandbox
+def test_a_registry_and_a_database_outside_the_data_folder_are_made_writable_for_the_service(
+    tmp_path: Path,
+) -> None:
+    """The config's own example (`registry = "/srv/cctv-gender/models"`) and a SQLite file in a
+    folder of its own are written by the daemon: a rerun names their folders in the drop-in (the
+    unit may write nothing else) and makes the missing ones the service user's."""
+    _installed(tmp_path)
+    config = tmp_path / CONFIG
+    text = config.read_text().replace(
+        '# registry = "/srv/cctv-gender/models"', 'registry = "/srv/cctv-gender/models"'
+    )
+    text = text.replace(
+        '# url = "postgresql+psycopg://cctv@db.example/cctv"',
+        'url = "sqlite:////mnt/results/cctv.sqlite3?timeout=5"',
+    )
+    config.write_text(text)
+
+    _installed(tmp_path)
+
+    dropin = (tmp_path / DROPIN).read_text()
+    (writable,) = [line for line in dropin.splitlines() if line.startswith("ReadWritePaths=/")]
+    assert writable.endswith(" /srv/cctv-gender/models /mnt/results"), writable
+    assert "RequiresMountsFor=" in dropin and dropin.count("/mnt/results") == 2
+    for made in (tmp_path / "srv" / "cctv-gender" / "models", tmp_path / "mnt" / "results"):
+        assert made.is_dir() and made.stat().st_uid != 0, made
+    # Inside the data folder: already writable, never named twice.
+    config.write_text(
+        text.replace('registry = "/srv/cctv-gender/models"', 'registry = "/var/lib/cctv-gender/models"')
+    )
+    _installed(tmp_path)
+    (writable,) = [
+        line for line in (tmp_path / DROPIN).read_text().splitlines() if line.startswith("ReadWritePaths=/")
+    ]
+    assert writable.endswith("/failed /mnt/results"), writable
