@@ -16,9 +16,12 @@
 # bench/gil_convoy.py), CLIP's load alone (load_rss: host memory) and the inbox events' CPU through a
 # mass drop (bench/inbox_events.py). Each figure is written as JSON under OUT_DIR, with GPU
 # utilisation sampled by nvidia-smi when there is one, and summary.json: the machine, each step's
-# seconds and exit code, and the whole run's seconds; then targets.json and a table: each target
-# met, missed or not measured (bench/gpu_targets.py). A step that fails is recorded and the rest
-# still run: a GPU minute is not spent twice.
+# seconds and exit code, and the whole run's seconds; then targets.json and a table (targets.txt):
+# each target met, missed or not measured (bench/gpu_targets.py). A step that fails is recorded
+# and the rest still run: a GPU minute is not spent twice. summary.json and targets.json are
+# rewritten after every step, and a run stopped by SIGTERM or SIGINT (a `timeout`, a loan's end)
+# writes both and prints the table before it exits (143, 130): the steps before the stop keep
+# their figures and their verdict, the step in flight is recorded as stopped.
 #
 # Timings: on an H200 (16 cores) on 2026-11-27 everything took about 9 min 40 s, 5 min of it the
 # first step (a 7.5 GB copy of the frames before each `watch --once`, since hard links). On a lent
@@ -54,7 +57,8 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 steps=()
 # Figures of an earlier run into the same folder are not this run's (each step removes its own).
-rm -f "$out/targets.json" "$out/summary.json" "$out/gpu-utilisation.csv" "$out/profile-watch-once-b128.txt"
+rm -f "$out/targets.json" "$out/targets.txt" "$out/summary.json" "$out/gpu-utilisation.csv" \
+    "$out/profile-watch-once-b128.txt"
 # One random-weight checkpoint of each model for every step (bench/harness.py build_model), not
 # one a step: a ViT-B/32 takes ~8 s to build and save, and three steps use one (five with
 # --diagnostics).
@@ -62,6 +66,10 @@ CCTV_BENCH_CHECKPOINTS=$(mktemp -d)
 export CCTV_BENCH_CHECKPOINTS
 sampler=""
 trap 'rm -rf "$CCTV_BENCH_CHECKPOINTS"; if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi' EXIT
+# Asked now, not at the end: a run stopped part-way still names its machine.
+machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)
+machine=${machine//[\"\\]/}  # written into JSON below as it is
+targets_seconds=null; finished=false; in_flight=""; in_flight_started=0
 
 if [ "$device" != cpu ] && command -v nvidia-smi > /dev/null; then
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
@@ -69,15 +77,47 @@ if [ "$device" != cpu ] && command -v nvidia-smi > /dev/null; then
     sampler=$!
 fi
 
+write_summary() {  # summary.json and the verdict (targets.json, targets.txt) from the steps so far
+    {
+        printf '{"device": "%s", "model": "%s", "frames": %s, "machine": "%s", "cpus": %s, ' \
+            "$device" "$model" "$frames" "$machine" "$(nproc)"
+        # The targets' seconds (the steps before the diagnostics, the set-up before them included;
+        # with --diagnostics its variants ride in the first step, so that time is not the targets')
+        # and the whole run's; `finished` false while it runs, or when it was stopped part-way.
+        printf '"diagnostics": %s, "targets_seconds": %s, "seconds": %s, "finished": %s, "steps": [' \
+            "$diagnostics" "$targets_seconds" "$SECONDS" "$finished"
+        (IFS=,; printf '%s' "${steps[*]}")
+        printf ']}\n'
+    } > "$out/summary.json.part" && mv "$out/summary.json.part" "$out/summary.json"
+    "$python" bench/gpu_targets.py "$out" > "$out/targets.txt" 2>&1
+}
+
+stopped() {  # stopped EXIT_CODE: on SIGTERM or SIGINT (a `timeout`, a loan's end, ^C), what ran is
+    local code=$?  # kept, with the verdict; the step in flight is recorded as stopped
+    trap '' TERM INT  # a second signal must not cut the summary short
+    if [ -n "$in_flight" ]; then
+        steps+=("{\"step\": \"$in_flight\", \"seconds\": $((SECONDS - in_flight_started)), \"exit_code\": $code, \"stopped\": true}")
+    fi
+    echo "bench/gpu.sh: stopped${in_flight:+ during $in_flight}; the steps before it are kept" >&2
+    write_summary
+    cat "$out/targets.txt"
+    exit "$1"
+}
+trap 'stopped 143' TERM
+trap 'stopped 130' INT
+
 step() {  # step NAME COMMAND...: run it, keep its output and how it ended
     local name=$1; shift
-    local started=$SECONDS
+    in_flight=$name; in_flight_started=$SECONDS
     echo "== $name: $*"
     rm -f "$out/$name.json"  # an OUT_DIR used before: a step that fails must leave no figures
     "$@" > "$out/$name.log" 2>&1
     local code=$?
     tail -n 3 "$out/$name.log"
-    steps+=("{\"step\": \"$name\", \"seconds\": $((SECONDS - started)), \"exit_code\": $code}")
+    steps+=("{\"step\": \"$name\", \"seconds\": $((SECONDS - in_flight_started)), \"exit_code\": $code}")
+    in_flight=""
+    # After every step, not only at the end: a run killed outright (SIGKILL) keeps the steps before.
+    write_summary
 }
 
 # The targets, most important first: a GPU lease can end before the last step. One run of
@@ -123,21 +163,9 @@ if [ "$diagnostics" = true ]; then
     step inbox-events "$python" bench/inbox_events.py --frames "$frames" --repeats 3 --json "$out/inbox-events.json"
 fi
 
-run_seconds=$SECONDS
 if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null; sampler=""; fi
-machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)
-machine=${machine//[\"\\]/}  # written into JSON below as it is
-{
-    printf '{"device": "%s", "model": "%s", "frames": %s, "machine": "%s", "cpus": %s, ' \
-        "$device" "$model" "$frames" "$machine" "$(nproc)"
-    # The targets' seconds (the steps before the diagnostics, the set-up before them included;
-    # with --diagnostics its variants ride in the first step, so that time is not the targets')
-    # and the whole run's.
-    printf '"diagnostics": %s, "targets_seconds": %s, "seconds": %s, "steps": [' \
-        "$diagnostics" "$targets_seconds" "$run_seconds"
-    (IFS=,; printf '%s' "${steps[*]}")
-    printf ']}\n'
-} > "$out/summary.json"
+finished=true
 # The verdict last: each target met, missed or not measured (targets.json), read from the above.
-"$python" bench/gpu_targets.py "$out" || echo "bench/gpu_targets.py failed; the figures are still there" >&2
+write_summary || echo "bench/gpu_targets.py failed; the figures are still there" >&2
+cat "$out/targets.txt"
 echo "figures in $out"

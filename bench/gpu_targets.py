@@ -186,6 +186,9 @@ def verdict(out: Path) -> dict[str, Any]:
         "model": summary.get("model"),
         "machine": summary.get("machine"),
         "on_a_gpu": on_a_gpu,
+        # False while gpu.sh runs, and where it was stopped part-way: the steps it did not finish
+        # are not measured.
+        "finished": summary.get("finished"),
         "all_met": on_a_gpu
         and summary.get("model") == TARGETS_MODEL
         and all(target["status"] == Status.MET for target in targets),
@@ -229,6 +232,11 @@ def main() -> int:
     if not result["on_a_gpu"] or result["model"] != TARGETS_MODEL:
         where += ": not a GPU with ViT-B/32, not the targets' figures"
     print(f"issue 14's targets on {where}")
+    if result["finished"] is False:
+        print(
+            "  bench/gpu.sh did not run to its end (stopped, or still running): "
+            "what it did not finish is not measured"
+        )
     for target in result["targets"]:
         print("  " + _shown(target))
     for run in result["watch_once_runs"]:

@@ -5,7 +5,11 @@ it after `make test` (`make bench-check`), so the suite itself stays quick."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ def run_gpu_script(out: Path, *options: str) -> dict[str, Any]:
     summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
     failed = [step["step"] for step in summary["steps"] if step["exit_code"]]
     assert not failed, {name: (out / f"{name}.log").read_text()[-2000:] for name in failed}
-    assert 0 < summary["targets_seconds"] <= summary["seconds"]
+    assert 0 < summary["targets_seconds"] <= summary["seconds"] and summary["finished"] is True
     # The verdict, read from the figures above (on the CPU, said not to be the GPU's). With
     # --diagnostics the first step carries their variants: the targets' time is not measured.
     verdict = json.loads((out / "targets.json").read_text())
@@ -107,3 +111,35 @@ def test_gpu_script_runs_every_step_on_the_cpu_with_diagnostics(tmp_path: Path) 
 def test_gpu_script_refuses_a_missing_output_folder_argument() -> None:
     result = subprocess.run(["bash", "bench/gpu.sh"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "usage: bench/gpu.sh OUT_DIR" in result.stderr
+
+
+def test_a_run_stopped_part_way_keeps_its_summary_and_its_verdict(tmp_path: Path) -> None:
+    """A loan's end or a `timeout` stops the run with SIGTERM to its process group: the steps before
+    the stop keep their figures, the step in flight is recorded as stopped, and summary.json,
+    targets.json and the table are still written (they were written only at the very end: a run
+    stopped in its last step lost the summary and the verdict of every step before it)."""
+    out = tmp_path / "figures"
+    command = ["bash", "bench/gpu.sh", str(out), "--device", "cpu", "--model", "tiny", "--frames", "64"]
+    run = subprocess.Popen(
+        [*command, "--python", sys.executable],
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # what the stopped step leaves, left here
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "watch-once.log").exists():  # the first step has started
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGTERM)
+    printed, said = run.communicate(timeout=120)
+    assert run.returncode == 143, said
+    assert "stopped during watch-once" in said and "did not run to its end" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] is False and summary["targets_seconds"] is None
+    assert [(step["step"], step.get("stopped")) for step in summary["steps"]] == [("watch-once", True)]
+    verdict = json.loads((out / "targets.json").read_text())
+    assert verdict["finished"] is False and not verdict["all_met"]
+    assert {target["status"] for target in verdict["targets"]} == {"not measured"}
