@@ -29,6 +29,8 @@ from harness import MODELS, REPO, DaemonProcess, FrameMaker, build_model, files_
 
 BUDGET_MIB = 2048
 CAMERAS = 16
+SAMPLE_S = 0.1  # the daemon's RSS (its peak is the kernel's VmHWM, whatever the sampling)
+POLL_S = 0.02  # the rows' count: the end of a drop is seen this late at most, plus the count
 
 
 def main() -> int:
@@ -69,21 +71,14 @@ def main() -> int:
             },
         )
         daemon = DaemonProcess(config, data=root / "data", log=root / "daemon.log")
-        samples: list[float] = []
-        peak = 0.0
         try:
             daemon.wait_ready()
             ready = time.perf_counter()
             if args.drop_after_start:
                 _drop(written, root / "inbox")
-            done_at = None
-            while time.perf_counter() - ready < args.seconds:
-                current, peak = daemon.memory_mib()
-                samples.append(current)
-                if len(samples) % 5 == 0 and _rows_so_far(root / "data" / "results.sqlite3") >= args.frames:
-                    done_at = time.perf_counter()  # the whole drop has its rows: no need to wait on
-                    break
-                time.sleep(0.1)
+            done_at, samples = work_through(
+                daemon, root / "data" / "results.sqlite3", args.frames, args.seconds
+            )
             _, peak = daemon.memory_mib()
         finally:
             code = daemon.stop()
@@ -125,6 +120,26 @@ def main() -> int:
         print(log[-4000:], file=sys.stderr)
         return 1
     return 0 if peak < BUDGET_MIB else 1
+
+
+def work_through(
+    daemon: DaemonProcess, database: Path, frames: int, seconds: float
+) -> tuple[float | None, list[float]]:
+    """Watch the daemon for `seconds`, or until all `frames` have their rows: when that was seen
+    (perf_counter; None if it was not) and its RSS, sampled every SAMPLE_S. The rows are counted
+    every POLL_S: counted with every fifth sample, the end was seen up to 0.5 s late, and a drop of
+    8,192 frames at 3,000 frames/s (2.7 s) looked up to 16% slower, right at the live target."""
+    started = time.perf_counter()
+    samples: list[float] = []
+    sampled = -SAMPLE_S
+    while (now := time.perf_counter()) - started < seconds:
+        if now - sampled >= SAMPLE_S:
+            samples.append(daemon.memory_mib()[0])
+            sampled = now
+        if _rows_so_far(database) >= frames:
+            return time.perf_counter(), samples  # the whole drop has its rows: no need to wait on
+        time.sleep(POLL_S)
+    return None, samples
 
 
 def _drop(staging: Path, inbox: Path) -> None:
