@@ -1,10 +1,14 @@
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
+from pathlib import Path, PurePosixPath
 
 import pytest
 
+from model.synthetic import bmp_bytes, write_bmp
+from watcher.intake.claiming import claim
 from watcher.intake.moving import move_no_clobber, reserve_destination
+from watcher.intake.placement import move_frame, place
 
 
 def test_clashing_names_get_a_numbered_suffix_and_nothing_is_overwritten(tmp_path: Path) -> None:
@@ -74,3 +78,28 @@ def test_a_numbered_name_keeps_the_folder_as_written(tmp_path: Path, monkeypatch
     own_name = reserve_destination("./x-1.bmp", taken=taken)
 
     assert numbered == "./x-1.bmp" and own_name == "./x-1-1.bmp"
+
+
+def test_another_instances_frame_of_the_same_bytes_under_the_reserved_name_is_kept(tmp_path: Path) -> None:
+    # Two instances of one inbox each take a `cam/x.bmp` of the same bytes (a camera that uploads
+    # a frame twice), and each reserves `processed/cam/x.bmp` before either has moved: the second
+    # move finds the first frame there. Same bytes on the same filesystem is not its own copy.
+    inbox, processed = tmp_path / "inbox", tmp_path / "processed"
+    data = bmp_bytes(width=8, height=8)
+    frames = []
+    for instance in ("host-1", "host-2"):
+        write_bmp(inbox / "cam" / "x.bmp", width=8, height=8)
+        frame = claim(inbox, inbox / ".in-progress" / instance, PurePosixPath("cam/x.bmp"))
+        assert frame is not None
+        frames.append(frame)
+    sha256 = hashlib.sha256(data).hexdigest()
+    reserved = [Path(place(processed, frame, taken=set())) for frame in frames]
+    assert reserved[0] == reserved[1] == processed / "cam" / "x.bmp"
+
+    finals = [
+        move_frame(frame, stored, root=processed, sha256=sha256)
+        for frame, stored in zip(frames, reserved, strict=True)
+    ]
+
+    assert finals == [processed / "cam" / "x.bmp", processed / "cam" / "x-1.bmp"]
+    assert all(final.read_bytes() == data for final in finals)

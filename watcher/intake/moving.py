@@ -92,7 +92,7 @@ def move_no_clobber(source: Path, destination: Path, *, sha256: str | None = Non
             # link() refuses to replace an existing name, which rename() would silently do.
             os.link(source, destination, follow_symlinks=False)
         except FileExistsError:
-            if _same_file(source, destination) or _same_content(source, destination, sha256):
+            if _same_file(source, destination) or _our_copy(source, destination, sha256):
                 # A move interrupted before its last step: finish it, do not copy again.
                 os.unlink(source)
                 return destination
@@ -103,7 +103,7 @@ def move_no_clobber(source: Path, destination: Path, *, sha256: str | None = Non
             if error.errno not in _NO_HARD_LINK:
                 raise
             if os.path.lexists(destination):
-                if _same_content(source, destination, sha256):
+                if _our_copy(source, destination, sha256):
                     os.unlink(source)
                     return destination
                 number += 1
@@ -129,6 +129,14 @@ def _same_file(first: Path, second: Path) -> bool:
     except FileNotFoundError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _our_copy(source: Path, destination: Path, sha256: str | None) -> bool:
+    """`destination` is the copy an interrupted move of `source` made. Only a move to another
+    filesystem copies: on the same one a move is a link (the same file) or a rename, so an equal
+    file there is another frame's (the same bytes under the same name, taken by two instances of
+    one inbox), and counting it as ours would delete this frame."""
+    return not _same_filesystem(source, destination.parent) and _same_content(source, destination, sha256)
 
 
 def _same_content(source: Path, destination: Path, sha256: str | None) -> bool:
