@@ -80,11 +80,14 @@ def write_unknown_layer_head(path: Path) -> None:
         archive.writestr("metadata.json", "{}")
 
 
-def start_watch_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    """`cctv-gender watch` as a process of its own (real signals), its log (stderr) in `log`."""
+def start_watch_process(
+    config: Path, log: Path, *, prefix: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`cctv-gender watch` as a process of its own (real signals), its log (stderr) in `log`;
+    `prefix` runs it through another command (setpriv)."""
     env = {key: value for key, value in os.environ.items() if key != "JOURNAL_STREAM"}
     return subprocess.Popen(
-        [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
+        [*(prefix or []), sys.executable, "-m", "watcher", "watch", "--config", str(config)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,11 +23,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.synthetic import bmp_bytes, write_bmp
-from tests.helpers import RunningDaemon, files_under, mount_tmpfs, query, query_url, wait_for, write_config
+from tests.helpers import (
+    RunningDaemon,
+    files_under,
+    mount_tmpfs,
+    query,
+    query_url,
+    start_watch_process,
+    wait_for,
+    write_config,
+)
 from watcher.faults import KILL_ENV, POISON_ENV
 from watcher.intake.names import original_bytes, storable
 
 REPO = Path(__file__).resolve().parents[1]
+# Without CAP_DAC_OVERRIDE root is held to a folder's mode, as the service user would be.
+_WITHOUT_OVERRIDES = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
 
 
 def _watch(
@@ -214,6 +226,42 @@ def test_a_camera_folder_the_daemon_may_not_write_leaves_its_frames_and_stops_no
     assert (locked / "x.bmp").is_file(), "the refused frame must be left untouched"
     rows = _rows(f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}")
     assert set(rows) == {"cam-open/y.bmp"} and rows["cam-open/y.bmp"][0] == "ok"
+
+
+def test_a_camera_folder_made_unreadable_while_its_frame_is_in_a_batch_stops_nothing(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("drops root's override capabilities with setpriv: needs root")
+    camera = tmp_path / "inbox" / "cam"
+    write_bmp(camera / "x.bmp")
+    # The batch stays open a while after the claim: the folder's permission goes meanwhile, before
+    # the claims are flushed (which opened the folder the frame left, and stopped the daemon).
+    config = make_config(batch={"size": 64, "max_wait_ms": 5000})
+    log = tmp_path / "watch.log"
+    process = start_watch_process(config, log, prefix=_WITHOUT_OVERRIDES)
+    try:
+        wait_for(lambda: not (camera / "x.bmp").exists() or process.poll() is not None, timeout=120)
+        camera.chmod(0)
+        database = tmp_path / "data" / "results.sqlite3"
+        wait_for(
+            lambda: (
+                process.poll() is not None
+                or (database.exists() and query(database, "SELECT count(*) FROM results")[0][0] == 1)
+            ),
+            what="the frame's row",
+        )
+        assert process.poll() is None, log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()
+    finally:
+        camera.chmod(0o755)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert query(database, "SELECT source_path, status FROM results") == [("cam/x.bmp", "ok")]
+    assert files_under(tmp_path / "processed") == ["cam/x.bmp"]
+    assert "Traceback" not in log.read_text()
 
 
 # -- bounds before work -------------------------------------------------------------------------

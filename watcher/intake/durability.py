@@ -11,10 +11,22 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def fsync_dir(path: Path) -> None:
+# Why a folder of the operator's may not open for its flush any more: its read permission taken
+# away (chmod, while a claim from it was in flight), a file or a link loop in its place.
+_NOT_OPENABLE = (errno.EACCES, errno.ENOTDIR, errno.ELOOP)
+
+
+def fsync_dir(path: Path, *, operators: bool = False) -> None:
+    """Flush `path`'s entries; one gone is skipped, and so is one of the `operators` folders (a
+    camera folder a claim left) that cannot be opened any more: it must not stop the daemon."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
+        return
+    except OSError as error:
+        if not (operators and error.errno in _NOT_OPENABLE):
+            raise
+        logger.debug("cannot open %s to flush it: %s", path, error.strerror)
         return
     try:
         os.fsync(descriptor)
@@ -27,6 +39,6 @@ def fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def fsync_dirs(paths: Iterable[Path]) -> None:
+def fsync_dirs(paths: Iterable[Path], *, operators: bool = False) -> None:
     for path in sorted(set(paths)):
-        fsync_dir(path)
+        fsync_dir(path, operators=operators)

@@ -227,7 +227,13 @@ def _claimed_if_ready(
 def sync_claims(frames: list[Claimed]) -> None:
     """The claims' directories flushed to disk: they must be there before the frames' rows are
     (a claim lost in a power cut after the commit would put a counted frame back in the inbox)."""
-    fsync_dirs(directory for frame in frames for directory in frame.claim_dirs)
+    fsync_dirs(
+        directory for frame in frames for directory in frame.claim_dirs if directory != frame.source_dir
+    )
+    # The inbox folders they left are the operator's: one made unreadable since is not flushed
+    # (the rename is in the area's flush too, one journal commit on ext4 or XFS), nor does it stop
+    # the daemon.
+    fsync_dirs((frame.source_dir for frame in frames if frame.source_dir is not None), operators=True)
 
 
 def move_all(moves: list[Move]) -> dict[str, str]:
