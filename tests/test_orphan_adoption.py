@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -383,3 +384,53 @@ def test_a_suspect_whose_row_waited_for_the_database_keeps_its_fate(
     rows = query(tmp_path / "data" / "results.sqlite3", "SELECT status, error FROM results")
     assert rows == ([("failed", crash_reason())] if crasher else [("ok", None)])
     assert batches == [["x.bmp"], ["x.bmp"]], "alone each time"
+
+
+def test_live_instances_of_an_inbox_moved_away_and_made_again_never_adopt_each_other(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `mv inbox inbox.old && mkdir inbox` while two daemons run: their locks went with the old
+    # inbox. Each made its area again in the new one at its next claim, lockless, and the other
+    # took it at its next rescan for a dead instance's: frames in flight processed again as a
+    # crash's suspects, counted by both daemons.
+    caplog.set_level(logging.INFO)
+    batches = {"size": 64, "max_wait_ms": 300}
+    daemons = [start_daemon(inbox=_RESCANNING, batch=batches) for _ in range(2)]
+    for running in daemons:
+        running.turns_from_now(1)
+    inbox = tmp_path / "inbox"
+    inbox.rename(tmp_path / "inbox.old")
+    inbox.mkdir()
+    for index in range(6):
+        write_bmp(inbox / "cam" / f"{index}.bmp", seed=index)
+
+    database = tmp_path / "data" / "results.sqlite3"
+    wait_for(lambda: query(database, "SELECT count(*) FROM results")[0][0] == 6, what="6 rows")
+    wait_for(lambda: files_under(inbox) == [], what="the inbox drained")
+    for running in daemons:
+        running.turns_from_now(5)  # rescans, where another instance's area would be adopted
+
+    assert "which is gone" not in caplog.text and "by a run that crashed" not in caplog.text
+    assert sum(running.daemon.report.ok for running in daemons) == 6
+    names = {running.daemon.instance.name for running in daemons}
+    assert {path.name for path in (inbox / ".in-progress").glob("*.lock")} == {
+        f"{name}.lock" for name in names
+    }
+
+
+def test_an_instance_whose_lock_went_takes_it_again_unless_another_has_the_name(tmp_path: Path) -> None:
+    root = tmp_path / "inbox" / ".in-progress"
+    held = acquire_instance(root, name="a")
+    (tmp_path / "inbox").rename(tmp_path / "inbox.old")
+    (tmp_path / "inbox").mkdir()
+    held.keep()
+    with pytest.raises(StartupError):
+        acquire_instance(root, name="a")  # held again, in the new inbox
+    assert (root / "a").is_dir()
+
+    shutil.rmtree(root)  # `.in-progress` removed by hand, and a daemon started meanwhile as `a`
+    other = acquire_instance(root, name="a")
+    with pytest.raises(StartupError, match="lost its lock"):
+        held.keep()
+    other.release()
+    held.release()

@@ -10,6 +10,7 @@ be taken proves its owner is gone, so its claimed frames can be recovered by who
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import socket
@@ -22,6 +23,8 @@ from watcher.errors import StartupError
 VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LOCK_SUFFIX = ".lock"
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class InstanceLock:
@@ -33,6 +36,33 @@ class InstanceLock:
         if self._descriptor >= 0:
             os.close(self._descriptor)  # closing drops the flock
             self._descriptor = -1
+
+    def keep(self) -> None:
+        """Take the lock again if the file at its path is not the one held: the inbox was moved
+        away and made again (or `.in-progress/` removed) while the daemon ran. The area, made again
+        by the next claim, would otherwise have no lock, and every other instance would take it
+        for a dead one's, its frames in flight for a crash's leftovers. StartupError when another
+        instance holds the name now. Nothing is made while the inbox itself is away."""
+        root = self.area.parent
+        lock = root / f"{self.name}{LOCK_SUFFIX}"
+        try:
+            if os.path.samestat(os.stat(lock), os.fstat(self._descriptor)):
+                return
+        except OSError:
+            pass  # gone with its folder: taken again below
+        if not root.parent.is_dir():
+            return  # the inbox is away (an unmounted share): waited for by the daemon, never made
+        try:
+            root.mkdir(exist_ok=True)
+            taken = _try_lock(root, self.name)
+        except OSError as error:
+            logger.warning("cannot take the lock %s again: %s", lock, error.strerror or error)
+            return  # tried again at the next rescan
+        if taken is None:
+            raise StartupError(f"instance {self.name!r} lost its lock {lock} to another daemon: stopping")
+        self.release()
+        self._descriptor = taken._descriptor
+        logger.warning("%s was not this instance's lock any more (the inbox moved?): taken again", lock)
 
 
 def _try_lock(root: Path, name: str) -> InstanceLock | None:
