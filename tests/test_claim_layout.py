@@ -306,3 +306,15 @@ def test_a_frame_named_frame_deep_in_a_folder_claim_keeps_its_count_in_the_folde
     suspects.record_attempt(frame, 2)
     (recovered,) = claimed_frames(area)
     assert recovered.relative == frame.relative and suspects.crashes_survived(recovered) == 2
+
+
+def test_a_folder_put_in_the_area_by_hand_is_no_claim_and_is_left_alone(tmp_path: Path) -> None:
+    # Only a folder named by a frame key is a claim in a folder of its own: another was taken for
+    # one (its frame moved out under the key `notes`), or removed whole when it held no frame.
+    area = tmp_path / "inbox" / ".in-progress" / "a"
+    write_bmp(area / "notes" / "x.bmp")
+    (area / "backup").mkdir()
+    (area / "backup" / ".keep").write_bytes(b"mine")
+    assert claimed_frames(area) == []
+    assert frames_per_area(area.parent) == {"a": 0}
+    assert (area / "notes" / "x.bmp").is_file() and (area / "backup" / ".keep").read_bytes() == b"mine"

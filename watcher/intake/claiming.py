@@ -34,7 +34,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from watcher.intake.claim_names import claimed_name, inside_inbox, parse_claimed_name
+from watcher.intake.claim_names import claimed_name, inside_inbox, is_key, parse_claimed_name
 from watcher.intake.claimed import ATTEMPTS_FILE, FLAT_NAME, ClaimedFrame
 from watcher.intake.moving import make_folders
 from watcher.intake.source_folders import Source, SourceFolders
@@ -186,7 +186,9 @@ def claimed_frames(area: Path) -> list[ClaimedFrame]:
                 ClaimedFrame(key=key, relative=relative, work_path_text=str(entry), received_at=received)
             )
             keys.add(key)
-        elif entry.is_dir() and not entry.is_symlink():  # a claim in a folder of its own
+        elif is_key(entry.name) and entry.is_dir() and not entry.is_symlink():
+            # A claim in a folder of its own, named by its key (any other folder was put there by
+            # hand: taken for a claim, its files would be moved out, or it removed when empty).
             frames += _claimed_in_folder(entry)
         else:
             logger.warning("%s is no claim (not a name the daemon writes): left where it is", entry)

@@ -8,7 +8,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from watcher.intake.claim_names import parse_claimed_name
+from watcher.intake.claim_names import is_key, parse_claimed_name
 from watcher.intake.discovery import scan_inbox
 from watcher.service.instance import LOCK_SUFFIX
 
@@ -54,7 +54,10 @@ def _frames_in(area: Path) -> int | None:
                 1
                 for entry in entries
                 if not entry.name.startswith(".")
-                and (entry.is_dir(follow_symlinks=False) or parse_claimed_name(entry.name) is not None)
+                and (
+                    (is_key(entry.name) and entry.is_dir(follow_symlinks=False))
+                    or parse_claimed_name(entry.name) is not None
+                )
             )
     except OSError:  # gone, or removed by its daemon while we counted
         return None
