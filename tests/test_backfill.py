@@ -181,3 +181,21 @@ def test_no_cluster_at_the_address_is_one_line_at_once(
     assert main(["backfill", str(archive), "--ray", "127.0.0.1:1", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("cctv-gender: error: no Ray cluster at 127.0.0.1:1"), err
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        pytest.param("cluster..local:6379", id="empty_label"),
+        pytest.param(f"{'h' * 64}:6379", id="label_too_long"),
+    ],
+)
+def test_a_host_name_that_cannot_be_one_is_one_line(
+    make_config: Callable[..., Path], tmp_path: Path, address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo like a doubled dot failed inside the IDNA codec (UnicodeError): a traceback."""
+    archive = make_archive(tmp_path / "archive", frames=1)
+    config = make_config(database={"url": "postgresql://nobody@127.0.0.1:1/never-opened"})
+    assert main(["backfill", str(archive), "--ray", address, "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"cctv-gender: error: no Ray cluster at {address}: {address[:-5]} is not a host name\n", err

@@ -47,6 +47,8 @@ def check_reachable(address: str) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:
         raise StartupError(f"no Ray cluster at {address}: {error.strerror or error}") from None
+    except UnicodeError:  # the IDNA codec's: an empty or over-long label (`a..b`, a 64-letter name)
+        raise StartupError(f"no Ray cluster at {address}: {host} is not a host name") from None
 
 
 def connect(address: str) -> None:
