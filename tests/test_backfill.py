@@ -199,3 +199,21 @@ def test_a_host_name_that_cannot_be_one_is_one_line(
     assert main(["backfill", str(archive), "--ray", address, "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert err == f"cctv-gender: error: no Ray cluster at {address}: {address[:-5]} is not a host name\n", err
+
+
+def test_a_dry_run_on_a_database_it_cannot_read_says_so(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dry run used to take any error opening the database for "not migrated yet" and report
+    every file as still to do (0 already done), where the real run fails."""
+    archive = make_archive(tmp_path / "archive", frames=3)
+    config = make_config()
+    database = tmp_path / "data" / "results.sqlite3"
+    database.parent.mkdir()
+    database.touch()  # empty: not migrated yet, so nothing done
+    assert main(["backfill", str(archive), "--dry-run", "--config", str(config)]) == 0
+    assert "would classify 4 of 4 files" in capsys.readouterr().out
+    database.write_bytes(b"not a database " * 512)
+    assert main(["backfill", str(archive), "--dry-run", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("cctv-gender: error: cannot open the database"), (out, err)

@@ -21,7 +21,7 @@ from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupError
 from watcher.store.engine import sqlite_file
-from watcher.store.opening import open_database
+from watcher.store.opening import SchemaNotCurrent, open_database
 from watcher.times import time_window
 
 if TYPE_CHECKING:  # the backfill's modules load the pipeline: only when the command runs
@@ -135,7 +135,7 @@ def _not_done(
             return files
         try:
             reader = open_database(config, migrate=False, read_only=True)
-        except StartupError:  # not at the current schema: the real run migrates it first
+        except SchemaNotCurrent:  # the real run migrates it first; any other error is the run's too
             return files
         try:
             done = archive_rows(reader, source)

@@ -15,6 +15,10 @@ from watcher.store.errors import StorageError
 from watcher.store.migrate import current_revision, head_revision, require_known_revision, upgrade_to_head
 
 
+class SchemaNotCurrent(StartupError):
+    """The database is empty or older than this release: a command that migrates brings it up."""
+
+
 def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> Engine:
     """An engine on `database.url`; `migrate` upgrades to head, otherwise the schema must be current.
 
@@ -67,7 +71,7 @@ def _open(config: Config, *, migrate: bool, read_only: bool) -> Engine:
     revision = current_revision(engine)
     require_known_revision(revision)  # a newer release's schema: `db upgrade` cannot help
     if revision != head_revision():
-        raise StartupError(
+        raise SchemaNotCurrent(
             f"the database at {shown_url(engine.url)} is not at the "
             "current schema; run `cctv-gender db upgrade`"
         )
