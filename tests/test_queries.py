@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import seed_results
+from tests.helpers import query_url, seed_results
 from watcher.commands.main import main
 from watcher.store.engine import make_engine
 from watcher.store.export import ALL_COLUMNS, OutputFormat, write_results
@@ -211,3 +211,50 @@ def test_the_view_reads_plainly(seeded: Path, database_url: str) -> None:
     assert rows[0][:3] == ("cam-07", "female", 0.9)
     assert str(rows[0][3]).startswith("2026-11-25 08:00:00")  # text on SQLite, a timestamp on PostgreSQL
     assert all(isinstance(row[5], int) and len(str(row[4])) == 10 for row in rows)
+
+
+def test_rescore_leaves_rows_stored_after_it_started(postgres_url: str) -> None:
+    """A row the daemon commits while `rescore` runs (say with a head promoted meanwhile) was
+    picked up by a later chunk and relabelled with the head rescore started with, and the count of
+    rows left alone went negative. Only the rows there when it started are its to rescore."""
+    from dataclasses import dataclass
+
+    from sqlalchemy import text
+
+    from watcher.store.rescoring import rescore_rows
+
+    @dataclass(frozen=True)
+    class Scored:
+        label: str
+        probability: float
+
+    stored = {"embedding": b"\0" * 32, "embedding_model": "clip p/1 torch-fp32", "label": "male"}
+    seed_results(postgres_url, [{"at": BASE, **stored}, {"at": BASE, **stored}, {"at": BASE}])
+    engine = make_engine(postgres_url, busy_timeout_ms=1000)
+    daemon = make_engine(postgres_url, busy_timeout_ms=1000)
+    calls: list[int] = []
+
+    def classify(blobs: list[bytes]) -> list[Scored]:
+        calls.append(len(blobs))
+        if len(calls) > 2:
+            return [Scored("female", 0.5) for _ in blobs]
+        with daemon.begin() as connection:  # the daemon's commit, while rescore's chunk is open
+            connection.execute(
+                text(
+                    "INSERT INTO results (frame_key, source_path, stored_path, received_at, processed_at,"
+                    " status, label, probability, model_version, embedding, embedding_model, source)"
+                    " VALUES (:key, 'x.bmp', '/p/x.bmp', :at, :at, 'ok', 'female', 0.9, 'v2', :blob,"
+                    " 'clip p/1 torch-fp32', 'inbox')"
+                ),
+                {"key": f"new-{len(calls)}", "at": BASE, "blob": b"\0" * 32},
+            )
+        return [Scored("female", 0.5) for _ in blobs]
+
+    report = rescore_rows(
+        engine, classify=classify, model_version="v1", embedding_model="clip p/1", since=None, chunk_rows=1
+    )
+    engine.dispose()
+    daemon.dispose()
+    assert (report.rescored, report.skipped) == (2, 1)
+    versions = query_url(postgres_url, "SELECT model_version FROM results WHERE source = 'inbox' ORDER BY id")
+    assert [version for (version,) in versions] == ["v1", "v1", "v1", "v2", "v2"]

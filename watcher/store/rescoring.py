@@ -47,8 +47,8 @@ def rescore_rows(
     since: datetime | None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> RescoreReport:
-    """Relabel every `ok` row in range whose embedding matches; one transaction per chunk, so a
-    chunk's rows are read and rewritten under the same write lock."""
+    """Relabel every `ok` row in range (and there when it starts) whose embedding matches; one
+    transaction per chunk, so a chunk's rows are read and rewritten under the same write lock."""
     in_range = [Result.status == Status.OK]
     if since is not None:
         in_range.append(Result.processed_at >= since)
@@ -60,9 +60,13 @@ def rescore_rows(
         Result.embedding_model == embedding_model,
         func.substr(Result.embedding_model, 1, len(prefix)) == prefix,
     )
-    usable = [*in_range, Result.embedding.is_not(None), same_features]
     with orm_session(engine) as session:
+        # Only the rows there now: one the daemon stores meanwhile (with a head promoted since,
+        # say) is not relabelled with this one, nor counted, and a busy daemon cannot keep it going.
+        newest = session.scalar(select(func.max(Result.id))) or 0
+        in_range.append(Result.id <= newest)
         total = session.scalar(select(func.count()).select_from(Result).where(*in_range)) or 0
+    usable = [*in_range, Result.embedding.is_not(None), same_features]
     rescored, last_id = 0, 0
     while True:
         with orm_session(engine, write=True) as session:
