@@ -217,3 +217,30 @@ def test_a_dry_run_on_a_database_it_cannot_read_says_so(
     assert main(["backfill", str(archive), "--dry-run", "--config", str(config)]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("cctv-gender: error: cannot open the database"), (out, err)
+
+
+def test_a_file_put_back_as_it_was_is_not_read_again(
+    make_config: Callable[..., Path], tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path with two `ok` rows (its file rewritten once) was judged by whichever row the query
+    gave last: a file put back as it first was (a restore with its time, `cp -p`) was read again on
+    every run, and a dry run counted it as still to do."""
+    archive = tmp_path / "archive"
+    first = write_bmp(archive / "cam-0" / "a.bmp", seed=1).read_bytes()
+    write_bmp(archive / "cam-0" / "b.bmp", seed=2)
+    config = make_config(database={"url": database_url})
+    command = ["backfill", str(archive), "--config", str(config)]
+    stamp = datetime(2024, 3, 1, 12, tzinfo=UTC).timestamp()
+    os.utime(archive / "cam-0" / "a.bmp", (stamp, stamp))
+    assert main(command) == 0
+    write_bmp(archive / "cam-0" / "a.bmp", seed=3)  # rewritten: new content, new time
+    assert main(command) == 0
+    (archive / "cam-0" / "a.bmp").write_bytes(first)  # put back as it was
+    os.utime(archive / "cam-0" / "a.bmp", (stamp, stamp))
+    capsys.readouterr()
+
+    assert main([*command, "--dry-run"]) == 0
+    assert "would classify 0 of 2 files" in capsys.readouterr().out
+    assert main(command) == 0
+    assert "0 ok, 0 failed, 2 skipped as already done" in capsys.readouterr().out
+    assert len(rows(database_url)) == 3

@@ -57,12 +57,11 @@ def archive_frame_key(source: str, relative: PurePosixPath, *, sha256: str | Non
 
 
 def is_done(
-    file: ArchiveFile, done: dict[str, tuple[int | None, datetime | None]], *, stored_name: str
+    file: ArchiveFile, done: dict[str, list[tuple[int | None, datetime | None]]], *, stored_name: str
 ) -> bool:
     """An `ok` row for this path with the same size and file time exists: skip it without reading.
     (A failed one is tried again: the failure may have been the model's, or the file half written.)"""
-    seen = done.get(stored_name)
-    if seen is None:
-        return False
-    size, mtime = seen
-    return size == file.size and mtime is not None and abs((mtime - file.mtime).total_seconds()) < 1e-3
+    return any(
+        size == file.size and mtime is not None and abs((mtime - file.mtime).total_seconds()) < 1e-3
+        for size, mtime in done.get(stored_name, ())
+    )

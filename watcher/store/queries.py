@@ -117,9 +117,13 @@ def result_fields(engine: Engine, result_id: int) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def archive_rows(engine: Engine, source: str) -> dict[str, tuple[int | None, datetime | None]]:
-    """An archive's `ok` rows so far, path → (size, file time): what a rerun of its backfill skips."""
+def archive_rows(engine: Engine, source: str) -> dict[str, list[tuple[int | None, datetime | None]]]:
+    """An archive's `ok` rows so far, path → every (size, file time) it was classified with (a
+    file rewritten has a row per content): what a rerun of its backfill skips."""
     statement = select(Result.source_path, Result.size_bytes, Result.file_mtime)
     statement = statement.where(Result.source == source, Result.status == "ok")
+    done: dict[str, list[tuple[int | None, datetime | None]]] = {}
     with translated_errors(), engine.connect() as connection:
-        return {path: (size, mtime) for path, size, mtime in connection.execute(statement)}
+        for path, size, mtime in connection.execute(statement):
+            done.setdefault(path, []).append((size, mtime))
+    return done
