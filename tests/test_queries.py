@@ -258,3 +258,22 @@ def test_rescore_leaves_rows_stored_after_it_started(postgres_url: str) -> None:
     assert (report.rescored, report.skipped) == (2, 1)
     versions = query_url(postgres_url, "SELECT model_version FROM results WHERE source = 'inbox' ORDER BY id")
     assert [version for (version,) in versions] == ["v1", "v1", "v1", "v2", "v2"]
+
+
+@pytest.mark.parametrize(
+    ("zone", "since"),
+    [
+        pytest.param("Asia/Tokyo", "0001-01-01T00:00", id="year_1_east_of_utc"),
+        pytest.param("America/New_York", "9999-12-31T23:00", id="year_9999_west_of_utc"),
+    ],
+)
+def test_rescore_since_out_of_range_in_the_sites_zone_is_one_line(
+    make_config: Callable[..., Path], capsys: pytest.CaptureFixture[str], zone: str, since: str
+) -> None:
+    """--since is checked in UTC as it is parsed; read in the site's zone it can leave the years
+    1-9999, which rescore (alone of the commands) let out as a ValueError traceback."""
+    config = make_config(display={"timezone": zone})
+    with pytest.raises(SystemExit) as caught:
+        _run(config, "rescore", "--since", since)
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.startswith(f"cctv-gender rescore: error: --since: out of range: '{since}'")

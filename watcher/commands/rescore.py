@@ -11,7 +11,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from model.registry import HeadMetadata, RegistryError, current_version, version_dir
-from watcher.commands.arguments import add_config, add_model_argument, time_type
+from watcher.commands.arguments import UsageError, add_config, add_model_argument, time_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.commands.models import is_zero_shot, require_version
 from watcher.config import Config
@@ -44,6 +44,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
 
     if args.model is not None and not is_zero_shot(args.model):
         require_version(config, args.model)  # before the database or any model is opened
+    try:  # in the site's zone a time the check in UTC let through may leave the years 1-9999
+        since = args.since.at(config.display.zone) if args.since is not None else None
+    except ValueError as error:
+        raise UsageError(f"--since: {error}") from None
     engine = open_database(config, migrate=False)
     head, embedding_model = _chosen_head(
         config, args.model or current_version(config.registry_dir) or "zero-shot"
@@ -53,7 +57,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         classify=lambda blobs: head.predict(unpack_embeddings(blobs)),
         model_version=head.version,
         embedding_model=embedding_model,
-        since=args.since.at(config.display.zone) if args.since is not None else None,
+        since=since,
     )
     print(f"rescored {plural(report.rescored, 'row')} with {head.version}")
     if report.skipped:
