@@ -277,3 +277,16 @@ def test_rescore_since_out_of_range_in_the_sites_zone_is_one_line(
         _run(config, "rescore", "--since", since)
     assert caught.value.code == 2
     assert capsys.readouterr().err.startswith(f"cctv-gender rescore: error: --since: out of range: '{since}'")
+
+
+def test_a_plot_takes_camera_names_as_they_are(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A camera is a folder's name: matplotlib read `$...$` in it as TeX, and one that is not valid
+    TeX (`cam$\\frac$1`) ended `summary --plot` in a mathtext traceback."""
+    url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
+    (tmp_path / "data").mkdir()
+    seed_results(url, [{"at": BASE, "camera": "cam$\\frac$1", "label": "male", "probability": 0.8}])
+    plot = tmp_path / "counts.png"
+    assert _run(make_config(database={"url": url}), "summary", "--plot", str(plot)) == 0
+    assert plot.read_bytes().startswith(b"\x89PNG") and "cam$\\frac$1" in capsys.readouterr().out

@@ -37,7 +37,8 @@ def plot_counts(rows: list[dict[str, Any]], path: Path, *, unit: str, zone: tzin
         axis.bar(starts, female, width=width * 0.9, align="edge", color="#c2185b", label="female")
         axis.bar(starts, male, width=width * 0.9, align="edge", bottom=female, color="#1976d2", label="male")
         axis.set_ylabel("frames")
-        axis.set_title(camera, loc="left", fontsize="medium")
+        # A folder name is not TeX: `cam$\frac$1` would fail mathtext (a traceback), `a$b$` be set in italics.
+        axis.set_title(camera, loc="left", fontsize="medium", parse_math=False)
         axis.yaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(axis="y", alpha=0.3)
     locator = mdates.AutoDateLocator(tz=zone)  # type: ignore[no-untyped-call]
