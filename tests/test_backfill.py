@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,3 +245,24 @@ def test_a_file_put_back_as_it_was_is_not_read_again(
     assert main(command) == 0
     assert "0 ok, 0 failed, 2 skipped as already done" in capsys.readouterr().out
     assert len(rows(database_url)) == 3
+
+
+def test_a_file_time_past_the_year_9999_is_left_out_with_a_warning(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tmpfs, XFS and NAS shares hold times Python's datetime cannot: listing the archive raised
+    ValueError, a traceback for the whole backfill (and its dry run) over one file."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        pytest.skip("needs a writable tmpfs at /dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm) as folder:
+        archive = Path(folder)
+        write_bmp(archive / "cam" / "ok.bmp", seed=1)
+        future = write_bmp(archive / "cam" / "future.bmp", seed=2)
+        os.utime(future, (1e12, 1e12))  # the year 33658
+        if future.stat().st_mtime != 1e12:
+            pytest.skip("this tmpfs cannot hold the time")
+        assert main(["backfill", str(archive), "--config", str(make_config())]) == 0
+    out, err = capsys.readouterr()
+    assert "backfill: 1 files, 1 ok, 0 failed" in out
+    assert f"left out {future}: its file time cannot be read as a date" in err

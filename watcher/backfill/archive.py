@@ -38,10 +38,13 @@ def list_archive(
         path = archive / relative
         try:
             info = path.lstat()
+            mtime = datetime.fromtimestamp(info.st_mtime, UTC)
         except OSError as error:  # gone since the folder was listed
             logger.warning("cannot look at %s: %s", path, error)
             continue
-        mtime = datetime.fromtimestamp(info.st_mtime, UTC)
+        except (ValueError, OverflowError) as error:  # outside the years 1-9999 (tmpfs, XFS, a NAS)
+            logger.warning("left out %s: its file time cannot be read as a date (%s)", path, error)
+            continue
         if (since is not None and mtime < since) or (until is not None and mtime >= until):
             continue
         yield ArchiveFile(relative, path, info.st_size, mtime)
