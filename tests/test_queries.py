@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -290,3 +291,21 @@ def test_a_plot_takes_camera_names_as_they_are(
     plot = tmp_path / "counts.png"
     assert _run(make_config(database={"url": url}), "summary", "--plot", str(plot)) == 0
     assert plot.read_bytes().startswith(b"\x89PNG") and "cam$\\frac$1" in capsys.readouterr().out
+
+
+def test_a_camera_given_as_its_folders_own_bytes(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder name that is not UTF-8, passed as its bytes (`--camera "$(ls inbox)"`), reached
+    the driver as a str with lone surrogates: a UnicodeEncodeError traceback. It matches its rows,
+    which store it as `caf\\xe9`; a --model so given is only never seen."""
+    url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
+    (tmp_path / "data").mkdir()
+    seed_results(url, [{"at": BASE, "camera": "caf\\xe9", "label": "male"}, {"at": BASE, "camera": "cafe"}])
+    config = make_config(database={"url": url})
+    for given in (os.fsdecode(b"caf\xe9"), "caf\\xe9"):
+        assert _run(config, "results", "--camera", given, "--format", "json") == 0
+        assert [row["camera"] for row in _json(capsys)] == ["caf\\xe9"]
+    assert _run(config, "summary", "--model", os.fsdecode(b"v\xff")) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "no results\n" and "model version v\\xff has never been seen" in captured.err

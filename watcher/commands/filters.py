@@ -9,6 +9,7 @@ from datetime import tzinfo
 from sqlalchemy import Engine
 
 from watcher.commands.arguments import UsageError, probability_type, time_type
+from watcher.intake.names import storable
 from watcher.store.export import OutputFormat
 from watcher.store.queries import (
     ResultFilter,
@@ -63,15 +64,25 @@ def filters_from(args: argparse.Namespace, *, zone: tzinfo) -> ResultFilter:
     except ValueError as error:
         raise UsageError(str(error)) from None
     return ResultFilter(
-        cameras=tuple(args.camera),
+        cameras=tuple(_as_stored(camera) for camera in args.camera),
         since=since,
         until=until,
         label=args.label,
         min_probability=args.min_probability,
         status=args.status,
-        model_version=args.model,
+        model_version=_as_stored(args.model) if args.model is not None else None,
         time_basis=TimeBasis(args.time),
     )
+
+
+def _as_stored(name: str) -> str:
+    """A name given as the folder's own bytes (not UTF-8: `--camera "$(ls inbox | head -1)"`) as
+    the rows store it (`caf\\xe9`); the driver cannot send it as it is. Typed names pass as typed."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return storable(name)
+    return name
 
 
 def warn_unseen(engine: Engine, filters: ResultFilter) -> None:
