@@ -293,6 +293,27 @@ def test_a_plot_takes_camera_names_as_they_are(
     assert plot.read_bytes().startswith(b"\x89PNG") and "cam$\\frac$1" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])
+def test_summary_counts_file_times_at_the_ends_of_the_calendar(
+    make_config: Callable[..., Path], tmp_path: Path, database_url: str, zone: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A frame whose file says year 1 or 9999 (tmpfs, XFS, a NAS hold such times) has no local
+    hour in a zone that carries it to year 0 or 10000: `summary --by hour|day` (and the API's)
+    ended in an OverflowError traceback. It is counted, a day inside the calendar."""
+    (tmp_path / "data").mkdir()
+    ends = [datetime(1, 1, 1, 0, 5, tzinfo=UTC), datetime(9999, 12, 31, 23, 50, tzinfo=UTC), BASE]
+    seed_results(
+        database_url, [{"at": BASE, "camera": "c", "file_mtime": at, "label": "male"} for at in ends]
+    )
+    config = make_config(database={"url": database_url}, display={"timezone": zone})
+    for unit in ("hour", "day"):
+        assert _run(config, "summary", "--by", unit, "--format", "json") == 0
+        buckets = _json(capsys)
+        assert [row["total"] for row in buckets] == [1, 1, 1]
+        assert buckets[0][unit].startswith("0001-01-0") and buckets[2][unit].startswith("9999-12-")
+
+
 def test_a_camera_given_as_its_folders_own_bytes(
     make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

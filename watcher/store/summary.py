@@ -10,7 +10,7 @@ right, and only cameras × quarters rows ever leave the database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import BigInteger, Engine, Integer, Select, case, cast, func, select
@@ -26,6 +26,9 @@ COUNT_COLUMNS = (
     "total", "female", "male", "failed", "female_share", "male_share", "failed_share", "mean_probability",
 )  # fmt: skip
 QUARTER_S = 900
+# The first and last quarter hours that every zone (offsets are under a day) can show.
+_FIRST_QUARTER = int(datetime(1, 1, 2, tzinfo=UTC).timestamp()) // QUARTER_S
+_LAST_QUARTER = int(datetime(9999, 12, 30, tzinfo=UTC).timestamp()) // QUARTER_S
 
 
 def parse_dimensions(text: str) -> tuple[str, ...]:
@@ -83,7 +86,12 @@ class _Counts:
 def local_bucket(quarter: int, *, unit: str, zone: tzinfo) -> str:
     """The local hour (ISO with its offset, so the repeated hour of a daylight-saving change stays
     two hours) or day (ISO date) a UTC quarter hour falls in."""
-    local = datetime.fromtimestamp(quarter * QUARTER_S, zone)
+    try:
+        local = datetime.fromtimestamp(quarter * QUARTER_S, zone)
+    except (OverflowError, ValueError):
+        # A file time at the calendar's very ends (year 1 or 9999 on tmpfs, XFS, a NAS) that this
+        # zone would carry to year 0 or 10000: counted a day inside, not a traceback.
+        local = datetime.fromtimestamp(min(max(quarter, _FIRST_QUARTER), _LAST_QUARTER) * QUARTER_S, zone)
     if unit == "day":
         return local.date().isoformat()
     return local.replace(minute=0, second=0, microsecond=0).isoformat()
