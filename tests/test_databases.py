@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from model.synthetic import write_bmp
 from tests.helpers import RunningDaemon, files_under, query_url, wait_for
+from watcher.backfill.report import BackfillReport, store_records
 from watcher.commands.main import main
 from watcher.pipeline.recording import Recorder
 from watcher.pipeline.stages import Classified, Stored
@@ -56,6 +58,40 @@ def test_a_frame_key_gets_one_row_however_often_it_is_inserted(database_url: str
         ("b",),
         ("c",),
     ]
+
+
+def _archived(key: str, name: str, status: str) -> ResultRecord:
+    ok = status == "ok"
+    return replace(
+        _row(key),
+        source="archive:/archive",
+        source_path=name,
+        stored_path=f"/archive/{name}",
+        status=status,
+        label="male" if ok else None,
+        probability=0.9 if ok else None,
+    )
+
+
+def test_a_failed_row_superseded_takes_its_reviews_along(database_url: str, tmp_path: Path) -> None:
+    # A backfill's failed row was reviewed; a later run classifies the file ok and deletes that
+    # row. Its review must go too: on SQLite (no foreign keys enforced, ids reused) it would
+    # otherwise label the next row inserted, a different file.
+    (tmp_path / "data").mkdir()
+    engine = make_engine(database_url, busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    store_records(engine, [_archived("k1", "x.bmp", "failed")], BackfillReport())
+    [(failed_id,)] = query_url(database_url, "SELECT id FROM results")
+    record_review(engine, result_id=failed_id, label=ReviewLabel.FEMALE, reviewer="alice")
+
+    again = [_archived("k0", "other.bmp", "ok"), _archived("k2", "x.bmp", "ok")]
+    store_records(engine, again, BackfillReport())
+    engine.dispose()
+    assert query_url(database_url, "SELECT source_path, status FROM results ORDER BY source_path") == [
+        ("other.bmp", "ok"),
+        ("x.bmp", "ok"),
+    ]
+    assert query_url(database_url, "SELECT count(*) FROM reviews") == [(0,)]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from sqlalchemy.exc import StatementError
 
 from watcher.store.errors import RowRejected
 from watcher.store.records import ResultRecord, result_record
-from watcher.store.schema import Result
+from watcher.store.schema import Result, Review
 from watcher.store.session import orm_session, transaction
 from watcher.store.sqlite_rows import insert_new_sqlite_rows
 
@@ -95,11 +95,13 @@ def supersede_failed_rows(engine: Engine, records: list[ResultRecord]) -> None:
         return
     with transaction(engine) as connection:
         for source, paths in wanted.items():
-            connection.execute(
-                delete(Result).where(
-                    Result.source == source, Result.status == "failed", Result.source_path.in_(paths)
-                )
+            failed = select(Result.id).where(
+                Result.source == source, Result.status == "failed", Result.source_path.in_(paths)
             )
+            # Their reviews go with them: SQLite runs no ON DELETE CASCADE (foreign keys are off),
+            # and a review left behind would label the next row given the freed id (no AUTOINCREMENT).
+            connection.execute(delete(Review).where(Review.result_id.in_(failed)))
+            connection.execute(delete(Result).where(Result.id.in_(failed)))
 
 
 def _insert(engine: Engine, records: list[ResultRecord], before_write: Callable[[], None]) -> set[str]:
