@@ -760,6 +760,46 @@ def test_a_database_file_deleted_while_a_commit_waits_for_the_lock_moves_nothing
     assert [path for path in files_under(tmp_path / "inbox") if path.endswith("waiting.bmp")]
 
 
+def test_a_write_ahead_log_removed_under_the_daemon_stops_it_before_anything_moves(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    import threading
+
+    from watcher.config import load_config
+    from watcher.pipeline.assembly import build_daemon
+    from watcher.store.file_guard import DatabaseFileReplaced
+
+    # `rm results.sqlite3-wal`, a folk cure for a locked database: the daemon's connections would
+    # go on committing into the unlinked log, rows nobody reads again, their files moved.
+    stop = threading.Event()
+    daemon = build_daemon(load_config(make_config()), stop=stop)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except BaseException as error:  # noqa: BLE001 - the test reads it
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        write_bmp(tmp_path / "inbox" / "cam" / "first.bmp", seed=1)
+        wait_for(lambda: files_under(tmp_path / "processed") == ["cam/first.bmp"], what="the first frame")
+        Path(f"{tmp_path / 'data' / 'results.sqlite3'}-wal").unlink()
+        write_bmp(tmp_path / "inbox" / "cam" / "second.bmp", seed=2)
+        thread.join(timeout=60)
+    finally:
+        stop.set()
+        daemon.wake()
+        thread.join(timeout=60)
+
+    assert len(outcome) == 1 and isinstance(outcome[0], DatabaseFileReplaced), outcome
+    assert "lost its write-ahead log" in str(outcome[0])
+    assert files_under(tmp_path / "processed") == ["cam/first.bmp"], "moved while its row went nowhere"
+    assert [path for path in files_under(tmp_path / "inbox") if path.endswith("second.bmp")]
+
+
 def test_a_table_locked_on_postgresql_parks_the_batch_instead_of_blocking(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, postgres_url: str
 ) -> None:
