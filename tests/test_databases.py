@@ -23,6 +23,7 @@ from watcher.backfill.report import BackfillReport, store_records
 from watcher.commands.main import main
 from watcher.pipeline.recording import Recorder
 from watcher.pipeline.stages import Classified, Stored
+from watcher.store.copy import copy_results
 from watcher.store.engine import make_engine
 from watcher.store.errors import translate
 from watcher.store.migrate import head_revision, upgrade_to_head
@@ -366,6 +367,25 @@ def test_db_copy_moves_sqlite_results_to_postgresql_and_can_be_repeated(
     assert main(["results", "--format", "csv", "--config", str(tmp_path / "config.toml")]) == 0
     on_sqlite = capsys.readouterr().out
     assert on_postgres == on_sqlite, (on_postgres, on_sqlite)
+
+
+def test_db_copy_keeps_the_rows_in_their_order(database_url: str, tmp_path: Path) -> None:
+    # Each batch goes in frame key order (random uuids), batch after batch: the target's ids must
+    # follow the source's, or `results` (newest first, by id) lists a copy's rows shuffled.
+    source_url = f"sqlite:///{tmp_path / 'source.sqlite3'}"
+    source = make_engine(source_url, busy_timeout_ms=1000)
+    upgrade_to_head(source)
+    for batch in (["d", "b"], ["c", "a"], ["e"]):
+        with source.begin() as connection:
+            insert_new_rows(connection, [_row(key) for key in batch])
+    (tmp_path / "data").mkdir()
+    target = make_engine(database_url, busy_timeout_ms=1000)
+
+    assert copy_results(source, target).copied == 5
+    source.dispose()
+    target.dispose()
+    in_order = "SELECT frame_key FROM results ORDER BY id"
+    assert query_url(database_url, in_order) == query_url(source_url, in_order) == [(key,) for key in "bdace"]
 
 
 def test_db_copy_refuses_a_bad_target(

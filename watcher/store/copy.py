@@ -3,8 +3,9 @@
 Used once when a site outgrows SQLite: the target is migrated to the current schema, then rows
 are copied in chunks, each chunk one transaction. The frame key is the identity, so a copy that
 was interrupted (or repeated) can simply be run again: rows already in the target are skipped.
-Row ids are the target's own; the frame key, paths and times are kept as they are. Reviews follow
-their rows (matched by frame key), and a review already in the target is not copied again.
+Row ids are the target's own, given in the source's order; the frame key, paths and times are
+kept as they are. Reviews follow their rows (matched by frame key), and a review already in the
+target is not copied again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from watcher.store.migrate import upgrade_to_head
 from watcher.store.records import result_record
 from watcher.store.schema import Result, Review
 from watcher.store.session import orm_session, transaction
-from watcher.store.writes import insert_new_rows
+from watcher.store.writes import insert_new_rows_as_given
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,10 @@ def copy_results(source: Engine, target: Engine, *, chunk_rows: int = CHUNK_ROWS
     with orm_session(source) as session:
         rows = session.scalars(select(Result).order_by(Result.id).execution_options(yield_per=chunk_rows))
         for chunk in rows.partitions():
+            # In the source's id order, not the frame keys' (random): ids stay in commit order.
+            records = [result_record(row) for row in chunk]
             with transaction(target) as connection:
-                report.copied += len(insert_new_rows(connection, map(result_record, chunk)))
+                report.copied += len(insert_new_rows_as_given(connection, records))
             report.read += len(chunk)
             logger.info("copied %d of %d rows read so far", report.copied, report.read)
     report.reviews_copied = copy_reviews(source, target, chunk_rows=chunk_rows)

@@ -46,10 +46,15 @@ def insert_new_rows(connection: Connection, records: Iterable[ResultRecord]) -> 
     Rows go in key order, so concurrent writers take their index locks in the same order. On
     SQLite as one plain statement (watcher.store.sqlite_rows: the daemon's hottest Python).
     """
-    ordered = sorted(records, key=lambda r: r.frame_key)
+    return insert_new_rows_as_given(connection, sorted(records, key=lambda r: r.frame_key))
+
+
+def insert_new_rows_as_given(connection: Connection, records: list[ResultRecord]) -> set[str]:
+    """insert_new_rows in the records' own order, which the new rows' ids follow (`db copy` keeps
+    the source's order: `results` lists newest first by id)."""
     if connection.dialect.name == "sqlite":
-        return insert_new_sqlite_rows(connection, ordered)
-    return insert_new_rows_portable(connection, ordered)
+        return insert_new_sqlite_rows(connection, records)
+    return insert_new_rows_portable(connection, records)
 
 
 def insert_new_rows_portable(connection: Connection, records: Iterable[ResultRecord]) -> set[str]:
