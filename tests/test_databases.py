@@ -23,7 +23,7 @@ from watcher.backfill.report import BackfillReport, store_records
 from watcher.commands.main import main
 from watcher.pipeline.recording import Recorder
 from watcher.pipeline.stages import Classified, Stored
-from watcher.store.copy import copy_results
+from watcher.store.copy import copy_results, copy_reviews
 from watcher.store.engine import make_engine
 from watcher.store.errors import translate
 from watcher.store.migrate import head_revision, upgrade_to_head
@@ -386,6 +386,33 @@ def test_db_copy_keeps_the_rows_in_their_order(database_url: str, tmp_path: Path
     target.dispose()
     in_order = "SELECT frame_key FROM results ORDER BY id"
     assert query_url(database_url, in_order) == query_url(source_url, in_order) == [(key,) for key in "bdace"]
+
+
+def test_a_review_of_a_row_stored_during_a_copy_waits_for_the_next_run(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The rows are read in one snapshot, the reviews in a later one: a frame the daemon stored
+    # and an operator reviewed in between has a review but no row in the target yet.
+    source_url = f"sqlite:///{tmp_path / 'source.sqlite3'}"
+    source = make_engine(source_url, busy_timeout_ms=1000)
+    upgrade_to_head(source)
+    with source.begin() as connection:
+        insert_new_rows(connection, [_row("a")])
+    (tmp_path / "data").mkdir()
+    target = make_engine(database_url, busy_timeout_ms=1000)
+    assert copy_results(source, target).copied == 1
+    with source.begin() as connection:
+        insert_new_rows(connection, [_row("b")])
+    [(late_id,)] = query_url(source_url, "SELECT id FROM results WHERE frame_key = 'b'")
+    record_review(source, result_id=late_id, label=ReviewLabel.MALE, reviewer="alice")
+
+    assert copy_reviews(source, target) == 0  # was a KeyError, the copy's traceback
+    again = copy_results(source, target)
+    assert (again.copied, again.reviews_copied) == (1, 1)
+    source.dispose()
+    target.dispose()
+    reviewed = "SELECT r.frame_key, v.label FROM reviews v JOIN results r ON r.id = v.result_id"
+    assert query_url(database_url, reviewed) == [("b", "male")]
 
 
 def test_db_copy_refuses_a_bad_target(
