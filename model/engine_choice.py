@@ -37,11 +37,16 @@ from model.engine_evidence import (
     evidence_path,
     measure,
     read_evidence,
-    still_passes,
     write_evidence,
 )
 from model.messages import first_line
-from model.onnx_vision import EXPORT_VERSION, OnnxVision, export_image_tower, quantize_int8
+from model.onnx_vision import (
+    EXPORT_VERSION,
+    OnnxVision,
+    export_image_tower,
+    quantize_int8,
+    unchanged_since_made,
+)
 from model.runtime import (
     ONNXRUNTIME,
     TORCH,
@@ -149,9 +154,9 @@ def choose_cpu_engine(
             ranked = _ranked(candidates, evidence)
             passing: dict[str, ClipFeatureExtractor] = {}
             for candidate in ranked:
-                variant = loaded.get(candidate.tag) or _variants(
-                    extractor, [candidate], folder, cached=True
-                ).get(candidate.tag)
+                variant = loaded.get(candidate.tag) or _variants(extractor, [candidate], folder).get(
+                    candidate.tag
+                )
                 if variant is not None:
                     passing[candidate.tag] = variant
                     if not every_passing:
@@ -195,10 +200,9 @@ def engine_folder(cache_root: Path, extractor: ClipFeatureExtractor) -> Path:
 
 
 def _variants(
-    extractor: ClipFeatureExtractor, candidates: list[Runtime], folder: Path | None, *, cached: bool = False
+    extractor: ClipFeatureExtractor, candidates: list[Runtime], folder: Path | None
 ) -> dict[str, ClipFeatureExtractor]:
-    """Each candidate as a runnable extractor; ONNX Runtime's only where its export loads and,
-    when the evidence already says it passed (`cached`), still passes on a gate frame."""
+    """Each candidate as a runnable extractor; ONNX Runtime's only where its export loads."""
     variants: dict[str, ClipFeatureExtractor] = {}
     for candidate in candidates:
         if candidate.engine == TORCH:
@@ -206,23 +210,21 @@ def _variants(
             continue
         assert folder is not None, "ONNX Runtime candidates come with a cache folder"
         try:
-            variant = extractor.variant(candidate, onnx=_session(extractor, folder, candidate))
+            variants[candidate.tag] = extractor.variant(
+                candidate, onnx=_session(extractor, folder, candidate)
+            )
         except Exception as error:  # noqa: BLE001 - any failure of the export leaves torch running
             logger.warning("%s left out: the export failed: %s", candidate.tag, first_line(error, named=True))
-            continue
-        if not cached or still_passes(extractor, variant):
-            variants[candidate.tag] = variant
-        else:  # changed on disk since it passed: exported again (from fp32's export too) at the next start
-            for precision in {"fp32", candidate.precision}:
-                (folder / f"image-tower-{precision}.onnx").unlink(missing_ok=True)
     return variants
 
 
 def _session(extractor: ClipFeatureExtractor, folder: Path, candidate: Runtime) -> OnnxVision:
-    """ONNX Runtime over the cached export; a cached file that will not load (cut short when a
-    disk filled, say) is exported again, once."""
+    """ONNX Runtime over the cached export; a cached file changed since it was made (its digest) or
+    that will not load (cut short when a disk filled, say) is exported again, once."""
     path = _exported(extractor, folder, precision=candidate.precision)
     try:
+        if not unchanged_since_made(path):
+            raise ValueError("changed on disk since it was made (its SHA-256 is another)")
         return OnnxVision(path, threads=extractor.cpu_threads)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
         logger.warning("%s will not load (%s): exporting it again", path, first_line(error, named=True))

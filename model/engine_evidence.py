@@ -71,27 +71,6 @@ def measure(
     return results
 
 
-def still_passes(extractor: ClipFeatureExtractor, variant: ClipFeatureExtractor) -> bool:
-    """Whether `variant`, an engine the evidence says passed, still gives `extractor`'s (torch fp32)
-    features on the first gate frame: a cached export damaged on disk, or another model's copied
-    over it, loads as well as the one that passed. Checked at each start, one frame through each."""
-    pixels = extractor.preprocess(gate_frames()[:1])
-    try:
-        cosine = float(np.sum(variant.embed_pixels(pixels) * extractor.embed_pixels(pixels)))
-    except Exception as error:  # noqa: BLE001 - an export of another model may not even run here
-        cosine, found = -1.0, f"it fails on a gate frame: {first_line(error, named=True)}"
-    else:
-        found = f"cosine {cosine:.4f} to torch fp32 on a gate frame"
-    if cosine >= GATE_COSINE:
-        return True
-    logger.warning(
-        "%s left out: its cached export no longer passes the gate (%s): it changed on disk since it "
-        "passed, and is exported again at the next start",
-        variant.runtime.tag, found,
-    )  # fmt: skip
-    return False
-
-
 def frames_per_second(extractor: ClipFeatureExtractor, pixels: torch.Tensor) -> float:
     """The bare forward's speed on every thread: one warm-up pass, then passes for TIMING_SECONDS."""
     extractor.use_cpu_threads(extractor.cpu_threads)
