@@ -201,9 +201,9 @@ def test_the_claims_are_on_disk_before_their_rows_with_file_processes(
     unsynced_at_rows: list[set[Path]] = []  # for each batch: its claims' folders not flushed yet
     fsync_dirs, record = file_work.fsync_dirs, Recorder.record
 
-    def flushing(paths: Iterable[Path]) -> None:
+    def flushing(paths: Iterable[Path], **options: bool) -> None:
         paths = list(paths)
-        fsync_dirs(paths)
+        fsync_dirs(paths, **options)
         synced.update(paths)
 
     def recording(self: Recorder, classified: list) -> list:

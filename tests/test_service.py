@@ -132,7 +132,7 @@ def test_ready_status_watchdog_and_stopping(
     config = make_config()
     # A frame a killed run left in progress: READY=1 must wait until it is recovered.
     instance = f"{re.sub(r'[^A-Za-z0-9._-]', '-', socket.gethostname())}-0"
-    write_bmp(tmp_path / "inbox" / ".in-progress" / instance / "0123abcd" / "cam-01" / "left.bmp")
+    write_bmp(tmp_path / "inbox" / ".in-progress" / instance / ("0123abcd" * 4) / "cam-01" / "left.bmp")
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
     env.update(NOTIFY_SOCKET=str(notify_socket.path), WATCHDOG_USEC="1000000")
     log = (tmp_path / "daemon.log").open("wb")
