@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from model.batch_math import pooled
+from model.registry_files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +120,10 @@ def unchanged_since_made(path: Path) -> bool:
 
 
 def _record_digest(path: Path, digest: str | None = None) -> None:
-    record = _digest_file(path)
-    staging = record.with_name(f"{record.name}.{os.getpid()}.tmp")
     try:
-        staging.write_text((digest or _digest(path)) + "\n", encoding="ascii")
-        os.replace(staging, record)
+        write_atomically(_digest_file(path), (digest or _digest(path)) + "\n")
     except OSError as error:  # a read-only cache: the export serves unchecked, as before
         logger.debug("cannot record the digest of %s: %s", path, error)
-        staging.unlink(missing_ok=True)
 
 
 def _digest(path: Path) -> str:
