@@ -81,18 +81,21 @@ def write_unknown_layer_head(path: Path) -> None:
 
 
 def start_watch_process(
-    config: Path, log: Path, *, prefix: list[str] | None = None
+    config: Path, log: Path, *, prefix: list[str] | None = None, new_session: bool = False
 ) -> subprocess.Popen[bytes]:
     """`cctv-gender watch` as a process of its own (real signals), its log (stderr) in `log`;
-    `prefix` runs it through another command (setpriv)."""
+    `prefix` runs it through another command (setpriv); `new_session` makes it the leader of a
+    process group of its own (for signals to the whole group, as systemd sends them)."""
     env = {key: value for key, value in os.environ.items() if key != "JOURNAL_STREAM"}
-    return subprocess.Popen(
-        [*(prefix or []), sys.executable, "-m", "watcher", "watch", "--config", str(config)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-        env=env,
-    )
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [*(prefix or []), sys.executable, "-m", "watcher", "watch", "--config", str(config)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            start_new_session=new_session,
+        )
 
 
 def toml_value(value: Any) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.synthetic import write_bmp
-from tests.helpers import files_under, wait_for
+from tests.helpers import files_under, start_watch_process, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -136,16 +136,7 @@ def test_a_sighup_to_the_whole_service_while_it_starts_and_runs_only_reloads(
     # resource tracker. SIGHUP's default would end each of them, and the daemon with them.
     config = make_config(batch={"file_processes": 2})
     log = tmp_path / "daemon.log"
-    env = {key: value for key, value in os.environ.items() if key != "JOURNAL_STREAM"}
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "watch", "--config", str(config)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
+    process = start_watch_process(config, log, new_session=True)
     try:
         # Migrated: the model, the workers and the relay are still to come.
         wait_for(lambda: "database migrated" in log.read_text() or process.poll() is not None, timeout=120)
