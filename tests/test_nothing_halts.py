@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -730,16 +731,7 @@ def test_a_database_file_deleted_while_a_commit_waits_for_the_lock_moves_nothing
     daemon = build_daemon(
         load_config(make_config(database={"busy_timeout_ms": 60_000})), stop=threading.Event()
     )
-    outcome: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            daemon.run()
-        except BaseException as error:  # noqa: BLE001 - the test reads it
-            outcome.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, outcome = _running_until_it_raises(daemon)
     wait_for(lambda: daemon.turns > 0, what="the loop to start")
     database = tmp_path / "data" / "results.sqlite3"
     holder = sqlite.connect(database, isolation_level=None)
@@ -773,16 +765,7 @@ def test_a_write_ahead_log_removed_under_the_daemon_stops_it_before_anything_mov
     # go on committing into the unlinked log, rows nobody reads again, their files moved.
     stop = threading.Event()
     daemon = build_daemon(load_config(make_config()), stop=stop)
-    outcome: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            daemon.run()
-        except BaseException as error:  # noqa: BLE001 - the test reads it
-            outcome.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, outcome = _running_until_it_raises(daemon)
     try:
         write_bmp(tmp_path / "inbox" / "cam" / "first.bmp", seed=1)
         wait_for(lambda: files_under(tmp_path / "processed") == ["cam/first.bmp"], what="the first frame")
@@ -903,3 +886,18 @@ def test_an_export_held_open_in_a_pager_never_delays_the_daemon(
             pager.stdout.close()
     rows = query(database, "SELECT count(*) FROM results WHERE source_path LIKE 'cam/new-%'")
     assert rows == [(3,)]
+
+
+def _running_until_it_raises(daemon: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """`daemon.run()` on a thread of its own, and the list that gets what it raised, if anything."""
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except BaseException as error:  # noqa: BLE001 - the test reads it
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
