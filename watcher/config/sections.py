@@ -58,6 +58,15 @@ class InboxConfig(Section):
         "far larger than their BMP header declares (a sparse or padded file): reason "
         "`too large: ...`.",
     )
+    remove_empty_folders_after_s: float = Field(
+        0.0,
+        ge=0,
+        description="A folder below a camera's own (an exporter's hour or day folder) that a rescan "
+        "finds empty, and that has stayed so this long, is removed, so that months of them do not "
+        "pile up as watches and listings; 0 keeps every folder. Only for writers that make their "
+        "folders again (mkdir -p): one that writes into an old folder it expects to exist would "
+        "find it gone.",
+    )
 
 
 class BatchConfig(Section):

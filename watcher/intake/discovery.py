@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from watcher.intake.empty_folders import EmptyFolders
+
 logger = logging.getLogger(__name__)
 
 FRAME_SUFFIX = ".bmp"
@@ -51,12 +53,15 @@ class UnlistedFolders:
         self._said = self._this_scan
 
 
-def scan_inbox(inbox: Path, *, unlisted: UnlistedFolders | None = None) -> Iterator[PurePosixPath]:
+def scan_inbox(
+    inbox: Path, *, unlisted: UnlistedFolders | None = None, empty: EmptyFolders | None = None
+) -> Iterator[PurePosixPath]:
     """Every candidate frame under `inbox`, depth first, without following directory links.
 
     Hidden folders (the in-progress area among them) are skipped. Symlinks and special files
     with a frame's name are yielded: they are claimed and failed, never opened. A folder that
     cannot be listed is warned about at each scan, or once if `unlisted` is kept between scans.
+    Each folder listed empty is offered to `empty` (the daemon's rescans only: never an archive's).
     """
     unlisted = unlisted if unlisted is not None else UnlistedFolders()
     unlisted.scan_starts()
@@ -71,6 +76,8 @@ def scan_inbox(inbox: Path, *, unlisted: UnlistedFolders | None = None) -> Itera
             if not (isinstance(error, NotADirectoryError) and folder != inbox):  # a file now
                 unlisted.refused(folder, error)
             continue
+        if not entries and empty is not None:
+            empty.offer(folder, relative_folder)
         for entry in sorted(entries, key=lambda item: item.name):
             if entry.name.startswith("."):
                 continue

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from watcher.faults import kill_point
 from watcher.intake.claiming import ClaimRefused, claim
 from watcher.intake.discovery import UnlistedFolders, scan_inbox
+from watcher.intake.empty_folders import EmptyFolders
 from watcher.intake.readiness import ReadinessTracker, Verdict
 from watcher.pipeline.file_work import ClaimOutcome
 from watcher.pipeline.stages import Claimed
@@ -42,6 +43,7 @@ class Claims:
         readiness: ReadinessTracker,
         stop: threading.Event,
         bulk: BulkClaimer | None = None,
+        remove_empty_after_s: float = 0.0,
     ) -> None:
         self._inbox = inbox
         self._area = area
@@ -52,6 +54,8 @@ class Claims:
         # Frames refused with the reason last logged: logged again only if it changes.
         self._refused: dict[PurePosixPath, str] = {}
         self._unlisted = UnlistedFolders()  # folders a rescan cannot list, said once each
+        # Folders below a camera's own left empty this long are removed; 0: never.
+        self._empty = EmptyFolders(after_s=remove_empty_after_s) if remove_empty_after_s > 0 else None
 
     @property
     def waiting(self) -> int:
@@ -67,7 +71,7 @@ class Claims:
         self._readiness.writers_finished(self._inbox, names)
 
     def rescan(self) -> None:
-        self.hint(scan_inbox(self._inbox, unlisted=self._unlisted))
+        self.hint(scan_inbox(self._inbox, unlisted=self._unlisted, empty=self._empty))
         if self._refused:
             # Refused names are remembered to say each refusal once. A refused name leaves the
             # waiting set, and the scan puts it back while it is still in the inbox: one not

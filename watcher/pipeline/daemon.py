@@ -79,6 +79,7 @@ class Daemon:
             )
             if workers is not None
             else None,
+            remove_empty_after_s=config.inbox.remove_empty_folders_after_s,
         )
         self._dispatcher = Dispatcher(
             processor,

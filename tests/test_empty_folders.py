@@ -1,0 +1,102 @@
+"""Exporters' hour and day folders left empty are removed by the daemon's rescans, once they have
+stayed empty for `inbox.remove_empty_folders_after_s`; never the inbox, a camera's own folder, a
+folder with anything in it, nor anything under an archive a backfill reads."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model.synthetic import write_bmp
+from tests.helpers import RunningDaemon, wait_for
+from watcher.intake.discovery import scan_inbox
+from watcher.intake.empty_folders import EmptyFolders
+
+DAY_S = 86_400.0
+
+
+def _made_empty(folder: Path, *, seconds_ago: float) -> Path:
+    folder.mkdir(parents=True)
+    then = time.time() - seconds_ago
+    os.utime(folder, (then, then))
+    return folder
+
+
+def test_a_rescan_removes_only_deep_folders_empty_for_long_enough(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    stale = _made_empty(inbox / "cam-07" / "2026-11-28" / "13", seconds_ago=2 * DAY_S)
+    recent = _made_empty(inbox / "cam-07" / "2026-11-29" / "13", seconds_ago=60)
+    camera = _made_empty(inbox / "cam-quiet", seconds_ago=2 * DAY_S)
+    written = write_bmp(inbox / "cam-07" / "2026-11-28" / "14" / "x.bmp")
+    os.utime(written.parent, (time.time() - 2 * DAY_S,) * 2)
+    hidden = _made_empty(inbox / "cam-07" / ".thumbnails" / "old", seconds_ago=2 * DAY_S)
+    empty = EmptyFolders(after_s=DAY_S)
+
+    found = list(scan_inbox(inbox, empty=empty))
+
+    assert [str(name) for name in found] == ["cam-07/2026-11-28/14/x.bmp"]
+    assert not stale.exists()
+    assert stale.parent.is_dir(), "its day folder was not empty when listed: it stays until it has been"
+    assert recent.is_dir() and camera.is_dir() and written.is_file() and hidden.is_dir()
+    assert empty.removed == 1
+
+
+def test_a_scan_without_it_removes_nothing(tmp_path: Path) -> None:
+    """As a backfill's scan of an archive, and `status`'s count: they never write there."""
+    stale = _made_empty(tmp_path / "archive" / "cam-07" / "2019" / "01", seconds_ago=400 * DAY_S)
+    assert list(scan_inbox(tmp_path / "archive")) == []
+    assert stale.is_dir()
+
+
+@settings(max_examples=30, deadline=None)
+@given(depth=st.integers(min_value=1, max_value=6), empty_for=st.floats(min_value=0, max_value=3 * DAY_S))
+def test_whatever_the_depth_and_age_only_a_deep_folder_past_the_limit_goes(
+    tmp_path_factory: pytest.TempPathFactory, depth: int, empty_for: float
+) -> None:
+    inbox = tmp_path_factory.mktemp("inbox")  # a fresh one each example
+    folder = _made_empty(inbox.joinpath(*(f"level-{level}" for level in range(depth))), seconds_ago=empty_for)
+
+    list(scan_inbox(inbox, empty=EmptyFolders(after_s=DAY_S)))
+
+    should_go = depth >= 2 and empty_for >= DAY_S + 1  # a second's margin for the scan's own time
+    should_stay = depth < 2 or empty_for < DAY_S - 1
+    if should_go:
+        assert not folder.exists()
+    if should_stay:
+        assert folder.is_dir()
+    assert (inbox / "level-0").is_dir(), "a camera's own folder stays"
+
+
+def test_the_daemon_removes_an_hour_folder_it_emptied_and_keeps_the_camera(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    hour = tmp_path / "inbox" / "cam-07" / "2026-11-29" / "13"
+    write_bmp(hour / "a.bmp", seed=1)
+    write_bmp(hour / "b.bmp", seed=2)
+    running = start_daemon(inbox={"remove_empty_folders_after_s": 0.2, "rescan_interval_s": 0.1})
+
+    wait_for(lambda: len(list((tmp_path / "processed").rglob("*.bmp"))) == 2, what="both frames moved")
+    wait_for(lambda: not hour.exists(), what="the emptied hour folder to go")
+    wait_for(lambda: not hour.parent.exists(), what="the day folder, empty since, to go")
+    running.turns_from_now(3)
+    assert (tmp_path / "inbox" / "cam-07").is_dir(), "a camera's own folder stays"
+    assert (tmp_path / "inbox").is_dir()
+
+
+def test_by_default_the_daemon_keeps_every_folder(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    hour = tmp_path / "inbox" / "cam-07" / "2026-11-29" / "13"
+    write_bmp(hour / "a.bmp", seed=1)
+    running = start_daemon(inbox={"rescan_interval_s": 0.05})
+
+    wait_for(lambda: len(list((tmp_path / "processed").rglob("*.bmp"))) == 1, what="the frame moved")
+    os.utime(hour, (time.time() - 400 * DAY_S,) * 2)
+    running.turns_from_now(5)
+    assert hour.is_dir()

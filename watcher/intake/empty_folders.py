@@ -1,0 +1,48 @@
+"""Removing the inbox's folders that writers have left empty for good.
+
+Exporters often write each hour or day into a folder of its own (`cam-07/2026-11-29/13/`). Once
+its frames are claimed, such a folder stays empty for ever: over months, thousands of them, each
+an inotify watch (kernel memory, and a limit shared with the host's other programs) and a listing
+at every rescan. A rescan offers each empty folder it lists; one that has stayed empty (its
+modification time: the last entry made or taken out) for `inbox.remove_empty_folders_after_s` is
+removed.
+
+Never the inbox itself nor a camera's own folder (the first level): a writer may well expect those
+to exist. A folder deeper down that a writer comes back to after that long without making it
+again would be gone under it, hence off by default. `rmdir` removes only an empty folder: a frame
+written into it meanwhile keeps it (and is found by the next rescan).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path, PurePosixPath
+
+logger = logging.getLogger(__name__)
+
+
+class EmptyFolders:
+    """Folders a rescan found empty, removed once they have been so for `after_s` seconds."""
+
+    def __init__(self, *, after_s: float) -> None:
+        self._after_s = after_s
+        self.removed = 0  # in this daemon's life, for tests and the log
+
+    def offer(self, folder: Path, relative: PurePosixPath) -> None:
+        """`folder` (at `relative` in the inbox) was listed empty just now."""
+        if len(relative.parts) < 2:
+            return  # the inbox, or a camera's own folder
+        try:
+            empty_since = os.stat(folder, follow_symlinks=False).st_mtime
+            if time.time() - empty_since < self._after_s:
+                return
+            os.rmdir(folder)
+        except OSError as error:
+            # Written into since it was listed (ENOTEMPTY), gone, a mount point (EBUSY), or not
+            # ours to remove: it stays, as it would have without this.
+            logger.debug("empty folder %s stays: %s", folder, error)
+            return
+        self.removed += 1
+        logger.info("removed %s: empty for over %.0f s", relative, self._after_s)
