@@ -144,21 +144,28 @@ configured_folders() {
     # data, inbox, processed, failed of an existing config, resolved as the daemon resolves them
     # (a byte-order mark is allowed, as the daemon allows it), then on a fifth line the other
     # folders the daemon writes that are outside them: model.registry's (its engine cache), a
-    # SQLite database.url's. One line and exit 1 for a file the daemon refuses too.
+    # SQLite database.url's. One line and exit 1 for a file the daemon refuses too: a path that
+    # starts with ~ among them (root's home here, the service user's in the daemon).
     "$PYTHON" - "$1" <<'EOF'
 import re, sys, tomllib
 from pathlib import Path
 
 config = Path(sys.argv[1])
-resolved = lambda value: (config.parent / Path(value).expanduser()).resolve()
+
+def resolved(key, value):
+    if value.startswith("~"):
+        sys.exit(f"install.sh: {config}: {key} '{value}': starts with ~, a different home folder for root here and for the service's user; cctv-gender refuses it too: write the path out, then run again")
+    return (config.parent / value).resolve()
+
 try:
     document = tomllib.loads(config.read_text(encoding="utf-8-sig"))
     paths = document.get("paths", {})
-    folders = [resolved(paths.get(key) or key) for key in ("data", "inbox", "processed", "failed")]
-    others = [resolved(document["model"]["registry"])] if document.get("model", {}).get("registry") else []
+    folders = [resolved(f"paths.{key}", paths.get(key) or key) for key in ("data", "inbox", "processed", "failed")]
+    registry = document.get("model", {}).get("registry")
+    others = [resolved("model.registry", registry)] if registry else []
     sqlite = re.fullmatch(r"sqlite(\+\w+)?:///([^?]+)(\?.*)?", document.get("database", {}).get("url") or "")
     if sqlite and sqlite[2] != ":memory:" and not sqlite[2].startswith("file:"):
-        others.append(resolved(sqlite[2]).parent)
+        others.append(resolved("database.url", sqlite[2]).parent)
 except Exception as error:
     problem = " ".join(str(error).split()) or type(error).__name__
     sys.exit(f"install.sh: {config}: cannot read its [paths] ({problem}); cctv-gender refuses it too: fix it, then run again")

@@ -223,6 +223,20 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
             "paths.data: the database file must not be inside paths.inbox",
             id="database_in_the_inbox",
         ),
+        # Root running install.sh or selftest, and the service's user, each read `~` as their own home.
+        pytest.param(
+            {"paths": {"inbox": "~/frames"}}, "paths.inbox: starts with ~, a different home", id="home_inbox"
+        ),
+        pytest.param(
+            {"model": {"registry": "~cctv-gender/models"}},
+            "model.registry: starts with ~, a different home",
+            id="home_of_a_named_user",
+        ),
+        pytest.param(
+            {"database": {"url": "sqlite:///~/results.sqlite3"}},
+            "database.url: starts with ~, a different home",
+            id="home_in_a_sqlite_url",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, sections: dict, expected: str) -> None:

@@ -92,6 +92,8 @@ def test_a_rerun_reads_the_config_as_the_daemon_does(tmp_path: Path) -> None:
         pytest.param('failed = "/srv/100%failed"', "paths.failed '/srv/100%failed'", id="specifier"),
         pytest.param('inbox = "/srv/x', "cannot read its [paths] (Illegal character", id="not_toml"),
         pytest.param('data = ["/srv/x"]', "cannot read its [paths] (", id="not_a_path"),
+        # Root's home here, the service user's in the daemon: refused by both, naming the key.
+        pytest.param('inbox = "~/frames"', "paths.inbox '~/frames': starts with ~", id="home"),
     ],
 )
 def test_a_config_the_drop_in_cannot_follow_stops_a_rerun_with_one_line(

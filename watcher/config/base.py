@@ -33,6 +33,21 @@ def source_of(info: ValidationInfo) -> ConfigSource | None:
     return info.context if isinstance(info.context, ConfigSource) else None
 
 
+# The same file is read by the service's user (systemd sets its HOME), by root running install.sh,
+# selftest or `db upgrade`, and by an operator: each has another home folder, so a `~` would name
+# a different folder to each of them.
+HOME_REFUSED = (
+    "starts with ~, a different home folder for each user who reads this file (the service's user, "
+    "root running install.sh or selftest): write the path out, or relative to this file's folder"
+)
+
+
+def refuse_home(value: str) -> None:
+    """ValueError for a path that starts with `~` (or `~user`)."""
+    if value.startswith("~"):
+        raise ValueError(HOME_REFUSED)
+
+
 def resolve(base: Path, value: Path) -> Path:
     # Absolute paths too: folders are compared as the filesystem sees them (`inbox/..`, or a
     # symlink to the inbox, must not pass as a different folder). strict=False: they may not
@@ -52,9 +67,10 @@ def _written_path(value: object) -> object:
     if isinstance(value, str):
         if not value.strip():
             raise ValueError("must not be empty")
-        return Path(value)
+        value = Path(value)
     if not isinstance(value, Path):
         raise ValueError("Input should be a valid string")
+    refuse_home(str(value))
     return value
 
 

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field, ValidationInfo
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
-from watcher.config.base import OptionalText, Section, resolve, source_of
+from watcher.config.base import OptionalText, Section, refuse_home, resolve, source_of
 
 
 def refuse_unencoded_at(url: str) -> None:
@@ -39,6 +39,8 @@ def _resolve_sqlite_path(url: str | None, info: ValidationInfo) -> str | None:
     if parsed.get_backend_name() == "sqlite" and database in (None, "", ":memory:"):
         # Each connection would get its own empty database: rows written, then never seen.
         raise ValueError("an in-memory SQLite database keeps nothing: name a file")
+    if parsed.get_backend_name() == "sqlite" and database is not None:
+        refuse_home(database)
     if (
         parsed.get_backend_name() != "sqlite"
         or database is None
