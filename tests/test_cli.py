@@ -3,9 +3,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import sqlite3
+import stat
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,6 +77,45 @@ def test_db_upgrade_creates_the_database(
     assert main(["db", "upgrade", "--config", str(config)]) == 0
     assert (tmp_path / "data" / "results.sqlite3").is_file()
     assert f"database at revision {head_revision()}" in capsys.readouterr().out
+
+
+@pytest.fixture
+def admin_umask() -> Iterator[None]:
+    """An admin's shell: umask 022, where the unit runs the daemon with 0027."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("admin_umask")
+@pytest.mark.parametrize(
+    ("folder_mode", "file_mode"),
+    [
+        pytest.param(0o2750, 0o640, id="the_units_data_folder"),
+        pytest.param(0o700, 0o600, id="a_private_folder"),
+        pytest.param(0o755, 0o644, id="an_open_folder"),
+    ],
+)
+def test_db_upgrade_shuts_the_database_to_whom_its_folder_shuts_out(
+    make_config: Callable[..., Path], tmp_path: Path, folder_mode: int, file_mode: int
+) -> None:
+    config = make_config()
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(folder_mode)
+
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+
+    database = data / "results.sqlite3"
+    with sqlite3.connect(database) as connection:  # a writer makes the -wal and -shm (WAL mode)
+        connection.execute("CREATE TABLE probe (x)")
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in data.glob("results.sqlite3*")}
+    connection.close()
+    assert modes == dict.fromkeys(
+        ["results.sqlite3", "results.sqlite3-wal", "results.sqlite3-shm"], file_mode
+    ), {name: oct(mode) for name, mode in modes.items()}
 
 
 def test_results_asks_for_an_upgrade_on_a_fresh_database(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -34,9 +35,10 @@ def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> 
             _require_sqlite_file(config.database_url)  # a reader never makes one (an unmounted share?)
         else:
             made = _make_sqlite_folder(config.database_url)
+            made += _make_sqlite_file(config.database_url)
         return _open(config, migrate=migrate, read_only=read_only)
     except (ArgumentError, NoSuchModuleError, ImportError, StorageError, OSError) as error:
-        _remove_empty(made)  # a database that cannot be opened leaves no folder behind
+        _remove_empty(made)  # a database that cannot be opened leaves no folder (or file) behind
         raise _one_line_error(config, error) from None
 
 
@@ -98,8 +100,38 @@ def _make_sqlite_folder(url: str) -> list[Path]:
     return missing[::-1]
 
 
-def _remove_empty(folders: list[Path]) -> None:
-    # Innermost first; a folder something else wrote into meanwhile stays.
-    for folder in reversed(folders):
+def _make_sqlite_file(url: str) -> list[Path]:
+    """The database file, made empty (an empty file is an empty SQLite database) before SQLite
+    would make it with the umask of whoever runs the command: an admin's 022 made `db upgrade`'s
+    file world-readable in the unit's 2750 data folder. Made here, it is shut to those its folder
+    shuts out; SQLite gives its -wal and -shm the file's mode. A file already there is left as is."""
+    file = sqlite_file(url)
+    if file is None:
+        return []
+    mode = database_file_mode(folder_mode=file.parent.stat().st_mode)
+    try:
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode))
+    except FileExistsError:
+        return []
+    return [file]
+
+
+def database_file_mode(*, folder_mode: int) -> int:
+    """SQLite's own 0644, less read for group or others where the folder gives them nothing; the
+    umask still applies on top (the unit's 0027 gives 0640 either way)."""
+    mode = 0o644
+    for shut_out in (0o070, 0o007):
+        if not folder_mode & shut_out:
+            mode &= ~shut_out
+    return mode
+
+
+def _remove_empty(made: list[Path]) -> None:
+    # Innermost first; a folder something else wrote into meanwhile stays, and so does a database
+    # file that holds anything.
+    for path in reversed(made):
         with contextlib.suppress(OSError):
-            folder.rmdir()
+            if path.is_dir():
+                path.rmdir()
+            elif path.stat().st_size == 0:
+                path.unlink()
