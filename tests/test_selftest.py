@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import pwd
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import write_config
 from watcher.commands.main import main
+from watcher.commands.selftest import Check, database_probe, inbox_probe
+from watcher.config import load_config
+from watcher.service.access import access_for, unit_user
 
 CHECKS = ("decode", "model", "database + migrations", "moves", "configured database", "configured inbox")
+
+
+def _account_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _table(out: str) -> dict[str, str]:
@@ -72,3 +88,84 @@ def test_an_unreachable_database_fails_the_selftest(
     assert rows["configured database"] == "FAILED" and rows["moves"] == "ok", out
     assert out.rstrip().endswith("selftest failed: configured database")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["config.toml"]
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not _account_exists("nobody"), reason="checks as another user need root"
+)
+
+
+@pytest.fixture
+def public_site() -> Iterator[Path]:
+    """A site folder every user can reach (tmp_path's parents are root's alone), root's own."""
+    site = Path(tempfile.mkdtemp(prefix="cctv-selftest-site-"))
+    site.chmod(0o755)
+    try:
+        yield site
+    finally:
+        shutil.rmtree(site)
+
+
+@needs_root
+def test_run_as_root_the_folders_are_checked_as_the_service_user(
+    make_config: Callable[..., Path], public_site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root writes anything: checked as root, a site the service's user cannot write passed."""
+    config_path = make_config(
+        paths={name: str(public_site / name) for name in ("inbox", "processed", "failed", "data")}
+    )
+    assert main(["db", "upgrade", "--config", str(config_path)]) == 0
+    (public_site / "inbox").mkdir(mode=0o755)  # root's: nobody else may write it
+
+    assert main(["selftest", "--config", str(config_path), "--as-user", "nobody"]) == 1
+
+    out = capsys.readouterr().out
+    rows = _table(out)
+    assert rows["configured inbox"] == rows["configured database"] == "FAILED", out
+    assert f"{public_site / 'inbox'}: not writable by nobody: Permission denied" in out
+    assert f"{public_site / 'data' / 'results.sqlite3'}: cannot be written by nobody" in out
+    # Given to the service's user, the same site passes, and says whose access it checked.
+    nobody = pwd.getpwnam("nobody")
+    for path in (public_site, *public_site.rglob("*")):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid, follow_symlinks=False)
+    config, access = load_config(config_path), access_for("nobody")
+    assert inbox_probe(config, access=access) == Check(
+        "configured inbox", True, f"{public_site / 'inbox'} writable by nobody"
+    )
+    database = database_probe(config, access=access)
+    assert database.ok and database.detail.endswith("schema current, writable by nobody"), database
+
+
+def test_a_unit_names_the_service_user_and_its_drop_in_outranks_it(tmp_path: Path) -> None:
+    assert unit_user(unit_dir=tmp_path) is None
+    (tmp_path / "cctv-gender.service").write_text(
+        "[Service]\nType=notify\nUser=cctv-gender\nGroup=cctv-gender\n"
+    )
+    assert unit_user(unit_dir=tmp_path) == "cctv-gender"
+    (tmp_path / "cctv-gender.service.d").mkdir()
+    (tmp_path / "cctv-gender.service.d" / "user.conf").write_text("[Service]\nUser = nobody\n")
+    assert unit_user(unit_dir=tmp_path) == "nobody"
+
+
+@needs_root
+def test_as_root_with_no_service_user_known_the_checks_say_they_are_roots(tmp_path: Path) -> None:
+    access = access_for(None, unit_dir=tmp_path)  # no unit installed there
+    (tmp_path / "inbox").mkdir()
+    config = load_config(write_config(tmp_path / "config.toml", {}))
+
+    check = inbox_probe(config, access=access)
+
+    assert check.ok and "as root: no " in check.detail and "--as-user NAME" in check.detail, check
+    (tmp_path / "cctv-gender.service").write_text("[Service]\nUser=nobody\n")
+    assert access_for(None, unit_dir=tmp_path).by == " by nobody"
+
+
+def test_an_unknown_user_is_one_line(
+    make_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["selftest", "--config", str(make_config()), "--as-user", "no-such-user-here"]) == 1
+
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "cctv-gender: error: --as-user no-such-user-here: no such user on this machine"
+    ], err

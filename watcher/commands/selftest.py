@@ -6,7 +6,8 @@ classes, saved and loaded with from_pretrained), and a few generated frames plus
 through the real pipeline (`build_daemon`, `run(once=True)`) into a temporary SQLite database.
 Then two probes of the configured site, which change nothing there: is `database.url` reachable
 (read-only; a SQLite file that does not exist yet is not made), and can the inbox be written
-(one hidden file, made and removed; a missing folder is not made).
+(one hidden file, made and removed; a missing folder is not made). Run as root, who may write
+anything, the folders are checked as the service's user (watcher.service.access).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -31,6 +31,7 @@ from watcher.config import Config, ConfigError, load_config
 from watcher.errors import StartupError
 from watcher.intake.folders import FOLDERS_MARK
 from watcher.reports import RunReport
+from watcher.service.access import Access, access_for
 from watcher.store.engine import shown_url, sqlite_file
 from watcher.store.errors import StorageError
 
@@ -49,10 +50,22 @@ class Check:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
+    parser.add_argument(
+        "--as-user",
+        metavar="NAME",
+        default=None,
+        help="run as root: check the configured folders as this user (default: the User= of the "
+        "installed cctv-gender unit)",
+    )
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
-    checks = [*pipeline_checks(config), database_probe(config), inbox_probe(config)]
+    access = access_for(args.as_user)  # before the pipeline: a wrong name costs no model build
+    checks = [
+        *pipeline_checks(config),
+        database_probe(config, access=access),
+        inbox_probe(config, access=access),
+    ]
     print(render(checks))
     failed = [check.name for check in checks if not check.ok]
     print(f"selftest failed: {', '.join(failed)}" if failed else "selftest passed")
@@ -190,8 +203,9 @@ def _frames_in(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*.bmp") if path.is_file()] if folder.is_dir() else []
 
 
-def database_probe(config: Config) -> Check:
-    """The configured database, opened read-only; nothing is made (a SQLite file, its folder)."""
+def database_probe(config: Config, *, access: Access) -> Check:
+    """The configured database, opened read-only; nothing is made (a SQLite file, its folder). A
+    SQLite file must be writable to `access`'s user, and so must its folder."""
     from watcher.store.opening import open_database
 
     name = "configured database"
@@ -201,19 +215,26 @@ def database_probe(config: Config) -> Check:
     except ArgumentError as error:
         return Check(name, False, f"database.url: {first_line(error)}")
     if file is not None and not file.exists():
-        writable = _nearest_writable(file.parent)
-        detail = f"{file} does not exist yet; `cctv-gender db upgrade` or `watch` makes it"
-        return Check(name, writable, detail if writable else f"{file}: cannot be made here (no write access)")
+        writable = access.can_make(file.parent)
+        makes = "`cctv-gender db upgrade` or `watch` makes it"
+        detail = f"{file} does not exist yet; {makes} (its folder: writable{access.by})"
+        return Check(
+            name, writable, detail if writable else f"{file}: cannot be made{access.by} (no write access)"
+        )
+    if file is not None and not access.can_write(file):
+        return Check(name, False, f"{file}: cannot be written{access.by} (the file or its folder)")
     try:
         engine = open_database(config, migrate=False, read_only=True)
         engine.dispose()
     except (StartupError, StorageError, ConfigError) as error:
         return Check(name, False, first_line(error))
-    return Check(name, True, f"{_hidden_password(url)} reachable, schema current")
+    written = "" if file is None else f", writable{access.by}"
+    return Check(name, True, f"{_hidden_password(url)} reachable, schema current{written}")
 
 
-def inbox_probe(config: Config) -> Check:
-    """Can frames be claimed in the configured inbox: one hidden file made and removed there."""
+def inbox_probe(config: Config, *, access: Access) -> Check:
+    """Can frames be claimed in the configured inbox by `access`'s user: one hidden file made and
+    removed there."""
     inbox = config.paths.inbox
     name = "configured inbox"
     if not inbox.is_dir():
@@ -221,23 +242,15 @@ def inbox_probe(config: Config) -> Check:
             return Check(
                 name, False, f"{inbox} is missing (an unmounted share?); `watch` will not make it again"
             )
-        writable = _nearest_writable(inbox)
-        detail = f"{inbox} does not exist yet; the first `watch` makes it"
-        return Check(name, writable, detail if writable else f"{inbox} is missing and cannot be made here")
-    try:
-        with tempfile.NamedTemporaryFile(dir=inbox, prefix=".selftest-"):
-            pass
-    except OSError as error:
-        return Check(name, False, f"{inbox}: not writable: {error.strerror or error}")
-    return Check(name, True, f"{inbox} writable")
-
-
-def _nearest_writable(path: Path) -> bool:
-    """Whether the nearest folder that exists above `path` lets this user make it."""
-    for folder in (path, *path.parents):
-        if folder.exists():
-            return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
-    return False
+        writable = access.can_make(inbox)
+        detail = f"{inbox} does not exist yet; the first `watch` makes it (its folder: writable{access.by})"
+        return Check(
+            name, writable, detail if writable else f"{inbox} is missing and cannot be made{access.by}"
+        )
+    problem = access.claim(inbox)
+    if problem is not None:
+        return Check(name, False, f"{inbox}: not writable{access.by}: {problem}")
+    return Check(name, True, f"{inbox} writable{access.by}")
 
 
 def _hidden_password(url: str) -> str:

@@ -1,0 +1,149 @@
+"""May the daemon's user write a folder? Asked of the kernel as that user, not of the caller.
+
+`selftest` is run by an admin, often as root, and root passes every permission check: a folder
+the service's user cannot write looked fine. So, run as root, the checks run in a child with the
+service's user's uid, primary gid and groups (what install.sh's `runuser -u USER -- test -w`
+does), and the kernel answers: mode bits, ACLs, a share's own squashing. The user is the installed
+unit's `User=` (or `selftest --as-user NAME`); with neither, root checks as itself and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from watcher.errors import StartupError
+
+logger = logging.getLogger(__name__)
+
+UNIT = "cctv-gender.service"
+UNIT_DIR = Path("/etc/systemd/system")  # where install.sh puts the unit and its drop-ins
+PROBE_TIMEOUT_S = 30  # a hung share answers nothing: that is a finding, not a wait
+
+# $1 what, $2 the path. claim: make and remove a hidden file in the folder; make: the nearest
+# folder that exists above the path lets the user make it; write: the file and its folder (SQLite
+# makes its -wal, -shm and journal beside it) may be written.
+_PROBE = r"""
+what=$1 path=$2
+case $what in
+claim) made=$(mktemp -p "$path" .selftest-XXXXXXXX) && rm -f -- "$made" ;;
+make)
+    while [ ! -e "$path" ] && [ "$path" != / ]; do path=$(dirname -- "$path"); done
+    [ -d "$path" ] && [ -w "$path" ] && [ -x "$path" ] ;;
+write)
+    folder=$(dirname -- "$path")
+    [ -r "$path" ] && [ -w "$path" ] && [ -w "$folder" ] && [ -x "$folder" ] ;;
+esac
+"""
+
+
+@dataclass(frozen=True)
+class Access:
+    """Whose access the checks report: `account` None is this process's own; `note` says why a
+    check of root's own access is not the service's."""
+
+    account: pwd.struct_passwd | None = None
+    note: str = ""
+
+    @property
+    def by(self) -> str:
+        """For a check's detail, after "writable": ` by NAME` when checked as another user, else
+        the note, if any."""
+        if self.account is not None:
+            return f" by {self.account.pw_name}"
+        return f"; {self.note}" if self.note else ""
+
+    def claim(self, folder: Path) -> str | None:
+        """None when a file can be made and removed in `folder`, else why not."""
+        if self.account is None:
+            try:
+                with tempfile.NamedTemporaryFile(dir=folder, prefix=".selftest-"):
+                    return None
+            except OSError as error:
+                return str(error.strerror or error)
+        return self._as_account("claim", folder)
+
+    def can_make(self, path: Path) -> bool:
+        """Whether the nearest folder that exists above `path` lets the user make it."""
+        if self.account is None:
+            for folder in (path, *path.parents):
+                if folder.exists():
+                    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+            return False
+        return self._as_account("make", path) is None
+
+    def can_write(self, file: Path) -> bool:
+        """Whether the user may write `file` and make files beside it."""
+        if self.account is None:
+            folder = os.access(file.parent, os.W_OK | os.X_OK)
+            return folder and os.access(file, os.R_OK | os.W_OK)
+        return self._as_account("write", file) is None
+
+    def _as_account(self, what: str, path: Path) -> str | None:
+        account = self.account
+        assert account is not None
+        try:
+            completed = subprocess.run(
+                ["/bin/sh", "-c", _PROBE, "selftest-probe", what, str(path)],
+                user=account.pw_uid,
+                group=account.pw_gid,
+                extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
+                cwd="/",
+                env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+                capture_output=True,
+                text=True,
+                timeout=PROBE_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return f"no answer in {PROBE_TIMEOUT_S} s (a hung share?)"
+        except OSError as error:  # no /bin/sh, or not allowed to switch user
+            return f"cannot check as {account.pw_name}: {error.strerror or error}"
+        if completed.returncode == 0:
+            return None
+        # mktemp's own words end with the reason: "...: Permission denied".
+        said = completed.stderr.strip().splitlines()
+        return said[-1].rpartition(": ")[2] if said else "not allowed"
+
+
+def unit_user(*, unit_dir: Path = UNIT_DIR) -> str | None:
+    """The `User=` the installed unit runs the daemon as (a drop-in's outranks the unit's), or None."""
+    user = None
+    for file in [unit_dir / UNIT, *sorted((unit_dir / f"{UNIT}.d").glob("*.conf"))]:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, equals, value = line.partition("=")
+            if equals and key.strip() == "User":
+                user = value.strip() or None
+    return user
+
+
+def access_for(as_user: str | None, *, unit_dir: Path = UNIT_DIR) -> Access:
+    """Whose access to check: run as root, the service's user (`as_user`, else the unit's);
+    otherwise this process's own, which `as_user` may only name."""
+    root = os.geteuid() == 0
+    name = as_user or (unit_user(unit_dir=unit_dir) if root else None)
+    if name is None:
+        if not root:
+            return Access()
+        note = f"as root: no {unit_dir / UNIT} names the service's user; --as-user NAME checks as it"
+        return Access(note=note)
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        where = "--as-user" if as_user else f"{unit_dir / UNIT}: User="
+        raise StartupError(f"{where} {name}: no such user on this machine") from None
+    if not root:
+        if account.pw_uid != os.geteuid():
+            raise StartupError(f"--as-user {name}: only root can check as another user")
+        return Access()
+    logger.debug("checking the site's folders as %s (uid %d)", name, account.pw_uid)
+    return Access(account=account)
