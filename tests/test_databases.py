@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
 
 from model.synthetic import write_bmp
@@ -29,6 +30,7 @@ from watcher.store.errors import translate
 from watcher.store.migrate import head_revision, upgrade_to_head
 from watcher.store.records import ResultRecord
 from watcher.store.reviews import ReviewLabel, record_review
+from watcher.store.schema import Review
 from watcher.store.writes import insert_new_rows
 
 
@@ -75,15 +77,23 @@ def _archived(key: str, name: str, status: str) -> ResultRecord:
 
 
 def test_a_failed_row_superseded_takes_its_reviews_along(database_url: str, tmp_path: Path) -> None:
-    # A backfill's failed row was reviewed; a later run classifies the file ok and deletes that
-    # row. Its review must go too: on SQLite (no foreign keys enforced, ids reused) it would
-    # otherwise label the next row inserted, a different file.
+    # A backfill's failed row was reviewed (versions before reviews of failed rows were refused
+    # stored them); a later run classifies the file ok and deletes that row. Its review must go
+    # too: on SQLite (no foreign keys enforced, ids reused) it would otherwise label the next row
+    # inserted, a different file.
     (tmp_path / "data").mkdir()
     engine = make_engine(database_url, busy_timeout_ms=1000)
     upgrade_to_head(engine)
     store_records(engine, [_archived("k1", "x.bmp", "failed")], BackfillReport())
     [(failed_id,)] = query_url(database_url, "SELECT id FROM results")
-    record_review(engine, result_id=failed_id, label=ReviewLabel.FEMALE, reviewer="alice")
+    with engine.begin() as connection:
+        review = {
+            "result_id": failed_id,
+            "label": "female",
+            "reviewer": "alice",
+            "reviewed_at": datetime.now(UTC),
+        }
+        connection.execute(insert(Review).values(review))
 
     again = [_archived("k0", "other.bmp", "ok"), _archived("k2", "x.bmp", "ok")]
     store_records(engine, again, BackfillReport())

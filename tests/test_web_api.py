@@ -15,13 +15,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
 from model.synthetic import bmp_bytes
 from tests.helpers import query_url, seed_results
 from watcher.commands.main import main
 from watcher.config import load_config
+from watcher.store.engine import make_engine
 from watcher.store.opening import open_database
+from watcher.store.schema import Result
 from watcher.web.app import MAX_BODY_BYTES, create_app
 from watcher.web.context import WebContext
 from watcher.web.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Gate
@@ -157,6 +159,37 @@ def test_reviews_go_to_their_own_table(client: TestClient, database_url: str) ->
     assert reviews == [(2, "male", "local"), (2, "unsure", "local")]
     # The model's row is never rewritten.
     assert query_url(database_url, "SELECT label FROM results WHERE id = 2") == [("female",)]
+
+
+def test_a_frame_that_could_not_be_classified_is_not_reviewed(
+    client: TestClient, database_url: str, tmp_path: Path
+) -> None:
+    # A failed row has no prediction to review: the API and the page's form both refuse with one
+    # clear line (409, never a 500), and its page offers no review buttons.
+    unreadable = tmp_path / "failed" / "7.bmp"
+    unreadable.write_bytes(b"BM not a picture")
+    engine = make_engine(database_url, busy_timeout_ms=1000)
+    with engine.begin() as connection:
+        connection.execute(insert(Result).values(
+            frame_key="failed-7", source_path="7.bmp", stored_path=str(unreadable), received_at=BASE,
+            processed_at=BASE, status="failed", error="not a recognised image format",
+        ))  # fmt: skip
+    engine.dispose()
+    assert query_url(database_url, "SELECT id FROM results WHERE status = 'failed'") == [(7,)]
+    refused = client.post("/api/results/7/review", json={"label": "male"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == (
+        "frame 7 could not be classified (status failed): there is no prediction to review"
+    )
+    page = client.get("/frames/7")
+    assert page.status_code == 200
+    assert 'action="/frames/7/review"' not in page.text and "no prediction to review" in page.text
+    form = {"label": "female", "csrf_token": client.cookies[CSRF_COOKIE], "next": "/frames/7"}
+    posted = client.post("/frames/7/review", data=form, follow_redirects=False)
+    assert posted.status_code == 409 and "could not be classified" in posted.json()["detail"]
+    assert query_url(database_url, "SELECT count(*) FROM reviews") == [(0,)]
+    # A classified frame's page keeps its buttons.
+    assert 'action="/frames/1/review"' in client.get("/frames/1").text
 
 
 def test_the_pages_render(client: TestClient) -> None:

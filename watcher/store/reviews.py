@@ -34,6 +34,16 @@ class UnknownResult(LookupError):
     """No result row has this id."""
 
 
+class NotReviewable(ValueError):
+    """The row is a frame that could not be classified (status failed): no prediction to review."""
+
+    def __init__(self, result_id: int) -> None:
+        super().__init__(
+            f"frame {result_id} could not be classified (status failed): there is no prediction to review"
+        )
+        self.result_id = result_id
+
+
 @dataclass(frozen=True)
 class ReviewRecord:
     id: int
@@ -57,11 +67,17 @@ class ReviewedFrame:
 def record_review(
     engine: Engine, *, result_id: int, label: ReviewLabel, reviewer: str, now: datetime | None = None
 ) -> ReviewRecord:
-    """One review, in one transaction that holds the write lock only for its insert."""
+    """One review, in one transaction that holds the write lock only for its insert. Raises
+    UnknownResult for no such row, NotReviewable for a failed one (nothing is stored)."""
     reviewed_at = now or utc_now()
     with transaction(engine) as connection:
-        if connection.execute(select(Result.id).where(Result.id == result_id)).first() is None:
+        status = connection.execute(select(Result.status).where(Result.id == result_id)).scalar_one_or_none()
+        if status is None:
             raise UnknownResult(result_id)
+        if status != Status.OK:
+            # Nothing any reader would use (the queue, export and training take `ok` rows only),
+            # and a review kept on a failed row is one a backfill's supersede must clean up.
+            raise NotReviewable(result_id)
         review_id = connection.execute(
             insert(Review)
             .values(result_id=result_id, label=str(label), reviewer=reviewer, reviewed_at=reviewed_at)

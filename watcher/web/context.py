@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from watcher.config import Config
 from watcher.intake.stored_frames import frame_roots
 from watcher.store.queries import stored_path_of
-from watcher.store.reviews import ReviewLabel, ReviewRecord, UnknownResult, record_review
+from watcher.store.reviews import NotReviewable, ReviewLabel, ReviewRecord, UnknownResult, record_review
 from watcher.web.security import Gate
 
 
@@ -55,11 +55,13 @@ class WebContext:
         return stored
 
     def record_review(self, result_id: int, label: ReviewLabel, *, reviewer: str) -> ReviewRecord:
-        """One review through the writer; 404 for an unknown frame."""
+        """One review through the writer; 404 for an unknown frame, 409 for one that failed."""
         try:
             recorded = record_review(self.writer, result_id=result_id, label=label, reviewer=reviewer)
         except UnknownResult:
             raise HTTPException(404, f"no result {result_id}") from None
+        except NotReviewable as error:
+            raise HTTPException(409, str(error)) from None
         self.metrics.reviews.labels(label=str(label)).inc()
         return recorded
 
