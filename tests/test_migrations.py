@@ -178,3 +178,45 @@ def test_a_database_a_newer_version_migrated_is_one_line_never_a_traceback(
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and "Traceback" not in error, error
         assert "0099_from_the_future" in error and "newer" in error and "db upgrade" not in error, error
+
+
+def test_reviews_left_by_deleted_rows_are_gone_before_a_new_row_can_take_their_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A database from before supersede deleted a failed row's reviews with it: SQLite never ran
+    # the cascade, so row 3's review outlived it. Without AUTOINCREMENT the next row inserted gets
+    # id 3 again and would inherit a label no operator gave it.
+    from alembic import command
+
+    from watcher.store.migrate import _alembic_config
+
+    database = tmp_path / "r.sqlite3"
+    engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=1000)
+    command.upgrade(_alembic_config(engine), "0009")
+    with engine.begin() as connection:
+        for key in ("k1", "k2", "k3"):
+            connection.exec_driver_sql(
+                "INSERT INTO results (frame_key, source_path, stored_path, received_at, processed_at, "
+                f"status) VALUES ('{key}', 'cam/{key}.bmp', '/p/cam/{key}.bmp', '2026-11-25 08:00:00', "
+                "'2026-11-25 08:00:01', 'ok')"
+            )
+        for result_id, label in ((1, "male"), (2, "unsure"), (3, "female"), (2, "female")):
+            connection.exec_driver_sql(
+                "INSERT INTO reviews (result_id, label, reviewer, reviewed_at) "
+                f"VALUES ({result_id}, '{label}', 'alice', '2026-11-25 09:00:00')"
+            )
+        connection.exec_driver_sql("DELETE FROM results WHERE id IN (2, 3)")  # as supersede did
+
+    with caplog.at_level("WARNING"):
+        assert upgrade_to_head(engine) == head_revision()
+
+    assert query(database, "SELECT result_id, label FROM reviews ORDER BY id") == [(1, "male")]
+    assert "deleted 3 reviews of rows no longer in results" in caplog.text
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO results (frame_key, source_path, stored_path, received_at, processed_at, status) "
+            "VALUES ('k4', 'cam/k4.bmp', '/p/cam/k4.bmp', '2026-11-26 08:00:00', '2026-11-26 08:00:01', 'ok')"
+        )
+    engine.dispose()
+    assert query(database, "SELECT id FROM results WHERE frame_key = 'k4'") == [(2,)]
+    assert query(database, "SELECT count(*) FROM reviews WHERE result_id = 2") == [(0,)]
