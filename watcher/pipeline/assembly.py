@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
+from sqlalchemy import Engine
 
 from model.clip_features import ClipFeatureExtractor
 from model.engine_choice import Engines, load_clip, load_engines
@@ -75,6 +76,16 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
     sys.setswitchinterval(config.batch.gil_switch_interval_ms / 1000)
     # The database first: a config that cannot reach it leaves no folder behind.
     engine = open_database(config, migrate=True)
+    try:
+        return _assemble(config, engine, stop=stop, instance_name=instance_name)
+    except BaseException:
+        # A start that fails closes the database as a run's end does (Daemon.run): SQLite removes
+        # its -wal and -shm at the last close, instead of leaving them owned by whoever ran this.
+        engine.dispose()
+        raise
+
+
+def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance_name: str | None) -> Daemon:
     _make_folders(config)
     instance = acquire_instance(config.in_progress, name=instance_name, prefix=default_prefix(config.source))
     extractor = load_extractor(config)

@@ -51,6 +51,7 @@ class Daemon:
         telemetry: Telemetry | None = None,
     ) -> None:
         self._config = config
+        self._engine = engine
         self._processor = processor
         self._stop = stop
         self._wake = threading.Event()
@@ -62,12 +63,11 @@ class Daemon:
         )
         self._heartbeat = Heartbeat(engine, instance=instance.name)
         settle_s, timeout_s = config.inbox.settle_ms / 1000, config.inbox.readiness_timeout_s
-        readiness = ReadinessTracker(settle_s=settle_s, timeout_s=timeout_s)
         workers = processor.file_workers
         self._claims = Claims(
             inbox=config.paths.inbox,
             area=instance.area,
-            readiness=readiness,
+            readiness=ReadinessTracker(settle_s=settle_s, timeout_s=timeout_s),
             stop=stop,
             # With file processes, the waiting names are claimed on them in bulk.
             bulk=partial(
@@ -144,6 +144,10 @@ class Daemon:
             self._processor.close()
             self._recovery.release_all()
             self.instance.release()
+            # Close the database last: SQLite checkpoints and removes its -wal and -shm when its
+            # last connection closes. Left to the process's exit, they stay behind, owned by
+            # whoever ran it: after a `sudo watch --once` the service user cannot open the database.
+            self._engine.dispose()
         self.report.recovered = self._recovery.recovered
         self.report.left_incomplete = self._claims.left()
         self.report.left_parked = len(self._dispatcher.parked)
