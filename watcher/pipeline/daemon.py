@@ -62,25 +62,7 @@ class Daemon:
             instance=instance.name, data=config.paths.data, model_version=processor.head.version
         )
         self._heartbeat = Heartbeat(engine, instance=instance.name)
-        settle_s, timeout_s = config.inbox.settle_ms / 1000, config.inbox.readiness_timeout_s
-        workers = processor.file_workers
-        self._claims = Claims(
-            inbox=config.paths.inbox,
-            area=instance.area,
-            readiness=ReadinessTracker(settle_s=settle_s, timeout_s=timeout_s),
-            stop=stop,
-            # With file processes, the waiting names are claimed on them in bulk.
-            bulk=partial(
-                workers.claim,
-                inbox=config.paths.inbox,
-                area=instance.area,
-                settle_s=settle_s,
-                timeout_s=timeout_s,
-            )
-            if workers is not None
-            else None,
-            remove_empty_after_s=config.inbox.remove_empty_folders_after_s,
-        )
+        self._claims = _claims_for(config, instance=instance, workers=processor.file_workers, stop=stop)
         self._dispatcher = Dispatcher(
             processor,
             batch_size=config.batch.size,
@@ -279,3 +261,26 @@ class Daemon:
             self._wake.set()
         self._missing_folders = bool(missing)
         return not missing
+
+
+def _claims_for(
+    config: Config, *, instance: InstanceLock, workers: FileWorkers | None, stop: threading.Event
+) -> Claims:
+    settle_s, timeout_s = config.inbox.settle_ms / 1000, config.inbox.readiness_timeout_s
+    return Claims(
+        inbox=config.paths.inbox,
+        area=instance.area,
+        readiness=ReadinessTracker(settle_s=settle_s, timeout_s=timeout_s),
+        stop=stop,
+        # With file processes, the waiting names are claimed on them in bulk.
+        bulk=partial(
+            workers.claim,
+            inbox=config.paths.inbox,
+            area=instance.area,
+            settle_s=settle_s,
+            timeout_s=timeout_s,
+        )
+        if workers is not None
+        else None,
+        remove_empty_after_s=config.inbox.remove_empty_folders_after_s,
+    )
