@@ -10,7 +10,8 @@ Versions are written under a temporary name and renamed into place; the pointer 
 a rename too, so a reader never sees half of either. What changes the pointer or the history
 (a training run from its comparison to its promotion, `models promote`, `models rollback`) holds
 the registry's lock, an flock on the registry folder itself: two of them never interleave, so a
-head is never promoted over one it was not compared with.
+head is never promoted over one it was not compared with. A registration holds it too, so the
+temporary folder a killed one left is known dead, and the next registration removes it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -43,6 +45,8 @@ LEARNT_FILE = "learnt"
 MAX_POINTER_BYTES = 4096
 # More than any metadata.json the training writes.
 MAX_METADATA_BYTES = 16 * 1024 * 1024
+# A staging folder's name: `.<version>.` and mkdtemp's eight random characters.
+_STAGING_NAME = re.compile(r"\.[^/]+\.[a-z0-9_]{8}")
 
 
 class RegistryError(Exception):
@@ -159,20 +163,38 @@ def new_version_name(registry: Path) -> str:
 
 
 def register_version(registry: Path, version: str, write: Callable[[Path], None]) -> Path:
-    """Let `write` fill a staging folder, then rename it into place as `<registry>/<version>`."""
-    registry.mkdir(parents=True, exist_ok=True)
-    final = registry / version
-    if final.exists():
-        raise RegistryError(f"{final}: version {version!r} already exists")
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=registry))
-    try:
-        as_umask_allows(staging)  # mkdtemp's 0700 would keep the operators' group out
-        write(staging)
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    """Let `write` fill a staging folder, then rename it into place as `<registry>/<version>`.
+
+    Staging folders are made only here, with the registry's lock held: any found while holding it
+    is a registration's that died before its rename (a killed training run), and is removed."""
+    with registry_lock(registry):
+        final = registry / version
+        if final.exists():
+            raise RegistryError(f"{final}: version {version!r} already exists")
+        _remove_dead_staging(registry)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=registry))
+        try:
+            as_umask_allows(staging)  # mkdtemp's 0700 would keep the operators' group out
+            write(staging)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return final
+
+
+def _remove_dead_staging(registry: Path) -> None:
+    """Remove the staging folders of registrations that died (the caller holds the lock)."""
+    for entry in registry.iterdir():
+        # Only names mkdtemp gave register_version: anything else there is not ours to remove.
+        if not _STAGING_NAME.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            shutil.rmtree(entry)
+        except OSError as error:
+            logger.warning("cannot remove %s, left by a registration that died: %s", entry, error)
+        else:
+            logger.info("removed %s, left by a registration that died", entry)
 
 
 def register_head(registry: Path, model: Any, metadata: HeadMetadata) -> Path:

@@ -1,6 +1,7 @@
 """The registry's lock: what changes the `current` pointer or the history (a training run from
 its comparison to its promotion, `models promote`, `models rollback`) holds it, so two of them
-never interleave and a head is never promoted over one it was not compared with."""
+never interleave and a head is never promoted over one it was not compared with. A version's
+registration holds it too (see model.registry.register_version)."""
 
 from __future__ import annotations
 
