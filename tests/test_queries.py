@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import query_url, seed_results
 from watcher.commands.main import main
@@ -143,6 +145,35 @@ def test_an_empty_result_is_fine_and_an_unseen_camera_is_hinted(
     captured = capsys.readouterr()
     assert captured.out == "no results\n"
     assert "camera cam-7 has never been seen (known: cam-01, cam-07)" in captured.err
+
+
+# Camera names as folder names may be: any character but NUL and "/" (lone surrogates are
+# stored escaped, see watcher.intake.names), escape sequences and bidi overrides included.
+_FOLDER_NAMES = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0/"), min_size=1)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(asked=_FOLDER_NAMES)
+def test_camera_names_in_the_never_seen_hint_cannot_act_on_the_terminal(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], asked: str
+) -> None:
+    """Known cameras come from inbox folder names, an asked one may be one (`--camera "$(ls
+    inbox)"`): printed raw, `\\x1b[2J` cleared the screen and U+202E reversed the line after it."""
+    url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
+    if not (tmp_path / "data").exists():  # once for every example: the rows never change
+        (tmp_path / "data").mkdir()
+        seed_results(url, [{"at": BASE, "camera": "\x1b[2Jcam"}, {"at": BASE, "camera": "cam\u202e1"}])
+    assume(asked not in ("\x1b[2Jcam", "cam\u202e1"))
+    config = make_config(database={"url": url})
+    capsys.readouterr()
+
+    assert _run(config, "results", f"--camera={asked}") == 0
+
+    err = capsys.readouterr().err
+    assert err.endswith(" has never been seen (known: \\x1b[2Jcam, cam\\u202e1)\n"), err
+    assert err[:-1].isprintable(), err
+    if asked.isprintable():
+        assert f"camera {asked} has never been seen" in err
 
 
 def test_an_unseen_model_version_is_hinted_like_a_camera(
@@ -324,8 +355,8 @@ def test_a_camera_given_as_its_folders_own_bytes(
     (tmp_path / "data").mkdir()
     seed_results(url, [{"at": BASE, "camera": "caf\\xe9", "label": "male"}, {"at": BASE, "camera": "cafe"}])
     config = make_config(database={"url": url})
-    for given in (os.fsdecode(b"caf\xe9"), "caf\\xe9"):
-        assert _run(config, "results", "--camera", given, "--format", "json") == 0
+    for typed in (os.fsdecode(b"caf\xe9"), "caf\\xe9"):
+        assert _run(config, "results", "--camera", typed, "--format", "json") == 0
         assert [row["camera"] for row in _json(capsys)] == ["caf\\xe9"]
     assert _run(config, "summary", "--model", os.fsdecode(b"v\xff")) == 0
     captured = capsys.readouterr()

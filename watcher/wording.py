@@ -1,5 +1,5 @@
-"""Counts in words for people: "1 frame", "3 frames", "1 batch", "2 batches" (command output,
-status text, log lines). Any layer may use it; it imports nothing."""
+"""Words for people: counts ("1 frame", "3 frames", "1 batch", "2 batches") and names that came
+from outside (command output, status text, log lines). Any layer may use it; it imports nothing."""
 
 from __future__ import annotations
 
@@ -15,3 +15,13 @@ def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
 
 def _plural(noun: str) -> str:
     return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def shown(name: str) -> str:
+    """A name the daemon did not choose (a camera folder's, a row's) as it may be printed: each
+    character that is not printable (a control such as an escape sequence's ESC, a bidi override,
+    a lone surrogate) written as in a Python string, `\\x1b`, so that a name cannot move the
+    cursor, recolour a terminal or hide the text around it."""
+    if name.isprintable():
+        return name  # every camera name nearly, as it is
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in name)

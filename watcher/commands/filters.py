@@ -20,6 +20,7 @@ from watcher.store.queries import (
     unseen_model_versions,
 )
 from watcher.times import time_window
+from watcher.wording import shown
 
 
 def add_filter_arguments(parser: argparse.ArgumentParser, *, time_basis: TimeBasis) -> None:
@@ -97,5 +98,8 @@ def warn_unseen(engine: Engine, filters: ResultFilter) -> None:
 
 
 def _never_seen(what: str, unseen: list[str], known: list[str]) -> None:
+    # Camera names are folder names (and a --camera may be one, "$(ls inbox)"): printed raw, one
+    # holding an escape sequence would act on the terminal.
+    unseen, known = [shown(name) for name in unseen], [shown(name) for name in known]
     named = f"{what} {unseen[0]} has" if len(unseen) == 1 else f"{what}s {', '.join(unseen)} have"
     print(f"cctv-gender: {named} never been seen (known: {', '.join(known) or 'none yet'})", file=sys.stderr)
