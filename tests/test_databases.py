@@ -434,6 +434,42 @@ def test_db_copy_refuses_a_bad_target(
     assert "--to:" in capsys.readouterr().err
 
 
+def test_db_copy_takes_a_relative_sqlite_path_from_the_folder_it_runs_in_and_names_the_file(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--to sqlite:///copy.db`: the report said `sqlite:///copy.db`, naming no folder (the config's,
+    as for database.url? the shell's?), and the same database named relatively passed for another."""
+    config = make_config()
+    source = tmp_path / "data" / "results.sqlite3"
+    (tmp_path / "data").mkdir()
+    source_url = f"sqlite:///{source}"
+    upgrade_to_head(engine := make_engine(source_url, busy_timeout_ms=1000))
+    with engine.begin() as connection:
+        insert_new_rows(connection, [_row("a"), _row("b")])
+    engine.dispose()
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    capsys.readouterr()
+
+    assert main(["db", "copy", "--to", "sqlite:///copy.db", "--config", str(config)]) == 0
+
+    said = capsys.readouterr().out
+    assert said.startswith(f"copied 2 rows to sqlite:///{here / 'copy.db'} in "), said
+    assert query_url(f"sqlite:///{here / 'copy.db'}", "SELECT frame_key FROM results ORDER BY id") == [
+        ("a",),
+        ("b",),
+    ]
+    assert not (tmp_path / "copy.db").exists()  # not beside the config
+
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["db", "copy", "--to", "sqlite:///results.sqlite3", "--config", str(config)]) == 1
+    assert "--to names the database this config already uses" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("target", "said"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -10,7 +11,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from watcher.commands.arguments import add_config
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
-from watcher.config.database import refuse_unencoded_at
+from watcher.config.database import refuse_unencoded_at, sqlite_path_from
 from watcher.errors import StartupError
 from watcher.store.copy import copy_results
 from watcher.store.engine import make_engine, shown_url, sqlite_file
@@ -51,6 +52,9 @@ def copy(config: Config, *, target_url: str) -> int:
     source = open_database(config, migrate=False, read_only=True)
     try:
         refuse_unencoded_at(target_url)
+        # A command line's path is the shell's: relative to the folder the command runs in (not
+        # the config's, as database.url is), made absolute here so that the report names the file.
+        target_url = sqlite_path_from(target_url, folder=Path.cwd())
         if sqlite_file(target_url) is None and make_url(target_url).get_backend_name() == "sqlite":
             # Each connection would get its own empty database: every row "copied", then gone.
             raise StartupError("--to: an in-memory SQLite database keeps nothing: name a file")

@@ -35,20 +35,28 @@ def _resolve_sqlite_path(url: str | None, info: ValidationInfo) -> str | None:
         return url  # opening the database reports it, naming database.url
     except ValueError:  # its text (a password's tail, say) is not printed back
         raise ValueError("not a URL that can be read (is its port a number?)") from None
-    database = parsed.database
-    if parsed.get_backend_name() == "sqlite" and database in (None, "", ":memory:"):
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         # Each connection would get its own empty database: rows written, then never seen.
         raise ValueError("an in-memory SQLite database keeps nothing: name a file")
-    if parsed.get_backend_name() == "sqlite" and database is not None:
-        refuse_home(database)
+    if parsed.get_backend_name() == "sqlite" and parsed.database is not None:
+        refuse_home(parsed.database)
+    return sqlite_path_from(url, folder=source.folder)
+
+
+def sqlite_path_from(url: str, *, folder: Path) -> str:
+    """`url` with a relative SQLite path made absolute against `folder` (SQLite would take it
+    from whatever folder the process runs in); any other URL as it is. ArgumentError for a URL
+    that is not one, ValueError for one whose port is not a number, or a path that cannot resolve."""
+    parsed = make_url(url)
+    database = parsed.database
     if (
         parsed.get_backend_name() != "sqlite"
-        or database is None
+        or database in (None, "", ":memory:")
         or database.startswith("file:")  # a SQLite URI (uri=true): left as written
         or Path(database).is_absolute()
     ):
         return url
-    resolved = parsed.set(database=str(resolve(source.folder, Path(database))))
+    resolved = parsed.set(database=str(resolve(folder, Path(database))))
     return resolved.render_as_string(hide_password=False)
 
 
