@@ -434,3 +434,40 @@ def test_an_instance_whose_lock_went_takes_it_again_unless_another_has_the_name(
         held.keep()
     other.release()
     held.release()
+
+
+def test_a_committed_row_whose_stored_path_is_relative_moves_its_frame_into_processed_not_the_cwd(
+    start_daemon: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The daemon writes absolute paths; a relative one (a hand-edited or foreign database) was
+    taken from the daemon's working folder: the frame moved there, out of processed/ and failed/."""
+    caplog.set_level(logging.WARNING, logger="watcher.pipeline.processing")
+    cwd = tmp_path / "where-the-daemon-runs"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    start_daemon(inbox=_RESCANNING)  # its database migrated
+    database = tmp_path / "data" / "results.sqlite3"
+    with _dying_instance(tmp_path, ("cam-01/x.bmp",)) as area:
+        (committed,) = claimed_frames(area)
+        now = datetime.now(UTC)
+        row = ResultRecord(
+            frame_key=committed.key,
+            source_path="cam-01/x.bmp",
+            stored_path="cam-01/x.bmp",  # relative
+            received_at=now,
+            processed_at=now,
+            status="ok",
+        )
+        engine = make_engine(f"sqlite:///{database}", busy_timeout_ms=10_000)
+        assert writes.insert_new(engine, [row]).inserted == {committed.key}
+        engine.dispose()
+
+    processed = tmp_path / "processed"
+    wait_for(lambda: files_under(processed) == ["cam-01/x.bmp"], what="the adopted frame's move")
+    assert files_under(cwd) == []
+    rows = query(database, "SELECT source_path, stored_path FROM results")
+    assert rows == [("cam-01/x.bmp", str(processed / "cam-01" / "x.bmp"))]
+    assert "its row's stored_path 'cam-01/x.bmp' is not absolute" in caplog.text

@@ -7,6 +7,7 @@ the model computes; the rows are committed before any file moves.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import ExitStack
 
@@ -204,6 +205,17 @@ class BatchProcessor:
 
     def finish_committed(self, frame: Claimed, record: ResultRecord) -> None:
         """Recovery: the row of `frame` was committed but its move did not happen (or not all)."""
+        if not os.path.isabs(record.stored_path):
+            # The daemon writes absolute paths only: this one (a hand-edited or foreign database)
+            # would move the file relative to whatever folder the daemon runs in.
+            said = record.stored_path
+            record = self._recorder.placed_anew(frame, record)
+            logger.warning(
+                "frame %s: its row's stored_path %r is not absolute: moving it to %s instead",
+                frame.relative,
+                said,
+                record.stored_path,
+            )
         stored = [Stored(frame, record)]
         self._deliverer.deliver(stored)
         # Its name was reserved if this run recorded it (a batch whose moves failed, retried).

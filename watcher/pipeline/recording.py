@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 import threading
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -101,6 +102,29 @@ class Recorder:
         """The batch's files are where their rows say: their names need no reserving any more."""
         with self._reserving:
             self._reserved -= {item.record.stored_path for item in stored}
+
+    def placed_anew(self, frame: Claimed, record: ResultRecord) -> ResultRecord:
+        """The committed `record` of `frame` with a place for it in its output folder, as a batch
+        gives one, the row made to say so before the file moves (its stored_path is not one the
+        daemon wrote)."""
+        check_output_folders(self._folders)  # placing would otherwise make a missing one again
+        root = self._folders.for_status(record.status)
+        with self._reserving:
+            taken = set(self._reserved)
+            try:
+                destination = place(root, frame, taken=taken)
+            except OSError as error:
+                if not is_placement_error(error):
+                    raise
+                destination = place_flat(root, frame, taken=taken)
+            self._reserved.add(destination)
+        try:
+            writes.set_stored_paths(self._engine, {frame.key: destination})
+        except BaseException:
+            with self._reserving:
+                self._reserved.discard(destination)
+            raise
+        return replace(record, stored_path=destination)
 
     def record(self, classified: list[Classified]) -> list[Stored]:
         devices = check_output_folders(self._folders)  # placing would otherwise make them again
