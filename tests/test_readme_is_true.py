@@ -188,6 +188,9 @@ def test_each_table_the_readme_describes_exists_with_the_columns_it_lists(
     if table in ("instances", "reviews", "v_results"):
         start = section.index(f"`{table}`")
         paragraph = section[start : section.find("\n\n", start)]
+        # The columns are listed in the paragraph's first sentence; what follows is about them.
+        end = re.search(r"[`)]\.(?:\s|$)", paragraph)
+        paragraph = paragraph[: end.end()] if end else paragraph
         named = set(re.findall(r"`([a-z_]+)`", paragraph)) - {table, "results"}
         # Values quoted in the paragraph (states, labels) are not columns.
         named -= {"running", "stopped", "female", "male", "unsure", "local", "web", "token_name"}
