@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,7 +59,8 @@ def _run(config: Path, *args: str) -> int:
 
 
 def _json(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    return json.loads(capsys.readouterr().out)
+    rows: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+    return rows
 
 
 @pytest.mark.parametrize(
@@ -343,6 +345,36 @@ def test_summary_counts_file_times_at_the_ends_of_the_calendar(
         buckets = _json(capsys)
         assert [row["total"] for row in buckets] == [1, 1, 1]
         assert buckets[0][unit].startswith("0001-01-0") and buckets[2][unit].startswith("9999-12-")
+
+
+@pytest.mark.parametrize(
+    "zone", ["UTC", "America/New_York", "Asia/Tokyo", "Australia/Lord_Howe", "Asia/Kathmandu"]
+)
+def test_a_plot_with_file_times_at_the_ends_of_the_calendar(
+    make_config: Callable[..., Path], tmp_path: Path, zone: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Frames dated year 1 or 9999 (tmpfs, XFS, a NAS hold such times) ended `summary --plot` in a
+    traceback: matplotlib's margin, bars and ticks reached year 0 or 10000. The plot is drawn; a
+    bar the time axis cannot hold is left out, with one line saying how many frames."""
+    url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
+    (tmp_path / "data").mkdir()
+    times = [datetime(1, 1, 1, 0, 5, tzinfo=UTC), datetime(60, 6, 1, tzinfo=UTC), BASE,
+             datetime(9999, 12, 20, tzinfo=UTC), datetime(9999, 12, 31, 23, 50, tzinfo=UTC)]  # fmt: skip
+    seed_results(url, [{"at": BASE, "camera": "c", "file_mtime": at, "label": "male"} for at in times])
+    config = make_config(database={"url": url}, display={"timezone": zone})
+    for unit in ("hour", "day"):
+        plot = tmp_path / f"{unit}.png"
+        assert _run(config, "summary", "--by", unit, "--plot", str(plot), "--format", "json") == 0
+        out, err = capsys.readouterr()
+        assert sum(row["total"] for row in json.loads(out)) == len(times)
+        assert plot.read_bytes().startswith(b"\x89PNG")
+        lines = err.splitlines()
+        assert lines[0] == f"plot: {plot}", lines
+        assert len(lines) == 2 and re.fullmatch(
+            r"plot: left out [12] frames dated at the calendar's ends \(year 1 or 9999\), which its time "
+            r"axis cannot hold; the summary counts them",
+            lines[1],
+        ), lines
 
 
 def test_a_camera_given_as_its_folders_own_bytes(

@@ -56,6 +56,12 @@ def run(config: Config, args: argparse.Namespace) -> int:
 
         unit = next((name for name in by if name in ("hour", "day")), "hour")
         plot_rows = summarize(engine, filters=filters, by=("camera", unit), zone=zone)
-        plot_counts(plot_rows, args.plot, unit=unit, zone=zone)
+        left_out = plot_counts(plot_rows, args.plot, unit=unit, zone=zone)
         print(f"plot: {args.plot}", file=sys.stderr)
+        if left_out:
+            print(
+                f"plot: left out {left_out} frames dated at the calendar's ends (year 1 or 9999), which its "
+                "time axis cannot hold; the summary counts them",
+                file=sys.stderr,
+            )
     return EXIT_OK
