@@ -187,6 +187,33 @@ def test_no_cluster_at_the_address_is_one_line_at_once(
 @pytest.mark.parametrize(
     "address",
     [
+        pytest.param(":6379", id="no_host"),
+        pytest.param("[]:6379", id="empty_brackets"),
+        pytest.param("head", id="no_port"),
+        pytest.param("head:", id="empty_port"),
+        pytest.param("head:redis", id="port_not_a_number"),
+        pytest.param("head:0", id="port_zero"),
+        pytest.param("head:65536", id="port_too_high"),
+    ],
+)
+def test_an_address_that_is_not_host_port_is_a_usage_error(
+    make_config: Callable[..., Path], tmp_path: Path, address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--ray :6379` was refused only once the command ran, exit 1 like an unreachable cluster: a
+    mistyped option is a usage error (exit 2), one line naming --ray, before the config is read."""
+    archive = make_archive(tmp_path / "archive", frames=1)
+    config = make_config(database={"url": "postgresql://nobody@127.0.0.1:1/never-opened"})
+    with pytest.raises(SystemExit) as stopped:
+        main(["backfill", str(archive), "--ray", address, "--config", str(config)])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2, err
+    assert err.startswith(f"cctv-gender backfill: error: argument --ray: {address}: use local, auto, or"), err
+    assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
         pytest.param("cluster..local:6379", id="empty_label"),
         pytest.param(f"{'h' * 64}:6379", id="label_too_long"),
     ],

@@ -37,12 +37,11 @@ CONNECT_TIMEOUT_S = 5.0
 
 def check_reachable(address: str) -> None:
     """Something listens at the head's HOST:PORT, or one line at once (Ray itself would retry for
-    minutes); `local` and `auto` pass."""
+    minutes); `local` and `auto` pass. Its form was checked as the command line was parsed
+    (watcher.commands.backfill.ray_address_type: a usage error)."""
     if address in ("local", "auto"):
         return
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise StartupError(f"--ray {address}: use local, auto, or the head's HOST:PORT (like 10.0.0.5:6379)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # the backfill's modules load the pipeline: only when the com
     from watcher.backfill.archive import ArchiveFile
     from watcher.backfill.report import BackfillReport
 
+# The highest TCP port (a larger one wrapped around in the connection check, or was refused late).
+MAX_PORT = 65535
 HELP = "classify an archive of frames where they lie (in-process, or on a Ray cluster)"
 
 
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ray",
+        type=ray_address_type,
         metavar="local|auto|ADDRESS",
         help="run on Ray: `local` starts one here, `auto` (on a cluster's node) or HEAD:6379 joins a cluster",
     )
@@ -53,6 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="count what would be classified; load and write nothing"
     )
+
+
+def ray_address_type(text: str) -> str:
+    """`local`, `auto` or the head's HOST:PORT, its form checked as it is parsed (a usage error,
+    exit 2); whether anything listens there is checked once the command runs (check_reachable)."""
+    if text in ("local", "auto"):
+        return text
+    host, _, port = text.rpartition(":")
+    if not host.strip("[]") or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= MAX_PORT:
+        raise argparse.ArgumentTypeError(
+            f"{text}: use local, auto, or the head's HOST:PORT (like 10.0.0.5:6379)"
+        )
+    return text
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
