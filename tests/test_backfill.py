@@ -4,8 +4,10 @@ SQLite and PostgreSQL. The Ray path's own tests are in tests/test_backfill_ray.p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -126,6 +128,37 @@ def test_a_half_written_file_fails_then_its_finished_self_replaces_the_failure(
     live.write_bytes(whole)
     assert main(["backfill", str(archive), "--config", str(config)]) == 0
     assert [status for path, status, _ in rows(database_url) if path == "cam-1/live.bmp"] == ["ok"]
+
+
+def test_an_ok_row_that_cannot_be_stored_leaves_the_failed_row_it_would_replace(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The failed rows an `ok` row replaces were deleted in a transaction of their own before it
+    was inserted: an insert that then failed (or a kill between the two) left the file no row at
+    all. Now both are one transaction; a real SQLite file refuses the new row with a trigger."""
+    archive = make_archive(tmp_path / "archive", frames=3)
+    whole = (archive / "cam-0" / "000.bmp").read_bytes()
+    live = archive / "cam-1" / "live.bmp"
+    live.write_bytes(whole[: len(whole) // 2])
+    config = make_config()
+    database = tmp_path / "data" / "results.sqlite3"
+    url = f"sqlite:///{database}"
+    assert main(["backfill", str(archive), "--config", str(config)]) == 0
+    live.write_bytes(whole)
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "CREATE TRIGGER refuse_live BEFORE INSERT ON results WHEN NEW.source_path = 'cam-1/live.bmp' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    capsys.readouterr()
+
+    assert main(["backfill", str(archive), "--config", str(config)]) == 0
+    assert "0 ok, 1 failed" in capsys.readouterr().out
+    assert [status for path, status, _ in rows(url) if path == "cam-1/live.bmp"] == ["failed"]
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute("DROP TRIGGER refuse_live")
+    assert main(["backfill", str(archive), "--config", str(config)]) == 0
+    assert [status for path, status, _ in rows(url) if path == "cam-1/live.bmp"] == ["ok"]
 
 
 def test_a_name_that_is_not_utf8_gets_its_row(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from watcher.store.records import ResultRecord, Status
-from watcher.store.writes import insert_new, supersede_failed_rows
+from watcher.store.writes import insert_new
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,10 @@ class BackfillReport:
 
 
 def store_records(engine: Engine, records: list[ResultRecord], report: BackfillReport) -> None:
-    """One transaction for the batch; a row already there (same archive, path and content) is
-    skipped, and a row the database cannot hold is logged and counted failed."""
-    supersede_failed_rows(engine, records)
-    outcome = insert_new(engine, records)
+    """One transaction for the batch, which also deletes the failed rows its `ok` rows replace; a
+    row already there (same archive, path and content) is skipped, and a row the database cannot
+    hold is logged and counted failed (the failed row it would have replaced stays)."""
+    outcome = insert_new(engine, records, supersede_failed=True)
     for record in records:
         if record.frame_key in outcome.rejected:
             logger.warning("%s: %s", record.stored_path, outcome.rejected[record.frame_key])

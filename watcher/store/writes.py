@@ -70,18 +70,27 @@ def insert_new_rows_portable(connection: Connection, records: Iterable[ResultRec
 
 
 def insert_new(
-    engine: Engine, records: list[ResultRecord], *, before_write: Callable[[], None] = lambda: None
+    engine: Engine,
+    records: list[ResultRecord],
+    *,
+    before_write: Callable[[], None] = lambda: None,
+    supersede_failed: bool = False,
 ) -> InsertOutcome:
     """One transaction for all the records; if some value cannot be stored, one per record, so
-    only the records at fault are rejected. `before_write` runs with the write lock held."""
+    only the records at fault are rejected. `before_write` runs with the write lock held.
+    `supersede_failed` (a backfill's): an `ok` record's earlier failed rows are deleted in the
+    same transaction as it is inserted, so a kill or a failed insert never leaves the file with
+    neither row."""
     try:
-        return InsertOutcome(inserted=_insert(engine, records, before_write))
+        return InsertOutcome(
+            inserted=_insert(engine, records, before_write, supersede_failed=supersede_failed)
+        )
     except _ROW_ERRORS as error:
         logger.warning("the batch's rows cannot be stored together (%s): storing them one by one", error)
     outcome = InsertOutcome()
     for record in records:
         try:
-            outcome.inserted |= _insert(engine, [record], before_write)
+            outcome.inserted |= _insert(engine, [record], before_write, supersede_failed=supersede_failed)
         except _ROW_ERRORS as error:
             cause = error.__cause__ if isinstance(error, RowRejected) else error  # the driver's error
             first_line = str(error).splitlines()[0] if str(error) else ""
@@ -89,30 +98,32 @@ def insert_new(
     return outcome
 
 
-def supersede_failed_rows(engine: Engine, records: list[ResultRecord]) -> None:
+def supersede_failed_rows(connection: Connection, records: list[ResultRecord]) -> None:
     """An archived file classified `ok` now replaces its earlier failed rows (a model error, a
-    half-written file): one row per file stays the rule. Inbox rows are never touched."""
+    half-written file): one row per file stays the rule. Inbox rows are never touched. Runs in
+    the transaction that inserts the `ok` rows (insert_new's `supersede_failed`)."""
     wanted: dict[str, list[str]] = {}
     for record in records:
         if record.status == "ok" and record.source != "inbox":
             wanted.setdefault(record.source, []).append(record.source_path)
-    if not wanted:
-        return
-    with transaction(engine) as connection:
-        for source, paths in wanted.items():
-            failed = select(Result.id).where(
-                Result.source == source, Result.status == "failed", Result.source_path.in_(paths)
-            )
-            # Their reviews go with them: SQLite runs no ON DELETE CASCADE (foreign keys are off),
-            # and a review left behind would label the next row given the freed id (no AUTOINCREMENT).
-            connection.execute(delete(Review).where(Review.result_id.in_(failed)))
-            connection.execute(delete(Result).where(Result.id.in_(failed)))
+    for source, paths in wanted.items():
+        failed = select(Result.id).where(
+            Result.source == source, Result.status == "failed", Result.source_path.in_(paths)
+        )
+        # Their reviews go with them: SQLite runs no ON DELETE CASCADE (foreign keys are off),
+        # and a review left behind would label the next row given the freed id (no AUTOINCREMENT).
+        connection.execute(delete(Review).where(Review.result_id.in_(failed)))
+        connection.execute(delete(Result).where(Result.id.in_(failed)))
 
 
-def _insert(engine: Engine, records: list[ResultRecord], before_write: Callable[[], None]) -> set[str]:
+def _insert(
+    engine: Engine, records: list[ResultRecord], before_write: Callable[[], None], *, supersede_failed: bool
+) -> set[str]:
     try:
         with transaction(engine) as connection:
             before_write()
+            if supersede_failed:
+                supersede_failed_rows(connection, records)
             return insert_new_rows(connection, records)
     except StatementError as error:
         # A value a column's own conversion refuses (a naive time, say), which SQLAlchemy wraps:
