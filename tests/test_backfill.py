@@ -9,15 +9,17 @@ import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from model.synthetic import write_bmp
 from tests.helpers import query_url
+from watcher.backfill import archive as archive_module
 from watcher.commands.main import main
+from watcher.intake.discovery import scan_inbox
 
 FRAMES = 24
 
@@ -94,6 +96,40 @@ def test_a_rewritten_file_is_a_new_frame_and_a_cut_run_finishes_on_rerun(
     assert main(["backfill", str(archive), "--config", str(config)]) == 0
     assert "1 ok, 0 failed, 10 skipped" in capsys.readouterr().out.splitlines()[-1]
     assert len(rows(database_url)) == 12
+
+
+def test_the_archive_is_listed_as_it_is_worked_through(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every file was listed (and kept, a Path and a stat each) before the first was read: an
+    archive of millions of frames sat in memory. The listing now streams, a lookup chunk at a
+    time: rows are stored before it ends, and the counts, the rows and a rerun are as before."""
+    archive = make_archive(tmp_path / "archive")
+    config = make_config()
+    url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
+    monkeypatch.setattr(archive_module, "LOOKUP_CHUNK", 4)
+    stored_when_listed: list[int] = []
+
+    def listing(folder: Path) -> Iterator[PurePosixPath]:
+        yield from scan_inbox(folder)
+        database = tmp_path / "data" / "results.sqlite3"
+        stored_when_listed.append(len(rows(url)) if database.exists() else 0)
+
+    monkeypatch.setattr(archive_module, "scan_inbox", listing)
+    command = ["backfill", str(archive), "--config", str(config)]
+    assert main(command) == 0
+    assert f"{FRAMES + 1} files, {FRAMES} ok, 1 failed, 0 skipped" in capsys.readouterr().out
+    assert stored_when_listed[0] > 0, "nothing was stored before the listing ended"
+    stored = rows(url)
+    assert len(stored) == FRAMES + 1 and len({path for path, _, _ in stored}) == FRAMES + 1
+    assert main([*command, "--dry-run"]) == 0
+    assert f"would classify 1 of {FRAMES + 1} files" in capsys.readouterr().out  # the broken one
+    assert main(command) == 0
+    assert f"0 ok, 0 failed, {FRAMES + 1} skipped as already done" in capsys.readouterr().out
+    assert rows(url) == stored
 
 
 def test_dry_run_and_time_window(

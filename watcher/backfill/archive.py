@@ -1,19 +1,30 @@
 """An archive of exported frames: which files count (the inbox's rules), what each one's row is
-identified by, and which are already done. Nothing here writes to the archive."""
+identified by, and which are already done. Nothing here writes to the archive.
+
+The listing streams: files are looked up in the database a chunk at a time and handed on as they
+are found, so an archive of millions of frames never sits in memory as a list.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path, PurePosixPath
 
 from watcher.intake.discovery import scan_inbox
 from watcher.intake.names import storable
 
 logger = logging.getLogger(__name__)
+
+# Files looked up in the database at a time: one indexed query (source, source_path) each, its
+# paths bound one parameter each (under the 999 an SQLite before 3.32 allows).
+LOOKUP_CHUNK = 500
+# A stored path → every (size, file time) its `ok` rows were classified with.
+DoneRows = dict[str, list[tuple[int | None, datetime | None]]]
 
 
 @dataclass(frozen=True)
@@ -59,12 +70,40 @@ def archive_frame_key(source: str, relative: PurePosixPath, *, sha256: str | Non
     return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def is_done(
-    file: ArchiveFile, done: dict[str, list[tuple[int | None, datetime | None]]], *, stored_name: str
-) -> bool:
+def is_done(file: ArchiveFile, done: DoneRows, *, stored_name: str) -> bool:
     """An `ok` row for this path with the same size and file time exists: skip it without reading.
     (A failed one is tried again: the failure may have been the model's, or the file half written.)"""
     return any(
         size == file.size and mtime is not None and abs((mtime - file.mtime).total_seconds()) < 1e-3
         for size, mtime in done.get(stored_name, ())
     )
+
+
+@dataclass
+class ListingCounts:
+    files: int = 0  # listed so far (within --since/--until)
+    done: int = 0  # of them, skipped as already done
+
+
+def not_done(
+    files: Iterable[ArchiveFile], done_rows: Callable[[list[str]], DoneRows], *, counts: ListingCounts
+) -> Iterator[ArchiveFile]:
+    """The files with no `ok` row yet (is_done), in the listing's order, as it goes: `done_rows`
+    gives the rows of a chunk's stored paths, and `counts` grows as the files pass."""
+    listed = iter(files)
+    while chunk := list(islice(listed, LOOKUP_CHUNK)):
+        names = [storable(file.relative.as_posix()) for file in chunk]
+        done = done_rows(names)
+        for file, name in zip(chunk, names, strict=True):
+            counts.files += 1
+            if is_done(file, done, stored_name=name):
+                counts.done += 1
+            else:
+                yield file
+
+
+def batches(files: Iterable[ArchiveFile], *, size: int) -> Iterator[list[ArchiveFile]]:
+    """The files `size` at a time, in order, taken from the listing only as each batch is asked for."""
+    listed = iter(files)
+    while batch := list(islice(listed, size)):
+        yield batch

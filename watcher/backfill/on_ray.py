@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import pickle
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ def connect(address: str) -> None:
 def backfill_on_ray(
     config: Config,
     engine: Engine,
-    files: list[ArchiveFile],
+    files: Iterable[ArchiveFile],
     *,
     source: str,
     report: BackfillReport,
@@ -73,7 +74,9 @@ def backfill_on_ray(
     import ray
     import ray.data
 
-    if not files:
+    # Ray Data takes its items at once: the listing is held, but as pickled bytes only.
+    items = [{"file": pickle.dumps(file)} for file in files]
+    if not items:
         return
     resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
     gpus = int(resources.get("GPU", 0))
@@ -81,7 +84,7 @@ def backfill_on_ray(
     actors = actors or gpus or max(1, int(resources.get("CPU", 1)))
     logger.info("Ray cluster: %s; %d model actor(s)", resources, actors)
     received_at = utc_now()
-    frames = ray.data.from_items([{"file": pickle.dumps(file)} for file in files])
+    frames = ray.data.from_items(items)
     decoded = frames.map_batches(
         _read_batch,  # type: ignore[arg-type]  # keyword arguments come from fn_kwargs
         fn_kwargs={"bounds": frame_bounds(config), "received_at": received_at},

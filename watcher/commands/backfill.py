@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +29,7 @@ from watcher.store.opening import SchemaNotCurrent, open_database
 from watcher.times import time_window
 
 if TYPE_CHECKING:  # the backfill's modules load the pipeline: only when the command runs
-    from watcher.backfill.archive import ArchiveFile
+    from watcher.backfill.archive import ArchiveFile, DoneRows
     from watcher.backfill.report import BackfillReport
 
 # The highest TCP port (a larger one wrapped around in the connection check, or was refused late).
@@ -72,8 +76,9 @@ def ray_address_type(text: str) -> str:
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
-    from watcher.backfill.archive import archive_source, list_archive
+    from watcher.backfill.archive import ListingCounts, archive_source, list_archive, not_done
     from watcher.backfill.report import BackfillReport
+    from watcher.store.queries import archive_rows
 
     archive: Path = args.archive.resolve()
     _refuse_site_folders(config, archive, shown=args.archive)
@@ -97,25 +102,33 @@ def run(config: Config, args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     source = archive_source(archive)
-    files = list(list_archive(archive, since=since, until=until))
+    listed = list_archive(archive, since=since, until=until)  # listed as it is worked through
     if args.dry_run:
-        todo = _not_done(config, None, files, source)
-        done = len(files) - len(todo)
-        print(f"would classify {len(todo)} of {len(files)} files in {archive} ({done} already done)")
-        return EXIT_OK
+        return _dry_run(config, listed, source=source, shown=archive)
     engine = open_database(config, migrate=True)
-    todo = _not_done(config, engine, files, source)
-    report = BackfillReport(files=len(files), skipped=len(files) - len(todo))
+    counts = ListingCounts()
+    todo = not_done(listed, partial(archive_rows, engine, source), counts=counts)
+    report = BackfillReport()
+    first = next(todo, None)
     started = time.perf_counter()
-    if not todo:
+    if first is None:
         pass  # nothing to read: no model, no Ray
     elif args.ray is None:
         from watcher.backfill.in_process import backfill_in_process
 
-        backfill_in_process(config, engine, todo, source=source, report=report)
+        backfill_in_process(config, engine, chain([first], todo), source=source, report=report)
     else:
-        _on_ray(config, engine, todo, source=source, report=report, address=args.ray, actors=args.actors)
+        _on_ray(
+            config,
+            engine,
+            chain([first], todo),
+            source=source,
+            report=report,
+            address=args.ray,
+            actors=args.actors,
+        )
     report.seconds = time.perf_counter() - started
+    report.files, report.skipped = counts.files, report.skipped + counts.done
     engine.dispose()
     print(report.line())
     return EXIT_OK
@@ -136,36 +149,41 @@ def _refuse_site_folders(config: Config, archive: Path, *, shown: Path) -> None:
         raise UsageError(f"{shown} holds the database ({database}), which a backfill writes")
 
 
-def _not_done(
-    config: Config, engine: Engine | None, files: list[ArchiveFile], source: str
-) -> list[ArchiveFile]:
-    """The files with no `ok` row yet (same path, size and file time). `engine` None (a dry run):
-    read through one of its own, and a database not made or not migrated yet has done nothing."""
-    from watcher.backfill.archive import is_done
-    from watcher.intake.names import storable
+def _dry_run(config: Config, listed: Iterable[ArchiveFile], *, source: str, shown: Path) -> int:
+    from watcher.backfill.archive import ListingCounts, not_done
+
+    counts = ListingCounts()
+    with _done_rows_read_only(config, source) as done_rows:
+        todo = sum(1 for _ in not_done(listed, done_rows, counts=counts))
+    print(f"would classify {todo} of {counts.files} files in {shown} ({counts.done} already done)")
+    return EXIT_OK
+
+
+@contextmanager
+def _done_rows_read_only(config: Config, source: str) -> Iterator[Callable[[list[str]], DoneRows]]:
+    """A dry run's lookup of done rows (watcher.backfill.archive.not_done), through an engine of its
+    own: a database not made or not migrated yet has done nothing."""
     from watcher.store.queries import archive_rows
 
-    if engine is None:
-        file = sqlite_file(config.database_url)
-        if file is not None and not file.exists():
-            return files
-        try:
-            reader = open_database(config, migrate=False, read_only=True)
-        except SchemaNotCurrent:  # the real run migrates it first; any other error is the run's too
-            return files
-        try:
-            done = archive_rows(reader, source)
-        finally:
-            reader.dispose()
-    else:
-        done = archive_rows(engine, source)
-    return [file for file in files if not is_done(file, done, stored_name=storable(file.relative.as_posix()))]
+    file = sqlite_file(config.database_url)
+    if file is not None and not file.exists():
+        yield lambda paths: {}
+        return
+    try:
+        reader = open_database(config, migrate=False, read_only=True)
+    except SchemaNotCurrent:  # the real run migrates it first; any other error is the run's too
+        yield lambda paths: {}
+        return
+    try:
+        yield partial(archive_rows, reader, source)
+    finally:
+        reader.dispose()
 
 
 def _on_ray(
     config: Config,
     engine: Engine,
-    todo: list[ArchiveFile],
+    todo: Iterable[ArchiveFile],
     *,
     source: str,
     report: BackfillReport,

@@ -117,11 +117,13 @@ def result_fields(engine: Engine, result_id: int) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def archive_rows(engine: Engine, source: str) -> dict[str, list[tuple[int | None, datetime | None]]]:
-    """An archive's `ok` rows so far, path → every (size, file time) it was classified with (a
-    file rewritten has a row per content): what a rerun of its backfill skips."""
+def archive_rows(
+    engine: Engine, source: str, paths: list[str]
+) -> dict[str, list[tuple[int | None, datetime | None]]]:
+    """An archive's `ok` rows so far for these stored paths, path → every (size, file time) it was
+    classified with (a file rewritten has a row per content): what a rerun of its backfill skips."""
     statement = select(Result.source_path, Result.size_bytes, Result.file_mtime)
-    statement = statement.where(Result.source == source, Result.status == "ok")
+    statement = statement.where(Result.source == source, Result.status == "ok", Result.source_path.in_(paths))
     done: dict[str, list[tuple[int | None, datetime | None]]] = {}
     with translated_errors(), engine.connect() as connection:
         for path, size, mtime in connection.execute(statement):
