@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,13 @@ from hypothesis import strategies as st
 from tests.helpers import query_url, seed_results
 from watcher.commands.main import main
 from watcher.store.engine import make_engine
-from watcher.store.export import ALL_COLUMNS, OutputFormat, write_results
+from watcher.store.export import (
+    ALL_COLUMNS,
+    FORMULA_STARTS,
+    OutputFormat,
+    as_spreadsheet_text,
+    write_results,
+)
 
 BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
@@ -375,6 +382,56 @@ def test_a_plot_with_file_times_at_the_ends_of_the_calendar(
             r"axis cannot hold; the summary counts them",
             lines[1],
         ), lines
+
+
+FORMULA = "=cmd|' /C calc'!A0"
+
+
+def test_spreadsheet_safe_csv_marks_formulas_as_text(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A camera folder named like a formula was exported raw, and a spreadsheet opening the CSV
+    runs it. Raw stays the default (the data as stored); --spreadsheet-safe puts an apostrophe
+    before formula-like text, and leaves numbers and other names alone."""
+    url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
+    (tmp_path / "data").mkdir()
+    seed_results(url, [{"at": BASE, "camera": FORMULA, "label": "male", "probability": 0.75},
+                       {"at": BASE, "camera": "cam-01", "label": "female", "probability": 0.5}])  # fmt: skip
+    config = make_config(database={"url": url})
+
+    assert _run(config, "results", "--format", "csv") == 0
+    assert {row["camera"] for row in csv.DictReader(io.StringIO(capsys.readouterr().out))} == {
+        FORMULA,
+        "cam-01",
+    }
+    assert _run(config, "results", "--format", "csv", "--spreadsheet-safe") == 0
+    safe = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {row["camera"] for row in safe} == {"'" + FORMULA, "cam-01"}
+    assert {row["source_path"] for row in safe} == {f"'{FORMULA}/0.bmp", "cam-01/1.bmp"}
+    assert {row["probability"] for row in safe} == {"0.75", "0.5"} and all(
+        row["id"].isdigit() for row in safe
+    )
+    assert _run(config, "summary", "--format", "csv", "--spreadsheet-safe") == 0
+    summary = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert {row["camera"] for row in summary} == {"cam-01", "'" + FORMULA}
+
+
+@pytest.mark.parametrize("command", ["results", "summary"])
+def test_spreadsheet_safe_is_for_csv(
+    make_config: Callable[..., Path], command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        _run(make_config(), command, "--format", "json", "--spreadsheet-safe")
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1, err
+    assert "--spreadsheet-safe is for --format csv, not --format json" in err
+
+
+@hypothesis.given(st.text(max_size=20))
+def test_spreadsheet_text_never_starts_a_formula(text: str) -> None:
+    safe = as_spreadsheet_text(text)
+    assert not safe.startswith(FORMULA_STARTS)
+    assert safe == text or safe == "'" + text
 
 
 def test_a_camera_given_as_its_folders_own_bytes(

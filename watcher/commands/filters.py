@@ -52,6 +52,22 @@ def add_filter_arguments(parser: argparse.ArgumentParser, *, time_basis: TimeBas
     parser.add_argument("--format", choices=formats, default="table", help="output format (default table)")
 
 
+def add_spreadsheet_safe(parser: argparse.ArgumentParser) -> None:
+    """`--spreadsheet-safe`, for commands whose --format csv writes names (results, summary)."""
+    parser.add_argument(
+        "--spreadsheet-safe",
+        action="store_true",
+        help="with --format csv: put an apostrophe before text a spreadsheet would run as a formula "
+        "(starting with = + - @); without it, names are written as stored",
+    )
+
+
+def spreadsheet_safe_from(args: argparse.Namespace) -> bool:
+    if args.spreadsheet_safe and args.format != OutputFormat.CSV:
+        raise UsageError(f"--spreadsheet-safe is for --format csv, not --format {args.format}")
+    return bool(args.spreadsheet_safe)
+
+
 def filters_from(args: argparse.Namespace, *, zone: tzinfo) -> ResultFilter:
     """The filter the arguments ask for, times read in the site's `zone`; UsageError when --since
     is not before --until."""

@@ -7,7 +7,13 @@ import sys
 
 from watcher.commands.arguments import add_config, positive_int_type
 from watcher.commands.exit_codes import EXIT_OK
-from watcher.commands.filters import add_filter_arguments, filters_from, warn_unseen
+from watcher.commands.filters import (
+    add_filter_arguments,
+    add_spreadsheet_safe,
+    filters_from,
+    spreadsheet_safe_from,
+    warn_unseen,
+)
 from watcher.config import Config
 from watcher.store.export import OutputFormat, iter_results, write_results
 from watcher.store.opening import open_database
@@ -21,6 +27,7 @@ TABLE_ROWS = 20
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
     add_filter_arguments(parser, time_basis=TimeBasis.PROCESSED)
+    add_spreadsheet_safe(parser)
     parser.add_argument(
         "--limit",
         type=positive_int_type,
@@ -31,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Config, args: argparse.Namespace) -> int:
     filters = filters_from(args, zone=config.display.zone)
+    spreadsheet_safe = spreadsheet_safe_from(args)
     engine = open_database(config, migrate=False, read_only=True)
     warn_unseen(engine, filters)
     output_format = OutputFormat(args.format)
@@ -38,7 +46,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
     if limit is None and output_format == OutputFormat.TABLE:
         limit = TABLE_ROWS
     shown = write_results(
-        iter_results(engine, filters=filters, limit=limit), sys.stdout, output_format=output_format
+        iter_results(engine, filters=filters, limit=limit),
+        sys.stdout,
+        output_format=output_format,
+        spreadsheet_safe=spreadsheet_safe,
     )
     if output_format == OutputFormat.TABLE and shown == limit:
         # The table may have been cut: say so, under it (exports are never cut unless asked).

@@ -7,7 +7,13 @@ import sys
 
 from watcher.commands.arguments import add_config, dimensions_type, output_file_type
 from watcher.commands.exit_codes import EXIT_OK
-from watcher.commands.filters import add_filter_arguments, filters_from, warn_unseen
+from watcher.commands.filters import (
+    add_filter_arguments,
+    add_spreadsheet_safe,
+    filters_from,
+    spreadsheet_safe_from,
+    warn_unseen,
+)
 from watcher.config import Config
 from watcher.store.export import OutputFormat, write_results
 from watcher.store.opening import open_database
@@ -20,6 +26,7 @@ HELP = "counts per camera and per hour or day, with shares"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
     add_filter_arguments(parser, time_basis=TimeBasis.CAPTURED)
+    add_spreadsheet_safe(parser)
     parser.add_argument(
         "--by",
         type=dimensions_type,
@@ -39,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(config: Config, args: argparse.Namespace) -> int:
     zone = config.display.zone
     filters = filters_from(args, zone=zone)
+    spreadsheet_safe = spreadsheet_safe_from(args)
     engine = open_database(config, migrate=False, read_only=True)
     warn_unseen(engine, filters)
     by: tuple[str, ...] = args.by
@@ -50,6 +58,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         output_format=OutputFormat(args.format),
         columns=columns,
         table_columns=columns,
+        spreadsheet_safe=spreadsheet_safe,
     )
     if args.plot is not None:
         from watcher.commands.plotting import plot_counts  # matplotlib only when asked

@@ -29,6 +29,8 @@ TABLE_COLUMNS = (
 )  # fmt: skip
 # Rows fetched from the database at a time while streaming an export.
 STREAM_CHUNK = 1000
+# What a spreadsheet takes for the start of a formula (OWASP's list for CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class OutputFormat(StrEnum):
@@ -57,8 +59,10 @@ def write_results(
     output_format: OutputFormat,
     columns: tuple[str, ...] = ALL_COLUMNS,
     table_columns: tuple[str, ...] = TABLE_COLUMNS,
+    spreadsheet_safe: bool = False,
 ) -> int:
-    """Write rows in the chosen format as they come; returns how many were written."""
+    """Write rows in the chosen format as they come; returns how many were written. Text is
+    written as stored, unless `spreadsheet_safe` (CSV only) marks formula-like cells as text."""
     count = 0
     if output_format == OutputFormat.TABLE:
         materialised = list(rows)  # column widths need every row (the table is for a screen's worth)
@@ -68,7 +72,9 @@ def write_results(
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: _text(value, precise=True) for key, value in row.items()})
+            writer.writerow(
+                {key: _csv_cell(value, spreadsheet_safe=spreadsheet_safe) for key, value in row.items()}
+            )
             count += 1
         return count
     if output_format == OutputFormat.JSONL:
@@ -82,6 +88,18 @@ def write_results(
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
+
+
+def as_spreadsheet_text(text: str) -> str:
+    """A cell a spreadsheet would run as a formula (a camera folder named `=cmd|' /C calc'!A0`),
+    given a leading apostrophe, which spreadsheets read as "this is text" and do not show."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _csv_cell(value: Any, *, spreadsheet_safe: bool) -> str:
+    text = _text(value, precise=True)
+    # Only text: a number is never run, and a negative one must stay a number.
+    return as_spreadsheet_text(text) if spreadsheet_safe and isinstance(value, str) else text
 
 
 def iso_utc(value: datetime) -> str:
