@@ -3,7 +3,7 @@
 # --diagnostics, the checks that say why a target is missed, after them.
 #
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
-#                        [--python PATH] [--diagnostics]
+#                        [--python PATH] [--diagnostics] [--limit STEP=SECONDS]...
 #
 # The targets (what issue 14's "under 8 minutes" times), most important first: `watch --once` at
 # batch 128 and, on the same frames, at batch 256 (watch-once.json, "variants"), the GPU tests,
@@ -21,7 +21,10 @@
 # and the rest still run: a GPU minute is not spent twice. summary.json and targets.json are
 # rewritten after every step, and a run stopped by SIGTERM or SIGINT (a `timeout`, a loan's end)
 # writes both and prints the table before it exits (143, 130): the steps before the stop keep
-# their figures and their verdict, the step in flight is recorded as stopped.
+# their figures and their verdict, the step in flight is recorded as stopped. Each step runs under
+# a wall-clock limit of its own (`limits` below; --limit STEP=SECONDS changes one), in a process
+# group of its own: at its limit it is ended with all it started (the daemon, its file workers),
+# recorded as timed out, and the next step runs.
 #
 # Timings: on an H200 (16 cores) on 2026-11-27 everything took about 9 min 40 s, 5 min of it the
 # first step (a 7.5 GB copy of the frames before each `watch --once`, since hard links). On a lent
@@ -35,12 +38,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+usage="usage: bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S] [--python PATH] [--diagnostics] [--limit STEP=SECONDS]..."
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
-    echo "usage: bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S] [--python PATH] [--diagnostics]" >&2
+    echo "$usage" >&2
     exit 2
 fi
 out=$1; shift
 device=cuda; model=vit-b32; frames=8192; seconds=60; python=.venv/bin/python; diagnostics=false
+asked_limits=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) device=$2; shift 2 ;;
@@ -49,8 +54,23 @@ while [ $# -gt 0 ]; do
         --seconds) seconds=$2; shift 2 ;;
         --python) python=$2; shift 2 ;;
         --diagnostics) diagnostics=true; shift ;;
+        --limit) asked_limits+=("$2"); shift 2 ;;
         *) echo "bench/gpu.sh: unknown option $1" >&2; exit 2 ;;
     esac
+done
+# Each step's wall-clock limit, in seconds: about twice what it took on the lent H100 of
+# 2026-11-28 (watch-once with the diagnostics' variants 212 s, the others 30 to 60), so that a hung
+# step costs its limit and not the rest of the loan.
+declare -A limits=([watch-once]=360 [live-mass-drop]=180 [gpu-tests]=120 [latency]=150
+                   [load-rss]=120 [pipeline-stand-in]=120 [gil-convoy]=120 [inbox-events]=120)
+if [ "$diagnostics" = true ]; then limits[watch-once]=480; fi
+for asked in "${asked_limits[@]}"; do
+    name=${asked%%=*}; limit=${asked#*=}
+    if [ -z "${limits[$name]+set}" ] || ! [[ "$limit" =~ ^[1-9][0-9]*$ ]]; then
+        echo "bench/gpu.sh: --limit wants STEP=SECONDS (whole seconds), STEP one of: ${!limits[*]}; got $asked" >&2
+        exit 2
+    fi
+    limits[$name]=$limit
 done
 if [ "$device" = cpu ]; then precision=fp32; else precision=fp16; fi
 mkdir -p "$out"
@@ -69,7 +89,7 @@ trap 'rm -rf "$CCTV_BENCH_CHECKPOINTS"; if [ -n "$sampler" ]; then kill "$sample
 # Asked now, not at the end: a run stopped part-way still names its machine.
 machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)
 machine=${machine//[\"\\]/}  # written into JSON below as it is
-targets_seconds=null; finished=false; in_flight=""; in_flight_started=0
+targets_seconds=null; finished=false; in_flight=""; in_flight_started=0; step_group=""
 
 if [ "$device" != cpu ] && command -v nvidia-smi > /dev/null; then
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
@@ -92,9 +112,39 @@ write_summary() {  # summary.json and the verdict (targets.json, targets.txt) fr
     "$python" bench/gpu_targets.py "$out" > "$out/targets.txt" 2>&1
 }
 
+alive_in_group() {  # alive_in_group PGID: whether a process of that group still runs (zombies aside)
+    local stat line fields
+    for stat in /proc/[0-9]*/stat; do
+        read -r line < "$stat" 2> /dev/null || continue
+        read -r -a fields <<< "${line##*) }"  # state, ppid, pgrp, ...: after the name, which may hold spaces
+        if [ "${fields[2]}" = "$1" ] && [ "${fields[0]}" != Z ]; then return 0; fi
+    done
+    return 1
+}
+
+end_group() {  # end_group PGID: what a step left running (a daemon, its file workers: they would
+    # hold the GPU through the next steps) gets SIGTERM, then SIGKILL 5 s on; true if any was left
+    alive_in_group "$1" || return 1
+    kill -TERM -- "-$1" 2> /dev/null
+    local _
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        sleep 0.5
+        alive_in_group "$1" || return 0
+    done
+    kill -KILL -- "-$1" 2> /dev/null
+    return 0
+}
+
 stopped() {  # stopped EXIT_CODE: on SIGTERM or SIGINT (a `timeout`, a loan's end, ^C), what ran is
     local code=$?  # kept, with the verdict; the step in flight is recorded as stopped
     trap '' TERM INT  # a second signal must not cut the summary short
+    if [ -n "$step_group" ]; then
+        # The step runs in a group of its own (see step): the stop is passed on to it, and the
+        # summary waits for it to end (timeout's --kill-after bounds that).
+        kill -TERM "$step_group" 2> /dev/null
+        wait "$step_group"; code=$?
+        end_group "$step_group"
+    fi
     if [ -n "$in_flight" ]; then
         steps+=("{\"step\": \"$in_flight\", \"seconds\": $((SECONDS - in_flight_started)), \"exit_code\": $code, \"stopped\": true}")
     fi
@@ -106,15 +156,28 @@ stopped() {  # stopped EXIT_CODE: on SIGTERM or SIGINT (a `timeout`, a loan's en
 trap 'stopped 143' TERM
 trap 'stopped 130' INT
 
-step() {  # step NAME COMMAND...: run it, keep its output and how it ended
+step() {  # step NAME COMMAND...: run it within its limit, keep its output and how it ended
     local name=$1; shift
+    local limit=${limits[$name]}
     in_flight=$name; in_flight_started=$SECONDS
-    echo "== $name: $*"
+    echo "== $name (limit $limit s): $*"
     rm -f "$out/$name.json"  # an OUT_DIR used before: a step that fails must leave no figures
-    "$@" > "$out/$name.log" 2>&1
-    local code=$?
+    # timeout puts the step in a process group of its own, led by itself: at the limit SIGTERM goes
+    # to the whole group (the daemon and its file workers too), SIGKILL 15 s later. In the
+    # background, waited for: a stop's trap then runs at once, not when the step ends.
+    timeout --kill-after=15 "$limit" "$@" > "$out/$name.log" 2>&1 &
+    step_group=$!
+    wait "$step_group"
+    local code=$? took=$((SECONDS - in_flight_started)) left=false timed_out=false
+    if end_group "$step_group"; then left=true; fi
+    step_group=""
+    # 124: timeout's own; 137: its SIGKILL, which it sends its group, itself included.
+    if [ "$code" -eq 124 ] || { [ "$code" -eq 137 ] && [ "$took" -ge "$limit" ]; }; then
+        timed_out=true
+        echo "bench/gpu.sh: $name timed out after $limit s; on to the next step" >&2
+    fi
     tail -n 3 "$out/$name.log"
-    steps+=("{\"step\": \"$name\", \"seconds\": $((SECONDS - in_flight_started)), \"exit_code\": $code}")
+    steps+=("{\"step\": \"$name\", \"seconds\": $took, \"exit_code\": $code, \"limit_seconds\": $limit, \"timed_out\": $timed_out, \"left_running\": $left}")
     in_flight=""
     # After every step, not only at the end: a run killed outright (SIGKILL) keeps the steps before.
     write_summary

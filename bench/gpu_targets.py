@@ -27,6 +27,8 @@ LIVE_FPS = 3000.0
 PEAK_RSS_MIB = 2048.0
 SCRIPT_SECONDS = 8 * 60
 TARGETS_MODEL = "vit-b32"
+# bench/gpu.sh's steps that measure the targets (the diagnostics' steps come after them).
+TARGET_STEPS = {"watch-once", "live-mass-drop", "gpu-tests", "latency"}
 
 
 class Status(StrEnum):
@@ -126,6 +128,22 @@ def _gpu_utilisation(out: Path) -> dict[str, float] | None:
     return {"mean_percent": round(statistics.fmean(percents), 1), "peak_percent": max(percents)}
 
 
+def _not_ended_well(summary: dict[str, Any]) -> dict[str, str]:
+    """Each step that timed out, was stopped or failed, and how: why its figures are not measured."""
+    said = {}
+    for step in summary.get("steps") or []:
+        if not isinstance(step, dict):
+            continue
+        name = str(step.get("step"))
+        if step.get("timed_out"):
+            said[name] = f"timed out after {step.get('limit_seconds')} s"
+        elif step.get("stopped"):
+            said[name] = f"stopped after {step.get('seconds')} s"
+        elif step.get("exit_code"):
+            said[name] = f"failed (exit {step.get('exit_code')}, see its .log)"
+    return said
+
+
 def verdict(out: Path) -> dict[str, Any]:
     """Every target's row, the runs behind them, and whether this run meets them all."""
     summary, once = _figures(out, "summary"), _figures(out, "watch-once")
@@ -136,8 +154,12 @@ def verdict(out: Path) -> dict[str, Any]:
         bool(live.get("all_done") and live.get("every_frame_accounted_for")) and live.get("exit_code") == 0
     )
     within_latency = latency.get("within_budget")
-    # With --diagnostics, the first step carries the diagnostics' variants: not the targets' time.
-    timed = None if summary.get("diagnostics") is not False else summary.get("targets_seconds")
+    # With --diagnostics, the first step carries the diagnostics' variants: not the targets' time;
+    # nor where a target's step timed out or failed (it ran short, or to its limit).
+    not_ended_well = _not_ended_well(summary)
+    timed = summary.get("targets_seconds")
+    if summary.get("diagnostics") is not False or not_ended_well.keys() & TARGET_STEPS:
+        timed = None
     targets = [
         _target(
             "watch --once frames/s (best run)",
@@ -189,6 +211,7 @@ def verdict(out: Path) -> dict[str, Any]:
         # False while gpu.sh runs, and where it was stopped part-way: the steps it did not finish
         # are not measured.
         "finished": summary.get("finished"),
+        "steps_not_ended_well": not_ended_well,
         "all_met": on_a_gpu
         and summary.get("model") == TARGETS_MODEL
         and all(target["status"] == Status.MET for target in targets),
@@ -237,6 +260,8 @@ def main() -> int:
             "  bench/gpu.sh did not run to its end (stopped, or still running): "
             "what it did not finish is not measured"
         )
+    for step, said in result["steps_not_ended_well"].items():
+        print(f"  step {step}: {said}")
     for target in result["targets"]:
         print("  " + _shown(target))
     for run in result["watch_once_runs"]:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import wait_for
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -115,11 +117,25 @@ def test_gpu_script_refuses_a_missing_output_folder_argument() -> None:
     assert result.returncode == 2 and "usage: bench/gpu.sh OUT_DIR" in result.stderr
 
 
+def processes_with(variable: str) -> list[int]:
+    """The processes running (zombies aside) with `variable` (NAME=value) in their environment."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            running = environ.with_name("stat").read_text().rpartition(") ")[2].split()[0] != "Z"
+            if running and variable.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return found
+
+
 def test_a_run_stopped_part_way_keeps_its_summary_and_its_verdict(tmp_path: Path) -> None:
     """A loan's end or a `timeout` stops the run with SIGTERM to its process group: the steps before
-    the stop keep their figures, the step in flight is recorded as stopped, and summary.json,
-    targets.json and the table are still written (they were written only at the very end: a run
-    stopped in its last step lost the summary and the verdict of every step before it)."""
+    the stop keep their figures, the step in flight is recorded as stopped and ended with what it
+    started (it runs in a group of its own, under its limit), and summary.json, targets.json and
+    the table are still written (they were written only at the very end: a run stopped in its last
+    step lost the summary and the verdict of every step before it)."""
     out = tmp_path / "figures"
     command = ["bash", "bench/gpu.sh", str(out), "--device", "cpu", "--model", "tiny", "--frames", "64"]
     run = subprocess.Popen(
@@ -145,6 +161,10 @@ def test_a_run_stopped_part_way_keeps_its_summary_and_its_verdict(tmp_path: Path
     verdict = json.loads((out / "targets.json").read_text())
     assert verdict["finished"] is False and not verdict["all_met"]
     assert {target["status"] for target in verdict["targets"]} == {"not measured"}
+    # Nothing the stopped step started runs on (it would hold the GPU after the run).
+    wait_for(
+        lambda: processes_with(f"TMPDIR={tmp_path}") == [], timeout=10, what="the step's processes to end"
+    )
 
 
 def test_the_live_step_sees_the_drop_s_last_row_within_a_poll(

@@ -166,3 +166,25 @@ def test_a_folder_that_is_not_there_is_refused(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "is not a folder" in result.stderr
+
+
+def test_a_step_that_timed_out_is_said_and_the_targets_time_is_not_measured(tmp_path: Path) -> None:
+    """A target's step ended at its limit (or failed at once): its figures are not measured, the
+    table says why, and the targets' seconds are not theirs (they ran short or to a limit)."""
+    figures = gpu_run(5200, 1900, 5600, 2000)
+    del figures["watch_once"]
+    figures["summary"]["steps"] = [
+        {"step": "watch-once", "seconds": 360, "exit_code": 124, "limit_seconds": 360, "timed_out": True},
+        {"step": "live-mass-drop", "seconds": 50, "exit_code": 0, "limit_seconds": 180, "timed_out": False},
+        {"step": "gpu-tests", "seconds": 3, "exit_code": 4, "limit_seconds": 120, "timed_out": False},
+        {"step": "latency", "seconds": 40, "exit_code": 0, "limit_seconds": 150, "timed_out": False},
+    ]
+    write_figures(tmp_path, **figures)
+    result, printed = verdict(tmp_path)
+    assert result["steps_not_ended_well"] == {
+        "watch-once": "timed out after 360 s",
+        "gpu-tests": "failed (exit 4, see its .log)",
+    }
+    assert "step watch-once: timed out after 360 s" in printed
+    assert met(result)["bench/gpu.sh, the targets' seconds"] == "not measured"
+    assert met(result)["live daemon frames/s"] == "met" and not result["all_met"]

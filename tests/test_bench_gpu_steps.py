@@ -1,0 +1,99 @@
+"""bench/gpu.sh's hold on each step: a step past its limit is ended with everything it started and
+recorded as timed out, and the run goes on to the next. The steps here are stand-ins
+(bench/gpu.sh's `--python` is a script that runs them as told, and hands the rest, the verdict,
+to this Python): what is tested is the script's own handling, in seconds;
+tests/test_bench_gpu_script.py runs the real steps."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def stand_in_python(folder: Path, *, hangs: str) -> Path:
+    """A `--python` whose step `hangs` (a bench/ script's name) never ends, with a child that
+    ignores SIGTERM (as a daemon busy stopping might) and writes its pid to hung.pid; the other
+    steps end at once, and everything else runs on this Python."""
+    script = folder / "python"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        'case " $* " in\n'
+        f'    *" bench/{hangs} "*) (trap "" TERM; exec sleep 300) & echo "$!" > {folder}/hung.pid; wait ;;\n'
+        '    *" bench/gpu_"*) ;;\n'  # the verdict: this Python
+        '    *" bench/"*|*" -m pytest "*) echo "stand-in for $*"; exit 0 ;;\n'
+        "esac\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_step_past_its_limit_is_ended_with_its_children_and_the_next_step_runs(tmp_path: Path) -> None:
+    """A `watch --once` that never ends held the whole run: no step after it ran, and a GPU loan
+    ran out with one figure. Now it is ended at its limit, its whole process group with it."""
+    out = tmp_path / "figures"
+    python = stand_in_python(tmp_path, hangs="watch_once.py")
+    command = [
+        "bash",
+        "bench/gpu.sh",
+        str(out),
+        "--device",
+        "cpu",
+        "--model",
+        "tiny",
+        "--python",
+        str(python),
+    ]
+    command += ["--limit", "watch-once=2", "--limit", "latency=30"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "bench/gpu.sh: watch-once timed out after 2 s; on to the next step" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    hung, *others = summary["steps"]
+    assert hung["step"] == "watch-once" and hung["timed_out"] is True and hung["exit_code"] == 124
+    assert hung["limit_seconds"] == 2 and hung["seconds"] >= 2 and hung["left_running"] is True
+    # The child that ignored SIGTERM is gone too: it would have held the GPU through the next steps.
+    hung_child = int((tmp_path / "hung.pid").read_text())
+    wait_for(lambda: not running(hung_child), timeout=10, what="the hung step's child to end")
+    assert [(step["step"], step["exit_code"], step["timed_out"]) for step in others] == [
+        ("gpu-tests", 0, False),
+        ("live-mass-drop", 0, False),
+        ("latency", 0, False),
+    ]
+    assert others[-1]["limit_seconds"] == 30 and summary["finished"] is True
+    assert "stand-in for" in (out / "latency.log").read_text()
+    assert "step watch-once: timed out after 2 s" in result.stdout  # the verdict's table says why
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        pytest.param(["--limit", "watch-twice=60"], "--limit wants STEP=SECONDS", id="unknown_step"),
+        pytest.param(["--limit", "latency=1.5"], "--limit wants STEP=SECONDS", id="seconds_not_whole"),
+        pytest.param(["--limit", "latency"], "--limit wants STEP=SECONDS", id="no_seconds"),
+    ],
+)
+def test_a_mistaken_option_is_refused_before_any_step(tmp_path: Path, options: list[str], said: str) -> None:
+    out = tmp_path / "figures"
+    shown = [option.format(out=out, tmp=tmp_path) for option in options]
+    command = ["bash", "bench/gpu.sh", str(out), "--device", "cpu", "--model", "tiny", *shown]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and said in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())  # no step ran, no summary written
