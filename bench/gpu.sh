@@ -24,7 +24,8 @@
 # their figures and their verdict, the step in flight is recorded as stopped. Each step runs under
 # a wall-clock limit of its own (`limits` below; --limit STEP=SECONDS changes one), in a process
 # group of its own: at its limit it is ended with all it started (the daemon, its file workers),
-# recorded as timed out, and the next step runs.
+# recorded as timed out, and the next step runs. Before the first step, bench/gpu_preflight.py
+# checks what the steps import (and the CUDA device, with --device cuda).
 #
 # Timings: on an H200 (16 cores) on 2026-11-27 everything took about 9 min 40 s, 5 min of it the
 # first step (a 7.5 GB copy of the frames before each `watch --once`, since hard links). On a lent
@@ -75,6 +76,14 @@ done
 if [ "$device" = cpu ]; then precision=fp32; else precision=fp16; fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+if ! command -v "$python" > /dev/null; then
+    echo "bench/gpu.sh: no Python at $python (--python PATH)" >&2
+    exit 2
+fi
+# Before any step: what every step imports and, with --device cuda, a CUDA device (one line and
+# exit 2 when not, rather than every step failing at its first import in turn); and the machine's
+# name, asked now so that a run stopped part-way still names it.
+machine=$("$python" bench/gpu_preflight.py --device "$device") || exit 2
 steps=()
 # Figures of an earlier run into the same folder are not this run's (each step removes its own).
 rm -f "$out/targets.json" "$out/targets.txt" "$out/summary.json" "$out/gpu-utilisation.csv" \
@@ -86,9 +95,6 @@ CCTV_BENCH_CHECKPOINTS=$(mktemp -d)
 export CCTV_BENCH_CHECKPOINTS
 sampler=""
 trap 'rm -rf "$CCTV_BENCH_CHECKPOINTS"; if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; fi' EXIT
-# Asked now, not at the end: a run stopped part-way still names its machine.
-machine=$("$python" -c 'import platform, torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine())' 2> /dev/null)
-machine=${machine//[\"\\]/}  # written into JSON below as it is
 targets_seconds=null; finished=false; in_flight=""; in_flight_started=0; step_group=""
 
 if [ "$device" != cpu ] && command -v nvidia-smi > /dev/null; then
@@ -99,7 +105,7 @@ fi
 
 write_summary() {  # summary.json and the verdict (targets.json, targets.txt) from the steps so far
     {
-        printf '{"device": "%s", "model": "%s", "frames": %s, "machine": "%s", "cpus": %s, ' \
+        printf '{"device": "%s", "model": "%s", "frames": %s, "machine": %s, "cpus": %s, ' \
             "$device" "$model" "$frames" "$machine" "$(nproc)"
         # The targets' seconds (the steps before the diagnostics, the set-up before them included;
         # with --diagnostics its variants ride in the first step, so that time is not the targets')

@@ -1,12 +1,13 @@
 """bench/gpu.sh's hold on each step: a step past its limit is ended with everything it started and
 recorded as timed out, and the run goes on to the next. The steps here are stand-ins
-(bench/gpu.sh's `--python` is a script that runs them as told, and hands the rest, the verdict,
-to this Python): what is tested is the script's own handling, in seconds;
+(bench/gpu.sh's `--python` is a script that runs them as told, and hands the rest, the preflight
+and the verdict, to this Python): what is tested is the script's own handling, in seconds;
 tests/test_bench_gpu_script.py runs the real steps."""
 
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def stand_in_python(folder: Path, *, hangs: str) -> Path:
         "#!/usr/bin/env bash\n"
         'case " $* " in\n'
         f'    *" bench/{hangs} "*) (trap "" TERM; exec sleep 300) & echo "$!" > {folder}/hung.pid; wait ;;\n'
-        '    *" bench/gpu_"*) ;;\n'  # the verdict: this Python
+        '    *" bench/gpu_"*) ;;\n'  # the preflight and the verdict: this Python
         '    *" bench/"*|*" -m pytest "*) echo "stand-in for $*"; exit 0 ;;\n'
         "esac\n"
         f'exec {sys.executable} "$@"\n'
@@ -88,6 +89,7 @@ def test_a_step_past_its_limit_is_ended_with_its_children_and_the_next_step_runs
         pytest.param(["--limit", "watch-twice=60"], "--limit wants STEP=SECONDS", id="unknown_step"),
         pytest.param(["--limit", "latency=1.5"], "--limit wants STEP=SECONDS", id="seconds_not_whole"),
         pytest.param(["--limit", "latency"], "--limit wants STEP=SECONDS", id="no_seconds"),
+        pytest.param(["--python", "{tmp}/no-python"], "no Python at", id="no_python"),
     ],
 )
 def test_a_mistaken_option_is_refused_before_any_step(tmp_path: Path, options: list[str], said: str) -> None:
@@ -97,3 +99,29 @@ def test_a_mistaken_option_is_refused_before_any_step(tmp_path: Path, options: l
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and said in result.stderr and len(result.stderr.splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())  # no step ran, no summary written
+
+
+def test_a_package_the_steps_need_stops_the_run_before_its_first_step(tmp_path: Path) -> None:
+    """A lent machine whose wheels did not all install: one line naming the package, not every
+    step failing at its first import in turn."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "prometheus_client.py").write_text("raise ImportError('not installed here')\n")
+    out = tmp_path / "figures"
+    command = [
+        "bash",
+        "bench/gpu.sh",
+        str(out),
+        "--device",
+        "cpu",
+        "--model",
+        "tiny",
+        "--python",
+        sys.executable,
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(REPO)])}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "cannot import prometheus_client (the daemon's start" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "==" not in result.stdout
+    assert not (out / "summary.json").exists()
