@@ -25,7 +25,8 @@
 # a wall-clock limit of its own (`limits` below; --limit STEP=SECONDS changes one), in a process
 # group of its own: at its limit it is ended with all it started (the daemon, its file workers),
 # recorded as timed out, and the next step runs. Before the first step, bench/gpu_preflight.py
-# checks what the steps import (and the CUDA device, with --device cuda).
+# checks what the steps import (and the CUDA device, with --device cuda) and records what is
+# already on the GPU.
 #
 # Timings: on an H200 (16 cores) on 2026-11-27 everything took about 9 min 40 s, 5 min of it the
 # first step (a 7.5 GB copy of the frames before each `watch --once`, since hard links). On a lent
@@ -81,9 +82,11 @@ if ! command -v "$python" > /dev/null; then
     exit 2
 fi
 # Before any step: what every step imports and, with --device cuda, a CUDA device (one line and
-# exit 2 when not, rather than every step failing at its first import in turn); and the machine's
-# name, asked now so that a run stopped part-way still names it.
-machine=$("$python" bench/gpu_preflight.py --device "$device") || exit 2
+# exit 2 when not, rather than every step failing at its first import in turn); the machine's
+# name, asked now so that a run stopped part-way still names it; and what is already on the GPU
+# (a warning, not a refusal: it makes every figure low).
+preflight=$("$python" bench/gpu_preflight.py --device "$device") || exit 2
+{ read -r machine; read -r gpu_processes; } <<< "$preflight"
 steps=()
 # Figures of an earlier run into the same folder are not this run's (each step removes its own).
 rm -f "$out/targets.json" "$out/targets.txt" "$out/summary.json" "$out/gpu-utilisation.csv" \
@@ -107,6 +110,8 @@ write_summary() {  # summary.json and the verdict (targets.json, targets.txt) fr
     {
         printf '{"device": "%s", "model": "%s", "frames": %s, "machine": %s, "cpus": %s, ' \
             "$device" "$model" "$frames" "$machine" "$(nproc)"
+        # What nvidia-smi saw on the GPU before the first step (null without nvidia-smi).
+        printf '"gpu_processes_at_start": %s, ' "$gpu_processes"
         # The targets' seconds (the steps before the diagnostics, the set-up before them included;
         # with --diagnostics its variants ride in the first step, so that time is not the targets')
         # and the whole run's; `finished` false while it runs, or when it was stopped part-way.

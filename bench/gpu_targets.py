@@ -212,6 +212,8 @@ def verdict(out: Path) -> dict[str, Any]:
         # are not measured.
         "finished": summary.get("finished"),
         "steps_not_ended_well": not_ended_well,
+        # Another process on the GPU when the run began makes its figures low (bench/gpu_preflight.py).
+        "gpu_processes_at_start": summary.get("gpu_processes_at_start"),
         "all_met": on_a_gpu
         and summary.get("model") == TARGETS_MODEL
         and all(target["status"] == Status.MET for target in targets),
@@ -262,6 +264,13 @@ def main() -> int:
         )
     for step, said in result["steps_not_ended_well"].items():
         print(f"  step {step}: {said}")
+    if result["gpu_processes_at_start"]:
+        shown = "; ".join(
+            f"{entry.get('pid')} {entry.get('process_name')} {entry.get('used_memory')}"
+            for entry in result["gpu_processes_at_start"]
+            if isinstance(entry, dict)
+        )
+        print(f"  warning: already on the GPU at start, the figures may be low: {shown}")
     for target in result["targets"]:
         print("  " + _shown(target))
     for run in result["watch_once_runs"]:

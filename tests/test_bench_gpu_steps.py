@@ -51,19 +51,15 @@ def test_a_step_past_its_limit_is_ended_with_its_children_and_the_next_step_runs
     ran out with one figure. Now it is ended at its limit, its whole process group with it."""
     out = tmp_path / "figures"
     python = stand_in_python(tmp_path, hangs="watch_once.py")
-    command = [
-        "bash",
-        "bench/gpu.sh",
-        str(out),
-        "--device",
-        "cpu",
-        "--model",
-        "tiny",
-        "--python",
-        str(python),
-    ]
-    command += ["--limit", "watch-once=2", "--limit", "latency=30"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+    command = ["bash", "bench/gpu.sh", str(out), "--device", "cpu", "--model", "tiny"]
+    command += ["--python", str(python), "--limit", "watch-once=2", "--limit", "latency=30"]
+    # Another process on the GPU, as nvidia-smi (which cannot run here) would list it.
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho '4242, /usr/bin/python3, 30720 MiB'\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
+    env = {**os.environ, "PATH": os.pathsep.join([str(smi.parent), os.environ["PATH"]])}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr
     assert "bench/gpu.sh: watch-once timed out after 2 s; on to the next step" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -81,6 +77,11 @@ def test_a_step_past_its_limit_is_ended_with_its_children_and_the_next_step_runs
     assert others[-1]["limit_seconds"] == 30 and summary["finished"] is True
     assert "stand-in for" in (out / "latency.log").read_text()
     assert "step watch-once: timed out after 2 s" in result.stdout  # the verdict's table says why
+    # The run went ahead beside the other process, and says so.
+    assert summary["gpu_processes_at_start"] == [
+        {"pid": 4242, "process_name": "/usr/bin/python3", "used_memory": "30720 MiB"}
+    ]
+    assert "warning: already on the GPU at start" in result.stderr
 
 
 @pytest.mark.parametrize(

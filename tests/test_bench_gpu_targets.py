@@ -188,3 +188,14 @@ def test_a_step_that_timed_out_is_said_and_the_targets_time_is_not_measured(tmp_
     assert "step watch-once: timed out after 360 s" in printed
     assert met(result)["bench/gpu.sh, the targets' seconds"] == "not measured"
     assert met(result)["live daemon frames/s"] == "met" and not result["all_met"]
+
+
+def test_processes_on_the_gpu_at_start_are_warned_of(tmp_path: Path) -> None:
+    figures = gpu_run(5200, 1900, 5600, 2000)
+    figures["summary"]["gpu_processes_at_start"] = [
+        {"pid": 4242, "process_name": "/usr/bin/python3", "used_memory": "30720 MiB"}
+    ]
+    write_figures(tmp_path, **figures)
+    result, printed = verdict(tmp_path)
+    assert result["gpu_processes_at_start"][0]["pid"] == 4242
+    assert "warning: already on the GPU at start, the figures may be low: 4242 /usr/bin/python3" in printed
