@@ -3,7 +3,7 @@
 # --diagnostics, the checks that say why a target is missed, after them.
 #
 #   bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S]
-#                        [--python PATH] [--diagnostics] [--limit STEP=SECONDS]...
+#                        [--python PATH] [--diagnostics] [--limit STEP=SECONDS]... [--tar PATH]
 #
 # The targets (what issue 14's "under 8 minutes" times), most important first: `watch --once` at
 # batch 128 and, on the same frames, at batch 256 (watch-once.json, "variants"), the GPU tests,
@@ -26,7 +26,8 @@
 # group of its own: at its limit it is ended with all it started (the daemon, its file workers),
 # recorded as timed out, and the next step runs. Before the first step, bench/gpu_preflight.py
 # checks what the steps import (and the CUDA device, with --device cuda) and records what is
-# already on the GPU.
+# already on the GPU. --tar PATH writes the whole of OUT_DIR as one .tar.gz after every step and
+# at a stop (a lent machine's tool returns only a few files).
 #
 # Timings: on an H200 (16 cores) on 2026-11-27 everything took about 9 min 40 s, 5 min of it the
 # first step (a 7.5 GB copy of the frames before each `watch --once`, since hard links). On a lent
@@ -40,13 +41,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-usage="usage: bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S] [--python PATH] [--diagnostics] [--limit STEP=SECONDS]..."
+usage="usage: bench/gpu.sh OUT_DIR [--device cuda|cpu] [--model vit-b32|tiny] [--frames N] [--seconds S] [--python PATH] [--diagnostics] [--limit STEP=SECONDS]... [--tar PATH]"
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
     echo "$usage" >&2
     exit 2
 fi
 out=$1; shift
-device=cuda; model=vit-b32; frames=8192; seconds=60; python=.venv/bin/python; diagnostics=false
+device=cuda; model=vit-b32; frames=8192; seconds=60; python=.venv/bin/python; diagnostics=false; tar=""
 asked_limits=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -57,6 +58,7 @@ while [ $# -gt 0 ]; do
         --python) python=$2; shift 2 ;;
         --diagnostics) diagnostics=true; shift ;;
         --limit) asked_limits+=("$2"); shift 2 ;;
+        --tar) tar=$2; shift 2 ;;
         *) echo "bench/gpu.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -77,6 +79,13 @@ done
 if [ "$device" = cpu ]; then precision=fp32; else precision=fp16; fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+if [ -n "$tar" ]; then
+    # An absolute path, outside OUT_DIR (an archive inside the folder it archives would hold itself).
+    tar_folder=$(cd "$(dirname "$tar")" 2> /dev/null && pwd) || {
+        echo "bench/gpu.sh: --tar $tar: no folder $(dirname "$tar")" >&2; exit 2; }
+    tar=$tar_folder/$(basename "$tar")
+    if [[ "$tar/" == "$out/"* ]]; then echo "bench/gpu.sh: --tar $tar is inside $out" >&2; exit 2; fi
+fi
 if ! command -v "$python" > /dev/null; then
     echo "bench/gpu.sh: no Python at $python (--python PATH)" >&2
     exit 2
@@ -121,6 +130,16 @@ write_summary() {  # summary.json and the verdict (targets.json, targets.txt) fr
         printf ']}\n'
     } > "$out/summary.json.part" && mv "$out/summary.json.part" "$out/summary.json"
     "$python" bench/gpu_targets.py "$out" > "$out/targets.txt" 2>&1
+    local judged=$?
+    archive
+    return "$judged"
+}
+
+archive() {  # --tar: the whole folder as one .tar.gz (a lent machine's tool returns a few files)
+    if [ -z "$tar" ]; then return 0; fi
+    # Exit 1 is a file that changed while read (nvidia-smi's samples): the archive is still whole.
+    tar -czf "$tar.part" --warning=no-file-changed -C "$(dirname "$out")" "$(basename "$out")"
+    if [ $? -le 1 ]; then mv -f "$tar.part" "$tar"; else echo "bench/gpu.sh: could not write $tar" >&2; fi
 }
 
 alive_in_group() {  # alive_in_group PGID: whether a process of that group still runs (zombies aside)
@@ -242,4 +261,4 @@ finished=true
 # The verdict last: each target met, missed or not measured (targets.json), read from the above.
 write_summary || echo "bench/gpu_targets.py failed; the figures are still there" >&2
 cat "$out/targets.txt"
-echo "figures in $out"
+echo "figures in $out${tar:+, and all of them in $tar}"

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -133,13 +134,13 @@ def processes_with(variable: str) -> list[int]:
 def test_a_run_stopped_part_way_keeps_its_summary_and_its_verdict(tmp_path: Path) -> None:
     """A loan's end or a `timeout` stops the run with SIGTERM to its process group: the steps before
     the stop keep their figures, the step in flight is recorded as stopped and ended with what it
-    started (it runs in a group of its own, under its limit), and summary.json, targets.json and
-    the table are still written (they were written only at the very end: a run stopped in its last
-    step lost the summary and the verdict of every step before it)."""
-    out = tmp_path / "figures"
+    started (it runs in a group of its own, under its limit), and summary.json, targets.json, the
+    table and the archive of them all are still written (they were written only at the very end: a
+    run stopped in its last step lost the summary and the verdict of every step before it)."""
+    out, archive = tmp_path / "figures", tmp_path / "gpu.tar.gz"
     command = ["bash", "bench/gpu.sh", str(out), "--device", "cpu", "--model", "tiny", "--frames", "64"]
     run = subprocess.Popen(
-        [*command, "--python", sys.executable],
+        [*command, "--python", sys.executable, "--tar", str(archive)],
         cwd=REPO,
         env={**os.environ, "TMPDIR": str(tmp_path)},  # what the stopped step leaves, left here
         stdout=subprocess.PIPE,
@@ -165,6 +166,10 @@ def test_a_run_stopped_part_way_keeps_its_summary_and_its_verdict(tmp_path: Path
     wait_for(
         lambda: processes_with(f"TMPDIR={tmp_path}") == [], timeout=10, what="the step's processes to end"
     )
+    with tarfile.open(archive) as written:
+        kept = written.extractfile("figures/summary.json")
+        assert kept is not None and json.loads(kept.read()) == summary
+        assert "figures/targets.json" in written.getnames() and "figures/watch-once.log" in written.getnames()
 
 
 def test_the_live_step_sees_the_drop_s_last_row_within_a_poll(

@@ -1,5 +1,6 @@
 """bench/gpu.sh's hold on each step: a step past its limit is ended with everything it started and
-recorded as timed out, and the run goes on to the next. The steps here are stand-ins
+recorded as timed out, and the run goes on to the next; the whole folder can come back as one
+archive. The steps here are stand-ins
 (bench/gpu.sh's `--python` is a script that runs them as told, and hands the rest, the preflight
 and the verdict, to this Python): what is tested is the script's own handling, in seconds;
 tests/test_bench_gpu_script.py runs the real steps."""
@@ -11,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -49,10 +51,11 @@ def running(pid: int) -> bool:
 def test_a_step_past_its_limit_is_ended_with_its_children_and_the_next_step_runs(tmp_path: Path) -> None:
     """A `watch --once` that never ends held the whole run: no step after it ran, and a GPU loan
     ran out with one figure. Now it is ended at its limit, its whole process group with it."""
-    out = tmp_path / "figures"
+    out, archive = tmp_path / "figures", tmp_path / "gpu.tar.gz"
     python = stand_in_python(tmp_path, hangs="watch_once.py")
     command = ["bash", "bench/gpu.sh", str(out), "--device", "cpu", "--model", "tiny"]
     command += ["--python", str(python), "--limit", "watch-once=2", "--limit", "latency=30"]
+    command += ["--tar", str(archive)]
     # Another process on the GPU, as nvidia-smi (which cannot run here) would list it.
     smi = tmp_path / "bin" / "nvidia-smi"
     smi.parent.mkdir()
@@ -82,6 +85,13 @@ def test_a_step_past_its_limit_is_ended_with_its_children_and_the_next_step_runs
         {"pid": 4242, "process_name": "/usr/bin/python3", "used_memory": "30720 MiB"}
     ]
     assert "warning: already on the GPU at start" in result.stderr
+    # The whole folder in one file, for a machine whose tool returns a few.
+    assert f"and all of them in {archive}" in result.stdout
+    with tarfile.open(archive) as written:
+        names = set(written.getnames())
+        kept = written.extractfile("figures/summary.json")
+        assert kept is not None and json.loads(kept.read()) == summary
+    assert {"figures/targets.txt", "figures/watch-once.log", "figures/latency.log"} <= names
 
 
 @pytest.mark.parametrize(
@@ -90,6 +100,8 @@ def test_a_step_past_its_limit_is_ended_with_its_children_and_the_next_step_runs
         pytest.param(["--limit", "watch-twice=60"], "--limit wants STEP=SECONDS", id="unknown_step"),
         pytest.param(["--limit", "latency=1.5"], "--limit wants STEP=SECONDS", id="seconds_not_whole"),
         pytest.param(["--limit", "latency"], "--limit wants STEP=SECONDS", id="no_seconds"),
+        pytest.param(["--tar", "{out}/gpu.tar.gz"], "is inside", id="archive_inside_the_folder"),
+        pytest.param(["--tar", "{tmp}/nowhere/gpu.tar.gz"], "no folder", id="archive_folder_missing"),
         pytest.param(["--python", "{tmp}/no-python"], "no Python at", id="no_python"),
     ],
 )
