@@ -6,15 +6,15 @@
 #                        [--python PATH] [--diagnostics] [--limit STEP=SECONDS]... [--tar PATH]
 #
 # The targets (what issue 14's "under 8 minutes" times), most important first: `watch --once` at
-# batch 128 and, on the same frames, at batch 256 (watch-once.json, "variants"), the GPU tests,
-# the live daemon working through a mass drop renamed into the inbox once it runs (backlog), and
+# batch 128 and, on the same frames, at batch 256 (watch-once.json, "variants"), the live daemon
+# working through a mass drop renamed into the inbox once it runs (backlog), the GPU tests, and
 # single-frame latency. --diagnostics adds, in the same watch_once run, batch 256 with 6 lanes,
 # batch 128 at a 0.5 ms switch interval and batch 128 once more sampled by py-spy
-# (profile-watch-once-b128.txt), then after the targets: the same daemon feeding a stand-in for the
-# GPU (what this machine's CPU can feed one: pipeline-stand-in.json), the tower and the model stage
-# beside a busy Python thread (op by op, traced, and traced at a shorter switch interval:
-# bench/gil_convoy.py), CLIP's load alone (load_rss: host memory) and the inbox events' CPU through a
-# mass drop (bench/inbox_events.py). Each figure is written as JSON under OUT_DIR, with GPU
+# (profile-watch-once-b128.txt), then after the targets: CLIP's load alone (load_rss: host memory),
+# the same daemon feeding a stand-in for the GPU (what this machine's CPU can feed one:
+# pipeline-stand-in.json), the tower and the model stage beside a busy Python thread (op by op,
+# traced, and traced at a shorter switch interval: bench/gil_convoy.py) and the inbox events' CPU
+# through a mass drop (bench/inbox_events.py). Each figure is written as JSON under OUT_DIR, with GPU
 # utilisation sampled by nvidia-smi when there is one, and summary.json: the machine, each step's
 # seconds and exit code, and the whole run's seconds; then targets.json and a table (targets.txt):
 # each target met, missed or not measured (bench/gpu_targets.py). A step that fails is recorded
@@ -227,16 +227,20 @@ fi
 step watch-once "$python" bench/watch_once.py --device "$device" --precision "$precision" \
     --model "$model" --frames "$frames" --batch-size 128 --repeats 1 \
     --baseline-frames $((frames / 16)) "${once_extras[@]}" --json "$out/watch-once.json"
-# The GPU tests next (about 25 s on an H200): a run cut short by its lease still says whether the
-# GPU paths are right. On 2026-11-27 they came seventh, and the run's time ran out during them.
-step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
+# The live daemon through a mass drop next, a target; then the GPU tests (about 25 s on an H200),
+# before the last target: a run cut short by its lease still says whether the GPU paths are right
+# (on 2026-11-27 they came seventh, and the run's time ran out during them).
 step live-mass-drop "$python" bench/backlog.py --device "$device" --model "$model" --frames "$frames" \
     --seconds "$seconds" --batch-size 128 --drop-after-start --json "$out/live-mass-drop.json"
+step gpu-tests "$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_accelerator_paths.py
 step latency "$python" bench/latency.py --device "$device" --precision "$precision" --model "$model" \
     --drops 10 --json "$out/latency.json"
 targets_seconds=$SECONDS
 
 if [ "$diagnostics" = true ]; then
+    # Host memory of loading CLIP for the GPU, apart from the rest of watch --once's peak: first
+    # of the diagnostics, since it says why the memory target is missed.
+    step load-rss "$python" bench/load_rss.py --model "$model" --repeats 1 --json "$out/load-rss.json"
     # What this machine's CPU can feed a GPU: the same daemon with a stand-in for the device (the
     # copy 5 ms and the model 6.4 ms per 128 frames, about the H200's bare forward at batch 128,
     # without the GIL), so that the pipeline's own ceiling here is told apart from the real model
@@ -248,8 +252,6 @@ if [ "$diagnostics" = true ]; then
     # a 0.5 ms switch interval (about 30 s).
     step gil-convoy "$python" bench/gil_convoy.py --device "$device" --model "$model" --batch 128 \
         --repeats 2 --calls 1 --json "$out/gil-convoy.json"
-    # Host memory of loading CLIP for the GPU, apart from the rest of watch --once's peak.
-    step load-rss "$python" bench/load_rss.py --model "$model" --repeats 1 --json "$out/load-rss.json"
     # What hearing about a mass drop live costs a frame, on the daemon's GIL (about 10 s). The file
     # handling's CPU and the daemon's own (bench/file_cpu.py, bench/daemon_cpu.py) need no GPU:
     # they are measured on the 2-core machine (README: Benchmark), not with a lent GPU's minutes.

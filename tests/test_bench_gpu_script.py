@@ -23,8 +23,8 @@ from tests.helpers import wait_for
 REPO = Path(__file__).resolve().parent.parent
 
 
-TARGETS = ["watch-once", "gpu-tests", "live-mass-drop", "latency"]
-DIAGNOSTICS = ["pipeline-stand-in", "gil-convoy", "load-rss", "inbox-events"]
+TARGETS = ["watch-once", "live-mass-drop", "gpu-tests", "latency"]
+DIAGNOSTICS = ["load-rss", "pipeline-stand-in", "gil-convoy", "inbox-events"]
 
 
 def run_gpu_script(out: Path, *options: str) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """bench/gpu.sh's hold on each step: a step past its limit is ended with everything it started and
 recorded as timed out, and the run goes on to the next; the whole folder can come back as one
-archive. The steps here are stand-ins
-(bench/gpu.sh's `--python` is a script that runs them as told, and hands the rest, the preflight
-and the verdict, to this Python): what is tested is the script's own handling, in seconds;
-tests/test_bench_gpu_script.py runs the real steps."""
+archive. The steps here are stand-ins (bench/gpu.sh's `--python` is a script that runs them as
+told, and hands the rest, the preflight and the verdict, to this Python): what is tested is the
+script's own handling, in seconds; tests/test_bench_gpu_script.py runs the real steps."""
 
 from __future__ import annotations
 
@@ -73,8 +72,8 @@ def test_a_step_past_its_limit_is_ended_with_its_children_and_the_next_step_runs
     hung_child = int((tmp_path / "hung.pid").read_text())
     wait_for(lambda: not running(hung_child), timeout=10, what="the hung step's child to end")
     assert [(step["step"], step["exit_code"], step["timed_out"]) for step in others] == [
-        ("gpu-tests", 0, False),
         ("live-mass-drop", 0, False),
+        ("gpu-tests", 0, False),
         ("latency", 0, False),
     ]
     assert others[-1]["limit_seconds"] == 30 and summary["finished"] is True
