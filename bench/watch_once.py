@@ -46,6 +46,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from harness import (
     MODELS,
@@ -629,17 +631,48 @@ def main() -> int:
                 }
             )
 
-        variants = [
-            variant(root, originals, config, extractor, batch=batch, lanes=lanes)
-            for batch, lanes in args.variants
-        ]
+        def summarise(variants: list[dict[str, Any]], profile: dict[str, object]) -> dict[str, Any]:
+            return _summary(args, rounds, variants, profile, runtime=runtime, extractor=extractor, seen=seen)
+
+        seen = {
+            "min_cosine_to_torch_fp32": round(cosine, 5),
+            "frames_written_seconds": round(frames_written_seconds, 1),
+            **startup,
+            # The first start's gate and bare forward (batch 16, every thread) of each engine tried.
+            "engine_evidence": evidence[0]["engines"] if evidence else {},
+        }
+        # Written as each part ends, not only at the end: a run stopped by its time limit (a GPU
+        # lease's) keeps the rounds and the variants it finished.
+        variants: list[dict[str, Any]] = []
+        write_json(args.json, {**summarise(variants, {}), "partial": "the rounds, no variant yet"})
+        for batch_size, lane_count in args.variants:
+            variants.append(variant(root, originals, config, extractor, batch=batch_size, lanes=lane_count))
+            done = f"the rounds, {len(variants)} of {len(args.variants)} variants"
+            write_json(args.json, {**summarise(variants, {}), "partial": done})
         profile = profiled(root, originals, config, args.profile) if args.profile else {}
+        result = summarise(variants, profile)
+    _print_summary(args, result, runtime=runtime, variants=variants)
+    write_json(args.json, result)
+    return 0
+
+
+def _summary(
+    args: argparse.Namespace,
+    rounds: list[dict[str, Any]],
+    variants: list[dict[str, Any]],
+    profile: dict[str, object],
+    *,
+    runtime: Runtime,
+    extractor: ClipFeatureExtractor,
+    seen: dict[str, Any],
+) -> dict[str, Any]:
+    """What the JSON says: the rounds' medians, the variants, and what was seen on the way."""
 
     def median(key: str) -> float:
         return statistics.median(entry[key] for entry in rounds)
 
     lanes = lanes_for(extractor, gpu_lanes=args.gpu_lanes)
-    result = {
+    return {
         "frames": args.frames,
         "frame_size": f"{args.width}x{args.height}",
         "model": args.model,
@@ -647,9 +680,9 @@ def main() -> int:
         "device": str(runtime.device),
         "engine": runtime.tag,
         "precision": runtime.precision,
-        "min_cosine_to_torch_fp32": round(cosine, 5),
-        "frames_written_seconds": round(frames_written_seconds, 1),
-        **startup,
+        "min_cosine_to_torch_fp32": seen["min_cosine_to_torch_fp32"],
+        "frames_written_seconds": seen["frames_written_seconds"],
+        **{key: value for key, value in seen.items() if key.startswith("startup")},
         "lanes": lanes.count,
         "gpu_lanes": args.gpu_lanes,
         "threads_per_lane": lanes.threads_each,
@@ -683,12 +716,17 @@ def main() -> int:
         },
         "peak_rss_mib": max(entry["peak_rss_mib"] for entry in rounds),
         **profile,
-        # The first start's gate and bare forward (batch 16, every thread) of each engine tried.
-        "engine_evidence": evidence[0]["engines"] if evidence else {},
+        "engine_evidence": seen["engine_evidence"],
         "rounds": rounds,
         "variants": variants,
         "machine": f"{platform.machine()}, python {platform.python_version()}",
     }
+
+
+def _print_summary(
+    args: argparse.Namespace, result: dict[str, Any], *, runtime: Runtime, variants: list[dict[str, Any]]
+) -> None:
+    lanes = SimpleNamespace(count=result["lanes"], threads_each=result["threads_per_lane"])
     print(
         f"{args.frames} frames of {args.width}x{args.height}, {args.model} CLIP on {runtime.device} "
         f"({runtime.tag}), {lanes.count} lane(s) of {lanes.threads_each} thread(s), "
@@ -745,8 +783,6 @@ def main() -> int:
         lines.append((f"first start: {tag} (gate cosine {entry['min_cosine']:.5f})", f"{speed:>15s}"))
     for label, figure in lines:
         print(f"{label + ':':50s} {figure}")
-    write_json(args.json, result)
-    return 0
 
 
 if __name__ == "__main__":
