@@ -169,3 +169,20 @@ def test_an_unknown_user_is_one_line(
     assert err.strip().splitlines() == [
         "cctv-gender: error: --as-user no-such-user-here: no such user on this machine"
     ], err
+
+
+def test_a_unit_with_a_comment_in_another_encoding_still_names_its_user(tmp_path: Path) -> None:
+    """An admin's Latin-1 comment, which systemd does not mind, stopped selftest with a traceback."""
+    (tmp_path / "cctv-gender.service").write_bytes(b"[Service]\n# G\xe9r\xe9 par l'admin\nUser=nobody\n")
+
+    assert unit_user(unit_dir=tmp_path) == "nobody"
+
+
+@needs_root
+def test_a_unit_may_name_its_user_by_uid(tmp_path: Path) -> None:
+    """`User=65534` is as good as `User=nobody` to systemd: it was refused as no such user."""
+    nobody = pwd.getpwnam("nobody")
+    (tmp_path / "cctv-gender.service").write_text(f"[Service]\nUser={nobody.pw_uid}\n")
+
+    assert access_for(None, unit_dir=tmp_path).by == " by nobody"
+    assert access_for(str(nobody.pw_uid)).by == " by nobody"

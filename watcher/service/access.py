@@ -116,7 +116,8 @@ def unit_user(*, unit_dir: Path = UNIT_DIR) -> str | None:
     user = None
     for file in [unit_dir / UNIT, *sorted((unit_dir / f"{UNIT}.d").glob("*.conf"))]:
         try:
-            text = file.read_text(encoding="utf-8")
+            # systemd reads a comment in another encoding (an admin's Latin-1 note) without a word.
+            text = file.read_bytes().decode("utf-8", errors="replace")
         except OSError:
             continue
         for line in text.splitlines():
@@ -137,8 +138,9 @@ def access_for(as_user: str | None, *, unit_dir: Path = UNIT_DIR) -> Access:
         note = f"as root: no {unit_dir / UNIT} names the service's user; --as-user NAME checks as it"
         return Access(note=note)
     try:
-        account = pwd.getpwnam(name)
-    except KeyError:
+        # systemd takes a numeric uid for User= as well as a name (systemd.exec(5)).
+        account = pwd.getpwuid(int(name)) if name.isascii() and name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, OverflowError):
         where = "--as-user" if as_user else f"{unit_dir / UNIT}: User="
         raise StartupError(f"{where} {name}: no such user on this machine") from None
     if not root:
