@@ -153,7 +153,7 @@ from pathlib import Path
 config = Path(sys.argv[1])
 
 def resolved(key, value):
-    if value.startswith("~"):
+    if str(Path(value)).startswith("~"):  # ./~/x too: Path, as the daemon reads it, drops the ./
         sys.exit(f"install.sh: {config}: {key} '{value}': starts with ~, a different home folder for root here and for the service's user; cctv-gender refuses it too: write the path out, then run again")
     return (config.parent / value).resolve()
 

@@ -237,6 +237,12 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
             "database.url: starts with ~, a different home",
             id="home_in_a_sqlite_url",
         ),
+        # `./~` is `~` to a Path: the daemon would have taken its own home for the file.
+        pytest.param(
+            {"database": {"url": "sqlite:///./~/results.sqlite3"}},
+            "database.url: starts with ~, a different home",
+            id="home_behind_a_dot_in_a_sqlite_url",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, sections: dict, expected: str) -> None:

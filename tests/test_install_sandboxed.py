@@ -94,6 +94,9 @@ def test_a_rerun_reads_the_config_as_the_daemon_does(tmp_path: Path) -> None:
         pytest.param('data = ["/srv/x"]', "cannot read its [paths] (", id="not_a_path"),
         # Root's home here, the service user's in the daemon: refused by both, naming the key.
         pytest.param('inbox = "~/frames"', "paths.inbox '~/frames': starts with ~", id="home"),
+        pytest.param(
+            'inbox = "./~/frames"', "paths.inbox './~/frames': starts with ~", id="home_behind_a_dot"
+        ),
     ],
 )
 def test_a_config_the_drop_in_cannot_follow_stops_a_rerun_with_one_line(

@@ -4,7 +4,7 @@ file's folder, which pydantic hands each validator as its validation context."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
@@ -43,8 +43,9 @@ HOME_REFUSED = (
 
 
 def refuse_home(value: str) -> None:
-    """ValueError for a path that starts with `~` (or `~user`)."""
-    if value.startswith("~"):
+    """ValueError for a path that starts with `~` (or `~user`) as a path reads it: `./~/x` too,
+    which expanduser expands just the same."""
+    if str(PurePath(value)).startswith("~"):
         raise ValueError(HOME_REFUSED)
 
 
