@@ -434,6 +434,33 @@ def test_db_copy_refuses_a_bad_target(
     assert "--to:" in capsys.readouterr().err
 
 
+def test_db_copy_from_a_shell_whose_folder_was_removed_copies_to_an_absolute_path(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shell left in a folder removed since: an absolute --to failed on the working folder it
+    never needed, with only `No such file or directory`."""
+    config = make_config()
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    capsys.readouterr()
+
+    assert main(["db", "copy", "--to", f"sqlite:///{tmp_path / 'copy.db'}", "--config", str(config)]) == 0
+    assert (tmp_path / "copy.db").is_file()
+    capsys.readouterr()
+    assert main(["db", "copy", "--to", "sqlite:///copy.db", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "cctv-gender: error: --to: a relative SQLite path, and the folder this command runs in is gone: "
+        "name the file from /"
+    ], err
+
+
 def test_db_copy_takes_a_relative_sqlite_path_from_the_folder_it_runs_in_and_names_the_file(
     make_config: Callable[..., Path],
     tmp_path: Path,

@@ -52,9 +52,7 @@ def copy(config: Config, *, target_url: str) -> int:
     source = open_database(config, migrate=False, read_only=True)
     try:
         refuse_unencoded_at(target_url)
-        # A command line's path is the shell's: relative to the folder the command runs in (not
-        # the config's, as database.url is), made absolute here so that the report names the file.
-        target_url = sqlite_path_from(target_url, folder=Path.cwd())
+        target_url = _from_the_working_folder(target_url)
         if sqlite_file(target_url) is None and make_url(target_url).get_backend_name() == "sqlite":
             # Each connection would get its own empty database: every row "copied", then gone.
             raise StartupError("--to: an in-memory SQLite database keeps nothing: name a file")
@@ -78,3 +76,20 @@ def copy(config: Config, *, target_url: str) -> int:
         f"and {plural(report.reviews_copied, 'review')}"
     )
     return EXIT_OK
+
+
+def _from_the_working_folder(url: str) -> str:
+    """`url` with a relative SQLite path made absolute against the folder the command runs in: a
+    command line's path is the shell's (not the config's, as database.url's is), and the report
+    names the file. A shell left in a folder removed since has none: only a relative path needs it."""
+    try:
+        here = Path.cwd()
+    except FileNotFoundError:
+        # Against "/" any relative SQLite path changes, and nothing else does.
+        if sqlite_path_from(url, folder=Path("/")) != url:
+            raise StartupError(
+                "--to: a relative SQLite path, and the folder this command runs in is gone: name the "
+                "file from /"
+            ) from None
+        return url
+    return sqlite_path_from(url, folder=here)
