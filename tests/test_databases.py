@@ -341,7 +341,16 @@ def test_db_copy_moves_sqlite_results_to_postgresql_and_can_be_repeated(
     capsys.readouterr()
     sqlite_url = f"sqlite:///{tmp_path / 'data' / 'results.sqlite3'}"
     reviewing = make_engine(sqlite_url, busy_timeout_ms=1000)
-    for result_id, label in ((2, ReviewLabel.FEMALE), (2, ReviewLabel.UNSURE), (4, ReviewLabel.MALE)):
+    # Classified rows only (a failed one cannot be reviewed): bad.bmp's id depends on the batch's order.
+    ok = [
+        result_id
+        for (result_id,) in query_url(sqlite_url, "SELECT id FROM results WHERE status = 'ok' ORDER BY id")
+    ]
+    for result_id, label in (
+        (ok[1], ReviewLabel.FEMALE),
+        (ok[1], ReviewLabel.UNSURE),
+        (ok[3], ReviewLabel.MALE),
+    ):
         record_review(reviewing, result_id=result_id, label=label, reviewer="alice")
     reviewing.dispose()
 
