@@ -63,9 +63,9 @@ class InboxConfig(Section):
         ge=0,
         description="A folder below a camera's own (an exporter's hour or day folder) that a rescan "
         "finds empty, and that has stayed so this long, is removed, so that months of them do not "
-        "pile up as watches and listings; 0 keeps every folder. Only for writers that make their "
-        "folders again (mkdir -p): one that writes into an old folder it expects to exist would "
-        "find it gone.",
+        "pile up as watches and listings; 0 keeps every folder. Only where writers write into new "
+        "folders: one that comes back to an old one would find it gone (or, making it again with "
+        "mkdir -p just as a rescan removes it, fail that one file).",
     )
 
 
