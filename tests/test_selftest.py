@@ -5,19 +5,31 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_config
+from tests.helpers import mount_tmpfs, write_config
 from watcher.commands.main import main
-from watcher.commands.selftest import Check, database_probe, inbox_probe
+from watcher.commands.selftest import Check, database_probe, folder_probes, inbox_probe
 from watcher.config import load_config
+from watcher.intake.folders import FOLDERS_MARK
 from watcher.service.access import access_for, unit_user
 
-CHECKS = ("decode", "model", "database + migrations", "moves", "configured database", "configured inbox")
+CHECKS = (
+    "decode",
+    "model",
+    "database + migrations",
+    "moves",
+    "configured database",
+    "configured inbox",
+    "configured processed",
+    "configured failed",
+    "configured registry",
+)
 
 
 def _account_exists(name: str) -> bool:
@@ -134,6 +146,89 @@ def test_run_as_root_the_folders_are_checked_as_the_service_user(
     )
     database = database_probe(config, access=access)
     assert database.ok and database.detail.endswith("schema current, writable by nobody"), database
+
+
+@needs_root
+def test_processed_failed_and_the_registry_are_checked_as_the_service_user(
+    make_config: Callable[..., Path], public_site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the inbox and the database were probed: a processed/ the daemon could not write passed,
+    and no frame could ever leave the inbox."""
+    folders = {name: public_site / name for name in ("inbox", "processed", "failed", "data")}
+    config_path = make_config(paths={name: str(folder) for name, folder in folders.items()})
+    assert main(["db", "upgrade", "--config", str(config_path)]) == 0
+    registry = folders["data"] / "models"
+    for folder in (folders["inbox"], folders["processed"], folders["failed"], registry):
+        folder.mkdir(mode=0o755)  # root's: nobody else may write it
+    nobody = pwd.getpwnam("nobody")
+    os.chown(folders["inbox"], nobody.pw_uid, nobody.pw_gid)
+    os.chown(folders["data"] / "results.sqlite3", nobody.pw_uid, nobody.pw_gid)
+    os.chown(folders["data"], nobody.pw_uid, nobody.pw_gid)
+    before = _site(public_site)
+    capsys.readouterr()
+
+    assert main(["selftest", "--config", str(config_path), "--as-user", "nobody"]) == 1
+
+    out = capsys.readouterr().out
+    rows = _table(out)
+    assert rows["configured inbox"] == rows["configured database"] == "ok", out
+    assert (
+        rows["configured processed"] == rows["configured failed"] == rows["configured registry"] == "FAILED"
+    ), out
+    assert f"{folders['processed']}: not writable by nobody: Permission denied" in out
+    assert f"{folders['failed']}: not writable by nobody: Permission denied" in out
+    assert (
+        f"{registry}: not writable by nobody: Permission denied; `watch` cannot keep its engine cache" in out
+    )
+    assert out.rstrip().endswith(
+        "selftest failed: configured processed, configured failed, configured registry"
+    ), out
+    # Given to the service's user, they pass; nothing was made in them, as asked or as root.
+    for folder in (folders["processed"], folders["failed"], registry):
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    checks = folder_probes(load_config(config_path), access=access_for("nobody"))
+    assert [(check.ok, check.detail) for check in checks] == [
+        (True, f"{folder} writable by nobody")
+        for folder in (folders["processed"], folders["failed"], registry)
+    ]
+    assert _site(public_site) == before
+
+
+def test_a_missing_output_folder_fails_once_watch_has_made_them(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """After the first start `watch` never makes processed/ again (an unmounted share): selftest says so."""
+    config = load_config(make_config())
+    assert [check.ok for check in folder_probes(config, access=access_for(None))] == [True, True, True]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / FOLDERS_MARK).touch()
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "data" / "models").mkdir()
+
+    processed, failed, registry = folder_probes(config, access=access_for(None))
+
+    assert not processed.ok and processed.detail.startswith(
+        f"{tmp_path / 'processed'} is missing (an unmounted share?); `watch` will not make it again"
+    ), processed
+    assert failed.ok and registry.ok, (failed, registry)
+
+
+def test_a_read_only_output_folder_says_so(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    """A share remounted read-only after an error: its mode bits still say writable, even to root."""
+    processed = tmp_path / "processed"
+    mount_tmpfs(processed, size="64k")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(processed)], check=True)
+        config = load_config(make_config())
+
+        check = folder_probes(config, access=access_for(None, unit_dir=tmp_path))[0]
+
+        assert not check.ok and check.detail.startswith(
+            f"{processed}: not writable; as root: no {tmp_path / 'cctv-gender.service'}"
+        ), check
+        assert check.detail.endswith(": Read-only file system"), check
+    finally:
+        subprocess.run(["umount", "-l", str(processed)], check=False)
 
 
 def test_a_unit_names_the_service_user_and_its_drop_in_outranks_it(tmp_path: Path) -> None:

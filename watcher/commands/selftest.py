@@ -4,10 +4,12 @@ any weights.
 A small random-weight CLIP is built in a temporary folder (model.synthetic: the real transformers
 classes, saved and loaded with from_pretrained), and a few generated frames plus one broken one go
 through the real pipeline (`build_daemon`, `run(once=True)`) into a temporary SQLite database.
-Then two probes of the configured site, which change nothing there: is `database.url` reachable
-(read-only; a SQLite file that does not exist yet is not made), and can the inbox be written
-(one hidden file, made and removed; a missing folder is not made). Run as root, who may write
-anything, the folders are checked as the service's user (watcher.service.access).
+Then probes of the configured site, which change nothing there: is `database.url` reachable
+(read-only; a SQLite file that does not exist yet is not made), can the inbox be written (one
+hidden file, made and removed), and may processed/, failed/ and the model registry be written
+(asked of the kernel; nothing made in them); a missing folder is not made, only whether it could
+be. Run as root, who may write anything, the folders are checked as the service's user
+(watcher.service.access).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         *pipeline_checks(config),
         database_probe(config, access=access),
         inbox_probe(config, access=access),
+        *folder_probes(config, access=access),
     ]
     print(render(checks))
     failed = [check.name for check in checks if not check.ok]
@@ -236,21 +239,45 @@ def inbox_probe(config: Config, *, access: Access) -> Check:
     """Can frames be claimed in the configured inbox by `access`'s user: one hidden file made and
     removed there."""
     inbox = config.paths.inbox
-    name = "configured inbox"
-    if not inbox.is_dir():
-        if (config.paths.data / FOLDERS_MARK).exists():
+    return _folder_probe("configured inbox", inbox, access=access, made_once=_made_once(config), claim=True)
+
+
+def folder_probes(config: Config, *, access: Access) -> list[Check]:
+    """processed/ and failed/, where the daemon moves every frame it is done with, and the model
+    registry, where it keeps its engine cache: may `access`'s user write them (or make them)?"""
+    made_once = _made_once(config)
+    registry = _folder_probe("configured registry", config.registry_dir, access=access, made_once=False)
+    if not registry.ok:  # the daemon still runs, on torch fp32, exporting and measuring nothing
+        registry = Check(registry.name, False, f"{registry.detail}; `watch` cannot keep its engine cache")
+    return [
+        _folder_probe("configured processed", config.paths.processed, access=access, made_once=made_once),
+        _folder_probe("configured failed", config.paths.failed, access=access, made_once=made_once),
+        registry,
+    ]
+
+
+def _made_once(config: Config) -> bool:
+    """Whether `watch` made the inbox and output folders once: then it never makes them again."""
+    return (config.paths.data / FOLDERS_MARK).exists()
+
+
+def _folder_probe(name: str, folder: Path, *, access: Access, made_once: bool, claim: bool = False) -> Check:
+    """A folder the daemon writes, as `access`'s user: the inbox by making and removing one hidden
+    file (`claim`), any other by asking the kernel only, so that nothing appears in it."""
+    if not folder.is_dir():
+        if made_once:
             return Check(
-                name, False, f"{inbox} is missing (an unmounted share?); `watch` will not make it again"
+                name, False, f"{folder} is missing (an unmounted share?); `watch` will not make it again"
             )
-        writable = access.can_make(inbox)
-        detail = f"{inbox} does not exist yet; the first `watch` makes it (its folder: writable{access.by})"
+        writable = access.can_make(folder)
+        detail = f"{folder} does not exist yet; `watch` makes it (its folder: writable{access.by})"
         return Check(
-            name, writable, detail if writable else f"{inbox} is missing and cannot be made{access.by}"
+            name, writable, detail if writable else f"{folder} is missing and cannot be made{access.by}"
         )
-    problem = access.claim(inbox)
+    problem = access.claim(folder) if claim else access.denied(folder)
     if problem is not None:
-        return Check(name, False, f"{inbox}: not writable{access.by}: {problem}")
-    return Check(name, True, f"{inbox} writable{access.by}")
+        return Check(name, False, f"{folder}: not writable{access.by}: {problem}")
+    return Check(name, True, f"{folder} writable{access.by}")
 
 
 def _hidden_password(url: str) -> str:

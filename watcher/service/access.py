@@ -25,13 +25,15 @@ UNIT = "cctv-gender.service"
 UNIT_DIR = Path("/etc/systemd/system")  # where install.sh puts the unit and its drop-ins
 PROBE_TIMEOUT_S = 30  # a hung share answers nothing: that is a finding, not a wait
 
-# $1 what, $2 the path. claim: make and remove a hidden file in the folder; make: the nearest
-# folder that exists above the path lets the user make it; write: the file and its folder (SQLite
-# makes its -wal, -shm and journal beside it) may be written.
+# $1 what, $2 the path. claim: make and remove a hidden file in the folder; folder: the user may
+# make files in the folder (write and search permission), nothing made; make: the nearest folder
+# that exists above the path lets the user make it; write: the file and its folder (SQLite makes
+# its -wal, -shm and journal beside it) may be written.
 _PROBE = r"""
 what=$1 path=$2
 case $what in
 claim) made=$(mktemp -p "$path" .selftest-XXXXXXXX) && rm -f -- "$made" ;;
+folder) [ -w "$path" ] && [ -x "$path" ] || { echo "$path: Permission denied" >&2; exit 1; } ;;
 make)
     while [ ! -e "$path" ] && [ "$path" != / ]; do path=$(dirname -- "$path"); done
     [ -d "$path" ] && [ -w "$path" ] && [ -x "$path" ] ;;
@@ -67,6 +69,18 @@ class Access:
             except OSError as error:
                 return str(error.strerror or error)
         return self._as_account("claim", folder)
+
+    def denied(self, folder: Path) -> str | None:
+        """None when the user may make files in `folder` (write and search permission), else why
+        not. Only asked: nothing is made there."""
+        if self.account is None:
+            problem = None if os.access(folder, os.W_OK | os.X_OK) else "Permission denied"
+        else:
+            problem = self._as_account("folder", folder)
+        # access(2) says no to writing on a read-only mount too, whatever the mode bits say.
+        if problem == "Permission denied" and _read_only(folder):
+            return "Read-only file system"
+        return problem
 
     def can_make(self, path: Path) -> bool:
         """Whether the nearest folder that exists above `path` lets the user make it."""
@@ -109,6 +123,13 @@ class Access:
         # mktemp's own words end with the reason: "...: Permission denied".
         said = completed.stderr.strip().splitlines()
         return said[-1].rpartition(": ")[2] if said else "not allowed"
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def unit_user(*, unit_dir: Path = UNIT_DIR) -> str | None:
