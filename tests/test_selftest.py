@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
@@ -16,8 +17,9 @@ from tests.helpers import mount_tmpfs, write_config
 from watcher.commands.main import main
 from watcher.commands.selftest import Check, database_probe, folder_probes, inbox_probe
 from watcher.config import load_config
+from watcher.errors import StartupError
 from watcher.intake.folders import FOLDERS_MARK
-from watcher.service.access import access_for, unit_user
+from watcher.service.access import Unit, access_for, read_unit
 
 CHECKS = (
     "decode",
@@ -232,14 +234,82 @@ def test_a_read_only_output_folder_says_so(make_config: Callable[..., Path], tmp
 
 
 def test_a_unit_names_the_service_user_and_its_drop_in_outranks_it(tmp_path: Path) -> None:
-    assert unit_user(unit_dir=tmp_path) is None
+    assert read_unit(unit_dir=tmp_path).user is None
     (tmp_path / "cctv-gender.service").write_text(
         "[Service]\nType=notify\nUser=cctv-gender\nGroup=cctv-gender\n"
     )
-    assert unit_user(unit_dir=tmp_path) == "cctv-gender"
+    assert read_unit(unit_dir=tmp_path).user == "cctv-gender"
     (tmp_path / "cctv-gender.service.d").mkdir()
     (tmp_path / "cctv-gender.service.d" / "user.conf").write_text("[Service]\nUser = nobody\n")
-    assert unit_user(unit_dir=tmp_path) == "nobody"
+    assert read_unit(unit_dir=tmp_path).user == "nobody"
+
+
+def test_a_units_groups_are_read_as_systemd_reads_them(tmp_path: Path) -> None:
+    """The last Group= wins; each SupplementaryGroups= adds to the list, an empty one empties it."""
+    (tmp_path / "cctv-gender.service").write_text(
+        "[Service]\nUser=cctv-gender\nGroup=cctv-gender\nSupplementaryGroups=video render\n"
+    )
+    assert read_unit(unit_dir=tmp_path) == Unit("cctv-gender", "cctv-gender", ("video", "render"))
+    drop_ins = tmp_path / "cctv-gender.service.d"
+    drop_ins.mkdir()
+    (drop_ins / "a-groups.conf").write_text(
+        "[Service]\nGroup = 4242\nSupplementaryGroups=\nSupplementaryGroups=audio\n"
+    )
+    (drop_ins / "b-share.conf").write_text("[Service]\nSupplementaryGroups=nfs-frames  4343\n")
+
+    assert read_unit(unit_dir=tmp_path) == Unit("cctv-gender", "4242", ("audio", "nfs-frames", "4343"))
+
+
+def _groups_nobody_is_not_in(count: int) -> list[grp.struct_group]:
+    nobody = pwd.getpwnam("nobody")
+    groups = [
+        group
+        for group in grp.getgrall()
+        if group.gr_gid not in (0, nobody.pw_gid) and "nobody" not in group.gr_mem
+    ]
+    if len(groups) < count:
+        pytest.skip(f"needs {count} groups that nobody is not in")
+    return groups[:count]
+
+
+@needs_root
+def test_the_probes_run_with_the_units_group_and_supplementary_groups(
+    tmp_path: Path, public_site: Path
+) -> None:
+    """systemd gives the daemon the unit's Group= and SupplementaryGroups= (a drop-in may set
+    them): the probe took the account's groups only, and a folder shared through them failed."""
+    by_name, by_number = _groups_nobody_is_not_in(2)
+    primary, supplementary = public_site / "primary", public_site / "supplementary"
+    for folder, group in ((primary, by_name), (supplementary, by_number)):
+        folder.mkdir()
+        os.chown(folder, 0, group.gr_gid)
+        folder.chmod(0o770)
+    unit = tmp_path / "cctv-gender.service"
+    unit.write_text("[Service]\nUser=nobody\n")
+    access = access_for(None, unit_dir=tmp_path)
+    assert access.denied(primary) == access.denied(supplementary) == "Permission denied"
+
+    unit.write_text(
+        f"[Service]\nUser=nobody\nGroup={by_name.gr_name}\nSupplementaryGroups={by_number.gr_gid}\n"
+    )
+    access = access_for(None, unit_dir=tmp_path)
+
+    assert access.denied(primary) is None and access.denied(supplementary) is None
+    assert access_for("nobody", unit_dir=tmp_path) == access  # --as-user: the unit still sets the groups
+    (tmp_path / "cctv-gender.service.d").mkdir()
+    (tmp_path / "cctv-gender.service.d" / "reset.conf").write_text("[Service]\nSupplementaryGroups=\n")
+    access = access_for(None, unit_dir=tmp_path)
+    assert access.denied(primary) is None and access.denied(supplementary) == "Permission denied"
+
+
+@needs_root
+def test_a_unit_naming_an_unknown_group_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "cctv-gender.service").write_text("[Service]\nUser=nobody\nGroup=no-such-group-here\n")
+
+    with pytest.raises(
+        StartupError, match=r"^\S+cctv-gender.service: Group= no-such-group-here: no such group"
+    ):
+        access_for(None, unit_dir=tmp_path)
 
 
 @needs_root
@@ -270,7 +340,7 @@ def test_a_unit_with_a_comment_in_another_encoding_still_names_its_user(tmp_path
     """An admin's Latin-1 comment, which systemd does not mind, stopped selftest with a traceback."""
     (tmp_path / "cctv-gender.service").write_bytes(b"[Service]\n# G\xe9r\xe9 par l'admin\nUser=nobody\n")
 
-    assert unit_user(unit_dir=tmp_path) == "nobody"
+    assert read_unit(unit_dir=tmp_path).user == "nobody"
 
 
 @needs_root

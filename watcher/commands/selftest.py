@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         default=None,
         help="run as root: check the configured folders as this user (default: the User= of the "
-        "installed cctv-gender unit)",
+        "installed cctv-gender unit), with the unit's Group= and SupplementaryGroups= if it sets them",
     )
 
 

@@ -2,13 +2,15 @@
 
 `selftest` is run by an admin, often as root, and root passes every permission check: a folder
 the service's user cannot write looked fine. So, run as root, the checks run in a child with the
-service's user's uid, primary gid and groups (what install.sh's `runuser -u USER -- test -w`
-does), and the kernel answers: mode bits, ACLs, a share's own squashing. The user is the installed
-unit's `User=` (or `selftest --as-user NAME`); with neither, root checks as itself and says so.
+uid, gid and groups systemd gives the daemon, and the kernel answers: mode bits, ACLs, a share's
+own squashing. The user is the installed unit's `User=` (or `selftest --as-user NAME`); with
+neither, root checks as itself and says so. The gid is the unit's `Group=`, else the user's own;
+the groups, the user's in the group database plus the unit's `SupplementaryGroups=`.
 """
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import pwd
@@ -45,11 +47,31 @@ esac
 
 
 @dataclass(frozen=True)
+class Unit:
+    """Whom the installed unit runs the daemon as: what its `User=`, `Group=` and
+    `SupplementaryGroups=` say, a drop-in's outranking the unit's."""
+
+    user: str | None = None
+    group: str | None = None
+    supplementary: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The credentials a check runs with: the service's user, its gid and its groups."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Access:
     """Whose access the checks report: `account` None is this process's own; `note` says why a
     check of root's own access is not the service's."""
 
-    account: pwd.struct_passwd | None = None
+    account: Identity | None = None
     note: str = ""
 
     @property
@@ -57,7 +79,7 @@ class Access:
         """For a check's detail, after "writable": ` by NAME` when checked as another user, else
         the note, if any."""
         if self.account is not None:
-            return f" by {self.account.pw_name}"
+            return f" by {self.account.name}"
         return f"; {self.note}" if self.note else ""
 
     def claim(self, folder: Path) -> str | None:
@@ -104,9 +126,9 @@ class Access:
         try:
             completed = subprocess.run(
                 ["/bin/sh", "-c", _PROBE, "selftest-probe", what, str(path)],
-                user=account.pw_uid,
-                group=account.pw_gid,
-                extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
+                user=account.uid,
+                group=account.gid,
+                extra_groups=list(account.groups),
                 cwd="/",
                 env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
                 capture_output=True,
@@ -117,7 +139,7 @@ class Access:
         except subprocess.TimeoutExpired:
             return f"no answer in {PROBE_TIMEOUT_S} s (a hung share?)"
         except OSError as error:  # no /bin/sh, or not allowed to switch user
-            return f"cannot check as {account.pw_name}: {error.strerror or error}"
+            return f"cannot check as {account.name}: {error.strerror or error}"
         if completed.returncode == 0:
             return None
         # mktemp's own words end with the reason: "...: Permission denied".
@@ -132,9 +154,10 @@ def _read_only(folder: Path) -> bool:
         return False
 
 
-def unit_user(*, unit_dir: Path = UNIT_DIR) -> str | None:
-    """The `User=` the installed unit runs the daemon as (a drop-in's outranks the unit's), or None."""
-    user = None
+def read_unit(*, unit_dir: Path = UNIT_DIR) -> Unit:
+    """Whom the installed unit (and its drop-ins, in name order, after it) runs the daemon as."""
+    user = group = None
+    supplementary: list[str] = []
     for file in [unit_dir / UNIT, *sorted((unit_dir / f"{UNIT}.d").glob("*.conf"))]:
         try:
             # systemd reads a comment in another encoding (an admin's Latin-1 note) without a word.
@@ -142,17 +165,25 @@ def unit_user(*, unit_dir: Path = UNIT_DIR) -> str | None:
         except OSError:
             continue
         for line in text.splitlines():
-            key, equals, value = line.partition("=")
-            if equals and key.strip() == "User":
-                user = value.strip() or None
-    return user
+            key, equals, value = (part.strip() for part in line.partition("="))
+            if not equals:
+                continue
+            if key == "User":
+                user = value or None
+            elif key == "Group":
+                group = value or None
+            elif key == "SupplementaryGroups":
+                # Each assignment adds to the list; an empty one empties it (systemd.exec(5)).
+                supplementary = [*supplementary, *value.split()] if value else []
+    return Unit(user=user, group=group, supplementary=tuple(supplementary))
 
 
 def access_for(as_user: str | None, *, unit_dir: Path = UNIT_DIR) -> Access:
     """Whose access to check: run as root, the service's user (`as_user`, else the unit's);
     otherwise this process's own, which `as_user` may only name."""
     root = os.geteuid() == 0
-    name = as_user or (unit_user(unit_dir=unit_dir) if root else None)
+    unit = read_unit(unit_dir=unit_dir) if root else Unit()
+    name = as_user or unit.user
     if name is None:
         if not root:
             return Access()
@@ -168,5 +199,22 @@ def access_for(as_user: str | None, *, unit_dir: Path = UNIT_DIR) -> Access:
         if account.pw_uid != os.geteuid():
             raise StartupError(f"--as-user {name}: only root can check as another user")
         return Access()
-    logger.debug("checking the site's folders as %s (uid %d)", name, account.pw_uid)
-    return Access(account=account)
+    where = f"{unit_dir / UNIT}:"
+    gid = account.pw_gid if unit.group is None else _group_id(unit.group, where=f"{where} Group=")
+    # As systemd does: the user's groups in the group database, then SupplementaryGroups= added.
+    groups = os.getgrouplist(account.pw_name, gid)
+    groups += [_group_id(each, where=f"{where} SupplementaryGroups=") for each in unit.supplementary]
+    logger.debug(
+        "checking the site's folders as %s (uid %d, gid %d, groups %s)", name, account.pw_uid, gid, groups
+    )
+    return Access(account=Identity(account.pw_name, account.pw_uid, gid, tuple(dict.fromkeys(groups))))
+
+
+def _group_id(group: str, *, where: str) -> int:
+    """A group's gid: systemd takes a number as well as a name (systemd.exec(5))."""
+    if group.isascii() and group.isdigit() and int(group) < 2**32 - 1:  # (gid_t)-1 is no group
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise StartupError(f"{where} {group}: no such group on this machine") from None
