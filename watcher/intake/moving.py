@@ -7,6 +7,7 @@ import hashlib
 import os
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from watcher.faults import kill_point
@@ -78,8 +79,16 @@ def reserve_destination(wanted: str, *, taken: set[str], exists: Lookup = os.pat
     return candidate
 
 
-def move_no_clobber(source: Path, destination: Path, *, sha256: str | None = None) -> Path:
+def move_no_clobber(
+    source: Path,
+    destination: Path,
+    *,
+    sha256: str | None = None,
+    before_numbered: Callable[[Path], None] | None = None,
+) -> Path:
     """Move `source` to `destination`, or to the next free numbered name; returns where it went.
+    `before_numbered` is told each numbered name before it is tried (the frame's row names
+    `destination`: see watcher.intake.relocations).
 
     Safe to repeat after an interruption: a destination that already is the source (a hard link
     made before a kill), or a complete copy of it (`sha256` matches: a cross-filesystem copy made
@@ -88,6 +97,8 @@ def move_no_clobber(source: Path, destination: Path, *, sha256: str | None = Non
     make_folders(destination.parent)
     wanted, number = destination, 0
     while True:
+        if number and before_numbered is not None:
+            before_numbered(destination)
         try:
             # link() refuses to replace an existing name, which rename() would silently do.
             os.link(source, destination, follow_symlinks=False)

@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path, PurePosixPath
 
+from watcher.intake import relocations
 from watcher.intake.claimed import ClaimedFrame
 from watcher.intake.held_lookups import Lookup
 from watcher.intake.moving import is_placement_error, make_folders, move_no_clobber, reserve_destination
@@ -66,24 +67,34 @@ def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | N
     """Move the claimed file to `stored` (or the next free name); returns where it went.
 
     Repeating it after an interruption finishes what is left: a file already moved (its claim is
-    gone, `stored` is there) is done. A destination that turned bad between the commit and the
-    move (a file now in the way, say) sends the frame flat into `root`.
+    gone) is done, where its note says if it went elsewhere (see watcher.intake.relocations). A
+    destination that turned bad between the commit and the move (a file now in the way, say) sends
+    the frame flat into `root`. Anywhere but `stored` is noted before the file goes there.
     """
     if not os.path.lexists(frame.work_path):
+        elsewhere = relocations.noted(frame)
+        if elsewhere is not None:
+            return elsewhere  # moved by an earlier attempt, before its row could say where
         if not os.path.lexists(stored):
             # Nothing left to move, whatever happened to it: its row stays, and so does the daemon.
             logger.error("frame %s: its claimed file is gone and %s is not there", frame.relative, stored)
         return stored  # moved by an earlier attempt at this batch
+
+    def announce(destination: Path) -> None:
+        relocations.note(frame, destination)
+
     try:
-        return move_no_clobber(frame.work_path, stored, sha256=sha256)
+        return move_no_clobber(frame.work_path, stored, sha256=sha256, before_numbered=announce)
     except OSError as error:
         if not is_placement_error(error):
             raise
         logger.warning(
             "cannot move %s to %s (%s): moving it into %s", frame.relative, stored, error.strerror, root
         )
+    flat = root / flat_name(frame.key, frame.relative)
+    announce(flat)
     try:
-        return move_no_clobber(frame.work_path, root / flat_name(frame.key, frame.relative), sha256=sha256)
+        return move_no_clobber(frame.work_path, flat, sha256=sha256, before_numbered=announce)
     except OSError as error:
         if not is_placement_error(error):
             raise
@@ -97,6 +108,7 @@ def _set_aside(frame: ClaimedFrame, error: OSError) -> Path:
     aside = frame.area.parent / UNMOVABLE_DIRNAME
     make_folders(aside)
     final = aside / flat_name(frame.key, frame.relative)
+    relocations.note(frame, final)
     os.rename(frame.work_path, final)
     logger.error(
         "frame %s cannot be moved to processed/ or failed/ (%s): left at %s",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from watcher.intake import relocations
 from watcher.pipeline.file_work import Move, move_all
 from watcher.pipeline.recording import check_output_folders
 from watcher.pipeline.stages import OutputFolders, Stored
@@ -37,4 +38,8 @@ class Deliverer:
             )
             for item in stored
         ]
-        writes.set_stored_paths(self._engine, self._mover(moves))
+        relocated = self._mover(moves)
+        writes.set_stored_paths(self._engine, relocated)
+        if relocated:
+            # Their rows say where they went now: the notes that said it go (see relocations).
+            relocations.forget(item.frame for item in stored if item.frame.key in relocated)

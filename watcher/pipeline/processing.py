@@ -20,6 +20,7 @@ from model.heads import Head
 from model.messages import first_line
 from model.packed import PackedBmp
 from watcher.faults import kill_point
+from watcher.intake import relocations
 from watcher.pipeline.arenas import GPU_ARENAS, ArenaPool, ArenasUnavailable, served_in_place
 from watcher.pipeline.classifying import Classifier
 from watcher.pipeline.decoding import Decoder
@@ -205,6 +206,10 @@ class BatchProcessor:
 
     def finish_committed(self, frame: Claimed, record: ResultRecord) -> None:
         """Recovery: the row of `frame` was committed but its move did not happen (or not all)."""
+        if os.path.lexists(frame.work_path):
+            # Still claimed: a note of an earlier attempt's destination is stale, its move is
+            # done again (see watcher.intake.relocations).
+            relocations.forget([frame])
         if not os.path.isabs(record.stored_path):
             # The daemon writes absolute paths only: this one (a hand-edited or foreign database)
             # would move the file relative to whatever folder the daemon runs in.

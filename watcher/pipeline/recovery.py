@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from model.messages import first_line
-from watcher.intake import suspects
+from watcher.intake import relocations, suspects
 from watcher.intake.claiming import claimed_frames
 from watcher.pipeline.backoff import is_transient
 from watcher.pipeline.dispatch import Dispatcher
@@ -176,6 +176,7 @@ class Recovery:
 
     def _recover_area(self, area: Path, *, crashed: bool) -> int:
         leftovers = claimed_frames(area)
+        self._correct_relocated(area, {frame.key for frame in leftovers})
         if leftovers:
             logger.info(
                 "recovering %s left in progress in %s%s",
@@ -186,6 +187,17 @@ class Recovery:
             self.finish_or_process(leftovers, crashed=crashed)
             self.recovered += len(leftovers)
         return len(leftovers)
+
+    def _correct_relocated(self, area: Path, claimed: set[str]) -> None:
+        """Frames moved elsewhere than their rows said, and killed before their rows were told:
+        their notes say where (see watcher.intake.relocations); the rows say so now."""
+        moved = relocations.left_behind(area, claimed)
+        if not moved:
+            return
+        writes.set_stored_paths(self._engine, moved)
+        for key, where in moved.items():
+            logger.info("frame %s had gone to %s before its row said so: its row says so now", key, where)
+            relocations.note_path(area, key).unlink(missing_ok=True)
 
     def finish_or_process(self, frames: list[Claimed], *, crashed: bool = False) -> None:
         """Frames whose row is committed only need their move; the others are processed again,
