@@ -121,3 +121,9 @@ def _set_aside(frame: ClaimedFrame, error: OSError) -> Path:
 
 class OutputFolderMissing(FileNotFoundError):
     """`processed/` or `failed/` is gone (an unmounted share): the batch waits for it to return."""
+
+
+class ClaimsAway(FileNotFoundError):
+    """The in-progress area's path no longer leads to the area holding the batch's claims (the
+    inbox replaced, or away): the batch waits until they are brought over (InstanceLock.keep),
+    rather than find its files gone (read as failed, moves finding nothing)."""

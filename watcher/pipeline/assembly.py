@@ -114,6 +114,7 @@ def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance
         batch_size=config.batch.size,
         gpu_lanes=config.batch.gpu_lanes,
         database_guard=DatabaseFileGuard(engine),
+        claims_in_place=instance.in_place,
     )
     _log_plan(config, processor, instance, extractor)
     telemetry = Telemetry(

@@ -5,15 +5,16 @@ from __future__ import annotations
 import errno
 import time
 
-from watcher.intake.placement import OutputFolderMissing
+from watcher.intake.placement import ClaimsAway, OutputFolderMissing
 from watcher.store.errors import StorageUnavailable
 
 MAX_RETRY_DELAY_S = 30.0
 
 
 def is_transient(error: BaseException) -> bool:
-    """A database away or locked, a full disk, a missing output folder pass; I/O errors do not."""
-    if isinstance(error, StorageUnavailable | OutputFolderMissing):
+    """A database away or locked, a full disk, a missing output folder, claims away pass; I/O
+    errors do not."""
+    if isinstance(error, StorageUnavailable | OutputFolderMissing | ClaimsAway):
         return True
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -160,7 +160,7 @@ class Daemon:
                 if taken.rescan or time.monotonic() >= next_rescan:
                     if events is not None:
                         events.check_inbox()
-                    self.instance.keep()  # before frames are claimed into a new inbox's area
+                    self._recovery.keep_area()  # before frames are claimed into a new inbox's area
                     self._claims.rescan()
                     self._recovery.adopt_orphans()
                     next_rescan = time.monotonic() + rescan_every

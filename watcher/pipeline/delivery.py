@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from watcher.intake import relocations
 from watcher.pipeline.file_work import Move, move_all
-from watcher.pipeline.recording import check_output_folders
+from watcher.pipeline.recording import check_claims, check_output_folders
 from watcher.pipeline.stages import OutputFolders, Stored
 from watcher.store import writes
 
@@ -22,12 +22,22 @@ Mover = Callable[[list[Move]], dict[str, str]]
 
 
 class Deliverer:
-    def __init__(self, engine: Engine, folders: OutputFolders, mover: Mover = move_all) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        folders: OutputFolders,
+        mover: Mover = move_all,
+        *,
+        claims_in_place: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._engine = engine
         self._folders = folders
         self._mover = mover
+        self._claims_in_place = claims_in_place
 
     def deliver(self, stored: list[Stored]) -> None:
+        # Moves wait for claims brought over (an inbox replaced): they would find nothing to move.
+        check_claims(self._claims_in_place)
         check_output_folders(self._folders)
         moves = [
             Move(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import torch
@@ -53,7 +54,10 @@ class BatchProcessor:
         batch_size: int = 32,
         gpu_lanes: int = GPU_LANES,
         database_guard: DatabaseFileGuard | None = None,
+        claims_in_place: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`claims_in_place` says whether the claims' paths still lead to them (see
+        InstanceLock.in_place): a batch waits, parked, while they do not."""
         self.head = head
         self._extractor = extractor
         self._gpu_lanes = gpu_lanes
@@ -63,9 +67,11 @@ class BatchProcessor:
         self._arenas = self._make_arenas(batch_size) if file_processes else None
         self._workers = FileWorkers(file_processes, bounds) if self._arenas is not None else None
         self._classifier = Classifier(extractor, store_embeddings=store_embeddings)
-        self._recorder = Recorder(engine, folders, database_guard or DatabaseFileGuard(engine))
+        guard = database_guard or DatabaseFileGuard(engine)
+        self._recorder = Recorder(engine, folders, guard, claims_in_place=claims_in_place)
         self._said_frames_stay = False  # warned that frames could not be taken to the device
-        self._deliverer = Deliverer(engine, folders, mover=self._workers.move if self._workers else move_all)
+        mover = self._workers.move if self._workers else move_all
+        self._deliverer = Deliverer(engine, folders, mover, claims_in_place=claims_in_place)
 
     def process(
         self, frames: list[Claimed], *, cpu_threads: int | None = None, refused: dict[str, str] | None = None

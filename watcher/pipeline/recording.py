@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from sqlalchemy import Engine
 from watcher.intake.held_lookups import Lookup, LookupsByFolder
 from watcher.intake.moving import is_placement_error
 from watcher.intake.names import storable
-from watcher.intake.placement import OutputFolderMissing, place, place_flat
+from watcher.intake.placement import ClaimsAway, OutputFolderMissing, place, place_flat
 from watcher.pipeline.stages import Claimed, Classification, Classified, FileFacts, OutputFolders, Stored
 from watcher.store import writes
 from watcher.store.errors import StorageFailed
@@ -47,6 +48,14 @@ def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
             raise OutputFolderMissing(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
         devices[root] = info.st_dev
     return devices
+
+
+def check_claims(in_place: Callable[[], bool]) -> None:
+    """ClaimsAway unless the claims are where their paths say (see InstanceLock.in_place)."""
+    if not in_place():
+        raise ClaimsAway(
+            errno.ENOENT, "the inbox was replaced or is away: waiting for its claims to be brought over"
+        )
 
 
 def frame_record(
@@ -88,8 +97,17 @@ def frame_record(
 
 
 class Recorder:
-    def __init__(self, engine: Engine, folders: OutputFolders, guard: DatabaseFileGuard) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        folders: OutputFolders,
+        guard: DatabaseFileGuard,
+        *,
+        claims_in_place: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._engine = engine
+        # Looked at before the commit: a batch read while its claims were away is read again.
+        self._claims_in_place = claims_in_place
         self._folders = folders
         self._guard = guard
         self._reserving = threading.Lock()
@@ -127,6 +145,7 @@ class Recorder:
         return replace(record, stored_path=destination)
 
     def record(self, classified: list[Classified]) -> list[Stored]:
+        check_claims(self._claims_in_place)
         devices = check_output_folders(self._folders)  # placing would otherwise make them again
         now, made = utc_now(), set[str]()
         looks = {root: self._lookups.under(root, device) for root, device in devices.items()}

@@ -74,6 +74,27 @@ class Recovery:
         self._dispatcher.collect(wait=True)
         self._release_adopted()
 
+    def keep_area(self) -> None:
+        """Our lock and area, and adopted ones, where the inbox is now (see InstanceLock.keep).
+        When the inbox was replaced, the claims come over from the old one, once no batch moves
+        or releases claims (those in flight are collected first: they park, see check_claims);
+        then those no batch holds any more (moved before the area moved, their moves finding
+        nothing) are finished, as at start."""
+        if not self._instance.in_place():
+            self._dispatcher.collect(wait=True)
+        areas = [self._instance.area] if self._instance.keep() else []
+        # A dead instance's area comes over too (its frames held here would be found nowhere);
+        # where it cannot (another filesystem, its name taken meanwhile), the daemon stops.
+        areas += [orphan.area for orphan in self._adopted if orphan.keep()]
+        held = {frame.key for frame in self._dispatcher.held()}
+        for area in areas:
+            frames = claimed_frames(area)
+            self._correct_relocated(area, {frame.key for frame in frames})
+            left = [frame for frame in frames if frame.key not in held]
+            if left:
+                logger.info("finishing %s brought over from the old inbox", plural(len(left), "frame"))
+                self.finish_or_process(left)
+
     def adopt_orphans(self) -> None:
         """An instance whose lock we can take is gone: its claimed frames are ours to finish. Its
         lock stays ours while any of them is (parked while an output folder is away, say, or in a
