@@ -124,11 +124,16 @@ def check_measured_in(figures: dict[str, Any], repo: Path) -> None:
         raise RuntimeError(f"measured {figures['watcher']}, not {repo}")
 
 
-def write_json(path: Path, figures: dict[str, Any]) -> None:
-    """A benchmark's figures as JSON at `path` (its folder made if needed), and where they went."""
+def write_json(path: Path, figures: dict[str, Any], *, quietly: bool = False) -> None:
+    """A benchmark's figures as JSON at `path` (its folder made if needed), and where they went
+    (unless `quietly`: a partial write before the end). Written beside it and renamed over it: a
+    run stopped mid-write (gpu.sh's step limit) leaves the last whole file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"written to {path}")
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(json.dumps(figures, indent=2) + "\n")
+    staging.replace(path)
+    if not quietly:
+        print(f"written to {path}")
 
 
 def own_memory_mib() -> dict[str, float]:

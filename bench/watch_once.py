@@ -644,11 +644,13 @@ def main() -> int:
         # Written as each part ends, not only at the end: a run stopped by its time limit (a GPU
         # lease's) keeps the rounds and the variants it finished.
         variants: list[dict[str, Any]] = []
-        write_json(args.json, {**summarise(variants, {}), "partial": "the rounds, no variant yet"})
+        write_json(
+            args.json, {**summarise(variants, {}), "partial": "the rounds, no variant yet"}, quietly=True
+        )
         for batch_size, lane_count in args.variants:
             variants.append(variant(root, originals, config, extractor, batch=batch_size, lanes=lane_count))
             done = f"the rounds, {len(variants)} of {len(args.variants)} variants"
-            write_json(args.json, {**summarise(variants, {}), "partial": done})
+            write_json(args.json, {**summarise(variants, {}), "partial": done}, quietly=True)
         profile = profiled(root, originals, config, args.profile) if args.profile else {}
         result = summarise(variants, profile)
     _print_summary(args, result, runtime=runtime, variants=variants)
