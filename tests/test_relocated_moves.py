@@ -106,3 +106,41 @@ def test_a_batch_parked_after_a_numbered_move_ends_with_its_row_saying_where_the
     [(stored, sha256)] = query(database, "SELECT stored_path, sha256 FROM results")
     assert stored == failures[0] and (tmp_path / "processed" / "cam-01" / "x.bmp").read_bytes() == OTHER
     assert hashlib.sha256(Path(stored).read_bytes()).hexdigest() == sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("file_processes", "layout"),
+    [pytest.param(0, "one-name", id="file-threads"), pytest.param(2, "own-folder", id="file-processes")],
+)
+def test_a_note_read_while_processed_is_away_still_ends_with_the_row_saying_where_the_file_went(
+    make_config: Callable[..., Path], tmp_path: Path, file_processes: int, layout: str
+) -> None:
+    # The kill after the numbered move, then a start while processed/ is an empty mount point
+    # (its share not mounted yet): the note must not be dropped for its file not being seen, or
+    # the row keeps naming the other frame's file for good.
+    config = make_config(batch={"size": 8, "max_wait_ms": 50, "file_processes": file_processes})
+    name = "x.bmp" if layout == "one-name" else "y" * 240 + ".bmp"
+    data = bmp_bytes(width=16, height=16, seed=1)
+    (tmp_path / "inbox" / "cam-01").mkdir(parents=True)
+    (tmp_path / "inbox" / "cam-01" / name).write_bytes(data)
+    database = tmp_path / "data" / "results.sqlite3"
+
+    killed = _run(config, kill_at="committed")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode(errors="replace")
+    [(reserved,)] = query(database, "SELECT stored_path FROM results")
+    Path(reserved).write_bytes(OTHER)
+    killed = _run(config, kill_at="moved")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode(errors="replace")
+    processed, away = tmp_path / "processed", tmp_path / "processed.away"
+    processed.rename(away)
+    processed.mkdir()  # its mount point, the share not mounted on it yet
+    _run(config)  # it starts (an empty mount point looks like an empty processed/) and recovers
+    processed.rmdir()
+    away.rename(processed)
+    drained = _run(config)
+    assert drained.returncode == 0, drained.stderr.decode(errors="replace")
+
+    [(stored, sha256)] = query(database, "SELECT stored_path, sha256 FROM results")
+    assert stored != reserved and Path(reserved).read_bytes() == OTHER
+    assert hashlib.sha256(Path(stored).read_bytes()).hexdigest() == sha256 == hashlib.sha256(data).hexdigest()
+    assert files_under(tmp_path / "inbox") == []

@@ -78,11 +78,10 @@ def left_behind(area: Path, claimed: set[str]) -> dict[str, str]:
                 (area / name).unlink()
             continue
         destination = os.fsdecode((area / name).read_bytes())
-        if os.path.lexists(destination):
-            found[key] = destination
-        else:
-            logger.error(
-                "frame %s was moved to %s, which is gone: its row is left as it is", key, destination
-            )
-            (area / name).unlink()
+        if not os.path.lexists(destination):
+            # Its claim left only by that move, so the file went there. Not seen now (a share not
+            # mounted on its mount point yet, a file taken away since), the row still says so:
+            # the name it holds was taken by another file, the reason for the note.
+            logger.warning("frame %s was moved to %s, which is not there now", key, destination)
+        found[key] = destination
     return found
