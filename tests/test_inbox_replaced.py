@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -166,3 +167,60 @@ def test_a_dead_instances_frame_adopted_and_waiting_comes_over_too(
     assert query(database, "SELECT stored_path, status FROM results") == [
         (str(tmp_path / "processed" / "x.bmp"), "ok")
     ]
+
+
+def test_a_locked_database_when_the_claims_come_over_parks_them_instead_of_stopping_the_daemon(
+    start_daemon: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A frame moved to x-1.bmp (its name taken) whose row correction meets a locked database: its
+    # batch parks, its note in the area. The inbox replaced then: bringing the claims over must
+    # not stop the daemon on that same locked database (a transient error everywhere else).
+    from watcher.intake.placement import move_frame as real_move
+    from watcher.pipeline import file_work
+
+    caplog.set_level(logging.INFO)
+    inbox = tmp_path / "inbox"
+    database = tmp_path / "data" / "results.sqlite3"
+    other = b"another frame's file, which took the reserved name"
+    lock: list[sqlite3.Connection] = []
+
+    def taken_then_locked(frame: Any, stored: Path, **options: Any) -> Path:
+        if not lock:
+            stored.write_bytes(other)
+            lock.append(sqlite3.connect(database, isolation_level=None, check_same_thread=False))
+            lock[0].execute("BEGIN IMMEDIATE")  # another writer holds the database
+        return real_move(frame, stored, **options)
+
+    monkeypatch.setattr(file_work, "move_frame", taken_then_locked)
+    data = bmp_bytes(width=16, height=16, seed=1)
+    (inbox / "cam").mkdir(parents=True)
+    (inbox / "cam" / "x.bmp").write_bytes(data)
+    running = start_daemon(
+        inbox={"settle_ms": 0, "rescan_interval_s": 0.2},
+        batch={"size": 8, "max_wait_ms": 50, "file_processes": 0},
+        database={"busy_timeout_ms": 200},
+    )
+    wait_for(lambda: running.daemon.parked_frames == 1, what="the batch parked on the locked database")
+    _replace(inbox)
+    wait_for(
+        lambda: "cannot finish what came over" in caplog.text or not running.thread.is_alive(),
+        what="the claims brought over, their note's row locked",
+    )
+    assert running.thread.is_alive(), "the daemon stopped on a locked database"
+    lock[0].execute("ROLLBACK")
+    lock[0].close()
+    wait_for(
+        lambda: (
+            running.thread.is_alive()
+            and query(database, "SELECT stored_path FROM results")
+            == [(str(tmp_path / "processed" / "cam" / "x-1.bmp"),)]
+        ),
+        timeout=60,
+        what="the row saying x-1.bmp, the daemon running",
+    )
+    assert (tmp_path / "processed" / "cam" / "x.bmp").read_bytes() == other
+    assert (tmp_path / "processed" / "cam" / "x-1.bmp").read_bytes() == data
+    assert files_under(inbox) == []

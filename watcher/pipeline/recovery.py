@@ -88,12 +88,28 @@ class Recovery:
         areas += [orphan.area for orphan in self._adopted if orphan.keep()]
         held = {frame.key for frame in self._dispatcher.held()}
         for area in areas:
-            frames = claimed_frames(area)
+            self._finish_brought_over(area, held=held)
+
+    def _finish_brought_over(self, area: Path, *, held: set[str]) -> None:
+        frames = claimed_frames(area)
+        left = [frame for frame in frames if frame.key not in held]
+        try:
             self._correct_relocated(area, {frame.key for frame in frames})
-            left = [frame for frame in frames if frame.key not in held]
             if left:
                 logger.info("finishing %s brought over from the old inbox", plural(len(left), "frame"))
                 self.finish_or_process(left)
+        except (StorageError, OSError) as error:
+            if not is_transient(error):
+                raise
+            # The database or an output folder away, as a batch finds them: the frames wait,
+            # parked, instead of the daemon stopping; the notes stay for their retry (see
+            # watcher.intake.relocations), and whatever is left for the next start.
+            handed_on = {frame.key for frame in self._dispatcher.held()}
+            waiting = [frame for frame in left if frame.key not in handed_on]
+            if waiting:
+                self._dispatcher.park(waiting, error)
+            else:
+                logger.warning("cannot finish what came over into %s yet: %s", area, first_line(error))
 
     def adopt_orphans(self) -> None:
         """An instance whose lock we can take is gone: its claimed frames are ours to finish. Its
