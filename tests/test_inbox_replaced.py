@@ -224,3 +224,39 @@ def test_a_locked_database_when_the_claims_come_over_parks_them_instead_of_stopp
     assert (tmp_path / "processed" / "cam" / "x.bmp").read_bytes() == other
     assert (tmp_path / "processed" / "cam" / "x-1.bmp").read_bytes() == data
     assert files_under(inbox) == []
+
+
+def test_a_lock_file_removed_by_hand_is_taken_again_without_stopping_the_daemon(
+    start_daemon: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Only the lock file goes (a cleanup of old files, an operator's rm): the area is where it
+    # was, its claims with it. There is nothing to bring over, and no reason to stop.
+    from watcher.pipeline.recording import Recorder
+    from watcher.store.errors import StorageUnavailable
+
+    record, locked = Recorder.record, [True]
+
+    def locked_for_now(self: Recorder, classified: list[Any]) -> Any:
+        if locked:
+            raise StorageUnavailable("database is locked")
+        return record(self, classified)
+
+    monkeypatch.setattr(Recorder, "record", locked_for_now)
+    caplog.set_level(logging.INFO)
+    inbox = tmp_path / "inbox"
+    data = bmp_bytes(width=16, height=16, seed=1)
+    (inbox / "cam").mkdir(parents=True)
+    (inbox / "cam" / "x.bmp").write_bytes(data)
+    running = start_daemon(inbox={"settle_ms": 0, "rescan_interval_s": 0.2})
+    wait_for(lambda: running.daemon.parked_frames == 1, what="the frame claimed, its batch parked")
+    (running.daemon.instance.area.parent / f"{running.daemon.instance.name}.lock").unlink()
+    wait_for(lambda: "taken again" in caplog.text, what="the lock taken again")
+    running.turns_from_now(2)
+    assert running.thread.is_alive(), "the daemon stopped"
+    locked.clear()
+    wait_for(lambda: files_under(tmp_path / "processed") == ["cam/x.bmp"], what="the frame's move")
+    assert files_under(inbox) == []
+    assert running.thread.is_alive()

@@ -89,7 +89,9 @@ class InstanceLock:
             raise StartupError(f"instance {self.name!r} lost its lock {lock} to another daemon: stopping")
         logger.warning("%s was not this instance's lock any more (the inbox moved?): taken again", lock)
         try:
-            brought = bring_over(self._root, self.name, taken.area)
+            # Only the lock file went (removed by hand, say): the area is the one held, in place.
+            same_root = taken._root_identity == self._root_identity
+            brought = 0 if same_root else bring_over(self._root, self.name, taken.area)
         except BaseException:
             taken.release()
             raise
