@@ -39,13 +39,18 @@ def _run(config: Path, *, kill_at: str | None = None) -> subprocess.CompletedPro
     )
 
 
-@pytest.mark.parametrize(
+# File work on threads with a claim's one-name layout; on processes with its own-folder layout.
+_BOTH_WAYS = pytest.mark.parametrize(
     ("file_processes", "layout"),
     [pytest.param(0, "one-name", id="file-threads"), pytest.param(2, "own-folder", id="file-processes")],
 )
-def test_a_kill_after_a_numbered_move_leaves_the_row_saying_where_the_file_went(
-    make_config: Callable[..., Path], tmp_path: Path, file_processes: int, layout: str
-) -> None:
+
+
+def _killed_after_a_numbered_move(
+    make_config: Callable[..., Path], tmp_path: Path, *, file_processes: int, layout: str
+) -> tuple[Path, Path, str, bytes]:
+    """One frame committed (a kill), its reserved name then taken, and a kill right after its move
+    to the next free name, before its row was told: the config, database, reserved path, bytes."""
     config = make_config(batch={"size": 8, "max_wait_ms": 50, "file_processes": file_processes})
     name = "x.bmp" if layout == "one-name" else "y" * 240 + ".bmp"  # too long for a claim's name
     data = bmp_bytes(width=16, height=16, seed=1)
@@ -60,6 +65,16 @@ def test_a_kill_after_a_numbered_move_leaves_the_row_saying_where_the_file_went(
     Path(reserved).write_bytes(OTHER)
     killed = _run(config, kill_at="moved")
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode(errors="replace")
+    return config, database, reserved, data
+
+
+@_BOTH_WAYS
+def test_a_kill_after_a_numbered_move_leaves_the_row_saying_where_the_file_went(
+    make_config: Callable[..., Path], tmp_path: Path, file_processes: int, layout: str
+) -> None:
+    config, database, reserved, data = _killed_after_a_numbered_move(
+        make_config, tmp_path, file_processes=file_processes, layout=layout
+    )
     drained = _run(config)
     assert drained.returncode == 0, drained.stderr.decode(errors="replace")
 
@@ -108,29 +123,16 @@ def test_a_batch_parked_after_a_numbered_move_ends_with_its_row_saying_where_the
     assert hashlib.sha256(Path(stored).read_bytes()).hexdigest() == sha256 == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize(
-    ("file_processes", "layout"),
-    [pytest.param(0, "one-name", id="file-threads"), pytest.param(2, "own-folder", id="file-processes")],
-)
+@_BOTH_WAYS
 def test_a_note_read_while_processed_is_away_still_ends_with_the_row_saying_where_the_file_went(
     make_config: Callable[..., Path], tmp_path: Path, file_processes: int, layout: str
 ) -> None:
     # The kill after the numbered move, then a start while processed/ is an empty mount point
     # (its share not mounted yet): the note must not be dropped for its file not being seen, or
     # the row keeps naming the other frame's file for good.
-    config = make_config(batch={"size": 8, "max_wait_ms": 50, "file_processes": file_processes})
-    name = "x.bmp" if layout == "one-name" else "y" * 240 + ".bmp"
-    data = bmp_bytes(width=16, height=16, seed=1)
-    (tmp_path / "inbox" / "cam-01").mkdir(parents=True)
-    (tmp_path / "inbox" / "cam-01" / name).write_bytes(data)
-    database = tmp_path / "data" / "results.sqlite3"
-
-    killed = _run(config, kill_at="committed")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode(errors="replace")
-    [(reserved,)] = query(database, "SELECT stored_path FROM results")
-    Path(reserved).write_bytes(OTHER)
-    killed = _run(config, kill_at="moved")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode(errors="replace")
+    config, database, reserved, data = _killed_after_a_numbered_move(
+        make_config, tmp_path, file_processes=file_processes, layout=layout
+    )
     processed, away = tmp_path / "processed", tmp_path / "processed.away"
     processed.rename(away)
     processed.mkdir()  # its mount point, the share not mounted on it yet
