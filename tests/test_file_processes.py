@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path, PurePosixPath
 from random import Random
@@ -42,6 +43,8 @@ FRAMES = {
     "e.bmp": (224, 224, "RGB"),
     **{f"cam-03/many-{index:02d}.bmp": (96, 72, "RGB") for index in range(20)},
 }
+
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
 
 def _top_down(data: bytes) -> bytes:
@@ -559,6 +562,39 @@ def test_frames_larger_than_an_arenas_room_make_it_grow(
     assert all(in_an_arena[-1]), in_an_arena
     assert capfd.readouterr().err.count("frame buffers grow to 1.4 MiB a frame (was 1.0)") == 1
     assert set(os.listdir("/dev/shm")) - shared_before == set()
+
+
+@pytest.mark.parametrize("frames", [9, 13])  # shares of 5 + 4 and of 7 + 6 frames
+def test_every_frame_of_a_part_filled_arena_starts_on_its_boundary(tmp_path: Path, frames: int) -> None:
+    """A batch smaller than its arena splits the arena in proportion to its shares: each share,
+    and so each frame, still starts on ALIGNMENT (a share at 29 bytes past it once put one frame
+    in 64 where AMD Zen 3 copies a file into memory several times slower: bench/read_offsets.py)."""
+    import torch
+
+    from watcher.intake.claimed import ClaimedFrame
+    from watcher.pipeline.arenas import ARENA_BYTES_PER_FRAME, Arena
+    from watcher.pipeline.file_work import ALIGNMENT
+    from watcher.pipeline.file_workers import FileWorkers
+    from watcher.pipeline.stages import FrameBounds
+
+    header = plain_bmp_block(bmp_bytes(width=160, height=120), max_pixels=10**6)
+    assert header is not None
+    claimed = []
+    for index in range(frames):
+        path = write_bmp(tmp_path / f"{index:02d}.bmp", width=160, height=120, seed=index)
+        claimed.append(ClaimedFrame(f"k{index}", PurePosixPath(path.name), str(path), NOW))
+    workers = FileWorkers(2, FrameBounds(max_pixels=10**6, max_file_bytes=10**7))
+    arena = Arena(16 * ARENA_BYTES_PER_FRAME, torch.device("cpu"))
+    try:
+        decoded = workers.read(claimed, refused={}, arena=arena)
+        starts = [
+            item.pixels.block.offset - header.offset for item in decoded if isinstance(item.pixels, PackedBmp)
+        ]
+        assert len(starts) == frames, "every frame read into the arena"
+        assert [start % ALIGNMENT for start in starts] == [0] * frames, starts
+    finally:
+        workers.close()
+        arena.close()
 
 
 def test_a_worker_lets_go_of_the_buffers_the_daemon_removed(tmp_path: Path) -> None:

@@ -105,9 +105,14 @@ class FileWorkers:
 
     def read(self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena) -> list[Decoded]:
         """Every frame read, hashed and decoded into `arena` (a share's room in it in proportion to
-        its frames: shares of 9 and 8 frames alike fit an arena sized for 128)."""
+        its frames: shares of 9 and 8 frames alike fit an arena sized for 128), each share starting
+        on file_work.ALIGNMENT, as each frame in it does."""
         shares = _shares(frames, self.count)
-        ends = [arena.size * taken // len(frames) for taken in itertools.accumulate(map(len, shares))]
+        units = arena.size // file_work.ALIGNMENT  # the size is whole pages: the last end is the size
+        ends = [
+            units * taken // len(frames) * file_work.ALIGNMENT
+            for taken in itertools.accumulate(map(len, shares))
+        ]
         jobs = [
             functools.partial(
                 file_work.read_share,
