@@ -597,6 +597,24 @@ def test_every_frame_of_a_part_filled_arena_starts_on_its_boundary(tmp_path: Pat
         arena.close()
 
 
+def test_arenas_grown_to_their_limit_are_whole_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arenas grown as far as MAX_ARENAS_BYTES lets them (4 GiB over 2 arenas of 100 frames is
+    21474836 bytes a frame) are still whole pages: the file workers' shares, each starting on
+    ALIGNMENT, then end at the arena's end (FileWorkers.read)."""
+    import torch
+
+    from watcher.pipeline import arenas
+
+    monkeypatch.setattr(arenas, "MAX_ARENAS_BYTES", 6 * 1536 * 1024 + 600)  # 1.5 MiB and 100 bytes a frame
+    pool = arenas.ArenaPool(count=2, frames=3, device=torch.device("cpu"))
+    try:
+        pool.fit([2 * 2**20] * 3)
+        with pool.lease() as arena:
+            assert arena.size == 3 * 1536 * 1024, arena.size
+    finally:
+        pool.close()
+
+
 def test_a_worker_lets_go_of_the_buffers_the_daemon_removed(tmp_path: Path) -> None:
     """A grown arena's old buffer is unlinked by the daemon; the workers that mapped it unmap it
     at their next read, so its memory goes (a mapping keeps a removed shared memory's pages)."""

@@ -144,7 +144,7 @@ class ArenaPool:
             return  # a batch flushed by time is small, and waits little: no measure of the site
         fitted = sorted(frame_sizes)[int(FITTED_SHARE * (len(frame_sizes) - 1))] + _ROOM_SLACK
         within = min(MAX_BYTES_PER_FRAME, MAX_ARENAS_BYTES // (len(self._arenas) * self._frames))
-        room = min(-(-fitted // 4096) * 4096, within)  # whole pages
+        room = min(-(-fitted // 4096), within // 4096) * 4096  # whole pages, as FileWorkers.read needs
         with self._replacing:  # batches side by side ask once
             if room <= self._room:
                 return

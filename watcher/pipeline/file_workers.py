@@ -108,7 +108,7 @@ class FileWorkers:
         its frames: shares of 9 and 8 frames alike fit an arena sized for 128), each share starting
         on file_work.ALIGNMENT, as each frame in it does."""
         shares = _shares(frames, self.count)
-        units = arena.size // file_work.ALIGNMENT  # the size is whole pages: the last end is the size
+        units = arena.size // file_work.ALIGNMENT  # whole pages (ArenaPool.fit): the last end is the size
         ends = [
             units * taken // len(frames) * file_work.ALIGNMENT
             for taken in itertools.accumulate(map(len, shares))
