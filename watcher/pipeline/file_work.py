@@ -9,6 +9,7 @@ batch; this module imports nothing heavy, so a worker never loads torch or the d
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import os
 import signal
@@ -171,6 +172,16 @@ def read_share(
             cursor = _aligned(read.block.offset + read.block.nbytes)
         reads.append(read)
     return reads
+
+
+def share_rooms(size: int, shares: list[int]) -> list[tuple[int, int]]:
+    """Where each share of a batch (its number of frames) is read in a buffer of `size` bytes, as
+    (start, end): in proportion to its frames, each starting on ALIGNMENT (memory 1-31 bytes past a
+    page is read into several times slower on AMD Zen 3: bench/read_offsets.py). An arena is whole
+    pages (ArenaPool.fit): the last room ends at its end."""
+    units, frames = size // ALIGNMENT, sum(shares)
+    ends = [units * taken // frames * ALIGNMENT for taken in itertools.accumulate(shares)]
+    return list(zip([0, *ends[:-1]], ends, strict=True))
 
 
 def claim_share(

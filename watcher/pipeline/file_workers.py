@@ -22,7 +22,6 @@ in progress as suspects (see watcher.intake.suspects).
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -105,14 +104,9 @@ class FileWorkers:
 
     def read(self, frames: list[Claimed], *, refused: dict[str, str], arena: Arena) -> list[Decoded]:
         """Every frame read, hashed and decoded into `arena` (a share's room in it in proportion to
-        its frames: shares of 9 and 8 frames alike fit an arena sized for 128), each share starting
-        on file_work.ALIGNMENT, as each frame in it does."""
+        its frames: shares of 9 and 8 frames alike fit an arena sized for 128; file_work.share_rooms)."""
         shares = _shares(frames, self.count)
-        units = arena.size // file_work.ALIGNMENT  # whole pages (ArenaPool.fit): the last end is the size
-        ends = [
-            units * taken // len(frames) * file_work.ALIGNMENT
-            for taken in itertools.accumulate(map(len, shares))
-        ]
+        rooms = file_work.share_rooms(arena.size, [len(share) for share in shares])
         jobs = [
             functools.partial(
                 file_work.read_share,
@@ -122,7 +116,7 @@ class FileWorkers:
                 start,
                 end,
             )
-            for share, start, end in zip(shares, [0, *ends[:-1]], ends, strict=True)
+            for share, (start, end) in zip(shares, rooms, strict=True)
         ]
         reads: list[FileRead] = [read for share in self._run(jobs) for read in share]
         return [_decoded(frame, read, arena) for frame, read in zip(frames, reads, strict=True)]
