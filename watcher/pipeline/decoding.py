@@ -187,8 +187,8 @@ def page_aligned_memory(size: int) -> memoryview:
     """`size` writable bytes starting on a page boundary. A block this large that malloc maps on
     its own (over its mmap threshold, 128 KiB at first, rising as such blocks are freed, at most
     32 MiB) starts 16 bytes past a page, and on AMD Zen 3 the kernel's copy of a file into memory
-    starting 1 to 31 bytes past a page runs several times slower: a 4000x3000 frame read in 19.7
-    ms instead of 7.5 (bench/read_offsets.py measures it on the host at hand)."""
+    starting 1 to 31 bytes past a page runs several times slower: a 4000x3000 frame read alone in
+    19.7 ms instead of 7.5 (bench/read_offsets.py measures it on the host at hand)."""
     block = np.empty(size + _PAGE, dtype=np.uint8)
     skip = -block.ctypes.data % _PAGE
     return block[skip : skip + size].data
