@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from hypothesis import given, settings
@@ -52,6 +52,25 @@ def test_a_scan_without_it_removes_nothing(tmp_path: Path) -> None:
     stale = _made_empty(tmp_path / "archive" / "cam-07" / "2019" / "01", seconds_ago=400 * DAY_S)
     assert list(scan_inbox(tmp_path / "archive")) == []
     assert stale.is_dir()
+
+
+def test_a_folder_swapped_for_a_link_mid_scan_takes_nothing_outside_the_inbox(tmp_path: Path) -> None:
+    """A writer in the inbox swaps a day folder for a link while the scan is inside it: the hour
+    folder listed below it next is wherever the link points, and only the inbox's may go."""
+    inbox = tmp_path / "inbox"
+    day = inbox / "cam-07" / "2026-11-28"
+    _made_empty(day / "13", seconds_ago=2 * DAY_S)
+    write_bmp(day / "x.bmp")
+    outside = _made_empty(tmp_path / "elsewhere" / "13", seconds_ago=2 * DAY_S)
+    empty = EmptyFolders(after_s=DAY_S)
+
+    for name in scan_inbox(inbox, empty=empty):
+        if name == PurePosixPath("cam-07/2026-11-28/x.bmp"):  # listed: its `13` is next
+            day.rename(day.with_name("moved"))
+            day.symlink_to(outside.parent)
+
+    assert outside.is_dir(), "a folder outside the inbox was removed through a link"
+    assert empty.removed == 0
 
 
 @settings(max_examples=30, deadline=None)

@@ -77,7 +77,7 @@ def scan_inbox(
                 unlisted.refused(folder, error)
             continue
         if not entries and empty is not None:
-            empty.offer(folder, relative_folder)
+            empty.offer(inbox, relative_folder)
         for entry in sorted(entries, key=lambda item: item.name):
             if entry.name.startswith("."):
                 continue

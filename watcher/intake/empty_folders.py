@@ -10,7 +10,9 @@ removed.
 Never the inbox itself nor a camera's own folder (the first level): a writer may well expect those
 to exist. A folder deeper down that a writer comes back to after that long without making it
 again would be gone under it, hence off by default. `rmdir` removes only an empty folder: a frame
-written into it meanwhile keeps it (and is found by the next rescan).
+written into it meanwhile keeps it (and is found by the next rescan). It starts from the folder's
+parent opened below the inbox one level at a time (watcher.intake.source_folders): a folder on the
+way swapped for a link since the scan listed it leads nowhere outside the inbox.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import logging
 import os
 import time
 from pathlib import Path, PurePosixPath
+
+from watcher.intake.source_folders import SourceFolders
 
 logger = logging.getLogger(__name__)
 
@@ -30,19 +34,23 @@ class EmptyFolders:
         self._after_s = after_s
         self.removed = 0  # in this daemon's life, for tests and the log
 
-    def offer(self, folder: Path, relative: PurePosixPath) -> None:
-        """`folder` (at `relative` in the inbox) was listed empty just now."""
+    def offer(self, inbox: Path, relative: PurePosixPath) -> None:
+        """The folder at `relative` in `inbox` was listed empty just now."""
         if len(relative.parts) < 2:
             return  # the inbox, or a camera's own folder
         try:
-            empty_since = os.stat(folder, follow_symlinks=False).st_mtime
-            if time.time() - empty_since < self._after_s:
-                return
-            os.rmdir(folder)
+            # Its parent opened level by level, never through a link: a folder swapped for one
+            # since the scan listed it must not lead the rmdir out of the inbox.
+            with SourceFolders(inbox) as folders:
+                parent, name = folders.source(relative)
+                empty_since = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mtime
+                if time.time() - empty_since < self._after_s:
+                    return
+                os.rmdir(name, dir_fd=parent)
         except OSError as error:
-            # Written into since it was listed (ENOTEMPTY), gone, a mount point (EBUSY), or not
-            # ours to remove: it stays, as it would have without this.
-            logger.debug("empty folder %s stays: %s", folder, error)
+            # Written into since it was listed (ENOTEMPTY), gone, a mount point (EBUSY), a link
+            # on its way, or not ours to remove: it stays, as it would have without this.
+            logger.debug("empty folder %s stays: %s", relative, error)
             return
         self.removed += 1
         logger.info("removed %s: empty for over %.0f s", relative, self._after_s)
