@@ -73,6 +73,24 @@ def test_a_folder_swapped_for_a_link_mid_scan_takes_nothing_outside_the_inbox(tm
     assert empty.removed == 0
 
 
+def test_a_scan_spends_only_so_long_removing_and_the_next_scans_go_on(tmp_path: Path) -> None:
+    """Months of hour folders found at once must not hold the daemon's loop for as long as the
+    filesystem takes to remove them all: each scan removes what its time allows (here, the
+    least: one), and the rest go at the next scans."""
+    inbox = tmp_path / "inbox"
+    hours = [
+        _made_empty(inbox / "cam-07" / "2026-11-28" / f"{hour:02}", seconds_ago=2 * DAY_S)
+        for hour in range(5)
+    ]
+    empty = EmptyFolders(after_s=DAY_S, removing_s=0.0)
+
+    for scan in range(1, 6):
+        list(scan_inbox(inbox, empty=empty))
+        assert empty.removed == scan
+        assert sum(hour.exists() for hour in hours) == 5 - scan
+    assert (inbox / "cam-07" / "2026-11-28").is_dir(), "emptied just now: it waits its own day"
+
+
 @settings(max_examples=30, deadline=None)
 @given(depth=st.integers(min_value=1, max_value=6), empty_for=st.floats(min_value=0, max_value=3 * DAY_S))
 def test_whatever_the_depth_and_age_only_a_deep_folder_past_the_limit_goes(

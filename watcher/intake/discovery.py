@@ -65,6 +65,8 @@ def scan_inbox(
     """
     unlisted = unlisted if unlisted is not None else UnlistedFolders()
     unlisted.scan_starts()
+    if empty is not None:
+        empty.scan_starts()
     stack = [(inbox, PurePosixPath())]
     while stack:
         folder, relative_folder = stack.pop()

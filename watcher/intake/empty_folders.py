@@ -26,18 +26,33 @@ from watcher.intake.source_folders import SourceFolders
 
 logger = logging.getLogger(__name__)
 
+# How long one scan may spend on its empty folders. Months of them, found by the first rescan
+# after the option is set (or by one after a long outage), would otherwise hold the loop for as
+# long as the filesystem takes to remove them all: no frame claimed meanwhile, and the first scan
+# comes before the service is ready (systemd's start timeout), a later one starves the watchdog.
+# The rest are removed by the next rescans.
+REMOVING_S = 0.5
+
 
 class EmptyFolders:
     """Folders a rescan found empty, removed once they have been so for `after_s` seconds."""
 
-    def __init__(self, *, after_s: float) -> None:
+    def __init__(self, *, after_s: float, removing_s: float = REMOVING_S) -> None:
         self._after_s = after_s
+        self._removing_s = removing_s
+        self._spent = 0.0  # on this scan's empty folders
         self.removed = 0  # in this daemon's life, for tests and the log
+
+    def scan_starts(self) -> None:
+        self._spent = 0.0
 
     def offer(self, inbox: Path, relative: PurePosixPath) -> None:
         """The folder at `relative` in `inbox` was listed empty just now."""
         if len(relative.parts) < 2:
             return  # the inbox, or a camera's own folder
+        if self._spent > self._removing_s:
+            return  # this scan's time for them is up: the next rescan goes on
+        started = time.monotonic()
         try:
             # Its parent opened level by level, never through a link: a folder swapped for one
             # since the scan listed it must not lead the rmdir out of the inbox.
@@ -52,5 +67,7 @@ class EmptyFolders:
             # on its way, or not ours to remove: it stays, as it would have without this.
             logger.debug("empty folder %s stays: %s", relative, error)
             return
+        finally:
+            self._spent += time.monotonic() - started
         self.removed += 1
         logger.info("removed %s: empty for over %.0f s", relative, self._after_s)
