@@ -4,6 +4,7 @@ folder with anything in it, nor anything under an archive a backfill reads."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -89,6 +90,21 @@ def test_a_scan_spends_only_so_long_removing_and_the_next_scans_go_on(tmp_path: 
         assert empty.removed == scan
         assert sum(hour.exists() for hour in hours) == 5 - scan
     assert (inbox / "cam-07" / "2026-11-28").is_dir(), "emptied just now: it waits its own day"
+
+
+def test_a_scan_says_what_it_removed_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Months of folders removed at once are one line of the log, not one each: journald's rate
+    limit would otherwise drop the daemon's other lines with them."""
+    inbox = tmp_path / "inbox"
+    for day in range(1, 31):
+        _made_empty(inbox / "cam-07" / f"2026-11-{day:02}", seconds_ago=2 * DAY_S)
+    caplog.set_level(logging.INFO, logger="watcher.intake.empty_folders")
+
+    list(scan_inbox(inbox, empty=EmptyFolders(after_s=DAY_S)))
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "removed cam-07/2026-11-30 and 29 others: empty for over 86400 s"
+    ]
 
 
 @settings(max_examples=30, deadline=None)

@@ -92,3 +92,5 @@ def scan_inbox(
             elif is_candidate_name(entry.name):
                 yield relative_folder / entry.name
     unlisted.scan_ended()
+    if empty is not None:
+        empty.scan_ended()

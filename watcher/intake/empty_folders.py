@@ -23,6 +23,7 @@ import time
 from pathlib import Path, PurePosixPath
 
 from watcher.intake.source_folders import SourceFolders
+from watcher.wording import plural, shown
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,20 @@ class EmptyFolders:
         self._after_s = after_s
         self._removing_s = removing_s
         self._spent = 0.0  # on this scan's empty folders
-        self.removed = 0  # in this daemon's life, for tests and the log
+        self._this_scan: list[PurePosixPath] = []  # removed by this scan
+        self.removed = 0  # in this daemon's life, for tests
 
     def scan_starts(self) -> None:
         self._spent = 0.0
+        self._this_scan = []
+
+    def scan_ended(self) -> None:
+        """One line for all this scan removed: months of folders, one line each, would flood the
+        journal (whose rate limit then drops the daemon's other lines too)."""
+        if self._this_scan:
+            first, more = shown(str(self._this_scan[0])), len(self._this_scan) - 1
+            also = f" and {plural(more, 'other')}" if more else ""
+            logger.info("removed %s%s: empty for over %.0f s", first, also, self._after_s)
 
     def offer(self, inbox: Path, relative: PurePosixPath) -> None:
         """The folder at `relative` in `inbox` was listed empty just now."""
@@ -70,4 +81,5 @@ class EmptyFolders:
         finally:
             self._spent += time.monotonic() - started
         self.removed += 1
-        logger.info("removed %s: empty for over %.0f s", relative, self._after_s)
+        self._this_scan.append(relative)
+        logger.debug("removed %s: empty for over %.0f s", relative, self._after_s)
