@@ -65,7 +65,8 @@ class InboxConfig(Section):
         "finds empty, and that has stayed so this long, is removed, so that months of them do not "
         "pile up as watches and listings; 0 keeps every folder. Only where writers write into new "
         "folders: one that comes back to an old one would find it gone (or, making it again with "
-        "mkdir -p just as a rescan removes it, fail that one file).",
+        "mkdir -p just as a rescan removes it, fail that one file). An unmounted share's mount "
+        "point is an empty folder too: keep mount points at the inbox or a camera's own folder.",
     )
 
 
