@@ -22,6 +22,23 @@ from watcher.intake.empty_folders import EmptyFolders
 DAY_S = 86_400.0
 
 
+class _Clock:
+    """The daemon's own clock, moved on by hand: how long its rescans have seen a folder empty."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _scanned_a_day_apart(inbox: Path, empty: EmptyFolders, clock: _Clock) -> list[PurePosixPath]:
+    """Two rescans a day apart by the daemon's clock (the first only sees); the second's names."""
+    list(scan_inbox(inbox, empty=empty))
+    clock.now += DAY_S
+    return list(scan_inbox(inbox, empty=empty))
+
+
 def _made_empty(folder: Path, *, seconds_ago: float) -> Path:
     folder.mkdir(parents=True)
     then = time.time() - seconds_ago
@@ -37,9 +54,10 @@ def test_a_rescan_removes_only_deep_folders_empty_for_long_enough(tmp_path: Path
     written = write_bmp(inbox / "cam-07" / "2026-11-28" / "14" / "x.bmp")
     os.utime(written.parent, (time.time() - 2 * DAY_S,) * 2)
     hidden = _made_empty(inbox / "cam-07" / ".thumbnails" / "old", seconds_ago=2 * DAY_S)
-    empty = EmptyFolders(after_s=DAY_S)
+    clock = _Clock()
+    empty = EmptyFolders(after_s=DAY_S, clock=clock)
 
-    found = list(scan_inbox(inbox, empty=empty))
+    found = _scanned_a_day_apart(inbox, empty, clock)
 
     assert [str(name) for name in found] == ["cam-07/2026-11-28/14/x.bmp"]
     assert not stale.exists()
@@ -74,6 +92,32 @@ def test_a_folder_swapped_for_a_link_mid_scan_takes_nothing_outside_the_inbox(tm
     assert empty.removed == 0
 
 
+def test_an_old_empty_folder_goes_only_once_the_daemon_has_seen_it_empty_that_long(tmp_path: Path) -> None:
+    """An unmounted share's mount point is an empty folder with an old time: it goes only once it
+    has stayed so for the whole limit by the daemon's own rescans, and a frame written into it
+    meanwhile starts that again."""
+    inbox = tmp_path / "inbox"
+    mount_point = _made_empty(inbox / "site" / "nvr-1", seconds_ago=30 * DAY_S)
+    clock = _Clock()
+    empty = EmptyFolders(after_s=DAY_S, clock=clock)
+
+    for clock.now in (0.0, DAY_S - 1):
+        assert list(scan_inbox(inbox, empty=empty)) == []
+        assert mount_point.is_dir(), f"removed {clock.now} s after the daemon first saw it empty"
+    frame = write_bmp(mount_point / "x.bmp")
+    clock.now = DAY_S + 1
+    assert list(scan_inbox(inbox, empty=empty)) == [PurePosixPath("site/nvr-1/x.bmp")]
+    frame.unlink()  # claimed
+    os.utime(mount_point, (time.time() - 30 * DAY_S,) * 2)
+    for clock.now in (DAY_S + 2, 2 * DAY_S + 1):
+        list(scan_inbox(inbox, empty=empty))
+        assert mount_point.is_dir(), "the frame written into it started its day again"
+    clock.now = 2 * DAY_S + 2
+    list(scan_inbox(inbox, empty=empty))
+    assert not mount_point.exists()
+    assert empty.removed == 1
+
+
 def test_a_scan_spends_only_so_long_removing_and_the_next_scans_go_on(tmp_path: Path) -> None:
     """Months of hour folders found at once must not hold the daemon's loop for as long as the
     filesystem takes to remove them all: each scan removes what its time allows (here, the
@@ -83,7 +127,10 @@ def test_a_scan_spends_only_so_long_removing_and_the_next_scans_go_on(tmp_path: 
         _made_empty(inbox / "cam-07" / "2026-11-28" / f"{hour:02}", seconds_ago=2 * DAY_S)
         for hour in range(5)
     ]
-    empty = EmptyFolders(after_s=DAY_S, removing_s=0.0)
+    clock = _Clock()
+    empty = EmptyFolders(after_s=DAY_S, removing_s=0.0, clock=clock)
+    list(scan_inbox(inbox, empty=empty))  # seen empty from now on
+    clock.now += DAY_S
 
     for scan in range(1, 6):
         list(scan_inbox(inbox, empty=empty))
@@ -100,7 +147,8 @@ def test_a_scan_says_what_it_removed_in_one_line(tmp_path: Path, caplog: pytest.
         _made_empty(inbox / "cam-07" / f"2026-11-{day:02}", seconds_ago=2 * DAY_S)
     caplog.set_level(logging.INFO, logger="watcher.intake.empty_folders")
 
-    list(scan_inbox(inbox, empty=EmptyFolders(after_s=DAY_S)))
+    clock = _Clock()
+    _scanned_a_day_apart(inbox, EmptyFolders(after_s=DAY_S, clock=clock), clock)
 
     assert [record.getMessage() for record in caplog.records] == [
         "removed cam-07/2026-11-30 and 29 others: empty for over 86400 s"
@@ -115,7 +163,8 @@ def test_whatever_the_depth_and_age_only_a_deep_folder_past_the_limit_goes(
     inbox = tmp_path_factory.mktemp("inbox")  # a fresh one each example
     folder = _made_empty(inbox.joinpath(*(f"level-{level}" for level in range(depth))), seconds_ago=empty_for)
 
-    list(scan_inbox(inbox, empty=EmptyFolders(after_s=DAY_S)))
+    clock = _Clock()
+    _scanned_a_day_apart(inbox, EmptyFolders(after_s=DAY_S, clock=clock), clock)
 
     should_go = depth >= 2 and empty_for >= DAY_S + 1  # a second's margin for the scan's own time
     should_stay = depth < 2 or empty_for < DAY_S - 1

@@ -62,11 +62,13 @@ class InboxConfig(Section):
         0.0,
         ge=0,
         description="A folder below a camera's own (an exporter's hour or day folder) that a rescan "
-        "finds empty, and that has stayed so this long, is removed, so that months of them do not "
+        "finds empty, and that has stayed so this long (by its time, and by the daemon's own rescans since "
+        "it started), is removed, so that months of them do not "
         "pile up as watches and listings; 0 keeps every folder. Only where writers write into new "
         "folders: one that comes back to an old one would find it gone (or, making it again with "
         "mkdir -p just as a rescan removes it, fail that one file). An unmounted share's mount "
-        "point is an empty folder too: keep mount points at the inbox or a camera's own folder.",
+        "point is an empty folder too, removed once unmounted that long: keep mount points at the inbox "
+        "or a camera's own folder.",
     )
 
 

@@ -3,9 +3,13 @@
 Exporters often write each hour or day into a folder of its own (`cam-07/2026-11-29/13/`). Once
 its frames are claimed, such a folder stays empty for ever: over months, thousands of them, each
 an inotify watch (kernel memory, and a limit shared with the host's other programs) and a listing
-at every rescan. A rescan offers each empty folder it lists; one that has stayed empty (its
-modification time: the last entry made or taken out) for `inbox.remove_empty_folders_after_s` is
-removed.
+at every rescan. A rescan offers each empty folder it lists; one that has stayed empty for
+`inbox.remove_empty_folders_after_s` both by its modification time (the last entry made or taken
+out) and as this daemon's rescans saw it is removed. The second clock is the daemon's own: an
+unmounted share's mount point (an empty folder with an old time) goes only once it has stayed
+unmounted that long, not at the first rescan, and neither a file server's clock running behind
+nor folders copied in with their old times make a folder just made look old. It starts again
+with each start of the daemon (erring on the side of keeping).
 
 Never the inbox itself nor a camera's own folder (the first level): a writer may well expect those
 to exist. A folder deeper down that a writer comes back to after that long without making it
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from watcher.intake.source_folders import SourceFolders
@@ -38,9 +43,14 @@ REMOVING_S = 0.5
 class EmptyFolders:
     """Folders a rescan found empty, removed once they have been so for `after_s` seconds."""
 
-    def __init__(self, *, after_s: float, removing_s: float = REMOVING_S) -> None:
+    def __init__(
+        self, *, after_s: float, removing_s: float = REMOVING_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._after_s = after_s
         self._removing_s = removing_s
+        self._clock = clock  # the daemon's own, for how long its rescans have seen each one empty
+        self._seen_empty: dict[PurePosixPath, float] = {}  # since when, by the last whole scan
+        self._still_empty: dict[PurePosixPath, float] = {}  # the same, by this scan so far
         self._spent = 0.0  # on this scan's empty folders
         self._this_scan: list[PurePosixPath] = []  # removed by this scan
         self.removed = 0  # in this daemon's life, for tests
@@ -48,10 +58,12 @@ class EmptyFolders:
     def scan_starts(self) -> None:
         self._spent = 0.0
         self._this_scan = []
+        self._still_empty = {}
 
     def scan_ended(self) -> None:
         """One line for all this scan removed: months of folders, one line each, would flood the
         journal (whose rate limit then drops the daemon's other lines too)."""
+        self._seen_empty = self._still_empty  # one not listed empty this time starts again
         if self._this_scan:
             first, more = shown(str(self._this_scan[0])), len(self._this_scan) - 1
             also = f" and {plural(more, 'other')}" if more else ""
@@ -61,6 +73,10 @@ class EmptyFolders:
         """The folder at `relative` in `inbox` was listed empty just now."""
         if len(relative.parts) < 2:
             return  # the inbox, or a camera's own folder
+        now = self._clock()
+        seen_since = self._still_empty[relative] = self._seen_empty.get(relative, now)
+        if now - seen_since < self._after_s:
+            return  # not yet seen empty that long by this daemon
         if self._spent > self._removing_s:
             return  # this scan's time for them is up: the next rescan goes on
         started = time.monotonic()
@@ -81,5 +97,6 @@ class EmptyFolders:
         finally:
             self._spent += time.monotonic() - started
         self.removed += 1
+        del self._still_empty[relative]
         self._this_scan.append(relative)
         logger.debug("removed %s: empty for over %.0f s", relative, self._after_s)
