@@ -149,3 +149,19 @@ def test_the_folder_one_stands_in_is_refused_with_a_message(
     assert stopped.value.code == 2
     assert "is the folder you are in" in capsys.readouterr().err
     assert list(real.iterdir()) == [] and [path.name for path in real.parent.iterdir()] == ["reviewed"]
+
+
+@pytest.mark.parametrize("site_folder", ["inbox", "processed", "failed"])
+def test_a_folder_inside_the_daemons_folders_is_refused(
+    reviewed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], site_folder: str
+) -> None:
+    # Found by an operator's mistake: an export into inbox/ was found there by the daemon, and
+    # every exported frame was classified and counted a second time (as camera `training`);
+    # in processed/ or failed/ it mixes with the daemon's moves. `backfill` refuses them too.
+    (tmp_path / site_folder).mkdir(exist_ok=True)
+    out = tmp_path / site_folder / "training"
+    with pytest.raises(SystemExit) as stopped:
+        main(["dataset", "export", str(out), "--config", str(reviewed)])
+    assert stopped.value.code == 2
+    assert f"paths.{site_folder}" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []

@@ -51,6 +51,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     if folder == Path(os.path.realpath(os.curdir)):
         # Replaced by the export, it would leave the shell standing in a removed folder (empty).
         raise UsageError(f"{named} is the folder you are in: name it from its parent (cd ..)")
+    _refuse_site_folders(config, folder, shown=named)
     filters = filters_from(args, zone=config.display.zone)
     engine = open_database(config, migrate=False, read_only=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,16 @@ def run(config: Config, args: argparse.Namespace) -> int:
     if counts["skipped"]:
         print(f"{plural(counts['skipped'], 'frame')} skipped: gone, refused or duplicate (see the manifest)")
     return EXIT_OK
+
+
+def _refuse_site_folders(config: Config, folder: Path, *, shown: Path) -> None:
+    """Not in the inbox (the daemon would classify the exported frames again, counting each twice),
+    nor in processed/ or failed/, where the daemon moves frames."""
+    folders = {"paths.inbox": config.paths.inbox, "paths.processed": config.paths.processed,
+               "paths.failed": config.paths.failed}  # fmt: skip
+    for key, site_folder in folders.items():
+        if folder.is_relative_to(site_folder):
+            raise UsageError(f"{shown} lies inside {key} ({site_folder}): export into a folder of its own")
 
 
 def _export(
