@@ -268,3 +268,16 @@ def test_a_fifo_metadata_file_does_not_hold_the_daemons_reload(tmp_path: Path) -
         os.close(descriptor)
         worker.join(3)
     assert finished, "loading the served head blocked on a FIFO metadata.json"
+
+
+@pytest.mark.parametrize("command", [["status"], ["results"], ["db", "upgrade"]])
+def test_a_database_path_that_is_a_folder_is_named_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # A folder where the SQLite file should be (a `mkdir -p data/results.sqlite3` slip): readers
+    # said "there is no database ... yet: the daemon makes it at its first start", which it does
+    # not; `db upgrade` said SQLite's "unable to open database file".
+    config = write_config(tmp_path / "config.toml", {"display": {"timezone": "UTC"}})
+    (tmp_path / "data" / "results.sqlite3").mkdir(parents=True)
+    error = _one_line([*command, "--config", str(config)], capsys)
+    assert f"{tmp_path / 'data' / 'results.sqlite3'} is a folder, not a database file" in error

@@ -31,6 +31,7 @@ def open_database(config: Config, *, migrate: bool, read_only: bool = False) -> 
         raise ValueError("a read-only engine cannot migrate")
     made: list[Path] = []
     try:
+        _refuse_non_file(config.database_url)
         if read_only:
             _require_sqlite_file(config.database_url)  # a reader never makes one (an unmounted share?)
         else:
@@ -78,6 +79,15 @@ def _open(config: Config, *, migrate: bool, read_only: bool) -> Engine:
             "current schema; run `cctv-gender db upgrade`"
         )
     return engine
+
+
+def _refuse_non_file(url: str) -> None:
+    """A folder where the SQLite file should be (`mkdir -p data/results.sqlite3`): named as such,
+    not as a database still to be made, nor as SQLite's "unable to open database file"."""
+    file = sqlite_file(url)
+    if file is not None and file.exists() and not file.is_file():
+        what = "a folder" if file.is_dir() else "not a regular file"
+        raise StartupError(f"{file} is {what}, not a database file (database.url, else paths.data)")
 
 
 def _require_sqlite_file(url: str) -> None:
