@@ -404,6 +404,15 @@ def test_missing_config_lists_where_it_looked(tmp_path: Path, monkeypatch: pytes
         find_config(None)
 
 
+def test_a_config_path_that_is_a_folder_is_named_as_one(tmp_path: Path) -> None:
+    # `--config /etc/cctv-gender` (the folder, not the file), or the folder a container's bind
+    # mount makes when its source file is missing: "config file not found" sent the operator
+    # looking for a file that is not missing.
+    (tmp_path / "config.toml").mkdir()
+    with pytest.raises(ConfigError, match="config.toml: is a folder, not a config file"):
+        find_config(tmp_path / "config.toml")
+
+
 def test_default_config_is_the_working_directory_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     write_config(tmp_path / "config.toml", {})

@@ -50,6 +50,8 @@ DEFAULT_CONFIG_LOCATIONS = (Path("config.toml"), Path("/etc/cctv-gender/config.t
 def find_config(explicit: Path | None) -> Path:
     """The config file to use: the one asked for, else the first default location that exists."""
     if explicit is not None:
+        if explicit.is_dir():
+            raise ConfigError(f"{explicit}: is a folder, not a config file")
         if not explicit.is_file():
             raise ConfigError(f"{explicit}: config file not found")
         return explicit
