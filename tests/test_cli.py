@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -219,3 +220,30 @@ def test_a_hand_edited_registry_is_one_line_never_a_traceback(
     assert main(["status", "--config", str(config)]) == 1
     said = capsys.readouterr()
     assert "Traceback" not in said.err and "served head cannot be known" in said.out, said
+
+
+@pytest.mark.parametrize("broken", ["metadata", "missing"])
+def test_a_current_head_that_cannot_be_served_is_said_by_models_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: str
+) -> None:
+    # `current` naming a version whose metadata.json was hand-edited into bad JSON, or a version
+    # folder removed: the daemon stops at start on it, while `models list` said "no trained heads
+    # ...; serving zero-shot CLIP" (or marked nothing and said nothing).
+    config = write_config(tmp_path / "config.toml", {"display": {"timezone": "UTC"}})
+    registry = tmp_path / "data" / "models"
+    usable = {"clip_model": "clip", "feature_size": 8, "preprocessing_version": "p1"}
+    for version in ("v1", "v2"):
+        (registry / version).mkdir(parents=True)
+        (registry / version / "head.keras").write_bytes(b"")
+        metadata = json.dumps({**usable, "version": version})
+        (registry / version / "metadata.json").write_text(metadata, encoding="utf-8")
+    if broken == "metadata":
+        (registry / "v2" / "metadata.json").write_text("{", encoding="utf-8")
+    else:
+        shutil.rmtree(registry / "v2")
+    (registry / "current").write_text("v2\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["models", "list", "--config", str(config)]) == 0
+    said = capsys.readouterr().out
+    assert "serving zero-shot" not in said, said
+    assert "current head v2 cannot be served" in said, said

@@ -47,9 +47,25 @@ def list_heads(config: Config) -> int:
     registry = config.registry_dir
     current = current_version(registry)
     versions = list_versions(registry)
+    # A pointer to a version not listed (removed, or its metadata unreadable: warned above) is
+    # served by nothing: a daemon stops at start on it.
+    unservable = current is not None and current not in {metadata.version for metadata in versions}
     if not versions:
-        print(f"no trained heads in {registry}; serving zero-shot CLIP")
-        return EXIT_OK
+        print(f"no trained heads in {registry}" + ("" if unservable else "; serving zero-shot CLIP"))
+    else:
+        _print_versions(versions, current=current)
+    if current is None and versions:
+        print("(no current head: serving zero-shot CLIP)")
+    if unservable:
+        print(
+            f"(current head {current} cannot be served: its folder, head file or metadata is missing "
+            "or unreadable, and a daemon will not start on it; `cctv-gender models promote VERSION` "
+            "or `models rollback`)"
+        )
+    return EXIT_OK
+
+
+def _print_versions(versions: list[HeadMetadata], *, current: str | None) -> None:
     print(f"{'':2}{'version':<20} {'created':<26} {'test accuracy':>13} {'threshold':>9}  clip")
     for metadata in versions:
         # What training wrote beside the head is only shown: a hand-edited value shows as "-".
@@ -63,9 +79,6 @@ def list_heads(config: Config) -> int:
             f"{marker}{metadata.version:<20} {created:<26} {shown_accuracy:>13} "
             f"{metadata.threshold:>9.3f}  {metadata.clip_model}"
         )
-    if current is None:
-        print("(no current head: serving zero-shot CLIP)")
-    return EXIT_OK
 
 
 def is_zero_shot(version: str) -> bool:
