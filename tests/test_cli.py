@@ -223,7 +223,7 @@ def test_a_hand_edited_registry_is_one_line_never_a_traceback(
 
 
 @pytest.mark.parametrize("broken", ["metadata", "missing"])
-def test_a_current_head_that_cannot_be_served_is_said_by_models_list(
+def test_a_current_head_that_cannot_be_served_is_said_by_models_list_and_status(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: str
 ) -> None:
     # `current` naming a version whose metadata.json was hand-edited into bad JSON, or a version
@@ -247,3 +247,9 @@ def test_a_current_head_that_cannot_be_served_is_said_by_models_list(
     said = capsys.readouterr().out
     assert "serving zero-shot" not in said, said
     assert "current head v2 cannot be served" in said, said
+    # `status` is unhealthy for it, as for a pointer it cannot read: no daemon would start.
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["status", "--config", str(config)]) == 1
+    said = capsys.readouterr().out
+    assert "the served head cannot be known" in said and "v2" in said, said

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from model.registry import RegistryError, current_version
+from model.registry import HeadMetadata, RegistryError, current_version, version_dir
 from watcher.config import Config
 from watcher.intake.placement import UNMOVABLE_DIRNAME
 from watcher.intake.suspects import stopped_cleanly
@@ -92,12 +92,20 @@ def collect_status(
 
 
 def _served(config: Config) -> tuple[str, list[str]]:
-    """The head the registry serves, and, where its pointer cannot be read (a daemon that cannot
-    read it does not start), the problem."""
+    """The head the registry serves, and, where its pointer cannot be read or names a version
+    whose head file or metadata is gone or unreadable (a daemon does not start on either), the
+    problem. Only the metadata is read: Keras is not loaded."""
     try:
-        return current_version(config.registry_dir) or "zero-shot", []
+        version = current_version(config.registry_dir)
     except RegistryError as error:
         return "unknown", [f"the served head cannot be known: {error}"]
+    if version is None:
+        return "zero-shot", []
+    try:
+        HeadMetadata.read(version_dir(config.registry_dir, version))
+    except RegistryError as error:
+        return version, [f"the served head cannot be known: {error}"]
+    return version, []
 
 
 def _instances_seen(
