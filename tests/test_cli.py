@@ -253,3 +253,19 @@ def test_a_current_head_that_cannot_be_served_is_said_by_models_list_and_status(
     assert main(["status", "--config", str(config)]) == 1
     said = capsys.readouterr().out
     assert "the served head cannot be known" in said and "v2" in said, said
+
+
+@pytest.mark.parametrize("command", [["models", "promote", "v2"], ["rescore", "--model", "v2"]])
+def test_a_version_whose_metadata_cannot_be_read_is_not_called_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # The folder and its head file are there: "no head version 'v2' ...; versions: none yet"
+    # sent the operator looking for a version that exists, whose metadata.json is bad JSON.
+    config = write_config(tmp_path / "config.toml", {"display": {"timezone": "UTC"}})
+    (tmp_path / "data" / "models" / "v2").mkdir(parents=True)
+    (tmp_path / "data" / "models" / "v2" / "head.keras").write_bytes(b"")
+    (tmp_path / "data" / "models" / "v2" / "metadata.json").write_text("{", encoding="utf-8")
+    capsys.readouterr()
+    assert main([*command, "--config", str(config)]) == 1
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert "no head version" not in error and "metadata.json: unreadable head metadata" in error, error

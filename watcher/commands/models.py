@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from model.registry import (
     HeadMetadata,
@@ -87,11 +88,25 @@ def is_zero_shot(version: str) -> bool:
 
 
 def require_version(config: Config, version: str) -> None:
-    """A usage error naming the versions that exist when `version` is not one of them."""
+    """A usage error naming the versions that exist when `version` is not one of them; a folder
+    of that name whose head file or metadata cannot be read is said as such (exit 1)."""
     versions = [metadata.version for metadata in list_versions(config.registry_dir)]
+    if version not in versions and version in _version_folders(config.registry_dir):
+        # There, but its metadata unreadable (warned by list_versions): that, not "no version".
+        try:
+            HeadMetadata.read(version_dir(config.registry_dir, version))
+        except RegistryError as error:
+            raise StartupError(str(error)) from None
     if version not in versions:
         known = ", ".join(versions) or "none yet (`cctv-gender train` makes one)"
         raise UsageError(f"no head version {version!r} in {config.registry_dir}; versions: {known}")
+
+
+def _version_folders(registry: Path) -> set[str]:
+    try:
+        return {folder.name for folder in registry.iterdir() if folder.is_dir()}
+    except OSError:
+        return set()
 
 
 def promote_head(config: Config, *, version: str) -> int:
