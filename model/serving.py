@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
@@ -47,7 +48,9 @@ def read_head_file(folder: Path, metadata: HeadMetadata) -> KerasHead:
     # Keras reports a bad file with any type (TypeError for a layer class it does not know,
     # KeyError, ValueError): each means this head cannot be served, never that the daemon stops.
     except Exception as error:  # noqa: BLE001
-        raise RegistryError(f"{folder / HEAD_FILE}: cannot load head {metadata.version}: {error}") from None
+        # Keras calls any file that is not a zip "File not found": the file is there.
+        reason = error if zipfile.is_zipfile(folder / HEAD_FILE) else "not a .keras archive (a zip file)"
+        raise RegistryError(f"{folder / HEAD_FILE}: cannot load head {metadata.version}: {reason}") from None
 
 
 def load_head(

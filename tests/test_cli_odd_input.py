@@ -281,3 +281,20 @@ def test_a_database_path_that_is_a_folder_is_named_as_one(
     (tmp_path / "data" / "results.sqlite3").mkdir(parents=True)
     error = _one_line([*command, "--config", str(config)], capsys)
     assert f"{tmp_path / 'data' / 'results.sqlite3'} is a folder, not a database file" in error
+
+
+@pytest.mark.parametrize("content", [b"this is not a keras file", b""], ids=["text", "empty"])
+def test_a_head_file_that_is_not_a_keras_archive_is_not_called_missing(
+    tmp_path: Path, content: bytes
+) -> None:
+    # Keras says "File not found: filepath=.../head.keras. Please ensure the file is an accessible
+    # `.keras` zip file" for any file that is not a zip: `models promote`, `evaluate` and the
+    # daemon's start passed that on, sending the operator to look for a file that is there.
+    from model.registry import HeadMetadata, RegistryError
+    from model.serving import read_head_file
+
+    (tmp_path / "head.keras").write_bytes(content)
+    metadata = HeadMetadata(version="v1", clip_model="clip", feature_size=16, preprocessing_version="p1")
+    with pytest.raises(RegistryError) as caught:
+        read_head_file(tmp_path, metadata)
+    assert "not found" not in str(caught.value) and "not a .keras archive" in str(caught.value)
