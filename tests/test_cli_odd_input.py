@@ -283,6 +283,18 @@ def test_a_database_path_that_is_a_folder_is_named_as_one(
     assert f"{tmp_path / 'data' / 'results.sqlite3'} is a folder, not a database file" in error
 
 
+@pytest.mark.parametrize("command", [["status"], ["results"], ["db", "upgrade"]])
+def test_a_data_folder_that_is_a_file_is_named_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # paths.data naming a file: readers said the daemon would make the database at its first
+    # start (it cannot), `db upgrade` said "cannot open the database ...: File exists".
+    config = write_config(tmp_path / "config.toml", {"paths": {"data": "state"}})
+    (tmp_path / "state").write_text("not a folder")
+    error = _one_line([*command, "--config", str(config)], capsys)
+    assert f"{tmp_path / 'state'} is a file, not a folder" in error
+
+
 @pytest.mark.parametrize("content", [b"this is not a keras file", b""], ids=["text", "empty"])
 def test_a_head_file_that_is_not_a_keras_archive_is_not_called_missing(
     tmp_path: Path, content: bytes

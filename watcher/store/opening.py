@@ -82,12 +82,18 @@ def _open(config: Config, *, migrate: bool, read_only: bool) -> Engine:
 
 
 def _refuse_non_file(url: str) -> None:
-    """A folder where the SQLite file should be (`mkdir -p data/results.sqlite3`): named as such,
-    not as a database still to be made, nor as SQLite's "unable to open database file"."""
+    """A folder where the SQLite file should be (`mkdir -p data/results.sqlite3`), or a file where
+    its folder should be (paths.data): named as such, not as a database still to be made, nor as
+    SQLite's "unable to open database file" or mkdir's "File exists"."""
     file = sqlite_file(url)
-    if file is not None and file.exists() and not file.is_file():
+    if file is None:
+        return
+    if file.exists() and not file.is_file():
         what = "a folder" if file.is_dir() else "not a regular file"
         raise StartupError(f"{file} is {what}, not a database file (database.url, else paths.data)")
+    nearest = next((folder for folder in file.parents if folder.exists()), None)
+    if nearest is not None and not nearest.is_dir():
+        raise StartupError(f"{nearest} is a file, not a folder: it cannot hold the database {file.name}")
 
 
 def _require_sqlite_file(url: str) -> None:
