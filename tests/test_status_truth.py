@@ -268,3 +268,24 @@ def test_record_start_does_not_fail_the_daemon_when_the_database_is_away(
     with caplog.at_level(logging.WARNING, logger="watcher.service.heartbeat"):
         assert not Heartbeat(engine, instance="node-0").record_start()
     assert "cannot check how node-0 stopped last time" in caplog.text
+
+
+@pytest.mark.parametrize("inbox", ["missing", "a file"])
+def test_an_inbox_that_is_not_there_is_a_problem(
+    site: tuple[Path, Config, Engine], capsys: pytest.CaptureFixture[str], inbox: str
+) -> None:
+    # An unmounted share, once `watch` has made the folders: no frame can arrive and a daemon
+    # does not start on it, while status said "health: ok, waiting in inbox: 0" to the
+    # monitoring that should have noticed. (Before that first start, one is just not made yet.)
+    path, config, _ = site
+    for folder in ("processed", "failed"):
+        (config.paths.data.parent / folder).mkdir()
+    config.in_progress.rmdir()
+    config.paths.inbox.rmdir()
+    assert main(["status", "--config", str(path)]) == 0
+    capsys.readouterr()
+    (config.paths.data / ".folders-made").touch()
+    if inbox == "a file":
+        config.paths.inbox.write_text("")
+    [problem] = _unhealthy_because(path, capsys)
+    assert problem.startswith(f"paths.inbox {config.paths.inbox}: is ")

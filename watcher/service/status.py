@@ -18,9 +18,11 @@ from sqlalchemy import Engine
 
 from model.registry import HeadMetadata, RegistryError, current_version, version_dir
 from watcher.config import Config
+from watcher.intake.folders import FOLDERS_MARK
 from watcher.intake.placement import UNMOVABLE_DIRNAME
 from watcher.intake.suspects import stopped_cleanly
 from watcher.service.status_health import (
+    folder_problems,
     inbox_problems,
     instance_problems,
     instance_state,
@@ -70,6 +72,7 @@ def collect_status(
             now=now,
             stall_after_s=config.status.stall_after_s,
         ),
+        *_folder_problems(config),
         *instance_problems(seen, areas=areas, running=running),
         *set_aside_problems(files_in(unmovable), folder=unmovable),
         *registry_problems,
@@ -89,6 +92,12 @@ def collect_status(
         frames_per_s=round(sum(status.frames_per_s for status in statuses), 1),
         last_batch_age_s=round((now - last).total_seconds(), 1) if last is not None else None,
     )
+
+
+def _folder_problems(config: Config) -> list[str]:
+    paths = config.paths
+    folders = {"paths.inbox": paths.inbox, "paths.processed": paths.processed, "paths.failed": paths.failed}
+    return folder_problems(folders, made_once=(paths.data / FOLDERS_MARK).exists())
 
 
 def _served(config: Config) -> tuple[str, list[str]]:

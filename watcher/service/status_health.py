@@ -49,6 +49,21 @@ def inbox_problems(
     ]
 
 
+def folder_problems(folders: Mapping[str, Path], *, made_once: bool) -> list[str]:
+    """A folder (`paths.inbox`, say) that is not a folder, or that is gone after `watch` made them
+    all once (an unmounted share: no frame can arrive or leave, and a daemon does not start on
+    it, watcher.intake.folders). Before that first start a missing one is simply not made yet."""
+    problems = []
+    for key, folder in folders.items():
+        if folder.exists() and not folder.is_dir():
+            problems.append(f"{key} {folder}: is not a folder")
+        elif made_once and not folder.exists():
+            problems.append(
+                f"{key} {folder}: is missing (an unmounted share?); `watch` will not make it again"
+            )
+    return problems
+
+
 def instance_problems(
     seen: Sequence[InstanceView], *, areas: Mapping[str, int], running: Sequence[str]
 ) -> list[str]:
