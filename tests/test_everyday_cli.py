@@ -128,6 +128,10 @@ def test_head_in_a_shell_pipeline_sees_no_traceback(site: Path, tmp_path: Path) 
             ["results", "--since", "1h", "--until", "2h"], "must be before --until", id="since_until"
         ),
         pytest.param(["summary", "--plot", "/nonexistent/x.png"], "no such folder", id="plot_folder"),
+        # A file where the plot's folder should be was called "no such folder".
+        pytest.param(
+            ["summary", "--plot", "/etc/hostname/x.png"], "is a file, not a folder", id="plot_in_a_file"
+        ),
         pytest.param(["train", "--data", "/nonexistent"], "no such folder", id="train_data"),
         pytest.param(["evaluate", "--data", "/nonexistent"], "no such folder", id="evaluate_data"),
         pytest.param(

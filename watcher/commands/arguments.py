@@ -146,6 +146,8 @@ def output_file_type(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file name")
     if path.suffix.lower() not in PLOT_SUFFIXES:
         raise argparse.ArgumentTypeError(f"{text}: a plot is written as {', '.join(PLOT_SUFFIXES)}")
+    if folder.exists() and not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {str(folder)!r} is a file, not a folder")
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no such folder {str(folder)!r}")
     if not os.access(folder, os.W_OK):
