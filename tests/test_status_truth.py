@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -289,3 +291,29 @@ def test_an_inbox_that_is_not_there_is_a_problem(
         config.paths.inbox.write_text("")
     [problem] = _unhealthy_because(path, capsys)
     assert problem.startswith(f"paths.inbox {config.paths.inbox}: is ")
+
+
+def test_folders_its_user_may_not_enter_are_no_problem_for_status(tmp_path: Path) -> None:
+    # processed/ and failed/ under a folder of the service user's (0700), status run by another
+    # user (monitoring): status stopped with "error: .../processed: Permission denied" (exit 1)
+    # and said nothing else, where it said "health: ok" before it looked at those folders.
+    if os.geteuid() != 0:
+        pytest.skip("needs root: chown, and setpriv to drop root's overrides")
+    paths = {"processed": "service/processed", "failed": "service/failed"}
+    path = write_config(tmp_path / "config.toml", {"paths": paths})
+    config = load_config(path)
+    for folder in (config.in_progress, config.paths.data, config.paths.processed, config.paths.failed):
+        folder.mkdir(parents=True)
+    (config.paths.data / ".folders-made").touch()
+    engine = make_engine(config.database_url, busy_timeout_ms=1000)
+    upgrade_to_head(engine)
+    engine.dispose()
+    os.chown(tmp_path / "service", 12345, 12345)
+    (tmp_path / "service").chmod(0o700)
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+    status = subprocess.run(
+        [*prefix, sys.executable, "-m", "watcher", "status", "--format", "json", "--config", str(path)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["problems"] == []

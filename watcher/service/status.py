@@ -10,6 +10,7 @@ the health rules (status_health) and the rendering (status_render) are each thei
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,7 +98,8 @@ def collect_status(
 def _folder_problems(config: Config) -> list[str]:
     paths = config.paths
     folders = {"paths.inbox": paths.inbox, "paths.processed": paths.processed, "paths.failed": paths.failed}
-    return folder_problems(folders, made_once=(paths.data / FOLDERS_MARK).exists())
+    # os.path.exists: a paths.data whoever runs status may not enter is no mark, not an error.
+    return folder_problems(folders, made_once=os.path.exists(paths.data / FOLDERS_MARK))
 
 
 def _served(config: Config) -> tuple[str, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,12 +56,21 @@ def folder_problems(folders: Mapping[str, Path], *, made_once: bool) -> list[str
     it, watcher.intake.folders). Before that first start a missing one is simply not made yet."""
     problems = []
     for key, folder in folders.items():
-        if folder.exists() and not folder.is_dir():
+        try:
+            is_folder = stat.S_ISDIR(folder.stat().st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            if made_once:
+                problems.append(
+                    f"{key} {folder}: is missing (an unmounted share?); `watch` will not make it again"
+                )
+            continue
+        except PermissionError:
+            continue  # a folder on its way that whoever runs status may not enter: not known here
+        except OSError as error:  # a stale NFS handle, say
+            problems.append(f"{key} {folder}: cannot be looked at: {error.strerror or error}")
+            continue
+        if not is_folder:
             problems.append(f"{key} {folder}: is not a folder")
-        elif made_once and not folder.exists():
-            problems.append(
-                f"{key} {folder}: is missing (an unmounted share?); `watch` will not make it again"
-            )
     return problems
 
 
