@@ -9,6 +9,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import zipfile
 from pathlib import Path
 
 
@@ -27,6 +28,19 @@ def read_regular(path: Path, *, limit: int) -> bytes:
             return handle.read(limit)
     finally:
         os.close(descriptor)
+
+
+def archive_problem(path: Path) -> str | None:
+    """Why `path` cannot be a head's .keras archive (a zip file), read as this process may; None
+    when it can be one. Opened without waiting, like read_regular; only its end is read."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return "not a file"
+        return None if zipfile.is_zipfile(handle) else "not a .keras archive (a zip file)"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import zipfile
 from pathlib import Path
 
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
@@ -12,6 +11,7 @@ from model.identity import ClipIdentity, identify_clip, same_model
 from model.keras_head import KerasBackendError, KerasHead
 from model.labels import LABEL_ORDER, Label
 from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_version, version_dir
+from model.registry_files import archive_problem
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ def read_head_file(folder: Path, metadata: HeadMetadata) -> KerasHead:
     # Keras reports a bad file with any type (TypeError for a layer class it does not know,
     # KeyError, ValueError): each means this head cannot be served, never that the daemon stops.
     except Exception as error:  # noqa: BLE001
-        # Keras calls any file that is not a zip "File not found": the file is there.
-        reason = error if zipfile.is_zipfile(folder / HEAD_FILE) else "not a .keras archive (a zip file)"
+        # Keras calls any file it cannot open as a zip "File not found": the file is there (not a
+        # zip, or one this user may not read).
+        reason = archive_problem(folder / HEAD_FILE) or error
         raise RegistryError(f"{folder / HEAD_FILE}: cannot load head {metadata.version}: {reason}") from None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model.registry import current_version, set_current
-from tests.helpers import write_config
+from tests.helpers import write_config, write_unknown_layer_head
 from watcher.commands.main import main
 from watcher.config import load_config
 from watcher.store.engine import sqlite_file
@@ -310,3 +312,47 @@ def test_a_head_file_that_is_not_a_keras_archive_is_not_called_missing(
     with pytest.raises(RegistryError) as caught:
         read_head_file(tmp_path, metadata)
     assert "not found" not in str(caught.value) and "not a .keras archive" in str(caught.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a keras file"], ids=["empty", "text"])
+def test_status_says_a_served_head_file_that_is_not_a_keras_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    # A copy of the registry cut short (an empty head.keras): the daemon stops at start on it,
+    # while status said "health: ok" and named the version as served.
+    config = write_config(tmp_path / "config.toml", {"display": {"timezone": "UTC"}})
+    version = tmp_path / "data" / "models" / "v1"
+    version.mkdir(parents=True)
+    (version / "head.keras").write_bytes(content)
+    metadata = '{"version": "v1", "clip_model": "clip", "feature_size": 8, "preprocessing_version": "p1"}'
+    (version / "metadata.json").write_text(metadata, encoding="utf-8")
+    (version.parent / "current").write_text("v1\n", encoding="utf-8")
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["status", "--config", str(config)]) == 1
+    said = capsys.readouterr().out
+    assert f"{version / 'head.keras'}: not a .keras archive" in said, said
+
+
+def test_a_head_file_that_cannot_be_read_is_not_called_no_keras_archive(tmp_path: Path) -> None:
+    # A zip this user may not read (the service user's 0600 file, promote run by an operator):
+    # 36806f5 called it "not a .keras archive (a zip file)", sending one to retrain a good head.
+    if os.geteuid() != 0:
+        pytest.skip("needs root: chown, and setpriv to drop root's overrides")
+    write_unknown_layer_head(tmp_path / "head.keras")
+    os.chown(tmp_path / "head.keras", 12345, 12345)
+    (tmp_path / "head.keras").chmod(0o600)
+    script = (
+        "import sys; from pathlib import Path; from model.registry import HeadMetadata\n"
+        "from model.serving import read_head_file\n"
+        "metadata = HeadMetadata(version='v1', clip_model='clip', feature_size=16,\n"
+        "                        preprocessing_version='p1')\n"
+        "try: read_head_file(Path(sys.argv[1]), metadata)\n"
+        "except Exception as error: print(error)\n"
+    )
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+    said = subprocess.run(
+        [*prefix, sys.executable, "-c", script, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "cannot be read: Permission denied" in said and "not a .keras archive" not in said, said

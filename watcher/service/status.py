@@ -17,7 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from model.registry import HeadMetadata, RegistryError, current_version, version_dir
+from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_version, version_dir
+from model.registry_files import archive_problem
 from watcher.config import Config
 from watcher.intake.folders import FOLDERS_MARK
 from watcher.intake.placement import UNMOVABLE_DIRNAME
@@ -105,7 +106,7 @@ def _folder_problems(config: Config) -> list[str]:
 def _served(config: Config) -> tuple[str, list[str]]:
     """The head the registry serves, and, where its pointer cannot be read or names a version
     whose head file or metadata is gone or unreadable (a daemon does not start on either), the
-    problem. Only the metadata is read: Keras is not loaded."""
+    problem. Only the metadata and the head file's end (is it a zip?) are read: Keras is not loaded."""
     try:
         version = current_version(config.registry_dir)
     except RegistryError as error:
@@ -113,9 +114,12 @@ def _served(config: Config) -> tuple[str, list[str]]:
     if version is None:
         return "zero-shot", []
     try:
-        HeadMetadata.read(version_dir(config.registry_dir, version))
+        folder = version_dir(config.registry_dir, version)
+        HeadMetadata.read(folder)
     except RegistryError as error:
         return version, [f"the served head cannot be known: {error}"]
+    if (problem := archive_problem(folder / HEAD_FILE)) is not None:
+        return version, [f"the served head cannot be known: {folder / HEAD_FILE}: {problem}"]
     return version, []
 
 
