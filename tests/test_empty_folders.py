@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.synthetic import write_bmp
-from tests.helpers import RunningDaemon, wait_for
+from tests.helpers import RunningDaemon, mount_tmpfs, wait_for
 from watcher.intake.discovery import scan_inbox
 from watcher.intake.empty_folders import EmptyFolders
 
@@ -137,6 +138,30 @@ def test_a_scan_spends_only_so_long_removing_and_the_next_scans_go_on(tmp_path: 
         assert empty.removed == scan
         assert sum(hour.exists() for hour in hours) == 5 - scan
     assert (inbox / "cam-07" / "2026-11-28").is_dir(), "emptied just now: it waits its own day"
+
+
+@pytest.mark.parametrize("stays", ["touched", "mount point"])
+def test_folders_that_stay_do_not_spend_every_scans_time(tmp_path: Path, stays: str) -> None:
+    """An empty folder that the daemon has long seen empty but that stays (its time says it was
+    written into lately, or it is a mount point: EBUSY) was looked at again first at every scan,
+    spending its time: with enough of them, the old folders after them never went."""
+    inbox = tmp_path / "inbox"
+    old = _made_empty(inbox / "cam-07" / "a", seconds_ago=2 * DAY_S)
+    staying = _made_empty(inbox / "cam-07" / "b", seconds_ago=60 if stays == "touched" else 2 * DAY_S)
+    if stays == "mount point":
+        mount_tmpfs(staying, size="1M")
+        os.utime(staying, (time.time() - 2 * DAY_S,) * 2)
+    try:
+        clock = _Clock()
+        empty = EmptyFolders(after_s=DAY_S, removing_s=0.0, clock=clock)  # one folder a scan
+        list(scan_inbox(inbox, empty=empty))
+        for clock.now in (DAY_S, DAY_S + 1, DAY_S + 2):
+            list(scan_inbox(inbox, empty=empty))  # `b` comes first in a scan
+        assert not old.exists(), "the folder after one that stays was never reached"
+        assert staying.is_dir()
+    finally:
+        if stays == "mount point":
+            subprocess.run(["umount", "-l", str(staying)], check=False)
 
 
 def test_a_scan_says_what_it_removed_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

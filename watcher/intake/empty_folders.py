@@ -14,7 +14,8 @@ with each start of the daemon (erring on the side of keeping).
 Never the inbox itself nor a camera's own folder (the first level): a writer may well expect those
 to exist. A folder deeper down that a writer comes back to after that long without making it
 again would be gone under it, hence off by default. `rmdir` removes only an empty folder: a frame
-written into it meanwhile keeps it (and is found by the next rescan). It starts from the folder's
+written into it meanwhile keeps it (and is found by the next rescan); one that stays (a mount
+point, say) is looked at again only after another limit's time. It starts from the folder's
 parent opened below the inbox one level at a time (watcher.intake.source_folders): a folder on the
 way swapped for a link since the scan listed it leads nowhere outside the inbox.
 """
@@ -85,13 +86,18 @@ class EmptyFolders:
             # since the scan listed it must not lead the rmdir out of the inbox.
             with SourceFolders(inbox) as folders:
                 parent, name = folders.source(relative)
-                empty_since = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mtime
-                if time.time() - empty_since < self._after_s:
+                empty_for = time.time() - os.stat(name, dir_fd=parent, follow_symlinks=False).st_mtime
+                if empty_for < self._after_s:
+                    # Looked at again once its time says so, not at each scan: folders that
+                    # stay would spend every scan's time first, and the ones after them never go.
+                    self._still_empty[relative] = now - max(empty_for, 0.0)
                     return
                 os.rmdir(name, dir_fd=parent)
         except OSError as error:
             # Written into since it was listed (ENOTEMPTY), gone, a mount point (EBUSY), a link
-            # on its way, or not ours to remove: it stays, as it would have without this.
+            # on its way, or not ours to remove: it stays, as it would have without this, and
+            # is tried again after another limit's time (as above).
+            self._still_empty[relative] = now
             logger.debug("empty folder %s stays: %s", relative, error)
             return
         finally:
