@@ -151,6 +151,10 @@ def read_frame(frame: Claimed, bounds: FrameBounds, room: Room | None = None) ->
         raise _ReadFailed(facts, str(error)) from None
     except OSError as error:
         raise _ReadFailed(facts, f"cannot read: {error.strerror or error}") from None
+    if info.st_size < len(data) <= bounds.max_file_bytes:
+        # Its writer is still at it: what was read is a prefix of no size the file ever settled at
+        # (its sha256 that of no file), and what it would be classified on may not be its picture.
+        raise _ReadFailed(facts, f"still being written: it grew past {info.st_size} bytes while being read")
     facts = replace(facts, size_bytes=len(data))
     if len(data) > bounds.max_file_bytes:
         raise _ReadFailed(facts, f"too large: over {bounds.max_file_bytes} bytes (inbox.max_file_bytes)")

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 # Failure reasons become a small, fixed set of label values (the full text is in the database).
 _REASON_KINDS = (
-    ("truncated", re.compile(r"^truncated")),
+    ("truncated", re.compile(r"^(truncated|still being written)")),
     ("not_an_image", re.compile(r"^not a recognised image format")),
     ("too_large", re.compile(r"^too large")),
     ("not_regular_file", re.compile(r"^not a regular file")),

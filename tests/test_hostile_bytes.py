@@ -1,0 +1,90 @@
+"""Frames whose bytes lie or change under the daemon: each ends with one true row and its file in
+failed/ (or processed/), and the rest of its batch is classified as it would be alone."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from model.synthetic import bmp_bytes, write_bmp
+from tests.helpers import files_under, query
+from watcher.commands.main import main
+from watcher.intake.claimed import ClaimedFrame
+from watcher.pipeline import decoding
+from watcher.pipeline.decoding import Room, read_and_decode
+from watcher.pipeline.stages import FrameBounds
+from watcher.service.metrics import reason_kind
+
+BOUNDS = FrameBounds(max_pixels=10**7, max_file_bytes=10**7)
+
+
+def _grows_after_the_look(monkeypatch: pytest.MonkeyPatch, path: Path, more: bytes) -> None:
+    """The writer of `path` appends `more` through the handle it still holds (a claim's rename does
+    not stop it) once the daemon has looked at the file's size and header, before the read."""
+    writer = path.open("ab", buffering=0)
+    size = path.stat().st_size
+    looked = decoding.check_before_reading
+
+    def and_then_written(head: bytes, file_size: int, **bounds: int) -> None:
+        looked(head, file_size, **bounds)
+        if file_size == size and not writer.closed:  # this frame's read, not another's
+            writer.write(more)
+            writer.close()
+
+    monkeypatch.setattr(decoding, "check_before_reading", and_then_written)
+
+
+def test_a_frame_still_growing_when_read_fails_as_still_being_written(
+    make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read, it was a prefix of a file that never had that size: classified on it, its row said
+    size N + 1 and a sha256 of no file, while processed/ got the whole file."""
+    config = make_config(batch={"size": 8, "file_processes": 0})
+    first = bmp_bytes(width=64, height=48, seed=1)
+    (tmp_path / "inbox" / "cam-01").mkdir(parents=True)
+    (tmp_path / "inbox" / "cam-01" / "growing.bmp").write_bytes(first)
+    write_bmp(tmp_path / "inbox" / "cam-01" / "still.bmp", width=40, height=30, seed=2)
+    _grows_after_the_look(monkeypatch, tmp_path / "inbox" / "cam-01" / "growing.bmp", b"\x01" * 4096)
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+    still = bmp_bytes(width=40, height=30, seed=2)
+    rows = query(
+        tmp_path / "data" / "results.sqlite3",
+        "SELECT source_path, status, error, size_bytes, sha256 FROM results ORDER BY source_path",
+    )
+    assert rows == [
+        (
+            "cam-01/growing.bmp",
+            "failed",
+            f"still being written: it grew past {len(first)} bytes while being read",
+            len(first),
+            None,
+        ),
+        ("cam-01/still.bmp", "ok", None, len(still), hashlib.sha256(still).hexdigest()),
+    ]
+    assert files_under(tmp_path / "failed") == ["cam-01/growing.bmp"]
+    assert files_under(tmp_path / "processed") == ["cam-01/still.bmp"]
+    assert files_under(tmp_path / "inbox") == []
+
+
+@pytest.mark.parametrize("into", ["own memory", "arena room"])
+def test_a_frame_growing_while_read_into_either_place_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, into: str
+) -> None:
+    """The same in a file worker, which reads into its share of a batch's arena."""
+    path = tmp_path / "growing.bmp"
+    first = bmp_bytes(width=64, height=48, seed=3)
+    path.write_bytes(first)
+    _grows_after_the_look(monkeypatch, path, b"\x01" * 10)
+    frame = ClaimedFrame(
+        key="k", relative=PurePosixPath(path.name), work_path_text=str(path), received_at=datetime.now(UTC)
+    )
+    room = Room(memoryview(bytearray(1 << 20)), 64, 1 << 20) if into == "arena room" else None
+    read = read_and_decode(frame, BOUNDS, None, room)
+    assert read.error == f"still being written: it grew past {len(first)} bytes while being read"
+    assert (read.pixels, read.block, read.facts.sha256) == (None, None, None)
+    assert read.facts.size_bytes == len(first)
+    assert reason_kind(read.error) == "truncated"  # its writer's doing, as a frame given up on
