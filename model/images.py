@@ -109,15 +109,30 @@ def check_before_reading(head: bytes, file_size: int, *, max_pixels: int, max_fi
         raise UndecodableImage(f"too large: {file_size} bytes (inbox.max_file_bytes is {max_file_bytes})")
     if not is_bmp:
         return  # not a BMP (Pillow says what it is), or too short to tell: size alone decides
-    (header_size,) = struct.unpack_from("<I", head, 14)
+    _check_bmp_header(head, end=max(file_size, declared), max_pixels=max_pixels)
+
+
+def _check_bmp_header(head: bytes, *, end: int, max_pixels: int) -> None:
+    """Refuse a BMP whose header describes no picture: sides of zero or less, too many pixels, or
+    pixels said to start inside its headers or past the end of the file as it is or as declared
+    (Pillow reads those as a complete picture shifted over its headers, or as "truncated")."""
+    offset, header_size = struct.unpack_from("<II", head, 10)
     if header_size == 12:  # BITMAPCOREHEADER: unsigned 16-bit dimensions
         width, height = struct.unpack_from("<HH", head, 18)
-    elif header_size >= 40 and len(head) >= 26:
+    elif header_size >= 40:
         width, height = struct.unpack_from("<ii", head, 18)
     else:
-        return
-    if width > 0 and height != 0:
-        check_dimensions(width, abs(height), max_pixels=max_pixels)
+        return  # Pillow names the header it does not know
+    if width <= 0 or height == 0:
+        raise UndecodableImage(f"invalid dimensions {width}x{height} in its BMP header")
+    check_dimensions(width, abs(height), max_pixels=max_pixels)
+    # 0 is no offset given: Pillow reads the pixels from where the headers end.
+    if 0 < offset < 14 + header_size:
+        raise UndecodableImage(
+            f"invalid pixel data offset {offset}: inside its {14 + header_size} bytes of BMP headers"
+        )
+    if offset >= end:
+        raise UndecodableImage(f"invalid pixel data offset {offset}: its {end} bytes end before any pixel")
 
 
 def decode_rgb(data: bytes, *, max_pixels: int) -> Image.Image:

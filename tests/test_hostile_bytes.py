@@ -4,6 +4,7 @@ failed/ (or processed/), and the rest of its batch is classified as it would be 
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -20,6 +21,72 @@ from watcher.pipeline.stages import FrameBounds
 from watcher.service.metrics import reason_kind
 
 BOUNDS = FrameBounds(max_pixels=10**7, max_file_bytes=10**7)
+
+
+def _bmp(width: int, height: int, *, offset: int | None = None, header_size: int = 40) -> bytes:
+    """A 24-bit BMP of these header fields, its rows (zeros) as a 64x48 frame's."""
+    info = struct.pack("<IiiHHIIiiII", header_size, width, height, 1, 24, 0, 0, 0, 0, 0, 0)
+    info += bytes(header_size - len(info))
+    pixels = bytes(192 * 48)
+    total = 14 + len(info) + len(pixels)
+    return (
+        b"BM"
+        + struct.pack("<IHHI", total, 0, 0, 14 + len(info) if offset is None else offset)
+        + info
+        + pixels
+    )
+
+
+# Headers that describe no picture: file name → the bytes and the reason in its row. The first three
+# were classified as complete pictures (rows shifted over the headers' bytes); Pillow called the
+# fourth truncated, the negative width a decompression bomb and zero sides "not a recognised image
+# format".
+NO_PICTURE = {
+    "offset-in-file-header.bmp": (
+        _bmp(64, 48, offset=10),
+        "invalid pixel data offset 10: inside its 54 bytes of BMP headers",
+    ),
+    "offset-in-v5-header.bmp": (
+        _bmp(64, 48, offset=60, header_size=124),
+        "invalid pixel data offset 60: inside its 138 bytes of BMP headers",
+    ),
+    "header-size-41.bmp": (
+        _bmp(64, 48, offset=54, header_size=41),
+        "invalid pixel data offset 54: inside its 55 bytes of BMP headers",
+    ),
+    "offset-past-end.bmp": (
+        _bmp(64, 48, offset=10**6),
+        "invalid pixel data offset 1000000: its 9270 bytes end before any pixel",
+    ),
+    "width-negative.bmp": (_bmp(-64, 48), "invalid dimensions -64x48 in its BMP header"),
+    "width-zero.bmp": (_bmp(0, 48), "invalid dimensions 0x48 in its BMP header"),
+    "height-zero.bmp": (_bmp(64, 0), "invalid dimensions 64x0 in its BMP header"),
+}
+
+
+@pytest.mark.parametrize("file_processes", [0, 2], ids=["threads", "file_processes"])
+def test_a_header_that_describes_no_picture_fails_that_frame_with_what_is_wrong(
+    make_config: Callable[..., Path], tmp_path: Path, file_processes: int
+) -> None:
+    config = make_config(batch={"size": 16, "file_processes": file_processes})
+    goods = {f"good-{index}.bmp": bmp_bytes(width=40 + index, height=30, seed=index) for index in range(4)}
+    for name, data in {**goods, **{name: data for name, (data, _) in NO_PICTURE.items()}}.items():
+        (tmp_path / "inbox" / "cam-01").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "inbox" / "cam-01" / name).write_bytes(data)
+    assert main(["watch", "--once", "--config", str(config)]) == 0
+    rows = {  # refused from its first bytes: never read, no sha256
+        row[0].removeprefix("cam-01/"): row[1:]
+        for row in query(
+            tmp_path / "data" / "results.sqlite3", "SELECT source_path, status, error, sha256 FROM results"
+        )
+    }
+    assert rows == {
+        **{name: ("failed", reason, None) for name, (data, reason) in NO_PICTURE.items()},
+        **{name: ("ok", None, hashlib.sha256(data).hexdigest()) for name, data in goods.items()},
+    }
+    assert files_under(tmp_path / "failed") == sorted(f"cam-01/{name}" for name in NO_PICTURE)
+    assert files_under(tmp_path / "processed") == sorted(f"cam-01/{name}" for name in goods)
+    assert files_under(tmp_path / "inbox") == []
 
 
 def _grows_after_the_look(monkeypatch: pytest.MonkeyPatch, path: Path, more: bytes) -> None:

@@ -29,7 +29,7 @@ _REASON_KINDS = (
     ("not_regular_file", re.compile(r"^not a regular file")),
     ("model_error", re.compile(r"^model error")),
     ("cannot_read", re.compile(r"^cannot read")),
-    ("cannot_decode", re.compile(r"^(cannot decode|invalid dimensions|empty file)")),
+    ("cannot_decode", re.compile(r"^(cannot decode|invalid (dimensions|pixel data offset)|empty file)")),
 )
 
 
