@@ -715,7 +715,11 @@ def test_a_broken_database_location_is_one_line_not_a_traceback(
 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("cctv-gender: error: cannot open the database")
+    said = {
+        "garbage_database_file": "cctv-gender: error: cannot open the database",
+        "data_is_a_file": f"cctv-gender: error: {tmp_path / 'data'} is a file, not a folder",
+    }
+    assert result.stderr.strip().splitlines()[-1].startswith(said[kind])
 
 
 def test_a_database_file_deleted_while_a_commit_waits_for_the_lock_moves_nothing(
