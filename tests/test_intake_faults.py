@@ -171,6 +171,35 @@ def test_a_locked_database_is_waited_out_and_nothing_moves_before_commit(
     wait_for(lambda: len(files_under(tmp_path / "processed")) == 3, what="the moves after the commit")
 
 
+def test_batches_claimed_behind_one_the_lock_refused_wait_parked_and_a_stop_does_not_try_each(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A backlog claimed at once while another process holds the write lock: each of its batches
+    # waited out the busy timeout in turn, and a SIGTERM waited for all of them (256 frames in
+    # batches of 8 at the default 10 s: a 161 s stop, against systemd's TimeoutStopSec=180).
+    running = start_daemon(database={"busy_timeout_ms": 300}, batch={"size": 2}, model={"cpu_threads": 2})
+    daemon = running.daemon
+    wait_for(lambda: daemon.turns > 0, what="the loop to start")
+    staged = tmp_path / "staged"
+    for index in range(24):
+        write_bmp(staged / f"{index}.bmp", seed=index)
+    blocker = sqlite3.connect(tmp_path / "data" / "results.sqlite3", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        staged.rename(tmp_path / "inbox" / "cam-01")  # the whole backlog at once
+        wait_for(lambda: daemon.parked_frames == 24, timeout=60, what="every claimed frame parked")
+        running.stop.set()
+        daemon.wake()
+        running.thread.join(timeout=60)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert not running.thread.is_alive()
+    tried = caplog.text.count("cannot store a batch")
+    assert 1 <= tried <= 2, caplog.text  # the batches on the two lanes, none claimed after them
+    assert daemon.report.left_parked == 24 and files_under(tmp_path / "processed") == []
+
+
 def _operational(message: str) -> StorageError:
     # What the store's boundary makes of SQLite's error (see watcher.store.session).
     return translate(OperationalError("INSERT ...", {}, sqlite3.OperationalError(message)))

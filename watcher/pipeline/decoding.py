@@ -59,6 +59,13 @@ class Decoder:
         ]
         return [future.result() for future in pending]
 
+    def forget(self, frames: list[Claimed]) -> None:
+        """Prefetches of `frames` dropped (cancelled if not started)."""
+        for frame in frames:
+            future = self._prefetched.pop(frame.key, None)
+            if future is not None:
+                future.cancel()
+
     def run_beside(self, work: Callable[[], _T]) -> Future[_T]:
         """Run other file work on the pool (fsyncs that wait for the disk while the model runs)."""
         return self._pool.submit(work)

@@ -94,12 +94,27 @@ class Dispatcher:
         return min(idle_s, max(self._max_wait_s - (time.monotonic() - self._batch_opened), 0.0))
 
     def flush(self) -> None:
-        """Hand the batch to a worker once there is room for it (see watcher.pipeline.lanes)."""
+        """Hand the batch to a worker once there is room for it (see watcher.pipeline.lanes); or
+        park it, unopened, while the store refuses batches (frames parked, their retry not due)."""
         frames, self._batch = self._batch, []
-        if frames:
-            self.submit(frames)
+        if not frames:
+            return
+        threads = self._room_for(frames)
+        if self.parked:
+            # Refused while this one waited for room (a lock, a full disk): it would wait out the
+            # same busy timeout, and so would each batch claimed after it, a stop waiting for all
+            # of them. It waits with the parked frames for their retry.
+            self._processor.forget_prefetched(frames)
+            self.parked.extend(frames)
+            logger.info("%s parked unopened with the batch the store refused", plural(len(frames), "frame"))
+            return
+        self._start(frames, threads=threads, refused=None)
 
     def submit(self, frames: list[Claimed], *, refused: dict[str, str] | None = None) -> None:
+        self._start(frames, threads=self._room_for(frames), refused=refused)
+
+    def _room_for(self, frames: list[Claimed]) -> int:
+        """Wait until the batch `frames` may start; the CPU threads it may use."""
         lanes = self._lanes
         # A full batch on a CPU shares the cores with the batches beside it, one thread each; a
         # partial one (a quiet inbox) is about latency and runs alone on every thread.
@@ -108,7 +123,10 @@ class Dispatcher:
             self.collect(wait=True)
         else:
             self._wait_for_room(lanes.count)
-        threads = lanes.all_threads if alone else lanes.threads_each
+        return lanes.all_threads if alone else lanes.threads_each
+
+    def _start(self, frames: list[Claimed], *, threads: int, refused: dict[str, str] | None) -> None:
+        lanes = self._lanes
         future = self._runner.submit(self._processor.process, frames, cpu_threads=threads, refused=refused)
         future.add_done_callback(lambda _: self._wake.set())
         self._in_flight.append(_InFlight(frames, future, since=time.monotonic()))

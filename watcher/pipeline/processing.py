@@ -238,6 +238,11 @@ class BatchProcessor:
         if self._workers is None:
             self._decoder.prefetch(frame)
 
+    def forget_prefetched(self, frames: list[Claimed]) -> None:
+        """Frames prefetched that wait parked instead of being processed: their pixels are not
+        held meanwhile (a retry reads them again)."""
+        self._decoder.forget(frames)
+
     def close(self) -> None:
         self._decoder.close()
         if self._workers is not None:
