@@ -79,19 +79,22 @@ class Claims:
             # inbox) would keep every name it ever saw.
             self._refused = {name: reason for name, reason in self._refused.items() if name in self._waiting}
 
-    def claim_ready(self, take: Callable[[Claimed], None]) -> int:
-        """Claim every ready frame, handing each to `take`; returns how many are still settling."""
+    def claim_ready(
+        self, take: Callable[[Claimed], None], *, held_back: Callable[[], bool] = lambda: False
+    ) -> int:
+        """Claim every ready frame, handing each to `take`, until a stop or `held_back()` (the
+        store refused a batch: nothing new is taken); returns how many are still settling."""
         if self._bulk is not None:
-            settling = self._claim_in_bulk(self._bulk, take)
+            settling = self._claim_in_bulk(self._bulk, take, held_back)
         else:
-            settling = self._claim_one_by_one(take)
+            settling = self._claim_one_by_one(take, held_back)
         self._readiness.say_unlooked(self._inbox)
         return settling
 
-    def _claim_one_by_one(self, take: Callable[[Claimed], None]) -> int:
+    def _claim_one_by_one(self, take: Callable[[Claimed], None], held_back: Callable[[], bool]) -> int:
         settling = 0
         for relative in list(self._waiting):
-            if self._stop.is_set():
+            if self._stop.is_set() or held_back():
                 break
             verdict = self._readiness.assess(self._inbox, relative)
             if verdict == Verdict.INCOMPLETE:
@@ -110,11 +113,13 @@ class Claims:
                 take(frame)
         return settling
 
-    def _claim_in_bulk(self, bulk: BulkClaimer, take: Callable[[Claimed], None]) -> int:
+    def _claim_in_bulk(
+        self, bulk: BulkClaimer, take: Callable[[Claimed], None], held_back: Callable[[], bool]
+    ) -> int:
         settling = 0
         names = list(self._waiting)
         for start in range(0, len(names), BULK_NAMES):
-            if self._stop.is_set():
+            if self._stop.is_set() or held_back():
                 break
             chunk = names[start : start + BULK_NAMES]
             for outcome in bulk([(relative, self._readiness.finished_mark(relative)) for relative in chunk]):

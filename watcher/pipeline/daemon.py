@@ -185,7 +185,11 @@ class Daemon:
         dispatcher.collect(wait=False)
         self._maybe_switch_head()
         self._retry_parked()
-        settling = 0 if dispatcher.parked else self._claims.claim_ready(self._take)
+        # While the store refuses batches nothing new is taken: a backlog claimed meanwhile would
+        # only wait parked (see Dispatcher.flush).
+        settling = (
+            0 if dispatcher.parked else self._claims.claim_ready(self._take, held_back=dispatcher.has_parked)
+        )
         if dispatcher.due() or (once and not settling):
             dispatcher.flush()
         return once and not dispatcher.batch_open and not settling and not dispatcher.busy

@@ -67,6 +67,9 @@ class Dispatcher:
     def busy(self) -> bool:
         return bool(self._in_flight)
 
+    def has_parked(self) -> bool:
+        return bool(self.parked)
+
     def held(self) -> list[Claimed]:
         """Every frame claimed and not finished: in the batch, parked or on a worker."""
         return [*self._batch, *self.parked, *(frame for batch in self._in_flight for frame in batch.frames)]
