@@ -5,6 +5,7 @@ one that hangs is killed by the timeout and fails."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -157,3 +158,25 @@ def test_a_sighup_to_the_whole_service_while_it_starts_and_runs_only_reloads(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     assert "died" not in log.read_text(), log.read_text()
+
+
+def test_more_sigterms_while_the_stopped_daemon_exits_leave_its_exit_code_0(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # `kill` twice, or Ctrl-C twice: a second signal found the process ending, Python having put
+    # back the signal's default for its exit, and the clean stop exited 143 instead of 0.
+    log = tmp_path / "daemon.log"
+    process = start_watch_process(make_config(), log)
+    try:
+        wait_for(lambda: " is on " in log.read_text() or process.poll() is not None, timeout=120)
+        process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "stopped: " in log.read_text() or process.poll() is not None)
+        while process.poll() is None:  # SIGTERM after SIGTERM, all through the process's exit
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.005)
+        assert process.returncode == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

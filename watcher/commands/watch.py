@@ -11,7 +11,8 @@ import threading
 from watcher.commands.arguments import add_config
 from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_OK
 from watcher.config import Config
-from watcher.service.signals import hold_reloads, relay_signals
+from watcher.reports import RunReport
+from watcher.service.signals import hold_reloads, ignore_stops, relay_signals
 from watcher.store.errors import StorageError
 from watcher.wording import plural
 
@@ -75,6 +76,13 @@ def run(config: Config, args: argparse.Namespace) -> int:
     except FileWorkersFailed as error:
         logger.error("%s", error)  # noqa: TRY400 - the worker's own crash is the story, not this stack
         return EXIT_FAILURE
+    finally:
+        ignore_stops()  # stopped: a second SIGTERM must not end the exit by the signal
+    return _said_stopped(report)
+
+
+def _said_stopped(report: RunReport) -> int:
+    """The run's end in the log; its exit code."""
     logger.info(
         "stopped: %s ok, %d failed in %s, %d recovered",
         plural(report.ok, "frame"),

@@ -65,6 +65,15 @@ def relay_signals(*, stop: Callable[[signal.Signals], None], reload: Callable[[]
     threading.Thread(target=_relay, args=(read_end,), name="signal-relay", daemon=True).start()
 
 
+def ignore_stops() -> None:
+    """SIGTERM and SIGINT ignored from now on: the daemon has stopped and the process is ending.
+    At its exit Python puts back the default of every signal it handles (not of one ignored), and a
+    second stop signal then (`kill` twice, Ctrl-C twice) ended the process by that signal, a clean
+    stop's exit 0 turned into 143 or 130. Only from the main thread."""
+    for number in STOPPING:
+        signal.signal(number, signal.SIG_IGN)
+
+
 def _noted(signum: int, _frame: FrameType | None) -> None:
     """The Python-level handler: nothing to do while the relay runs, the number is already in the
     pipe. Without the relay nothing would read it, and a stop would be swallowed: the signal's
