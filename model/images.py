@@ -109,20 +109,32 @@ def check_before_reading(head: bytes, file_size: int, *, max_pixels: int, max_fi
         raise UndecodableImage(f"too large: {file_size} bytes (inbox.max_file_bytes is {max_file_bytes})")
     if not is_bmp:
         return  # not a BMP (Pillow says what it is), or too short to tell: size alone decides
-    _check_bmp_header(head, end=max(file_size, declared), max_pixels=max_pixels)
-
-
-def _check_bmp_header(head: bytes, *, end: int, max_pixels: int) -> None:
-    """Refuse a BMP whose header describes no picture: sides of zero or less, too many pixels, or
-    pixels said to start inside its headers or past the end of the file as it is or as declared
-    (Pillow reads those as a complete picture shifted over its headers, or as "truncated")."""
-    offset, header_size = struct.unpack_from("<II", head, 10)
+    (header_size,) = struct.unpack_from("<I", head, 14)
     if header_size == 12:  # BITMAPCOREHEADER: unsigned 16-bit dimensions
         width, height = struct.unpack_from("<HH", head, 18)
-    elif header_size >= 40:
+    elif header_size >= 40 and len(head) >= 26:
         width, height = struct.unpack_from("<ii", head, 18)
     else:
+        return
+    if width > 0 and height != 0:
+        check_dimensions(width, abs(height), max_pixels=max_pixels)
+
+
+def check_bmp_header(data: bytes | memoryview, *, max_pixels: int) -> None:
+    """Refuse a complete BMP whose header describes no picture: sides of zero or less, too many
+    pixels, or pixels said to start inside its headers or past its end (Pillow reads those as a
+    complete picture shifted over its headers, or as "truncated"). After the read and the hash, so
+    that the frame's row keeps its sha256 as any other undecodable frame's does."""
+    if len(data) < 26 or bytes(data[:2]) != b"BM":
+        return
+    offset, header_size = struct.unpack_from("<II", data, 10)
+    if header_size == 12:  # BITMAPCOREHEADER: unsigned 16-bit dimensions
+        width, height = struct.unpack_from("<HH", data, 18)
+    elif header_size >= 40:
+        width, height = struct.unpack_from("<ii", data, 18)
+    else:
         return  # Pillow names the header it does not know
+    end = len(data)
     if width <= 0 or height == 0:
         raise UndecodableImage(f"invalid dimensions {width}x{height} in its BMP header")
     check_dimensions(width, abs(height), max_pixels=max_pixels)

@@ -24,6 +24,7 @@ from model.images import (
     PixelBlock,
     UndecodableImage,
     check_before_reading,
+    check_bmp_header,
     decode_pixels,
     plain_bmp_block,
 )
@@ -113,6 +114,7 @@ def read_and_decode(
         truncated = incomplete_reason(data)
         if truncated is not None:
             raise UndecodableImage(truncated)
+        check_bmp_header(data, max_pixels=bounds.max_pixels)
         # Read into the room (it was large enough): a plain BMP's pixels stay there.
         in_room = room is not None and data.obj is room.buffer.obj
         block = plain_bmp_block(data, max_pixels=bounds.max_pixels) if in_room else None
