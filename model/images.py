@@ -38,7 +38,10 @@ _BI_RGB = 0
 
 
 def decode_pixels(data: bytes | memoryview, *, max_pixels: int) -> np.ndarray:
-    """(height, width, 3) uint8 RGB pixels of `data`; a view into `data` for plain 24-bit BMPs."""
+    """(height, width, 3) uint8 RGB pixels of `data`; a view into `data` for plain 24-bit BMPs.
+    A BMP whose header describes no picture is refused here too (check_bmp_header): training and
+    evaluation then skip exactly the frames the daemon fails."""
+    check_bmp_header(data, max_pixels=max_pixels)
     block = plain_bmp_block(data, max_pixels=max_pixels)
     if block is not None:
         return block.rgb_view(data)
@@ -109,15 +112,9 @@ def check_before_reading(head: bytes, file_size: int, *, max_pixels: int, max_fi
         raise UndecodableImage(f"too large: {file_size} bytes (inbox.max_file_bytes is {max_file_bytes})")
     if not is_bmp:
         return  # not a BMP (Pillow says what it is), or too short to tell: size alone decides
-    (header_size,) = struct.unpack_from("<I", head, 14)
-    if header_size == 12:  # BITMAPCOREHEADER: unsigned 16-bit dimensions
-        width, height = struct.unpack_from("<HH", head, 18)
-    elif header_size >= 40 and len(head) >= 26:
-        width, height = struct.unpack_from("<ii", head, 18)
-    else:
-        return
-    if width > 0 and height != 0:
-        check_dimensions(width, abs(height), max_pixels=max_pixels)
+    sides = _bmp_sides(head)
+    if sides is not None and sides[0] > 0 and sides[1] != 0:
+        check_dimensions(sides[0], abs(sides[1]), max_pixels=max_pixels)
 
 
 def check_bmp_header(data: bytes | memoryview, *, max_pixels: int) -> None:
@@ -127,13 +124,11 @@ def check_bmp_header(data: bytes | memoryview, *, max_pixels: int) -> None:
     that the frame's row keeps its sha256 as any other undecodable frame's does."""
     if len(data) < 26 or bytes(data[:2]) != b"BM":
         return
-    offset, header_size = struct.unpack_from("<II", data, 10)
-    if header_size == 12:  # BITMAPCOREHEADER: unsigned 16-bit dimensions
-        width, height = struct.unpack_from("<HH", data, 18)
-    elif header_size >= 40:
-        width, height = struct.unpack_from("<ii", data, 18)
-    else:
+    sides = _bmp_sides(data)
+    if sides is None:
         return  # Pillow names the header it does not know
+    width, height = sides
+    offset, header_size = struct.unpack_from("<II", data, 10)
     end = len(data)
     if width <= 0 or height == 0:
         raise UndecodableImage(f"invalid dimensions {width}x{height} in its BMP header")
@@ -145,6 +140,17 @@ def check_bmp_header(data: bytes | memoryview, *, max_pixels: int) -> None:
         )
     if offset >= end:
         raise UndecodableImage(f"invalid pixel data offset {offset}: its {end} bytes end before any pixel")
+
+
+def _bmp_sides(head: bytes | memoryview) -> tuple[int, int] | None:
+    """Width and height from the first 26 bytes of a BMP, by its header's layout; None for a
+    header size neither layout has."""
+    (header_size,) = struct.unpack_from("<I", head, 14)
+    if header_size == 12:  # BITMAPCOREHEADER: unsigned 16-bit dimensions
+        return struct.unpack_from("<HH", head, 18)
+    if header_size >= 40:
+        return struct.unpack_from("<ii", head, 18)
+    return None
 
 
 def decode_rgb(data: bytes, *, max_pixels: int) -> Image.Image:

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from model.images import UndecodableImage, decode_pixels
 from model.synthetic import bmp_bytes, write_bmp
 from tests.helpers import files_under, query
 from watcher.commands.main import main
@@ -90,6 +91,16 @@ def test_a_header_that_describes_no_picture_fails_that_frame_with_what_is_wrong(
     assert files_under(tmp_path / "failed") == sorted(f"cam-01/{name}" for name in NO_PICTURE)
     assert files_under(tmp_path / "processed") == sorted(f"cam-01/{name}" for name in goods)
     assert files_under(tmp_path / "inbox") == []
+
+
+@pytest.mark.parametrize("name", sorted(NO_PICTURE))
+def test_training_refuses_a_header_that_describes_no_picture_as_the_daemon_does(name: str) -> None:
+    # decode_pixels is what training and evaluation decode with (model.extraction): a frame the
+    # daemon fails is skipped there with the same reason, not learnt as a picture of header bytes.
+    data, reason = NO_PICTURE[name]
+    with pytest.raises(UndecodableImage) as refused:
+        decode_pixels(data, max_pixels=BOUNDS.max_pixels)
+    assert str(refused.value) == reason
 
 
 def _grows_after_the_look(monkeypatch: pytest.MonkeyPatch, path: Path, more: bytes) -> None:

@@ -137,9 +137,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
 def _refuse_site_folders(config: Config, archive: Path, *, shown: Path) -> None:
     """The inbox, processed/ and failed/ are the daemon's, and the database is written: none may
     be the archive, inside it, or hold it."""
-    folders = {"paths.inbox": config.paths.inbox, "paths.processed": config.paths.processed,
-               "paths.failed": config.paths.failed}  # fmt: skip
-    for key, folder in folders.items():
+    for key, folder in config.paths.site_folders().items():
         if archive.is_relative_to(folder) or folder.is_relative_to(archive):
             raise UsageError(
                 f"{shown} is, holds or lies inside {key} ({folder}): the daemon's frames are not an archive"

@@ -80,9 +80,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
 def _refuse_site_folders(config: Config, folder: Path, *, shown: Path) -> None:
     """Not in the inbox (the daemon would classify the exported frames again, counting each twice),
     nor in processed/ or failed/, where the daemon moves frames."""
-    folders = {"paths.inbox": config.paths.inbox, "paths.processed": config.paths.processed,
-               "paths.failed": config.paths.failed}  # fmt: skip
-    for key, site_folder in folders.items():
+    for key, site_folder in config.paths.site_folders().items():
         if folder.is_relative_to(site_folder):
             raise UsageError(f"{shown} lies inside {key} ({site_folder}): export into a folder of its own")
 

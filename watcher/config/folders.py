@@ -38,6 +38,11 @@ class PathsConfig(Section):
         "registry. The database file may not be inside the inbox.",
     )
 
+    def site_folders(self) -> dict[str, Path]:
+        """The folders the daemon owns, by their config key: frames arrive in the first and leave
+        for the other two, so no other command may write into, archive or export from them."""
+        return {"paths.inbox": self.inbox, "paths.processed": self.processed, "paths.failed": self.failed}
+
     @model_validator(mode="after")
     def post_validation(self) -> Self:
         """With context, the paths are resolved by now: `..` and symlinks no longer disguise one

@@ -98,9 +98,8 @@ def collect_status(
 
 def _folder_problems(config: Config) -> list[str]:
     paths = config.paths
-    folders = {"paths.inbox": paths.inbox, "paths.processed": paths.processed, "paths.failed": paths.failed}
     # os.path.exists: a paths.data whoever runs status may not enter is no mark, not an error.
-    return folder_problems(folders, made_once=os.path.exists(paths.data / FOLDERS_MARK))
+    return folder_problems(paths.site_folders(), made_once=os.path.exists(paths.data / FOLDERS_MARK))
 
 
 def _served(config: Config) -> tuple[str, list[str]]:
