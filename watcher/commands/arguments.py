@@ -118,6 +118,14 @@ def seed_type(text: str) -> int:
     return value
 
 
+def non_empty_type(text: str) -> str:
+    """A value that must say something (a URL, an address, a user name): an empty one (`--to ""`, an
+    unset shell variable) is a mistake, not the option left out."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def path_type(text: str) -> Path:
     return Path(text)
 

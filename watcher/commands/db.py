@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from watcher.commands.arguments import add_config
+from watcher.commands.arguments import add_config, non_empty_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.config.database import refuse_unencoded_at, sqlite_path_from
@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="copy every result to another database (e.g. SQLite → PostgreSQL); safe to repeat",
     )
     copy.add_argument(
-        "--to", required=True, metavar="URL", help="target database URL, e.g. postgresql+psycopg://host/db"
+        "--to",
+        required=True,
+        type=non_empty_type,
+        metavar="URL",
+        help="target database URL, e.g. postgresql+psycopg://host/db",
     )
     add_config(copy)
 
