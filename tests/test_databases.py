@@ -502,8 +502,47 @@ def test_db_copy_takes_a_relative_sqlite_path_from_the_folder_it_runs_in_and_nam
     assert not (tmp_path / "copy.db").exists()  # not beside the config
 
     monkeypatch.chdir(tmp_path / "data")
-    assert main(["db", "copy", "--to", "sqlite:///results.sqlite3", "--config", str(config)]) == 1
-    assert "--to names the database this config already uses" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # a bad command line: exit 2 (was 1)
+        main(["db", "copy", "--to", "sqlite:///results.sqlite3", "--config", str(config)])
+    assert refused.value.code == 2
+    assert "names the database this config already uses" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        pytest.param("sqlite:///{tmp}/elsewhere/../data/results.sqlite3", id="dot_dot"),
+        pytest.param("sqlite:///{tmp}//data/results.sqlite3", id="double_slash"),
+        pytest.param("sqlite:///{tmp}/link.db", id="symlink"),
+        pytest.param("sqlite:///{tmp}/hard.db", id="hard_link"),
+        pytest.param("sqlite:///file:{tmp}/data/results.sqlite3?uri=true", id="uri_form"),
+        pytest.param("sqlite+pysqlite:///{tmp}/data/results.sqlite3", id="driver_named"),
+    ],
+)
+def test_db_copy_refuses_the_database_it_copies_from_by_any_spelling(
+    make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], spelling: str
+) -> None:
+    """Only the same text was refused: the same file through `..`, a link or the URI form "copied
+    0 rows (2 were already there)" onto itself, exit 0."""
+    config = make_config()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    source = tmp_path / "data" / "results.sqlite3"
+    upgrade_to_head(engine := make_engine(f"sqlite:///{source}", busy_timeout_ms=1000))
+    with engine.begin() as connection:
+        insert_new_rows(connection, [_row("a"), _row("b")])
+    engine.dispose()
+    (tmp_path / "link.db").symlink_to(source)
+    (tmp_path / "hard.db").hardlink_to(source)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as refused:
+        main(["db", "copy", "--to", spelling.format(tmp=tmp_path), "--config", str(config)])
+
+    captured = capsys.readouterr()
+    assert refused.value.code == 2 and "copied" not in captured.out, captured
+    assert captured.err.count("\n") == 1, captured.err
+    assert "names the database this config already uses" in captured.err, captured.err
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sqlalchemy import make_url
+from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from watcher.commands.arguments import add_config, non_empty_type
+from watcher.commands.arguments import UsageError, add_config, non_empty_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.config.database import refuse_unencoded_at, sqlite_path_from
@@ -68,8 +68,8 @@ def copy(config: Config, *, target_url: str) -> int:
     except ImportError as error:  # a dialect whose driver is not installed (mysql://)
         raise StartupError(f"--to: its driver is not installed ({error.name or error})") from None
     shown = shown_url(target.url)
-    if shown == shown_url(source.url):
-        raise StartupError("--to names the database this config already uses")
+    if _same_database(source, target):
+        raise UsageError(f"--to {shown} names the database this config already uses")
     try:
         report = copy_results(source, target)
     except StorageError as error:
@@ -80,6 +80,20 @@ def copy(config: Config, *, target_url: str) -> int:
         f"and {plural(report.reviews_copied, 'review')}"
     )
     return EXIT_OK
+
+
+def _same_database(source: Engine, target: Engine) -> bool:
+    """Whether `target` is `source` under another spelling too: a SQLite file named through `..`, a
+    symlink, a hard link or the URI form would have "copied" 0 rows onto themselves."""
+    if shown_url(target.url) == shown_url(source.url):
+        return True
+    source_file, target_file = sqlite_file(source.url), sqlite_file(target.url)
+    if source_file is None or target_file is None:
+        return False
+    try:
+        return source_file.samefile(target_file)
+    except OSError:  # a target not there yet (or not reachable) is not the source
+        return False
 
 
 def _from_the_working_folder(url: str) -> str:
