@@ -565,3 +565,33 @@ def test_db_copy_refuses_a_target_it_cannot_use_in_one_line(
     captured = capsys.readouterr()
     assert "copied" not in captured.out
     assert captured.err.count("\n") == 1 and "--to:" in captured.err and said in captured.err, captured.err
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("sqlite:///{tmp}/missing/dir/copy.db", "--to: no such folder {tmp}/missing/dir"),
+        ("sqlite:///file:{tmp}/missing/copy.db?uri=true", "--to: no such folder {tmp}/missing"),
+        ("sqlite:///{tmp}/config.toml/copy.db", "--to: {tmp}/config.toml is a file, not a folder"),
+    ],
+    ids=["missing_folder", "uri_form", "file_as_folder"],
+)
+def test_db_copy_names_the_missing_folder_of_a_sqlite_target(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    target: str,
+    said: str,
+) -> None:
+    """Was exit 1 with SQLite's own words, `cannot copy to ...: unable to open database file`."""
+    config = make_config()
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as refused:
+        main(["db", "copy", "--to", target.format(tmp=tmp_path), "--config", str(config)])
+
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.count("\n") == 1, err
+    assert said.format(tmp=tmp_path) in err, err
+    assert not (tmp_path / "missing").exists()

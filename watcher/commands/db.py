@@ -70,6 +70,7 @@ def copy(config: Config, *, target_url: str) -> int:
     shown = shown_url(target.url)
     if _same_database(source, target):
         raise UsageError(f"--to {shown} names the database this config already uses")
+    _refuse_a_missing_folder(target)
     try:
         report = copy_results(source, target)
     except StorageError as error:
@@ -94,6 +95,20 @@ def _same_database(source: Engine, target: Engine) -> bool:
         return source_file.samefile(target_file)
     except OSError:  # a target not there yet (or not reachable) is not the source
         return False
+
+
+def _refuse_a_missing_folder(target: Engine) -> None:
+    """A SQLite file makes itself, but not its folder: name the folder (SQLite says only "unable to
+    open database file")."""
+    target_file = sqlite_file(target.url)
+    if target_file is None:
+        return
+    folder = target_file.absolute().parent
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise UsageError(f"--to: {folder} is a file, not a folder")
+    raise UsageError(f"--to: no such folder {folder}")
 
 
 def _from_the_working_folder(url: str) -> str:
