@@ -149,6 +149,12 @@ def test_head_in_a_shell_pipeline_sees_no_traceback(site: Path, tmp_path: Path) 
         pytest.param(["watch", "--once", "extra"], "unrecognized arguments", id="extra_argument"),
         pytest.param(["status", "--format", "xml"], "invalid choice", id="bad_choice"),
         pytest.param(["db", "copy"], "--to", id="missing_option"),
+        # Was exit 0, the camera column printed twice.
+        pytest.param(
+            ["summary", "--by", "camera,camera"],
+            "name each dimension once: camera repeated",
+            id="by_repeated",
+        ),
         # Was exit 1, SQLAlchemy's "Could not parse SQLAlchemy URL" (an unset shell variable).
         pytest.param(["db", "copy", "--to", ""], "argument --to: must not be empty", id="empty_to"),
         pytest.param(["models", "promote"], "VERSION", id="missing_version"),

@@ -38,6 +38,9 @@ def parse_dimensions(text: str) -> tuple[str, ...]:
         raise ValueError(f"use a comma-separated list of {', '.join(DIMENSIONS)}; got {text!r}")
     if "hour" in names and "day" in names:
         raise ValueError("choose hour or day, not both")
+    repeated = sorted({name for name in names if names.count(name) > 1}, key=names.index)
+    if repeated:
+        raise ValueError(f"name each dimension once: {', '.join(repeated)} repeated")
     return names
 
 
