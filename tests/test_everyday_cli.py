@@ -149,6 +149,9 @@ def test_head_in_a_shell_pipeline_sees_no_traceback(site: Path, tmp_path: Path) 
         pytest.param(["watch", "--once", "extra"], "unrecognized arguments", id="extra_argument"),
         pytest.param(["status", "--format", "xml"], "invalid choice", id="bad_choice"),
         pytest.param(["db", "copy"], "--to", id="missing_option"),
+        # Each acted as if not given: serve listened on web.listen, selftest checked as the unit's user.
+        pytest.param(["serve", "--listen", ""], "argument --listen: must not be empty", id="empty_listen"),
+        pytest.param(["selftest", "--as-user", ""], "argument --as-user: must not be empty", id="empty_user"),
         # Was exit 0, the camera column printed twice.
         pytest.param(
             ["summary", "--by", "camera,camera"],

@@ -27,7 +27,7 @@ from pathlib import Path
 from sqlalchemy.exc import ArgumentError
 
 from model.messages import first_line
-from watcher.commands.arguments import add_config
+from watcher.commands.arguments import add_config, non_empty_type
 from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_OK
 from watcher.config import Config, ConfigError, load_config
 from watcher.errors import StartupError
@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
     parser.add_argument(
         "--as-user",
+        type=non_empty_type,
         metavar="NAME",
         default=None,
         help="run as root: check the configured folders as this user (default: the User= of the "

@@ -6,7 +6,7 @@ import argparse
 import logging
 import socket
 
-from watcher.commands.arguments import UsageError, add_config
+from watcher.commands.arguments import UsageError, add_config, non_empty_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config, ConfigError
 from watcher.config.web import is_loopback, split_listen
@@ -20,7 +20,9 @@ HELP = "the web dashboard, frame review and JSON API (config [web])"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser)
-    parser.add_argument("--listen", metavar="HOST:PORT", help="where to listen (default: web.listen)")
+    parser.add_argument(
+        "--listen", type=non_empty_type, metavar="HOST:PORT", help="where to listen (default: web.listen)"
+    )
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
