@@ -84,6 +84,9 @@ def _json(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
         pytest.param(["--status", "failed"], [5], id="failed_only"),
         pytest.param(["--model", "v2"], [4], id="model_version"),
         pytest.param(["--camera", "cam-07", "--limit", "2"], [3, 2], id="limit"),
+        # A frame dropped directly in the inbox has no camera: '' asks for it (matched nothing).
+        pytest.param(["--camera", ""], [6], id="no_camera"),
+        pytest.param(["--camera", "", "--camera", "cam-01"], [6, 5, 4], id="no_camera_and_one"),
     ],
 )
 def test_results_filters(
@@ -91,6 +94,16 @@ def test_results_filters(
 ) -> None:
     assert _run(seeded, "results", "--format", "json", *arguments) == 0
     assert [row["id"] for row in _json(capsys)] == expected_ids
+
+
+def test_summary_of_frames_without_a_camera_asks_with_an_empty_name(
+    seeded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--camera ''` matched nothing, with the hint `camera  has never been seen (known: ...)`."""
+    assert _run(seeded, "summary", "--format", "json", "--camera", "") == 0
+    captured = capsys.readouterr()
+    assert [(row["camera"], row["total"]) for row in json.loads(captured.out)] == [(None, 1)]
+    assert captured.err == ""
 
 
 def test_relative_times(seeded: Path, capsys: pytest.CaptureFixture[str]) -> None:

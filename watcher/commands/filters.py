@@ -26,7 +26,11 @@ from watcher.wording import shown
 def add_filter_arguments(parser: argparse.ArgumentParser, *, time_basis: TimeBasis) -> None:
     """The filters; `time_basis` is the default of --time (captured for summaries, processed for rows)."""
     parser.add_argument(
-        "--camera", action="append", default=[], metavar="NAME", help="only this camera (repeatable)"
+        "--camera",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this camera (repeatable); '' for frames dropped directly in the inbox, which have none",
     )
     parser.add_argument(
         "--since",
@@ -81,7 +85,8 @@ def filters_from(args: argparse.Namespace, *, zone: tzinfo) -> ResultFilter:
     except ValueError as error:
         raise UsageError(str(error)) from None
     return ResultFilter(
-        cameras=tuple(_as_stored(camera) for camera in args.camera),
+        cameras=tuple(_as_stored(camera) for camera in args.camera if camera),
+        without_camera="" in args.camera,
         since=since,
         until=until,
         label=args.label,

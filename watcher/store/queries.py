@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine, Select, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -32,6 +32,9 @@ def time_column(basis: TimeBasis) -> ColumnElement[datetime]:
 @dataclass(frozen=True)
 class ResultFilter:
     cameras: tuple[str, ...] = ()
+    # Frames directly in the inbox have no camera (NULL): `--camera ''` asks for them, alone or
+    # beside named cameras.
+    without_camera: bool = False
     since: datetime | None = None
     until: datetime | None = None
     label: str | None = None
@@ -43,8 +46,11 @@ class ResultFilter:
     before_id: int | None = None
 
     def apply(self, statement: Select[Any]) -> Select[Any]:
-        if self.cameras:
-            statement = statement.where(Result.camera.in_(self.cameras))
+        if self.cameras or self.without_camera:
+            chosen: list[ColumnElement[bool]] = [Result.camera.in_(self.cameras)] if self.cameras else []
+            if self.without_camera:
+                chosen.append(Result.camera.is_(None))
+            statement = statement.where(or_(*chosen))
         at = time_column(self.time_basis)
         if self.since is not None:
             statement = statement.where(at >= self.since)
