@@ -175,6 +175,28 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
             "batch.gil_switch_interval_ms: Input should be greater than or equal to 0.01",
             id="no_switch_interval",
         ),
+        # TOML's inf passed every `gt=0` bound: `status` never called a stall, and the daemon's
+        # wait for its next rescan (poll_scan_s, rescan_interval_s) raises OverflowError.
+        *(
+            pytest.param(
+                {section: {key: float("inf")}},
+                f"{section}.{key}: Input should be a finite number",
+                id=f"{key}_inf",
+            )
+            for section, key in (
+                ("status", "stall_after_s"),
+                ("inbox", "poll_scan_s"),
+                ("inbox", "readiness_timeout_s"),
+                ("inbox", "rescan_interval_s"),
+                ("inbox", "remove_empty_folders_after_s"),
+                ("training", "learning_rate"),
+            )
+        ),
+        pytest.param(
+            {"status": {"stall_after_s": float("nan")}},
+            "status.stall_after_s: Input should be a finite number (got nan)",
+            id="stall_after_s_nan",
+        ),
         pytest.param(
             {"model": {"device": "tpu"}},
             "model.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N'",

@@ -13,7 +13,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Val
 class Section(BaseModel):
     # Unknown keys are typos until proven otherwise; strict types stop "32" passing as 32.
     # Defaults are validated too, so a default relative path resolves like a written one.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
+    # Not inf or nan either (TOML writes both): no interval, timeout or rate is endless.
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
 
 @dataclass(frozen=True)
