@@ -192,6 +192,25 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
                 ("training", "learning_rate"),
             )
         ),
+        # A finite but huge one overflowed the same waits (time_t): every interval and timeout
+        # is at most a year.
+        *(
+            pytest.param(
+                {section: {key: value}},
+                f"{section}.{key}: Input should be less than or equal to {limit}",
+                id=f"{key}_over_a_year",
+            )
+            for section, key, value, limit in (
+                ("status", "stall_after_s", 1e308, 31536000),
+                ("inbox", "poll_scan_s", 1e10, 31536000),
+                ("inbox", "readiness_timeout_s", 1e308, 31536000),
+                ("inbox", "rescan_interval_s", 1e308, 31536000),
+                ("inbox", "remove_empty_folders_after_s", 1e308, 31536000),
+                ("inbox", "settle_ms", 10**13, 31536000000),
+                ("inbox", "poll_interval_ms", 10**13, 31536000000),
+                ("batch", "max_wait_ms", 10**13, 31536000000),
+            )
+        ),
         pytest.param(
             {"status": {"stall_after_s": float("nan")}},
             "status.stall_after_s: Input should be a finite number (got nan)",

@@ -19,6 +19,11 @@ class Section(BaseModel):
     )
 
 
+# The longest interval or timeout a key may name. Past about 292 years a wait overflows
+# (OverflowError: the daemon would stop at its first rescan), and nothing here waits a year.
+A_YEAR_S = 365 * 24 * 60 * 60
+
+
 @dataclass(frozen=True)
 class ConfigSource:
     """The validation context `load_config` passes: the config file, resolved."""

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from watcher.config.base import OptionalText, Section
+from watcher.config.base import A_YEAR_S, OptionalText, Section
 
 
 class InboxConfig(Section):
@@ -19,10 +19,13 @@ class InboxConfig(Section):
         "below), `poll` (a full scan every poll_scan_s: network shares deliver no inotify events), "
         "or `auto` (poll when the inbox is on NFS, CIFS/SMB, FUSE and the like, else events).",
     )
-    poll_scan_s: float = Field(2.0, gt=0, description="In poll mode, the inbox is scanned this often.")
+    poll_scan_s: float = Field(
+        2.0, gt=0, le=A_YEAR_S, description="In poll mode, the inbox is scanned this often."
+    )
     settle_ms: int = Field(
         1000,
         ge=0,
+        le=A_YEAR_S * 1000,
         description="A complete frame (its BMP header's declared size is present) must also be "
         "unchanged for this long before it is read, so a writer that is still busy is never read "
         "early.",
@@ -30,16 +33,21 @@ class InboxConfig(Section):
     readiness_timeout_s: float = Field(
         300.0,
         gt=0,
+        le=A_YEAR_S,
         description="A frame still incomplete with no writes for this long is given up: it goes to "
         "failed/ with the reason `truncated`.",
     )
     rescan_interval_s: float = Field(
         30.0,
         gt=0,
+        le=A_YEAR_S,
         description="Events from the filesystem are only hints: the whole inbox is rescanned this often.",
     )
     poll_interval_ms: int = Field(
-        250, gt=0, description="How often frames that are still being written are looked at again."
+        250,
+        gt=0,
+        le=A_YEAR_S * 1000,
+        description="How often frames that are still being written are looked at again.",
     )
     # Pillow itself refuses images over 2 × its MAX_IMAGE_PIXELS (178,956,970) when opening them.
     max_pixels: int = Field(
@@ -61,6 +69,7 @@ class InboxConfig(Section):
     remove_empty_folders_after_s: float = Field(
         0.0,
         ge=0,
+        le=A_YEAR_S,
         description="A folder below a camera's own (an exporter's hour or day folder) that a rescan "
         "finds empty, and that has stayed so this long (by its time, and by the daemon's own rescans since "
         "it started), is removed, so that months of them do not "
@@ -85,6 +94,7 @@ class BatchConfig(Section):
     max_wait_ms: int = Field(
         500,
         ge=0,
+        le=A_YEAR_S * 1000,
         description="How long the oldest frame of a partial batch waits before the batch is flushed anyway.",
     )
     decode_workers: int = Field(
@@ -166,6 +176,7 @@ class StatusConfig(Section):
     stall_after_s: float = Field(
         300.0,
         gt=0,
+        le=A_YEAR_S,
         description="`cctv-gender status` exits 1 (unhealthy) when frames are waiting and nothing "
         "has been processed for this long.",
     )
