@@ -1,7 +1,12 @@
-"""What filesystem a folder lives on, to tell whether inotify events can be trusted there."""
+"""What a folder is mounted on, from the kernel's mount table (/proc/self/mountinfo): its
+filesystem type, to tell whether inotify events can be trusted there, and its mount point, to tell
+an unmounted share's empty mount point from the share (watcher.intake.folder_mounts)."""
 
 from __future__ import annotations
 
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -19,32 +24,87 @@ NETWORK_FILESYSTEMS = (
     "lustre",
     "gpfs",
 )
+# mountinfo escapes space, tab, newline and backslash as three octal digits (\040).
+_OCTAL = re.compile(rb"\\([0-7]{3})")
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal.
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+@dataclass(frozen=True)
+class Mount:
+    """A mount point and the type of the filesystem mounted there."""
+
+    point: Path
+    fstype: str
+
+
+@dataclass(frozen=True)
+class _Entry:
+    mount_id: str
+    parent_id: str
+    device: str  # major:minor, only to relate the lines of one reading, never kept
+    root: Path  # the folder of its filesystem mounted here: not / for a bind mount of a folder
+    mount: Mount
+
+
+def _unescape(field: bytes) -> str:
+    return os.fsdecode(_OCTAL.sub(lambda match: bytes([int(match[1], 8)]), field))
+
+
+def _entries(mountinfo: Path) -> list[_Entry] | None:
+    try:
+        lines = mountinfo.read_bytes().splitlines()
+    except OSError:
+        return None
+    entries = []
+    for line in lines:
+        left, _, right = line.partition(b" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) < 5 or not rest:
+            continue
+        mount = Mount(Path(_unescape(fields[4])), os.fsdecode(rest[0]))
+        mount_id, parent_id, device = (os.fsdecode(field) for field in fields[:3])
+        entries.append(_Entry(mount_id, parent_id, device, Path(_unescape(fields[3])), mount))
+    return entries
+
+
+def _is_self_bind(entry: _Entry, parent: _Entry) -> bool:
+    """A folder bind-mounted onto itself, as systemd does for each ReadWritePaths= folder inside a
+    service's own mount namespace (ProtectSystem=strict): the same files as without it, and a mount
+    point that whoever looks from outside the service (`status`) does not see."""
+    if parent.device != entry.device or not entry.mount.point.is_relative_to(parent.mount.point):
+        return False
+    return entry.root == parent.root / entry.mount.point.relative_to(parent.mount.point)
+
+
+def mount_of(folder: Path, *, mountinfo: Path = MOUNTINFO) -> Mount | None:
+    """The mount deepest above `folder` (symlinks resolved), a folder bound onto itself seen
+    through; None if the mount table cannot be read."""
+    entries = _entries(mountinfo)
+    if entries is None:
+        return None
+    target = folder.resolve()
+    best: tuple[int, _Entry] | None = None
+    for entry in entries:
+        point = entry.mount.point
+        if target == point or target.is_relative_to(point):
+            # The later of two at one point is mounted over the earlier.
+            if best is None or len(point.parts) >= best[0]:
+                best = (len(point.parts), entry)
+    if best is None:
+        return None
+    by_id = {entry.mount_id: entry for entry in entries}
+    entry = best[1]
+    for _ in entries:  # at most once per line: the kernel's table has no loop, a fake one might
+        parent = by_id.get(entry.parent_id)
+        if parent is None or not _is_self_bind(entry, parent):
+            break
+        entry = parent
+    return entry.mount
 
 
 def filesystem_type(folder: Path, *, mountinfo: Path = MOUNTINFO) -> str | None:
     """The type of the filesystem mounted deepest above `folder`, or None if unknown."""
-    try:
-        lines = mountinfo.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    target = folder.resolve()
-    best: tuple[int, str] | None = None
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields, rest = left.split(), right.split()
-        if len(fields) < 5 or not rest:
-            continue
-        mount_point = Path(_unescape(fields[4]))
-        if target == mount_point or target.is_relative_to(mount_point):
-            depth = len(mount_point.parts)
-            if best is None or depth >= best[0]:
-                best = (depth, rest[0])
-    return best[1] if best else None
+    mount = mount_of(folder, mountinfo=mountinfo)
+    return mount.fstype if mount else None
 
 
 def needs_polling(fstype: str | None) -> bool:

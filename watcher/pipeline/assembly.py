@@ -139,7 +139,7 @@ def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance
 def _make_folders(config: Config) -> None:
     paths = config.paths
     try:
-        prepare_folders([paths.inbox, config.in_progress, paths.processed, paths.failed], data=paths.data)
+        prepare_folders(paths.site_folders(), inside=[config.in_progress], data=paths.data)
     except FolderMissing as error:
         raise StartupError(str(error)) from None
     except OSError as error:

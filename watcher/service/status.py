@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from model.registry import HEAD_FILE, HeadMetadata, RegistryError, current_version, version_dir
 from model.registry_files import archive_problem
 from watcher.config import Config
+from watcher.intake.folder_mounts import recorded_changes
 from watcher.intake.folders import FOLDERS_MARK
 from watcher.intake.placement import UNMOVABLE_DIRNAME
 from watcher.intake.suspects import stopped_cleanly
@@ -98,8 +99,9 @@ def collect_status(
 
 def _folder_problems(config: Config) -> list[str]:
     paths = config.paths
+    site, mark = paths.site_folders(), paths.data / FOLDERS_MARK
     # os.path.exists: a paths.data whoever runs status may not enter is no mark, not an error.
-    return folder_problems(paths.site_folders(), made_once=os.path.exists(paths.data / FOLDERS_MARK))
+    return folder_problems(site, made_once=os.path.exists(mark), moved=recorded_changes(site, mark=mark))
 
 
 def _served(config: Config) -> tuple[str, list[str]]:

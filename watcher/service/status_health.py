@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from watcher.intake.folder_mounts import MountChange, shown
 from watcher.service.heartbeat import HEARTBEAT_INTERVAL_S
 from watcher.service.status_report import RECENTLY, InstanceView
 from watcher.wording import plural
@@ -50,11 +51,19 @@ def inbox_problems(
     ]
 
 
-def folder_problems(folders: Mapping[str, Path], *, made_once: bool) -> list[str]:
+def folder_problems(
+    folders: Mapping[str, Path], *, made_once: bool, moved: Sequence[MountChange] = ()
+) -> list[str]:
     """A folder (`paths.inbox`, say) that is not a folder, or that is gone after `watch` made them
     all once (an unmounted share: no frame can arrive or leave, and a daemon does not start on
-    it, watcher.intake.folders). Before that first start a missing one is simply not made yet."""
-    problems = []
+    it, watcher.intake.folders). Before that first start a missing one is simply not made yet.
+    `moved`: those on another mount than `watch` recorded (an unmounted share's mount point, an
+    empty folder on the local disk: a daemon does not start on it either)."""
+    problems = [
+        f"{change.key} {change.folder}: is on {shown(change.current)}, not on {shown(change.recorded)} "
+        "as `watch` recorded (an unmounted share?); `watch` will not start on it"
+        for change in moved
+    ]
     for key, folder in folders.items():
         try:
             is_folder = stat.S_ISDIR(folder.stat().st_mode)
