@@ -89,6 +89,22 @@ def test_a_folder_on_another_mount_than_recorded_stops_the_next_start(
     assert _processed(data) == ["/"]
 
 
+def test_another_filesystem_at_the_recorded_mount_point_is_no_move(
+    tmp_path: Path, site: dict[str, Path]
+) -> None:
+    # nfs remounted as nfs4, or an automount seen as autofs before its share is mounted on it: the
+    # same mount point is the same place, and a stop there would halt the site for nothing.
+    data, point = tmp_path / "data", str(tmp_path / "nas share")
+    prepare_folders(site, data=data, mountinfo=_table(tmp_path / "mounted", point))
+    for fstype in ("nfs", "autofs", "cifs"):
+        table = tmp_path / f"as-{fstype}"
+        table.write_text(
+            _table(tmp_path / "plain", point).read_text().replace("- nfs4 ", f"- {fstype} "), encoding="utf-8"
+        )
+        prepare_folders(site, data=data, mountinfo=table)
+    assert _processed(data) == [point]
+
+
 def test_a_restart_on_the_same_mounts_neither_stops_nor_writes(
     tmp_path: Path, site: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:

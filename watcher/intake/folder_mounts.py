@@ -98,7 +98,9 @@ def mount_changes(
         if recorded is None or not _is_folder(folder):
             continue
         current = mount_of(folder, mountinfo=mountinfo)
-        if current is not None and current != recorded:
+        # The mount point alone: another filesystem at the same point is the same place (nfs
+        # remounted as nfs4, an automount's autofs before its share is mounted on it).
+        if current is not None and current.point != recorded.point:
             changes.append(MountChange(key, folder, recorded, current))
     return changes
 
