@@ -13,7 +13,7 @@ import numpy as np
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.dataset import LabelledImage
 from model.feature_cache import FeatureCache
-from model.images import UndecodableImage, decode_pixels
+from model.images import UndecodableImage, check_bmp_header, decode_pixels
 from model.labels import LABEL_ORDER, Label
 from model.progress import Progress
 
@@ -127,12 +127,15 @@ class _Extraction:
             self.skipped[item.name] = f"cannot read: {error.strerror or error}"
             return
         self.hashes[index] = hashlib.sha256(data).hexdigest()
-        cached = self._cache.get(self.hashes[index]) if self._cache is not None else None
-        if cached is not None:
-            self.rows[index] = cached
-            self.hits += 1
-            return
         try:
+            # Before the cache: a feature cached by an earlier version, or under a larger
+            # inbox.max_pixels, is of a frame the daemon now fails.
+            check_bmp_header(data, max_pixels=max_pixels)
+            cached = self._cache.get(self.hashes[index]) if self._cache is not None else None
+            if cached is not None:
+                self.rows[index] = cached
+                self.hits += 1
+                return
             self.pending.append((index, decode_pixels(data, max_pixels=max_pixels)))
         except UndecodableImage as error:
             self.skipped[item.name] = str(error)

@@ -9,9 +9,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pytest
+import torch
 
+from model.clip_features import ClipFeatureExtractor
+from model.dataset import LabelledImage
+from model.extraction import extract_labelled
+from model.feature_cache import FeatureCache
 from model.images import UndecodableImage, decode_pixels
+from model.labels import Label
+from model.runtime import Runtime
 from model.synthetic import bmp_bytes, write_bmp
 from tests.helpers import files_under, query
 from watcher.commands.main import main
@@ -101,6 +109,32 @@ def test_training_refuses_a_header_that_describes_no_picture_as_the_daemon_does(
     with pytest.raises(UndecodableImage) as refused:
         decode_pixels(data, max_pixels=BOUNDS.max_pixels)
     assert str(refused.value) == reason
+
+
+def test_training_refuses_such_a_header_even_with_its_feature_cached(tiny_clip: Path, tmp_path: Path) -> None:
+    # Training before decode_pixels checked the header cached a feature for each of these (and for a
+    # frame under a larger inbox.max_pixels): the cache, looked up before decoding, handed it back.
+    extractor = ClipFeatureExtractor(
+        str(tiny_clip), runtime=Runtime(device=torch.device("cpu"), precision="fp32")
+    )
+    cache = FeatureCache(tmp_path / "cache", clip_model="tiny", preprocessing_version="1", engine="cpu")
+    frames = {
+        **NO_PICTURE,
+        "over-max-pixels.bmp": (_bmp(80, 60), "too large: 80x60 is over the cap of 4000 pixels"),
+    }
+    images = []
+    for name, (data, _) in frames.items():
+        (tmp_path / "FEMALE").mkdir(exist_ok=True)
+        (tmp_path / "FEMALE" / name).write_bytes(data)
+        images.append(LabelledImage(tmp_path / "FEMALE" / name, Label.FEMALE, root=tmp_path))
+        cache.put(hashlib.sha256(data).hexdigest(), np.ones(extractor.feature_size, np.float32))
+
+    extracted = extract_labelled(
+        images, extractor=extractor, cache=cache, batch_size=8, max_pixels=4000, progress=False
+    )
+
+    assert extracted.skipped == {f"FEMALE/{name}": reason for name, (_, reason) in frames.items()}
+    assert (extracted.items, extracted.cache_hits) == ([], 0)
 
 
 def _grows_after_the_look(monkeypatch: pytest.MonkeyPatch, path: Path, more: bytes) -> None:
