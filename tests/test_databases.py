@@ -573,8 +573,10 @@ def test_db_copy_refuses_a_target_it_cannot_use_in_one_line(
         ("sqlite:///{tmp}/missing/dir/copy.db", "--to: no such folder {tmp}/missing/dir"),
         ("sqlite:///file:{tmp}/missing/copy.db?uri=true", "--to: no such folder {tmp}/missing"),
         ("sqlite:///{tmp}/config.toml/copy.db", "--to: {tmp}/config.toml is a file, not a folder"),
+        # A folder named as the file: SQLite said only "unable to open database file", exit 1.
+        ("sqlite:///{tmp}/data", "--to: {tmp}/data is a folder: name a database file in it"),
     ],
-    ids=["missing_folder", "uri_form", "file_as_folder"],
+    ids=["missing_folder", "uri_form", "file_as_folder", "folder_as_file"],
 )
 def test_db_copy_names_the_missing_folder_of_a_sqlite_target(
     make_config: Callable[..., Path],

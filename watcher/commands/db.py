@@ -98,11 +98,13 @@ def _same_database(source: Engine, target: Engine) -> bool:
 
 
 def _refuse_a_missing_folder(target: Engine) -> None:
-    """A SQLite file makes itself, but not its folder: name the folder (SQLite says only "unable to
-    open database file")."""
+    """A SQLite file makes itself, but not its folder: name the folder, or the folder named as the
+    file (SQLite says only "unable to open database file")."""
     target_file = sqlite_file(target.url)
     if target_file is None:
         return
+    if target_file.is_dir():
+        raise UsageError(f"--to: {target_file.absolute()} is a folder: name a database file in it")
     folder = target_file.absolute().parent
     if folder.is_dir():
         return
