@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
 
 from model.synthetic import write_bmp
@@ -543,6 +543,38 @@ def test_db_copy_refuses_the_database_it_copies_from_by_any_spelling(
     assert refused.value.code == 2 and "copied" not in captured.out, captured
     assert captured.err.count("\n") == 1, captured.err
     assert "names the database this config already uses" in captured.err, captured.err
+
+
+def test_db_copy_refuses_its_own_postgresql_database_under_another_host_name(
+    make_config: Callable[..., Path], postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`localhost` for 127.0.0.1, or the port left out, "copied 0 rows (2 were already there)"
+    onto the source itself, exit 0; another schema of the same database is still copied to."""
+    config = make_config(database={"url": postgres_url})
+    upgrade_to_head(engine := make_engine(postgres_url, busy_timeout_ms=1000))
+    with engine.begin() as connection:
+        insert_new_rows(connection, [_row("a"), _row("b")])
+    engine.dispose()
+    capsys.readouterr()
+    for spelling in (postgres_url.replace("127.0.0.1", "localhost"), postgres_url.replace(":5432/", "/")):
+        assert spelling != postgres_url
+        with pytest.raises(SystemExit) as refused:
+            main(["db", "copy", "--to", spelling, "--config", str(config)])
+        captured = capsys.readouterr()
+        assert refused.value.code == 2 and "copied" not in captured.out, captured
+        assert "names the database this config already uses" in captured.err, captured.err
+
+    schema = postgres_url.rsplit("%3D", 1)[1]
+    admin = make_engine(postgres_url, busy_timeout_ms=1000)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}_copy"'))
+    try:
+        assert main(["db", "copy", "--to", f"{postgres_url}_copy", "--config", str(config)]) == 0
+        assert capsys.readouterr().out.startswith("copied 2 rows to ")
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}_copy" CASCADE'))
+        admin.dispose()
 
 
 @pytest.mark.parametrize(

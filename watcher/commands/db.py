@@ -13,7 +13,7 @@ from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.config.database import refuse_unencoded_at, sqlite_path_from
 from watcher.errors import StartupError
-from watcher.store.copy import copy_results
+from watcher.store.copy import copy_results, same_postgresql_tables
 from watcher.store.engine import make_engine, shown_url, sqlite_file
 from watcher.store.errors import StorageError
 from watcher.store.migrate import current_revision
@@ -68,10 +68,10 @@ def copy(config: Config, *, target_url: str) -> int:
     except ImportError as error:  # a dialect whose driver is not installed (mysql://)
         raise StartupError(f"--to: its driver is not installed ({error.name or error})") from None
     shown = shown_url(target.url)
-    if _same_database(source, target):
-        raise UsageError(f"--to {shown} names the database this config already uses")
-    _refuse_a_missing_folder(target)
     try:
+        if _same_database(source, target) or same_postgresql_tables(source, target):
+            raise UsageError(f"--to {shown} names the database this config already uses")
+        _refuse_a_missing_folder(target)
         report = copy_results(source, target)
     except StorageError as error:
         raise StartupError(f"cannot copy to {shown}: {error}") from None

@@ -14,12 +14,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, text
 
 from watcher.store.migrate import upgrade_to_head
 from watcher.store.records import result_record
 from watcher.store.schema import Result, Review
-from watcher.store.session import orm_session, transaction
+from watcher.store.session import orm_session, transaction, translated_errors
 from watcher.store.writes import insert_new_rows_as_given
 
 logger = logging.getLogger(__name__)
@@ -98,3 +98,18 @@ def copy_reviews(source: Engine, target: Engine, *, chunk_rows: int = CHUNK_ROWS
         if new:
             connection.execute(insert(Review), new)
     return len(new)
+
+
+def same_postgresql_tables(source: Engine, target: Engine) -> bool:
+    """Whether two PostgreSQL URLs reach the same tables under different spellings (`localhost`
+    for 127.0.0.1, a port left out, a service file): the same server (its system identifier),
+    database and schema. Another schema of the same database is another target."""
+    if source.dialect.name != "postgresql" or target.dialect.name != "postgresql":
+        return False
+    return _tables_of(source) == _tables_of(target)
+
+
+def _tables_of(engine: Engine) -> tuple[object, ...]:
+    where = text("SELECT system_identifier, current_database(), current_schema() FROM pg_control_system()")
+    with translated_errors(), engine.connect() as connection:
+        return tuple(connection.execute(where).one())
