@@ -211,6 +211,18 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
                 ("batch", "max_wait_ms", 10**13, 31536000000),
             )
         ),
+        # `train` ended in a traceback: Adam at 1e30 took the head's outputs to nan (torch's "all
+        # elements of input should be between 0 and 1"), a batch past sys.maxsize Keras's islice.
+        pytest.param(
+            {"training": {"learning_rate": 1e30}},
+            "training.learning_rate: Input should be less than or equal to 1",
+            id="learning_rate_over_one",
+        ),
+        pytest.param(
+            {"training": {"batch_size": 10**20}},
+            "training.batch_size: Input should be less than or equal to 1000000",
+            id="training_batch_past_a_million",
+        ),
         pytest.param(
             {"status": {"stall_after_s": float("nan")}},
             "status.stall_after_s: Input should be a finite number (got nan)",

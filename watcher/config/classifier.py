@@ -147,14 +147,17 @@ class TrainingConfig(Section):
         ge=1,
         description="At most this many epochs; early stopping on validation loss usually ends sooner.",
     )
-    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    # Past sys.maxsize Keras cannot slice the features; a million is more than any folder here.
+    batch_size: int = Field(32, ge=1, le=1_000_000, description="Training batch size.")
     patience: int = Field(
         10,
         ge=1,
         description="Epochs without a better validation loss before stopping (the best weights are "
         "restored).",
     )
-    learning_rate: float = Field(0.001, gt=0, description="Adam's learning rate.")
+    # Adam moves each weight by about this much a step: past 1 it only diverges (1e30: the head's
+    # outputs became nan, and `train` a traceback).
+    learning_rate: float = Field(0.001, gt=0, le=1, description="Adam's learning rate.")
     seed: int = Field(
         42,
         ge=0,
