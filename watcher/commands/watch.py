@@ -7,14 +7,20 @@ import gc
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from watcher.commands.arguments import add_config
 from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_OK
 from watcher.config import Config
+from watcher.errors import StartupStopped
 from watcher.reports import RunReport
 from watcher.service.signals import hold_reloads, ignore_stops, relay_signals
 from watcher.store.errors import StorageError
 from watcher.wording import plural
+
+if TYPE_CHECKING:
+    from watcher.pipeline.daemon import Daemon
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +45,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
+    hold_reloads()  # before anything starts: a SIGHUP during start-up must not end it
+    stop = threading.Event()
+    started: list[Daemon] = []  # the daemon once built: a stop wakes its loop
+
+    def request_stop(received: signal.Signals) -> None:
+        if started:
+            logger.info("%s received: finishing the batch in hand, then exiting", received.name)
+        else:
+            logger.info("%s received while starting: stopping after the step in hand", received.name)
+        stop.set()
+        for daemon in started:
+            daemon.wake()
+
+    # From the very start, on a thread of their own: set from a signal handler, the loop's wake-up
+    # event could wait for its own lock, held by the same thread (see watcher.service.signals). A
+    # stop while the database migrates or the model loads ends the start after that step, cleanly.
+    relay_signals(stop=request_stop)
+    try:
+        return _run(config, args, stop=stop, started=started, request_stop=request_stop)
+    except StartupStopped as stopped:
+        # Nothing was taken: every frame is where it was (the recovery's stop is the run's own).
+        logger.info("stopped during start-up, %s", stopped)
+        return EXIT_OK
+    finally:
+        ignore_stops()  # stopped: a second SIGTERM must not end the exit by the signal
+
+
+def _run(
+    config: Config,
+    args: argparse.Namespace,
+    *,
+    stop: threading.Event,
+    started: list[Daemon],
+    request_stop: Callable[[signal.Signals], None],
+) -> int:
     from watcher.pipeline.assembly import build_daemon
     from watcher.pipeline.file_workers import FileWorkersFailed
 
-    hold_reloads()  # before anything starts: a SIGHUP during start-up must not end it
-    stop = threading.Event()
     daemon = build_daemon(config, stop=stop, instance_name=args.instance)
+    started.append(daemon)
     # Start-up, run with the collector off, leaves hundreds of thousands of objects that live as
     # long as the daemon (torch, transformers, the model): out of the collector's sight, each full
     # collection stops walking them all again while frames wait. Its little garbage (some 13,000
@@ -53,17 +93,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
     gc.freeze()
     gc.enable()
 
-    def request_stop(received: signal.Signals) -> None:
-        logger.info("%s received: finishing the batch in hand, then exiting", received.name)
-        stop.set()
-        daemon.wake()
-
     def request_reload() -> None:
         logger.info("SIGHUP received: reloading the head before the next batch")
         daemon.request_reload()
 
-    # On a thread of their own: set from a signal handler, the loop's wake-up event could wait for
-    # its own lock, held by the same thread (see watcher.service.signals).
     relay_signals(stop=request_stop, reload=request_reload)
     try:
         report = daemon.run(once=args.once)
@@ -76,8 +109,6 @@ def run(config: Config, args: argparse.Namespace) -> int:
     except FileWorkersFailed as error:
         logger.error("%s", error)  # noqa: TRY400 - the worker's own crash is the story, not this stack
         return EXIT_FAILURE
-    finally:
-        ignore_stops()  # stopped: a second SIGTERM must not end the exit by the signal
     return _said_stopped(report)
 
 

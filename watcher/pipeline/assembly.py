@@ -19,7 +19,7 @@ from model.registry import RegistryError
 from model.runtime import ModelLoadError
 from model.serving import load_serving_head
 from watcher.config import Config
-from watcher.errors import StartupError
+from watcher.errors import StartupError, raise_if_stopped
 from watcher.intake.folders import FolderMissing, prepare_folders
 from watcher.pipeline.daemon import Daemon
 from watcher.pipeline.head_reload import HeadReloader
@@ -69,7 +69,9 @@ def _loaded(config: Config, load: Callable[..., T]) -> T:
 
 
 def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | None = None) -> Daemon:
-    """Everything `watch` needs, in startup order; raises StartupError with a one-line reason.
+    """Everything `watch` needs, in startup order; raises StartupError with a one-line reason, or
+    StartupStopped once `stop` is set: it is looked at after each step (the step in hand, a model
+    load say, is finished first), and what was started is ended, as a failed start's.
     Sets the process's switch interval (batch.gil_switch_interval_ms): the daemon's process."""
     # Each torch operation and system call gives the GIL up and must take it back; beside a thread
     # running Python that can take a whole switch interval (bench/gil_convoy.py measures it).
@@ -77,7 +79,16 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
     # The database first: a config that cannot reach it leaves no folder behind.
     engine = open_database(config, migrate=True)
     try:
-        return _assemble(config, engine, stop=stop, instance_name=instance_name)
+        raise_if_stopped(stop, "after the database migration")
+        _make_folders(config)
+        instance = acquire_instance(
+            config.in_progress, name=instance_name, prefix=default_prefix(config.source)
+        )
+        try:
+            return _assemble(config, engine, stop=stop, instance=instance)
+        except BaseException:
+            instance.release()
+            raise
     except BaseException:
         # A start that fails closes the database as a run's end does (Daemon.run): SQLite removes
         # its -wal and -shm at the last close, instead of leaving them owned by whoever ran this.
@@ -85,14 +96,14 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         raise
 
 
-def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance_name: str | None) -> Daemon:
-    _make_folders(config)
-    instance = acquire_instance(config.in_progress, name=instance_name, prefix=default_prefix(config.source))
+def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance: InstanceLock) -> Daemon:
     extractor = load_extractor(config)
+    raise_if_stopped(stop, "after the model load")
     lanes = lanes_for(extractor, gpu_lanes=config.batch.gpu_lanes)
     extractor.warm_up(
         config.batch.size, thread_counts=(lanes.threads_each, lanes.all_threads), traced=config.model.traced
     )
+    raise_if_stopped(stop, "after the model's warm-up")
     prompts = config.model.zero_shot.by_label()
 
     def load_head() -> Head:
@@ -102,6 +113,7 @@ def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance
         head = load_head()
     except (RegistryError, KerasBackendError) as error:
         raise StartupError(str(error)) from None
+    raise_if_stopped(stop, "after the head load")
     processor = BatchProcessor(
         engine=engine,
         extractor=extractor,
@@ -116,14 +128,21 @@ def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance
         database_guard=DatabaseFileGuard(engine),
         claims_in_place=instance.in_place,
     )
-    _log_plan(config, processor, instance, extractor)
-    telemetry = Telemetry(
-        instance=instance.name,
-        data=config.paths.data,
-        model_version=head.version,
-        notifier=SystemdNotifier(),
-        metrics=_serve_metrics(config),
-    )
+    try:
+        raise_if_stopped(
+            stop, "after the file workers' start" if processor.file_workers else "after the head load"
+        )
+        _log_plan(config, processor, instance, extractor)
+        telemetry = Telemetry(
+            instance=instance.name,
+            data=config.paths.data,
+            model_version=head.version,
+            notifier=SystemdNotifier(),
+            metrics=_serve_metrics(config),
+        )
+    except BaseException:
+        processor.close()  # its file workers ended and joined, its shared memory removed
+        raise
     reloader = HeadReloader(config.registry_dir, load=load_head)
     return Daemon(
         config,

@@ -17,6 +17,7 @@ from functools import partial
 from sqlalchemy import Engine
 
 from watcher.config import Config
+from watcher.errors import raise_if_stopped
 from watcher.intake import suspects
 from watcher.intake.events import EventBatch, InboxEvents
 from watcher.intake.mounts import filesystem_type, needs_polling
@@ -77,6 +78,7 @@ class Daemon:
             instance=instance,
             in_progress=config.in_progress,
             after_suspect=self._after_suspect,
+            stop=stop,
         )
         self._missing_folders = False
         self.report = RunReport()
@@ -137,11 +139,18 @@ class Daemon:
 
     def _start(self, events: InboxEvents | None) -> InboxEvents | None:
         """Recovery, the events (None, for polling, when they cannot be had) and the first scan."""
+        # A stop before this: nothing touched. From here, recovery stops between frames (run's stop).
+        raise_if_stopped(self._stop, "before the recovery of earlier runs' frames")
         # Frames left by a run that crashed are suspects (see watcher.intake.suspects), unless an
         # instance that adopted them stopped cleanly since: that run's crash still counts.
         last_stop = suspects.take_last_stop(self.instance.area)
         self._heartbeat.record_start(stopped_cleanly=last_stop is suspects.LastStop.CLEAN)
-        self._recovery.recover(crashed=last_stop is suspects.LastStop.CRASHED)
+        whole = self._recovery.recover(crashed=last_stop is suspects.LastStop.CRASHED)
+        if self._stop.is_set():
+            logger.info(
+                "stopped during start-up, %s the recovery of earlier runs' frames", "after" if whole else "in"
+            )
+            return None
         listening = events if events is not None and events.start() else None
         self._claims.rescan()
         # Migrated, model loaded, earlier work recovered: only now is the service ready.

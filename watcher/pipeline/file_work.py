@@ -30,6 +30,7 @@ from watcher.intake.readiness import Look, Verdict, look
 from watcher.intake.source_folders import SourceFolders
 from watcher.pipeline.decoding import FileRead, Room, read_and_decode
 from watcher.pipeline.stages import Claimed, FrameBounds
+from watcher.service.signals import release_held
 
 # Frames start on this boundary in a shared buffer: whole cache lines for the copies out of it.
 ALIGNMENT = 64
@@ -102,6 +103,7 @@ def start_worker(daemon_pid: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the daemon's, never a worker's end
+    release_held()  # blocked since it started (see FileWorkers): a stop meanwhile waited, and is dropped
     faults.serve_daemon(daemon_pid)
     # A frame's warnings (why it failed) are logged where they happen: on the daemon's stderr,
     # which the worker shares (the journal, under systemd).

@@ -21,6 +21,7 @@ in progress as suspects (see watcher.intake.suspects).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import multiprocessing
@@ -43,6 +44,7 @@ from watcher.pipeline.decoding import FileRead
 from watcher.pipeline.file_work import ClaimOutcome, Move
 from watcher.pipeline.gil_held_pipes import ready, receive_message, send_message
 from watcher.pipeline.stages import Claimed, Decoded, FrameBounds
+from watcher.service.signals import held_from_children
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,8 @@ class _Worker:
         self.process: BaseProcess = context.Process(
             target=file_work.serve, args=(theirs, daemon_pid), name=f"file-worker-{number}", daemon=True
         )
-        self.process.start()
+        with held_from_children():  # until it ignores them (file_work.start_worker)
+            self.process.start()
         self.pid = self.process.pid
         theirs.close()  # the worker's end lives in the worker: its death is then our EOF
 
@@ -272,10 +275,8 @@ def _answered(busy: dict[Connection, tuple[_Worker, int]]) -> list[Connection]:
 
 def _stop(workers: list[_Worker]) -> None:
     for worker in workers:
-        try:
+        with contextlib.suppress(OSError):  # already gone
             worker.connection.send(None)  # done: the worker ends
-        except OSError:
-            pass  # already gone
     for worker in workers:
         worker.process.join(_STOP_S)
         if worker.process.is_alive():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,14 +42,15 @@ class Recovery:
         instance: InstanceLock,
         in_progress: Path,
         after_suspect: Callable[[], None],
+        stop: threading.Event | None = None,
     ) -> None:
         self._engine = engine
         self._processor = processor
         self._dispatcher = dispatcher
         self._instance = instance
         self._in_progress = in_progress
-        # Called after each suspect: a long line of them must still feed the watchdog.
-        self._after_suspect = after_suspect
+        self._after_suspect = after_suspect  # after each suspect: a long line feeds the watchdog
+        self._stop = stop or threading.Event()  # set: recovery ends between two frames
         self._adopted: list[InstanceLock] = []  # dead instances' locks, held while we hold their frames
         # How each adopted area's last run ended: its mark, taken when the adoption began, is ours
         # to give back as it was (a dead instance's crash is never turned into its clean stop).
@@ -66,13 +68,16 @@ class Recovery:
         # frame for no suspect and raises nothing, so it counts that run's crash, if any.
         self._counted: dict[str, int] = {}
         self.recovered = 0
+        self.left_by_stop = 0  # frames a stop left in progress, not reached by the recovery
 
-    def recover(self, *, crashed: bool) -> None:
-        """Our own area, then any dead instance's; everything committed and moved on return."""
+    def recover(self, *, crashed: bool) -> bool:
+        """Our own area, then any dead instance's; everything committed and moved on return. False
+        when a stop cut it short: what was not reached waits for the next start (_recover_area)."""
         self._recover_area(self._instance.area, crashed=crashed)
         self.adopt_orphans()
         self._dispatcher.collect(wait=True)
         self._release_adopted()
+        return self.left_by_stop == 0
 
     def keep_area(self) -> None:
         """Our lock and area, and adopted ones, where the inbox is now (see InstanceLock.keep).
@@ -118,6 +123,9 @@ class Recovery:
         same frames again and process them twice."""
         self._release_adopted()
         for orphan in orphaned_instances(self._in_progress, own=self._instance.name):
+            if self._stop.is_set():
+                orphan.release()  # untouched: its next adopter's
+                break
             self._adopted.append(orphan)
             # Taken before its frames are touched: if this run dies among them, they are a
             # crash's leftovers for the next adopter, as our own would be.
@@ -221,8 +229,15 @@ class Recovery:
                 area,
                 " by a run that crashed: each is processed alone" if crashed else "",
             )
-            self.finish_or_process(leftovers, crashed=crashed)
-            self.recovered += len(leftovers)
+            handed_on = self.finish_or_process(leftovers, crashed=crashed, stoppable=True)
+            self.recovered += handed_on
+            if handed_on < len(leftovers):  # a stop: the rest stays as it was, suspects after a crash
+                self.left_by_stop += len(leftovers) - handed_on
+                left = plural(len(leftovers) - handed_on, "frame stays", "frames stay")
+                logger.info("stop requested: %s in progress in %s for the next start", left, area)
+                self._cut_short.add(area)  # after a crash, left unmarked at the stop (mark_clean_stop)
+                if crashed:  # a dead instance's last stop is set already
+                    self._last_stops.setdefault(area, suspects.LastStop.CRASHED)
         return len(leftovers)
 
     def _correct_relocated(self, area: Path, claimed: set[str]) -> None:
@@ -236,11 +251,18 @@ class Recovery:
             logger.info("frame %s had gone to %s before its row said so: its row says so now", key, where)
             relocations.note_path(area, key).unlink(missing_ok=True)
 
-    def finish_or_process(self, frames: list[Claimed], *, crashed: bool = False) -> None:
+    def finish_or_process(
+        self, frames: list[Claimed], *, crashed: bool = False, stoppable: bool = False
+    ) -> int:
         """Frames whose row is committed only need their move; the others are processed again,
-        each alone when a crash left them (one of them may be what crashed the daemon)."""
+        each alone when a crash left them (one of them may be what crashed the daemon). When
+        `stoppable` (recovery), a stop ends it between two frames; returns how many were handed on."""
         committed = writes.committed(self._engine, [frame.key for frame in frames])
+        handed_on = 0
         for frame in frames:
+            if stoppable and self._stop.is_set():
+                break
+            handed_on += 1
             record = committed.get(frame.key)
             if record is not None:
                 self._processor.finish_committed(frame, record)
@@ -251,6 +273,7 @@ class Recovery:
             else:
                 self._dispatcher.add(frame)
         self._dispatcher.flush()
+        return handed_on
 
     def _process_suspect(self, frame: Claimed) -> None:
         crashes = suspects.crashes_survived(frame)

@@ -18,7 +18,8 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 STOPPING = (signal.SIGTERM, signal.SIGINT)
 RELOADING = signal.SIGHUP
+_HELD = {*STOPPING, RELOADING}
 
 
 @dataclass
@@ -41,7 +43,7 @@ _relay_state = _Relay()
 
 
 def hold_reloads() -> None:
-    """SIGHUP ignored until relay_signals takes it. Its default ends the process: a reload asked
+    """SIGHUP ignored until relay_signals is given `reload`. Its default ends the process: a reload asked
     for while the daemon starts (the model loads for minutes) would stop it, and systemd counts an
     end by SIGHUP as clean, so it would not restart it. Ignoring is inherited by the processes
     started meanwhile (file workers, multiprocessing's resource tracker), which a SIGHUP sent to
@@ -49,20 +51,45 @@ def hold_reloads() -> None:
     signal.signal(RELOADING, signal.SIG_IGN)
 
 
-def relay_signals(*, stop: Callable[[signal.Signals], None], reload: Callable[[], None]) -> None:
+def relay_signals(
+    *, stop: Callable[[signal.Signals], None], reload: Callable[[], None] | None = None
+) -> None:
     """From now on SIGTERM and SIGINT call `stop`, SIGHUP `reload`, each on the relay thread. Only
     from the main thread (where Python lets signals be handled); called again, the new callbacks
-    replace the old, on the same thread and pipe."""
-    _relay_state.stop, _relay_state.reload = stop, reload
-    if _relay_state.running:
-        return
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    os.set_blocking(write_end, False)  # set_wakeup_fd's demand: a full pipe never blocks a handler
-    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    for number in (*STOPPING, RELOADING):
-        signal.signal(number, _noted)
-    _relay_state.running = True  # before the thread starts: its end sets it back
-    threading.Thread(target=_relay, args=(read_end,), name="signal-relay", daemon=True).start()
+    replace the old, on the same thread and pipe. Without `reload` SIGHUP stays as it was (ignored
+    while the daemon starts, see hold_reloads): the stops are relayed from the start of start-up."""
+    _relay_state.stop = stop
+    if not _relay_state.running:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(write_end, False)  # set_wakeup_fd's demand: a full pipe never blocks a handler
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        for number in STOPPING:
+            signal.signal(number, _noted)
+        _relay_state.running = True  # before the thread starts: its end sets it back
+        threading.Thread(target=_relay, args=(read_end,), name="signal-relay", daemon=True).start()
+    if reload is not None:
+        _relay_state.reload = reload
+        signal.signal(RELOADING, _noted)
+
+
+@contextmanager
+def held_from_children() -> Iterator[None]:
+    """The stop and reload signals blocked in this thread while it starts a process (the daemon's
+    own are taken by its other threads meanwhile). The child inherits the mask across exec: until
+    it calls release_held, once it ignores them (a file worker), a stop sent to the whole service
+    (systemd's, Ctrl-C's) waits instead of ending it half-started, by SIGTERM's default or with a
+    KeyboardInterrupt, as the relay's handlers are not inherited."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def release_held() -> None:
+    """In a child started under held_from_children, once it ignores the signals: unblocked (those
+    that came meanwhile, ignored, are dropped)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
 
 
 def ignore_stops() -> None:
