@@ -180,3 +180,24 @@ def test_more_sigterms_while_the_stopped_daemon_exits_leave_its_exit_code_0(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_frames_left_in_the_inbox_at_a_stop_are_counted_from_the_inbox(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # Polling with a long scan interval: a frame written after the last scan was never seen, and
+    # the exit's "left in the inbox" line counted only the names seen (here: said nothing).
+    config = make_config(inbox={"mode": "poll", "poll_scan_s": 3600})
+    write_bmp(tmp_path / "inbox" / "cam-01" / "first.bmp")
+    log = tmp_path / "daemon.log"
+    process = start_watch_process(config, log)
+    try:
+        wait_for(lambda: files_under(tmp_path / "processed") or process.poll() is not None, timeout=120)
+        write_bmp(tmp_path / "inbox" / "cam-01" / "late.bmp", seed=1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "1 frame left in the inbox for the next run: cam-01/late.bmp" in log.read_text(), log.read_text()

@@ -35,7 +35,7 @@ class RunReport:
     failed: int = 0
     batches: int = 0
     recovered: int = 0
-    # Frames left in the inbox because they are still being written (for `--once`).
+    # Frames in the inbox when the run ended (still being written, or not taken before a stop).
     left_incomplete: list[str] = field(default_factory=list)
     # Frames left claimed because their batch could not be stored; the next run recovers them.
     left_parked: int = 0

@@ -123,8 +123,7 @@ def _said_stopped(report: RunReport) -> int:
     )
     if report.left_incomplete:
         logger.warning(
-            "%s left in the inbox for the next run (still being written, or not taken while "
-            "a batch waited for the database): %s",
+            "%s left in the inbox for the next run: %s",
             plural(len(report.left_incomplete), "frame"),
             ", ".join(report.left_incomplete[:10]),
         )

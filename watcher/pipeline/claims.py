@@ -62,7 +62,11 @@ class Claims:
         return len(self._waiting)
 
     def left(self) -> list[str]:
-        return [str(path) for path in self._waiting]
+        """The frames in the inbox now, from a scan of it (at a stop: left for the next run), but
+        those refused (named with their reason already). The waiting set holds only names seen:
+        not those written since the last scan, in poll mode or when events were lost."""
+        inbox = scan_inbox(self._inbox, unlisted=self._unlisted)
+        return [str(path) for path in inbox if path not in self._refused]
 
     def hint(self, names: Iterable[PurePosixPath]) -> None:
         self._waiting.update(dict.fromkeys(names))
