@@ -13,7 +13,7 @@ import numpy as np
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.dataset import LabelledImage
 from model.feature_cache import FeatureCache
-from model.images import UndecodableImage, check_bmp_header, decode_pixels
+from model.images import UndecodableImage, check_complete_frame, decode_pixels
 from model.labels import LABEL_ORDER, Label
 from model.progress import Progress
 
@@ -129,8 +129,10 @@ class _Extraction:
         self.hashes[index] = hashlib.sha256(data).hexdigest()
         try:
             # Before the cache: a feature cached by an earlier version, or under a larger
-            # inbox.max_pixels, is of a frame the daemon now fails.
-            check_bmp_header(data, max_pixels=max_pixels)
+            # inbox.max_pixels, is of a frame the daemon now fails. Truncated ones included: its
+            # rows all there, a BMP whose header declares more bytes is one its writer had not
+            # finished, failed by the daemon.
+            check_complete_frame(data, max_pixels=max_pixels)
             cached = self._cache.get(self.hashes[index]) if self._cache is not None else None
             if cached is not None:
                 self.rows[index] = cached

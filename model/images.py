@@ -31,6 +31,11 @@ DECLARED_SIZE_SLACK = 64 * 1024
 # Enough of a file to know its declared size and dimensions: file header + BITMAPINFOHEADER.
 HEADER_BYTES = 54
 
+BMP_MAGIC = b"BM"
+# 'BM', then the whole file's size as a little-endian uint32.
+BMP_SIZE_FIELD = struct.Struct("<2sI")
+# The smallest valid BMP: 14-byte file header + 12-byte core header.
+MIN_BMP_SIZE = 26
 # BITMAPFILEHEADER's pixel-data offset, then BITMAPINFOHEADER (or a later, larger version):
 # header size, width, height, planes, bits per pixel, compression.
 _BMP_LAYOUT = struct.Struct("<10xI I i i H H I")
@@ -39,8 +44,9 @@ _BI_RGB = 0
 
 def decode_pixels(data: bytes | memoryview, *, max_pixels: int) -> np.ndarray:
     """(height, width, 3) uint8 RGB pixels of `data`; a view into `data` for plain 24-bit BMPs.
-    A BMP whose header describes no picture is refused here too (check_bmp_header): training and
-    evaluation then skip exactly the frames the daemon fails."""
+    A BMP whose header describes no picture is refused here too (check_bmp_header); the daemon
+    and training check a whole file first (check_complete_frame), so that training and
+    evaluation skip exactly the frames the daemon fails."""
     check_bmp_header(data, max_pixels=max_pixels)
     block = plain_bmp_block(data, max_pixels=max_pixels)
     if block is not None:
@@ -115,6 +121,32 @@ def check_before_reading(head: bytes, file_size: int, *, max_pixels: int, max_fi
     sides = _bmp_sides(head)
     if sides is not None and sides[0] > 0 and sides[1] != 0:
         check_dimensions(sides[0], abs(sides[1]), max_pixels=max_pixels)
+
+
+def incomplete_reason(data: bytes | memoryview) -> str | None:
+    """Why the bytes of a frame are an incomplete BMP, or None when they are not known to be.
+
+    Judged from the content alone, so a frame recovered after a crash fails with the same reason
+    as one given up by the readiness timeout, and training skips what the daemon fails.
+    """
+    if not data:
+        return "truncated: empty file (0 bytes)"
+    if len(data) < BMP_SIZE_FIELD.size:
+        return f"truncated: {len(data)} bytes, too short for a BMP header"
+    magic, declared = BMP_SIZE_FIELD.unpack_from(data)
+    if magic == BMP_MAGIC and declared >= MIN_BMP_SIZE and len(data) < declared:
+        return f"truncated: {len(data)} of {declared} declared bytes"
+    return None
+
+
+def check_complete_frame(data: bytes | memoryview, *, max_pixels: int) -> None:
+    """Refuse a file's whole bytes as the daemon does once it has read them: an incomplete BMP
+    (incomplete_reason: its writer had not finished), then a header that describes no picture
+    (check_bmp_header). Training and evaluation call it too, so they skip what the daemon fails."""
+    truncated = incomplete_reason(data)
+    if truncated is not None:
+        raise UndecodableImage(truncated)
+    check_bmp_header(data, max_pixels=max_pixels)
 
 
 def check_bmp_header(data: bytes | memoryview, *, max_pixels: int) -> None:

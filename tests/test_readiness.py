@@ -9,10 +9,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from model.images import incomplete_reason
 from model.synthetic import bmp_bytes
 from tests.helpers import wait_for
 from watcher.intake.discovery import UnlistedFolders, camera_of, is_candidate_name, scan_inbox
-from watcher.intake.readiness import ReadinessTracker, Verdict, declared_bmp_size, incomplete_reason
+from watcher.intake.readiness import ReadinessTracker, Verdict, declared_bmp_size
 from watcher.pipeline.claims import Claims
 from watcher.pipeline.file_work import ClaimOutcome, claim_outcome, claim_share
 

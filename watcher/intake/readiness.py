@@ -12,21 +12,15 @@ import errno
 import logging
 import os
 import stat
-import struct
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
+from model.images import BMP_MAGIC, BMP_SIZE_FIELD, MIN_BMP_SIZE
 from watcher.intake.unlooked import UnlookedFiles
 
 logger = logging.getLogger(__name__)
-
-BMP_MAGIC = b"BM"
-# 'BM', then the whole file's size as a little-endian uint32.
-BMP_SIZE_FIELD = struct.Struct("<2sI")
-# The smallest valid BMP: 14-byte file header + 12-byte core header.
-MIN_BMP_SIZE = 26
 
 
 class Verdict(StrEnum):
@@ -45,22 +39,6 @@ class _Observation:
     mtime_ns: int
     unchanged_since: float  # monotonic time this size and mtime were first seen
     declared_size: int | None
-
-
-def incomplete_reason(data: bytes | memoryview) -> str | None:
-    """Why the bytes of a frame are an incomplete BMP, or None when they are not known to be.
-
-    Judged from the content alone, so a frame recovered after a crash fails with the same reason
-    as one given up by the readiness timeout.
-    """
-    if not data:
-        return "truncated: empty file (0 bytes)"
-    if len(data) < BMP_SIZE_FIELD.size:
-        return f"truncated: {len(data)} bytes, too short for a BMP header"
-    magic, declared = BMP_SIZE_FIELD.unpack_from(data)
-    if magic == BMP_MAGIC and declared >= MIN_BMP_SIZE and len(data) < declared:
-        return f"truncated: {len(data)} of {declared} declared bytes"
-    return None
 
 
 def declared_bmp_size(path: Path) -> int | None:

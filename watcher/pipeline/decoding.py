@@ -24,13 +24,12 @@ from model.images import (
     PixelBlock,
     UndecodableImage,
     check_before_reading,
-    check_bmp_header,
+    check_complete_frame,
     decode_pixels,
     plain_bmp_block,
 )
 from watcher.faults import kill_on_frame
 from watcher.frozen import frozen_when_checked
-from watcher.intake.readiness import incomplete_reason
 from watcher.pipeline.stages import Claimed, Decoded, FileFacts, FrameBounds
 
 logger = logging.getLogger(__name__)
@@ -111,10 +110,7 @@ def read_and_decode(
         data, facts = read_frame(frame, bounds, room)
         kill_on_frame(frame.relative)
         facts = replace(facts, sha256=hashlib.sha256(data).hexdigest())
-        truncated = incomplete_reason(data)
-        if truncated is not None:
-            raise UndecodableImage(truncated)
-        check_bmp_header(data, max_pixels=bounds.max_pixels)
+        check_complete_frame(data, max_pixels=bounds.max_pixels)
         # Read into the room (it was large enough): a plain BMP's pixels stay there.
         in_room = room is not None and data.obj is room.buffer.obj
         block = plain_bmp_block(data, max_pixels=bounds.max_pixels) if in_room else None
