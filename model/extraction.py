@@ -13,7 +13,7 @@ import numpy as np
 from model.clip_features import PREPROCESSING_VERSION, ClipFeatureExtractor
 from model.dataset import LabelledImage
 from model.feature_cache import FeatureCache
-from model.images import UndecodableImage, check_complete_frame, decode_pixels
+from model.images import UndecodableImage, decode_pixels, read_checked
 from model.labels import LABEL_ORDER, Label
 from model.progress import Progress
 
@@ -42,14 +42,17 @@ def extract_labelled(
     cache: FeatureCache | None,
     batch_size: int,
     max_pixels: int,
+    max_file_bytes: int,
     progress: bool = True,
 ) -> ExtractedFeatures:
-    """Features for every readable image; unreadable ones are skipped with their reason."""
+    """Features for every image the daemon would classify; the rest (those it would fail for
+    their bytes alone, under the same inbox.max_pixels and inbox.max_file_bytes, and unreadable
+    ones) are skipped with the daemon's reason."""
     started = time.perf_counter()
     run = _Extraction(extractor, cache)
     bar = Progress(total=len(images), desc="features", unit="img") if progress else None
     for index, item in enumerate(images):
-        run.add(index, item, max_pixels=max_pixels)
+        run.add(index, item, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
         if len(run.pending) >= batch_size:
             run.flush()
         if bar is not None:
@@ -120,24 +123,24 @@ class _Extraction:
         self.pending: list[tuple[int, np.ndarray]] = []
         self.hits = self.extracted = 0
 
-    def add(self, index: int, item: LabelledImage, *, max_pixels: int) -> None:
+    def add(self, index: int, item: LabelledImage, *, max_pixels: int, max_file_bytes: int) -> None:
         try:
-            data = item.path.read_bytes()
+            # Refused as the daemon refuses it, before the cache: a feature cached by an earlier
+            # version, or under a larger inbox.max_pixels, is of a frame the daemon now fails.
+            data = read_checked(item.path, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
         except OSError as error:
             self.skipped[item.name] = f"cannot read: {error.strerror or error}"
             return
+        except UndecodableImage as error:
+            self.skipped[item.name] = str(error)
+            return
         self.hashes[index] = hashlib.sha256(data).hexdigest()
+        cached = self._cache.get(self.hashes[index]) if self._cache is not None else None
+        if cached is not None:
+            self.rows[index] = cached
+            self.hits += 1
+            return
         try:
-            # Before the cache: a feature cached by an earlier version, or under a larger
-            # inbox.max_pixels, is of a frame the daemon now fails. Truncated ones included: its
-            # rows all there, a BMP whose header declares more bytes is one its writer had not
-            # finished, failed by the daemon.
-            check_complete_frame(data, max_pixels=max_pixels)
-            cached = self._cache.get(self.hashes[index]) if self._cache is not None else None
-            if cached is not None:
-                self.rows[index] = cached
-                self.hits += 1
-                return
             self.pending.append((index, decode_pixels(data, max_pixels=max_pixels)))
         except UndecodableImage as error:
             self.skipped[item.name] = str(error)
@@ -161,6 +164,7 @@ def extract_cached(
     cache_root: Path | None,
     batch_size: int,
     max_pixels: int,
+    max_file_bytes: int,
     progress: bool = True,
 ) -> ExtractedFeatures:
     """extract_labelled through the feature cache under `cache_root` (none when None), in the
@@ -179,6 +183,7 @@ def extract_cached(
         cache=cache,
         batch_size=batch_size,
         max_pixels=max_pixels,
+        max_file_bytes=max_file_bytes,
         progress=progress,
     )
     logger.info(

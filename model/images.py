@@ -9,9 +9,11 @@ the model's batch. Everything else goes through Pillow, which gives the same val
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -45,8 +47,8 @@ _BI_RGB = 0
 def decode_pixels(data: bytes | memoryview, *, max_pixels: int) -> np.ndarray:
     """(height, width, 3) uint8 RGB pixels of `data`; a view into `data` for plain 24-bit BMPs.
     A BMP whose header describes no picture is refused here too (check_bmp_header); the daemon
-    and training check a whole file first (check_complete_frame), so that training and
-    evaluation skip exactly the frames the daemon fails."""
+    checks a file's size, header and whole bytes first, as training's read_checked does, so that
+    training and evaluation skip exactly the frames the daemon fails."""
     check_bmp_header(data, max_pixels=max_pixels)
     block = plain_bmp_block(data, max_pixels=max_pixels)
     if block is not None:
@@ -137,6 +139,24 @@ def incomplete_reason(data: bytes | memoryview) -> str | None:
     if magic == BMP_MAGIC and declared >= MIN_BMP_SIZE and len(data) < declared:
         return f"truncated: {len(data)} of {declared} declared bytes"
     return None
+
+
+def read_checked(path: Path, *, max_pixels: int, max_file_bytes: int) -> bytes:
+    """The bytes of the file at `path`, refused with the daemon's reason wherever the daemon fails
+    a frame for its bytes alone, in its order (watcher.pipeline.decoding.read_and_decode): from
+    its size and first bytes before the rest is read (check_before_reading: over
+    `max_file_bytes`, far larger than its BMP header declares, of impossible dimensions), then
+    whole (check_complete_frame). Training and evaluation read labelled images with it."""
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        head = handle.read(HEADER_BYTES)
+        check_before_reading(head, size, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
+        handle.seek(0)
+        data = handle.read(max_file_bytes + 1)  # one byte more than allowed: a growing file not slurped
+    if len(data) > max_file_bytes:
+        raise UndecodableImage(f"too large: over {max_file_bytes} bytes (inbox.max_file_bytes)")
+    check_complete_frame(data, max_pixels=max_pixels)
+    return data
 
 
 def check_complete_frame(data: bytes | memoryview, *, max_pixels: int) -> None:

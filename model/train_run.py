@@ -44,6 +44,7 @@ class TrainingOptions:
     fit: FitSettings
     extract_batch_size: int
     max_pixels: int
+    max_file_bytes: int
     promote: PromotePolicy
     prompts: dict[Label, list[str]]
     progress: bool = True
@@ -175,6 +176,7 @@ def _extract(
         cache_root=options.feature_cache,
         batch_size=options.extract_batch_size,
         max_pixels=options.max_pixels,
+        max_file_bytes=options.max_file_bytes,
         progress=options.progress,
     )
 

@@ -121,6 +121,7 @@ def test_daemon_embeddings_match_the_training_features(
         cache=None,
         batch_size=2,
         max_pixels=10**8,
+        max_file_bytes=10**8,
         progress=False,
     ).features
 

@@ -130,7 +130,13 @@ def test_training_refuses_such_a_header_even_with_its_feature_cached(tiny_clip: 
         cache.put(hashlib.sha256(data).hexdigest(), np.ones(extractor.feature_size, np.float32))
 
     extracted = extract_labelled(
-        images, extractor=extractor, cache=cache, batch_size=8, max_pixels=4000, progress=False
+        images,
+        extractor=extractor,
+        cache=cache,
+        batch_size=8,
+        max_pixels=4000,
+        max_file_bytes=BOUNDS.max_file_bytes,
+        progress=False,
     )
 
     assert extracted.skipped == {f"FEMALE/{name}": reason for name, (_, reason) in frames.items()}

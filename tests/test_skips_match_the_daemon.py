@@ -13,10 +13,13 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from model.clip_features import ClipFeatureExtractor
 from model.dataset import LabelledImage
 from model.extraction import extract_labelled
+from model.images import DECLARED_SIZE_SLACK
 from model.labels import Label
 from model.runtime import Runtime
 from model.synthetic import bmp_bytes
@@ -94,6 +97,33 @@ CASES: dict[str, tuple[bytes, str | None]] = {
         f"too large: 2000x1000 is over the cap of {BOUNDS.max_pixels} pixels",
     ),
     "not-an-image.bmp": (b"hello, this is text" * 10, "not a recognised image format"),
+    # Refused from the size and the header before the rest is read; training read and learnt them.
+    "trailing-64KiB.bmp": (GOOD + bytes(DECLARED_SIZE_SLACK), None),
+    "trailing-64KiB-and-one.bmp": (
+        GOOD + bytes(DECLARED_SIZE_SLACK + 1),
+        f"too large: {SIZE + DECLARED_SIZE_SLACK + 1} bytes on disk, its header declares {SIZE}",
+    ),
+    "declared-26.bmp": (
+        _with(GOOD, declared=26) + bytes(DECLARED_SIZE_SLACK),
+        f"too large: {SIZE + DECLARED_SIZE_SLACK} bytes on disk, its header declares 26",
+    ),
+    "over-max-file-bytes.bmp": (
+        bmp_bytes(width=200, height=170, seed=2),
+        f"too large: 102054 bytes (inbox.max_file_bytes is {BOUNDS.max_file_bytes})",
+    ),
+    "text-over-max-file-bytes.bmp": (
+        b"x" * (BOUNDS.max_file_bytes + 1),
+        f"too large: {BOUNDS.max_file_bytes + 1} bytes (inbox.max_file_bytes is {BOUNDS.max_file_bytes})",
+    ),
+    # ... and so before truncated, which is only seen once it has been read.
+    "truncated-over-the-pixel-cap.bmp": (
+        _with(GOOD, declared=SIZE + 1, sides=(2000, 1000)),
+        f"too large: 2000x1000 is over the cap of {BOUNDS.max_pixels} pixels",
+    ),
+    "truncated-too-thin.bmp": (
+        _with(GOOD, declared=SIZE + 1, sides=(64, 2000)),
+        "too large: 64x2000 is over the aspect ratio cap of 20:1 (resizing it for CLIP would take gigabytes)",
+    ),
 }
 
 
@@ -118,6 +148,7 @@ def _training_verdicts(extractor: ClipFeatureExtractor, paths: list[Path]) -> di
         cache=None,
         batch_size=4,
         max_pixels=BOUNDS.max_pixels,
+        max_file_bytes=BOUNDS.max_file_bytes,
         progress=False,
     )
     kept = {item.name for item in extracted.items}
@@ -155,10 +186,16 @@ def test_training_skips_each_frame_with_the_daemons_reason(
     assert training == {f"FEMALE/{path.name}": _daemon_verdict(path) for path in paths}
 
 
+@pytest.mark.parametrize("file_processes", [0, 2], ids=["threads", "file_processes"])
 def test_watch_once_fails_what_training_skips(
-    make_config: Callable[..., Path], extractor: ClipFeatureExtractor, tmp_path: Path
+    make_config: Callable[..., Path], extractor: ClipFeatureExtractor, tmp_path: Path, file_processes: int
 ) -> None:
-    config = make_config(inbox={"max_pixels": BOUNDS.max_pixels, "max_file_bytes": BOUNDS.max_file_bytes})
+    """The real daemon, its frames read in its own threads or into a batch's shared memory by file
+    processes, stores for each frame the reason training skips it with (null: learnt from)."""
+    config = make_config(
+        inbox={"max_pixels": BOUNDS.max_pixels, "max_file_bytes": BOUNDS.max_file_bytes},
+        batch={"file_processes": file_processes},
+    )
     inbox = _written(tmp_path / "inbox" / "cam-01", {name: data for name, (data, _) in CASES.items()})
     an_hour_ago = datetime.now(UTC).timestamp() - 3600
     for path in inbox:  # no writes for longer than inbox.readiness_timeout_s: given up, not waited on
@@ -170,3 +207,33 @@ def test_watch_once_fails_what_training_skips(
     assert main(["watch", "--once", "--config", str(config)]) == 0
     rows = query(tmp_path / "data" / "results.sqlite3", "SELECT source_path, error FROM results")
     assert {source.replace("cam-01/", "FEMALE/"): error for source, error in rows} == training
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sides=st.one_of(st.none(), st.tuples(st.integers(-3, 3000), st.integers(-3000, 3000))),
+    offset=st.one_of(st.none(), st.integers(0, 12_000)),
+    declared=st.one_of(
+        st.none(),
+        st.integers(-400, 400).map(lambda delta: max(0, SIZE + delta)),
+        st.integers(0, 2**32 - 1),
+    ),
+    cut=st.integers(0, 400),
+    trailing=st.one_of(
+        st.sampled_from([DECLARED_SIZE_SLACK, DECLARED_SIZE_SLACK + 1]),
+        st.integers(0, 2 * DECLARED_SIZE_SLACK),
+    ),
+)
+def test_any_header_and_length_is_judged_alike(
+    extractor: ClipFeatureExtractor,
+    tmp_path: Path,
+    sides: tuple[int, int] | None,
+    offset: int | None,
+    declared: int | None,
+    cut: int,
+    trailing: int,
+) -> None:
+    """The daemon's verdict on a frame of any header and length, and training's, are one."""
+    data = _with(GOOD, declared=declared, offset=offset, sides=sides)
+    (path,) = _written(tmp_path / "FEMALE", {"frame.bmp": data[: len(data) - cut] + bytes(trailing)})
+    assert _training_verdicts(extractor, [path]) == {"FEMALE/frame.bmp": _daemon_verdict(path)}

@@ -84,5 +84,6 @@ def extract_features(
         cache_root=config.feature_cache_dir,
         batch_size=config.training.extract_batch_size,
         max_pixels=config.inbox.max_pixels,
+        max_file_bytes=config.inbox.max_file_bytes,
         progress=True,  # a bar on a terminal, plain lines elsewhere (model.progress)
     )

@@ -61,6 +61,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         ),
         extract_batch_size=settings.extract_batch_size,
         max_pixels=config.inbox.max_pixels,
+        max_file_bytes=config.inbox.max_file_bytes,
         promote=args.promote,
         prompts=config.model.zero_shot.by_label(),
         progress=True,  # a bar on a terminal, plain lines elsewhere (model.progress)
