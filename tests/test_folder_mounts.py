@@ -209,12 +209,14 @@ def test_a_read_only_data_folder_starts_with_a_warning(
     for folder in site.values():
         folder.mkdir(parents=True)
     with caplog.at_level(logging.WARNING, logger="watcher.intake.folders"):
-        prepare_folders(site, data=read_only, mountinfo=_table(tmp_path / "mountinfo"))
+        start = prepare_folders(site, data=read_only, mountinfo=_table(tmp_path / "mountinfo"))
     [warning] = caplog.records
     assert warning.getMessage().startswith(
         f"cannot record the folders' mounts in {read_only / FOLDERS_MARK}: "
     )
     assert (read_only / FOLDERS_MARK).read_bytes() == b""
+    # Unrecorded, the mounts seen at start are what the running daemon holds the folders to.
+    assert start == {(key, folder): Mount(Path("/"), "ext4") for key, folder in site.items()}
 
 
 def test_a_folder_moved_in_the_config_is_a_first_sight(

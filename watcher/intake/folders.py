@@ -38,10 +38,12 @@ class FolderMissing(Exception):
 
 def prepare_folders(
     site: Mapping[str, Path], *, data: Path, inside: Sequence[Path] = (), mountinfo: Path = MOUNTINFO
-) -> None:
+) -> Records:
     """Make the `site` folders (by config key) and those `inside` them on the first start, and
     record the mount each site folder lives on; afterwards, raise FolderMissing for one that is
-    gone or on another mount than recorded.
+    gone or on another mount than recorded. Returns the mount each is on now, as recorded or
+    confirmed (also when the mark cannot be written): the daemon holds them to it while it runs
+    (watcher.intake.site_mounts).
 
     Raises OSError (with the folder or the mark as its filename) when one cannot be made.
     """
@@ -53,17 +55,17 @@ def prepare_folders(
                 f"{missing[0]} is missing (an unmounted share?): it is not made again, since frames "
                 f"would land on the wrong disk; mount it, or remove {mark} to have it made"
             )
-        _check_mounts(site, mark=mark, mountinfo=mountinfo)
-        return
+        return _check_mounts(site, mark=mark, mountinfo=mountinfo)
     for folder in missing:
         folder.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
     records = current_mounts(site, mountinfo=mountinfo)
     write_mark(mark, records)
     logger.info("folders made; their mounts recorded in %s: %s", mark, _listed(records))
+    return records
 
 
-def _check_mounts(site: Mapping[str, Path], *, mark: Path, mountinfo: Path) -> None:
+def _check_mounts(site: Mapping[str, Path], *, mark: Path, mountinfo: Path) -> Records:
     """FolderMissing for a folder on another mount than recorded; a folder first seen at its path
     (a config changed, a mark made before mounts were recorded) has its mount recorded now.
 
@@ -84,22 +86,20 @@ def _check_mounts(site: Mapping[str, Path], *, mark: Path, mountinfo: Path) -> N
             f"hidden once it is mounted again; mount it, or, if the move is deliberate, remove {mark} "
             "to have the mounts recorded anew at the next start"
         )
-    new = {
-        place: mount
-        for place, mount in current_mounts(site, mountinfo=mountinfo).items()
-        if place not in known
-    }
+    now = current_mounts(site, mountinfo=mountinfo)
+    new = {place: mount for place, mount in now.items() if place not in known}
     if records is None:
         logger.info("%s was made before mounts were recorded; recorded now: %s", mark, _listed(new))
     elif not new:
-        return
+        return now
     try:
         write_mark(mark, {**known, **new})
     except OSError as error:
         logger.warning("cannot record the folders' mounts in %s: %s", mark, error.strerror or error)
-        return
+        return now
     if records:
         logger.info("mounts recorded in %s for a new folder: %s", mark, _listed(new))
+    return now
 
 
 def _listed(records: Records) -> str:

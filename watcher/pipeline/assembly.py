@@ -21,6 +21,7 @@ from model.serving import load_serving_head
 from watcher.config import Config
 from watcher.errors import StartupError, raise_if_stopped
 from watcher.intake.folders import FolderMissing, prepare_folders
+from watcher.intake.site_mounts import SiteMounts
 from watcher.pipeline.daemon import Daemon
 from watcher.pipeline.head_reload import HeadReloader
 from watcher.pipeline.lanes import lanes_for
@@ -80,12 +81,12 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
     engine = open_database(config, migrate=True)
     try:
         raise_if_stopped(stop, "after the database migration")
-        _make_folders(config)
+        mounts = _make_folders(config)
         instance = acquire_instance(
             config.in_progress, name=instance_name, prefix=default_prefix(config.source)
         )
         try:
-            return _assemble(config, engine, stop=stop, instance=instance)
+            return _assemble(config, engine, stop=stop, instance=instance, mounts=mounts)
         except BaseException:
             instance.release()
             raise
@@ -96,7 +97,9 @@ def build_daemon(config: Config, *, stop: threading.Event, instance_name: str | 
         raise
 
 
-def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance: InstanceLock) -> Daemon:
+def _assemble(
+    config: Config, engine: Engine, *, stop: threading.Event, instance: InstanceLock, mounts: SiteMounts
+) -> Daemon:
     extractor = load_extractor(config)
     raise_if_stopped(stop, "after the model load")
     lanes = lanes_for(extractor, gpu_lanes=config.batch.gpu_lanes)
@@ -118,7 +121,7 @@ def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance
         engine=engine,
         extractor=extractor,
         head=head,
-        folders=OutputFolders(processed=config.paths.processed, failed=config.paths.failed),
+        folders=OutputFolders(processed=config.paths.processed, failed=config.paths.failed, mounts=mounts),
         bounds=FrameBounds(max_pixels=config.inbox.max_pixels, max_file_bytes=config.inbox.max_file_bytes),
         store_embeddings=config.database.store_embeddings,
         decode_workers=config.batch.decode_threads,
@@ -152,13 +155,18 @@ def _assemble(config: Config, engine: Engine, *, stop: threading.Event, instance
         instance=instance,
         reloader=reloader,
         telemetry=telemetry,
+        mounts=mounts,
     )
 
 
-def _make_folders(config: Config) -> None:
+def _make_folders(config: Config) -> SiteMounts:
+    """The site folders made, or found where they were; the mount points they are under now, that
+    the daemon holds them to while it runs."""
     paths = config.paths
     try:
-        prepare_folders(paths.site_folders(), inside=[config.in_progress], data=paths.data)
+        return SiteMounts.at_start(
+            prepare_folders(paths.site_folders(), inside=[config.in_progress], data=paths.data)
+        )
     except FolderMissing as error:
         raise StartupError(str(error)) from None
     except OSError as error:

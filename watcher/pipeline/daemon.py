@@ -22,6 +22,7 @@ from watcher.intake import suspects
 from watcher.intake.events import EventBatch, InboxEvents
 from watcher.intake.mounts import filesystem_type, needs_polling
 from watcher.intake.readiness import ReadinessTracker
+from watcher.intake.site_mounts import SiteMounts, SiteWatch
 from watcher.pipeline.backoff import is_transient
 from watcher.pipeline.claims import Claims
 from watcher.pipeline.dispatch import Dispatcher
@@ -50,6 +51,7 @@ class Daemon:
         instance: InstanceLock,
         reloader: HeadReloader | None = None,
         telemetry: Telemetry | None = None,
+        mounts: SiteMounts | None = None,
     ) -> None:
         self._config = config
         self._engine = engine
@@ -80,7 +82,10 @@ class Daemon:
             after_suspect=self._after_suspect,
             stop=stop,
         )
-        self._missing_folders = False
+        paths = config.paths
+        self._site = SiteWatch(
+            paths.inbox, (paths.processed, paths.failed), mounts or SiteMounts(), wake=self._wake
+        )
         self.report = RunReport()
         # Turns of the loop so far; tests wait on it instead of sleeping.
         self.turns = 0
@@ -166,7 +171,8 @@ class Daemon:
                 taken = events.take() if events is not None else EventBatch()
                 self._claims.hint(taken.hints)
                 self._claims.writers_finished(taken.finished)
-                if taken.rescan or time.monotonic() >= next_rescan:
+                # An inbox under another mount point is left as an inbox gone is (see SiteWatch).
+                if (taken.rescan or time.monotonic() >= next_rescan) and not self._site.inbox_elsewhere():
                     if events is not None:
                         events.check_inbox()
                     self._recovery.keep_area()  # before frames are claimed into a new inbox's area
@@ -176,7 +182,7 @@ class Daemon:
             self.turns += 1
             self._telemetry.turn(waiting=self._claims.waiting, busy_s=self.in_flight_seconds)
             self._heartbeat.beat(self._progress())
-            if not self._folders_available():
+            if not self._site.available():
                 if once:
                     return
                 self._wake.wait(timeout=rescan_every)
@@ -261,19 +267,6 @@ class Daemon:
             logger.info("polling %s every %.1f s", inbox, self._config.inbox.poll_scan_s)
             return None
         return InboxEvents(inbox, self._wake)
-
-    def _folders_available(self) -> bool:
-        """False while the inbox or an output folder is missing (an unmounted share, say)."""
-        paths = self._config.paths
-        missing = [folder for folder in (paths.inbox, paths.processed, paths.failed) if not folder.is_dir()]
-        if missing and not self._missing_folders:
-            # Never recreate them: under an empty mount point they would land on the wrong disk.
-            logger.warning("%s missing (unmounted?): waiting for it to return", ", ".join(map(str, missing)))
-        elif not missing and self._missing_folders:
-            logger.info("folders are back: resuming")
-            self._wake.set()
-        self._missing_folders = bool(missing)
-        return not missing
 
 
 def _claims_for(

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
     """Each output folder's device (what placing's looks are chosen by); OutputFolderMissing if
-    one is not a folder now."""
+    one is not a folder now, or is under another mount point than at start."""
     devices = {}
     for root in (folders.processed, folders.failed):
         try:
@@ -46,6 +46,14 @@ def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
             # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
             # rows are committed; the batch waits, and its moves are finished once it is back.
             raise OutputFolderMissing(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
+        # A share unmounted from the folder itself leaves its mount point, on the local disk,
+        # where moved frames would be hidden once it is back: that waits the same way.
+        elsewhere = folders.mounts.elsewhere(root, info.st_dev)
+        if elsewhere is not None:
+            reason = (
+                f"output folder is under the mount point {elsewhere.now}, not {elsewhere.start} (unmounted?)"
+            )
+            raise OutputFolderMissing(errno.ENOENT, reason, str(root))
         devices[root] = info.st_dev
     return devices
 

@@ -7,7 +7,7 @@ them to that (see watcher.frozen: made for every frame, they are not frozen at r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +16,7 @@ import numpy as np
 
 from watcher.frozen import frozen_when_checked
 from watcher.intake.claimed import ClaimedFrame
+from watcher.intake.site_mounts import SiteMounts
 from watcher.store.records import ResultRecord, Status
 
 if TYPE_CHECKING:  # file workers import this module, and never torch
@@ -29,6 +30,8 @@ Claimed = ClaimedFrame
 class OutputFolders:
     processed: Path
     failed: Path
+    # The mount points they were under at the daemon's start: under another, one counts as missing.
+    mounts: SiteMounts = field(default_factory=SiteMounts, compare=False)
 
     def for_status(self, status: str) -> Path:
         return self.processed if status == Status.OK else self.failed

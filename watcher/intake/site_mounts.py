@@ -1,0 +1,132 @@
+"""While the daemon runs: is each site folder still under the mount point it was under at start?
+
+A share unmounted while the daemon runs (`umount` succeeds while nothing is open there, between
+batches) leaves its mount point behind, an empty folder on the local disk that is not missing:
+frames moved there would be hidden once the share is back, their rows pointing at the share's
+files. So a site folder under another mount point than at start (the one recorded in the folders'
+mark, or confirmed against it: watcher.intake.folders) counts as missing while the daemon runs:
+the loop waits (SiteWatch), a batch's moves wait (watcher.pipeline.recording).
+
+Cheap on the hot path, which looks per batch: the caller's os.stat gives the folder's device; the
+mount table (/proc/self/mountinfo, thousands of lines on some hosts) is read only when that device
+is not the one last accepted there. Then the mount POINT decides, as at start: the same point with
+a new device (an NFS share or an automount mounted again, an autofs trigger before its share is
+on it) is the same place, and its device is remembered; another point is away. Without a mount
+table a folder is taken as where it was (as before mounts were watched).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watcher.intake.folder_mounts import Records
+from watcher.intake.mounts import MOUNTINFO, mount_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """A site folder under another mount point than at start."""
+
+    folder: Path
+    start: Path  # the mount point at start
+    now: Path
+
+    def described(self) -> str:
+        return f"{self.folder} is under the mount point {self.now}, not {self.start} as at start"
+
+
+class SiteMounts:
+    """The mount point each site folder was under at start, and the device last accepted there.
+    Made empty (no folder known) it finds nothing elsewhere: a processor without a daemon's start."""
+
+    def __init__(self, points: dict[Path, Path] | None = None, *, mountinfo: Path = MOUNTINFO) -> None:
+        self._points = dict(points or {})
+        self._mountinfo = mountinfo
+        # Written by the batches' threads and the loop alike: a race costs one more reading.
+        self._devices: dict[Path, int] = {}
+
+    @classmethod
+    def at_start(cls, records: Records, *, mountinfo: Path = MOUNTINFO) -> SiteMounts:
+        """From the mounts prepare_folders found the site folders on (recorded or confirmed)."""
+        return cls({folder: mount.point for (_, folder), mount in records.items()}, mountinfo=mountinfo)
+
+    def elsewhere(self, folder: Path, device: int) -> Elsewhere | None:
+        """Whether `folder`, a folder whose os.stat gave `device`, is under another mount point
+        than at start; None when it is not, or when that cannot be known."""
+        start = self._points.get(folder)
+        if start is None or self._devices.get(folder) == device:
+            return None
+        mount = mount_of(folder, mountinfo=self._mountinfo)
+        if mount is None:
+            return None  # no mount table: taken as where it was
+        if mount.point != start:
+            return Elsewhere(folder, start, mount.point)
+        # Remembered only if no mount came or went while the table was read: a device seen
+        # before a share came back must not pass for the share's.
+        if _device(folder) == device:
+            if folder in self._devices:
+                logger.debug("%s: a new device at its mount point %s (mounted again)", folder, start)
+            self._devices[folder] = device
+        return None
+
+    def away(self, folder: Path) -> str | None:
+        """Why `folder` cannot take or give frames now (missing, or under another mount point);
+        None when it can."""
+        try:
+            info = os.stat(folder)
+        except OSError:
+            return f"{folder} missing"
+        if not stat.S_ISDIR(info.st_mode):
+            return f"{folder} missing"
+        moved = self.elsewhere(folder, info.st_dev)
+        return moved.described() if moved else None
+
+
+class SiteWatch:
+    """The daemon loop's look at its site folders: each turn waits while one is away (logged once,
+    and once when all are back, the loop woken then)."""
+
+    def __init__(
+        self, inbox: Path, outputs: Iterable[Path], mounts: SiteMounts, *, wake: threading.Event
+    ) -> None:
+        self._inbox = inbox
+        self._folders = [inbox, *outputs]
+        self._mounts = mounts
+        self._wake = wake
+        self._away = False
+
+    def available(self) -> bool:
+        away = [reason for folder in self._folders if (reason := self._mounts.away(folder)) is not None]
+        if away and not self._away:
+            # Never recreate them: under an empty mount point they would land on the wrong disk.
+            logger.warning("%s (unmounted?): waiting for it to return", ", ".join(away))
+        elif not away and self._away:
+            logger.info("folders are back: resuming")
+            self._wake.set()
+        self._away = bool(away)
+        return not away
+
+    def inbox_elsewhere(self) -> bool:
+        """The inbox is a folder under another mount point than at start: the loop does not rescan
+        it, as nothing is done with an inbox gone. InstanceLock.keep, which does nothing while the
+        inbox is gone, would make the instance's lock and area again in this one, on the wrong disk."""
+        try:
+            info = os.stat(self._inbox)
+        except OSError:
+            return False
+        return stat.S_ISDIR(info.st_mode) and self._mounts.elsewhere(self._inbox, info.st_dev) is not None
+
+
+def _device(folder: Path) -> int | None:
+    try:
+        return os.stat(folder).st_dev
+    except OSError:
+        return None
