@@ -212,6 +212,27 @@ def test_the_review_filter_form_as_a_browser_sends_it(client: TestClient) -> Non
     assert {int(found) for found in re.findall(r'data-id="(\d+)"', females)} == {2, 4}
 
 
+def test_an_empty_camera_on_the_dashboard_is_any_camera(client: TestClient, database_url: str) -> None:
+    # As on the review page: camera= names no camera, so the charts are those of every camera
+    # (it used to ask for camera IN ('') and draw nothing).
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine = make_engine(database_url, busy_timeout_ms=1000)
+    with engine.begin() as connection:
+        for key, camera in (("now-top", None), ("now-07", "cam-07")):
+            connection.execute(insert(Result).values(
+                frame_key=key, source_path=f"{key}.bmp", stored_path=f"/processed/{key}.bmp",
+                received_at=now, processed_at=now, file_mtime=now, camera=camera, status="ok",
+                label="male", probability=0.9, model_version="v1",
+            ))  # fmt: skip
+    engine.dispose()
+    every = re.findall(r"<figcaption>.*</figcaption>", client.get("/").text)
+    assert "(no camera)" in "".join(every)
+    for query in ("?camera=", "?camera=&days=7"):
+        assert re.findall(r"<figcaption>.*</figcaption>", client.get(f"/{query}").text) == every, query
+    named = client.get("/?camera=&camera=cam-07").text
+    assert "(no camera)" not in named and "<strong>cam-07</strong>" in named
+
+
 def test_a_token_is_needed_for_every_request(site: Callable[..., TestClient], database_url: str) -> None:
     with site(token=TOKEN, token_name="alice") as client:
         for path in ("/api/results", "/api/summary", "/api/frames/1/image", "/healthz"):

@@ -26,9 +26,7 @@ class FilterParams:
         model: str | None = None,
         time: TimeBasis | None = None,
     ) -> None:
-        # The review page's camera box sends camera= when left empty: no camera is named "" (a
-        # frame at the inbox's top has none), so it means any camera, as empty since/until do.
-        self.cameras = tuple(name for name in camera or () if name)
+        self.cameras = named_cameras(camera)
         self.since = since
         self.until = until
         self.label = label or None
@@ -57,6 +55,12 @@ class FilterParams:
             time_basis=self.time or default_time,
             before_id=before_id,
         )
+
+
+def named_cameras(camera: list[str] | None) -> tuple[str, ...]:
+    """The cameras a page's query names. A camera box left empty sends camera=: no camera is named
+    "" (a frame at the inbox's top has none), so it means any camera, as empty since/until do."""
+    return tuple(name for name in camera or () if name)
 
 
 def refuse_nul(name: str, *values: str) -> None:

@@ -27,7 +27,7 @@ from watcher.times import zone_name
 from watcher.web.api import ResultId
 from watcher.web.charts import Chart, stacked_chart, window
 from watcher.web.context import WebContext, web_context
-from watcher.web.filters import FilterParams, refuse_nul
+from watcher.web.filters import FilterParams, named_cameras, refuse_nul
 from watcher.web.security import SESSION_COOKIE, csrf_token
 from watcher.web.templating import templates
 
@@ -56,12 +56,13 @@ def dashboard(
     days: Annotated[int, Query(ge=1, le=90)] = 7,
     camera: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
-    refuse_nul("camera", *(camera or ()))
+    cameras = named_cameras(camera)
+    refuse_nul("camera", *cameras)
     zone = context.zone
     now = datetime.now(UTC)
     start, end, unit = window(now, days=days, zone=zone)
     filters = ResultFilter(
-        cameras=tuple(camera or ()), since=start.astimezone(UTC), until=end.astimezone(UTC),
+        cameras=cameras, since=start.astimezone(UTC), until=end.astimezone(UTC),
         time_basis=TimeBasis.CAPTURED,
     )  # fmt: skip
     per_camera: dict[str, list[dict[str, Any]]] = defaultdict(list)
