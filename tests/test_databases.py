@@ -545,6 +545,52 @@ def test_db_copy_refuses_the_database_it_copies_from_by_any_spelling(
     assert "names the database this config already uses" in captured.err, captured.err
 
 
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        pytest.param("sqlite:///{tmp}/data/results.sqlite3-wal", "names the -wal file", id="wal"),
+        pytest.param("sqlite:///{tmp}/data/results.sqlite3-shm", "names the -shm file", id="shm"),
+        pytest.param("sqlite:///{tmp}/data/results.sqlite3-journal", "names the -journal file", id="journal"),
+        pytest.param(
+            "sqlite:///{tmp}/elsewhere/../data/results.sqlite3-wal", "names the -wal file", id="dot_dot"
+        ),
+        pytest.param(
+            "sqlite:///file:{tmp}/data/results.sqlite3-wal?uri=true", "names the -wal file", id="uri"
+        ),
+        # The other way round: the source would be the target's WAL.
+        pytest.param("sqlite:///{tmp}/data/results", "whose -wal file would be", id="source_is_its_wal"),
+    ],
+)
+def test_db_copy_refuses_a_side_file_of_the_database_it_copies_from(
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    target: str,
+    said: str,
+) -> None:
+    """`--to .../results.sqlite3-wal` "copied 2 rows", exit 0, and the file was gone: SQLite took it
+    for the source's WAL (checkpointed and deleted it); into `-shm` it failed half-way (exit 1)."""
+    source = tmp_path / "data" / ("results.sqlite3" if "results.sqlite3" in target else "results-wal")
+    config = make_config(database={"url": f"sqlite:///{source}"})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    upgrade_to_head(engine := make_engine(f"sqlite:///{source}", busy_timeout_ms=1000))
+    with engine.begin() as connection:
+        insert_new_rows(connection, [_row("a"), _row("b")])
+    engine.dispose()
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as refused:
+        main(["db", "copy", "--to", target.format(tmp=tmp_path), "--config", str(config)])
+
+    captured = capsys.readouterr()
+    assert refused.value.code == 2 and "copied" not in captured.out, captured
+    assert captured.err.count("\n") == 1 and said in captured.err, captured.err
+    assert query_url(f"sqlite:///{source}", "SELECT count(*) FROM results") == [(2,)]
+    made = {path.name for path in (tmp_path / "data").iterdir()}
+    assert made <= {source.name + suffix for suffix in ("", "-wal", "-shm", "-journal")}, made
+
+
 def test_db_copy_refuses_its_own_postgresql_database_under_another_host_name(
     make_config: Callable[..., Path], postgres_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

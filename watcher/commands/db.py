@@ -71,6 +71,7 @@ def copy(config: Config, *, target_url: str) -> int:
     try:
         if _same_database(source, target) or same_postgresql_tables(source, target):
             raise UsageError(f"--to {shown} names the database this config already uses")
+        _refuse_a_side_file(source, target, shown=shown)
         _refuse_a_missing_folder(target)
         report = copy_results(source, target)
     except StorageError as error:
@@ -95,6 +96,34 @@ def _same_database(source: Engine, target: Engine) -> bool:
         return source_file.samefile(target_file)
     except OSError:  # a target not there yet (or not reachable) is not the source
         return False
+
+
+# The files SQLite keeps beside a database, named after it.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _refuse_a_side_file(source: Engine, target: Engine, *, shown: str) -> None:
+    """A target named as the source's WAL, shared memory or journal (or the source as the target's)
+    is taken by SQLite for that side file: the copy into `results.sqlite3-wal` was checkpointed into
+    the source and deleted ("copied 6 rows", then gone), into `-shm` it failed half-way."""
+    source_file, target_file = sqlite_file(source.url), sqlite_file(target.url)
+    if source_file is None or target_file is None:
+        return
+    try:  # SQLite names the side files after the database's real path (symlinks followed)
+        source_path, target_path = str(source_file.resolve()), str(target_file.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: opening it reports it
+        return
+    for suffix in SQLITE_SIDE_FILES:
+        if target_path == source_path + suffix:
+            raise UsageError(
+                f"--to {shown} names the {suffix} file SQLite keeps beside the database this config "
+                "uses: name another file"
+            )
+        if source_path == target_path + suffix:
+            raise UsageError(
+                f"--to {shown} names a database whose {suffix} file would be the database this "
+                "config uses: name another file"
+            )
 
 
 def _refuse_a_missing_folder(target: Engine) -> None:
