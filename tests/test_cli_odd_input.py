@@ -356,3 +356,27 @@ def test_a_head_file_that_cannot_be_read_is_not_called_no_keras_archive(tmp_path
         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
     assert "cannot be read: Permission denied" in said and "not a .keras archive" not in said, said
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(" sqlite:///{tmp}/copy.db", id="leading_space"),
+        pytest.param("sqlite:///{tmp}/copy.db ", id="trailing_space"),
+        pytest.param("postgresql+psycopg://user:hunter2@localhost/db\n", id="trailing_line_break"),
+    ],
+)
+def test_db_copy_to_a_url_with_a_space_at_an_end_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    # In front, SQLAlchemy could not parse it (exit 1, "Could not parse SQLAlchemy URL", not
+    # saying why); behind, the space became part of the name: a file `copy.db ` was made.
+    config = _site(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["db", "copy", "--to", target.format(tmp=tmp_path), "--config", str(config)])
+    error = capsys.readouterr().err
+    assert refused.value.code == 2 and error.count("\n") == 1, error
+    assert "argument --to: starts or ends with a space or line break" in error
+    assert "hunter2" not in error
+    assert not list(tmp_path.glob("copy.db*"))

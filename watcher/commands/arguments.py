@@ -126,6 +126,16 @@ def non_empty_type(text: str) -> str:
     return text
 
 
+def url_type(text: str) -> str:
+    """A database URL typed or pasted: a space or line break carried at either end is a mistake
+    (SQLAlchemy cannot read it in front; behind, it became part of a SQLite file's name). The value
+    is not shown: it may hold a password."""
+    text = non_empty_type(text)
+    if text != text.strip():
+        raise argparse.ArgumentTypeError("starts or ends with a space or line break: remove it")
+    return text
+
+
 def path_type(text: str) -> Path:
     return Path(text)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from watcher.commands.arguments import UsageError, add_config, non_empty_type
+from watcher.commands.arguments import UsageError, add_config, url_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config
 from watcher.config.database import refuse_unencoded_at, sqlite_path_from
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     copy.add_argument(
         "--to",
         required=True,
-        type=non_empty_type,
+        type=url_type,
         metavar="URL",
         help="target database URL, e.g. postgresql+psycopg://host/db",
     )
