@@ -27,6 +27,7 @@ from watcher.store.export import (
     as_spreadsheet_text,
     write_results,
 )
+from watcher.wording import NO_CAMERA
 
 BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
@@ -104,6 +105,24 @@ def test_summary_of_frames_without_a_camera_asks_with_an_empty_name(
     captured = capsys.readouterr()
     assert [(row["camera"], row["total"]) for row in json.loads(captured.out)] == [(None, 1)]
     assert captured.err == ""
+
+
+def test_a_table_names_frames_without_a_camera_as_the_web_does(
+    seeded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The table's camera cell was blank; the dashboard says "(no camera)". CSV and JSON keep the
+    true empty value, which no camera folder can be named (a folder may be named "(no camera)")."""
+    for command in ("summary", "results"):
+        assert _run(seeded, command, "--camera", "") == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].startswith("camera" if command == "summary" else "id"), table
+        cells = dict(zip(re.split(r"\s{2,}", table[0]), re.split(r"\s{2,}", table[2]), strict=False))
+        assert len(table) == 3 and cells["camera"] == NO_CAMERA, table
+        assert _run(seeded, command, "--camera", "", "--format", "csv") == 0
+        header, row = capsys.readouterr().out.splitlines()
+        assert dict(zip(header.split(","), row.split(","), strict=True))["camera"] == ""
+    assert _run(seeded, "summary", "--camera", "", "--format", "jsonl") == 0
+    assert json.loads(capsys.readouterr().out)["camera"] is None
 
 
 def test_relative_times(seeded: Path, capsys: pytest.CaptureFixture[str]) -> None:

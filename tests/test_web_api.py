@@ -27,6 +27,7 @@ from watcher.store.schema import Result
 from watcher.web.app import MAX_BODY_BYTES, create_app
 from watcher.web.context import WebContext
 from watcher.web.security import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Gate
+from watcher.wording import NO_CAMERA
 
 BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 TOKEN = "s3cret-token-for-tests"
@@ -231,6 +232,22 @@ def test_an_empty_camera_on_the_dashboard_is_any_camera(client: TestClient, data
         assert re.findall(r"<figcaption>.*</figcaption>", client.get(f"/{query}").text) == every, query
     named = client.get("/?camera=&camera=cam-07").text
     assert "(no camera)" not in named and "<strong>cam-07</strong>" in named
+
+
+def test_the_pages_name_frames_without_a_camera_in_one_wording(client: TestClient, database_url: str) -> None:
+    # The dashboard's failed list left the cell blank, the review grid said "no camera", the
+    # charts "(no camera)": now all say NO_CAMERA, as the command line's tables do.
+    engine = make_engine(database_url, busy_timeout_ms=1000)
+    with engine.begin() as connection:
+        for key, status in (("top-ok", "ok"), ("top-failed", "failed")):
+            connection.execute(insert(Result).values(
+                frame_key=key, source_path=f"{key}.bmp", stored_path=f"/processed/{key}.bmp",
+                received_at=BASE, processed_at=BASE, status=status, model_version="v1",
+                label="male" if status == "ok" else None, probability=0.9 if status == "ok" else None,
+            ))  # fmt: skip
+    engine.dispose()
+    assert f"<td>{NO_CAMERA}</td>" in client.get("/").text
+    assert f"· {NO_CAMERA}</div>" in client.get("/review").text
 
 
 def test_a_token_is_needed_for_every_request(site: Callable[..., TestClient], database_url: str) -> None:

@@ -3,6 +3,11 @@ from outside (command output, status text, log lines). Any layer may use it; it 
 
 from __future__ import annotations
 
+# What a person reads for a frame dropped directly in the inbox (its camera is NULL): the
+# dashboard's charts, the plot, the review grid and the command line's tables. Machine-readable
+# output (CSV, JSON, the API) keeps the empty value, so that it cannot be taken for a folder's name.
+NO_CAMERA = "(no camera)"
+
 
 def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
     """The count and its noun, singular for exactly 1 (`plural(1, "CPU thread")` is "1 CPU thread").

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.times import bucket_start, zone_name
+from watcher.wording import NO_CAMERA
 
 # A camera's panel; more cameras make a taller figure, never squashed panels.
 PANEL_HEIGHT_IN = 2.2
@@ -73,12 +74,12 @@ def _draw(
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    cameras = sorted({row["camera"] or "(no camera)" for _, row in placed}) or ["(no frames)"]
+    cameras = sorted({row["camera"] or NO_CAMERA for _, row in placed}) or ["(no frames)"]
     figure, axes = plt.subplots(
         len(cameras), 1, sharex=True, squeeze=False, figsize=(11, 1.2 + PANEL_HEIGHT_IN * len(cameras))
     )
     for axis, camera in zip(axes[:, 0], cameras, strict=True):
-        mine = [(start, row) for start, row in placed if (row["camera"] or "(no camera)") == camera]
+        mine = [(start, row) for start, row in placed if (row["camera"] or NO_CAMERA) == camera]
         starts = [start for start, _ in mine]
         female = [row["female"] for _, row in mine]
         male = [row["male"] for _, row in mine]

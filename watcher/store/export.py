@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from watcher.store.queries import ResultFilter
 from watcher.store.schema import Result
 from watcher.store.session import translated_errors
+from watcher.wording import NO_CAMERA
 
 # Columns in the order operators read them; all of them go to CSV, JSON and JSON Lines.
 ALL_COLUMNS = (
@@ -123,7 +124,9 @@ def _text(value: Any, *, precise: bool = False) -> str:
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     if not rows:
         return "no results\n"
-    cells = [[_text(row[column]) for column in columns] for row in rows]
+    # For people: a frame without a camera says so, as the web does (CSV and JSON keep it empty).
+    cells = [[NO_CAMERA if column == "camera" and row[column] is None else _text(row[column])
+              for column in columns] for row in rows]  # fmt: skip
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
     lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * width for width in widths))

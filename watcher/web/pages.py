@@ -30,6 +30,7 @@ from watcher.web.context import WebContext, web_context
 from watcher.web.filters import FilterParams, named_cameras, refuse_nul
 from watcher.web.security import SESSION_COOKIE, csrf_token
 from watcher.web.templating import templates
+from watcher.wording import NO_CAMERA
 
 router = APIRouter()
 Context = Annotated[WebContext, Depends(web_context)]
@@ -67,7 +68,7 @@ def dashboard(
     )  # fmt: skip
     per_camera: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in summarize(context.reader, filters=filters, by=("camera", unit), zone=zone):
-        per_camera[row["camera"] or "(no camera)"].append(row)
+        per_camera[row["camera"] or NO_CAMERA].append(row)
     charts: list[Chart] = [
         stacked_chart(name, rows, start=start, end=end, unit=unit, zone=zone)
         for name, rows in sorted(per_camera.items())

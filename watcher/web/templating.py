@@ -6,4 +6,7 @@ from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
 
+from watcher.wording import NO_CAMERA
+
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.globals["NO_CAMERA"] = NO_CAMERA
