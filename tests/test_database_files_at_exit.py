@@ -19,7 +19,7 @@ from model.synthetic import write_bmp
 from tests.helpers import REPO, files_under, query, start_watch_process, wait_for
 from watcher.config import load_config
 from watcher.errors import StartupError
-from watcher.faults import WORKER_CRASH_ENV
+from watcher.faults import WORKER_CRASH_ENV, WORKER_START_CRASH_ENV
 from watcher.pipeline.assembly import build_daemon
 
 
@@ -81,6 +81,28 @@ def test_watch_stopped_by_a_dead_file_worker_leaves_only_the_database_file(
 
     assert done.returncode == 1, done.stderr
     assert "a file worker process died" in done.stderr and "Traceback" not in done.stderr
+    assert _database_files(tmp_path) == ["results.sqlite3"]
+
+
+def test_watch_whose_file_workers_die_as_they_start_says_so_in_one_line(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """FileWorkersFailed came out of build_daemon: a traceback, and the frame buffers' shared memory
+    left to the resource tracker ("There appear to be 2 leaked shared_memory objects")."""
+    config = make_config(batch={"size": 2, "file_processes": 2})
+    _drop_frames(tmp_path / "inbox", 3)
+
+    done = _watch_once(config, env={WORKER_START_CRASH_ENV: "1"})
+
+    assert done.returncode == 1, done.stderr  # systemd restarts it
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        "cctv-gender: error: a file worker process died as it started (batch.file_processes = 0 keeps "
+        "file work on threads)"
+    ], done.stderr
+    for trouble in ("Traceback", "leaked", "Warning"):
+        assert trouble not in done.stderr, done.stderr
+    assert files_under(tmp_path / "inbox") == [f"cam/f{index:02d}.bmp" for index in range(3)]
     assert _database_files(tmp_path) == ["results.sqlite3"]
 
 

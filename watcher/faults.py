@@ -8,7 +8,8 @@ yet removed), moved.
 `CCTV_GENDER_KILL_ON_FRAME=<file name>` makes a poison input of one frame: the process SIGKILLs
 itself whenever it has read a frame of that name, on every run, as a frame that crashes a decoder
 would (the crash-loop breaker's tests use it). `CCTV_GENDER_KILL_WORKER_ON_FRAME=<file name>` kills
-only the file worker process that reads it.
+only the file worker process that reads it; `CCTV_GENDER_KILL_WORKER_AT_START=1`, every file worker
+as it starts, before it answers the daemon (a pool that cannot start).
 
 Both kill the whole daemon wherever they are reached: in a file worker process (see
 watcher.pipeline.file_workers) the daemon is killed first, then the worker. The n-th time counts
@@ -27,6 +28,8 @@ KILL_ENV = "CCTV_GENDER_KILL_AT"
 POISON_ENV = "CCTV_GENDER_KILL_ON_FRAME"
 # A file worker process (only) SIGKILLs itself on reading a frame of this name: a worker crash.
 WORKER_CRASH_ENV = "CCTV_GENDER_KILL_WORKER_ON_FRAME"
+# Each file worker process SIGKILLs itself as it starts: the pool fails before the daemon runs.
+WORKER_START_CRASH_ENV = "CCTV_GENDER_KILL_WORKER_AT_START"
 STEPS = ("claimed", "decoded", "inferred", "committed", "linked", "moved")
 
 # The daemon's process id, in a file worker; None in the daemon itself.
@@ -37,6 +40,12 @@ def serve_daemon(pid: int) -> None:
     """This process is a file worker of the daemon `pid`: a kill point kills that daemon too."""
     global _owner  # noqa: PLW0603 - set once, when a worker starts
     _owner = pid
+
+
+def kill_worker_at_start() -> None:
+    """In a file worker as it starts: its death, if CCTV_GENDER_KILL_WORKER_AT_START asks for it."""
+    if os.environ.get(WORKER_START_CRASH_ENV):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def kill_point(step: str) -> None:

@@ -23,6 +23,7 @@ from watcher.errors import StartupError, raise_if_stopped
 from watcher.intake.folders import FolderMissing, prepare_folders
 from watcher.intake.site_mounts import SiteMounts
 from watcher.pipeline.daemon import Daemon
+from watcher.pipeline.file_workers import FileWorkersFailed
 from watcher.pipeline.head_reload import HeadReloader
 from watcher.pipeline.lanes import lanes_for
 from watcher.pipeline.processing import BatchProcessor
@@ -117,20 +118,7 @@ def _assemble(
     except (RegistryError, KerasBackendError) as error:
         raise StartupError(str(error)) from None
     raise_if_stopped(stop, "after the head load")
-    processor = BatchProcessor(
-        engine=engine,
-        extractor=extractor,
-        head=head,
-        folders=OutputFolders(processed=config.paths.processed, failed=config.paths.failed, mounts=mounts),
-        bounds=FrameBounds(max_pixels=config.inbox.max_pixels, max_file_bytes=config.inbox.max_file_bytes),
-        store_embeddings=config.database.store_embeddings,
-        decode_workers=config.batch.decode_threads,
-        file_processes=config.batch.file_process_count(on_accelerator=extractor.runtime.device.type != "cpu"),
-        batch_size=config.batch.size,
-        gpu_lanes=config.batch.gpu_lanes,
-        database_guard=DatabaseFileGuard(engine),
-        claims_in_place=instance.in_place,
-    )
+    processor = _processor(config, engine, extractor=extractor, head=head, instance=instance, mounts=mounts)
     try:
         raise_if_stopped(
             stop, "after the file workers' start" if processor.file_workers else "after the head load"
@@ -157,6 +145,44 @@ def _assemble(
         telemetry=telemetry,
         mounts=mounts,
     )
+
+
+def _processor(
+    config: Config,
+    engine: Engine,
+    *,
+    extractor: ClipFeatureExtractor,
+    head: Head,
+    instance: InstanceLock,
+    mounts: SiteMounts,
+) -> BatchProcessor:
+    """The batch processor, its file worker processes started; StartupError if one dies as they
+    start (it closes what it had made: their shared memory, the other workers)."""
+    try:
+        return BatchProcessor(
+            engine=engine,
+            extractor=extractor,
+            head=head,
+            folders=OutputFolders(
+                processed=config.paths.processed, failed=config.paths.failed, mounts=mounts
+            ),
+            bounds=FrameBounds(
+                max_pixels=config.inbox.max_pixels, max_file_bytes=config.inbox.max_file_bytes
+            ),
+            store_embeddings=config.database.store_embeddings,
+            decode_workers=config.batch.decode_threads,
+            file_processes=config.batch.file_process_count(
+                on_accelerator=extractor.runtime.device.type != "cpu"
+            ),
+            batch_size=config.batch.size,
+            gpu_lanes=config.batch.gpu_lanes,
+            database_guard=DatabaseFileGuard(engine),
+            claims_in_place=instance.in_place,
+        )
+    except FileWorkersFailed:  # its own words are about a running daemon's frames: none yet
+        raise StartupError(
+            "a file worker process died as it started (batch.file_processes = 0 keeps file work on threads)"
+        ) from None
 
 
 def _make_folders(config: Config) -> SiteMounts:

@@ -105,6 +105,7 @@ def start_worker(daemon_pid: int) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the daemon's, never a worker's end
     release_held()  # blocked since it started (see FileWorkers): a stop meanwhile waited, and is dropped
     faults.serve_daemon(daemon_pid)
+    faults.kill_worker_at_start()
     # A frame's warnings (why it failed) are logged where they happen: on the daemon's stderr,
     # which the worker shares (the journal, under systemd).
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s (file worker): %(message)s")

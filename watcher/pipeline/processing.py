@@ -65,7 +65,13 @@ class BatchProcessor:
         # With file processes, a batch's reading and moves are shared out between them, and its
         # frames are read into an arena leased for the batch (see watcher.pipeline.file_workers).
         self._arenas = self._make_arenas(batch_size) if file_processes else None
-        self._workers = FileWorkers(file_processes, bounds) if self._arenas is not None else None
+        try:
+            self._workers = FileWorkers(file_processes, bounds) if self._arenas is not None else None
+        except BaseException:  # not started: the arenas removed now, not "leaked" to the resource tracker
+            self._decoder.close()
+            if self._arenas is not None:
+                self._arenas.close()
+            raise
         self._classifier = Classifier(extractor, store_embeddings=store_embeddings)
         guard = database_guard or DatabaseFileGuard(engine)
         self._recorder = Recorder(engine, folders, guard, claims_in_place=claims_in_place)
