@@ -260,6 +260,16 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
             {"metrics": {"listen": "9464"}}, "metrics.listen: must be HOST:PORT", id="listen_without_host"
         ),
         pytest.param(
+            {"metrics": {"listen": "127.0.0.1:9464 "}},
+            "metrics.listen: must be HOST:PORT with no space in it",
+            id="metrics_listen_with_a_space",
+        ),
+        pytest.param(
+            {"web": {"listen": " 127.0.0.1:8600"}},
+            "web.listen: must be HOST:PORT with no space in it",
+            id="web_listen_with_a_space",
+        ),
+        pytest.param(
             {"training": {"validation_fraction": 0.45, "test_fraction": 0.4}},
             "training.test_fraction: with training.validation_fraction it leaves under 20% to train on",
             id="nothing_left_to_train_on",

@@ -152,6 +152,13 @@ def test_head_in_a_shell_pipeline_sees_no_traceback(site: Path, tmp_path: Path) 
         # Each acted as if not given: serve listened on web.listen, selftest checked as the unit's user.
         pytest.param(["serve", "--listen", ""], "argument --listen: must not be empty", id="empty_listen"),
         pytest.param(["selftest", "--as-user", ""], "argument --as-user: must not be empty", id="empty_user"),
+        # Was exit 2 with a misleading "web.token: must be set to listen on  127.0.0.1:8600, which
+        # is not a loopback address".
+        pytest.param(
+            ["serve", "--listen", " 127.0.0.1:8600"],
+            "--listen  127.0.0.1:8600: must be HOST:PORT with no space in it",
+            id="listen_with_a_space",
+        ),
         # Was exit 0, the camera column printed twice.
         pytest.param(
             ["summary", "--by", "camera,camera"],

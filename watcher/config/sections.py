@@ -165,6 +165,8 @@ class MetricsConfig(Section):
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None:
             host, _, port = value.rpartition(":")
+            if any(character.isspace() for character in value):
+                raise ValueError("must be HOST:PORT with no space in it, like 127.0.0.1:9464")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError("must be HOST:PORT, like 127.0.0.1:9464, or left out to switch metrics off")
         return value

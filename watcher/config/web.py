@@ -13,6 +13,9 @@ from watcher.config.errors import raise_problems
 
 def split_listen(listen: str) -> tuple[str, int]:
     """`HOST:PORT` (IPv6 in brackets) as (host, port); ValueError naming the rule."""
+    if any(character.isspace() for character in listen):
+        # " 127.0.0.1:8600" named no loopback address, and then asked for web.token instead.
+        raise ValueError("must be HOST:PORT with no space in it, like 127.0.0.1:8600")
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("must be HOST:PORT, like 127.0.0.1:8600")
