@@ -9,7 +9,7 @@ import socket
 from watcher.commands.arguments import UsageError, add_config, non_empty_type
 from watcher.commands.exit_codes import EXIT_OK
 from watcher.config import Config, ConfigError
-from watcher.config.web import is_loopback, split_listen
+from watcher.config.listen import is_loopback, split_listen
 from watcher.errors import StartupError
 from watcher.store.opening import open_database
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from watcher.config.base import A_YEAR_S, OptionalText, Section
+from watcher.config.listen import METRICS_EXAMPLE, split_listen
 
 
 class InboxConfig(Section):
@@ -164,11 +165,10 @@ class MetricsConfig(Section):
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None:
-            host, _, port = value.rpartition(":")
-            if any(character.isspace() for character in value):
-                raise ValueError("must be HOST:PORT with no space in it, like 127.0.0.1:9464")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("must be HOST:PORT, like 127.0.0.1:9464, or left out to switch metrics off")
+            try:
+                split_listen(value, example=METRICS_EXAMPLE)
+            except ValueError as error:
+                raise ValueError(f"{error}, or left out to switch metrics off") from None
         return value
 
 

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
 from watcher.config.base import OptionalText, Section
 from watcher.config.errors import raise_problems
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 in brackets) as (host, port); ValueError naming the rule."""
-    if any(character.isspace() for character in listen):
-        # " 127.0.0.1:8600" named no loopback address, and then asked for web.token instead.
-        raise ValueError("must be HOST:PORT with no space in it, like 127.0.0.1:8600")
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("must be HOST:PORT, like 127.0.0.1:8600")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
+from watcher.config.listen import is_loopback, split_listen
 
 MIN_TOKEN_LENGTH = 16
 

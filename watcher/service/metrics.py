@@ -17,6 +17,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from watcher.config.listen import METRICS_EXAMPLE, split_listen
 from watcher.reports import BatchReport
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,6 @@ class Metrics:
             self.arrival_to_row.observe(max(delay, 0.0))
 
     def serve(self, listen: str) -> None:
-        host, _, port = listen.rpartition(":")
-        start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry)
+        host, port = split_listen(listen, example=METRICS_EXAMPLE)  # metrics.listen, checked already
+        start_http_server(port, addr=host or "127.0.0.1", registry=self.registry)
         logger.info("metrics on http://%s/metrics", listen)
