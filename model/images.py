@@ -84,7 +84,7 @@ class PixelBlock:
 
 def plain_bmp_block(data: bytes | memoryview, *, max_pixels: int) -> PixelBlock | None:
     """The pixel block of an uncompressed 24-bit BMP, or None for anything else."""
-    if len(data) < _BMP_LAYOUT.size or bytes(data[:2]) != b"BM":
+    if len(data) < _BMP_LAYOUT.size or bytes(data[:2]) != BMP_MAGIC:
         return None
     offset, header_size, width, height, planes, bits, compression = _BMP_LAYOUT.unpack_from(data)
     if header_size < 40 or planes != 1 or bits != 24 or compression != _BI_RGB or width <= 0 or height == 0:
@@ -112,9 +112,9 @@ def check_dimensions(width: int, height: int, *, max_pixels: int) -> None:
 def check_before_reading(head: bytes, file_size: int, *, max_pixels: int, max_file_bytes: int) -> None:
     """Refuse a file from its size and its first HEADER_BYTES alone, before reading the rest:
     over `max_file_bytes`, far larger than its BMP header declares, or of impossible dimensions."""
-    is_bmp = len(head) >= 26 and head[:2] == b"BM"
+    is_bmp = len(head) >= MIN_BMP_SIZE and head[:2] == BMP_MAGIC
     declared = struct.unpack_from("<I", head, 2)[0] if is_bmp else 0
-    if declared >= 26 and file_size > declared + DECLARED_SIZE_SLACK:
+    if declared >= MIN_BMP_SIZE and file_size > declared + DECLARED_SIZE_SLACK:
         raise UndecodableImage(f"too large: {file_size} bytes on disk, its header declares {declared}")
     if file_size > max_file_bytes:
         raise UndecodableImage(f"too large: {file_size} bytes (inbox.max_file_bytes is {max_file_bytes})")
@@ -174,7 +174,7 @@ def check_bmp_header(data: bytes | memoryview, *, max_pixels: int) -> None:
     pixels, or pixels said to start inside its headers or past its end (Pillow reads those as a
     complete picture shifted over its headers, or as "truncated"). After the read and the hash, so
     that the frame's row keeps its sha256 as any other undecodable frame's does."""
-    if len(data) < 26 or bytes(data[:2]) != b"BM":
+    if len(data) < MIN_BMP_SIZE or bytes(data[:2]) != BMP_MAGIC:
         return
     sides = _bmp_sides(data)
     if sides is None:
@@ -195,7 +195,7 @@ def check_bmp_header(data: bytes | memoryview, *, max_pixels: int) -> None:
 
 
 def _bmp_sides(head: bytes | memoryview) -> tuple[int, int] | None:
-    """Width and height from the first 26 bytes of a BMP, by its header's layout; None for a
+    """Width and height from the first MIN_BMP_SIZE bytes of a BMP, by its header's layout; None for a
     header size neither layout has."""
     (header_size,) = struct.unpack_from("<I", head, 14)
     if header_size == 12:  # BITMAPCOREHEADER: unsigned 16-bit dimensions
