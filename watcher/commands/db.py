@@ -69,9 +69,7 @@ def copy(config: Config, *, target_url: str) -> int:
         raise StartupError(f"--to: its driver is not installed ({error.name or error})") from None
     shown = shown_url(target.url)
     try:
-        if _same_database(source, target) or same_postgresql_tables(source, target):
-            raise UsageError(f"--to {shown} names the database this config already uses")
-        _refuse_a_side_file(source, target, shown=shown)
+        _refuse_the_source(source, target, shown=shown)
         _refuse_a_missing_folder(target)
         report = copy_results(source, target)
     except StorageError as error:
@@ -84,31 +82,33 @@ def copy(config: Config, *, target_url: str) -> int:
     return EXIT_OK
 
 
-def _same_database(source: Engine, target: Engine) -> bool:
-    """Whether `target` is `source` under another spelling too: a SQLite file named through `..`, a
-    symlink, a hard link or the URI form would have "copied" 0 rows onto themselves."""
-    if shown_url(target.url) == shown_url(source.url):
-        return True
+def _refuse_the_source(source: Engine, target: Engine, *, shown: str) -> None:
+    """Refuse a `--to` that is this config's database under another spelling, which would have
+    "copied" 0 rows onto itself (a SQLite file named through `..`, a symlink, a hard link or the URI
+    form; on PostgreSQL, `localhost` for 127.0.0.1), or a SQLite file beside it (_refuse_a_side_file)."""
+    same = f"--to {shown} names the database this config already uses"
+    if shown_url(target.url) == shown_url(source.url) or same_postgresql_tables(source, target):
+        raise UsageError(same)
     source_file, target_file = sqlite_file(source.url), sqlite_file(target.url)
     if source_file is None or target_file is None:
-        return False
+        return
     try:
-        return source_file.samefile(target_file)
+        same_file = source_file.samefile(target_file)
     except OSError:  # a target not there yet (or not reachable) is not the source
-        return False
+        same_file = False
+    if same_file:
+        raise UsageError(same)
+    _refuse_a_side_file(source_file, target_file, shown=shown)
 
 
 # The files SQLite keeps beside a database, named after it.
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
-def _refuse_a_side_file(source: Engine, target: Engine, *, shown: str) -> None:
+def _refuse_a_side_file(source_file: Path, target_file: Path, *, shown: str) -> None:
     """A target named as the source's WAL, shared memory or journal (or the source as the target's)
     is taken by SQLite for that side file: the copy into `results.sqlite3-wal` was checkpointed into
     the source and deleted ("copied 6 rows", then gone), into `-shm` it failed half-way."""
-    source_file, target_file = sqlite_file(source.url), sqlite_file(target.url)
-    if source_file is None or target_file is None:
-        return
     try:  # SQLite names the side files after the database's real path (symlinks followed)
         source_path, target_path = str(source_file.resolve()), str(target_file.resolve())
     except (OSError, RuntimeError):  # a symlink loop: opening it reports it
