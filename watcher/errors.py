@@ -1,4 +1,5 @@
-"""Errors that stop a command with a one-line message instead of a traceback."""
+"""Errors that stop a command with a one-line message instead of a traceback, and the stop
+signal that ends a daemon still starting (exit 0, one line)."""
 
 from __future__ import annotations
 

@@ -7,13 +7,16 @@ yet removed), moved.
 
 `CCTV_GENDER_KILL_ON_FRAME=<file name>` makes a poison input of one frame: the process SIGKILLs
 itself whenever it has read a frame of that name, on every run, as a frame that crashes a decoder
-would (the crash-loop breaker's tests use it). `CCTV_GENDER_KILL_WORKER_ON_FRAME=<file name>` kills
-only the file worker process that reads it; `CCTV_GENDER_KILL_WORKER_AT_START=1`, every file worker
-as it starts, before it answers the daemon (a pool that cannot start).
+would (the crash-loop breaker's tests use it).
 
-Both kill the whole daemon wherever they are reached: in a file worker process (see
-watcher.pipeline.file_workers) the daemon is killed first, then the worker. The n-th time counts
-every process of the daemon, through a counter file beside the other temporary files.
+`CCTV_GENDER_KILL_AT` and `CCTV_GENDER_KILL_ON_FRAME` kill the whole daemon wherever they are
+reached: in a file worker process (see watcher.pipeline.file_workers) the daemon is killed first,
+then the worker. The n-th time counts every process of the daemon, through a counter file beside
+the other temporary files.
+
+Two kill a file worker process alone: `CCTV_GENDER_KILL_WORKER_ON_FRAME=<file name>` the one that
+reads a frame of that name (a worker crash), `CCTV_GENDER_KILL_WORKER_AT_START=1` every one as it
+starts, before it answers the daemon (a pool that cannot start).
 """
 
 from __future__ import annotations

@@ -62,9 +62,9 @@ class Claims:
         return len(self._waiting)
 
     def left(self) -> list[str]:
-        """The frames in the inbox now, from a scan of it (at a stop: left for the next run), but
-        those refused (named with their reason already). The waiting set holds only names seen:
-        not those written since the last scan, in poll mode or when events were lost."""
+        """The frames in the inbox now, from a scan of it (at a stop: left for the next run),
+        except those refused (named with their reason already). Not the waiting set: it holds only
+        names seen, not those written since the last scan, in poll mode or when events were lost."""
         inbox = scan_inbox(self._inbox, unlisted=self._unlisted)
         return [str(path) for path in inbox if path not in self._refused]
 
