@@ -213,6 +213,12 @@ def test_the_review_filter_form_as_a_browser_sends_it(client: TestClient) -> Non
     assert {int(found) for found in re.findall(r'data-id="(\d+)"', females)} == {2, 4}
 
 
+def test_an_empty_camera_in_the_api_is_no_filter(client: TestClient) -> None:
+    # As on the pages (README's API table says so), unlike the command line's `--camera ''`.
+    every = client.get("/api/results").json()
+    assert every and client.get("/api/results?camera=").json() == every
+
+
 def test_an_empty_camera_on_the_dashboard_is_any_camera(client: TestClient, database_url: str) -> None:
     # As on the review page: camera= names no camera, so the charts are those of every camera
     # (it used to ask for camera IN ('') and draw nothing).
