@@ -197,7 +197,8 @@ def test_a_local_clip_folder_resolves_against_the_config(tmp_path: Path) -> None
         *(
             pytest.param(
                 {section: {key: value}},
-                f"{section}.{key}: Input should be less than or equal to {limit}",
+                # The limit is named: 31536000000 alone does not say "a year" (of milliseconds).
+                f"{section}.{key}: Input should be less than or equal to {limit}, a year (got ",
                 id=f"{key}_over_a_year",
             )
             for section, key, value, limit in (

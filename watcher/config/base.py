@@ -22,6 +22,9 @@ class Section(BaseModel):
 # The longest interval or timeout a key may name. Past about 292 years a wait overflows
 # (OverflowError: the daemon would stop at its first rescan), and nothing here waits a year.
 A_YEAR_S = 365 * 24 * 60 * 60
+A_YEAR_MS = A_YEAR_S * 1000
+# How a limit that is not a round number reads in a message ("less than or equal to 31536000, a year").
+NAMED_LIMITS = {A_YEAR_S: "a year", A_YEAR_MS: "a year"}
 
 
 @dataclass(frozen=True)

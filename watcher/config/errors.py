@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from watcher.config.base import NAMED_LIMITS
+
 
 class ConfigError(Exception):
     """A configuration the daemon cannot start with: one line per problem, each naming the file
@@ -44,6 +46,8 @@ def describe(error: ValidationError) -> list[str]:
             lines.append(f"{_key(location)}: unknown key")
         else:
             message = details["msg"].removeprefix("Value error, ")
+            if details["type"] == "less_than_equal" and details["ctx"]["le"] in NAMED_LIMITS:
+                message += f", {NAMED_LIMITS[details['ctx']['le']]}"
             # A secret is not printed back (the line goes to the journal): the key says enough.
             key = _key(location)
             secret = any(key == name or name.startswith(f"{key}.") for name in SECRET_KEYS)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from watcher.config.base import A_YEAR_S, OptionalText, Section
+from watcher.config.base import A_YEAR_MS, A_YEAR_S, OptionalText, Section
 from watcher.config.listen import METRICS_EXAMPLE, split_listen
 
 
@@ -26,7 +26,7 @@ class InboxConfig(Section):
     settle_ms: int = Field(
         1000,
         ge=0,
-        le=A_YEAR_S * 1000,
+        le=A_YEAR_MS,
         description="A complete frame (its BMP header's declared size is present) must also be "
         "unchanged for this long before it is read, so a writer that is still busy is never read "
         "early.",
@@ -47,7 +47,7 @@ class InboxConfig(Section):
     poll_interval_ms: int = Field(
         250,
         gt=0,
-        le=A_YEAR_S * 1000,
+        le=A_YEAR_MS,
         description="How often frames that are still being written are looked at again.",
     )
     # Pillow itself refuses images over 2 × its MAX_IMAGE_PIXELS (178,956,970) when opening them.
@@ -95,7 +95,7 @@ class BatchConfig(Section):
     max_wait_ms: int = Field(
         500,
         ge=0,
-        le=A_YEAR_S * 1000,
+        le=A_YEAR_MS,
         description="How long the oldest frame of a partial batch waits before the batch is flushed anyway.",
     )
     decode_workers: int = Field(
