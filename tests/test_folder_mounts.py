@@ -259,6 +259,7 @@ BINDS = """\
 44 22 0:52 / /mnt/twice rw - tmpfs tmpfs rw
 45 44 0:53 / /mnt/twice rw - nfs4 new:/export rw
 46 22 0:50 /processed /mnt/nas-processed rw - nfs4 nas:/export rw
+47 22 0:54 / /mnt/cr\rin\013name rw - tmpfs tmpfs rw
 """
 
 
@@ -277,6 +278,11 @@ BINDS = """\
             "/mnt/caméra 1/processed", Mount(Path("/mnt/caméra 1"), "cifs"), id="escaped_utf8_and_space"
         ),
         pytest.param("/mnt/twice/processed", Mount(Path("/mnt/twice"), "nfs4"), id="mounted_over"),
+        # The kernel escapes a space, tab, newline and backslash only: a carriage return (or a
+        # vertical tab) in a mount point is written as it is, inside its line.
+        pytest.param(
+            "/mnt/cr\rin\x0bname/processed", Mount(Path("/mnt/cr\rin\x0bname"), "tmpfs"), id="carriage_return"
+        ),
         pytest.param("/var/lib/cctv", Mount(Path("/"), "ext4"), id="root"),
     ],
 )

@@ -24,7 +24,7 @@ NETWORK_FILESYSTEMS = (
     "lustre",
     "gpfs",
 )
-# mountinfo escapes space, tab, newline and backslash as three octal digits (\040).
+# mountinfo escapes space, tab, newline and backslash as three octal digits (\040), nothing else.
 _OCTAL = re.compile(rb"\\([0-7]{3})")
 
 
@@ -51,14 +51,16 @@ def _unescape(field: bytes) -> str:
 
 def _entries(mountinfo: Path) -> list[_Entry] | None:
     try:
-        lines = mountinfo.read_bytes().splitlines()
+        # Split at newlines and spaces only: a carriage return or a vertical tab in a mount point
+        # is not escaped (splitlines would cut its line in two, split() its fields).
+        lines = mountinfo.read_bytes().split(b"\n")
     except OSError:
         return None
     entries = []
     for line in lines:
         left, _, right = line.partition(b" - ")
-        fields, rest = left.split(), right.split()
-        if len(fields) < 5 or not rest:
+        fields, rest = left.split(b" "), right.split(b" ")
+        if len(fields) < 5 or not rest[0]:
             continue
         mount = Mount(Path(_unescape(fields[4])), os.fsdecode(rest[0]))
         mount_id, parent_id, device = (os.fsdecode(field) for field in fields[:3])
