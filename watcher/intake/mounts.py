@@ -78,23 +78,20 @@ def _is_self_bind(entry: _Entry, parent: _Entry) -> bool:
 
 
 def mount_of(folder: Path, *, mountinfo: Path = MOUNTINFO) -> Mount | None:
-    """The mount deepest above `folder` (symlinks resolved), a folder bound onto itself seen
-    through; None if the mount table cannot be read."""
+    """The mount `folder` is on (symlinks resolved), a folder bound onto itself seen through; None
+    if the mount table cannot be read. With the process's own table, the kernel says which mount
+    the folder's path reaches (a mount hidden under another one mounted at or above the folder's
+    is not it); with another table (a test's), or where it cannot say, the one deepest above it."""
+    reached = _mount_id(folder) if mountinfo == MOUNTINFO else None
     entries = _entries(mountinfo)
     if entries is None:
         return None
-    target = folder.resolve()
-    best: tuple[int, _Entry] | None = None
-    for entry in entries:
-        point = entry.mount.point
-        if target == point or target.is_relative_to(point):
-            # The later of two at one point is mounted over the earlier.
-            if best is None or len(point.parts) >= best[0]:
-                best = (len(point.parts), entry)
-    if best is None:
-        return None
     by_id = {entry.mount_id: entry for entry in entries}
-    entry = best[1]
+    entry = by_id.get(reached) if reached is not None else None
+    if entry is None:
+        entry = _deepest(entries, folder.resolve())
+        if entry is None:
+            return None
     for _ in entries:  # at most once per line: the kernel's table has no loop, a fake one might
         parent = by_id.get(entry.parent_id)
         if parent is None or not _is_self_bind(entry, parent):
@@ -103,8 +100,39 @@ def mount_of(folder: Path, *, mountinfo: Path = MOUNTINFO) -> Mount | None:
     return entry.mount
 
 
+def _deepest(entries: list[_Entry], target: Path) -> _Entry | None:
+    best: tuple[int, _Entry] | None = None
+    for entry in entries:
+        point = entry.mount.point
+        if target == point or target.is_relative_to(point):
+            # The later of two at one point is mounted over the earlier.
+            if best is None or len(point.parts) >= best[0]:
+                best = (len(point.parts), entry)
+    return best[1] if best else None
+
+
+def _mount_id(folder: Path) -> str | None:
+    """The id of the mount that `folder`'s path reaches (mountinfo's first field), from the kernel
+    (/proc/self/fdinfo of the folder opened as a path only); None if it cannot be had."""
+    try:
+        fd = os.open(folder, os.O_PATH | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
+            for line in info:
+                name, _, value = line.partition(b":")
+                if name == b"mnt_id":
+                    return value.strip().decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
 def filesystem_type(folder: Path, *, mountinfo: Path = MOUNTINFO) -> str | None:
-    """The type of the filesystem mounted deepest above `folder`, or None if unknown."""
+    """The type of the filesystem `folder` is on (mount_of), or None if unknown."""
     mount = mount_of(folder, mountinfo=mountinfo)
     return mount.fstype if mount else None
 
