@@ -18,7 +18,7 @@ from model.synthetic import write_bmp
 from tests.helpers import RunningDaemon, files_under, mount_tmpfs, query, wait_for
 from watcher.intake import site_mounts
 from watcher.intake.mounts import mount_of
-from watcher.intake.site_mounts import SiteMounts
+from watcher.intake.site_mounts import SiteMounts, identity_of
 
 FRAMES = [f"cam/{index}.bmp" for index in range(3)]
 EVENTS = {"mode": "events", "rescan_interval_s": 0.2, "settle_ms": 0}
@@ -173,10 +173,39 @@ def test_an_inbox_unmounted_while_running_is_left_as_an_inbox_gone(
     assert running.thread.is_alive()
 
 
+def test_another_share_above_processed_with_its_device_number_is_no_return(
+    start_daemon: Callable[..., RunningDaemon], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    mounts: list[Path],
+) -> None:  # fmt: skip
+    # The share at share/processed goes; another one mounted at share/ (the folder above) gets
+    # the device number just freed (the kernel hands the lowest free one out), and a processed/
+    # is made on it: not the share the daemon started on, though the device number says so.
+    share, inbox = tmp_path / "share", tmp_path / "inbox"
+    processed = share / "processed"
+    before = _mount(mounts, processed)
+    running = start_daemon(inbox=EVENTS, paths={"processed": str(processed)})
+    write_bmp(inbox / "first.bmp")
+    wait_for(lambda: files_under(processed) == ["first.bmp"], what="a frame moved onto the share")
+    subprocess.run(["umount", str(processed)], check=True)
+    running.daemon.wake()
+    wait_for(lambda: f"{processed} is under the mount point " in caplog.text, what="the daemon to notice")
+
+    if _mount(mounts, share) != before:
+        pytest.skip("the kernel handed another device number out: nothing to mistake")
+    processed.mkdir()
+    _write_frames(inbox)
+    running.turns_from_now(5)
+    running.daemon.wake()
+    running.turns_from_now(5)
+
+    assert files_under(share) == [], "frames moved onto another share than the one at start"
+    assert files_under(inbox) == FRAMES
+
+
 # -- the look itself -------------------------------------------------------------------------------
 
 
-def test_the_mount_table_is_read_only_when_the_device_changes(
+def test_the_mount_table_is_read_only_when_the_device_or_inode_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "processed"
@@ -191,13 +220,15 @@ def test_the_mount_table_is_read_only_when_the_device_changes(
 
     monkeypatch.setattr(site_mounts, "mount_of", counted)
     mounts = SiteMounts({folder: here.point})
-    device = os.stat(folder).st_dev
+    device, inode = identity_of(os.stat(folder))
 
     for _ in range(100):  # a batch each
-        assert mounts.elsewhere(folder, device) is None
+        assert mounts.elsewhere(folder, (device, inode)) is None
     assert len(readings) == 1
-    assert mounts.elsewhere(folder, device + 1) is None  # a device not seen there: read again
+    assert mounts.elsewhere(folder, (device + 1, inode)) is None  # a device not seen there: read again
     assert len(readings) == 2
+    assert mounts.elsewhere(folder, (device, inode + 1)) is None  # nor an inode
+    assert len(readings) == 3
 
 
 def test_a_folder_under_another_point_is_elsewhere_unless_there_is_no_mount_table(tmp_path: Path) -> None:
@@ -207,11 +238,11 @@ def test_a_folder_under_another_point_is_elsewhere_unless_there_is_no_mount_tabl
     here = mount_of(folder)
     assert here is not None
     start = tmp_path / "the share"
-    device = os.stat(folder).st_dev
+    seen = identity_of(os.stat(folder))
 
-    moved = SiteMounts({folder: start}).elsewhere(folder, device)
-    unknown = SiteMounts({folder: start}, mountinfo=tmp_path / "no mountinfo").elsewhere(folder, device)
+    moved = SiteMounts({folder: start}).elsewhere(folder, seen)
+    unknown = SiteMounts({folder: start}, mountinfo=tmp_path / "no mountinfo").elsewhere(folder, seen)
 
     assert moved is not None and (moved.start, moved.now) == (start, here.point)
     assert unknown is None  # as before mounts were watched
-    assert SiteMounts().elsewhere(folder, device) is None  # no folder known: no start to compare
+    assert SiteMounts().elsewhere(folder, seen) is None  # no folder known: no start to compare

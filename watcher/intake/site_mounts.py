@@ -7,12 +7,15 @@ files. So a site folder under another mount point than at start (the one recorde
 mark, or confirmed against it: watcher.intake.folders) counts as missing while the daemon runs:
 the loop waits (SiteWatch), a batch's moves wait (watcher.pipeline.recording).
 
-Cheap on the hot path, which looks per batch: the caller's os.stat gives the folder's device; the
-mount table (/proc/self/mountinfo, thousands of lines on some hosts) is read only when that device
-is not the one last accepted there. Then the mount POINT decides, as at start: the same point with
-a new device (an NFS share or an automount mounted again, an autofs trigger before its share is
-on it) is the same place, and its device is remembered; another point is away. Without a mount
-table a folder is taken as where it was (as before mounts were watched).
+Cheap on the hot path, which looks per batch: the caller's os.stat gives the folder's device and
+inode; the mount table (/proc/self/mountinfo, thousands of lines on some hosts) is read only when
+they are not the ones last accepted there. The device alone would not do: the kernel hands a
+freed device number out again, so another share mounted above the folder after its own was
+unmounted (a processed/ made on it) can have the very number the folder had. Then the mount
+POINT decides, as at start: the same point with a new device (an NFS share or an automount
+mounted again, an autofs trigger before its share is on it) is the same place, and its device and
+inode are remembered; another point is away. Without a mount table a folder is taken as where it
+was (as before mounts were watched).
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from watcher.intake.folder_mounts import Records
 from watcher.intake.mounts import MOUNTINFO, mount_of
 
 logger = logging.getLogger(__name__)
+
+
+# A folder's device and inode numbers (os.stat's st_dev, st_ino).
+Identity = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -51,18 +58,18 @@ class SiteMounts:
         self._points = dict(points or {})
         self._mountinfo = mountinfo
         # Written by the batches' threads and the loop alike: a race costs one more reading.
-        self._devices: dict[Path, int] = {}
+        self._seen: dict[Path, Identity] = {}
 
     @classmethod
     def at_start(cls, records: Records, *, mountinfo: Path = MOUNTINFO) -> SiteMounts:
         """From the mounts prepare_folders found the site folders on (recorded or confirmed)."""
         return cls({folder: mount.point for (_, folder), mount in records.items()}, mountinfo=mountinfo)
 
-    def elsewhere(self, folder: Path, device: int) -> Elsewhere | None:
-        """Whether `folder`, a folder whose os.stat gave `device`, is under another mount point
-        than at start; None when it is not, or when that cannot be known."""
+    def elsewhere(self, folder: Path, seen: Identity) -> Elsewhere | None:
+        """Whether `folder`, a folder whose os.stat gave `seen` (identity_of), is under another
+        mount point than at start; None when it is not, or when that cannot be known."""
         start = self._points.get(folder)
-        if start is None or self._devices.get(folder) == device:
+        if start is None or self._seen.get(folder) == seen:
             return None
         mount = mount_of(folder, mountinfo=self._mountinfo)
         if mount is None:
@@ -71,10 +78,10 @@ class SiteMounts:
             return Elsewhere(folder, start, mount.point)
         # Remembered only if no mount came or went while the table was read: a device seen
         # before a share came back must not pass for the share's.
-        if _device(folder) == device:
-            if folder in self._devices:
+        if _identity(folder) == seen:
+            if folder in self._seen:
                 logger.debug("%s: a new device at its mount point %s (mounted again)", folder, start)
-            self._devices[folder] = device
+            self._seen[folder] = seen
         return None
 
     def away(self, folder: Path) -> str | None:
@@ -86,7 +93,7 @@ class SiteMounts:
             return f"{folder} missing"
         if not stat.S_ISDIR(info.st_mode):
             return f"{folder} missing"
-        moved = self.elsewhere(folder, info.st_dev)
+        moved = self.elsewhere(folder, identity_of(info))
         return moved.described() if moved else None
 
 
@@ -122,11 +129,17 @@ class SiteWatch:
             info = os.stat(self._inbox)
         except OSError:
             return False
-        return stat.S_ISDIR(info.st_mode) and self._mounts.elsewhere(self._inbox, info.st_dev) is not None
+        return (
+            stat.S_ISDIR(info.st_mode) and self._mounts.elsewhere(self._inbox, identity_of(info)) is not None
+        )
 
 
-def _device(folder: Path) -> int | None:
+def identity_of(info: os.stat_result) -> Identity:
+    return info.st_dev, info.st_ino
+
+
+def _identity(folder: Path) -> Identity | None:
     try:
-        return os.stat(folder).st_dev
+        return identity_of(os.stat(folder))
     except OSError:
         return None

@@ -23,6 +23,7 @@ from watcher.intake.held_lookups import Lookup, LookupsByFolder
 from watcher.intake.moving import is_placement_error
 from watcher.intake.names import storable
 from watcher.intake.placement import ClaimsAway, OutputFolderMissing, place, place_flat
+from watcher.intake.site_mounts import identity_of
 from watcher.pipeline.stages import Claimed, Classification, Classified, FileFacts, OutputFolders, Stored
 from watcher.store import writes
 from watcher.store.errors import StorageFailed
@@ -48,7 +49,7 @@ def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
             raise OutputFolderMissing(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
         # A share unmounted from the folder itself leaves its mount point, on the local disk,
         # where moved frames would be hidden once it is back: that waits the same way.
-        elsewhere = folders.mounts.elsewhere(root, info.st_dev)
+        elsewhere = folders.mounts.elsewhere(root, identity_of(info))
         if elsewhere is not None:
             reason = (
                 f"output folder is under the mount point {elsewhere.now}, not {elsewhere.start} (unmounted?)"
