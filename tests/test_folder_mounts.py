@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from watcher.intake.folder_mounts import recorded_changes
 from watcher.intake.folders import FOLDERS_MARK, FolderMissing, prepare_folders
 from watcher.intake.mounts import Mount, mount_of
 
@@ -240,6 +242,30 @@ def test_a_folder_moved_in_the_config_is_a_first_sight(
     prepare_folders(site, data=data, mountinfo=_table(tmp_path / "back", str(tmp_path / "nas share")))
     prepare_folders(moved, data=data, mountinfo=_table(tmp_path / "unmounted"))
     assert caplog.records == []
+
+
+def test_a_new_path_under_a_recorded_share_that_is_gone_stops_the_start(
+    tmp_path: Path, site: dict[str, Path]
+) -> None:
+    # processed/ on the share is a symlink (processed -> processed-2026), which the config resolves:
+    # with the share unmounted, the same config leads to the folder left under its mount point, a
+    # path never recorded. A first sight there would record the local disk and take frames.
+    data, share = tmp_path / "data", tmp_path / "nas share"
+    on_the_share = {**site, "paths.processed": share / "processed-2026"}
+    on_the_share["paths.processed"].mkdir(parents=True)
+    prepare_folders(on_the_share, data=data, mountinfo=_table(tmp_path / "mounted", str(share)))
+    unmounted = _table(tmp_path / "unmounted")
+    site["paths.processed"].mkdir(parents=True)
+
+    with pytest.raises(FolderMissing, match=re.escape(f"is on / (ext4), not on {share} (nfs4) as recorded")):
+        prepare_folders(site, data=data, mountinfo=unmounted)
+    assert [
+        change.folder for change in recorded_changes(site, mark=data / FOLDERS_MARK, mountinfo=unmounted)
+    ] == [site["paths.processed"]]
+    prepare_folders(site, data=data, mountinfo=_table(tmp_path / "back", str(share)))  # mounted again
+    elsewhere = {**site, "paths.processed": tmp_path / "local" / "processed"}  # not under the share
+    elsewhere["paths.processed"].mkdir(parents=True)
+    prepare_folders(elsewhere, data=data, mountinfo=unmounted)
 
 
 def test_no_mount_table_records_nothing_and_stops_nothing(tmp_path: Path, site: dict[str, Path]) -> None:

@@ -90,19 +90,35 @@ def mount_changes(
     folders: Mapping[str, Path], records: Records, *, mountinfo: Path = MOUNTINFO
 ) -> list[MountChange]:
     """The folders on another mount than recorded for their key and path. A path not recorded for
-    its key (a first sight: the config changed), or a folder missing or that cannot be looked at,
-    is not judged here (missing is FolderMissing's)."""
+    its key (a first sight: the config changed) is judged only against the mount points recorded
+    for other paths (_under_a_point_gone). A folder missing or that cannot be looked at is not
+    judged here (missing is FolderMissing's)."""
     changes = []
     for key, folder in folders.items():
         recorded = records.get((key, folder))
-        if recorded is None or not _is_folder(folder):
+        if not _is_folder(folder):
             continue
         current = mount_of(folder, mountinfo=mountinfo)
+        if current is None:
+            continue
+        if recorded is None:
+            recorded = _under_a_point_gone(folder, current, records)
         # The mount point alone: another filesystem at the same point is the same place (nfs
         # remounted as nfs4, an automount's autofs before its share is mounted on it).
-        if current is not None and current.point != recorded.point:
+        if recorded is not None and current.point != recorded.point:
             changes.append(MountChange(key, folder, recorded, current))
     return changes
+
+
+def _under_a_point_gone(folder: Path, current: Mount, records: Records) -> Mount | None:
+    """A recorded mount whose point `folder`, first seen at its path, is under, though it is now on
+    a mount above that point: a share gone, and the config's path now leads under its empty mount
+    point (a symlink on the share that the config resolved, a folder made there by hand)."""
+    for recorded in records.values():
+        point = recorded.point
+        if point != current.point and folder.is_relative_to(point) and point.is_relative_to(current.point):
+            return recorded
+    return None
 
 
 def recorded_changes(
