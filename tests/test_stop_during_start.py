@@ -138,3 +138,40 @@ def test_a_stop_during_a_crashs_recovery_ends_it_between_frames_and_the_next_sta
     assert len(rows) == count and {row[1] for row in rows} == {1}
     assert len(files_under(tmp_path / "processed")) == count
     assert files_under(area) == []
+
+
+# Run as a script: a spawned worker imports it again as __mp_main__, before anything of its own
+# runs, and writes down the signals it was started with blocked.
+_BLOCKED_AT_START = """
+import os, signal, sys
+from pathlib import Path
+if __name__ == "__mp_main__":
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    Path(os.environ["BLOCKED_FILE"]).write_text(" ".join(sorted(signal.Signals(s).name for s in blocked)))
+if __name__ == "__main__":
+    from watcher.pipeline.file_workers import FileWorkers
+    from watcher.pipeline.stages import FrameBounds
+    FileWorkers(1, FrameBounds(max_pixels=10**6, max_file_bytes=10**7)).close()
+"""
+
+
+def test_a_file_worker_that_starts_multiprocessings_resource_tracker_still_starts_with_stops_held(
+    tmp_path: Path,
+) -> None:
+    # No shared memory made yet in this process: the worker's start launches the resource
+    # tracker, and that launch unblocked SIGINT and SIGTERM in the starting thread, inside the
+    # hold: the worker then started with only SIGHUP blocked, and a stop sent to the whole
+    # service while it imported ended it (a pool that could not start, exit 1).
+    script = tmp_path / "start_one_worker.py"
+    script.write_text(_BLOCKED_AT_START)
+    blocked = tmp_path / "blocked"
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "BLOCKED_FILE": str(blocked)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert blocked.read_text() == "SIGHUP SIGINT SIGTERM"

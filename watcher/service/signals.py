@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from types import FrameType
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,10 @@ def held_from_children() -> Iterator[None]:
     own are taken by its other threads meanwhile). The child inherits the mask across exec: until
     it calls release_held, once it ignores them (a file worker), a stop sent to the whole service
     (systemd's, Ctrl-C's) waits instead of ending it half-started, by SIGTERM's default or with a
-    KeyboardInterrupt, as the relay's handlers are not inherited."""
+    KeyboardInterrupt, as the relay's handlers are not inherited. multiprocessing's resource
+    tracker is launched first if it is not running: a process start launches it, and that launch
+    unblocks SIGINT and SIGTERM in this thread, inside the hold (the child then started without)."""
+    resource_tracker.ensure_running()
     before = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     try:
         yield
