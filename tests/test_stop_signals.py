@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.synthetic import write_bmp
-from tests.helpers import files_under, start_watch_process, wait_for
+from tests.helpers import files_under, mount_tmpfs, start_watch_process, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -201,3 +201,31 @@ def test_the_frames_left_in_the_inbox_at_a_stop_are_counted_from_the_inbox(
             process.kill()
             process.wait()
     assert "1 frame left in the inbox for the next run: cam-01/late.bmp" in log.read_text(), log.read_text()
+
+
+def test_the_frames_left_at_a_stop_are_not_counted_from_under_an_unmounted_inbox(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # The inbox a mount that went away: the loop no longer scans the folder under it (another
+    # disk's), but the exit's scan did, and named its frames "left in the inbox for the next run".
+    inbox = tmp_path / "inbox"
+    write_bmp(inbox / "cam-09" / "under-the-mount.bmp")
+    mount_tmpfs(inbox, size="64m")
+    try:
+        write_bmp(inbox / "cam-01" / "first.bmp")
+        log = tmp_path / "daemon.log"
+        process = start_watch_process(make_config(inbox={"mode": "poll", "poll_scan_s": 3600}), log)
+        wait_for(lambda: files_under(tmp_path / "processed") or process.poll() is not None, timeout=120)
+    finally:
+        subprocess.run(["umount", "-l", str(inbox)], check=False)
+    try:
+        wait_for(lambda: "unmounted?" in log.read_text() or process.poll() is not None, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert "stopped: 1 frame ok" in text, text
+    assert "under-the-mount" not in text, text

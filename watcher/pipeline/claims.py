@@ -61,12 +61,14 @@ class Claims:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def left(self) -> list[str]:
-        """The frames in the inbox now, from a scan of it (at a stop: left for the next run),
-        except those refused (named with their reason already). Not the waiting set: it holds only
-        names seen, not those written since the last scan, in poll mode or when events were lost."""
-        inbox = scan_inbox(self._inbox, unlisted=self._unlisted)
-        return [str(path) for path in inbox if path not in self._refused]
+    def left(self, *, scan: bool = True) -> list[str]:
+        """The frames in the inbox now, from a scan of it (at a stop: left for the next run), except
+        those refused (named with their reason already). The waiting set holds only names seen:
+        not those written since the last scan, in poll mode or when events were lost. Without
+        `scan` (the inbox under another mount point than at start, unscanned as the loop leaves
+        it: its names would be another disk's), the names seen."""
+        names = scan_inbox(self._inbox, unlisted=self._unlisted) if scan else list(self._waiting)
+        return [str(path) for path in names if path not in self._refused]
 
     def hint(self, names: Iterable[PurePosixPath]) -> None:
         self._waiting.update(dict.fromkeys(names))
