@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
 
-from tests.helpers import query
+from tests.helpers import query, wait_for
+from watcher.store import migrate
 from watcher.store.engine import make_engine
-from watcher.store.migrate import current_revision, head_revision, upgrade_to_head
+from watcher.store.errors import StorageUnavailable
+from watcher.store.migrate import MIGRATION_LOCK_KEY, current_revision, head_revision, upgrade_to_head
 from watcher.store.schema import Base
 
 
@@ -220,3 +226,51 @@ def test_reviews_left_by_deleted_rows_are_gone_before_a_new_row_can_take_their_i
     engine.dispose()
     assert query(database, "SELECT id FROM results WHERE frame_key = 'k4'") == [(2,)]
     assert query(database, "SELECT count(*) FROM reviews WHERE result_id = 2") == [(0,)]
+
+
+def test_a_start_waits_for_another_process_s_migration_past_the_lock_timeout(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Daemons starting together on one PostgreSQL: one migrates, the others wait for its advisory
+    # lock. They gave up at the lock_timeout (database.busy_timeout_ms) and stopped: a migration
+    # longer than that (an index on a large table) failed every other start.
+    other = create_engine(postgres_url)
+    engine = make_engine(postgres_url, busy_timeout_ms=200)
+    outcome: list[object] = []
+
+    def start() -> None:
+        try:
+            outcome.append(upgrade_to_head(engine))
+        except StorageUnavailable as error:
+            outcome.append(error)
+
+    with other.connect() as migrating, caplog.at_level(logging.INFO, logger="watcher.store.migrate"):
+        migrating.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        waiting = threading.Thread(target=start)
+        waiting.start()
+        wait_for(lambda: "is migrating the database: waiting" in caplog.text or outcome, timeout=30)
+        held_since = time.monotonic()
+        # Held well past the waiting engine's 200 ms lock_timeout before it is let go.
+        wait_for(lambda: time.monotonic() - held_since > 1.0 or outcome, timeout=30)
+        assert outcome == [], "gave up while another process still migrated"
+        migrating.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+        waiting.join(timeout=60)
+    engine.dispose()
+    other.dispose()
+    assert outcome == [head_revision()]
+    assert "the other process's migration is done" in caplog.text
+
+
+def test_a_migration_lock_held_too_long_is_one_clear_error(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrate, "MIGRATION_WAIT_S", 0.5)
+    other = create_engine(postgres_url)
+    engine = make_engine(postgres_url, busy_timeout_ms=200)
+    with other.connect() as stuck:
+        stuck.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        with pytest.raises(StorageUnavailable, match="migrating the database for over 0.5 s"):
+            upgrade_to_head(engine)
+        stuck.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+    engine.dispose()
+    other.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,10 +12,10 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 import migrations
-from watcher.store.errors import StorageFailed
+from watcher.store.errors import StorageFailed, StorageUnavailable
 from watcher.store.session import translated_errors
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,11 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 # Any fixed 64-bit number: the advisory lock's name, shared by every cctv-gender process.
 MIGRATION_LOCK_KEY = 0x6363_7476_6D69_67  # "cctvmig"
+# How long a start waits for another process's migration (a new index on a large table takes
+# minutes), where database.busy_timeout_ms (10 s) gave up and the waiting daemons stopped. Under
+# systemd's TimeoutStopSec (180 s): a stop asked for meanwhile is acted on once it ends.
+MIGRATION_WAIT_S = 120.0
+MIGRATION_POLL_S = 0.25
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
@@ -53,7 +59,7 @@ def upgrade_to_head(engine: Engine) -> str | None:
     """Bring the schema to the newest revision; returns that revision. NewerSchema when a newer
     release has migrated it past what this one knows."""
     config = _alembic_config(engine)
-    with translated_errors(), _one_migrator_at_a_time(engine):
+    with translated_errors(), _one_migrator_at_a_time(engine, wait_s=MIGRATION_WAIT_S):
         before = current_revision(engine)
         require_known_revision(before)
         command.upgrade(config, "head")
@@ -64,7 +70,7 @@ def upgrade_to_head(engine: Engine) -> str | None:
 
 
 @contextmanager
-def _one_migrator_at_a_time(engine: Engine) -> Iterator[None]:
+def _one_migrator_at_a_time(engine: Engine, *, wait_s: float) -> Iterator[None]:
     """On PostgreSQL, daemons starting together on several hosts would race to create the same
     tables: an advisory lock lets one migrate while the others wait, then find nothing to do.
     (SQLite serialises writers itself.)"""
@@ -72,13 +78,36 @@ def _one_migrator_at_a_time(engine: Engine) -> Iterator[None]:
         yield
         return
     with engine.connect() as holder:
-        holder.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
-        holder.commit()
+        _take_migration_lock(holder, wait_s=wait_s)
         try:
             yield
         finally:
             holder.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
             holder.commit()
+
+
+def _take_migration_lock(holder: Connection, *, wait_s: float) -> None:
+    """The migration lock, tried until `wait_s` have passed (a blocking pg_advisory_lock would give
+    up at the connection's lock_timeout); StorageUnavailable then. Each try is its own transaction:
+    nothing is held open while another process migrates."""
+    deadline = time.monotonic() + wait_s
+    waited = False
+    while True:
+        taken = holder.exec_driver_sql(f"SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY})").scalar()
+        holder.commit()
+        if taken:
+            if waited:
+                logger.info("the other process's migration is done")
+            return
+        if time.monotonic() >= deadline:
+            raise StorageUnavailable(
+                f"another process has been migrating the database for over {wait_s:g} s "
+                "(or holds its migration lock): try again once it is done"
+            )
+        if not waited:
+            logger.info("another cctv-gender process is migrating the database: waiting for it")
+            waited = True
+        time.sleep(MIGRATION_POLL_S)
 
 
 def current_revision(engine: Engine) -> str | None:
