@@ -11,14 +11,12 @@ remount), and a later start on another mount stops (watcher.intake.folders); `st
 from __future__ import annotations
 
 import json
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from model.registry_files import write_atomically
-from watcher.intake.mounts import MOUNTINFO, Mount, mount_of
+from watcher.intake.mounts import MOUNTINFO, Mount, folder_stat, mount_of
 
 
 class MarkUnreadable(Exception):
@@ -96,7 +94,7 @@ def mount_changes(
     changes = []
     for key, folder in folders.items():
         recorded = records.get((key, folder))
-        if not _is_folder(folder):
+        if folder_stat(folder) is None:
             continue
         current = mount_of(folder, mountinfo=mountinfo)
         if current is None:
@@ -131,10 +129,3 @@ def recorded_changes(
     except (OSError, MarkUnreadable):
         return []
     return mount_changes(folders, records or {}, mountinfo=mountinfo)
-
-
-def _is_folder(folder: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(folder).st_mode)
-    except OSError:
-        return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,13 @@ def needs_polling(fstype: str | None) -> bool:
     if fstype is None:
         return False
     return fstype in NETWORK_FILESYSTEMS or fstype == "fuse" or fstype.startswith("fuse.")
+
+
+def folder_stat(folder: Path) -> os.stat_result | None:
+    """`folder`'s stat when it is a folder now; None when it is missing, cannot be looked at, or is
+    not a folder (the daemon's site folders are judged away alike in each of these)."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return info if stat.S_ISDIR(info.st_mode) else None

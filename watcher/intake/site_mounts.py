@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from watcher.intake.folder_mounts import Records
-from watcher.intake.mounts import MOUNTINFO, mount_of
+from watcher.intake.mounts import MOUNTINFO, folder_stat, mount_of
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +86,8 @@ class SiteMounts:
     def away(self, folder: Path) -> str | None:
         """Why `folder` cannot take or give frames now (missing, or under another mount point);
         None when it can."""
-        try:
-            info = os.stat(folder)
-        except OSError:
-            return f"{folder} missing"
-        if not stat.S_ISDIR(info.st_mode):
+        info = folder_stat(folder)
+        if info is None:
             return f"{folder} missing"
         moved = self.elsewhere(folder, identity_of(info))
         return moved.described() if moved else None
@@ -125,13 +121,8 @@ class SiteWatch:
         """The inbox is a folder under another mount point than at start: the loop does not rescan
         it, as nothing is done with an inbox gone. InstanceLock.keep, which does nothing while the
         inbox is gone, would make the instance's lock and area again in this one, on the wrong disk."""
-        try:
-            info = os.stat(self._inbox)
-        except OSError:
-            return False
-        return (
-            stat.S_ISDIR(info.st_mode) and self._mounts.elsewhere(self._inbox, identity_of(info)) is not None
-        )
+        info = folder_stat(self._inbox)
+        return info is not None and self._mounts.elsewhere(self._inbox, identity_of(info)) is not None
 
 
 def identity_of(info: os.stat_result) -> Identity:

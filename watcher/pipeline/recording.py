@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import stat
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from watcher.intake.held_lookups import Lookup, LookupsByFolder
+from watcher.intake.mounts import folder_stat
 from watcher.intake.moving import is_placement_error
 from watcher.intake.names import storable
 from watcher.intake.placement import ClaimsAway, OutputFolderMissing, place, place_flat
@@ -39,11 +38,8 @@ def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
     one is not a folder now, or is under another mount point than at start."""
     devices = {}
     for root in (folders.processed, folders.failed):
-        try:
-            info = os.stat(root)
-        except OSError:
-            info = None
-        if info is None or not stat.S_ISDIR(info.st_mode):
+        info = folder_stat(root)
+        if info is None:
             # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
             # rows are committed; the batch waits, and its moves are finished once it is back.
             raise OutputFolderMissing(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
