@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from model.images import PixelBlock, decode_pixels, plain_bmp_block
 from model.packed import GATHER_GAP, SPAN_SLACK, PackedBmp, gathered_on, packed_rows, upright
 from model.synthetic import bmp_bytes, write_bmp
-from tests.helpers import files_under, query
+from tests.helpers import files_under, query, wait_for
 from watcher.commands.main import main
 from watcher.store.embeddings import unpack_embeddings
 
@@ -561,6 +561,9 @@ def test_frames_larger_than_an_arenas_room_make_it_grow(
     assert not all(in_an_arena[0]), "the first batch found too little room (else this tests nothing)"
     assert all(in_an_arena[-1]), in_an_arena
     assert capfd.readouterr().err.count("frame buffers grow to 1.4 MiB a frame (was 1.0)") == 1
+    # /dev/shm is the machine's: another xdist worker's daemon may hold arenas made meanwhile
+    # until its test ends (CI saw two); ours, leaked, would stay past the timeout.
+    wait_for(lambda: not set(os.listdir("/dev/shm")) - shared_before, timeout=60)
     assert set(os.listdir("/dev/shm")) - shared_before == set()
 
 
