@@ -20,9 +20,10 @@ from PIL import Image
 from model.batch_math import chunked, float_bytes, normalised_rows, pooled
 from model.clip_loading import load_clip_parts
 from model.device_wait import on_host
-from model.hub import local_only, single_hub_log
+from model.hub import local_only
 from model.identity import identify_clip
 from model.images import as_uint8_array
+from model.library_logs import single_library_logs
 from model.packed import PackedBmp, gathered_on, packed_rows, thread_stream
 from model.processor_steps import finish, resized_where_they_lie, resizes_by_steps, steps_from_rows, transform
 from model.runtime import TORCH, Runtime
@@ -51,7 +52,7 @@ class ClipFeatureExtractor:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers: unannotated
-        single_hub_log()
+        single_library_logs()
         self.source = source
         self.runtime = runtime
         # Without the network, a Hub id fails at once with what to run (model.hub), not after retries.

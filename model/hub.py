@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.identity import identify_clip, write_origin
+from model.library_logs import single_library_logs
 from model.messages import first_line
 from model.runtime import ModelLoadError
 
@@ -27,12 +28,6 @@ def fetch_hint(hub_id: str) -> str:
         f"on a machine with network access run `cctv-gender model fetch {hub_id} --to DIR`, "
         "copy DIR here and set model.clip to it"
     )
-
-
-def single_hub_log() -> None:
-    """The Hub library's log lines once, through our handlers: it adds a stderr handler of its own
-    to its logger on import, which also propagates to ours."""
-    logging.getLogger("huggingface_hub").handlers.clear()
 
 
 def hub_reachable(*, timeout: float = REACHABLE_TIMEOUT_S) -> bool:
@@ -91,7 +86,7 @@ def fetch_clip(source: str, target: Path, *, progress: Callable[[str], None] | N
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
     from transformers.utils import logging as hf_logging
 
-    single_hub_log()
+    single_library_logs()
     problem = None if Path(source).is_dir() else _not_a_folder(source)
     if problem:
         raise ModelLoadError(f"cannot fetch {source!r}: {problem}")

@@ -98,6 +98,20 @@ def start_watch_process(
         )
 
 
+def run_watch_once(
+    config: Path, *, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`cctv-gender watch --once` as a process of its own, run to its end; its stderr in the result."""
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", "watch", "--once", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

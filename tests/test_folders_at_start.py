@@ -12,21 +12,11 @@ from pathlib import Path
 import pytest
 
 from model.synthetic import write_bmp
-from tests.helpers import files_under, mount_tmpfs
+from tests.helpers import files_under, mount_tmpfs, run_watch_once
 from watcher.intake.folders import FOLDERS_MARK
 from watcher.intake.mounts import mount_of
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _watch_once(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watcher", "watch", "--once", "--config", str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def _status(config: Path) -> subprocess.CompletedProcess[str]:
@@ -56,7 +46,7 @@ def test_a_database_that_cannot_be_opened_leaves_no_folder(
     config = make_config(database={"url": url})
     before = _folders(tmp_path)
 
-    result = _watch_once(config)
+    result = run_watch_once(config)
 
     assert result.returncode == exit_code, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -68,11 +58,11 @@ def test_once_never_makes_a_missing_output_folder_again(
     make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     config = make_config()
-    assert _watch_once(config).returncode == 0  # the first start makes the folders
+    assert run_watch_once(config).returncode == 0  # the first start makes the folders
     (tmp_path / "processed").rmdir()  # unmounted
     write_bmp(tmp_path / "inbox" / "cam" / "a.bmp")
 
-    result = _watch_once(config)
+    result = run_watch_once(config)
 
     assert result.returncode == 1
     assert "processed is missing (an unmounted share?)" in result.stderr
@@ -105,7 +95,7 @@ def test_a_site_starts_and_restarts_on_the_real_mount_table(
     make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     config = make_config()
-    first = _watch_once(config)
+    first = run_watch_once(config)
     assert first.returncode == 0, first.stderr
     assert "their mounts recorded in" in first.stderr
     mount = mount_of(tmp_path)  # /proc/self/mountinfo, as the daemon reads it
@@ -120,7 +110,7 @@ def test_a_site_starts_and_restarts_on_the_real_mount_table(
         )
     ]
 
-    again = _watch_once(config)
+    again = run_watch_once(config)
 
     assert again.returncode == 0, again.stderr
     assert "mounts" not in again.stderr and "WARNING" not in again.stderr
@@ -131,7 +121,7 @@ def test_status_says_a_folder_is_on_another_mount_than_recorded(
     make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     config = make_config()
-    assert _watch_once(config).returncode == 0
+    assert run_watch_once(config).returncode == 0
     mark = tmp_path / "data" / FOLDERS_MARK
     recorded = json.loads(mark.read_text())
     # Faked: the record a first start makes while an NFS share is mounted at processed/, which a
@@ -143,7 +133,7 @@ def test_status_says_a_folder_is_on_another_mount_than_recorded(
     assert now is not None
 
     status = _status(config)
-    result = _watch_once(config)
+    result = run_watch_once(config)
 
     assert status.returncode == 1, status.stderr
     assert json.loads(status.stdout)["problems"] == [
@@ -169,11 +159,11 @@ def test_an_unmounted_share_at_processed_stops_the_daemon(
     mount_tmpfs(processed, size="4m")
     try:
         config = make_config()
-        assert _watch_once(config).returncode == 0
+        assert run_watch_once(config).returncode == 0
         subprocess.run(["umount", str(processed)], check=True)
         write_bmp(tmp_path / "inbox" / "cam" / "a.bmp")
 
-        result = _watch_once(config)
+        result = run_watch_once(config)
         status = _status(config)
 
         assert result.returncode == 1
@@ -187,7 +177,7 @@ def test_an_unmounted_share_at_processed_stops_the_daemon(
 
         mount_tmpfs(processed, size="4m")  # back
         subprocess.run(["mount", "--bind", str(processed), str(processed)], check=True)  # as systemd's
-        assert _watch_once(config).returncode == 0
+        assert run_watch_once(config).returncode == 0
         assert files_under(processed) == ["cam/a.bmp"]
         assert json.loads(_status(config).stdout)["problems"] == []
     finally:
