@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from watcher.intake.folder_mounts import recorded_changes
-from watcher.intake.folders import FOLDERS_MARK, FolderMissing, prepare_folders
+from watcher.intake.folders import FOLDERS_MARK, SiteFolderAway, prepare_folders
 from watcher.intake.mounts import Mount, mount_of
 
 ROOT = "22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda rw"
@@ -75,7 +75,7 @@ def test_a_folder_on_another_mount_than_recorded_stops_the_next_start(
     ]
     unmounted = _table(tmp_path / "unmounted")  # its mount point: an empty folder on the local disk
 
-    with pytest.raises(FolderMissing) as stopped:
+    with pytest.raises(SiteFolderAway) as stopped:
         prepare_folders(site, data=data, mountinfo=unmounted)
 
     assert str(stopped.value) == (
@@ -134,7 +134,7 @@ def test_a_mark_made_before_mounts_were_recorded_gets_them_at_the_next_start(
         f"{data / FOLDERS_MARK} was made before mounts were recorded; recorded now: paths.inbox on / "
         f"(ext4), paths.processed on {point} (nfs4), paths.failed on / (ext4)"
     ]
-    with pytest.raises(FolderMissing, match="is on / \\(ext4\\), not on .* \\(nfs4\\) as recorded"):
+    with pytest.raises(SiteFolderAway, match="is on / \\(ext4\\), not on .* \\(nfs4\\) as recorded"):
         prepare_folders(site, data=data, mountinfo=_table(tmp_path / "unmounted"))
 
 
@@ -166,7 +166,7 @@ def test_a_mark_that_is_not_ours_is_recorded_anew_not_a_halt(
     assert warning.getMessage().startswith(f"{data / FOLDERS_MARK} cannot be read (not a record of mounts")
     assert warning.getMessage().endswith("): the folders' mounts are recorded anew")
     assert _processed(data) == [point]
-    with pytest.raises(FolderMissing):  # and it guards again
+    with pytest.raises(SiteFolderAway):  # and it guards again
         prepare_folders(site, data=data, mountinfo=_table(tmp_path / "unmounted"))
 
 
@@ -257,7 +257,7 @@ def test_a_new_path_under_a_recorded_share_that_is_gone_stops_the_start(
     unmounted = _table(tmp_path / "unmounted")
     site["paths.processed"].mkdir(parents=True)
 
-    with pytest.raises(FolderMissing, match=re.escape(f"is on / (ext4), not on {share} (nfs4) as recorded")):
+    with pytest.raises(SiteFolderAway, match=re.escape(f"is on / (ext4), not on {share} (nfs4) as recorded")):
         prepare_folders(site, data=data, mountinfo=unmounted)
     assert [
         change.folder for change in recorded_changes(site, mark=data / FOLDERS_MARK, mountinfo=unmounted)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import mount_tmpfs
 from watcher.intake.folder_mounts import recorded_changes
-from watcher.intake.folders import FOLDERS_MARK, FolderMissing, prepare_folders
+from watcher.intake.folders import FOLDERS_MARK, SiteFolderAway, prepare_folders
 from watcher.intake.mounts import mount_of
 
 
@@ -51,6 +51,6 @@ def test_a_share_hidden_under_a_disk_mounted_above_it_is_not_where_processed_is(
         site["paths.processed"]
     ]
     with pytest.raises(
-        FolderMissing, match=re.escape(f"paths.processed {share / 'processed'} is on {share} ")
+        SiteFolderAway, match=re.escape(f"paths.processed {share / 'processed'} is on {share} ")
     ):
         prepare_folders(site, data=data)

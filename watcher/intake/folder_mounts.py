@@ -90,7 +90,7 @@ def mount_changes(
     """The folders on another mount than recorded for their key and path. A path not recorded for
     its key (a first sight: the config changed) is judged only against the mount points recorded
     for other paths (_under_a_point_gone). A folder missing or that cannot be looked at is not
-    judged here (missing is FolderMissing's)."""
+    judged here (prepare_folders judges a missing one itself)."""
     changes = []
     for key, folder in folders.items():
         recorded = records.get((key, folder))

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 FOLDERS_MARK = ".folders-made"
 
 
-class FolderMissing(Exception):
+class SiteFolderAway(Exception):
     """A folder the daemon made before is gone, or lives on another mount; the message says which."""
 
 
@@ -40,7 +40,7 @@ def prepare_folders(
     site: Mapping[str, Path], *, data: Path, inside: Sequence[Path] = (), mountinfo: Path = MOUNTINFO
 ) -> Records:
     """Make the `site` folders (by config key) and those `inside` them on the first start, and
-    record the mount each site folder lives on; afterwards, raise FolderMissing for one that is
+    record the mount each site folder lives on; afterwards, raise SiteFolderAway for one that is
     gone or on another mount than recorded. Returns the mount each is on now, as recorded or
     confirmed (also when the mark cannot be written): the daemon holds them to it while it runs
     (watcher.intake.site_mounts).
@@ -51,7 +51,7 @@ def prepare_folders(
     missing = [folder for folder in (*site.values(), *inside) if not folder.is_dir()]
     if mark.exists():
         if missing:
-            raise FolderMissing(
+            raise SiteFolderAway(
                 f"{missing[0]} is missing (an unmounted share?): it is not made again, since frames "
                 f"would land on the wrong disk; mount it, or remove {mark} to have it made"
             )
@@ -66,7 +66,7 @@ def prepare_folders(
 
 
 def _check_mounts(site: Mapping[str, Path], *, mark: Path, mountinfo: Path) -> Records:
-    """FolderMissing for a folder on another mount than recorded; a folder first seen at its path
+    """SiteFolderAway for a folder on another mount than recorded; a folder first seen at its path
     (a config changed, a mark made before mounts were recorded) has its mount recorded now.
 
     A mark that cannot be read or is not ours (a hand edit, a damaged disk: it is only ever
@@ -81,7 +81,7 @@ def _check_mounts(site: Mapping[str, Path], *, mark: Path, mountinfo: Path) -> R
     known = records or {}
     changes = mount_changes(site, known, mountinfo=mountinfo)
     if changes:
-        raise FolderMissing(
+        raise SiteFolderAway(
             f"{changes[0].described()} (an unmounted share?): frames would land on the wrong disk, "
             f"hidden once it is mounted again; mount it, or, if the move is deliberate, remove {mark} "
             "to have the mounts recorded anew at the next start"

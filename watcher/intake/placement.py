@@ -119,8 +119,9 @@ def _set_aside(frame: ClaimedFrame, error: OSError) -> Path:
     return final
 
 
-class OutputFolderMissing(FileNotFoundError):
-    """`processed/` or `failed/` is gone (an unmounted share): the batch waits for it to return."""
+class OutputFolderAway(FileNotFoundError):
+    """`processed/` or `failed/` is gone, or under another mount point than at start (an unmounted
+    share): the batch waits for it to return."""
 
 
 class ClaimsAway(FileNotFoundError):

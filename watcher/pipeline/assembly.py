@@ -20,7 +20,7 @@ from model.runtime import ModelLoadError
 from model.serving import load_serving_head
 from watcher.config import Config
 from watcher.errors import StartupError, raise_if_stopped
-from watcher.intake.folders import FolderMissing, prepare_folders
+from watcher.intake.folders import SiteFolderAway, prepare_folders
 from watcher.intake.site_mounts import SiteMounts
 from watcher.pipeline.daemon import Daemon
 from watcher.pipeline.file_workers import FileWorkersFailed
@@ -193,7 +193,7 @@ def _make_folders(config: Config) -> SiteMounts:
         return SiteMounts.at_start(
             prepare_folders(paths.site_folders(), inside=[config.in_progress], data=paths.data)
         )
-    except FolderMissing as error:
+    except SiteFolderAway as error:
         raise StartupError(str(error)) from None
     except OSError as error:
         raise StartupError(f"cannot create {error.filename}: {error.strerror}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import time
 
-from watcher.intake.placement import ClaimsAway, OutputFolderMissing
+from watcher.intake.placement import ClaimsAway, OutputFolderAway
 from watcher.store.errors import StorageUnavailable
 
 MAX_RETRY_DELAY_S = 30.0
@@ -14,7 +14,7 @@ MAX_RETRY_DELAY_S = 30.0
 def is_transient(error: BaseException) -> bool:
     """A database away or locked, a full disk, a missing output folder, claims away pass; I/O
     errors do not."""
-    if isinstance(error, StorageUnavailable | OutputFolderMissing | ClaimsAway):
+    if isinstance(error, StorageUnavailable | OutputFolderAway | ClaimsAway):
         return True
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)

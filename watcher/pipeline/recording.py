@@ -21,7 +21,7 @@ from watcher.intake.held_lookups import Lookup, LookupsByFolder
 from watcher.intake.mounts import folder_stat
 from watcher.intake.moving import is_placement_error
 from watcher.intake.names import storable
-from watcher.intake.placement import ClaimsAway, OutputFolderMissing, place, place_flat
+from watcher.intake.placement import ClaimsAway, OutputFolderAway, place, place_flat
 from watcher.intake.site_mounts import identity_of
 from watcher.pipeline.stages import Claimed, Classification, Classified, FileFacts, OutputFolders, Stored
 from watcher.store import writes
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
-    """Each output folder's device (what placing's looks are chosen by); OutputFolderMissing if
+    """Each output folder's device (what placing's looks are chosen by); OutputFolderAway if
     one is not a folder now, or is under another mount point than at start."""
     devices = {}
     for root in (folders.processed, folders.failed):
@@ -42,7 +42,7 @@ def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
         if info is None:
             # Gone (an unmounted share): recreating it would put frames on the wrong disk. The
             # rows are committed; the batch waits, and its moves are finished once it is back.
-            raise OutputFolderMissing(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
+            raise OutputFolderAway(errno.ENOENT, "output folder is missing (unmounted?)", str(root))
         # A share unmounted from the folder itself leaves its mount point, on the local disk,
         # where moved frames would be hidden once it is back: that waits the same way.
         elsewhere = folders.mounts.elsewhere(root, identity_of(info))
@@ -50,7 +50,7 @@ def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
             reason = (
                 f"output folder is under the mount point {elsewhere.now}, not {elsewhere.start} (unmounted?)"
             )
-            raise OutputFolderMissing(errno.ENOENT, reason, str(root))
+            raise OutputFolderAway(errno.ENOENT, reason, str(root))
         devices[root] = info.st_dev
     return devices
 
