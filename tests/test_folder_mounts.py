@@ -79,10 +79,10 @@ def test_a_folder_on_another_mount_than_recorded_stops_the_next_start(
         prepare_folders(site, data=data, mountinfo=unmounted)
 
     assert str(stopped.value) == (
-        f"paths.processed {site['paths.processed']} is on / (ext4), not on {point} (nfs4) as recorded "
-        "(an unmounted share?): frames would land on the wrong disk, hidden once it is mounted again; "
-        f"mount it, or, if the move is deliberate, remove {data / FOLDERS_MARK} to have the mounts "
-        "recorded anew at the next start"
+        f"paths.processed {site['paths.processed']} is under the mount point / (ext4), not {point} (nfs4) "
+        "as recorded (an unmounted share?): frames would land on the wrong disk, hidden once it is "
+        f"mounted again; mount it, or, if the move is deliberate, remove {data / FOLDERS_MARK} to have "
+        "the mounts recorded anew at the next start"
     )
     prepare_folders(site, data=data, mountinfo=_table(tmp_path / "back", point))  # mounted again
     (data / FOLDERS_MARK).unlink()  # the move accepted, as the line says
@@ -134,7 +134,9 @@ def test_a_mark_made_before_mounts_were_recorded_gets_them_at_the_next_start(
         f"{data / FOLDERS_MARK} was made before mounts were recorded; recorded now: paths.inbox on / "
         f"(ext4), paths.processed on {point} (nfs4), paths.failed on / (ext4)"
     ]
-    with pytest.raises(SiteFolderAway, match="is on / \\(ext4\\), not on .* \\(nfs4\\) as recorded"):
+    with pytest.raises(
+        SiteFolderAway, match="is under the mount point / \\(ext4\\), not .* \\(nfs4\\) as recorded"
+    ):
         prepare_folders(site, data=data, mountinfo=_table(tmp_path / "unmounted"))
 
 
@@ -257,7 +259,9 @@ def test_a_new_path_under_a_recorded_share_that_is_gone_stops_the_start(
     unmounted = _table(tmp_path / "unmounted")
     site["paths.processed"].mkdir(parents=True)
 
-    with pytest.raises(SiteFolderAway, match=re.escape(f"is on / (ext4), not on {share} (nfs4) as recorded")):
+    with pytest.raises(
+        SiteFolderAway, match=re.escape(f"is under the mount point / (ext4), not {share} (nfs4) as recorded")
+    ):
         prepare_folders(site, data=data, mountinfo=unmounted)
     assert [
         change.folder for change in recorded_changes(site, mark=data / FOLDERS_MARK, mountinfo=unmounted)

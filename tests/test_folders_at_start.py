@@ -131,21 +131,23 @@ def test_status_says_a_folder_is_on_another_mount_than_recorded(
     mark.write_text(json.dumps(recorded))
     now = mount_of(tmp_path)
     assert now is not None
+    # One sentence for it, in `status` and in the line that stops the start alike.
+    moved = (
+        f"paths.processed {tmp_path / 'processed'} is under the mount point {now.point} ({now.fstype}), "
+        f"not {tmp_path / 'processed'} (nfs4) as recorded"
+    )
 
     status = _status(config)
     result = run_watch_once(config)
 
     assert status.returncode == 1, status.stderr
     assert json.loads(status.stdout)["problems"] == [
-        f"paths.processed {tmp_path / 'processed'}: is on {now.point} ({now.fstype}), not on "
-        f"{tmp_path / 'processed'} (nfs4) as `watch` recorded (an unmounted share?); `watch` will not "
-        "start on it"
+        f"{moved} (an unmounted share?); `watch` will not start on it"
     ]
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"cctv-gender: error: paths.processed {tmp_path / 'processed'} is on {now.point} ({now.fstype}), "
-        f"not on {tmp_path / 'processed'} (nfs4) as recorded (an unmounted share?): frames would land on "
-        "the wrong disk, hidden once it is mounted again; mount it, or, if the move is deliberate, "
+        f"cctv-gender: error: {moved} (an unmounted share?): frames would land on the wrong disk, "
+        "hidden once it is mounted again; mount it, or, if the move is deliberate, "
         f"remove {mark} to have the mounts recorded anew at the next start"
     ]
 
@@ -165,15 +167,21 @@ def test_an_unmounted_share_at_processed_stops_the_daemon(
 
         result = run_watch_once(config)
         status = _status(config)
+        now = mount_of(processed)
+        assert now is not None
+        moved = (
+            f"paths.processed {processed} is under the mount point {now.point} ({now.fstype}), "
+            f"not {processed} (tmpfs) as recorded (an unmounted share?)"
+        )
 
         assert result.returncode == 1
         [line] = result.stderr.strip().splitlines()
-        assert f"paths.processed {processed} is on " in line and f"not on {processed} (tmpfs)" in line
+        assert line.startswith(f"cctv-gender: error: {moved}: frames would land on the wrong disk")
         assert files_under(tmp_path / "inbox") == ["cam/a.bmp"] and files_under(processed) == []
         assert status.returncode == 1
         waiting, problem = json.loads(status.stdout)["problems"]
         assert waiting == "1 frame waiting and no daemon running"
-        assert problem.startswith(f"paths.processed {processed}: is on ")
+        assert problem == f"{moved}; `watch` will not start on it"
 
         mount_tmpfs(processed, size="4m")  # back
         subprocess.run(["mount", "--bind", str(processed), str(processed)], check=True)  # as systemd's

@@ -51,6 +51,7 @@ def test_a_share_hidden_under_a_disk_mounted_above_it_is_not_where_processed_is(
         site["paths.processed"]
     ]
     with pytest.raises(
-        SiteFolderAway, match=re.escape(f"paths.processed {share / 'processed'} is on {share} ")
+        SiteFolderAway,
+        match=re.escape(f"paths.processed {share / 'processed'} is under the mount point {share} "),
     ):
         prepare_folders(site, data=data)

@@ -17,7 +17,8 @@ import pytest
 from model.synthetic import write_bmp
 from tests.helpers import RunningDaemon, files_under, mount_tmpfs, query, wait_for
 from watcher.intake import site_mounts
-from watcher.intake.mounts import mount_of
+from watcher.intake.folder_mounts import MountChange
+from watcher.intake.mounts import Mount, mount_of
 from watcher.intake.site_mounts import SiteMounts, identity_of
 
 FRAMES = [f"cam/{index}.bmp" for index in range(3)]
@@ -71,7 +72,7 @@ def test_processed_unmounted_while_running_waits_and_its_frames_move_once_it_is_
 
     subprocess.run(["umount", str(processed)], check=True)  # nothing is held open there
     running.daemon.wake()
-    notice = f"{processed} is under the mount point "
+    notice = f"paths.processed {processed} is under the mount point "
     wait_for(lambda: notice in caplog.text, what="the daemon to notice")
     _write_frames(inbox)
     running.turns_from_now(5)
@@ -80,7 +81,13 @@ def test_processed_unmounted_while_running_waits_and_its_frames_move_once_it_is_
     assert files_under(inbox) == FRAMES  # waiting, as for a folder gone
     assert running.daemon.parked_frames == 0
     assert caplog.text.count(notice) == 1
-    assert f"not {processed} as at start (unmounted?): waiting for it to return" in caplog.text
+    now = mount_of(processed)
+    assert now is not None
+    # The sentence a start and `status` say it with (MountChange.described).
+    assert (
+        f"{notice}{now.point} ({now.fstype}), not {processed} (tmpfs) as recorded (unmounted?): "
+        "waiting for it to return"
+    ) in caplog.text
 
     assert _mount_with_a_new_device(mounts, processed, spare=tmp_path / "spare") != before
     wait_for(lambda: files_under(processed) == FRAMES, what="the frames moved onto the share")
@@ -93,7 +100,7 @@ def test_processed_unmounted_while_running_waits_and_its_frames_move_once_it_is_
 
 def test_processed_unmounted_after_a_commit_finishes_the_moves_once_it_is_back(
     start_daemon: Callable[..., RunningDaemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    mounts: list[Path],
+    mounts: list[Path], caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     from watcher.pipeline import processing
 
@@ -117,6 +124,12 @@ def test_processed_unmounted_after_a_commit_finishes_the_moves_once_it_is_back(
     assert files_under(processed) == [], "frames moved onto the local disk, under the mount point"
     assert _rows(tmp_path) == [(name, str(processed / name)) for name in FRAMES]  # committed
     assert daemon.parked_frames == 3
+    now = mount_of(processed)
+    assert now is not None
+    assert (
+        f"cannot store a batch of 3 frames ([Errno 2] paths.processed {processed} is under the mount "
+        f"point {now.point} ({now.fstype}), not {processed} (tmpfs) as recorded (unmounted?)"
+    ) in caplog.text
 
     _mount(mounts, processed)
     daemon.wake()
@@ -160,7 +173,7 @@ def test_an_inbox_unmounted_while_running_is_left_as_an_inbox_gone(
     # The daemon holds its instance's lock open on the share: only a lazy unmount lets it go.
     subprocess.run(["umount", "-l", str(inbox)], check=True)
     running.daemon.wake()
-    notice = f"{inbox} is under the mount point "
+    notice = f"paths.inbox {inbox} is under the mount point "
     wait_for(lambda: notice in caplog.text, what="the daemon to notice")
     write_bmp(inbox / "cam" / "local.bmp")  # on the local disk, under the mount point
     running.turns_from_now(5)
@@ -188,7 +201,8 @@ def test_another_share_above_processed_with_its_device_number_is_no_return(
     wait_for(lambda: files_under(processed) == ["first.bmp"], what="a frame moved onto the share")
     subprocess.run(["umount", str(processed)], check=True)
     running.daemon.wake()
-    wait_for(lambda: f"{processed} is under the mount point " in caplog.text, what="the daemon to notice")
+    notice = f"paths.processed {processed} is under the mount point "
+    wait_for(lambda: notice in caplog.text, what="the daemon to notice")
 
     if _mount(mounts, share) != before:
         pytest.skip("the kernel handed another device number out: nothing to mistake")
@@ -219,7 +233,7 @@ def test_the_mount_table_is_read_only_when_the_device_or_inode_changes(
         return mount_of(path, **kwargs)
 
     monkeypatch.setattr(site_mounts, "mount_of", counted)
-    mounts = SiteMounts({folder: here.point})
+    mounts = SiteMounts({("paths.processed", folder): here})
     device, inode = identity_of(os.stat(folder))
 
     for _ in range(100):  # a batch each
@@ -237,12 +251,12 @@ def test_a_folder_under_another_point_is_elsewhere_unless_there_is_no_mount_tabl
     folder.mkdir()
     here = mount_of(folder)
     assert here is not None
-    start = tmp_path / "the share"
+    start = {("paths.processed", folder): Mount(tmp_path / "the share", "nfs4")}
     seen = identity_of(os.stat(folder))
 
-    moved = SiteMounts({folder: start}).elsewhere(folder, seen)
-    unknown = SiteMounts({folder: start}, mountinfo=tmp_path / "no mountinfo").elsewhere(folder, seen)
+    moved = SiteMounts(start).elsewhere(folder, seen)
+    unknown = SiteMounts(start, mountinfo=tmp_path / "no mountinfo").elsewhere(folder, seen)
 
-    assert moved is not None and (moved.start, moved.now) == (start, here.point)
+    assert moved == MountChange("paths.processed", folder, Mount(tmp_path / "the share", "nfs4"), here)
     assert unknown is None  # as before mounts were watched
     assert SiteMounts().elsewhere(folder, seen) is None  # no folder known: no start to compare

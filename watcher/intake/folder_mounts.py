@@ -30,7 +30,9 @@ Records = dict[tuple[str, Path], Mount]
 
 @dataclass(frozen=True)
 class MountChange:
-    """A site folder, configured where it was recorded, that lives on another mount now."""
+    """A site folder under another mount point than recorded: found at a start (mount_changes) or
+    by `status` (recorded_changes), or while the daemon runs, against the one it started on
+    (watcher.intake.site_mounts)."""
 
     key: str
     folder: Path
@@ -38,8 +40,11 @@ class MountChange:
     current: Mount
 
     def described(self) -> str:
+        """The one sentence that says so, in the line that stops a start, the line the daemon logs
+        while it waits, a batch's wait and `status`'s problem line alike."""
         return (
-            f"{self.key} {self.folder} is on {shown(self.current)}, not on {shown(self.recorded)} as recorded"
+            f"{self.key} {self.folder} is under the mount point {shown(self.current)}, "
+            f"not {shown(self.recorded)} as recorded"
         )
 
 

@@ -24,10 +24,9 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-from watcher.intake.folder_mounts import Records
+from watcher.intake.folder_mounts import MountChange, Records
 from watcher.intake.mounts import MOUNTINFO, folder_stat, mount_of
 
 logger = logging.getLogger(__name__)
@@ -37,24 +36,13 @@ logger = logging.getLogger(__name__)
 Identity = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Elsewhere:
-    """A site folder under another mount point than at start."""
-
-    folder: Path
-    start: Path  # the mount point at start
-    now: Path
-
-    def described(self) -> str:
-        return f"{self.folder} is under the mount point {self.now}, not {self.start} as at start"
-
-
 class SiteMounts:
-    """The mount point each site folder was under at start, and the device last accepted there.
-    Made empty (no folder known) it finds nothing elsewhere: a processor without a daemon's start."""
+    """The mount each site folder was on at start (its key's, recorded or confirmed), and the
+    device last accepted there. Made empty (no folder known) it finds nothing elsewhere: a
+    processor without a daemon's start."""
 
-    def __init__(self, points: dict[Path, Path] | None = None, *, mountinfo: Path = MOUNTINFO) -> None:
-        self._points = dict(points or {})
+    def __init__(self, starts: Records | None = None, *, mountinfo: Path = MOUNTINFO) -> None:
+        self._starts = {folder: (key, mount) for (key, folder), mount in (starts or {}).items()}
         self._mountinfo = mountinfo
         # Written by the batches' threads and the loop alike: a race costs one more reading.
         self._seen: dict[Path, Identity] = {}
@@ -62,24 +50,25 @@ class SiteMounts:
     @classmethod
     def at_start(cls, records: Records, *, mountinfo: Path = MOUNTINFO) -> SiteMounts:
         """From the mounts prepare_folders found the site folders on (recorded or confirmed)."""
-        return cls({folder: mount.point for (_, folder), mount in records.items()}, mountinfo=mountinfo)
+        return cls(records, mountinfo=mountinfo)
 
-    def elsewhere(self, folder: Path, seen: Identity) -> Elsewhere | None:
+    def elsewhere(self, folder: Path, seen: Identity) -> MountChange | None:
         """Whether `folder`, a folder whose os.stat gave `seen` (identity_of), is under another
         mount point than at start; None when it is not, or when that cannot be known."""
-        start = self._points.get(folder)
+        start = self._starts.get(folder)
         if start is None or self._seen.get(folder) == seen:
             return None
         mount = mount_of(folder, mountinfo=self._mountinfo)
         if mount is None:
             return None  # no mount table: taken as where it was
-        if mount.point != start:
-            return Elsewhere(folder, start, mount.point)
+        key, recorded = start
+        if mount.point != recorded.point:
+            return MountChange(key, folder, recorded, mount)
         # Remembered only if no mount came or went while the table was read: a device seen
         # before a share came back must not pass for the share's.
         if _identity(folder) == seen:
             if folder in self._seen:
-                logger.debug("%s: a new device at its mount point %s (mounted again)", folder, start)
+                logger.debug("%s: a new device at its mount point %s (mounted again)", folder, recorded.point)
             self._seen[folder] = seen
         return None
 

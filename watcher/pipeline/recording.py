@@ -47,10 +47,7 @@ def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
         # where moved frames would be hidden once it is back: that waits the same way.
         elsewhere = folders.mounts.elsewhere(root, identity_of(info))
         if elsewhere is not None:
-            reason = (
-                f"output folder is under the mount point {elsewhere.now}, not {elsewhere.start} (unmounted?)"
-            )
-            raise OutputFolderAway(errno.ENOENT, reason, str(root))
+            raise OutputFolderAway(errno.ENOENT, f"{elsewhere.described()} (unmounted?)", str(root))
         devices[root] = info.st_dev
     return devices
 

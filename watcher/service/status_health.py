@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from watcher.intake.folder_mounts import MountChange, shown
+from watcher.intake.folder_mounts import MountChange
 from watcher.service.heartbeat import HEARTBEAT_INTERVAL_S
 from watcher.service.status_report import RECENTLY, InstanceView
 from watcher.wording import plural
@@ -60,9 +60,7 @@ def folder_problems(
     `moved`: those on another mount than `watch` recorded (an unmounted share's mount point, an
     empty folder on the local disk: a daemon does not start on it either)."""
     problems = [
-        f"{change.key} {change.folder}: is on {shown(change.current)}, not on {shown(change.recorded)} "
-        "as `watch` recorded (an unmounted share?); `watch` will not start on it"
-        for change in moved
+        f"{change.described()} (an unmounted share?); `watch` will not start on it" for change in moved
     ]
     for key, folder in folders.items():
         try:
