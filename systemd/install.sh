@@ -125,18 +125,45 @@ service_config() {
         "$REPO/config.toml"
 }
 
+frames_root() {
+    # The deepest folder holding the inbox, processed/ and failed/, when the drop-in may name it
+    # instead of the three: systemd binds each ReadWritePaths= folder onto itself in the service,
+    # and the kernel links and renames within one mount only (EXDEV), so three folders named
+    # apart make every frame's move a copy (flushed: ~1 ms a frame against ~30 us for a link).
+    # Nothing when that folder is / or a top-level one (/srv, /mnt) or a system folder.
+    local common=${INBOX%/} path
+    for path in "${PROCESSED%/}" "${FAILED%/}"; do
+        while [ -n "$common" ] && [[ "$path/" != "$common/"* ]]; do common=${common%/*}; done
+    done
+    case "$common" in
+        /etc/* | /usr/* | /boot/* | /proc/* | /sys/* | /dev/* | /run/*) return ;;
+        /var/lib | /var/cache | /var/spool | /var/tmp | /var/log | /var/mail | /opt/local) return ;;
+        /?*/?*) echo "$common" ;;
+    esac
+}
+
 paths_dropin() {
     # The empty ReadWritePaths= drops the unit's default (/srv/cctv-gender): only these stay writable.
+    local frames note=""
+    frames=$(frames_root)
+    if [ -z "$frames" ]; then
+        frames="$INBOX $PROCESSED $FAILED"
+        note="# The inbox, processed/ and failed/ share no folder this file may name: in the service each
+# is a mount of its own, and each frame is copied into processed/ or failed/ instead of linked.
+# Put them in one folder of their own (e.g. /srv/cctv-gender) to keep moves links."
+    fi
     cat <<EOF
 # Written by systemd/install.sh: the folders $CONFIG_DIR/config.toml names, the only ones the
-# service may write. After moving a folder in the config, run install.sh again (or edit this
-# file), then: systemctl daemon-reload && systemctl restart cctv-gender
-[Unit]
+# service may write (the inbox, processed/ and failed/ by the folder that holds them where it
+# may: one mount in the service, so a frame's move is a link). After moving a folder in the config, run
+# install.sh again (or edit this file), then: systemctl daemon-reload && systemctl restart cctv-gender
+${note:+$note
+}[Unit]
 RequiresMountsFor=$DATA $INBOX $PROCESSED $FAILED${OTHERS:+ $OTHERS}
 
 [Service]
 ReadWritePaths=
-ReadWritePaths=$DATA $INBOX $PROCESSED $FAILED${OTHERS:+ $OTHERS}
+ReadWritePaths=$DATA $frames${OTHERS:+ $OTHERS}
 EOF
 }
 
@@ -272,6 +299,8 @@ install -m 0644 "$REPO/systemd/$UNIT" "/etc/systemd/system/$UNIT"
 install -d -m 0755 "$(dirname "$DROPIN")"
 paths_dropin > "$DROPIN"
 chmod 0644 "$DROPIN"
+[ -n "$(frames_root)" ] \
+    || echo "warning: $INBOX, $PROCESSED and $FAILED share no folder the service may be given: each frame will be copied, not linked, into processed/ or failed/ (see $DROPIN)" >&2
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl try-restart "$UNIT" || true

@@ -59,7 +59,9 @@ def test_the_default_config_and_drop_in(tmp_path: Path) -> None:
     assert config.paths.failed == Path("/srv/cctv-gender/failed")
     assert config.paths.data == Path("/var/lib/cctv-gender")
     folders = "/var/lib/cctv-gender /srv/cctv-gender/inbox /srv/cctv-gender/processed /srv/cctv-gender/failed"
-    assert _setting(printed[DROPIN], "ReadWritePaths") == ["", folders]
+    assert _setting(printed[DROPIN], "RequiresMountsFor") == [folders]
+    # The inbox, processed/ and failed/ by their folder: one mount in the service (see below).
+    assert _setting(printed[DROPIN], "ReadWritePaths") == ["", "/var/lib/cctv-gender /srv/cctv-gender"]
     # The unit alone (no drop-in yet) allows the same folders.
     unit = UNIT.read_text()
     assert "ReadWritePaths=/srv/cctv-gender\n" in unit and "StateDirectory=cctv-gender\n" in unit
@@ -70,7 +72,7 @@ def test_folders_on_a_share_go_into_the_drop_in_and_the_config(tmp_path: Path) -
     dropin = printed[DROPIN]
     folders = "/data/cctv-gender /mnt/cctv/inbox /mnt/cctv/processed /mnt/cctv/failed"
     # The empty assignment drops the unit's /srv/cctv-gender: only the config's folders are writable.
-    assert _setting(dropin, "ReadWritePaths") == ["", folders]
+    assert _setting(dropin, "ReadWritePaths") == ["", "/data/cctv-gender /mnt/cctv"]
     assert _setting(dropin, "RequiresMountsFor") == [folders]
     assert dropin.index("[Unit]") < dropin.index("RequiresMountsFor=") < dropin.index("[Service]")
     assert dropin.index("[Service]") < dropin.index("ReadWritePaths=")
@@ -81,6 +83,50 @@ def test_folders_on_a_share_go_into_the_drop_in_and_the_config(tmp_path: Path) -
     assert config.paths.inbox == Path("/mnt/cctv/inbox")
     assert config.paths.processed == Path("/mnt/cctv/processed")
     assert config.paths.failed == Path("/mnt/cctv/failed")
+
+
+@pytest.mark.parametrize(
+    "folders",
+    [
+        pytest.param(["/mnt/a/inbox", "/srv/processed", "/srv/failed"], id="only_the_root_in_common"),
+        pytest.param(["/srv/inbox", "/srv/processed", "/srv/failed"], id="a_top_level_folder"),
+        pytest.param(["/var/lib/inbox", "/var/lib/processed", "/var/lib/failed"], id="a_system_folder"),
+    ],
+)
+def test_frame_folders_without_a_folder_of_their_own_are_named_apart_and_said_to_copy(
+    folders: list[str],
+) -> None:
+    inbox, processed, failed = folders
+    dropin = _printed("--inbox", inbox, "--processed", processed, "--failed", failed)[DROPIN]
+    assert _setting(dropin, "ReadWritePaths") == ["", f"/var/lib/cctv-gender {inbox} {processed} {failed}"]
+    assert "each frame is copied into processed/ or failed/ instead of linked" in dropin
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+def test_in_the_service_s_mounts_a_frame_s_move_into_processed_is_a_link(tmp_path: Path) -> None:
+    """What systemd does with the drop-in (namespace.c: each ReadWritePaths= folder that is not a
+    mount point yet is bound onto itself), imitated in a private mount namespace: the kernel
+    links and renames within one mount only, so named apart each move failed with EXDEV."""
+    site = tmp_path / "srv" / "cctv-gender"
+    args = [f"--{name}" for name in ("inbox", "processed", "failed")]
+    folders = [str(site / name) for name in ("inbox", "processed", "failed")]
+    dropin = _printed(*[part for pair in zip(args, folders, strict=True) for part in pair])[DROPIN]
+    writable = _setting(dropin, "ReadWritePaths")[1].split()[1:]  # the data folder is not ours here
+    for folder in folders:
+        Path(folder).mkdir(parents=True)
+    (site / "inbox" / "x.bmp").write_bytes(b"frame")
+    binds = "; ".join(f"mount --bind {folder} {folder}" for folder in writable)
+    script = f"{binds}; ln {site}/inbox/x.bmp {site}/processed/x.bmp"
+    linked = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-ec", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if "Operation not permitted" in linked.stderr and "mount" in linked.stderr:
+        pytest.skip("needs root to make a mount namespace")
+    assert linked.returncode == 0, linked.stderr
+    assert (site / "processed" / "x.bmp").read_bytes() == b"frame"
 
 
 @needs_systemd_analyze

@@ -161,4 +161,4 @@ def test_a_registry_and_a_database_outside_the_data_folder_are_made_writable_for
     (writable,) = [
         line for line in (tmp_path / DROPIN).read_text().splitlines() if line.startswith("ReadWritePaths=/")
     ]
-    assert writable.endswith("/failed /mnt/results"), writable
+    assert writable == "ReadWritePaths=/var/lib/cctv-gender /srv/cctv-gender /mnt/results", writable
