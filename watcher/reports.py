@@ -36,7 +36,7 @@ class RunReport:
     batches: int = 0
     recovered: int = 0
     # Frames in the inbox when the run ended (still being written, or not taken before a stop).
-    left_incomplete: list[str] = field(default_factory=list)
+    left_in_inbox: list[str] = field(default_factory=list)
     # Frames left claimed because their batch could not be stored; the next run recovers them.
     left_parked: int = 0
     # Summed over the batches (which overlap: together they can exceed the run's wall time).

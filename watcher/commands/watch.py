@@ -121,11 +121,11 @@ def _said_stopped(report: RunReport) -> int:
         plural(report.batches, "batch"),
         report.recovered,
     )
-    if report.left_incomplete:
+    if report.left_in_inbox:
         logger.warning(
             "%s left in the inbox for the next run: %s",
-            plural(len(report.left_incomplete), "frame"),
-            ", ".join(report.left_incomplete[:10]),
+            plural(len(report.left_in_inbox), "frame"),
+            ", ".join(report.left_in_inbox[:10]),
         )
     if report.left_parked:
         logger.error(

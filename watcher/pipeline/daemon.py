@@ -138,7 +138,7 @@ class Daemon:
             # whoever ran it: after a `sudo watch --once` the service user cannot open the database.
             self._engine.dispose()
         self.report.recovered = self._recovery.recovered
-        self.report.left_incomplete = self._claims.left(scan=not self._site.inbox_elsewhere())
+        self.report.left_in_inbox = self._claims.left(scan=not self._site.inbox_elsewhere())
         self.report.left_parked = len(self._dispatcher.parked)
         return self.report
 
