@@ -17,6 +17,9 @@ the other temporary files.
 Two kill a file worker process alone: `CCTV_GENDER_KILL_WORKER_ON_FRAME=<file name>` the one that
 reads a frame of that name (a worker crash), `CCTV_GENDER_KILL_WORKER_AT_START=1` every one as it
 starts, before it answers the daemon (a pool that cannot start).
+
+`CCTV_GENDER_HANG_WORKER_AT_START=<seconds>` makes every file worker process sleep that long as it
+starts, first thing, the stop signals still held: as one whose imports hang on a dead NFS share.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import fcntl
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path, PurePosixPath
 
 KILL_ENV = "CCTV_GENDER_KILL_AT"
@@ -33,6 +37,8 @@ POISON_ENV = "CCTV_GENDER_KILL_ON_FRAME"
 WORKER_CRASH_ENV = "CCTV_GENDER_KILL_WORKER_ON_FRAME"
 # Each file worker process SIGKILLs itself as it starts: the pool fails before the daemon runs.
 WORKER_START_CRASH_ENV = "CCTV_GENDER_KILL_WORKER_AT_START"
+# Each file worker process sleeps this many seconds as it starts: a worker that hangs starting.
+WORKER_START_HANG_ENV = "CCTV_GENDER_HANG_WORKER_AT_START"
 STEPS = ("claimed", "decoded", "inferred", "committed", "linked", "moved")
 
 # The daemon's process id, in a file worker; None in the daemon itself.
@@ -49,6 +55,13 @@ def kill_worker_at_start() -> None:
     """In a file worker as it starts: its death, if CCTV_GENDER_KILL_WORKER_AT_START asks for it."""
     if os.environ.get(WORKER_START_CRASH_ENV):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang_worker_at_start() -> None:
+    """In a file worker as it starts: a sleep, if CCTV_GENDER_HANG_WORKER_AT_START asks for one."""
+    seconds = os.environ.get(WORKER_START_HANG_ENV)
+    if seconds:
+        time.sleep(float(seconds))
 
 
 def kill_point(step: str) -> None:

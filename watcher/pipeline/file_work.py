@@ -93,6 +93,7 @@ def claim_outcome(relative: PurePosixPath, answer: ClaimAnswer) -> ClaimOutcome:
 
 def start_worker(daemon_pid: int) -> None:
     """A file worker's first steps: die with the daemon, leave stopping to it."""
+    faults.hang_worker_at_start()  # as its imports would on a dead share: the stops still held
     # A daemon SIGKILLed must not leave workers moving its frames while the next one recovers.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -21,7 +21,6 @@ in progress as suspects (see watcher.intake.suspects).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import multiprocessing
@@ -32,7 +31,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for_answers
-from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -44,7 +42,7 @@ from watcher.pipeline.decoding import FileRead
 from watcher.pipeline.file_work import ClaimOutcome, Move
 from watcher.pipeline.gil_held_pipes import ready, receive_message, send_message
 from watcher.pipeline.stages import Claimed, Decoded, FrameBounds
-from watcher.service.signals import held_from_children
+from watcher.pipeline.worker_processes import START_S, StartWait, WorkerProcess, kill_all, stop_all
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +50,6 @@ _T = TypeVar("_T")
 
 # Fewer frames than this a share cost more in handing out than they gain from another core.
 MIN_FRAMES_A_SHARE = 4
-# How long a worker has to end once asked to (or it is killed): its share is done by then.
-_STOP_S = 10.0
 _DIED = "a file worker process died: stopping (its frames are recovered at start)"
 
 
@@ -61,41 +57,32 @@ class FileWorkersFailed(RuntimeError):
     """A file worker process died: the daemon cannot go on safely and stops."""
 
 
-class _Worker:
-    """One worker process and the daemon's end of its pipe."""
-
-    def __init__(self, context: Any, daemon_pid: int, number: int) -> None:
-        self.connection, theirs = context.Pipe(duplex=True)
-        self.process: BaseProcess = context.Process(
-            target=file_work.serve, args=(theirs, daemon_pid), name=f"file-worker-{number}", daemon=True
-        )
-        with held_from_children():  # until it ignores them (file_work.start_worker)
-            self.process.start()
-        self.pid = self.process.pid
-        theirs.close()  # the worker's end lives in the worker: its death is then our EOF
-
-
 class FileWorkers:
-    def __init__(self, count: int, bounds: FrameBounds) -> None:
+    def __init__(self, count: int, bounds: FrameBounds, *, start_s: float = START_S) -> None:
+        """Raises StartupError if a worker has not answered within `start_s`, StartupStopped if a
+        stop signal comes first (see watcher.pipeline.worker_processes), FileWorkersFailed if one
+        dies: every worker ended."""
         self.count = count
         self._bounds = bounds
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerProcess] = []
         # Idle workers; None once the pool is broken (every caller that takes it puts it back).
-        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[WorkerProcess | None] = queue.SimpleQueue()
         self._broken = False
         # Run by close(), or at exit if close() never is (start-up failing after this): before
         # multiprocessing's own exit handler, which would SIGTERM the workers (they ignore it)
         # and wait for them forever.
-        self._stopping = multiprocessing.util.Finalize(self, _stop, args=(self._workers,), exitpriority=10)
+        self._stopping = multiprocessing.util.Finalize(self, stop_all, args=(self._workers,), exitpriority=10)
         context = multiprocessing.get_context("spawn")
         try:
             # Every worker started now, from this thread: a worker dies with the thread that
             # started it (PR_SET_PDEATHSIG follows the thread), and batch threads end.
             for number in range(count):
-                self._workers.append(_Worker(context, os.getpid(), number))
+                self._workers.append(WorkerProcess(context, os.getpid(), number))
                 self._idle.put(self._workers[-1])
-            self._run([functools.partial(os.getpid)] * count)  # each one up and answering
+            # Each one up and answering, or a stop heard meanwhile.
+            self._run([functools.partial(os.getpid)] * count, starting=StartWait(start_s))
         except BaseException:
+            kill_all(self._workers)  # at once: none holds anything yet, and one may hang
             self.close()
             raise
         logger.debug("%d file worker processes started", count)
@@ -161,7 +148,7 @@ class FileWorkers:
             relocated.update(share)
         return relocated
 
-    def _run(self, jobs: Sequence[Callable[[], Any]]) -> list[Any]:
+    def _run(self, jobs: Sequence[Callable[[], Any]], *, starting: StartWait | None = None) -> list[Any]:
         """Each job (a function of file_work with its arguments) on a worker; their results in
         order. A job's exception is raised here, and a worker's death as FileWorkersFailed (which
         outranks it), only once every job handed out has ended: no worker is still at a batch's
@@ -175,7 +162,7 @@ class FileWorkers:
                         continue
                 if not calls.busy:
                     break  # the rest is not handed out: a job failed
-                for connection in _answered(calls.busy):
+                for connection in _answered(calls.busy, starting):
                     self._take_answer(calls, connection, results)
         finally:
             if calls.busy or calls.died:
@@ -258,32 +245,27 @@ class _Calls:
     pipe), the first job's exception, whether a worker died."""
 
     pending: list[tuple[int, Callable[[], Any]]]
-    busy: dict[Connection, tuple[_Worker, int]] = field(default_factory=dict)
+    busy: dict[Connection, tuple[WorkerProcess, int]] = field(default_factory=dict)
     failure: BaseException | None = None
     died: bool = False
 
 
-def _answered(busy: dict[Connection, tuple[_Worker, int]]) -> list[Connection]:
+def _answered(
+    busy: dict[Connection, tuple[WorkerProcess, int]], starting: StartWait | None
+) -> list[Connection]:
     """The busy workers' pipes that hold an answer (or were closed by a death): those ready now,
-    without giving the GIL back, else the first to be, waiting (see watcher.pipeline.gil_held_pipes)."""
+    without giving the GIL back, else the first to be, waiting (see watcher.pipeline.gil_held_pipes);
+    while `starting`, none after a look, or it raises."""
     by_fd = {connection.fileno(): connection for connection in busy}
     now = ready(list(by_fd))
     if now:
         return [by_fd[fd] for fd in now]
-    return wait_for_answers(list(busy))  # type: ignore[return-value]
-
-
-def _stop(workers: list[_Worker]) -> None:
-    for worker in workers:
-        with contextlib.suppress(OSError):  # already gone
-            worker.connection.send(None)  # done: the worker ends
-    for worker in workers:
-        worker.process.join(_STOP_S)
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join()
-        worker.connection.close()
-        worker.process.close()
+    if starting is None:
+        return wait_for_answers(list(busy))  # type: ignore[return-value]
+    answered = wait_for_answers(list(busy), timeout=starting.look_s())
+    if not answered:
+        starting.go_on(worker.pid for worker, _ in busy.values())
+    return answered  # type: ignore[return-value]
 
 
 def _decoded(frame: Claimed, read: FileRead, arena: Arena) -> Decoded:

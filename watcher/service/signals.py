@@ -38,6 +38,7 @@ class _Relay:
     stop: Callable[[signal.Signals], None] = lambda _received: None
     reload: Callable[[], None] = lambda: None
     running: bool = False
+    stopped: bool = False  # a stop signal was relayed (stop_signalled)
 
 
 _relay_state = _Relay()
@@ -71,6 +72,13 @@ def relay_signals(
     if reload is not None:
         _relay_state.reload = reload
         signal.signal(RELOADING, _noted)
+
+
+def stop_signalled() -> bool:
+    """Whether the relay has had SIGTERM or SIGINT in this process: for a wait deep in the
+    daemon's start that the command's stop event does not reach (its file workers' first
+    answers, see watcher.pipeline.worker_processes)."""
+    return _relay_state.stopped
 
 
 @contextmanager
@@ -132,6 +140,7 @@ def _relay_numbers(read_end: int) -> None:
                 continue  # a number no signal has
             try:
                 if received in STOPPING:
+                    _relay_state.stopped = True
                     _relay_state.stop(received)
                 elif received == RELOADING:
                     _relay_state.reload()
