@@ -15,7 +15,7 @@ from watcher.commands.exit_codes import EXIT_FAILURE, EXIT_OK
 from watcher.config import Config
 from watcher.errors import StartupStopped
 from watcher.reports import RunReport
-from watcher.service.signals import hold_reloads, ignore_stops, relay_signals
+from watcher.service.signals import hold_reloads, ignore_stops, relay_signals, release_held
 from watcher.store.errors import StorageError
 from watcher.wording import plural
 
@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HELP = "run the daemon: classify frames as they arrive"
-# The collector stays off through start-up (see commands.main) until run() has built the daemon.
+# The collector stays off through start-up (see commands.command_line) until run() has built the daemon.
 TURNS_COLLECTOR_ON = True
+# The stop signals stay held from the command line's start (see commands.main) until run() relays them.
+RELAYS_SIGNALS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +64,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     # event could wait for its own lock, held by the same thread (see watcher.service.signals). A
     # stop while the database migrates or the model loads ends the start after that step, cleanly.
     relay_signals(stop=request_stop)
+    release_held()  # held since the command line began: a stop meanwhile is relayed now
     try:
         return _run(config, args, stop=stop, started=started, request_stop=request_stop)
     except StartupStopped as stopped:

@@ -82,6 +82,20 @@ def stop_signalled() -> bool:
 
 
 @contextmanager
+def held_at_start() -> Iterator[None]:
+    """The stop and reload signals blocked in this thread from a command line's first step
+    (watcher.commands.main) until the command lets them through (release_held): `watch` once its
+    relay takes them, any other command as its work begins. One that comes while the modules
+    import (most of a second) waits, pending, instead of ending `watch` by SIGTERM's default or
+    with a KeyboardInterrupt's traceback. The thread's mask as it was at the end."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+@contextmanager
 def held_from_children() -> Iterator[None]:
     """The stop and reload signals blocked in this thread while it starts a process (the daemon's
     own are taken by its other threads meanwhile). The child inherits the mask across exec: until
@@ -99,8 +113,9 @@ def held_from_children() -> Iterator[None]:
 
 
 def release_held() -> None:
-    """In a child started under held_from_children, once it ignores the signals: unblocked (those
-    that came meanwhile, ignored, are dropped)."""
+    """The signals held let through: in a child started under held_from_children once it ignores
+    them (those that came meanwhile are dropped), in a command held_at_start once it handles them
+    (those that came meanwhile are acted on now)."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
 
 
