@@ -2,8 +2,13 @@
 
 Set `CCTV_GENDER_KILL_AT=<step>` (or `<step>:<n>`, the n-th time the step is reached) and the
 process SIGKILLs itself there: no special build, nothing happens when the variable is unset.
-Steps: claimed, decoded, inferred, committed, linked (a frame's new name made, its old one not
-yet removed), moved.
+Steps: claimed, decoded, inferred, committed, placing (a frame's output folder looked at, before
+its move), linked (a frame's new name made, its old one not yet removed), moved.
+
+`CCTV_GENDER_PAUSE_AT=<step>[:<n>]` with `CCTV_GENDER_PAUSE_FILE=<path>` pauses there instead:
+the process creates the file and waits until it is removed (a test does meanwhile what it wants to
+happen at that moment: a share unmounted in the middle of a batch's moves), at most
+PAUSE_LIMIT_S.
 
 `CCTV_GENDER_KILL_ON_FRAME=<file name>` makes a poison input of one frame: the process SIGKILLs
 itself whenever it has read a frame of that name, on every run, as a frame that crashes a decoder
@@ -39,7 +44,10 @@ WORKER_CRASH_ENV = "CCTV_GENDER_KILL_WORKER_ON_FRAME"
 WORKER_START_CRASH_ENV = "CCTV_GENDER_KILL_WORKER_AT_START"
 # Each file worker process sleeps this many seconds as it starts: a worker that hangs starting.
 WORKER_START_HANG_ENV = "CCTV_GENDER_HANG_WORKER_AT_START"
-STEPS = ("claimed", "decoded", "inferred", "committed", "linked", "moved")
+PAUSE_ENV = "CCTV_GENDER_PAUSE_AT"
+PAUSE_FILE_ENV = "CCTV_GENDER_PAUSE_FILE"
+PAUSE_LIMIT_S = 60.0
+STEPS = ("claimed", "decoded", "inferred", "committed", "placing", "linked", "moved")
 
 # The daemon's process id, in a file worker; None in the daemon itself.
 _owner: int | None = None
@@ -66,14 +74,30 @@ def hang_worker_at_start() -> None:
 
 def kill_point(step: str) -> None:
     wanted = os.environ.get(KILL_ENV)
-    if not wanted:
-        return
-    name, _, count = wanted.partition(":")
-    if name != step:
-        return
-    if _times_reached(step) >= int(count or 1):
+    if wanted and _named(wanted, step) and _times_reached(_counter(step)) >= _count(wanted):
         _counter(step).unlink(missing_ok=True)  # a later daemon given the same pid starts at 0
         _kill_daemon()
+    paused = os.environ.get(PAUSE_ENV)
+    if paused and _named(paused, step):
+        file = Path(os.environ[PAUSE_FILE_ENV])
+        # Counted beside the file (the test's): the n-th time only, in whichever process.
+        if _times_reached(file.with_name(f"{file.name}.{step}")) == _count(paused):
+            _pause(file)
+
+
+def _named(wanted: str, step: str) -> bool:
+    return wanted.partition(":")[0] == step
+
+
+def _count(wanted: str) -> int:
+    return int(wanted.partition(":")[2] or 1)
+
+
+def _pause(file: Path) -> None:
+    file.touch()
+    deadline = time.monotonic() + PAUSE_LIMIT_S
+    while file.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def kill_on_frame(relative: PurePosixPath) -> None:
@@ -84,9 +108,10 @@ def kill_on_frame(relative: PurePosixPath) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _times_reached(step: str) -> int:
-    """How many times any process of this daemon has reached `step`, this one included."""
-    with _counter(step).open("a+") as handle:
+def _times_reached(counter: Path) -> int:
+    """How many times any process of this daemon has reached the step `counter` counts, this one
+    included."""
+    with counter.open("a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         reached = int(handle.read() or 0) + 1

@@ -16,11 +16,12 @@ logger = logging.getLogger(__name__)
 _NOT_OPENABLE = (errno.EACCES, errno.ENOTDIR, errno.ELOOP)
 
 
-def fsync_dir(path: Path, *, operators: bool = False) -> None:
-    """Flush `path`'s entries; one gone is skipped, and so is one of the `operators` folders (a
-    camera folder a claim left) that cannot be opened any more: it must not stop the daemon."""
+def fsync_dir(path: Path, *, operators: bool = False, dir_fd: int | None = None) -> None:
+    """Flush `path`'s entries (relative to `dir_fd`, if given); one gone is skipped, and so is one
+    of the `operators` folders (a camera folder a claim left) that cannot be opened any more: it
+    must not stop the daemon."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dir_fd)
     except FileNotFoundError:
         return
     except OSError as error:

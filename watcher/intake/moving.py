@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from watcher.faults import kill_point
+from watcher.intake.held_folders import BY_PATH, Reach
 from watcher.intake.held_lookups import Lookup
 from watcher.intake.names import NAME_MAX_BYTES
 
@@ -36,21 +37,23 @@ def is_placement_error(error: OSError) -> bool:
     return error.errno in PLACEMENT_ERRORS
 
 
-def make_folders(folder: Path) -> None:
+def make_folders(folder: Path, *, reach: Reach = BY_PATH) -> None:
     """`mkdir -p` without recursion: Path.mkdir(parents=True) recurses once per level, and a frame
     nested a thousand folders deep (legal: 2 bytes a level is far under PATH_MAX) would end it in
-    a RecursionError."""
+    a RecursionError. Under a held folder (`reach`), each level is made through its handle."""
     missing = []
-    while not os.path.isdir(folder):
-        missing.append(folder)
-        if folder.parent == folder:
+    name = reach.name(folder)
+    while not reach.is_folder(name):
+        missing.append(name)
+        parent = os.path.dirname(name)
+        if not parent or parent == name:
             break
-        folder = folder.parent
+        name = parent
     for each in reversed(missing):
         try:
-            os.mkdir(each)
+            os.mkdir(each, dir_fd=reach.fd)
         except FileExistsError:
-            if not os.path.isdir(each):
+            if not reach.is_folder(each):
                 raise
 
 
@@ -85,25 +88,27 @@ def move_no_clobber(
     *,
     sha256: str | None = None,
     before_numbered: Callable[[Path], None] | None = None,
+    reach: Reach = BY_PATH,
 ) -> Path:
     """Move `source` to `destination`, or to the next free numbered name; returns where it went.
     `before_numbered` is told each numbered name before it is tried (the frame's row names
-    `destination`: see watcher.intake.relocations).
+    `destination`: see watcher.intake.relocations). Names under a held output folder are made
+    through its handle (`reach`: see watcher.intake.held_folders).
 
     Safe to repeat after an interruption: a destination that already is the source (a hard link
     made before a kill), or a complete copy of it (`sha256` matches: a cross-filesystem copy made
     before a kill), finishes the move instead of making a second file.
     """
-    make_folders(destination.parent)
+    make_folders(destination.parent, reach=reach)
     wanted, number = destination, 0
     while True:
         if number and before_numbered is not None:
             before_numbered(destination)
         try:
             # link() refuses to replace an existing name, which rename() would silently do.
-            os.link(source, destination, follow_symlinks=False)
+            os.link(source, reach.name(destination), dst_dir_fd=reach.fd, follow_symlinks=False)
         except FileExistsError:
-            if _same_file(source, destination) or _our_copy(source, destination, sha256):
+            if _same_file(source, destination, reach) or _our_copy(source, destination, sha256, reach):
                 # A move interrupted before its last step: finish it, do not copy again.
                 os.unlink(source)
                 return destination
@@ -113,19 +118,19 @@ def move_no_clobber(
         except OSError as error:
             if error.errno not in _NO_HARD_LINK:
                 raise
-            if os.path.lexists(destination):
-                if _our_copy(source, destination, sha256):
+            if reach.lexists(destination):
+                if _our_copy(source, destination, sha256, reach):
                     os.unlink(source)
                     return destination
                 number += 1
                 destination = _numbered(wanted, number)
                 continue
-            if _same_filesystem(source, destination.parent):
+            if _same_filesystem(source, destination.parent, reach):
                 # No hard link allowed here (a share without them, or a file the daemon neither
                 # owns nor may read under fs.protected_hardlinks): a rename, checked just before.
-                os.rename(source, destination)
+                os.rename(source, reach.name(destination), dst_dir_fd=reach.fd)
                 return destination
-            if not _copy_then_link(source, destination):
+            if not _copy_then_link(source, destination, reach):
                 number += 1
                 destination = _numbered(wanted, number)
                 continue
@@ -134,33 +139,35 @@ def move_no_clobber(
         return destination
 
 
-def _same_file(first: Path, second: Path) -> bool:
+def _same_file(first: Path, second: Path, reach: Reach) -> bool:
     try:
-        a, b = first.lstat(), second.lstat()
+        a, b = first.lstat(), reach.lstat(second)
     except FileNotFoundError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _our_copy(source: Path, destination: Path, sha256: str | None) -> bool:
+def _our_copy(source: Path, destination: Path, sha256: str | None, reach: Reach) -> bool:
     """`destination` is the copy an interrupted move of `source` made. Only a move to another
     filesystem copies: on the same one a move is a link (the same file) or a rename, so an equal
     file there is another frame's (the same bytes under the same name, taken by two instances of
     one inbox), and counting it as ours would delete this frame."""
-    return not _same_filesystem(source, destination.parent) and _same_content(source, destination, sha256)
+    return not _same_filesystem(source, destination.parent, reach) and _same_content(
+        source, destination, sha256, reach
+    )
 
 
-def _same_content(source: Path, destination: Path, sha256: str | None) -> bool:
+def _same_content(source: Path, destination: Path, sha256: str | None, reach: Reach) -> bool:
     """`destination` is a complete copy of `source`, as its known SHA-256 says."""
     if sha256 is None:
         return False
     try:
-        if source.is_symlink() or destination.is_symlink():
+        if source.is_symlink() or stat.S_ISLNK(reach.lstat(destination).st_mode):
             return False
-        if source.stat().st_size != destination.stat().st_size:
+        if source.stat().st_size != reach.stat(destination).st_size:
             return False
         digest = hashlib.sha256()
-        with destination.open("rb") as handle:
+        with open(reach.open(destination, os.O_RDONLY), "rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     except OSError:
@@ -168,59 +175,63 @@ def _same_content(source: Path, destination: Path, sha256: str | None) -> bool:
     return digest.hexdigest() == sha256
 
 
-def _copy_then_link(source: Path, destination: Path) -> bool:
+def _copy_then_link(source: Path, destination: Path, reach: Reach) -> bool:
     """Copy across filesystems under a short temporary name (one that always fits NAME_MAX, unlike
     `.<name>.moving`), flush it, then give it the final name without replacing anything.
     False when the final name was taken meanwhile."""
-    staging = destination.with_name(f".cctv-{uuid.uuid4().hex[:12]}.tmp")
+    staging = reach.name(destination.with_name(f".cctv-{uuid.uuid4().hex[:12]}.tmp"))
+    final, fd = reach.name(destination), reach.fd
     try:
         info = source.lstat()
         if stat.S_ISLNK(info.st_mode):
-            os.symlink(os.readlink(source), staging)
+            os.symlink(os.readlink(source), staging, dir_fd=fd)
         elif stat.S_ISREG(info.st_mode):
-            _copy_file(source, staging)
+            _copy_file(source, staging, reach)
         else:
-            _copy_node(info, staging)
+            _copy_node(info, staging, reach)
         try:
-            os.link(staging, destination, follow_symlinks=False)
+            os.link(staging, final, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
         except FileExistsError:
             return False
         except OSError as error:
             if error.errno not in _NO_HARD_LINK:
                 raise
-            if os.path.lexists(destination):
+            if reach.lexists(final):
                 return False
-            os.rename(staging, destination)  # no hard links here at all: a checked rename
+            os.rename(staging, final, src_dir_fd=fd, dst_dir_fd=fd)  # no hard links here: a checked rename
         return True
     finally:
         try:
-            os.unlink(staging)
+            os.unlink(staging, dir_fd=fd)
         except FileNotFoundError:
             pass
 
 
-def _same_filesystem(source: Path, folder: Path) -> bool:
+def _same_filesystem(source: Path, folder: Path, reach: Reach) -> bool:
     try:
-        return source.lstat().st_dev == folder.stat().st_dev
+        return source.lstat().st_dev == reach.stat(folder).st_dev
     except OSError:
         return False
 
 
-def _copy_node(info: os.stat_result, staging: Path) -> None:
+def _copy_node(info: os.stat_result, staging: str, reach: Reach) -> None:
     """A FIFO, socket or device is never opened (a FIFO would block, a device never end): the node
     itself is made again on the other side, or an empty file stands for it where that is refused
     (a device without CAP_MKNOD)."""
     try:
-        os.mknod(staging, stat.S_IFMT(info.st_mode) | 0o600, info.st_rdev)
+        os.mknod(staging, stat.S_IFMT(info.st_mode) | 0o600, info.st_rdev, dir_fd=reach.fd)
     except PermissionError:
-        staging.touch(exist_ok=False)
+        os.close(reach.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
 
 
-def _copy_file(source: Path, staging: Path) -> None:
-    with source.open("rb") as reader, staging.open("xb") as writer:
+def _copy_file(source: Path, staging: str, reach: Reach) -> None:
+    with (
+        source.open("rb") as reader,
+        open(reach.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as writer,
+    ):
         while chunk := reader.read(1 << 20):
             writer.write(chunk)
         writer.flush()
+        info = os.fstat(reader.fileno())
+        os.utime(writer.fileno(), ns=(info.st_atime_ns, info.st_mtime_ns))
         os.fsync(writer.fileno())
-    info = source.stat()
-    os.utime(staging, ns=(info.st_atime_ns, info.st_mtime_ns))

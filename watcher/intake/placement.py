@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from watcher.intake import relocations
 from watcher.intake.claimed import ClaimedFrame
+from watcher.intake.held_folders import BY_PATH, Reach
 from watcher.intake.held_lookups import Lookup
 from watcher.intake.moving import is_placement_error, make_folders, move_no_clobber, reserve_destination
 from watcher.intake.names import destination_relative, fits, flat_name
@@ -63,8 +64,11 @@ def place_flat(root: Path, frame: ClaimedFrame, *, taken: set[str], exists: Look
     )
 
 
-def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | None) -> Path:
-    """Move the claimed file to `stored` (or the next free name); returns where it went.
+def move_frame(
+    frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | None, reach: Reach = BY_PATH
+) -> Path:
+    """Move the claimed file to `stored` (or the next free name); returns where it went. Names
+    under `root` are made through `reach`, a handle on it (see watcher.intake.held_folders).
 
     Repeating it after an interruption finishes what is left: a file already moved (its claim is
     gone) is done, where its note says if it went elsewhere (see watcher.intake.relocations). A
@@ -75,7 +79,7 @@ def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | N
         elsewhere = relocations.noted(frame)
         if elsewhere is not None:
             return elsewhere  # moved by an earlier attempt, before its row could say where
-        if not os.path.lexists(stored):
+        if not reach.lexists(stored):
             # Nothing left to move, whatever happened to it: its row stays, and so does the daemon.
             logger.error("frame %s: its claimed file is gone and %s is not there", frame.relative, stored)
         return stored  # moved by an earlier attempt at this batch
@@ -84,7 +88,7 @@ def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | N
         relocations.note(frame, destination)
 
     try:
-        return move_no_clobber(frame.work_path, stored, sha256=sha256, before_numbered=announce)
+        return move_no_clobber(frame.work_path, stored, sha256=sha256, before_numbered=announce, reach=reach)
     except OSError as error:
         if not is_placement_error(error):
             raise
@@ -94,7 +98,7 @@ def move_frame(frame: ClaimedFrame, stored: Path, *, root: Path, sha256: str | N
     flat = root / flat_name(frame.key, frame.relative)
     announce(flat)
     try:
-        return move_no_clobber(frame.work_path, flat, sha256=sha256, before_numbered=announce)
+        return move_no_clobber(frame.work_path, flat, sha256=sha256, before_numbered=announce, reach=reach)
     except OSError as error:
         if not is_placement_error(error):
             raise

@@ -38,16 +38,14 @@ class Deliverer:
     def deliver(self, stored: list[Stored]) -> None:
         # Moves wait for claims brought over (an inbox replaced): they would find nothing to move.
         check_claims(self._claims_in_place)
-        check_output_folders(self._folders)
-        moves = [
-            Move(
-                item.frame,
-                item.record.stored_path,
-                root=self._folders.for_status(item.record.status),
-                sha256=item.record.sha256,
+        # The moves go into the folders this look saw, or none (see watcher.intake.held_folders).
+        folders = check_output_folders(self._folders)
+        moves = []
+        for item in stored:
+            root = self._folders.for_status(item.record.status)
+            moves.append(
+                Move(item.frame, item.record.stored_path, root, item.record.sha256, identity=folders[root])
             )
-            for item in stored
-        ]
         relocated = self._mover(moves)
         writes.set_stored_paths(self._engine, relocated)
         if relocated:

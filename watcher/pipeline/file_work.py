@@ -9,6 +9,7 @@ batch; this module imports nothing heavy, so a worker never loads torch or the d
 from __future__ import annotations
 
 import ctypes
+import errno
 import itertools
 import logging
 import os
@@ -25,8 +26,10 @@ from watcher.frozen import frozen_when_checked
 from watcher.intake.claimed import claimed_frame
 from watcher.intake.claiming import ClaimRefused, claim, release
 from watcher.intake.durability import fsync_dirs
-from watcher.intake.placement import move_frame
+from watcher.intake.held_folders import HeldFolders
+from watcher.intake.placement import OutputFolderAway, move_frame
 from watcher.intake.readiness import Look, Verdict, look
+from watcher.intake.site_mounts import Identity
 from watcher.intake.source_folders import SourceFolders
 from watcher.pipeline.decoding import FileRead, Room, read_and_decode
 from watcher.pipeline.stages import Claimed, FrameBounds
@@ -46,12 +49,14 @@ _attached: dict[str, SharedMemory] = {}
 @frozen_when_checked  # made for every frame (see watcher.frozen)
 class Move:
     """A committed frame to move to where its row says (`stored`, the row's text: made a path by
-    the process that moves it, not the daemon's loop), under `root`."""
+    the process that moves it, not the daemon's loop), under `root`, the folder whose device and
+    inode the batch's look saw (`identity`: the moves go there or nowhere)."""
 
     frame: Claimed
     stored: str
     root: Path
     sha256: str | None
+    identity: Identity
 
 
 @frozen_when_checked  # made for every frame (see watcher.frozen)
@@ -253,20 +258,27 @@ def sync_claims(frames: list[Claimed]) -> None:
 
 def move_all(moves: list[Move]) -> dict[str, str]:
     """Move each frame, flush the new names to disk, then release the claims; returns the frames
-    whose file went elsewhere than their row says (key → where)."""
+    whose file went elsewhere than their row says (key → where). They go into the folders the
+    batch's look saw, or stop: OutputFolderAway (see watcher.intake.held_folders)."""
     relocated: dict[str, str] = {}
     folders: set[Path] = set()
-    for move in moves:
-        stored = Path(move.stored)
-        final = move_frame(move.frame, stored, root=move.root, sha256=move.sha256)
-        if final != stored:
-            # Something took the reserved name between commit and move.
-            relocated[move.frame.key] = str(final)
-        folders.add(stored.parent)
-        kill_point("moved")
-    # The new names must be on disk before the in-progress copies' names disappear.
-    fsync_dirs(folders)
-    fsync_dirs(Path(path).parent for path in relocated.values())
+    with HeldFolders() as held:
+        for move in moves:
+            reach = held.reach(move.root, move.identity)
+            if reach is None:
+                raise OutputFolderAway(
+                    errno.ENOENT, "output folder went away during the moves", str(move.root)
+                )
+            kill_point("placing")  # its folder looked at, nothing of this frame moved yet
+            stored = Path(move.stored)
+            final = move_frame(move.frame, stored, root=move.root, sha256=move.sha256, reach=reach)
+            if final != stored:
+                # Something took the reserved name between commit and move.
+                relocated[move.frame.key] = str(final)
+            folders.add(stored.parent)
+            kill_point("moved")
+        # The new names must be on disk before the in-progress copies' names disappear.
+        held.fsync([*folders, *(Path(path).parent for path in relocated.values())])
     for move in moves:
         release(move.frame)
     return relocated

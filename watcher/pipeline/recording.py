@@ -22,7 +22,7 @@ from watcher.intake.mounts import folder_stat
 from watcher.intake.moving import is_placement_error
 from watcher.intake.names import storable
 from watcher.intake.placement import ClaimsAway, OutputFolderAway, place, place_flat
-from watcher.intake.site_mounts import identity_of
+from watcher.intake.site_mounts import Identity, identity_of
 from watcher.pipeline.stages import Claimed, Classification, Classified, FileFacts, OutputFolders, Stored
 from watcher.store import writes
 from watcher.store.errors import StorageFailed
@@ -33,9 +33,10 @@ from watcher.store.schema import utc_now
 logger = logging.getLogger(__name__)
 
 
-def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
-    """Each output folder's device (what placing's looks are chosen by); OutputFolderAway if
-    one is not a folder now, or is under another mount point than at start."""
+def check_output_folders(folders: OutputFolders) -> dict[Path, Identity]:
+    """Each output folder's device and inode (what placing's looks are chosen by, and the folder
+    the moves go into); OutputFolderAway if one is not a folder now, or is under another mount
+    point than at start."""
     devices = {}
     for root in (folders.processed, folders.failed):
         info = folder_stat(root)
@@ -48,7 +49,7 @@ def check_output_folders(folders: OutputFolders) -> dict[Path, int]:
         elsewhere = folders.mounts.elsewhere(root, identity_of(info))
         if elsewhere is not None:
             raise OutputFolderAway(errno.ENOENT, f"{elsewhere.described()} (unmounted?)", str(root))
-        devices[root] = info.st_dev
+        devices[root] = identity_of(info)
     return devices
 
 
@@ -150,7 +151,7 @@ class Recorder:
         check_claims(self._claims_in_place)
         devices = check_output_folders(self._folders)  # placing would otherwise make them again
         now, made = utc_now(), set[str]()
-        looks = {root: self._lookups.under(root, device) for root, device in devices.items()}
+        looks = {root: self._lookups.under(root, device) for root, (device, _) in devices.items()}
         with self._reserving:
             # Batches in flight side by side must not reserve one name twice (a camera that
             # uploads `snapshot.bmp` again): the names reserved and not yet moved count as taken.
