@@ -125,7 +125,10 @@ def move_no_clobber(
                 number += 1
                 destination = _numbered(wanted, number)
                 continue
-            if _same_filesystem(source, destination.parent, reach):
+            # The kernel renames no more than it links across mounts (EXDEV): even two mounts
+            # of one filesystem (a folder bind-mounted, as systemd's ReadWritePaths= binds each
+            # folder onto itself) take a copy.
+            if error.errno != errno.EXDEV and _same_filesystem(source, destination.parent, reach):
                 # No hard link allowed here (a share without them, or a file the daemon neither
                 # owns nor may read under fs.protected_hardlinks): a rename, checked just before.
                 os.rename(source, reach.name(destination), dst_dir_fd=reach.fd)
@@ -148,13 +151,27 @@ def _same_file(first: Path, second: Path, reach: Reach) -> bool:
 
 
 def _our_copy(source: Path, destination: Path, sha256: str | None, reach: Reach) -> bool:
-    """`destination` is the copy an interrupted move of `source` made. Only a move to another
-    filesystem copies: on the same one a move is a link (the same file) or a rename, so an equal
-    file there is another frame's (the same bytes under the same name, taken by two instances of
-    one inbox), and counting it as ours would delete this frame."""
-    return not _same_filesystem(source, destination.parent, reach) and _same_content(
+    """`destination` is the copy an interrupted move of `source` made. Only a move between two
+    mounts copies: on one mount a move is a link (the same file) or a rename, so an equal file
+    there is another frame's (the same bytes under the same name, taken by two instances of one
+    inbox), and counting it as ours would delete this frame."""
+    return _copies_between(source, destination.parent, reach) and _same_content(
         source, destination, sha256, reach
     )
+
+
+def _copies_between(source: Path, folder: Path, reach: Reach) -> bool:
+    """A move of `source` into `folder` is a copy: they are on two filesystems, or on two mounts
+    of one (a link tried between them, under a temporary name, is refused with EXDEV)."""
+    if not _same_filesystem(source, folder, reach):
+        return True
+    probe = reach.name(folder / f".cctv-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        os.link(source, probe, dst_dir_fd=reach.fd, follow_symlinks=False)
+    except OSError as error:
+        return error.errno == errno.EXDEV
+    os.unlink(probe, dir_fd=reach.fd)
+    return False
 
 
 def _same_content(source: Path, destination: Path, sha256: str | None, reach: Reach) -> bool:
