@@ -20,7 +20,8 @@ fi
 elsewhere=""
 for paths in "$DROPIN_DIR/paths.conf" "$KEPT_PATHS"; do
     if [ -f "$paths" ]; then
-        elsewhere=$(sed -n 's/^ReadWritePaths=\(..*\)$/\1/p' "$paths" | tr ' ' '\n' |
+        # RequiresMountsFor= names each folder (ReadWritePaths= may name the frames' parent).
+        elsewhere=$(sed -n 's/^RequiresMountsFor=\(..*\)$/\1/p' "$paths" | tr ' ' '\n' |
             grep -v -E '^/(var/lib|srv)/cctv-gender(/|$)' | tr '\n' ' ' || true)
         break
     fi

@@ -91,6 +91,9 @@ def test_folders_on_a_share_go_into_the_drop_in_and_the_config(tmp_path: Path) -
         pytest.param(["/mnt/a/inbox", "/srv/processed", "/srv/failed"], id="only_the_root_in_common"),
         pytest.param(["/srv/inbox", "/srv/processed", "/srv/failed"], id="a_top_level_folder"),
         pytest.param(["/var/lib/inbox", "/var/lib/processed", "/var/lib/failed"], id="a_system_folder"),
+        pytest.param(["/var/www/inbox", "/var/www/processed", "/var/www/failed"], id="right_under_var"),
+        # Their common folder is wider than their own parent: /srv/a would give the service more.
+        pytest.param(["/srv/a/b/inbox", "/srv/a/b/processed", "/srv/a/c/failed"], id="not_side_by_side"),
     ],
 )
 def test_frame_folders_without_a_folder_of_their_own_are_named_apart_and_said_to_copy(

@@ -128,6 +128,31 @@ def test_a_purge_after_an_uninstall_still_names_the_folders_it_leaves(tmp_path: 
 
 
 @needs_sandbox
+def test_an_uninstall_names_the_frame_folders_it_leaves_not_the_folder_the_service_was_given(
+    tmp_path: Path,
+) -> None:
+    """The drop-in gives the service the frame folders' parent (one mount, so moves are links);
+    what an uninstall tells the operator to remove by hand is still each folder, never the
+    parent, which may hold more (a share's other data)."""
+    folders = ["/mnt/cctv/inbox", "/mnt/cctv/processed", "/mnt/cctv/failed"]
+    _installed(
+        tmp_path,
+        *[
+            part
+            for key, folder in zip(("inbox", "processed", "failed"), folders, strict=True)
+            for part in (f"--{key}", folder)
+        ],
+    )
+    assert "ReadWritePaths=/var/lib/cctv-gender /mnt/cctv\n" in (tmp_path / DROPIN).read_text()
+
+    kept = sandboxed(tmp_path, "systemd/uninstall.sh")
+
+    assert kept.returncode == 0, kept.stderr
+    (line,) = [line for line in kept.stdout.splitlines() if line.startswith("kept (named in paths.conf")]
+    assert line.split(": ", 1)[1].split() == folders
+
+
+@needs_sandbox
 def test_a_registry_and_a_database_outside_the_data_folder_are_made_writable_for_the_service(
     tmp_path: Path,
 ) -> None:
